@@ -1,0 +1,36 @@
+# The engine library: every host source under the architecture folders.
+# A new .cpp file in one of these folders is picked up without editing this file.
+file(GLOB_RECURSE LL_HOST_SOURCES CONFIGURE_DEPENDS
+  ${PROJECT_SOURCE_DIR}/common/*.cpp
+  ${PROJECT_SOURCE_DIR}/engine/*.cpp
+  ${PROJECT_SOURCE_DIR}/model/*.cpp
+  ${PROJECT_SOURCE_DIR}/kernels/*.cpp
+  ${PROJECT_SOURCE_DIR}/optim/*.cpp
+  ${PROJECT_SOURCE_DIR}/data/*.cpp)
+
+function(ll_configure_engine_library target)
+  target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${LL_WARNINGS}>)
+  target_link_libraries(${target} PUBLIC fmt::fmt yaml-cpp nlohmann_json::nlohmann_json
+    PkgConfig::SENTENCEPIECE PkgConfig::OPENBLAS OpenMP::OpenMP_CXX)
+endfunction()
+
+add_library(ll_engine STATIC ${LL_HOST_SOURCES})
+ll_configure_engine_library(ll_engine)
+
+# The same sources with AddressSanitizer and UBSan, for the hostile-input tests.
+add_library(ll_engine_asan STATIC ${LL_HOST_SOURCES})
+ll_configure_engine_library(ll_engine_asan)
+target_compile_options(ll_engine_asan PUBLIC -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+target_link_options(ll_engine_asan PUBLIC -fsanitize=address,undefined)
+
+if(LL_HAVE_CUDA)
+  file(GLOB_RECURSE LL_CUDA_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/kernels/cuda/*.cu)
+  add_library(ll_cuda STATIC ${LL_CUDA_SOURCES})
+  target_include_directories(ll_cuda PUBLIC ${PROJECT_SOURCE_DIR})
+  # Warnings as errors in device and host code; ptxas reports resources so spills are visible.
+  target_compile_options(ll_cuda PRIVATE
+    $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror,-Wno-unused-parameter -Xptxas=-v,-warn-spills,-warn-lmem-usage --resource-usage>)
+  target_link_libraries(ll_cuda PUBLIC CUDA::cudart CUDA::cublasLt fmt::fmt)
+  target_compile_definitions(ll_cuda PUBLIC LL_HAVE_CUDA=1)
+endif()

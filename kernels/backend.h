@@ -1,0 +1,53 @@
+#pragma once
+// The op interface the model code path calls. The CPU backend (fp32 reference) and the CUDA
+// backend (bf16 storage, fp32 accumulation) implement the same signatures, so the block
+// schedule in model/ is written once. Shapes are given by the Tensor views; each op checks
+// the shapes it relies on.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/tensor.h"
+#include "kernels/attention_mask.h"
+
+namespace ll {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  // The dtype activations and frozen weights are stored in (F32 on CPU, BF16 on CUDA).
+  virtual DType activation_dtype() const = 0;
+
+  // Memory: allocate uninitialised storage, copy from and to host fp32/int32.
+  virtual OwnedTensor allocate(std::vector<int64_t> shape, DType dtype) = 0;
+  virtual void upload_f32(const Tensor& dst, const float* src) = 0;    // converts to dst.dtype
+  virtual void upload_i32(const Tensor& dst, const int32_t* src) = 0;  // dst.dtype I32
+  virtual void download_f32(float* dst, const Tensor& src) = 0;        // converts from src.dtype
+
+  // out [N, D] = table [V, D] rows of tokens [N] (I32). Tokens outside [0, V) are an error.
+  virtual void embedding_forward(const Tensor& out, const Tensor& table, const Tensor& tokens) = 0;
+  // out [N, D] = rmsnorm(x [N, D]) * weight [D]; rstd [N] (F32) saved when non-null data.
+  virtual void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& x,
+                               const Tensor& weight, float eps) = 0;
+  // out [M, Nout] (+)= x [M, K] @ w [Nout, K]^T
+  virtual void matmul_forward(const Tensor& out, const Tensor& x, const Tensor& w,
+                              bool accumulate) = 0;
+  // In place on x [N, heads, hd]: token n at position (position_offset + n) / scale.
+  virtual void rope_forward(const Tensor& x, int64_t position_offset, double scale,
+                            double theta) = 0;
+  // out [N, H, hd], lse [H, N] (F32, may have null data), q [N, H, hd], k/v [N, Hkv, hd].
+  virtual void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
+                                 const Tensor& k, const Tensor& v, const AttnMask& mask) = 0;
+  // out = silu(gate) * up, all [N, F].
+  virtual void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) = 0;
+  // x += y
+  virtual void add_inplace(const Tensor& x, const Tensor& y) = 0;
+  // losses [N] (F32) = CE(x [N, D] @ lm_head [V, D]^T, targets [N] I32; < 0 = unlabelled),
+  // chunk_rows tokens at a time. Returns the number of labelled positions.
+  virtual int64_t classifier_forward(const Tensor& losses, const Tensor& x,
+                                     const Tensor& lm_head, const Tensor& targets,
+                                     int64_t chunk_rows) = 0;
+};
+
+}  // namespace ll

@@ -1,0 +1,16 @@
+#pragma once
+#include <cstdint>
+
+#include "kernels/attention_mask.h"
+
+namespace ll::cpu {
+
+// Causal softmax attention with the key set of `mask` (dense, S2, S2Roll), GQA.
+// q: [N, H, hd], k, v: [N, Hkv, hd] (query head h reads kv head h / (H / Hkv)),
+// out: [N, H, hd], lse: [H, N] natural-log sum-exp of the scaled scores, or null.
+// Scores are scaled by 1/sqrt(hd). mask.seq_len must equal N and mask.n_heads H.
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                       const AttnMask& mask);
+
+}  // namespace ll::cpu

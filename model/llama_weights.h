@@ -1,0 +1,40 @@
+#pragma once
+// The parameters of a Llama model in fp32 host memory, named and shaped as in
+// Hugging Face's LlamaForCausalLM. Linear weights are [out, in].
+#include <cstdint>
+#include <vector>
+
+#include "model/llama_config.h"
+#include "model/tensor_source.h"
+
+namespace ll {
+
+struct LlamaLayerWeights {
+  std::vector<float> input_layernorm;           // [D]
+  std::vector<float> q_proj;                    // [H*hd, D]
+  std::vector<float> k_proj;                    // [Hkv*hd, D]
+  std::vector<float> v_proj;                    // [Hkv*hd, D]
+  std::vector<float> o_proj;                    // [D, H*hd]
+  std::vector<float> post_attention_layernorm;  // [D]
+  std::vector<float> gate_proj;                 // [F, D]
+  std::vector<float> up_proj;                   // [F, D]
+  std::vector<float> down_proj;                 // [D, F]
+};
+
+struct LlamaWeights {
+  LlamaConfig config;
+  std::vector<float> embed_tokens;  // [V, D]
+  std::vector<LlamaLayerWeights> layers;
+  std::vector<float> norm;     // [D]
+  std::vector<float> lm_head;  // [V, D]; a copy of embed_tokens when tie_word_embeddings
+};
+
+// Check every expected tensor is present with the shape the config implies, that there are
+// no unexpected tensors (rotary_emb.inv_freq is ignored), and convert to fp32.
+// NaN/Inf in any weight is an error naming the tensor.
+LlamaWeights load_llama_weights(const ModelFiles& files);
+
+// Random weights for tests and benchmarks (normal(0, std), norms = 1).
+LlamaWeights random_llama_weights(const LlamaConfig& config, uint64_t seed, float std = 0.02f);
+
+}  // namespace ll
