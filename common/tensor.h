@@ -33,6 +33,17 @@ struct Tensor {
   }
 };
 
+// The same storage seen with another shape of equal element count (e.g. [N, H*hd] as
+// [N, H, hd]); `offset_elems` moves the start, for row slices of a larger buffer.
+inline Tensor reshaped(const Tensor& t, std::vector<int64_t> shape, int64_t offset_elems = 0) {
+  Tensor r{nullptr, t.dtype, std::move(shape)};
+  LL_CHECK(offset_elems >= 0 && offset_elems + r.numel() <= t.numel(),
+           "reshape of a {}-element tensor to {} elements at offset {}", t.numel(), r.numel(),
+           offset_elems);
+  r.data = static_cast<char*>(t.data) + size_t(offset_elems) * dtype_size(t.dtype);
+  return r;
+}
+
 // Owns the memory behind a Tensor view; the deleter comes from the backend that allocated it.
 struct OwnedTensor {
   Tensor view;

@@ -2,6 +2,7 @@
 // The parameters of a Llama model in fp32 host memory, named and shaped as in
 // Hugging Face's LlamaForCausalLM. Linear weights are [out, in].
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "model/llama_config.h"
@@ -33,6 +34,26 @@ struct LlamaWeights {
 // no unexpected tensors (rotary_emb.inv_freq is ignored), and convert to fp32.
 // NaN/Inf in any weight is an error naming the tensor.
 LlamaWeights load_llama_weights(const ModelFiles& files);
+
+// One tensor a Llama checkpoint must hold: its HF name, the shape the config implies and the
+// config fields that shape comes from (for error messages).
+struct LlamaTensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::string shape_from;  // e.g. "vocab_size = 32000, hidden_size = 4096"
+  bool optional = false;   // lm_head.weight when tie_word_embeddings
+};
+
+// Every tensor of the config's model in HF order: embed_tokens, layer 0..L-1, norm, lm_head.
+std::vector<LlamaTensorSpec> llama_tensor_specs(const LlamaConfig& config);
+
+// The structural half of load_llama_weights (names, shapes, floating dtypes; no data read):
+// what ./convert checks before streaming a model it never holds in memory.
+void check_llama_tensors(const ModelFiles& files);
+
+// F32 views of `weights` under their HF names, in llama_tensor_specs order (lm_head included
+// even when tied), e.g. to write them with write_model_bin. The views point into `weights`.
+std::vector<TensorEntry> llama_weights_tensors(const LlamaWeights& weights);
 
 // Random weights for tests and benchmarks (normal(0, std), norms = 1).
 LlamaWeights random_llama_weights(const LlamaConfig& config, uint64_t seed, float std = 0.02f);

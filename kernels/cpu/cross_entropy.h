@@ -7,7 +7,8 @@ namespace ll::cpu {
 // [N, V] logits never exist: peak extra memory is chunk_rows * V floats.
 // x: [N, D] final-normed hidden states, lm_head: [V, D], targets: [N] (a target < 0 means
 // "no label": its loss is 0 and it is not counted). losses: [N] natural-log CE per position.
-// Returns the number of labelled positions. Throws ll::Error for a target >= V.
+// Returns the number of labelled positions. Throws ll::Error for a target >= V, a non-finite
+// logit at a labelled position, or chunk_rows < 1.
 int64_t classifier_forward(float* losses, const float* x, const float* lm_head,
                            const int32_t* targets, int64_t n_tokens, int64_t dim, int64_t vocab,
                            int64_t chunk_rows);

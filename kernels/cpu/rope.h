@@ -5,8 +5,8 @@ namespace ll::cpu {
 
 // Rotary position embedding, rotate-half form (pairs (j, j + hd/2)) as in HF Llama, in place.
 // x: [N, heads, hd]. Token n sits at position (position_offset + n) / scale (linear position
-// interpolation); frequency of pair j is theta^(-2j/hd). Angles are computed in double, then
-// cos/sin rounded to fp32, as HF's fp32 path does up to rounding.
+// interpolation); frequency of pair j is theta^(-2j/hd). The fp32 angle is rounded exactly as
+// transformers rounds it (see rope.cpp); cos/sin are taken in double, then rounded to fp32.
 void rope_forward(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
                   int64_t position_offset, double scale, double theta);
 

@@ -1,0 +1,39 @@
+# A thin front over CMake. `make` builds everything and leaves the tools at the repository
+# root (./ppl_eval, ./convert, ./tokenize, ...). See README.md.
+BUILD_DIR ?= build
+JOBS ?= $(shell nproc)
+GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Unix Makefiles")
+export PATH := $(PATH):/usr/local/cuda/bin
+
+.PHONY: all setup configure build test test-all test-slow demo bench clean
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+configure: setup
+	@test -f $(BUILD_DIR)/CMakeCache.txt || cmake -S . -B $(BUILD_DIR) -G "$(GENERATOR)" $(CMAKE_ARGS)
+
+build: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS)
+
+# The default suite: everything but the slow label (GPU tests skip without a GPU).
+test: build
+	@cd $(BUILD_DIR) && ctest -LE slow -j $(JOBS) --output-on-failure
+
+test-slow: build
+	@cd $(BUILD_DIR) && ctest -L slow -j $(JOBS) --output-on-failure
+
+test-all: build
+	@cd $(BUILD_DIR) && ctest -j $(JOBS) --output-on-failure
+
+# The quick start's main job on the built-in tiny model (CPU).
+demo: build
+	@scripts/demo.sh
+
+bench: build
+	@scripts/bench_cpu.sh
+
+clean:
+	rm -rf $(BUILD_DIR) ppl_eval convert tokenize train_longlora bench_s2attn bench_cpu_forward

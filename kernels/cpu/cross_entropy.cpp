@@ -1,0 +1,79 @@
+#include "kernels/cpu/cross_entropy.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "common/error.h"
+#include "kernels/cpu/matmul.h"
+
+namespace ll::cpu {
+
+int64_t classifier_forward(float* losses, const float* x, const float* lm_head,
+                           const int32_t* targets, int64_t n_tokens, int64_t dim, int64_t vocab,
+                           int64_t chunk_rows) {
+  LL_CHECK(n_tokens >= 0 && dim >= 0 && vocab >= 1,
+           "classifier: bad shape (tokens {}, dim {}, vocab {})", n_tokens, dim, vocab);
+  LL_CHECK(chunk_rows >= 1, "classifier: chunk_rows must be >= 1, got {}", chunk_rows);
+  // Check every label before any work, so a bad label fails fast and names its position.
+  int64_t n_labelled = 0;
+  for (int64_t n = 0; n < n_tokens; ++n) {
+    LL_CHECK(targets[n] < vocab,
+             "classifier: target id {} at position {} is outside the vocabulary [0, {})",
+             targets[n], n, vocab);
+    if (targets[n] >= 0) ++n_labelled;
+  }
+  if (n_tokens == 0) return 0;
+
+  const int64_t rows = std::min(chunk_rows, n_tokens);
+  // [rows, V], reused for every chunk: the only large allocation.
+  std::vector<float> logits(static_cast<size_t>(rows * vocab));
+  const int64_t no_error = std::numeric_limits<int64_t>::max();
+  int64_t first_bad = no_error;  // first position with a non-finite logit
+
+  for (int64_t start = 0; start < n_tokens; start += rows) {
+    const int64_t cnt = std::min(rows, n_tokens - start);
+    const bool any_label =
+        std::any_of(targets + start, targets + start + cnt, [](int32_t t) { return t >= 0; });
+    if (!any_label) {
+      // Prompt-only chunks (SFT) need no logits at all.
+      std::fill(losses + start, losses + start + cnt, 0.0f);
+      continue;
+    }
+    matmul_forward(logits.data(), x + start * dim, lm_head, cnt, dim, vocab, false);
+#pragma omp parallel for reduction(min : first_bad)
+    for (int64_t r = 0; r < cnt; ++r) {
+      const int64_t pos = start + r;
+      const int32_t target = targets[pos];
+      if (target < 0) {
+        losses[pos] = 0.0f;
+        continue;
+      }
+      const float* row = logits.data() + r * vocab;  // [V]
+      float mx = -std::numeric_limits<float>::infinity();
+      bool finite = true;
+      for (int64_t j = 0; j < vocab; ++j) {
+        finite = finite && std::isfinite(row[j]);
+        mx = row[j] > mx ? row[j] : mx;
+      }
+      if (!finite) {
+        // Exceptions cannot leave an OpenMP loop; report after it.
+        first_bad = std::min(first_bad, pos);
+        losses[pos] = std::numeric_limits<float>::quiet_NaN();
+        continue;
+      }
+      double sum = 0.0;
+      for (int64_t j = 0; j < vocab; ++j) sum += std::exp(double(row[j]) - double(mx));
+      losses[pos] = float(double(mx) + std::log(sum) - double(row[target]));
+    }
+    if (first_bad != no_error) break;
+  }
+  LL_CHECK(first_bad == no_error,
+           "classifier: non-finite logit (NaN or Inf) at position {}: the hidden states or "
+           "lm_head hold NaN/Inf (diverged training or a corrupt checkpoint?)",
+           first_bad);
+  return n_labelled;
+}
+
+}  // namespace ll::cpu

@@ -1,0 +1,222 @@
+#include "model/llama_config.h"
+
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/mapped_file.h"
+
+namespace ll {
+namespace {
+
+using nlohmann::json;
+
+// Sizes beyond these are not Llama models but damaged or hostile files; bounding them keeps
+// every product (V * D, F * D, ...) far from int64 overflow.
+constexpr int64_t kMaxDim = int64_t(1) << 24;
+constexpr int64_t kMaxPositions = int64_t(1) << 30;
+
+const json* field(const json& doc, const char* key) {
+  auto it = doc.find(key);
+  return (it == doc.end() || it->is_null()) ? nullptr : &*it;
+}
+
+int64_t as_int(const json& v, const char* key, const std::string& source) {
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (v.is_number_unsigned()) {
+    LL_CHECK(v.get<uint64_t>() <= uint64_t(INT64_MAX), "{}: field \"{}\" = {} is too large",
+             source, key, v.dump());
+    return int64_t(v.get<uint64_t>());
+  }
+  fail("{}: field \"{}\" must be an integer, found {}", source, key, v.dump());
+}
+
+int64_t required_int(const json& doc, const char* key, const std::string& source) {
+  const json* v = field(doc, key);
+  LL_CHECK(v != nullptr, "{}: missing field \"{}\"; is this a Llama config.json?", source, key);
+  return as_int(*v, key, source);
+}
+
+int64_t optional_int(const json& doc, const char* key, int64_t fallback,
+                     const std::string& source) {
+  const json* v = field(doc, key);
+  return v ? as_int(*v, key, source) : fallback;
+}
+
+double optional_number(const json& doc, const char* key, double fallback,
+                       const std::string& source) {
+  const json* v = field(doc, key);
+  if (!v) return fallback;
+  LL_CHECK(v->is_number(), "{}: field \"{}\" must be a number, found {}", source, key, v->dump());
+  return v->get<double>();
+}
+
+// bos/eos may be an integer or (newer configs) a list of ids: the first one is used.
+int64_t token_id(const json& doc, const char* key, int64_t fallback, const std::string& source) {
+  const json* v = field(doc, key);
+  if (!v) return fallback;
+  if (v->is_array()) {
+    LL_CHECK(!v->empty(), "{}: field \"{}\" is an empty list; give at least one token id",
+             source, key);
+    return as_int(v->front(), key, source);
+  }
+  return as_int(*v, key, source);
+}
+
+// rope_scaling: null or {"type"|"rope_type": "linear", "factor": f}. Other kinds (dynamic NTK,
+// yarn, llama3) change the RoPE formula, which the kernels do not implement.
+double rope_scaling_factor(const json& doc, const std::string& source) {
+  const json* v = field(doc, "rope_scaling");
+  if (!v) return 1.0;
+  LL_CHECK(v->is_object(), "{}: field \"rope_scaling\" must be null or an object, found {}",
+           source, v->dump());
+  const json* type = field(*v, "type");
+  if (!type) type = field(*v, "rope_type");
+  LL_CHECK(type && type->is_string(),
+           "{}: field \"rope_scaling\" has no \"type\"; only {{\"type\": \"linear\", "
+           "\"factor\": f}} is supported",
+           source);
+  LL_CHECK(type->get<std::string>() == "linear",
+           "{}: rope_scaling type \"{}\" is not supported; only linear position interpolation "
+           "is (set rope_scaling to null or {{\"type\": \"linear\", \"factor\": f}})",
+           source, type->get<std::string>());
+  const json* factor = field(*v, "factor");
+  LL_CHECK(factor && factor->is_number(),
+           "{}: field \"rope_scaling.factor\" must be a number, found {}", source,
+           factor ? factor->dump() : "nothing");
+  return factor->get<double>();
+}
+
+}  // namespace
+
+void validate_llama_config(const LlamaConfig& c, const std::string& source) {
+  const std::pair<const char*, int64_t> sizes[] = {
+      {"hidden_size", c.hidden_size},
+      {"intermediate_size", c.intermediate_size},
+      {"num_hidden_layers", c.num_hidden_layers},
+      {"num_attention_heads", c.num_attention_heads},
+      {"num_key_value_heads", c.num_key_value_heads},
+      {"vocab_size", c.vocab_size},
+  };
+  for (const auto& [key, value] : sizes) {
+    LL_CHECK(value > 0, "{}: field \"{}\" = {} must be positive", source, key, value);
+    LL_CHECK(value <= kMaxDim, "{}: field \"{}\" = {} is implausibly large (limit {})", source,
+             key, value, kMaxDim);
+  }
+  LL_CHECK(c.max_position_embeddings > 0 && c.max_position_embeddings <= kMaxPositions,
+           "{}: field \"max_position_embeddings\" = {} must be in [1, {}]", source,
+           c.max_position_embeddings, kMaxPositions);
+  LL_CHECK(c.hidden_size % c.num_attention_heads == 0,
+           "{}: hidden_size = {} is not divisible by num_attention_heads = {}; fix config.json",
+           source, c.hidden_size, c.num_attention_heads);
+  LL_CHECK(c.num_attention_heads % c.num_key_value_heads == 0,
+           "{}: num_attention_heads = {} is not divisible by num_key_value_heads = {}; "
+           "fix config.json",
+           source, c.num_attention_heads, c.num_key_value_heads);
+  LL_CHECK(c.head_dim() % 2 == 0,
+           "{}: head_dim = hidden_size / num_attention_heads = {} is odd; RoPE rotates pairs "
+           "and needs an even head_dim",
+           source, c.head_dim());
+  LL_CHECK(std::isfinite(c.rms_norm_eps) && c.rms_norm_eps > 0,
+           "{}: field \"rms_norm_eps\" = {} must be a finite positive number", source,
+           c.rms_norm_eps);
+  LL_CHECK(std::isfinite(c.rope_theta) && c.rope_theta > 0,
+           "{}: field \"rope_theta\" = {} must be a finite positive number", source,
+           c.rope_theta);
+  LL_CHECK(std::isfinite(c.rope_scaling_factor) && c.rope_scaling_factor >= 1.0,
+           "{}: field \"rope_scaling.factor\" = {} must be a finite number >= 1", source,
+           c.rope_scaling_factor);
+  LL_CHECK(c.bos_token_id >= 0 && c.bos_token_id < c.vocab_size,
+           "{}: field \"bos_token_id\" = {} is outside the vocabulary [0, {})", source,
+           c.bos_token_id, c.vocab_size);
+  LL_CHECK(c.eos_token_id >= 0 && c.eos_token_id < c.vocab_size,
+           "{}: field \"eos_token_id\" = {} is outside the vocabulary [0, {})", source,
+           c.eos_token_id, c.vocab_size);
+}
+
+LlamaConfig llama_config_from_json(const json& doc, const std::string& source) {
+  LL_CHECK(doc.is_object(), "{}: a config must be a JSON object, found {}", source,
+           doc.type_name());
+  if (const json* act = field(doc, "hidden_act")) {
+    LL_CHECK(act->is_string() && act->get<std::string>() == "silu",
+             "{}: field \"hidden_act\" = {} is not supported; Llama uses \"silu\"", source,
+             act->dump());
+  }
+  for (const char* key : {"attention_bias", "mlp_bias"}) {
+    const json* bias = field(doc, key);
+    LL_CHECK(!bias || (bias->is_boolean() && !bias->get<bool>()),
+             "{}: field \"{}\" = {} is not supported; Llama-2 layers have no bias terms", source,
+             key, bias ? bias->dump() : "");
+  }
+  LlamaConfig c;
+  c.hidden_size = required_int(doc, "hidden_size", source);
+  c.intermediate_size = required_int(doc, "intermediate_size", source);
+  c.num_hidden_layers = required_int(doc, "num_hidden_layers", source);
+  c.num_attention_heads = required_int(doc, "num_attention_heads", source);
+  c.num_key_value_heads = optional_int(doc, "num_key_value_heads", c.num_attention_heads, source);
+  c.vocab_size = required_int(doc, "vocab_size", source);
+  c.max_position_embeddings = required_int(doc, "max_position_embeddings", source);
+  c.rms_norm_eps = optional_number(doc, "rms_norm_eps", 1e-6, source);
+  c.rope_theta = optional_number(doc, "rope_theta", 10000.0, source);
+  c.rope_scaling_factor = rope_scaling_factor(doc, source);
+  if (const json* tie = field(doc, "tie_word_embeddings")) {
+    LL_CHECK(tie->is_boolean(), "{}: field \"tie_word_embeddings\" must be true or false, found {}",
+             source, tie->dump());
+    c.tie_word_embeddings = tie->get<bool>();
+  }
+  c.bos_token_id = token_id(doc, "bos_token_id", 1, source);
+  c.eos_token_id = token_id(doc, "eos_token_id", 2, source);
+  validate_llama_config(c, source);
+  // Newer configs spell head_dim out; a value other than hidden / heads is a different layout.
+  if (const json* hd = field(doc, "head_dim")) {
+    LL_CHECK(as_int(*hd, "head_dim", source) == c.head_dim(),
+             "{}: field \"head_dim\" = {} differs from hidden_size / num_attention_heads = {}; "
+             "only the standard Llama layout is supported",
+             source, hd->dump(), c.head_dim());
+  }
+  return c;
+}
+
+LlamaConfig llama_config_from_file(const std::string& path) {
+  LL_CHECK(std::filesystem::is_regular_file(path),
+           "{}: no such file; a Hugging Face model directory needs its config.json", path);
+  const MappedFile file(path);
+  LL_CHECK(file.size() <= 100u * 1000u * 1000u,
+           "{}: config is {} bytes, over the 100 MB limit; the file is damaged", path,
+           file.size());
+  const char* text = reinterpret_cast<const char*>(file.data());
+  json doc;
+  try {
+    doc = json::parse(text, text + file.size());
+  } catch (const json::exception& e) {
+    fail("{}: config is not valid JSON: {}", path, e.what());
+  }
+  return llama_config_from_json(doc, path);
+}
+
+json llama_config_to_json(const LlamaConfig& c) {
+  json doc = {
+      {"architectures", json::array({"LlamaForCausalLM"})},
+      {"model_type", "llama"},
+      {"hidden_act", "silu"},
+      {"hidden_size", c.hidden_size},
+      {"intermediate_size", c.intermediate_size},
+      {"num_hidden_layers", c.num_hidden_layers},
+      {"num_attention_heads", c.num_attention_heads},
+      {"num_key_value_heads", c.num_key_value_heads},
+      {"vocab_size", c.vocab_size},
+      {"max_position_embeddings", c.max_position_embeddings},
+      {"rms_norm_eps", c.rms_norm_eps},
+      {"rope_theta", c.rope_theta},
+      {"tie_word_embeddings", c.tie_word_embeddings},
+      {"bos_token_id", c.bos_token_id},
+      {"eos_token_id", c.eos_token_id},
+  };
+  doc["rope_scaling"] = c.rope_scaling_factor == 1.0
+                            ? json(nullptr)
+                            : json{{"type", "linear"}, {"factor", c.rope_scaling_factor}};
+  return doc;
+}
+
+}  // namespace ll

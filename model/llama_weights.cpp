@@ -1,0 +1,211 @@
+#include "model/llama_weights.h"
+
+#include <cmath>
+#include <random>
+#include <set>
+#include <string_view>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+
+namespace ll {
+namespace {
+
+constexpr std::string_view kIgnoredSuffix = "rotary_emb.inv_freq";  // buffers in old checkpoints
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
+
+int64_t numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+bool is_norm(const std::string& name) { return name.ends_with("norm.weight"); }
+
+// Calls f(spec, destination) for every tensor in HF order; destination is the matching
+// vector of *w, or nullptr when w is null (specs only).
+template <typename F>
+void visit_tensors(const LlamaConfig& c, LlamaWeights* w, F&& f) {
+  const int64_t D = c.hidden_size, F_ = c.intermediate_size, V = c.vocab_size;
+  const int64_t KV = c.kv_dim();
+  const std::string d = fmt::format("hidden_size = {}", D);
+  const std::string vd = fmt::format("vocab_size = {}, {}", V, d);
+  const std::string kvd = fmt::format("num_key_value_heads = {} x head_dim = {}, {}",
+                                      c.num_key_value_heads, c.head_dim(), d);
+  const std::string fd = fmt::format("intermediate_size = {}, {}", F_, d);
+  auto dst = [&](std::vector<float> LlamaWeights::*member) {
+    return w ? &(w->*member) : nullptr;
+  };
+  f(LlamaTensorSpec{"model.embed_tokens.weight", {V, D}, vd}, dst(&LlamaWeights::embed_tokens));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    LlamaLayerWeights* l = w ? &w->layers[size_t(i)] : nullptr;
+    auto ldst = [&](std::vector<float> LlamaLayerWeights::*member) {
+      return l ? &(l->*member) : nullptr;
+    };
+    const std::string p = fmt::format("model.layers.{}.", i);
+    f(LlamaTensorSpec{p + "self_attn.q_proj.weight", {D, D}, d},
+      ldst(&LlamaLayerWeights::q_proj));
+    f(LlamaTensorSpec{p + "self_attn.k_proj.weight", {KV, D}, kvd},
+      ldst(&LlamaLayerWeights::k_proj));
+    f(LlamaTensorSpec{p + "self_attn.v_proj.weight", {KV, D}, kvd},
+      ldst(&LlamaLayerWeights::v_proj));
+    f(LlamaTensorSpec{p + "self_attn.o_proj.weight", {D, D}, d},
+      ldst(&LlamaLayerWeights::o_proj));
+    f(LlamaTensorSpec{p + "mlp.gate_proj.weight", {F_, D}, fd},
+      ldst(&LlamaLayerWeights::gate_proj));
+    f(LlamaTensorSpec{p + "mlp.up_proj.weight", {F_, D}, fd}, ldst(&LlamaLayerWeights::up_proj));
+    f(LlamaTensorSpec{p + "mlp.down_proj.weight", {D, F_}, fd},
+      ldst(&LlamaLayerWeights::down_proj));
+    f(LlamaTensorSpec{p + "input_layernorm.weight", {D}, d},
+      ldst(&LlamaLayerWeights::input_layernorm));
+    f(LlamaTensorSpec{p + "post_attention_layernorm.weight", {D}, d},
+      ldst(&LlamaLayerWeights::post_attention_layernorm));
+  }
+  f(LlamaTensorSpec{"model.norm.weight", {D}, d}, dst(&LlamaWeights::norm));
+  f(LlamaTensorSpec{"lm_head.weight", {V, D}, vd, c.tie_word_embeddings},
+    dst(&LlamaWeights::lm_head));
+}
+
+// "a", "a and b", "a, b and 3 more" for messages about many tensors.
+std::string name_list(const std::vector<std::string>& names) {
+  std::string out = "\"" + names[0] + "\"";
+  if (names.size() > 1) out += fmt::format(" and {} more", names.size() - 1);
+  return out;
+}
+
+}  // namespace
+
+std::vector<LlamaTensorSpec> llama_tensor_specs(const LlamaConfig& config) {
+  std::vector<LlamaTensorSpec> specs;
+  visit_tensors(config, nullptr,
+                [&](LlamaTensorSpec spec, std::vector<float>*) { specs.push_back(std::move(spec)); });
+  return specs;
+}
+
+void check_llama_tensors(const ModelFiles& files) {
+  const LlamaConfig& c = files.config;
+  const std::vector<LlamaTensorSpec> specs = llama_tensor_specs(c);
+  std::vector<std::string> missing;
+  std::set<std::string> expected;
+  for (const LlamaTensorSpec& s : specs) {
+    expected.insert(s.name);
+    if (!s.optional && files.tensors.find(s.name) == nullptr) missing.push_back(s.name);
+  }
+  LL_CHECK(missing.empty(),
+           "{}: missing tensor {}; the checkpoint does not match its config (num_hidden_layers "
+           "= {}, tie_word_embeddings = {})",
+           files.path, name_list(missing), c.num_hidden_layers, c.tie_word_embeddings);
+
+  std::vector<std::string> unexpected;
+  const TensorEntry* first_unexpected = nullptr;
+  for (const auto& [name, entry] : files.tensors.entries()) {
+    if (expected.count(name) || name.ends_with(kIgnoredSuffix)) continue;
+    unexpected.push_back(name);
+    if (!first_unexpected) first_unexpected = &entry;
+  }
+  LL_CHECK(unexpected.empty(),
+           "{}: unexpected tensor {}, which a Llama model with this config (num_hidden_layers = "
+           "{}) does not have; do the config and the weights belong together?",
+           first_unexpected ? first_unexpected->file : files.path, name_list(unexpected),
+           c.num_hidden_layers);
+
+  for (const LlamaTensorSpec& s : specs) {
+    const TensorEntry* t = files.tensors.find(s.name);
+    if (t == nullptr) continue;  // an optional (tied) lm_head
+    LL_CHECK(t->dtype == DType::F32 || t->dtype == DType::F16 || t->dtype == DType::BF16,
+             "{}: tensor \"{}\" has dtype {}; weights must be F32, F16 or BF16", t->file, s.name,
+             dtype_name(t->dtype));
+    LL_CHECK(t->shape == s.shape,
+             "{}: tensor \"{}\" has shape {}, expected {} (from {} in the config); the "
+             "checkpoint does not match its config",
+             t->file, s.name, shape_str(t->shape), shape_str(s.shape), s.shape_from);
+  }
+}
+
+LlamaWeights load_llama_weights(const ModelFiles& files) {
+  check_llama_tensors(files);
+  LlamaWeights w;
+  w.config = files.config;
+  w.layers.resize(size_t(w.config.num_hidden_layers));
+  struct Job {
+    const TensorEntry* src;
+    std::vector<float>* dst;
+  };
+  std::vector<Job> jobs;
+  visit_tensors(w.config, &w, [&](const LlamaTensorSpec& s, std::vector<float>* dst) {
+    const TensorEntry* t = files.tensors.find(s.name);
+    if (t == nullptr) return;  // tied lm_head, copied below
+    dst->resize(size_t(t->numel()));  // allocation stays outside the parallel region
+    jobs.push_back({t, dst});
+  });
+
+  // Exceptions may not leave an OpenMP region: each job records its fault instead.
+  std::vector<std::string> errors(jobs.size());
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t j = 0; j < int64_t(jobs.size()); ++j) {
+    const Job& job = jobs[size_t(j)];
+    float* out = job.dst->data();
+    const size_t n = job.dst->size();
+    convert_to_f32(job.src->dtype, job.src->data, out, n);
+    for (size_t i = 0; i < n; ++i) {
+      if (!std::isfinite(out[i])) {
+        errors[size_t(j)] = fmt::format(
+            "{}: tensor \"{}\" holds {} at element {}; the weights are damaged (re-download or "
+            "re-convert them)",
+            job.src->file, job.src->name, std::isnan(out[i]) ? "NaN" : "Inf", i);
+        break;
+      }
+    }
+  }
+  for (const std::string& e : errors) {
+    if (!e.empty()) throw Error(e);
+  }
+  if (w.lm_head.empty()) w.lm_head = w.embed_tokens;  // tie_word_embeddings
+  return w;
+}
+
+std::vector<TensorEntry> llama_weights_tensors(const LlamaWeights& weights) {
+  std::vector<TensorEntry> out;
+  // visit_tensors hands out mutable pointers; the entries only read through them.
+  auto& w = const_cast<LlamaWeights&>(weights);
+  visit_tensors(w.config, &w, [&](const LlamaTensorSpec& s, std::vector<float>* v) {
+    LL_CHECK(int64_t(v->size()) == numel(s.shape),
+             "llama_weights_tensors: tensor \"{}\" has {} values, expected shape {}", s.name,
+             v->size(), shape_str(s.shape));
+    TensorEntry e;
+    e.name = s.name;
+    e.dtype = DType::F32;
+    e.shape = s.shape;
+    e.data = reinterpret_cast<const uint8_t*>(v->data());
+    e.nbytes = v->size() * sizeof(float);
+    e.file = "(weights in memory)";
+    out.push_back(std::move(e));
+  });
+  return out;
+}
+
+LlamaWeights random_llama_weights(const LlamaConfig& config, uint64_t seed, float std) {
+  validate_llama_config(config, "random_llama_weights");
+  LlamaWeights w;
+  w.config = config;
+  w.layers.resize(size_t(config.num_hidden_layers));
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, std);
+  visit_tensors(config, &w, [&](const LlamaTensorSpec& s, std::vector<float>* v) {
+    if (s.optional) return;  // tied lm_head: a copy of embed_tokens below
+    v->resize(size_t(numel(s.shape)));
+    if (is_norm(s.name)) {
+      std::fill(v->begin(), v->end(), 1.0f);
+    } else {
+      for (float& x : *v) x = normal(rng);
+    }
+  });
+  if (w.lm_head.empty()) w.lm_head = w.embed_tokens;
+  return w;
+}
+
+}  // namespace ll

@@ -1,0 +1,25 @@
+#pragma once
+// GPU tests call require_gpu() first: on a machine without a usable CUDA device (or a build
+// without the CUDA backend) the whole test binary exits with code 77, which ctest reports as
+// "skipped", after one clear line saying why.
+#include <cstdio>
+#include <cstdlib>
+
+#if defined(LL_HAVE_CUDA)
+#include "kernels/cuda/device_info.h"
+#endif
+
+namespace ll::test {
+
+inline void require_gpu() {
+#if defined(LL_HAVE_CUDA)
+  if (ll::cuda::device_count() > 0) return;
+  std::printf("SKIP: no CUDA device on this machine; GPU tests need one (see tools/gpu_check.sh)\n");
+#else
+  std::printf("SKIP: built without the CUDA backend (no nvcc found at configure time)\n");
+#endif
+  std::fflush(stdout);
+  std::exit(77);
+}
+
+}  // namespace ll::test

@@ -1,0 +1,153 @@
+// config.json parsing: HF defaults, the accepted variants, and one rejection per bad field,
+// each message naming the file and the field.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "model/llama_config.h"
+#include "tests/model/model_fixtures.h"
+
+using nlohmann::json;
+using ll::test::tiny_config_json;
+
+namespace {
+
+// The message of the ll::Error that parsing `doc` throws ("" when it parses).
+std::string parse_error(const json& doc) {
+  try {
+    ll::llama_config_from_json(doc, "cfg/config.json");
+  } catch (const ll::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+void check_rejected(const json& doc, const std::string& word) {
+  const std::string msg = parse_error(doc);
+  INFO("message: ", msg);
+  CHECK(msg.find("cfg/config.json") != std::string::npos);
+  CHECK(msg.find(word) != std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("a Llama-2 7B config parses with its values") {
+  json doc = {{"architectures", {"LlamaForCausalLM"}}, {"hidden_size", 4096},
+              {"intermediate_size", 11008}, {"num_hidden_layers", 32},
+              {"num_attention_heads", 32}, {"max_position_embeddings", 4096},
+              {"rms_norm_eps", 1e-5}, {"vocab_size", 32000}, {"bos_token_id", 1},
+              {"eos_token_id", 2}, {"rope_scaling", nullptr}, {"tie_word_embeddings", false}};
+  const ll::LlamaConfig c = ll::llama_config_from_json(doc, "7b");
+  CHECK(c.hidden_size == 4096);
+  CHECK(c.intermediate_size == 11008);
+  CHECK(c.num_hidden_layers == 32);
+  CHECK(c.num_key_value_heads == 32);  // defaults to the head count
+  CHECK(c.head_dim() == 128);
+  CHECK(c.rms_norm_eps == 1e-5);
+  CHECK(c.rope_theta == 10000.0);
+  CHECK(c.rope_scaling_factor == 1.0);
+  CHECK(c.vocab_size == 32000);
+  CHECK(!c.tie_word_embeddings);
+}
+
+TEST_CASE("defaults, GQA, linear rope_scaling and eos lists") {
+  json doc = tiny_config_json();
+  doc.erase("rms_norm_eps");
+  doc.erase("rope_theta");
+  doc.erase("tie_word_embeddings");
+  doc["eos_token_id"] = {2, 3};
+  doc["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 4.0}};
+  ll::LlamaConfig c = ll::llama_config_from_json(doc, "x");
+  CHECK(c.rms_norm_eps == 1e-6);
+  CHECK(c.rope_theta == 10000.0);
+  CHECK(c.rope_scaling_factor == 4.0);
+  CHECK(c.num_key_value_heads == 2);
+  CHECK(c.kv_dim() == 8);
+  CHECK(c.eos_token_id == 2);
+  CHECK(!c.tie_word_embeddings);
+  doc["rope_scaling"] = {{"type", "linear"}, {"factor", 2}};
+  CHECK(ll::llama_config_from_json(doc, "x").rope_scaling_factor == 2.0);
+}
+
+TEST_CASE("to_json round trips and carries the HF identity keys") {
+  json doc = tiny_config_json();
+  doc["rope_scaling"] = {{"type", "linear"}, {"factor", 8.0}};
+  doc["tie_word_embeddings"] = true;
+  const ll::LlamaConfig c = ll::llama_config_from_json(doc, "x");
+  const json out = ll::llama_config_to_json(c);
+  CHECK(out["architectures"][0] == "LlamaForCausalLM");
+  CHECK(out["model_type"] == "llama");
+  CHECK(out["rope_scaling"]["type"] == "linear");
+  const ll::LlamaConfig back = ll::llama_config_from_json(out, "y");
+  CHECK(back.hidden_size == c.hidden_size);
+  CHECK(back.num_key_value_heads == c.num_key_value_heads);
+  CHECK(back.rope_scaling_factor == 8.0);
+  CHECK(back.tie_word_embeddings);
+  CHECK(back.rms_norm_eps == c.rms_norm_eps);
+  CHECK(ll::llama_config_to_json(back) == out);
+}
+
+TEST_CASE("each bad field is rejected naming the file and the field") {
+  auto with = [](const char* key, json value) {
+    json doc = tiny_config_json();
+    doc[key] = std::move(value);
+    return doc;
+  };
+  auto without = [](const char* key) {
+    json doc = tiny_config_json();
+    doc.erase(key);
+    return doc;
+  };
+  check_rejected(json::array(), "JSON object");
+  for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers",
+                          "num_attention_heads", "vocab_size", "max_position_embeddings"}) {
+    CAPTURE(key);
+    check_rejected(without(key), key);
+    check_rejected(with(key, 0), key);
+    check_rejected(with(key, -4), key);
+    check_rejected(with(key, 16.5), key);
+    check_rejected(with(key, "16"), key);
+  }
+  check_rejected(with("num_key_value_heads", 0), "num_key_value_heads");
+  check_rejected(with("hidden_size", 18), "not divisible by num_attention_heads");
+  check_rejected(with("num_key_value_heads", 3), "not divisible by num_key_value_heads");
+  json odd = tiny_config_json();  // head_dim 3
+  odd["hidden_size"] = 12;
+  check_rejected(odd, "head_dim");
+  check_rejected(with("hidden_size", int64_t(1) << 40), "implausibly large");
+  check_rejected(with("rms_norm_eps", 0), "rms_norm_eps");
+  check_rejected(with("rms_norm_eps", -1e-5), "rms_norm_eps");
+  check_rejected(with("rms_norm_eps", "small"), "rms_norm_eps");
+  check_rejected(with("rope_theta", -1), "rope_theta");
+  check_rejected(with("rope_scaling", {{"type", "dynamic"}, {"factor", 2.0}}), "only linear");
+  check_rejected(with("rope_scaling", {{"type", "yarn"}, {"factor", 2.0}}), "yarn");
+  check_rejected(with("rope_scaling", {{"factor", 2.0}}), "rope_scaling");
+  check_rejected(with("rope_scaling", {{"type", "linear"}, {"factor", 0.5}}), "factor");
+  check_rejected(with("rope_scaling", {{"type", "linear"}}), "factor");
+  check_rejected(with("rope_scaling", 3), "rope_scaling");
+  check_rejected(with("tie_word_embeddings", "yes"), "tie_word_embeddings");
+  check_rejected(with("eos_token_id", json::array()), "eos_token_id");
+  check_rejected(with("eos_token_id", 99), "eos_token_id");
+  check_rejected(with("bos_token_id", -1), "bos_token_id");
+  check_rejected(with("hidden_act", "gelu"), "hidden_act");
+  check_rejected(with("head_dim", 8), "head_dim");
+  check_rejected(with("attention_bias", true), "attention_bias");
+  check_rejected(with("mlp_bias", true), "mlp_bias");
+  CHECK(parse_error(with("head_dim", 4)).empty());
+  CHECK(parse_error(with("attention_bias", false)).empty());
+}
+
+TEST_CASE("config files: missing, invalid JSON, and good") {
+  ll::test::TempDir dir("config_file");
+  const std::string missing = dir.file("nope.json");
+  CHECK_THROWS_WITH_AS(ll::llama_config_from_file(missing),
+                       doctest::Contains(missing.c_str()), ll::Error);
+  const std::string bad = dir.file("bad.json");
+  ll::test::write_text(bad, "{\"hidden_size\": 16,");
+  CHECK_THROWS_WITH_AS(ll::llama_config_from_file(bad), doctest::Contains("not valid JSON"),
+                       ll::Error);
+  const std::string good = dir.file("config.json");
+  ll::test::write_text(good, tiny_config_json().dump());
+  CHECK(ll::llama_config_from_file(good).hidden_size == 16);
+}

@@ -1,0 +1,89 @@
+// ./ppl_eval end to end: on the fixture model and the fixture's token stream it prints and
+// writes the Hugging Face reference perplexity; bad input exits 1 with a message.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "model/safetensors.h"
+#include "tests/test_paths.h"
+
+namespace {
+
+struct RunResult {
+  int exit_code;
+  std::string output;
+};
+
+RunResult run(const std::string& args, const std::filesystem::path& dir) {
+  const std::string log = (dir / "log.txt").string();
+  const std::string cmd = ll::test::binary_path("ppl_eval") + " " + args + " > " + log + " 2>&1";
+  const int status = std::system(cmd.c_str());
+  REQUIRE(WIFEXITED(status));  // a signal (crash) fails the test
+  std::ifstream f(log);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return {WEXITSTATUS(status), ss.str()};
+}
+
+void write_u16(const std::filesystem::path& path, const std::vector<int32_t>& tokens) {
+  std::ofstream f(path, std::ios::binary);
+  for (int32_t t : tokens) {
+    const uint16_t v = uint16_t(t);
+    f.write(reinterpret_cast<const char*>(&v), 2);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("ppl_eval reproduces the reference perplexity and reports bad input") {
+  const auto dir = ll::test::fresh_temp_dir("ppl_eval_cli");
+  const ll::SafetensorsFile fx = ll::read_safetensors(
+      ll::test::source_path("tests/fixtures/tiny_llama_reference.safetensors"));
+  std::vector<int32_t> tokens = fx.read_i32("tokens");
+  write_u16(dir / "tokens.bin", tokens);
+  const std::string model = ll::test::source_path("tests/fixtures/tiny_llama");
+
+  SUBCASE("paper protocol") {
+    const auto r = run("-m " + model + " --data " + (dir / "tokens.bin").string() +
+                           " --data-format raw-u16 --seq-len 64 --json " + (dir / "out.json").string(),
+                       dir);
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    nlohmann::json j;
+    std::ifstream(dir / "out.json") >> j;
+    const double ref = fx.read_f32("paper_s64_ppl")[0];
+    CHECK(std::fabs(j["ppl"].get<double>() - ref) / ref <= 1e-5);
+    CHECK(j["protocol"] == "paper");
+    CHECK(j["windows"] == 4);
+    CHECK(j["tokens_scored"] == 4 * 63);
+    CHECK(j["seq_len"] == 64);
+    CHECK(r.output.find("perplexity") != std::string::npos);
+  }
+  SUBCASE("a token outside the vocabulary") {
+    tokens[700] = 600;  // vocab is 512
+    write_u16(dir / "bad.bin", tokens);
+    const auto r = run("-m " + model + " --data " + (dir / "bad.bin").string() +
+                           " --data-format raw-u16 --seq-len 64", dir);
+    INFO(r.output);
+    CHECK(r.exit_code == 1);
+    CHECK(r.output.find("bad.bin") != std::string::npos);
+    CHECK(r.output.find("600") != std::string::npos);
+  }
+  SUBCASE("data too short for one window") {
+    const auto r = run("-m " + model + " --data " + (dir / "tokens.bin").string() +
+                           " --data-format raw-u16 --seq-len 1000", dir);
+    CHECK(r.exit_code == 1);
+    CHECK(r.output.find("needs more than") != std::string::npos);
+  }
+  SUBCASE("a missing model") {
+    const auto r = run("-m " + (dir / "nope").string() + " --data " + (dir / "tokens.bin").string() +
+                           " --data-format raw-u16 --seq-len 64", dir);
+    CHECK(r.exit_code == 1);
+    CHECK(r.output.find("nope") != std::string::npos);
+  }
+}
