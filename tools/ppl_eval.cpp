@@ -72,7 +72,7 @@ int run(int argc, char** argv) {
 
   const auto t0 = std::chrono::steady_clock::now();
   auto files = ll::open_model_files(o.model);
-  const ll::LlamaConfig& config = files->config;
+  const ll::LlamaConfig config = files->config;  // a copy: files is released below
   const ll::TokenFile data = ll::TokenFile::open(
       o.data, ll::token_file_format_from_name(o.data_format), config.vocab_size);
   const ll::PplProtocol protocol = ll::ppl_protocol_from_name(o.protocol);
