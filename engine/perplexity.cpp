@@ -65,11 +65,13 @@ PplResult evaluate_perplexity(LlamaModel& model, const TokenFile& data, PplProto
                               const PplProgress& progress) {
   PplAccumulator acc(protocol);
   std::vector<int32_t> tokens;  // [window length]
+  int64_t scored = 0;
   for (size_t w = 0; w < windows.size(); ++w) {
     tokens.resize(size_t(windows[w].length));
     data.read(windows[w].start, windows[w].length, tokens.data());
     acc.add_window(model.next_token_losses(tokens, spec));
-    if (progress) progress(int64_t(w) + 1, int64_t(windows.size()), acc.result().tokens_scored);
+    scored += windows[w].length - 1;  // not acc.result(): that copies every window's loss
+    if (progress) progress(int64_t(w) + 1, int64_t(windows.size()), scored);
   }
   return acc.result();
 }
