@@ -11,7 +11,7 @@ file(GLOB_RECURSE LL_HOST_SOURCES CONFIGURE_DEPENDS
 function(ll_configure_engine_library target)
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${LL_WARNINGS}>)
-  target_link_libraries(${target} PUBLIC fmt::fmt yaml-cpp nlohmann_json::nlohmann_json
+  target_link_libraries(${target} PUBLIC fmt::fmt yaml-cpp nlohmann_json::nlohmann_json CLI11::CLI11
     PkgConfig::SENTENCEPIECE PkgConfig::OPENBLAS OpenMP::OpenMP_CXX)
 endfunction()
 

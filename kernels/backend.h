@@ -9,6 +9,7 @@
 
 #include "common/tensor.h"
 #include "kernels/attention_mask.h"
+#include "optim/adamw.h"
 
 namespace ll {
 
@@ -30,9 +31,9 @@ class Backend {
   // out [N, D] = rmsnorm(x [N, D]) * weight [D]; rstd [N] (F32) saved when non-null data.
   virtual void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& x,
                                const Tensor& weight, float eps) = 0;
-  // out [M, Nout] (+)= x [M, K] @ w [Nout, K]^T
+  // out [M, Nout] (+)= alpha * x [M, K] @ w [Nout, K]^T
   virtual void matmul_forward(const Tensor& out, const Tensor& x, const Tensor& w,
-                              bool accumulate) = 0;
+                              bool accumulate, float alpha = 1.0f) = 0;
   // In place on x [N, heads, hd]: token n at position (position_offset + n) / scale.
   virtual void rope_forward(const Tensor& x, int64_t position_offset, double scale,
                             double theta) = 0;
@@ -43,11 +44,54 @@ class Backend {
   virtual void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) = 0;
   // x += y
   virtual void add_inplace(const Tensor& x, const Tensor& y) = 0;
+  // dst = src (same shape and dtype)
+  virtual void copy(const Tensor& dst, const Tensor& src) = 0;
   // losses [N] (F32) = CE(x [N, D] @ lm_head [V, D]^T, targets [N] I32; < 0 = unlabelled),
   // chunk_rows tokens at a time. Returns the number of labelled positions.
   virtual int64_t classifier_forward(const Tensor& losses, const Tensor& x,
                                      const Tensor& lm_head, const Tensor& targets,
                                      int64_t chunk_rows) = 0;
+
+  // ---- Backward (training). Gradients of trainable parameters are F32 on every backend;
+  // activation gradients are in activation_dtype(). "(+)=" means accumulate selects += or =.
+
+  // classifier_forward plus dx [N, D] = d(loss_scale * sum of labelled losses) / dx.
+  virtual int64_t classifier_forward_backward(const Tensor& losses, const Tensor& dx,
+                                              const Tensor& x, const Tensor& lm_head,
+                                              const Tensor& targets, int64_t chunk_rows,
+                                              float loss_scale) = 0;
+  // dx [M, K] (+)= alpha * dout [M, Nout] @ w [Nout, K]
+  virtual void matmul_backward_input(const Tensor& dx, const Tensor& dout, const Tensor& w,
+                                     bool accumulate, float alpha = 1.0f) = 0;
+  // dw [Nout, K] (F32) (+)= alpha * dout [M, Nout]^T @ x [M, K]
+  virtual void matmul_backward_weight(const Tensor& dw, const Tensor& dout, const Tensor& x,
+                                      bool accumulate, float alpha = 1.0f) = 0;
+  // dx [N, D] += rmsnorm input gradient; dweight [D] (F32, may have null data) += its gradient.
+  virtual void rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dout,
+                                const Tensor& x, const Tensor& weight, const Tensor& rstd) = 0;
+  // In place on dx [N, heads, hd]: the transpose of rope_forward's rotation.
+  virtual void rope_backward(const Tensor& dx, int64_t position_offset, double scale,
+                             double theta) = 0;
+  // dq [N, H, hd], dk/dv [N, Hkv, hd] (overwritten) from dout, q, k, v, out, lse of the forward.
+  virtual void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                  const Tensor& dout, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, const Tensor& out, const Tensor& lse,
+                                  const AttnMask& mask) = 0;
+  // dgate, dup (overwritten; may alias gate, up) from dout, gate, up, all [N, F].
+  virtual void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout,
+                               const Tensor& gate, const Tensor& up) = 0;
+  // dtable [V, D] (F32) [tokens[n]] += dout [N, D][n]; deterministic.
+  virtual void embedding_backward(const Tensor& dtable, const Tensor& dout,
+                                  const Tensor& tokens) = 0;
+
+  // ---- Optimizer support (F32 tensors).
+  virtual void fill_zero(const Tensor& x) = 0;
+  virtual double sum_squares(const Tensor& x) = 0;  // sum of x^2, for the gradient norm
+  // One AdamW step on a flat parameter: master/grad/m/v [n] F32; param [n] in
+  // activation_dtype() receives the updated master (it may be the master tensor itself).
+  // grad_scale multiplies the gradient first (clipping and accumulation averaging).
+  virtual void adamw_step(const Tensor& master, const Tensor& param, const Tensor& grad,
+                          const Tensor& m, const Tensor& v, const AdamWStep& step) = 0;
 };
 
 }  // namespace ll

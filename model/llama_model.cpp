@@ -1,40 +1,214 @@
 #include "model/llama_model.h"
 
 #include <algorithm>
+#include <cmath>
+
+#include <fmt/ranges.h>
 
 #include "common/error.h"
+#include "common/random.h"
 
 namespace ll {
 
-LlamaModel::LlamaModel(Backend& backend, const LlamaWeights& w)
-    : backend_(backend), config_(w.config) {
+LlamaModel::LlamaModel(Backend& backend, const LlamaWeights& w, const ModelSetup& setup)
+    : backend_(backend), config_(w.config), setup_(setup) {
   const LlamaConfig& c = config_;
+  if (setup_.lora) setup_.lora->validate();
   const int64_t d = c.hidden_size, f = c.intermediate_size, v = c.vocab_size;
   const int64_t q_dim = c.num_attention_heads * c.head_dim(), kv_dim = c.kv_dim();
-  embed_tokens_ = upload(w.embed_tokens, {v, d});
-  for (const LlamaLayerWeights& lw : w.layers) {
-    LayerTensors t;
-    t.input_layernorm = upload(lw.input_layernorm, {d});
-    t.q_proj = upload(lw.q_proj, {q_dim, d});
-    t.k_proj = upload(lw.k_proj, {kv_dim, d});
-    t.v_proj = upload(lw.v_proj, {kv_dim, d});
-    t.o_proj = upload(lw.o_proj, {d, q_dim});
-    t.post_attention_layernorm = upload(lw.post_attention_layernorm, {d});
-    t.gate_proj = upload(lw.gate_proj, {f, d});
-    t.up_proj = upload(lw.up_proj, {f, d});
-    t.down_proj = upload(lw.down_proj, {d, f});
+  const TrainableSet& tr = setup_.trainable;
+  embed_tokens_ = make_weight(w.embed_tokens, {v, d}, "model.embed_tokens.weight", tr.embed_tokens);
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    const LlamaLayerWeights& lw = w.layers[i];
+    const int64_t li = int64_t(i);
+    const std::string prefix = "model.layers." + std::to_string(i) + ".";
+    Layer t;
+    t.input_layernorm =
+        make_weight(lw.input_layernorm, {d}, prefix + "input_layernorm.weight", tr.norms);
+    t.q_proj = make_linear(lw.q_proj, {q_dim, d}, li, "q_proj");
+    t.k_proj = make_linear(lw.k_proj, {kv_dim, d}, li, "k_proj");
+    t.v_proj = make_linear(lw.v_proj, {kv_dim, d}, li, "v_proj");
+    t.o_proj = make_linear(lw.o_proj, {d, q_dim}, li, "o_proj");
+    t.post_attention_layernorm = make_weight(lw.post_attention_layernorm, {d},
+                                             prefix + "post_attention_layernorm.weight", tr.norms);
+    t.gate_proj = make_linear(lw.gate_proj, {f, d}, li, "gate_proj");
+    t.up_proj = make_linear(lw.up_proj, {f, d}, li, "up_proj");
+    t.down_proj = make_linear(lw.down_proj, {d, f}, li, "down_proj");
     layers_.push_back(std::move(t));
   }
-  norm_ = upload(w.norm, {d});
-  lm_head_ = upload(w.lm_head, {v, d});
+  norm_ = make_weight(w.norm, {d}, "model.norm.weight", tr.norms);
+  // lm_head stays frozen in LoRA+ (as in LongLoRA).
+  lm_head_ = make_weight(w.lm_head, {v, d}, "lm_head.weight", false);
 }
 
-OwnedTensor LlamaModel::upload(const std::vector<float>& host, std::vector<int64_t> shape) {
-  OwnedTensor t = backend_.allocate(std::move(shape), backend_.activation_dtype());
-  LL_CHECK(int64_t(host.size()) == t->numel(), "weight has {} elements, expected {}", host.size(),
-           t->numel());
-  backend_.upload_f32(*t, host.data());
-  return t;
+int LlamaModel::add_param(const std::string& name, std::vector<int64_t> shape,
+                          const std::vector<float>& initial) {
+  TrainableParam p;
+  p.name = name;
+  p.shape = shape;
+  p.master = backend_.allocate(shape, DType::F32);
+  LL_CHECK(int64_t(initial.size()) == p.master->numel(), "{} has {} elements, expected {}", name,
+           initial.size(), p.master->numel());
+  backend_.upload_f32(*p.master, initial.data());
+  if (backend_.activation_dtype() == DType::F32) {
+    p.value = p.master;  // the forward reads the master weights directly
+  } else {
+    p.value = backend_.allocate(shape, backend_.activation_dtype());
+    backend_.upload_f32(*p.value, initial.data());
+  }
+  if (setup_.training) {
+    p.grad = backend_.allocate(shape, DType::F32);
+    p.exp_avg = backend_.allocate(shape, DType::F32);
+    p.exp_avg_sq = backend_.allocate(shape, DType::F32);
+    backend_.fill_zero(*p.grad);
+    backend_.fill_zero(*p.exp_avg);
+    backend_.fill_zero(*p.exp_avg_sq);
+  }
+  params_.push_back(std::move(p));
+  return int(params_.size()) - 1;
+}
+
+LlamaModel::Weight LlamaModel::make_weight(const std::vector<float>& host,
+                                           std::vector<int64_t> shape, const std::string& name,
+                                           bool trained) {
+  Weight w;
+  if (trained) {
+    w.param = add_param(name, std::move(shape), host);
+    w.value = params_[size_t(w.param)].value;
+    return w;
+  }
+  w.value = backend_.allocate(std::move(shape), backend_.activation_dtype());
+  LL_CHECK(int64_t(host.size()) == w.value->numel(), "{} has {} elements, expected {}", name,
+           host.size(), w.value->numel());
+  backend_.upload_f32(*w.value, host.data());
+  return w;
+}
+
+LlamaModel::Linear LlamaModel::make_linear(const std::vector<float>& host,
+                                           std::vector<int64_t> shape, int64_t layer,
+                                           const std::string& module) {
+  const bool attn = module == "q_proj" || module == "k_proj" || module == "v_proj" ||
+                    module == "o_proj";
+  const std::string name = "model.layers." + std::to_string(layer) + (attn ? ".self_attn." : ".mlp.") +
+                           module + ".weight";
+  Linear lin;
+  lin.module = module;
+  const int64_t out = shape[0], in = shape[1];
+  lin.weight = make_weight(host, std::move(shape), name, setup_.trainable.linear);
+  if (setup_.lora && setup_.lora->targets_module(module)) {
+    const int64_t r = setup_.lora->rank;
+    // PEFT's init: A ~ kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)); B = 0, so
+    // the adapter starts as the identity change.
+    std::vector<float> a(size_t(r * in));
+    SplitMix64 rng{derive_seed(setup_.seed, uint64_t(params_.size()))};
+    const double bound = 1.0 / std::sqrt(double(in));
+    for (float& x : a) x = float((2.0 * rng.uniform() - 1.0) * bound);
+    lin.lora_a = add_param(peft_lora_key(layer, module, 'A'), {r, in}, a);
+    lin.lora_b = add_param(peft_lora_key(layer, module, 'B'), {out, r},
+                           std::vector<float>(size_t(out * r), 0.0f));
+  }
+  return lin;
+}
+
+void LlamaModel::zero_grads() {
+  for (TrainableParam& p : params_) {
+    LL_CHECK(p.grad.view.data != nullptr, "zero_grads: the model was not set up for training");
+    backend_.fill_zero(*p.grad);
+  }
+}
+
+const Tensor& LlamaModel::grad_of(const Weight& w) const {
+  static const Tensor none{};
+  if (w.param < 0) return none;
+  return *params_[size_t(w.param)].grad;
+}
+
+void LlamaModel::set_param(TrainableParam& p, const std::vector<float>& values) {
+  LL_CHECK(int64_t(values.size()) == p.master->numel(), "{}: got {} values, expected {}", p.name,
+           values.size(), p.master->numel());
+  backend_.upload_f32(*p.master, values.data());
+  if (p.value.view.data != p.master.view.data) backend_.upload_f32(*p.value, values.data());
+}
+
+AdapterDir LlamaModel::export_adapter(const std::string& base_model) const {
+  AdapterDir out;
+  if (setup_.lora) out.lora = *setup_.lora;
+  out.base_model = base_model;
+  for (const TrainableParam& p : params_) {
+    HostTensor t;
+    t.shape = p.shape;
+    t.values.resize(size_t(p.master->numel()));
+    backend_.download_f32(t.values.data(), *p.master);
+    int64_t layer = 0;
+    std::string module;
+    char which = 0;
+    if (parse_peft_lora_key(p.name, &layer, &module, &which)) {
+      out.lora_tensors.emplace(p.name, std::move(t));
+    } else {
+      out.trainable_params.emplace(p.name, std::move(t));
+    }
+  }
+  return out;
+}
+
+void LlamaModel::load_adapter(const AdapterDir& adapter) {
+  const bool has_lora = !adapter.lora_tensors.empty();
+  LL_CHECK(!has_lora || setup_.lora, "the adapter holds LoRA matrices but the model has no LoRA");
+  if (setup_.lora && has_lora) {
+    const LoraConfig& mine = *setup_.lora;
+    LL_CHECK(adapter.lora.rank == mine.rank,
+             "the adapter's LoRA rank {} differs from this run's {}", adapter.lora.rank, mine.rank);
+    LL_CHECK(adapter.lora.alpha == mine.alpha,
+             "the adapter's lora_alpha {} differs from this run's {}", adapter.lora.alpha,
+             mine.alpha);
+  }
+  // Every trained tensor by name, and the frozen base tensors trainable_params may replace.
+  auto find_param = [&](const std::string& name) -> TrainableParam* {
+    for (TrainableParam& p : params_)
+      if (p.name == name) return &p;
+    return nullptr;
+  };
+  for (TrainableParam& p : params_) {
+    int64_t layer = 0;
+    std::string module;
+    char which = 0;
+    if (!parse_peft_lora_key(p.name, &layer, &module, &which)) continue;
+    auto it = adapter.lora_tensors.find(p.name);
+    LL_CHECK(it != adapter.lora_tensors.end(), "the adapter has no tensor {} (LoRA targets {})",
+             p.name, fmt::join(setup_.lora->targets, ","));
+    LL_CHECK(it->second.shape == p.shape, "adapter tensor {} has shape [{}], the model needs [{}]",
+             p.name, fmt::join(it->second.shape, ", "), fmt::join(p.shape, ", "));
+    set_param(p, it->second.values);
+  }
+  for (const auto& [name, t] : adapter.lora_tensors) {
+    LL_CHECK(find_param(name) != nullptr,
+             "the adapter's tensor {} has no place in this model (another base model, or LoRA "
+             "targets that differ from --lora-targets?)",
+             name);
+  }
+  for (const auto& [name, t] : adapter.trainable_params) {
+    if (TrainableParam* p = find_param(name)) {
+      LL_CHECK(t.shape == p->shape, "trainable tensor {} has shape [{}], the model needs [{}]",
+               name, fmt::join(t.shape, ", "), fmt::join(p->shape, ", "));
+      set_param(*p, t.values);
+      continue;
+    }
+    // A frozen base tensor (e.g. evaluating LoRA+ weights without training them).
+    const Weight* w = nullptr;
+    if (name == "model.embed_tokens.weight") w = &embed_tokens_;
+    if (name == "model.norm.weight") w = &norm_;
+    for (size_t i = 0; i < layers_.size() && w == nullptr; ++i) {
+      const std::string prefix = "model.layers." + std::to_string(i) + ".";
+      if (name == prefix + "input_layernorm.weight") w = &layers_[i].input_layernorm;
+      if (name == prefix + "post_attention_layernorm.weight")
+        w = &layers_[i].post_attention_layernorm;
+    }
+    LL_CHECK(w != nullptr, "trainable_params holds {}, which is not an embedding or norm of this model",
+             name);
+    LL_CHECK(t.shape == w->value->shape, "trainable tensor {} has shape [{}], the model needs [{}]",
+             name, fmt::join(t.shape, ", "), fmt::join(w->value->shape, ", "));
+    backend_.upload_f32(*w->value, t.values.data());
+  }
 }
 
 AttnMask LlamaModel::make_mask(int64_t n_tokens, const ForwardSpec& spec) const {
@@ -53,51 +227,20 @@ AttnMask LlamaModel::make_mask(int64_t n_tokens, const ForwardSpec& spec) const 
   return mask;
 }
 
-OwnedTensor LlamaModel::final_hidden(std::span<const int32_t> tokens, const ForwardSpec& spec) {
-  const LlamaConfig& c = config_;
-  const int64_t n = int64_t(tokens.size());
-  LL_CHECK(n > 0, "forward pass on an empty sequence");
+void LlamaModel::check_spec(int64_t n_tokens, const ForwardSpec& spec) const {
+  LL_CHECK(n_tokens > 0, "forward pass on an empty sequence");
   LL_CHECK(spec.rope_scale >= 1.0, "position interpolation factor must be >= 1, got {}",
            spec.rope_scale);
-  const int64_t d = c.hidden_size, f = c.intermediate_size, h = c.num_attention_heads;
-  const int64_t hkv = c.num_key_value_heads, hd = c.head_dim();
-  const float eps = float(c.rms_norm_eps);
-  const AttnMask mask = make_mask(n, spec);
-  const DType act = backend_.activation_dtype();
+}
 
+OwnedTensor LlamaModel::final_hidden(std::span<const int32_t> tokens, const ForwardSpec& spec) {
+  const int64_t n = int64_t(tokens.size()), d = config_.hidden_size;
+  check_spec(n, spec);
   OwnedTensor token_ids = backend_.allocate({n}, DType::I32);  // [N]
   backend_.upload_i32(*token_ids, tokens.data());
-  OwnedTensor x = backend_.allocate({n, d}, act);          // [N, D] residual stream
-  OwnedTensor xn = backend_.allocate({n, d}, act);         // [N, D] normed block input
-  OwnedTensor q = backend_.allocate({n, h * hd}, act);     // [N, H*hd]
-  OwnedTensor k = backend_.allocate({n, hkv * hd}, act);   // [N, Hkv*hd]
-  OwnedTensor v = backend_.allocate({n, hkv * hd}, act);   // [N, Hkv*hd]
-  OwnedTensor att = backend_.allocate({n, h * hd}, act);   // [N, H*hd] attention output
-  OwnedTensor gate = backend_.allocate({n, f}, act);       // [N, F]
-  OwnedTensor up = backend_.allocate({n, f}, act);         // [N, F]
-  const Tensor no_stats{};                                 // forward-only: no rstd / lse kept
-
-  backend_.embedding_forward(*x, *embed_tokens_, *token_ids);
-  for (const LayerTensors& layer : layers_) {
-    // Attention sub-block: x += o_proj(attn(rope(q), rope(k), v)).
-    backend_.rmsnorm_forward(*xn, no_stats, *x, *layer.input_layernorm, eps);
-    backend_.matmul_forward(*q, *xn, *layer.q_proj, false);
-    backend_.matmul_forward(*k, *xn, *layer.k_proj, false);
-    backend_.matmul_forward(*v, *xn, *layer.v_proj, false);
-    const Tensor q3 = reshaped(*q, {n, h, hd}), k3 = reshaped(*k, {n, hkv, hd});
-    backend_.rope_forward(q3, spec.position_offset, spec.rope_scale, c.rope_theta);
-    backend_.rope_forward(k3, spec.position_offset, spec.rope_scale, c.rope_theta);
-    backend_.attention_forward(reshaped(*att, {n, h, hd}), no_stats, q3, k3,
-                               reshaped(*v, {n, hkv, hd}), mask);
-    backend_.matmul_forward(*x, *att, *layer.o_proj, /*accumulate=*/true);
-    // MLP sub-block: x += down_proj(silu(gate_proj(xn)) * up_proj(xn)).
-    backend_.rmsnorm_forward(*xn, no_stats, *x, *layer.post_attention_layernorm, eps);
-    backend_.matmul_forward(*gate, *xn, *layer.gate_proj, false);
-    backend_.matmul_forward(*up, *xn, *layer.up_proj, false);
-    backend_.swiglu_forward(*gate, *gate, *up);
-    backend_.matmul_forward(*x, *gate, *layer.down_proj, /*accumulate=*/true);
-  }
-  backend_.rmsnorm_forward(*xn, no_stats, *x, *norm_, eps);
+  OwnedTensor x = run_blocks(*token_ids, spec, nullptr);             // [N, D]
+  OwnedTensor xn = backend_.allocate({n, d}, backend_.activation_dtype());  // [N, D]
+  backend_.rmsnorm_forward(*xn, Tensor{}, *x, *norm_.value, float(config_.rms_norm_eps));
   return xn;
 }
 
@@ -113,7 +256,7 @@ std::vector<float> LlamaModel::next_token_losses(std::span<const int32_t> tokens
   backend_.upload_i32(*target_ids, targets.data());
   OwnedTensor losses = backend_.allocate({n}, DType::F32);  // [N]
   const int64_t labelled = backend_.classifier_forward(
-      *losses, *hidden, *lm_head_, *target_ids, std::max<int64_t>(1, spec.classifier_chunk));
+      *losses, *hidden, *lm_head_.value, *target_ids, std::max<int64_t>(1, spec.classifier_chunk));
   LL_CHECK(labelled == n - 1, "classifier scored {} positions, expected {}", labelled, n - 1);
   std::vector<float> out(size_t(n), 0.0f);
   backend_.download_f32(out.data(), *losses);
@@ -125,7 +268,7 @@ std::vector<float> LlamaModel::logits(std::span<const int32_t> tokens, const For
   const int64_t n = int64_t(tokens.size()), v = config_.vocab_size;
   OwnedTensor hidden = final_hidden(tokens, spec);  // [N, D]
   OwnedTensor out = backend_.allocate({n, v}, backend_.activation_dtype());  // [N, V]
-  backend_.matmul_forward(*out, *hidden, *lm_head_, false);
+  backend_.matmul_forward(*out, *hidden, *lm_head_.value, false);
   std::vector<float> host(size_t(n * v));
   backend_.download_f32(host.data(), *out);
   return host;

@@ -1,13 +1,21 @@
 #pragma once
-// The Llama decoder forward pass, written once over the Backend interface: the CPU
+// The Llama decoder, forward and backward, written once over the Backend interface: the CPU
 // reference and the CUDA backend run this same schedule.
+//
+// Training (forward_backward) uses layer-wise recomputation: the forward keeps only each
+// block's input [N, D] (L x N x D floats in all); the backward re-runs one block's forward
+// from its saved input into a single block workspace, then runs that block's backward.
 #include <cstdint>
+#include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "kernels/attention_mask.h"
 #include "kernels/backend.h"
+#include "model/adapter_io.h"
 #include "model/llama_weights.h"
+#include "model/lora_config.h"
 
 namespace ll {
 
@@ -19,13 +27,37 @@ struct ForwardSpec {
   int64_t classifier_chunk = 2048;       // tokens per LM-head chunk (memory: chunk * V floats)
 };
 
+// What is added to and trained in the base model.
+struct ModelSetup {
+  std::optional<LoraConfig> lora;  // LoRA adapters (PEFT init: A Kaiming-uniform, B zero)
+  TrainableSet trainable{false, false, false};  // base tensors trained (LoRA+: embed, norms)
+  uint64_t seed = 0;                            // LoRA A initialisation
+  bool training = false;                        // allocate gradients and AdamW moments
+};
+
+// A tensor the optimizer updates. `value` is what the forward reads (activation dtype; the
+// master tensor itself when that is F32); master, grad, exp_avg, exp_avg_sq are F32.
+struct TrainableParam {
+  std::string name;  // PEFT key for LoRA matrices, HF name for base tensors
+  std::vector<int64_t> shape;
+  OwnedTensor value, master, grad, exp_avg, exp_avg_sq;
+};
+
+// Loss of one sequence: the sum of its labelled positions' cross-entropy and their count.
+struct LossSum {
+  double sum = 0.0;
+  int64_t count = 0;
+};
+
 class LlamaModel {
  public:
-  // Uploads the weights into backend memory (converted to its activation dtype).
-  LlamaModel(Backend& backend, const LlamaWeights& weights);
+  // Uploads the weights into backend memory (converted to its activation dtype) and creates
+  // the adapters and training state `setup` asks for.
+  LlamaModel(Backend& backend, const LlamaWeights& weights, const ModelSetup& setup = {});
 
   const LlamaConfig& config() const { return config_; }
   Backend& backend() const { return backend_; }
+  const ModelSetup& setup() const { return setup_; }
 
   // Next-token cross-entropy of one sequence: out[t] = -log p(tokens[t+1] | tokens[0..t]),
   // N-1 values. The [N, V] logits never exist at once (see ForwardSpec::classifier_chunk).
@@ -34,23 +66,84 @@ class LlamaModel {
   // Full logits [N, V], row-major. For short sequences (tests, generation).
   std::vector<float> logits(std::span<const int32_t> tokens, const ForwardSpec& spec);
 
- private:
-  struct LayerTensors {
-    OwnedTensor input_layernorm, q_proj, k_proj, v_proj, o_proj;
-    OwnedTensor post_attention_layernorm, gate_proj, up_proj, down_proj;
-  };
+  // Training: loss of `tokens` [N] against `targets` [N] (target < 0: no label) and the
+  // gradients of loss_scale * (sum of labelled losses), ADDED to every trainable parameter's
+  // grad (zero them with zero_grads() at the start of an optimizer step). Requires
+  // setup.training. Throws ll::Error for a non-finite loss.
+  LossSum forward_backward(std::span<const int32_t> tokens, std::span<const int32_t> targets,
+                           const ForwardSpec& spec, float loss_scale);
 
-  // Runs embedding + all blocks + final norm; returns the normed hidden states [N, D].
-  OwnedTensor final_hidden(std::span<const int32_t> tokens, const ForwardSpec& spec);
+  std::vector<TrainableParam>& params() { return params_; }
+  const std::vector<TrainableParam>& params() const { return params_; }
+  void zero_grads();
+
+  // The trained tensors as host fp32 (master values): LoRA matrices under PEFT keys and base
+  // tensors under HF names, with the setup's LoRA config.
+  AdapterDir export_adapter(const std::string& base_model) const;
+  // Loads an adapter's values into this model (LoRA config must match setup.lora: rank,
+  // alpha and targets; every LoRA matrix of the setup must be present; trainable_params
+  // overwrite the base tensors they name, trained or not). Throws ll::Error naming the key.
+  void load_adapter(const AdapterDir& adapter);
+  // Sets one trainable parameter's master (and value) from host fp32.
+  void set_param(TrainableParam& param, const std::vector<float>& values);
+
+ private:
+  // A tensor the forward reads; `param` >= 0 when it is trained (index into params_).
+  struct Weight {
+    OwnedTensor value;
+    int param = -1;
+  };
+  // A linear layer y = x W^T (+ scaling * (x A^T) B^T with LoRA).
+  struct Linear {
+    std::string module;  // "q_proj", ... (PEFT target name)
+    Weight weight;       // [out, in]
+    int lora_a = -1;     // params_ index of A [r, in], or -1
+    int lora_b = -1;     // params_ index of B [out, r]
+  };
+  struct Layer {
+    Weight input_layernorm, post_attention_layernorm;  // [D]
+    Linear q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+  };
+  struct BlockWorkspace;
+  struct BlockGrads;
+
+  Weight make_weight(const std::vector<float>& host, std::vector<int64_t> shape,
+                     const std::string& name, bool trained);
+  Linear make_linear(const std::vector<float>& host, std::vector<int64_t> shape, int64_t layer,
+                     const std::string& module);
+  int add_param(const std::string& name, std::vector<int64_t> shape,
+                const std::vector<float>& initial);
   AttnMask make_mask(int64_t n_tokens, const ForwardSpec& spec) const;
-  OwnedTensor upload(const std::vector<float>& host, std::vector<int64_t> shape);
+  void check_spec(int64_t n_tokens, const ForwardSpec& spec) const;
+  const Tensor& grad_of(const Weight& w) const;
+
+  // out (+)= linear(x); u [N, r] receives x A^T when the layer has LoRA.
+  void linear_forward(const Linear& lin, const Tensor& out, const Tensor& x, const Tensor& u,
+                      bool accumulate);
+  // dx (+)= d/dx; parameter gradients added. u is the forward's x A^T; du is scratch [N, r].
+  void linear_backward(const Linear& lin, const Tensor& dx, const Tensor& dout, const Tensor& x,
+                       const Tensor& u, const Tensor& du, bool accumulate);
+  BlockWorkspace make_workspace(int64_t n_tokens);
+  // One block: ws.x_out = block(x_in), every intermediate kept in ws.
+  void block_forward(const Layer& layer, const Tensor& x_in, BlockWorkspace& ws,
+                     const AttnMask& mask, const ForwardSpec& spec);
+  // dx [N, D]: gradient at the block output on entry, at the block input on return.
+  void block_backward(const Layer& layer, const Tensor& x_in, BlockWorkspace& ws, BlockGrads& g,
+                      const Tensor& dx, const AttnMask& mask, const ForwardSpec& spec);
+  // Embedding + every block; saved_inputs (when non-null) receives each block's input.
+  // Returns the final hidden state before the last norm, [N, D].
+  OwnedTensor run_blocks(const Tensor& token_ids, const ForwardSpec& spec,
+                         std::vector<OwnedTensor>* saved_inputs);
+  OwnedTensor final_hidden(std::span<const int32_t> tokens, const ForwardSpec& spec);
 
   Backend& backend_;
   LlamaConfig config_;
-  OwnedTensor embed_tokens_;  // [V, D]
-  std::vector<LayerTensors> layers_;
-  OwnedTensor norm_;     // [D]
-  OwnedTensor lm_head_;  // [V, D]
+  ModelSetup setup_;
+  std::vector<TrainableParam> params_;
+  Weight embed_tokens_;  // [V, D]
+  std::vector<Layer> layers_;
+  Weight norm_;          // [D]
+  Weight lm_head_;       // [V, D], frozen
 };
 
 }  // namespace ll

@@ -2,11 +2,13 @@
 // (default) or the non-overlapping one. Dense causal attention; CPU reference backend.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 
 #include "common/atomic_file.h"
 #include "data/token_file.h"
@@ -14,6 +16,7 @@
 #include "engine/progress.h"
 #include "engine/tool_main.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "model/adapter_io.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
 #include "model/position_interpolation.h"
@@ -32,6 +35,7 @@ struct Options {
   int64_t max_windows = 0;
   int64_t classifier_chunk = 2048;
   std::string json_path;
+  std::string lora;
 };
 
 int run(int argc, char** argv) {
@@ -64,6 +68,9 @@ int run(int argc, char** argv) {
                  "tokens per LM-head chunk (memory: chunk x vocab floats)")
       ->capture_default_str();
   app.add_option("--json", o.json_path, "also write the result as JSON to this file");
+  app.add_option("--lora", o.lora,
+                 "adapter directory from train_longlora (or PEFT): LoRA matrices plus "
+                 "trainable_params.safetensors (embeddings, norms) applied to the base model");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -85,7 +92,14 @@ int run(int argc, char** argv) {
   spec.classifier_chunk = o.classifier_chunk;
 
   ll::CpuBackend backend;
-  ll::LlamaModel model(backend, ll::load_llama_weights(*files));
+  ll::ModelSetup setup;
+  std::optional<ll::AdapterDir> adapter;
+  if (!o.lora.empty()) {
+    adapter = ll::read_adapter_dir(o.lora);
+    if (!adapter->lora_tensors.empty()) setup.lora = adapter->lora;
+  }
+  ll::LlamaModel model(backend, ll::load_llama_weights(*files), setup);
+  if (adapter) model.load_adapter(*adapter);
   files.reset();  // weights are in backend memory now; unmap the files
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
@@ -98,6 +112,12 @@ int run(int argc, char** argv) {
   fmt::print("model          {} ({} layers, hidden {}, {} heads / {} kv, vocab {})\n", o.model,
              config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
              config.num_key_value_heads, config.vocab_size);
+  if (adapter) {
+    fmt::print("adapter        {} (LoRA r {} alpha {} on {}; {} LoRA matrices, {} trained base "
+               "tensors)\n", o.lora, adapter->lora.rank, adapter->lora.alpha,
+               fmt::join(adapter->lora.targets, ","), adapter->lora_tensors.size(),
+               adapter->trainable_params.size());
+  }
   fmt::print("data           {} ({} tokens, {})\n", o.data, data.size(), o.data_format);
   fmt::print("protocol       {}\n", protocol_desc);
   fmt::print("positions      interpolation factor {} (max_position_embeddings {}), dense "
@@ -133,6 +153,7 @@ int run(int argc, char** argv) {
                         {"context_size", o.context_size},
                         {"position_interpolation_factor", spec.rope_scale},
                         {"model", o.model},
+                        {"lora", o.lora},
                         {"data", o.data},
                         {"data_format", o.data_format},
                         {"window_losses", r.window_losses}};

@@ -13,4 +13,13 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
                        int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                        const AttnMask& mask);
 
+// Backward of attention_forward for the same mask (all modes, GQA). Inputs: dout, q, out
+// [N, H, hd]; k, v [N, Hkv, hd]; lse [H, N] as saved by the forward. Outputs (overwritten):
+// dq [N, H, hd], dk, dv [N, Hkv, hd] (each kv head sums over the query heads that read it).
+// Deterministic: no atomics, the same order of additions every run.
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                        const float* k, const float* v, const float* out, const float* lse,
+                        int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                        const AttnMask& mask);
+
 }  // namespace ll::cpu

@@ -15,16 +15,40 @@ class CpuBackend final : public Backend {
   void embedding_forward(const Tensor& out, const Tensor& table, const Tensor& tokens) override;
   void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& x,
                        const Tensor& weight, float eps) override;
-  void matmul_forward(const Tensor& out, const Tensor& x, const Tensor& w,
-                      bool accumulate) override;
+  void matmul_forward(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate,
+                      float alpha = 1.0f) override;
   void rope_forward(const Tensor& x, int64_t position_offset, double scale,
                     double theta) override;
   void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                          const Tensor& v, const AttnMask& mask) override;
   void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) override;
   void add_inplace(const Tensor& x, const Tensor& y) override;
+  void copy(const Tensor& dst, const Tensor& src) override;
   int64_t classifier_forward(const Tensor& losses, const Tensor& x, const Tensor& lm_head,
                              const Tensor& targets, int64_t chunk_rows) override;
+
+  int64_t classifier_forward_backward(const Tensor& losses, const Tensor& dx, const Tensor& x,
+                                      const Tensor& lm_head, const Tensor& targets,
+                                      int64_t chunk_rows, float loss_scale) override;
+  void matmul_backward_input(const Tensor& dx, const Tensor& dout, const Tensor& w,
+                             bool accumulate, float alpha = 1.0f) override;
+  void matmul_backward_weight(const Tensor& dw, const Tensor& dout, const Tensor& x,
+                              bool accumulate, float alpha = 1.0f) override;
+  void rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dout,
+                        const Tensor& x, const Tensor& weight, const Tensor& rstd) override;
+  void rope_backward(const Tensor& dx, int64_t position_offset, double scale,
+                     double theta) override;
+  void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                          const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                          const Tensor& out, const Tensor& lse, const AttnMask& mask) override;
+  void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout,
+                       const Tensor& gate, const Tensor& up) override;
+  void embedding_backward(const Tensor& dtable, const Tensor& dout,
+                          const Tensor& tokens) override;
+  void fill_zero(const Tensor& x) override;
+  double sum_squares(const Tensor& x) override;
+  void adamw_step(const Tensor& master, const Tensor& param, const Tensor& grad, const Tensor& m,
+                  const Tensor& v, const AdamWStep& step) override;
 };
 
 }  // namespace ll

@@ -13,4 +13,13 @@ int64_t classifier_forward(float* losses, const float* x, const float* lm_head,
                            const int32_t* targets, int64_t n_tokens, int64_t dim, int64_t vocab,
                            int64_t chunk_rows);
 
+// classifier_forward plus the gradient of L = loss_scale * sum over labelled positions of
+// losses[n] with respect to x: dx [N, D] (overwritten; 0 at unlabelled rows) =
+// loss_scale * (softmax(logits) - onehot(target)) @ lm_head, chunk by chunk. lm_head is
+// frozen (no gradient). Same errors and return value as classifier_forward.
+int64_t classifier_forward_backward(float* losses, float* dx, const float* x,
+                                    const float* lm_head, const int32_t* targets,
+                                    int64_t n_tokens, int64_t dim, int64_t vocab,
+                                    int64_t chunk_rows, float loss_scale);
+
 }  // namespace ll::cpu

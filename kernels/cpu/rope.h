@@ -10,4 +10,9 @@ namespace ll::cpu {
 void rope_forward(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
                   int64_t position_offset, double scale, double theta);
 
+// Backward of rope_forward (the transpose of the rotation: rotate by the negative angle),
+// in place on the gradient dx [N, heads, hd], same positions and angles as the forward.
+void rope_backward(float* dx, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
+                   int64_t position_offset, double scale, double theta);
+
 }  // namespace ll::cpu

@@ -14,4 +14,22 @@ void swiglu_forward(float* out, const float* gate, const float* up, int64_t n) {
   }
 }
 
+void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate,
+                     const float* up, int64_t n) {
+  // With s = sigmoid(g): silu(g) = g * s and silu'(g) = s * (1 + g * (1 - s)), so
+  //   dgate = dout * up * s * (1 + g * (1 - s)),  dup = dout * silu(g).
+  // exp(-g) = inf gives s = 0 and a zero dgate, not NaN. Both inputs are read before either
+  // gradient is written, so dgate may alias gate and dup may alias up.
+#pragma omp parallel for
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    const float u = up[i];
+    const float go = dout[i];
+    const float e = 1.0f + std::exp(-g);
+    const float s = 1.0f / e;
+    dgate[i] = go * u * (s * (1.0f + g * (1.0f - s)));
+    dup[i] = go * (g / e);  // silu(g) exactly as the forward rounds it
+  }
+}
+
 }  // namespace ll::cpu

@@ -1,0 +1,42 @@
+#pragma once
+// LoRA adapter settings (PEFT's LoraConfig subset LongLoRA uses) and which base-model
+// tensors are trained besides the adapters ("LoRA+": embeddings and norms).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ll {
+
+// Linear layers of a Llama block that may carry a LoRA adapter, by their HF module names.
+inline const std::vector<std::string>& lora_target_names() {
+  static const std::vector<std::string> names = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                 "gate_proj", "up_proj", "down_proj"};
+  return names;
+}
+
+struct LoraConfig {
+  int64_t rank = 8;
+  double alpha = 16.0;
+  std::vector<std::string> targets = {"q_proj", "k_proj", "v_proj", "o_proj"};
+  double scaling() const { return alpha / double(rank); }  // y = W x + scaling * B (A x)
+  bool targets_module(const std::string& module) const;
+  // Throws ll::Error for rank < 1, alpha <= 0, an unknown or repeated target.
+  void validate() const;
+};
+
+// "q_proj,k_proj" -> {"q_proj", "k_proj"}; "all-linear" -> every name of lora_target_names().
+std::vector<std::string> parse_lora_targets(const std::string& list);
+
+// Base-model tensors trained next to the adapters.
+struct TrainableSet {
+  bool embed_tokens = true;  // model.embed_tokens.weight
+  bool norms = true;         // every input/post_attention_layernorm and model.norm
+  bool linear = false;       // every frozen linear weight (full fine-tuning / pretraining)
+};
+
+// "embed,norm" (default), "none", "all" (embed, norm and every linear weight: full
+// fine-tuning, used to pretrain the demo model). Throws ll::Error for unknown words.
+TrainableSet parse_trainable(const std::string& list);
+std::string trainable_name(const TrainableSet& set);  // inverse of parse_trainable
+
+}  // namespace ll

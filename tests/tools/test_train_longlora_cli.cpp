@@ -1,0 +1,216 @@
+// ./train_longlora end to end on the fixture model: outputs, bit-exact resume in a new
+// process, survival of SIGKILL during checkpointing, and clear errors for bad input.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "engine/checkpoint.h"
+#include "engine/metrics_log.h"
+#include "model/adapter_io.h"
+#include "tests/test_paths.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RunResult {
+  int exit_code;
+  std::string output;
+};
+
+RunResult run(const std::string& args, const fs::path& log_dir) {
+  const std::string log = (log_dir / "log.txt").string();
+  const std::string cmd =
+      ll::test::binary_path("train_longlora") + " " + args + " > " + log + " 2>&1";
+  const int status = std::system(cmd.c_str());
+  REQUIRE(WIFEXITED(status));  // a signal (crash) fails the test
+  std::ifstream f(log);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return {WEXITSTATUS(status), ss.str()};
+}
+
+void write_u16(const fs::path& path, const std::vector<int32_t>& tokens) {
+  std::ofstream f(path, std::ios::binary);
+  for (int32_t t : tokens) {
+    const uint16_t v = uint16_t(t);
+    f.write(reinterpret_cast<const char*>(&v), 2);
+  }
+}
+
+std::string read_bytes(const fs::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  REQUIRE(f.good());
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+const std::string kModel = ll::test::source_path("tests/fixtures/tiny_llama");
+
+// A run's fixed options: tiny model (max_position_embeddings 128) extended to 256 tokens
+// (interpolation factor 2), S2-Attn with G = 64, 2 windows per step, a warmup of 2 steps.
+std::string base_args(const fs::path& data, const fs::path& out) {
+  return "-m " + kModel + " --data " + data.string() +
+         " --data-format raw-u16 -ctx 256 --grad-accum 2 --lr 1e-3 --warmup 2 --seed 7 --out " +
+         out.string();
+}
+
+fs::path make_data(const fs::path& dir, size_t n_tokens, int32_t max_id = 511) {
+  std::mt19937 rng(123);
+  std::uniform_int_distribution<int32_t> tok(3, max_id);
+  std::vector<int32_t> tokens(n_tokens);
+  // A learnable stream: mostly a repeating pattern, some noise.
+  for (size_t i = 0; i < n_tokens; ++i) tokens[i] = (i % 7 == 0) ? tok(rng) : int32_t(3 + (i * 5) % 40);
+  const fs::path path = dir / "train.bin";
+  write_u16(path, tokens);
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("train_longlora trains, writes PEFT outputs and resumes bit for bit") {
+  const fs::path dir = ll::test::fresh_temp_dir("train_cli");
+  const fs::path data = make_data(dir, 256 * 9);  // 9 windows: the run wraps into epoch 2
+
+  // 10 steps straight.
+  const auto a = run(base_args(data, dir / "a") + " --steps 10", dir);
+  INFO(a.output);
+  REQUIRE(a.exit_code == 0);
+  CHECK(a.output.find("position interpolation factor 2") != std::string::npos);
+  CHECK(a.output.find("S2-Attn group 64") != std::string::npos);
+  for (const char* f : {"adapter_model.safetensors", "adapter_config.json",
+                        "trainable_params.safetensors", "metrics.jsonl", "loss_curve.svg"}) {
+    CHECK_MESSAGE(fs::exists(dir / "a" / f), f);
+  }
+  REQUIRE(ll::latest_checkpoint((dir / "a").string()).has_value());
+  const ll::AdapterDir adapter = ll::read_adapter_dir((dir / "a").string());
+  CHECK(adapter.lora_tensors.size() == 16);    // 2 layers x q,k,v,o x A,B
+  CHECK(adapter.trainable_params.size() == 6);  // embeddings + 5 norms
+  CHECK(adapter.lora_tensors.count(
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight") == 1);
+  const auto steps_a = ll::MetricsLog::read_steps((dir / "a/metrics.jsonl").string());
+  REQUIRE(steps_a.size() == 10);
+  CHECK(steps_a[0].lr == 0.0);  // warmup starts at 0 as in HF's schedulers
+  CHECK(steps_a.back().loss < steps_a[1].loss);  // it learns the pattern
+  CHECK(steps_a.back().epoch == 2);              // 20 windows from 9: epochs are counted
+
+  // 5 steps, then a new process resumes to 10.
+  const auto b1 = run(base_args(data, dir / "b") + " --steps 5", dir);
+  INFO(b1.output);
+  REQUIRE(b1.exit_code == 0);
+  const auto b2 = run(base_args(data, dir / "b") + " --steps 10 --resume", dir);
+  INFO(b2.output);
+  REQUIRE(b2.exit_code == 0);
+  CHECK(b2.output.find("resume         from") != std::string::npos);
+  const auto steps_b = ll::MetricsLog::read_steps((dir / "b/metrics.jsonl").string());
+  REQUIRE(steps_b.size() == 10);
+  for (size_t i = 0; i < 10; ++i) {
+    CAPTURE(i);
+    CHECK(steps_b[i].loss == steps_a[i].loss);  // bit for bit
+    CHECK(steps_b[i].grad_norm == steps_a[i].grad_norm);
+  }
+  for (const char* f : {"adapter_model.safetensors", "trainable_params.safetensors"}) {
+    CAPTURE(f);
+    CHECK(read_bytes(dir / "a" / f) == read_bytes(dir / "b" / f));
+  }
+}
+
+TEST_CASE("a run killed with SIGKILL while checkpointing resumes from the last good checkpoint") {
+  const fs::path dir = ll::test::fresh_temp_dir("train_cli_kill");
+  const fs::path data = make_data(dir, 256 * 9);
+  const auto straight = run(base_args(data, dir / "ref") + " --steps 8", dir);
+  INFO(straight.output);
+  REQUIRE(straight.exit_code == 0);
+
+  std::mt19937 rng(std::random_device{}());
+  for (int trial = 0; trial < 2; ++trial) {
+    const fs::path out = dir / ("killed" + std::to_string(trial));
+    const std::string args = base_args(data, out) + " --steps 8 --save-every 1 --keep-checkpoints 2";
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      const std::string cmd = ll::test::binary_path("train_longlora") + " " + args +
+                              " > " + (out.string() + ".log") + " 2>&1";
+      execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    // Wait for a checkpoint or two, then kill at a random moment (often mid-write: every step
+    // writes one).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (!fs::exists(out / "checkpoint-00000002") && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 300)(rng)));
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    const std::optional<std::string> latest = ll::latest_checkpoint(out.string());
+    REQUIRE(latest.has_value());
+    CHECK_NOTHROW(ll::read_checkpoint(*latest));
+    const auto resumed = run(args + " --resume", dir);
+    INFO(resumed.output);
+    REQUIRE(resumed.exit_code == 0);
+    CHECK(read_bytes(dir / "ref/adapter_model.safetensors") ==
+          read_bytes(out / "adapter_model.safetensors"));
+    CHECK(read_bytes(dir / "ref/trainable_params.safetensors") ==
+          read_bytes(out / "trainable_params.safetensors"));
+  }
+}
+
+TEST_CASE("train_longlora rejects bad input with a clear message") {
+  const fs::path dir = ll::test::fresh_temp_dir("train_cli_bad");
+  const fs::path data = make_data(dir, 256 * 3);
+  auto expect_error = [&](const std::string& args, const std::string& message) {
+    const auto r = run(args, dir);
+    INFO(r.output);
+    CHECK(r.exit_code != 0);
+    CHECK(r.exit_code != 139);
+    CHECK_MESSAGE(r.output.find(message) != std::string::npos, "expected: " << message);
+  };
+  SUBCASE("token ids outside the vocabulary") {
+    const fs::path bad = dir / "bad_ids";
+    fs::create_directories(bad);
+    const fs::path big = make_data(bad, 256 * 2, 700);
+    expect_error(base_args(big, dir / "o1") + " --steps 1", "vocab");
+  }
+  SUBCASE("-ctx larger than the data") {
+    expect_error("-m " + kModel + " --data " + data.string() +
+                     " --data-format raw-u16 -ctx 4096 --steps 1 --out " + (dir / "o2").string(),
+                 "-ctx");
+  }
+  SUBCASE("a group size that does not fit") {
+    expect_error(base_args(data, dir / "o3") + " --steps 1 --group-ratio 0.005", "group");
+  }
+  SUBCASE("a diverging run stops at a NaN with the step named and keeps its checkpoint") {
+    const auto r = run("-m " + kModel + " --data " + data.string() +
+                           " --data-format raw-u16 -ctx 256 --grad-accum 1 --steps 30 --warmup 0 "
+                           "--lr 1e30 --save-every 1 --out " + (dir / "o4").string(),
+                       dir);
+    INFO(r.output);
+    CHECK(r.exit_code == 1);
+    CHECK(r.output.find("step ") != std::string::npos);
+    CHECK(r.output.find("finite") != std::string::npos);
+    const auto latest = ll::latest_checkpoint((dir / "o4").string());
+    if (latest) CHECK_NOTHROW(ll::read_checkpoint(*latest));
+  }
+  SUBCASE("resume from a checkpoint of another model") {
+    const auto ok = run(base_args(data, dir / "o5") + " --steps 1", dir);
+    INFO(ok.output);
+    REQUIRE(ok.exit_code == 0);
+    const std::string other = ll::test::source_path("tests/fixtures/tiny_llama_rope2");
+    expect_error("-m " + other + " --data " + data.string() +
+                     " --data-format raw-u16 -ctx 256 --steps 2 --seed 7 --resume --out " +
+                     (dir / "o5").string(),
+                 "another base model");
+  }
+}
