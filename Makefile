@@ -34,6 +34,7 @@ demo: build
 
 bench: build
 	@scripts/bench_cpu.sh
+	@bench/train_cpu.sh
 
 clean:
-	rm -rf $(BUILD_DIR) ppl_eval convert tokenize train_longlora bench_s2attn bench_cpu_forward
+	rm -rf $(BUILD_DIR) ppl_eval convert tokenize train_longlora init_model bench_s2attn bench_cpu_forward

@@ -66,7 +66,7 @@ const std::vector<Field>& fields() {
       {"rope-factor", "--rope-factor", &O::rope_factor,
        "linear position interpolation factor s (0: ceil(N / max_position_embeddings))", {}},
       // LoRA+
-      {"lora-rank", "--lora-rank", &O::lora_rank, "LoRA rank r", {}},
+      {"lora-rank", "--lora-rank", &O::lora_rank, "LoRA rank r (0: no adapters, with --trainable all: full training)", {}},
       {"lora-alpha", "--lora-alpha", &O::lora_alpha, "LoRA alpha (adapter scale alpha / r)", {}},
       {"lora-targets", "--lora-targets", &O::lora_targets,
        "comma-separated linear layers that get adapters (q_proj, k_proj, v_proj, o_proj, "
@@ -377,7 +377,11 @@ void validate_train_options(const TrainOptions& o) {
            "--rope-factor must be >= 0 (got {}; 0 = ceil(ctx / max_position_embeddings))",
            o.rope_factor);
 
-  LL_CHECK(o.lora_rank >= 1, "--lora-rank must be at least 1 (got {})", o.lora_rank);
+  LL_CHECK(o.lora_rank >= 0,
+           "--lora-rank must be at least 1, or 0 for no adapters (full training) (got {})",
+           o.lora_rank);
+  LL_CHECK(o.lora_rank > 0 || o.trainable == "all",
+           "--lora-rank 0 (no adapters) trains only the base tensors: use it with --trainable all");
   check_finite("lora-alpha", o.lora_alpha);
   LL_CHECK(o.lora_alpha > 0, "--lora-alpha must be > 0 (got {})", o.lora_alpha);
   if (o.lora_targets != "all-linear") {

@@ -148,10 +148,12 @@ TrainResult run_training(const TrainOptions& o) {
 
   // Model with LoRA+.
   ModelSetup setup;
-  setup.lora = LoraConfig{};
-  setup.lora->rank = o.lora_rank;
-  setup.lora->alpha = o.lora_alpha;
-  setup.lora->targets = parse_lora_targets(o.lora_targets);
+  if (o.lora_rank > 0) {
+    setup.lora = LoraConfig{};
+    setup.lora->rank = o.lora_rank;
+    setup.lora->alpha = o.lora_alpha;
+    setup.lora->targets = parse_lora_targets(o.lora_targets);
+  }
   setup.trainable = parse_trainable(o.trainable);
   setup.seed = o.seed;
   setup.training = true;
@@ -198,10 +200,11 @@ TrainResult run_training(const TrainOptions& o) {
                  : fmt::format("S2-Attn{} group {} (shifted half by {})",
                                spec.attn_mode == AttnMode::S2Roll ? " (roll form)" : "",
                                spec.group_size, spec.group_size / 2));
-  fmt::print("trained        LoRA r {} alpha {} on {}; base tensors: {}; {} parameters in {} "
-             "tensors\n",
-             o.lora_rank, o.lora_alpha, o.lora_targets, o.trainable, n_trained,
-             model.params().size());
+  fmt::print("trained        {}; base tensors: {}; {} parameters in {} tensors\n",
+             o.lora_rank > 0 ? fmt::format("LoRA r {} alpha {} on {}", o.lora_rank, o.lora_alpha,
+                                           o.lora_targets)
+                             : std::string("no adapters (full training)"),
+             o.trainable, n_trained, model.params().size());
   fmt::print("data           {} windows of {} tokens per epoch ({} tokens), shuffle {}\n",
              loader.windows_per_epoch(), o.ctx, loader.total_tokens(), o.shuffle);
   fmt::print("optimizer      AdamW lr {} ({} warmup {}), betas {}/{}, eps {}, wd {}, clip {}, "

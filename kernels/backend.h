@@ -55,9 +55,11 @@ class Backend {
   // ---- Backward (training). Gradients of trainable parameters are F32 on every backend;
   // activation gradients are in activation_dtype(). "(+)=" means accumulate selects += or =.
 
-  // classifier_forward plus dx [N, D] = d(loss_scale * sum of labelled losses) / dx.
+  // classifier_forward plus dx [N, D] = d(loss_scale * sum of labelled losses) / dx, and
+  // dlm_head [V, D] (F32, may have null data: lm_head frozen) += its gradient.
   virtual int64_t classifier_forward_backward(const Tensor& losses, const Tensor& dx,
-                                              const Tensor& x, const Tensor& lm_head,
+                                              const Tensor& dlm_head, const Tensor& x,
+                                              const Tensor& lm_head,
                                               const Tensor& targets, int64_t chunk_rows,
                                               float loss_scale) = 0;
   // dx [M, K] (+)= alpha * dout [M, Nout] @ w [Nout, K]

@@ -366,13 +366,18 @@ bool parse_peft_lora_key(const std::string& key, int64_t* layer, std::string* mo
 
 void write_adapter_dir(const std::string& dir, const AdapterDir& adapter) {
   const std::string where = fmt::format("cannot write adapter {}", dir);
-  try {
-    adapter.lora.validate();
-  } catch (const Error& e) {
-    fail("{}: {}", where, e.what());
+  // No LoRA matrices: full training (e.g. pretraining); only trainable_params is written.
+  const bool has_lora = !adapter.lora_tensors.empty();
+  LL_CHECK(has_lora || !adapter.trainable_params.empty(), "{}: nothing to write", where);
+  if (has_lora) {
+    try {
+      adapter.lora.validate();
+    } catch (const Error& e) {
+      fail("{}: {}", where, e.what());
+    }
+    for (const auto& [key, t] : adapter.lora_tensors) check_tensor_to_write(where, key, t);
+    check_lora_tensors(where, adapter.lora, adapter.lora_tensors, std::nullopt);
   }
-  for (const auto& [key, t] : adapter.lora_tensors) check_tensor_to_write(where, key, t);
-  check_lora_tensors(where, adapter.lora, adapter.lora_tensors, std::nullopt);
   for (const auto& [name, t] : adapter.trainable_params) {
     LL_CHECK(!name.empty() && name.rfind(kPeftPrefix, 0) != 0 &&
                  !parse_peft_lora_key(name, nullptr, nullptr, nullptr),
@@ -385,7 +390,15 @@ void write_adapter_dir(const std::string& dir, const AdapterDir& adapter) {
   fs::create_directories(dir, ec);
   LL_CHECK(!ec, "{}: cannot create the directory: {}", dir, ec.message());
   const std::map<std::string, std::string> metadata = {{"format", "pt"}};
-  write_safetensors(join(dir, kLoraFile), views(adapter.lora_tensors), metadata);
+  if (has_lora) {
+    write_safetensors(join(dir, kLoraFile), views(adapter.lora_tensors), metadata);
+  } else {
+    // Stale LoRA files from an earlier save would be read back as this run's.
+    for (const char* stale : {kLoraFile, kConfigFile}) {
+      fs::remove(join(dir, stale), ec);
+      LL_CHECK(!ec, "{}: cannot remove: {}", join(dir, stale), ec.message());
+    }
+  }
   const std::string trainable_path = join(dir, kTrainableFile);
   if (!adapter.trainable_params.empty()) {
     write_safetensors(trainable_path, views(adapter.trainable_params), metadata);
@@ -394,11 +407,29 @@ void write_adapter_dir(const std::string& dir, const AdapterDir& adapter) {
     fs::remove(trainable_path, ec);
     LL_CHECK(!ec, "{}: cannot remove: {}", trainable_path, ec.message());
   }
-  const std::string text = adapter_config_json(adapter).dump(2) + "\n";
-  AtomicFileWriter config(join(dir, kConfigFile));
-  config.write(text.data(), text.size());
-  config.commit();
+  if (has_lora) {
+    const std::string text = adapter_config_json(adapter).dump(2) + "\n";
+    AtomicFileWriter config(join(dir, kConfigFile));
+    config.write(text.data(), text.size());
+    config.commit();
+  }
   fsync_dir(dir);
+}
+
+// trainable_params.safetensors into out.trainable_params (a "base_model.model." prefix is
+// dropped).
+static void read_trainable_params(const std::string& trainable_path, AdapterDir& out) {
+  const SafetensorsFile file = read_safetensors(trainable_path);
+  const std::string prefix = kPeftPrefix;
+  for (const TensorEntry& entry : file.tensors) {
+    std::string name = entry.name;
+    if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
+    LL_CHECK(!name.empty() && !parse_peft_lora_key(prefix + name, nullptr, nullptr, nullptr),
+             "{}: tensor \"{}\" is not a base-model parameter", trainable_path, entry.name);
+    LL_CHECK(!out.trainable_params.count(name), "{}: tensor \"{}\" appears twice (with and "
+             "without the \"{}\" prefix)", trainable_path, name, prefix);
+    out.trainable_params.emplace(name, read_checked(file, entry));
+  }
 }
 
 AdapterDir read_adapter_dir(const std::string& dir) {
@@ -406,6 +437,16 @@ AdapterDir read_adapter_dir(const std::string& dir) {
   LL_CHECK(fs::is_directory(dir, ec), "{}: no such adapter directory", dir);
   const std::string config_path = join(dir, kConfigFile);
   const std::string lora_path = join(dir, kLoraFile);
+  const std::string trainable_path = join(dir, kTrainableFile);
+  AdapterDir out;
+  if (!fs::exists(config_path, ec) && !fs::exists(lora_path, ec) &&
+      fs::exists(trainable_path, ec)) {
+    // A full-training directory (train_longlora --lora-rank 0): trained base tensors only.
+    out.lora.rank = 0;
+    out.lora.targets.clear();
+    read_trainable_params(trainable_path, out);
+    return out;
+  }
   LL_CHECK(fs::exists(config_path, ec), "{}: missing; {} is not a PEFT/LongLoRA adapter "
            "directory", config_path, dir);
   if (!fs::exists(lora_path, ec)) {
@@ -418,7 +459,6 @@ AdapterDir read_adapter_dir(const std::string& dir) {
   }
 
   ParsedConfig config = parse_adapter_config(config_path);
-  AdapterDir out;
   out.lora = config.lora;
   out.base_model = config.base_model;
 
@@ -438,20 +478,7 @@ AdapterDir read_adapter_dir(const std::string& dir) {
   }
   check_lora_tensors(lora_path, out.lora, out.lora_tensors, config.layers);
 
-  const std::string trainable_path = join(dir, kTrainableFile);
-  if (fs::exists(trainable_path, ec)) {
-    const SafetensorsFile file = read_safetensors(trainable_path);
-    const std::string prefix = kPeftPrefix;
-    for (const TensorEntry& entry : file.tensors) {
-      std::string name = entry.name;
-      if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
-      LL_CHECK(!name.empty() && !parse_peft_lora_key(prefix + name, nullptr, nullptr, nullptr),
-               "{}: tensor \"{}\" is not a base-model parameter", trainable_path, entry.name);
-      LL_CHECK(!out.trainable_params.count(name), "{}: tensor \"{}\" appears twice (with and "
-               "without the \"{}\" prefix)", trainable_path, name, prefix);
-      out.trainable_params.emplace(name, read_checked(file, entry));
-    }
-  }
+  if (fs::exists(trainable_path, ec)) read_trainable_params(trainable_path, out);
   return out;
 }
 

@@ -197,7 +197,8 @@ LossSum LlamaModel::forward_backward(std::span<const int32_t> tokens,
   OwnedTensor losses = backend_.allocate({n}, DType::F32);  // [N]
   OwnedTensor dxn = backend_.allocate({n, d}, act);         // [N, D]
   LossSum result;
-  result.count = backend_.classifier_forward_backward(*losses, *dxn, *xn, *lm_head_.value,
+  result.count = backend_.classifier_forward_backward(*losses, *dxn, grad_of(lm_head_), *xn,
+                                                      *lm_head_.value,
                                                       *target_ids,
                                                       std::max<int64_t>(1, spec.classifier_chunk),
                                                       loss_scale);

@@ -37,8 +37,8 @@ LlamaModel::LlamaModel(Backend& backend, const LlamaWeights& w, const ModelSetup
     layers_.push_back(std::move(t));
   }
   norm_ = make_weight(w.norm, {d}, "model.norm.weight", tr.norms);
-  // lm_head stays frozen in LoRA+ (as in LongLoRA).
-  lm_head_ = make_weight(w.lm_head, {v, d}, "lm_head.weight", false);
+  // lm_head stays frozen in LoRA+ (as in LongLoRA); full training (pretraining) trains it.
+  lm_head_ = make_weight(w.lm_head, {v, d}, "lm_head.weight", tr.linear);
 }
 
 int LlamaModel::add_param(const std::string& name, std::vector<int64_t> shape,

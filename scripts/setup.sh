@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
   libsentencepiece-dev libyaml-cpp-dev libfmt-dev doctest-dev nlohmann-json3-dev
-  libcli11-dev libopenblas-dev base-files
+  libcli11-dev libopenblas-dev base-files bible-kjv
 )
 
 missing=()

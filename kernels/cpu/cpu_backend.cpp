@@ -115,7 +115,8 @@ int64_t CpuBackend::classifier_forward(const Tensor& losses, const Tensor& x,
 }
 
 int64_t CpuBackend::classifier_forward_backward(const Tensor& losses, const Tensor& dx,
-                                                const Tensor& x, const Tensor& lm_head,
+                                                const Tensor& dlm_head, const Tensor& x,
+                                                const Tensor& lm_head,
                                                 const Tensor& targets, int64_t chunk_rows,
                                                 float loss_scale) {
   const int64_t n = x.dim(0), d = x.dim(1), v = lm_head.dim(0);
@@ -123,7 +124,12 @@ int64_t CpuBackend::classifier_forward_backward(const Tensor& losses, const Tens
   check_shape(targets, {n}, "targets");
   check_shape(losses, {n}, "losses");
   check_shape(dx, {n, d}, "classifier input gradient");
-  return cpu::classifier_forward_backward(losses.f32(), dx.f32(), x.f32(), lm_head.f32(),
+  float* dlm_head_ptr = nullptr;
+  if (dlm_head.data != nullptr) {
+    check_shape(dlm_head, {v, d}, "lm_head gradient");
+    dlm_head_ptr = dlm_head.f32();
+  }
+  return cpu::classifier_forward_backward(losses.f32(), dx.f32(), dlm_head_ptr, x.f32(), lm_head.f32(),
                                           targets.i32(), n, d, v, chunk_rows, loss_scale);
 }
 

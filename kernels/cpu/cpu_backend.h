@@ -27,7 +27,8 @@ class CpuBackend final : public Backend {
   int64_t classifier_forward(const Tensor& losses, const Tensor& x, const Tensor& lm_head,
                              const Tensor& targets, int64_t chunk_rows) override;
 
-  int64_t classifier_forward_backward(const Tensor& losses, const Tensor& dx, const Tensor& x,
+  int64_t classifier_forward_backward(const Tensor& losses, const Tensor& dx,
+                                      const Tensor& dlm_head, const Tensor& x,
                                       const Tensor& lm_head, const Tensor& targets,
                                       int64_t chunk_rows, float loss_scale) override;
   void matmul_backward_input(const Tensor& dx, const Tensor& dout, const Tensor& w,

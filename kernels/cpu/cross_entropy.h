@@ -14,10 +14,11 @@ int64_t classifier_forward(float* losses, const float* x, const float* lm_head,
                            int64_t chunk_rows);
 
 // classifier_forward plus the gradient of L = loss_scale * sum over labelled positions of
-// losses[n] with respect to x: dx [N, D] (overwritten; 0 at unlabelled rows) =
-// loss_scale * (softmax(logits) - onehot(target)) @ lm_head, chunk by chunk. lm_head is
-// frozen (no gradient). Same errors and return value as classifier_forward.
-int64_t classifier_forward_backward(float* losses, float* dx, const float* x,
+// losses[n]: dx [N, D] (overwritten; 0 at unlabelled rows) =
+// loss_scale * (softmax(logits) - onehot(target)) @ lm_head, chunk by chunk, and, when
+// dlm_head is non-null (lm_head trained: full pretraining), dlm_head [V, D] += that^T @ x.
+// Same errors and return value as classifier_forward.
+int64_t classifier_forward_backward(float* losses, float* dx, float* dlm_head, const float* x,
                                     const float* lm_head, const int32_t* targets,
                                     int64_t n_tokens, int64_t dim, int64_t vocab,
                                     int64_t chunk_rows, float loss_scale);

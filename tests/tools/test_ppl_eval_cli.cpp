@@ -87,3 +87,38 @@ TEST_CASE("ppl_eval reproduces the reference perplexity and reports bad input") 
     CHECK(r.output.find("nope") != std::string::npos);
   }
 }
+
+TEST_CASE("ppl_eval --lora applies a PEFT adapter: the loss equals peft's") {
+  // The training fixture's "dense" case: base model + the PEFT adapter in
+  // tests/fixtures/tiny_llama_peft_adapter, full attention, one sequence of 64 tokens.
+  const auto dir = ll::test::fresh_temp_dir("ppl_eval_lora");
+  const ll::SafetensorsFile fx = ll::read_safetensors(
+      ll::test::source_path("tests/fixtures/tiny_llama_lora_reference.safetensors"));
+  const std::vector<int32_t> tokens = fx.read_i32("dense.tokens");
+  REQUIRE(tokens.size() == 64);
+  write_u16(dir / "tokens.bin", tokens);
+  const std::string model = ll::test::source_path("tests/fixtures/tiny_llama");
+  const std::string adapter = ll::test::source_path("tests/fixtures/tiny_llama_peft_adapter");
+  const std::string common = " --data " + (dir / "tokens.bin").string() +
+                             " --data-format raw-u16 --seq-len 64 --protocol non-overlapping";
+  const auto r = run("-m " + model + " --lora " + adapter + common + " --json " +
+                         (dir / "lora.json").string(), dir);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("adapter") != std::string::npos);
+  nlohmann::json j;
+  std::ifstream(dir / "lora.json") >> j;
+  const double ref_loss = fx.read_f32("dense.loss")[0];
+  CHECK(std::fabs(j["mean_loss"].get<double>() - ref_loss) <= 1e-5 * ref_loss);
+  // Without the adapter the loss differs: the adapter was applied.
+  const auto base = run("-m " + model + common + " --json " + (dir / "base.json").string(), dir);
+  REQUIRE(base.exit_code == 0);
+  nlohmann::json jb;
+  std::ifstream(dir / "base.json") >> jb;
+  CHECK(std::fabs(jb["mean_loss"].get<double>() - ref_loss) > 1e-3);
+  // An adapter for another model is refused with a message.
+  const auto bad = run("-m " + ll::test::source_path("tests/fixtures/tiny_llama_rope2") + " --lora " +
+                           adapter + common, dir);
+  CHECK(bad.exit_code == 1);
+  CHECK(bad.output.find("adapter") != std::string::npos);
+}

@@ -125,6 +125,28 @@ TEST_CASE("train_longlora trains, writes PEFT outputs and resumes bit for bit") 
   }
 }
 
+TEST_CASE("--init-adapter starts from a PEFT adapter directory") {
+  const fs::path dir = ll::test::fresh_temp_dir("train_cli_init");
+  const fs::path data = make_data(dir, 256 * 3);
+  const std::string peft = ll::test::source_path("tests/fixtures/tiny_llama_peft_adapter");
+  // One step with warmup: its learning rate is 0, so the output is the starting adapter.
+  const auto r = run(base_args(data, dir / "o") + " --steps 1 --init-adapter " + peft, dir);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  const ll::AdapterDir start = ll::read_adapter_dir(peft);
+  const ll::AdapterDir out = ll::read_adapter_dir((dir / "o").string());
+  REQUIRE(start.lora_tensors.size() == out.lora_tensors.size());
+  for (const auto& [name, t] : start.lora_tensors) {
+    CAPTURE(name);
+    REQUIRE(out.lora_tensors.count(name) == 1);
+    CHECK(out.lora_tensors.at(name).values == t.values);
+  }
+  // A rank that differs from the adapter's is refused.
+  const auto bad = run(base_args(data, dir / "o2") + " --steps 1 --lora-rank 4 --init-adapter " + peft, dir);
+  CHECK(bad.exit_code == 1);
+  CHECK(bad.output.find("rank") != std::string::npos);
+}
+
 TEST_CASE("a run killed with SIGKILL while checkpointing resumes from the last good checkpoint") {
   const fs::path dir = ll::test::fresh_temp_dir("train_cli_kill");
   const fs::path data = make_data(dir, 256 * 9);

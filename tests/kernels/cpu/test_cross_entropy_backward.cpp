@@ -138,8 +138,8 @@ TEST_CASE("classifier_forward_backward: forward's losses, dx by finite differenc
           auto losses = ll::test::poisoned(size_t(n));  // [N]
           auto dx = ll::test::poisoned(size_t(n * d));  // [N, D]
           const int64_t count = ll::cpu::classifier_forward_backward(
-              losses.data(), dx.data(), p.x.data(), p.lm_head.data(), p.target.data(), n, d, v,
-              chunk, loss_scale);
+              losses.data(), dx.data(), nullptr, p.x.data(), p.lm_head.data(), p.target.data(), n,
+              d, v, chunk, loss_scale);
           CHECK(count == count_fwd);
           // One implementation: the same chunks give the same bits.
           CHECK(std::memcmp(losses.data(), losses_fwd.data(), size_t(n) * sizeof(float)) == 0);
@@ -163,13 +163,73 @@ TEST_CASE("classifier_forward_backward: forward's losses, dx by finite differenc
   }
 }
 
+TEST_CASE("classifier_forward_backward: lm_head gradient (full training) by finite differences") {
+  for (uint64_t seed : ll::test::test_seeds()) {
+    INFO("seed " << seed);
+    std::mt19937_64 rng(seed);
+    const Problem p = make_problem(rng, 13, 8, 37);
+    const double loss_scale = 0.37;
+    // d(loss_scale * sum of labelled row losses) / d lm_head[j, k], central differences in
+    // double on the double reference loss.
+    std::vector<double> fd(size_t(p.v * p.d), 0.0);
+    for (int64_t j = 0; j < p.v; ++j) {
+      for (int64_t k = 0; k < p.d; ++k) {
+        // (L(w + h+) - L(w - h-)) / (h+ + h-) with the steps as fp32 actually rounded them.
+        double loss[2] = {0.0, 0.0}, moved[2] = {0.0, 0.0};
+        for (int side = 0; side < 2; ++side) {
+          Problem q = p;
+          float& w = q.lm_head[size_t(j * p.d + k)];
+          w = float(double(w) + (side == 0 ? 1e-3 : -1e-3));
+          moved[side] = double(w);
+          for (int64_t i = 0; i < p.n; ++i) {
+            if (p.target[size_t(i)] < 0) continue;
+            std::vector<double> xi(p.x.begin() + i * p.d, p.x.begin() + (i + 1) * p.d);
+            loss[side] += row_loss(q, xi.data(), p.target[size_t(i)]);
+          }
+        }
+        fd[size_t(j * p.d + k)] = loss_scale * (loss[0] - loss[1]) / (moved[0] - moved[1]);
+      }
+    }
+    std::vector<float> losses(size_t(p.n)), dx(size_t(p.n * p.d));
+    // dlm_head accumulates: start from 1 and subtract it afterwards.
+    std::vector<float> dlm_head(size_t(p.v * p.d), 1.0f);
+    ll::cpu::classifier_forward_backward(losses.data(), dx.data(), dlm_head.data(), p.x.data(),
+                                         p.lm_head.data(), p.target.data(), p.n, p.d, p.v, 4,
+                                         float(loss_scale));
+    for (float& g : dlm_head) g -= 1.0f;
+    // The analytic form in double: sum over labelled rows of (softmax - onehot) x^T.
+    std::vector<double> analytic(size_t(p.v * p.d), 0.0);
+    for (int64_t i = 0; i < p.n; ++i) {
+      const int32_t t = p.target[size_t(i)];
+      if (t < 0) continue;
+      std::vector<double> logit(size_t(p.v));
+      double mx = -1e300, sum = 0.0;
+      for (int64_t j = 0; j < p.v; ++j) {
+        double s = 0.0;
+        for (int64_t k = 0; k < p.d; ++k)
+          s += double(p.x[size_t(i * p.d + k)]) * double(p.lm_head[size_t(j * p.d + k)]);
+        logit[size_t(j)] = s;
+        mx = std::max(mx, s);
+      }
+      for (double l : logit) sum += std::exp(l - mx);
+      for (int64_t j = 0; j < p.v; ++j) {
+        const double g = loss_scale * (std::exp(logit[size_t(j)] - mx) / sum - (j == t ? 1.0 : 0.0));
+        for (int64_t k = 0; k < p.d; ++k) analytic[size_t(j * p.d + k)] += g * double(p.x[size_t(i * p.d + k)]);
+      }
+    }
+    std::vector<float> fd_f(fd.begin(), fd.end());
+    ll::test::check_close(fd_f, analytic, 1e-6, 1e-3, 1e-4);  // the two references agree
+    ll::test::check_close(dlm_head, analytic, 2e-6, 2e-3, 1e-5);
+  }
+}
+
 TEST_CASE("classifier_forward_backward with every position unlabelled gives dx = 0") {
   std::mt19937_64 rng(ll::test::test_seeds().back());
   Problem p = make_problem(rng, 6, 8, 11);
   for (auto& t : p.target) t = -100;
   auto losses = ll::test::poisoned(6);
   auto dx = ll::test::poisoned(6 * 8);
-  CHECK(ll::cpu::classifier_forward_backward(losses.data(), dx.data(), p.x.data(),
+  CHECK(ll::cpu::classifier_forward_backward(losses.data(), dx.data(), nullptr, p.x.data(),
                                              p.lm_head.data(), p.target.data(), 6, 8, 11, 4,
                                              1.0f) == 0);
   for (float l : losses) CHECK(l == 0.0f);
@@ -180,7 +240,7 @@ std::string error_of(const Problem& p, int64_t chunk_rows) {
   auto losses = ll::test::poisoned(size_t(p.n));
   auto dx = ll::test::poisoned(size_t(p.n * p.d));
   try {
-    ll::cpu::classifier_forward_backward(losses.data(), dx.data(), p.x.data(), p.lm_head.data(),
+    ll::cpu::classifier_forward_backward(losses.data(), dx.data(), nullptr, p.x.data(), p.lm_head.data(),
                                          p.target.data(), p.n, p.d, p.v, chunk_rows, 0.5f);
   } catch (const ll::Error& e) {
     return e.what();
