@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 steps=${1:-6}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-scripts/make_kjv_corpus.sh "$work/corpus" > /dev/null
+scripts/make_kjv_corpus.sh "$work/corpus" > /dev/null 2>&1
 printf "| context | attention | tokens/step | median tokens/s | median step s |\n"
 printf "|--------:|-----------|------------:|----------------:|--------------:|\n"
 for ctx in 512 2048; do

@@ -324,9 +324,11 @@ TrainResult run_training(const TrainOptions& o) {
              step, step - result.first_step, result.last_loss, total_s,
              double(tokens_this_run) /
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t_loop).count());
-  fmt::print("output         {}/adapter_model.safetensors, adapter_config.json, "
-             "trainable_params.safetensors, metrics.jsonl, loss_curve.svg; checkpoint {}\n",
-             o.out, last_checkpoint);
+  fmt::print("output         {}/{}trainable_params.safetensors, metrics.jsonl, loss_curve.svg; "
+             "checkpoint {}\n",
+             o.out,
+             o.lora_rank > 0 ? "adapter_model.safetensors, adapter_config.json, " : "",
+             last_checkpoint);
   return result;
 }
 

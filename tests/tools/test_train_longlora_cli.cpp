@@ -147,6 +147,24 @@ TEST_CASE("--init-adapter starts from a PEFT adapter directory") {
   CHECK(bad.output.find("rank") != std::string::npos);
 }
 
+TEST_CASE("--lora-rank 0 --trainable all trains every tensor (pretraining)") {
+  const fs::path dir = ll::test::fresh_temp_dir("train_cli_full");
+  const fs::path data = make_data(dir, 256 * 3);
+  const auto r = run(base_args(data, dir / "o") + " --steps 2 --lora-rank 0 --trainable all", dir);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(!fs::exists(dir / "o/adapter_model.safetensors"));
+  const ll::AdapterDir out = ll::read_adapter_dir((dir / "o").string());
+  CHECK(out.lora_tensors.empty());
+  // Every tensor of the 2-layer model: embeddings, 9 per layer, final norm, lm_head.
+  CHECK(out.trainable_params.size() == 1 + 2 * 9 + 1 + 1);
+  CHECK(out.trainable_params.count("lm_head.weight") == 1);
+  // Without --trainable all there would be nothing to train.
+  const auto bad = run(base_args(data, dir / "o2") + " --steps 1 --lora-rank 0", dir);
+  CHECK(bad.exit_code != 0);
+  CHECK(bad.output.find("--trainable all") != std::string::npos);
+}
+
 TEST_CASE("a run killed with SIGKILL while checkpointing resumes from the last good checkpoint") {
   const fs::path dir = ll::test::fresh_temp_dir("train_cli_kill");
   const fs::path data = make_data(dir, 256 * 9);
