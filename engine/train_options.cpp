@@ -57,6 +57,9 @@ const std::vector<Field>& fields() {
        {}},
       {"group-ratio", "--group-ratio", &O::group_ratio,
        "S2-Attn group size G = N * ratio, ratio in (0, 1]", {}},
+      {"dry-run", "--dry-run", &O::dry_run,
+       "print the memory plan (weights, trained state, activations, workspaces) for this model, "
+       "context and device, then exit; needs only the model's config.json, no data", {}},
       {"full-attn", "--full-attn", &O::full_attn,
        "dense causal attention instead of S2-Attn (the full-attention baseline)", {}},
       {"attn-mode", "--attn-mode", &O::attn_mode,
@@ -267,7 +270,8 @@ void add_train_options(CLI::App& app, TrainOptions& options) {
         f.member);
     if (!f.choices.empty()) opt->check(CLI::IsMember(f.choices));
     // Defaults shown in the help, except where there is none to show.
-    if (f.key != "full-attn" && f.key != "data" && f.key != "ctx") opt->capture_default_str();
+    if (f.key != "full-attn" && f.key != "dry-run" && f.key != "data" && f.key != "ctx")
+      opt->capture_default_str();
   }
 }
 
@@ -349,7 +353,8 @@ void apply_train_config_file(const CLI::App& app, TrainOptions& options) {
 void validate_train_options(const TrainOptions& o) {
   LL_CHECK(!o.model.empty(),
            "--model is required: a Hugging Face model directory or our .bin file");
-  LL_CHECK(!o.data.empty(), "--data is required: one or more token shards or directories");
+  LL_CHECK(o.dry_run || !o.data.empty(),
+           "--data is required: one or more token shards or directories");
   for (const std::string& d : o.data) LL_CHECK(!d.empty(), "--data: an empty file name");
   for (const Field& f : fields()) {
     if (f.choices.empty()) continue;

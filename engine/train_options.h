@@ -52,6 +52,7 @@ struct TrainOptions {
   int keep_checkpoints = 2;           // --keep-checkpoints k
   int64_t log_every = 1;              // --log-every: steps between metrics lines
   std::string config;                 // --config run.yaml
+  bool dry_run = false;               // --dry-run: print the memory plan and exit
 };
 
 // Registers every option on `app` with its help text and default. --model, --data and --ctx

@@ -18,6 +18,7 @@
 #include "model/adapter_io.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
+#include "model/memory_plan.h"
 #include "model/model_fingerprint.h"
 #include "model/position_interpolation.h"
 #include "model/tensor_source.h"
@@ -108,10 +109,48 @@ int64_t count_params(const std::vector<TrainableParam>& params) {
   return n;
 }
 
+
+LlamaConfig read_config_only(const std::string& model) {
+  // A directory needs only config.json: plans for models whose weights are not here.
+  if (fs::is_directory(model)) return llama_config_from_file(model + "/config.json");
+  return open_model_files(model)->config;
+}
+
+void print_memory_plan(const TrainOptions& o) {
+  const LlamaConfig config = read_config_only(o.model);
+  // Only the CPU backend exists so far; --device cuda plans the CUDA backend's layout
+  // (bf16 activations and frozen weights, fp32 master, gradients and moments).
+  const bool cuda = o.device == "cuda";
+  MemoryPlanInput in;
+  in.config = config;
+  if (o.lora_rank > 0) {
+    in.lora = LoraConfig{};
+    in.lora->rank = o.lora_rank;
+    in.lora->alpha = o.lora_alpha;
+    in.lora->targets = parse_lora_targets(o.lora_targets);
+  }
+  in.trainable = parse_trainable(o.trainable);
+  in.seq_len = o.ctx;
+  in.classifier_chunk = o.classifier_chunk;
+  in.activation_dtype = cuda ? DType::BF16 : DType::F32;
+  in.cublaslt_workspace_bytes = cuda ? kCublasLtWorkspaceBytes : 0;
+  const MemoryPlan plan = plan_training_memory(in);
+  fmt::print("memory plan    {} at -ctx {} on {} ({} layers, hidden {}, vocab {}; {})\n", o.model,
+             o.ctx, cuda ? "cuda" : "cpu", config.num_hidden_layers, config.hidden_size,
+             config.vocab_size,
+             cuda ? "bf16 activations and frozen weights, fp32 master/gradients/moments"
+                  : "fp32 everywhere");
+  fmt::print("{}", format_memory_plan(plan));
+}
+
 }  // namespace
 
 TrainResult run_training(const TrainOptions& o) {
   validate_train_options(o);
+  if (o.dry_run) {
+    print_memory_plan(o);
+    return TrainResult{};
+  }
   const auto t_start = std::chrono::steady_clock::now();
   std::unique_ptr<Backend> backend = make_backend(o.device);
 

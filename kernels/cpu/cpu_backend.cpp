@@ -1,5 +1,6 @@
 #include "kernels/cpu/cpu_backend.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -33,7 +34,12 @@ OwnedTensor CpuBackend::allocate(std::vector<int64_t> shape, DType dtype) {
   // 64-byte alignment for vectorised loops; at least one byte so data is never null.
   void* p = std::aligned_alloc(64, ((bytes + 63) / 64) * 64 + 64);
   LL_CHECK(p != nullptr, "cpu backend: out of memory allocating {} bytes", bytes);
-  t.storage = std::shared_ptr<void>(p, std::free);
+  stats_->in_use += int64_t(bytes);
+  stats_->peak = std::max(stats_->peak, stats_->in_use);
+  t.storage = std::shared_ptr<void>(p, [stats = stats_, bytes](void* q) {
+    std::free(q);
+    stats->in_use -= int64_t(bytes);
+  });
   t.view.data = p;
   return t;
 }

@@ -1,11 +1,19 @@
 #pragma once
 // The fp32 reference backend: thin adapters from the Backend interface to kernels/cpu.
+#include <memory>
+
 #include "kernels/backend.h"
 
 namespace ll {
 
 class CpuBackend final : public Backend {
  public:
+  // Bytes of tensors allocated and not yet freed, and the highest value since reset_peak()
+  // (requested sizes; what the memory plan predicts).
+  int64_t bytes_in_use() const { return stats_->in_use; }
+  int64_t peak_bytes() const { return stats_->peak; }
+  void reset_peak() { stats_->peak = stats_->in_use; }
+
   std::string name() const override { return "cpu"; }
   DType activation_dtype() const override { return DType::F32; }
   OwnedTensor allocate(std::vector<int64_t> shape, DType dtype) override;
@@ -50,6 +58,13 @@ class CpuBackend final : public Backend {
   double sum_squares(const Tensor& x) override;
   void adamw_step(const Tensor& master, const Tensor& param, const Tensor& grad, const Tensor& m,
                   const Tensor& v, const AdamWStep& step) override;
+ private:
+  struct AllocStats {
+    int64_t in_use = 0;
+    int64_t peak = 0;
+  };
+  // Shared with every tensor's deleter, so tensors may outlive the backend object.
+  std::shared_ptr<AllocStats> stats_ = std::make_shared<AllocStats>();
 };
 
 }  // namespace ll

@@ -254,3 +254,19 @@ TEST_CASE("train_longlora rejects bad input with a clear message") {
                  "another base model");
   }
 }
+
+TEST_CASE("--dry-run prints the memory plan from config.json alone") {
+  const fs::path dir = ll::test::fresh_temp_dir("train_cli_dry");
+  fs::create_directories(dir / "cfg");
+  fs::copy_file(kModel + "/config.json", dir / "cfg/config.json");  // no weights, no data
+  const auto r = run("-m " + (dir / "cfg").string() + " -ctx 100000 --device cuda --dry-run", dir);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  for (const char* part : {"frozen weights", "trained parameters", "AdamW moments",
+                           "saved activations", "recompute workspace", "classifier chunk",
+                           "cuBLASLt workspace", "total (peak)", "BF16"}) {
+    CHECK_MESSAGE(r.output.find(part) != std::string::npos, part);
+  }
+  // 2 layers x [100000, 64] bf16 block inputs.
+  CHECK(r.output.find("2 block inputs [100000, 64] BF16") != std::string::npos);
+}

@@ -1,0 +1,118 @@
+#include "model/memory_plan.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+
+namespace ll {
+namespace {
+
+// Sums element counts of tensors of one kind, with a description.
+struct Tally {
+  int64_t elements = 0;
+  void add(int64_t n) { elements += n; }
+};
+
+}  // namespace
+
+std::string format_bytes(int64_t bytes) {
+  const double b = double(bytes);
+  if (bytes < 1024) return fmt::format("{} B", bytes);
+  if (bytes < (int64_t(1) << 20)) return fmt::format("{:.2f} KiB", b / 1024.0);
+  if (bytes < (int64_t(1) << 30)) return fmt::format("{:.2f} MiB", b / 1048576.0);
+  return fmt::format("{:.2f} GiB", b / 1073741824.0);
+}
+
+MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
+  const LlamaConfig& c = in.config;
+  validate_llama_config(c, "memory plan");
+  LL_CHECK(in.seq_len >= 1, "memory plan: sequence length must be >= 1, got {}", in.seq_len);
+  const int64_t n = in.seq_len, d = c.hidden_size, f = c.intermediate_size, v = c.vocab_size;
+  const int64_t layers = c.num_hidden_layers, h = c.num_attention_heads;
+  const int64_t q_dim = h * c.head_dim(), kv_dim = c.kv_dim();
+  const int64_t act = int64_t(dtype_size(in.activation_dtype));
+  const bool separate_value = in.activation_dtype != DType::F32;  // else value == master
+  const int64_t r = in.lora ? in.lora->rank : 0;
+
+  // Parameters: every base tensor frozen (act dtype) or trained (value + fp32 master, grad,
+  // exp_avg, exp_avg_sq), plus LoRA A/B (trained).
+  Tally frozen, trained;
+  auto base = [&](int64_t count, bool is_trained) { (is_trained ? trained : frozen).add(count); };
+  base(v * d, in.trainable.embed_tokens);
+  struct Lin {
+    const char* module;
+    int64_t out, in;
+  };
+  const Lin lins[] = {{"q_proj", q_dim, d},  {"k_proj", kv_dim, d}, {"v_proj", kv_dim, d},
+                      {"o_proj", d, q_dim},  {"gate_proj", f, d},   {"up_proj", f, d},
+                      {"down_proj", d, f}};
+  int lora_layers = 0;
+  for (int64_t l = 0; l < layers; ++l) {
+    base(d, in.trainable.norms);
+    base(d, in.trainable.norms);
+    for (const Lin& lin : lins) {
+      base(lin.out * lin.in, in.trainable.linear);
+      if (in.lora && in.lora->targets_module(lin.module)) {
+        trained.add(r * lin.in + lin.out * r);
+        ++lora_layers;
+      }
+    }
+  }
+  base(d, in.trainable.norms);
+  base(v * d, in.trainable.linear);  // lm_head
+
+  MemoryPlan plan;
+  auto item = [&](std::string name, int64_t bytes, std::string detail, bool parameter) {
+    plan.items.push_back({std::move(name), bytes, std::move(detail)});
+    (parameter ? plan.parameter_bytes : plan.step_bytes) += bytes;
+  };
+  const std::string act_name(dtype_name(in.activation_dtype));
+  item("frozen weights", frozen.elements * act, fmt::format("{} elements, {}", frozen.elements, act_name),
+       true);
+  item("trained parameters", trained.elements * (4 + (separate_value ? act : 0)),
+       fmt::format("{} elements: fp32 master{}{}", trained.elements,
+                   separate_value ? " + " + act_name + " copy" : "",
+                   in.lora ? fmt::format(", LoRA r {} on {} linears", r, lora_layers) : ""),
+       true);
+  item("gradients", trained.elements * 4, "fp32, one per trained element", true);
+  item("AdamW moments", trained.elements * 8, "fp32 exp_avg and exp_avg_sq", true);
+
+  // A training step (forward_backward): the block inputs saved for recomputation, one
+  // block's recomputed intermediates, the backward's scratch, the classifier chunk.
+  item("saved activations", layers * n * d * act,
+       fmt::format("{} block inputs [{}, {}] {}", layers, n, d, act_name), false);
+  const int64_t workspace = act * (4 * n * d + 2 * n * q_dim + 2 * n * kv_dim + 3 * n * f +
+                                   (in.lora ? 7 * n * r : 0)) +
+                            4 * (2 * n + h * n);
+  item("recompute workspace", workspace,
+       "one block: normed inputs, q/k/v, attention out, MLP, LoRA x A^T, rstd, lse", false);
+  const int64_t scratch = act * (2 * n * d + n * f + 2 * n * q_dim + 2 * n * kv_dim +
+                                 (in.lora ? n * r : 0)) +
+                          4 * (2 * n + 2 * n);
+  item("backward scratch", scratch,
+       "gradients of the residual stream and of one block's intermediates, token ids, losses",
+       false);
+  const int64_t chunk = std::min(std::max<int64_t>(1, in.classifier_chunk), n);
+  item("classifier chunk", chunk * v * 4,
+       fmt::format("logits of {} tokens x {} vocab, fp32 (never the full [N, V])", chunk, v),
+       false);
+  if (in.cublaslt_workspace_bytes > 0) {
+    item("cuBLASLt workspace", in.cublaslt_workspace_bytes, "GEMM algorithm scratch", false);
+  }
+  return plan;
+}
+
+std::string format_memory_plan(const MemoryPlan& plan) {
+  std::string out;
+  for (const MemoryItem& it : plan.items) {
+    out += fmt::format("  {:<22} {:>12}   {}\n", it.name, format_bytes(it.bytes), it.detail);
+  }
+  out += fmt::format("  {:<22} {:>12}   parameters and optimizer state {}, one training step {}\n",
+                     "total (peak)", format_bytes(plan.total()),
+                     format_bytes(plan.parameter_bytes), format_bytes(plan.step_bytes));
+  return out;
+}
+
+}  // namespace ll

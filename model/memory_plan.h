@@ -1,0 +1,51 @@
+#pragma once
+// The memory a training run needs, computed from the config alone (no weights, no device):
+// what `train_longlora --dry-run` prints. It mirrors the allocations of LlamaModel's
+// constructor and forward_backward (tests/model/test_memory_plan.cpp checks it against the
+// bytes the CPU backend actually allocates), so the plan is the run's real peak.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/dtype.h"
+#include "model/llama_config.h"
+#include "model/lora_config.h"
+
+namespace ll {
+
+// The cuBLASLt workspace the CUDA backend reserves (0 on the CPU backend).
+inline constexpr int64_t kCublasLtWorkspaceBytes = int64_t(32) << 20;
+
+struct MemoryPlanInput {
+  LlamaConfig config;
+  std::optional<LoraConfig> lora;
+  TrainableSet trainable{true, true, false};
+  int64_t seq_len = 0;                      // N
+  int64_t classifier_chunk = 2048;          // tokens per LM-head chunk
+  DType activation_dtype = DType::F32;      // F32 (CPU) or BF16 (CUDA)
+  int64_t cublaslt_workspace_bytes = 0;
+};
+
+struct MemoryItem {
+  std::string name;
+  int64_t bytes = 0;
+  std::string detail;  // what it is made of, e.g. "32 x [100000, 4096] bf16"
+};
+
+struct MemoryPlan {
+  std::vector<MemoryItem> items;  // in the order printed
+  int64_t parameter_bytes = 0;    // weights, trained values, master, grads, moments
+  int64_t step_bytes = 0;         // live during a training step on top of the parameters
+  int64_t total() const { return parameter_bytes + step_bytes; }
+};
+
+MemoryPlan plan_training_memory(const MemoryPlanInput& input);
+
+// A table for people: one line per item, sizes in MiB/GiB, and the total.
+std::string format_memory_plan(const MemoryPlan& plan);
+
+// 1536 -> "1.50 KiB", 7.3e9 -> "6.80 GiB".
+std::string format_bytes(int64_t bytes);
+
+}  // namespace ll

@@ -1,0 +1,123 @@
+// The memory plan against what the CPU backend actually allocates: the parameters after
+// construction and the peak of a training step, byte for byte, for several setups.
+#include <doctest/doctest.h>
+
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "model/llama_model.h"
+#include "model/memory_plan.h"
+
+namespace {
+
+using namespace ll;
+
+LlamaConfig small_config() {
+  LlamaConfig c;
+  c.vocab_size = 53;
+  c.hidden_size = 24;
+  c.intermediate_size = 40;
+  c.num_hidden_layers = 3;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 16;
+  c.rms_norm_eps = 1e-5;
+  return c;
+}
+
+int64_t item_bytes(const MemoryPlan& plan, const std::string& name) {
+  for (const MemoryItem& it : plan.items)
+    if (it.name == name) return it.bytes;
+  FAIL("no plan item " << name);
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("the memory plan equals the CPU backend's allocations and peak") {
+  struct Case {
+    const char* name;
+    bool lora;
+    std::vector<std::string> targets;
+    TrainableSet trainable;
+    AttnMode mode;
+  };
+  const Case cases[] = {
+      {"LoRA+ q,k,v,o S2", true, {"q_proj", "k_proj", "v_proj", "o_proj"}, {true, true, false},
+       AttnMode::S2},
+      {"LoRA all-linear, nothing else", true, lora_target_names(), {false, false, false},
+       AttnMode::Dense},
+      {"full training", false, {}, {true, true, true}, AttnMode::Dense},
+  };
+  for (const Case& cs : cases) {
+    for (const int64_t n : {int64_t(16), int64_t(37)}) {
+      CAPTURE(cs.name);
+      CAPTURE(n);
+      const LlamaConfig config = small_config();
+      ModelSetup setup;
+      if (cs.lora) {
+        setup.lora = LoraConfig{};
+        setup.lora->rank = 5;
+        setup.lora->targets = cs.targets;
+      }
+      setup.trainable = cs.trainable;
+      setup.training = true;
+      MemoryPlanInput in;
+      in.config = config;
+      in.lora = setup.lora;
+      in.trainable = cs.trainable;
+      in.seq_len = n;
+      in.classifier_chunk = 8;
+      const MemoryPlan plan = plan_training_memory(in);
+
+      CpuBackend backend;
+      LlamaModel model(backend, random_llama_weights(config, 1), setup);
+      CHECK(backend.bytes_in_use() == plan.parameter_bytes);
+      std::vector<int32_t> tokens(static_cast<size_t>(n)), targets(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) {
+        tokens[size_t(i)] = int32_t((i * 7) % 53);
+        targets[size_t(i)] = i + 1 < n ? int32_t(((i + 1) * 7) % 53) : -1;
+      }
+      ForwardSpec spec;
+      spec.attn_mode = cs.mode;
+      spec.group_size = 4;
+      spec.classifier_chunk = 8;
+      backend.reset_peak();
+      model.forward_backward(tokens, targets, spec, 1.0f);
+      // The CPU classifier keeps its chunk in a host vector, not in backend memory.
+      CHECK(backend.peak_bytes() - plan.parameter_bytes ==
+            plan.step_bytes - item_bytes(plan, "classifier chunk"));
+      CHECK(backend.bytes_in_use() == plan.parameter_bytes);  // nothing leaks
+    }
+  }
+}
+
+TEST_CASE("Llama-2-7B at 100k tokens: the plan's parts") {
+  LlamaConfig c;
+  c.vocab_size = 32000;
+  c.hidden_size = 4096;
+  c.intermediate_size = 11008;
+  c.num_hidden_layers = 32;
+  c.num_attention_heads = 32;
+  c.num_key_value_heads = 32;
+  c.max_position_embeddings = 4096;
+  c.rms_norm_eps = 1e-5;
+  MemoryPlanInput in;
+  in.config = c;
+  in.lora = LoraConfig{};
+  in.seq_len = 100000;
+  in.activation_dtype = DType::BF16;
+  in.cublaslt_workspace_bytes = kCublasLtWorkspaceBytes;
+  const MemoryPlan plan = plan_training_memory(in);
+  // Frozen: every weight but embed_tokens and the norms, bf16.
+  const int64_t linear = int64_t(32) * (4 * 4096 * 4096 + 3 * 4096 * 11008) + int64_t(32000) * 4096;
+  CHECK(item_bytes(plan, "frozen weights") == 2 * linear);
+  // Saved activations: 32 x 100000 x 4096 bf16 = 26.2 GB.
+  CHECK(item_bytes(plan, "saved activations") == int64_t(32) * 100000 * 4096 * 2);
+  // Trained: embeddings, 65 norms, LoRA r 8 on q,k,v,o of 32 layers.
+  const int64_t trained = int64_t(32000) * 4096 + 65 * 4096 + 32 * 4 * (8 * 4096 + 4096 * 8);
+  CHECK(item_bytes(plan, "trained parameters") == trained * (4 + 2));
+  CHECK(item_bytes(plan, "AdamW moments") == trained * 8);
+  CHECK(plan.total() > int64_t(40) << 30);
+  CHECK(format_memory_plan(plan).find("total (peak)") != std::string::npos);
+}
