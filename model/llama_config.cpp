@@ -65,27 +65,48 @@ int64_t token_id(const json& doc, const char* key, int64_t fallback, const std::
 }
 
 // rope_scaling: null or {"type"|"rope_type": "linear", "factor": f}. Other kinds (dynamic NTK,
-// yarn, llama3) change the RoPE formula, which the kernels do not implement.
-double rope_scaling_factor(const json& doc, const std::string& source) {
-  const json* v = field(doc, "rope_scaling");
-  if (!v) return 1.0;
-  LL_CHECK(v->is_object(), "{}: field \"rope_scaling\" must be null or an object, found {}",
-           source, v->dump());
-  const json* type = field(*v, "type");
-  if (!type) type = field(*v, "rope_type");
+// yarn, llama3) change the RoPE formula, which the kernels do not implement. transformers 5
+// writes "rope_parameters": {"rope_type": "default"|"linear", "factor"?, "rope_theta"?} instead;
+// both are read, and must agree when both are present.
+double rope_factor_of(const json& v, const char* key, const std::string& source) {
+  LL_CHECK(v.is_object(), "{}: field \"{}\" must be null or an object, found {}", source, key,
+           v.dump());
+  const json* type = field(v, "type");
+  if (!type) type = field(v, "rope_type");
   LL_CHECK(type && type->is_string(),
-           "{}: field \"rope_scaling\" has no \"type\"; only {{\"type\": \"linear\", "
+           "{}: field \"{}\" has no \"type\"; only {{\"type\": \"linear\", "
            "\"factor\": f}} is supported",
-           source);
+           source, key);
+  if (type->get<std::string>() == "default") return 1.0;  // plain RoPE
   LL_CHECK(type->get<std::string>() == "linear",
-           "{}: rope_scaling type \"{}\" is not supported; only linear position interpolation "
+           "{}: {} type \"{}\" is not supported; only linear position interpolation "
            "is (set rope_scaling to null or {{\"type\": \"linear\", \"factor\": f}})",
-           source, type->get<std::string>());
-  const json* factor = field(*v, "factor");
-  LL_CHECK(factor && factor->is_number(),
-           "{}: field \"rope_scaling.factor\" must be a number, found {}", source,
-           factor ? factor->dump() : "nothing");
+           source, key, type->get<std::string>());
+  const json* factor = field(v, "factor");
+  LL_CHECK(factor && factor->is_number(), "{}: field \"{}.factor\" must be a number, found {}",
+           source, key, factor ? factor->dump() : "nothing");
   return factor->get<double>();
+}
+
+double rope_scaling_factor(const json& doc, const std::string& source) {
+  const json* scaling = field(doc, "rope_scaling");
+  const json* params = field(doc, "rope_parameters");
+  const double a = scaling ? rope_factor_of(*scaling, "rope_scaling", source) : 1.0;
+  const double b = params ? rope_factor_of(*params, "rope_parameters", source) : 1.0;
+  LL_CHECK(!scaling || !params || a == b,
+           "{}: rope_scaling (factor {}) and rope_parameters (factor {}) disagree", source, a, b);
+  return params ? b : a;
+}
+
+// rope_theta at the top level (Llama-2 configs) or inside rope_parameters (transformers 5).
+double rope_theta_of(const json& doc, const std::string& source) {
+  const double top = optional_number(doc, "rope_theta", 10000.0, source);
+  const json* params = field(doc, "rope_parameters");
+  if (!params || !params->is_object() || !field(*params, "rope_theta")) return top;
+  const double inner = optional_number(*params, "rope_theta", 10000.0, source);
+  LL_CHECK(!field(doc, "rope_theta") || inner == top,
+           "{}: rope_theta ({}) and rope_parameters.rope_theta ({}) disagree", source, top, inner);
+  return inner;
 }
 
 }  // namespace
@@ -158,7 +179,7 @@ LlamaConfig llama_config_from_json(const json& doc, const std::string& source) {
   c.vocab_size = required_int(doc, "vocab_size", source);
   c.max_position_embeddings = required_int(doc, "max_position_embeddings", source);
   c.rms_norm_eps = optional_number(doc, "rms_norm_eps", 1e-6, source);
-  c.rope_theta = optional_number(doc, "rope_theta", 10000.0, source);
+  c.rope_theta = rope_theta_of(doc, source);
   c.rope_scaling_factor = rope_scaling_factor(doc, source);
   if (const json* tie = field(doc, "tie_word_embeddings")) {
     LL_CHECK(tie->is_boolean(), "{}: field \"tie_word_embeddings\" must be true or false, found {}",

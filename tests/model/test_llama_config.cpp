@@ -70,6 +70,31 @@ TEST_CASE("defaults, GQA, linear rope_scaling and eos lists") {
   CHECK(ll::llama_config_from_json(doc, "x").rope_scaling_factor == 2.0);
 }
 
+TEST_CASE("transformers 5's rope_parameters") {
+  json doc = tiny_config_json();
+  doc.erase("rope_theta");
+  doc.erase("rope_scaling");
+  doc["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 500000.0}};
+  ll::LlamaConfig c = ll::llama_config_from_json(doc, "x");
+  CHECK(c.rope_theta == 500000.0);
+  CHECK(c.rope_scaling_factor == 1.0);
+  doc["rope_parameters"] = {{"rope_type", "linear"}, {"factor", 8.0}, {"rope_theta", 10000.0}};
+  c = ll::llama_config_from_json(doc, "x");
+  CHECK(c.rope_scaling_factor == 8.0);
+  CHECK(c.rope_theta == 10000.0);
+  // Both spellings present: they must agree.
+  doc["rope_scaling"] = {{"type", "linear"}, {"factor", 8.0}};
+  CHECK(ll::llama_config_from_json(doc, "x").rope_scaling_factor == 8.0);
+  doc["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  check_rejected(doc, "disagree");
+  doc.erase("rope_scaling");
+  doc["rope_theta"] = 20000.0;
+  check_rejected(doc, "rope_theta");
+  doc.erase("rope_theta");
+  doc["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 8.0}};
+  check_rejected(doc, "yarn");
+}
+
 TEST_CASE("to_json round trips and carries the HF identity keys") {
   json doc = tiny_config_json();
   doc["rope_scaling"] = {{"type", "linear"}, {"factor", 8.0}};
