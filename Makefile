@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Unix Makefiles")
 export PATH := $(PATH):/usr/local/cuda/bin
 
-.PHONY: all setup configure build test test-all test-slow demo bench clean
+.PHONY: all setup configure build test test-all test-slow demo bench gpu-check clean
 
 all: build
 
@@ -35,6 +35,10 @@ demo: build
 bench: build
 	@scripts/bench_cpu.sh
 	@bench/train_cpu.sh
+
+# On a GPU machine: build for its card, run the GPU tests (and compute-sanitizer), report.
+gpu-check:
+	@scripts/gpu_check.sh gpu-check
 
 clean:
 	rm -rf $(BUILD_DIR) ppl_eval convert tokenize train_longlora init_model bench_s2attn bench_cpu_forward
