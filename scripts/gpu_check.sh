@@ -29,7 +29,7 @@ if [[ -d .deps/debs ]] && ! pkg-config --exists sentencepiece 2>/dev/null; then
   for deb in .deps/debs/*.deb; do dpkg -x "$deb" .deps/root >> "$log" 2>&1; done
   r="$root/.deps/root"
   export PATH="$r/usr/bin:$PATH"
-  export PKG_CONFIG_PATH="$r/usr/lib/x86_64-linux-gnu/pkgconfig:$r/usr/share/pkgconfig"
+  export PKG_CONFIG_PATH="$r/usr/lib/x86_64-linux-gnu/pkgconfig:$r/usr/lib/x86_64-linux-gnu/openblas-pthread/pkgconfig:$r/usr/share/pkgconfig"
   export PKG_CONFIG_SYSROOT_DIR="$r"
   export LD_LIBRARY_PATH="$r/usr/lib/x86_64-linux-gnu:$r/usr/lib/x86_64-linux-gnu/openblas-pthread:${LD_LIBRARY_PATH:-}"
   export LIBRARY_PATH="$r/usr/lib/x86_64-linux-gnu:$r/usr/lib/x86_64-linux-gnu/openblas-pthread:${LIBRARY_PATH:-}"
