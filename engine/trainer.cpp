@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -110,6 +111,16 @@ int64_t count_params(const std::vector<TrainableParam>& params) {
 }
 
 
+// The adapters the options ask for; none with --lora-rank 0 (full training).
+std::optional<LoraConfig> lora_config_of(const TrainOptions& o) {
+  if (o.lora_rank == 0) return std::nullopt;
+  LoraConfig lora;
+  lora.rank = o.lora_rank;
+  lora.alpha = o.lora_alpha;
+  lora.targets = parse_lora_targets(o.lora_targets);
+  return lora;
+}
+
 LlamaConfig read_config_only(const std::string& model) {
   // A directory needs only config.json: plans for models whose weights are not here.
   if (fs::is_directory(model)) return llama_config_from_file(model + "/config.json");
@@ -123,12 +134,7 @@ void print_memory_plan(const TrainOptions& o) {
   const bool cuda = o.device == "cuda";
   MemoryPlanInput in;
   in.config = config;
-  if (o.lora_rank > 0) {
-    in.lora = LoraConfig{};
-    in.lora->rank = o.lora_rank;
-    in.lora->alpha = o.lora_alpha;
-    in.lora->targets = parse_lora_targets(o.lora_targets);
-  }
+  in.lora = lora_config_of(o);
   in.trainable = parse_trainable(o.trainable);
   in.seq_len = o.ctx;
   in.classifier_chunk = o.classifier_chunk;
@@ -187,12 +193,7 @@ TrainResult run_training(const TrainOptions& o) {
 
   // Model with LoRA+.
   ModelSetup setup;
-  if (o.lora_rank > 0) {
-    setup.lora = LoraConfig{};
-    setup.lora->rank = o.lora_rank;
-    setup.lora->alpha = o.lora_alpha;
-    setup.lora->targets = parse_lora_targets(o.lora_targets);
-  }
+  setup.lora = lora_config_of(o);
   setup.trainable = parse_trainable(o.trainable);
   setup.seed = o.seed;
   setup.training = true;
@@ -351,7 +352,8 @@ TrainResult run_training(const TrainOptions& o) {
   progress.finish();
 
   // The final checkpoint (unless this exact step is already saved) and the adapter at <out>/.
-  if (last_checkpoint.empty() || step != result.first_step || o.save_every == 0) save(step);
+  // (A run resumed at its last step has nothing new to save.)
+  if (step != result.first_step || last_checkpoint.empty()) save(step);
   write_adapter_dir(o.out, model.export_adapter(o.model));
   write_loss_curve_svg(o.out + "/loss_curve.svg", MetricsLog::read_steps(o.out + "/metrics.jsonl"),
                        fmt::format("train_longlora: {} at {} tokens", o.model, o.ctx));

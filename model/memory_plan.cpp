@@ -7,16 +7,6 @@
 #include "common/error.h"
 
 namespace ll {
-namespace {
-
-// Sums element counts of tensors of one kind, with a description.
-struct Tally {
-  int64_t elements = 0;
-  void add(int64_t n) { elements += n; }
-};
-
-}  // namespace
-
 std::string format_bytes(int64_t bytes) {
   const double b = double(bytes);
   if (bytes < 1024) return fmt::format("{} B", bytes);
@@ -38,8 +28,8 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
 
   // Parameters: every base tensor frozen (act dtype) or trained (value + fp32 master, grad,
   // exp_avg, exp_avg_sq), plus LoRA A/B (trained).
-  Tally frozen, trained;
-  auto base = [&](int64_t count, bool is_trained) { (is_trained ? trained : frozen).add(count); };
+  int64_t frozen = 0, trained = 0;  // element counts
+  auto base = [&](int64_t count, bool is_trained) { (is_trained ? trained : frozen) += count; };
   base(v * d, in.trainable.embed_tokens);
   struct Lin {
     const char* module;
@@ -55,7 +45,7 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
     for (const Lin& lin : lins) {
       base(lin.out * lin.in, in.trainable.linear);
       if (in.lora && in.lora->targets_module(lin.module)) {
-        trained.add(r * lin.in + lin.out * r);
+        trained += r * lin.in + lin.out * r;
         ++lora_layers;
       }
     }
@@ -69,15 +59,15 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
     (parameter ? plan.parameter_bytes : plan.step_bytes) += bytes;
   };
   const std::string act_name(dtype_name(in.activation_dtype));
-  item("frozen weights", frozen.elements * act, fmt::format("{} elements, {}", frozen.elements, act_name),
+  item("frozen weights", frozen * act, fmt::format("{} elements, {}", frozen, act_name),
        true);
-  item("trained parameters", trained.elements * (4 + (separate_value ? act : 0)),
-       fmt::format("{} elements: fp32 master{}{}", trained.elements,
+  item("trained parameters", trained * (4 + (separate_value ? act : 0)),
+       fmt::format("{} elements: fp32 master{}{}", trained,
                    separate_value ? " + " + act_name + " copy" : "",
                    in.lora ? fmt::format(", LoRA r {} on {} linears", r, lora_layers) : ""),
        true);
-  item("gradients", trained.elements * 4, "fp32, one per trained element", true);
-  item("AdamW moments", trained.elements * 8, "fp32 exp_avg and exp_avg_sq", true);
+  item("gradients", trained * 4, "fp32, one per trained element", true);
+  item("AdamW moments", trained * 8, "fp32 exp_avg and exp_avg_sq", true);
 
   // A training step (forward_backward): the block inputs saved for recomputation, one
   // block's recomputed intermediates, the backward's scratch, the classifier chunk.

@@ -6,32 +6,13 @@
 
 #include "common/error.h"
 #include "kernels/cpu/cross_entropy.h"
+#include "tests/kernels/cpu/classifier_problem.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace {
 
-struct Problem {
-  int64_t n, d, v;
-  std::vector<float> x;         // [N, D]
-  std::vector<float> lm_head;   // [V, D]
-  std::vector<int32_t> target;  // [N]
-};
-
-Problem make_problem(std::mt19937_64& rng, int64_t n, int64_t d, int64_t v) {
-  Problem p{n,
-            d,
-            v,
-            ll::test::random_uniform(rng, size_t(n * d), -2.0f, 2.0f),
-            ll::test::random_uniform(rng, size_t(v * d), -0.5f, 0.5f),
-            std::vector<int32_t>(static_cast<size_t>(n))};
-  std::uniform_int_distribution<int32_t> pick(0, int32_t(v - 1));
-  for (auto& t : p.target) t = pick(rng);
-  // Some unlabelled positions (HF's -100 and any other negative), and the extreme ids.
-  p.target[0] = int32_t(v - 1);
-  if (n > 1) p.target[1] = 0;
-  for (int64_t i = 2; i < n; i += 5) p.target[size_t(i)] = i % 2 ? -100 : -1;
-  return p;
-}
+using ll::test::Problem;
+using ll::test::make_problem;
 
 // loss_n = logsumexp(logits_n) - logits_n[target_n] with logits in double; 0 when unlabelled.
 std::vector<double> reference(const Problem& p, int64_t* n_labelled) {
