@@ -13,12 +13,26 @@
 
 namespace ll {
 
+// Memory of one backend: bytes of live tensors (as requested, what the memory plan counts),
+// their high-water mark, and for a GPU what the device reports in use (all processes and
+// the allocator's cached blocks) and in total; -1 where not applicable.
+struct BackendMemory {
+  int64_t in_use = 0;
+  int64_t peak = 0;
+  int64_t device_used = -1;
+  int64_t device_total = -1;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
   // The dtype activations and frozen weights are stored in (F32 on CPU, BF16 on CUDA).
   virtual DType activation_dtype() const = 0;
+  virtual BackendMemory memory() const = 0;
+  virtual void reset_peak() = 0;  // peak = in_use
+  // Waits until every queued operation has finished (for timing; a no-op on the CPU).
+  virtual void synchronize() {}
 
   // Memory: allocate uninitialised storage, copy from and to host fp32/int32.
   virtual OwnedTensor allocate(std::vector<int64_t> shape, DType dtype) = 0;

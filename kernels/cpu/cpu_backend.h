@@ -12,7 +12,8 @@ class CpuBackend final : public Backend {
   // (requested sizes; what the memory plan predicts).
   int64_t bytes_in_use() const { return stats_->in_use; }
   int64_t peak_bytes() const { return stats_->peak; }
-  void reset_peak() { stats_->peak = stats_->in_use; }
+  void reset_peak() override { stats_->peak = stats_->in_use; }
+  BackendMemory memory() const override { return {stats_->in_use, stats_->peak, -1, -1}; }
 
   std::string name() const override { return "cpu"; }
   DType activation_dtype() const override { return DType::F32; }

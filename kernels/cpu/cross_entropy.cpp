@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "kernels/classifier_targets.h"
 #include "kernels/cpu/matmul.h"
 
 namespace ll::cpu {
@@ -22,13 +23,7 @@ int64_t classifier_impl(float* losses, float* dx, float* dlm_head, const float* 
            "classifier: bad shape (tokens {}, dim {}, vocab {})", n_tokens, dim, vocab);
   LL_CHECK(chunk_rows >= 1, "classifier: chunk_rows must be >= 1, got {}", chunk_rows);
   // Check every label before any work, so a bad label fails fast and names its position.
-  int64_t n_labelled = 0;
-  for (int64_t n = 0; n < n_tokens; ++n) {
-    LL_CHECK(targets[n] < vocab,
-             "classifier: target id {} at position {} is outside the vocabulary [0, {})",
-             targets[n], n, vocab);
-    if (targets[n] >= 0) ++n_labelled;
-  }
+  const int64_t n_labelled = count_labelled_targets(targets, n_tokens, vocab);
   if (n_tokens == 0) return 0;
 
   const int64_t rows = std::min(chunk_rows, n_tokens);
