@@ -7,6 +7,7 @@ file(GLOB_RECURSE LL_HOST_SOURCES CONFIGURE_DEPENDS
   ${PROJECT_SOURCE_DIR}/kernels/*.cpp
   ${PROJECT_SOURCE_DIR}/optim/*.cpp
   ${PROJECT_SOURCE_DIR}/data/*.cpp)
+list(FILTER LL_HOST_SOURCES EXCLUDE REGEX "/kernels/cuda/")
 
 function(ll_configure_engine_library target)
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
@@ -25,12 +26,19 @@ target_compile_options(ll_engine_asan PUBLIC -fsanitize=address,undefined -fno-o
 target_link_options(ll_engine_asan PUBLIC -fsanitize=address,undefined)
 
 if(LL_HAVE_CUDA)
-  file(GLOB_RECURSE LL_CUDA_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/kernels/cuda/*.cu)
+  file(GLOB_RECURSE LL_CUDA_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/kernels/cuda/*.cu
+    ${PROJECT_SOURCE_DIR}/kernels/cuda/*.cpp)
   add_library(ll_cuda STATIC ${LL_CUDA_SOURCES})
   target_include_directories(ll_cuda PUBLIC ${PROJECT_SOURCE_DIR})
   # Warnings as errors in device and host code; ptxas reports resources so spills are visible.
   target_compile_options(ll_cuda PRIVATE
     $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror,-Wno-unused-parameter -Xptxas=-v,-warn-spills,-warn-lmem-usage --resource-usage>)
   target_link_libraries(ll_cuda PUBLIC CUDA::cudart CUDA::cublasLt fmt::fmt)
+  target_compile_options(ll_cuda PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${LL_WARNINGS}>)
   target_compile_definitions(ll_cuda PUBLIC LL_HAVE_CUDA=1)
+  # The CUDA backend (host code in ll_cuda) uses the engine's shape checks, and the engine's
+  # backend factory (kernels/make_backend.cpp) constructs it: two static libraries that need
+  # each other, which CMake links by repeating them. The sanitized engine stays CPU-only.
+  target_link_libraries(ll_cuda PRIVATE ll_engine)
+  target_link_libraries(ll_engine PUBLIC ll_cuda)
 endif()
