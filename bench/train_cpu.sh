@@ -15,7 +15,7 @@ for ctx in 512 2048; do
   for mode in s2 full; do
     extra=()
     [[ $mode == full ]] && extra=(--full-attn)
-    ./train_longlora -m models/kjv-tiny --data "$work/corpus/train.shard" -ctx "$ctx" \
+    ./train_longlora --device cpu -m models/kjv-tiny --data "$work/corpus/train.shard" -ctx "$ctx" \
       --steps "$steps" --grad-accum 2 --lr 1e-4 --warmup 0 --out "$work/$ctx-$mode" \
       "${extra[@]}" > "$work/log" 2>&1 || { cat "$work/log"; exit 1; }
     # Median tokens_per_s of steps 2..STEPS from the metrics log.

@@ -14,8 +14,9 @@
 #include "data/window_loader.h"
 #include "engine/checkpoint.h"
 #include "engine/metrics_log.h"
+#include "engine/optimizer_step.h"
 #include "engine/progress.h"
-#include "kernels/cpu/cpu_backend.h"
+#include "kernels/make_backend.h"
 #include "model/adapter_io.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
@@ -31,14 +32,6 @@ namespace ll {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::unique_ptr<Backend> make_backend(const std::string& device) {
-  if (device == "cuda") {
-    fail("--device cuda: this build has no CUDA training backend yet; use --device cpu");
-  }
-  // "auto" and "cpu": the CPU reference backend is the only training backend so far.
-  return std::make_unique<CpuBackend>();
-}
 
 // Options that change what a resumed run computes; a checkpoint written with other values
 // cannot continue this run.
@@ -127,11 +120,9 @@ LlamaConfig read_config_only(const std::string& model) {
   return open_model_files(model)->config;
 }
 
-void print_memory_plan(const TrainOptions& o) {
-  const LlamaConfig config = read_config_only(o.model);
-  // Only the CPU backend exists so far; --device cuda plans the CUDA backend's layout
-  // (bf16 activations and frozen weights, fp32 master, gradients and moments).
-  const bool cuda = o.device == "cuda";
+// The memory plan of this run's options on the CUDA (bf16 activations and frozen weights, fp32
+// master, gradients and moments, cuBLASLt workspace) or CPU (fp32 everywhere) backend.
+MemoryPlan memory_plan_of(const TrainOptions& o, const LlamaConfig& config, bool cuda) {
   MemoryPlanInput in;
   in.config = config;
   in.lora = lora_config_of(o);
@@ -140,7 +131,14 @@ void print_memory_plan(const TrainOptions& o) {
   in.classifier_chunk = o.classifier_chunk;
   in.activation_dtype = cuda ? DType::BF16 : DType::F32;
   in.cublaslt_workspace_bytes = cuda ? kCublasLtWorkspaceBytes : 0;
-  const MemoryPlan plan = plan_training_memory(in);
+  return plan_training_memory(in);
+}
+
+void print_memory_plan(const TrainOptions& o) {
+  const LlamaConfig config = read_config_only(o.model);
+  // auto plans for the backend a real run would take on this machine.
+  const bool cuda = resolve_device(o.device) == "cuda";
+  const MemoryPlan plan = memory_plan_of(o, config, cuda);
   fmt::print("memory plan    {} at -ctx {} on {} ({} layers, hidden {}, vocab {}; {})\n", o.model,
              o.ctx, cuda ? "cuda" : "cpu", config.num_hidden_layers, config.hidden_size,
              config.vocab_size,
@@ -248,9 +246,10 @@ TrainResult run_training(const TrainOptions& o) {
   fmt::print("data           {} windows of {} tokens per epoch ({} tokens), shuffle {}\n",
              loader.windows_per_epoch(), o.ctx, loader.total_tokens(), o.shuffle);
   fmt::print("optimizer      AdamW lr {} ({} warmup {}), betas {}/{}, eps {}, wd {}, clip {}, "
-             "{} windows per step, backend {}\n",
+             "{} windows per step\n"
+             "backend        {}\n",
              o.lr, o.schedule, o.warmup, o.adam_beta1, o.adam_beta2, o.adam_eps, o.weight_decay,
-             o.max_grad_norm, o.grad_accum, backend->name());
+             o.max_grad_norm, o.grad_accum, describe_backend(*backend));
   if (!resumed_from.empty()) fmt::print("resume         from {} (step {})\n", resumed_from, step);
   std::fflush(stdout);
 
@@ -265,6 +264,7 @@ TrainResult run_training(const TrainOptions& o) {
   adamw.eps = o.adam_eps;
   adamw.weight_decay = o.weight_decay;
 
+  const MemoryPlan plan = memory_plan_of(o, config, backend->name() == "cuda");
   TrainResult result;
   result.first_step = step;
   std::string last_checkpoint = resumed_from;
@@ -303,23 +303,24 @@ TrainResult run_training(const TrainOptions& o) {
            last_checkpoint.empty() ? std::string("no checkpoint was written in this run")
                                    : "the last good checkpoint is " + last_checkpoint);
     }
-    double sq = 0.0;
-    for (const TrainableParam& p : model.params()) sq += backend->sum_squares(*p.grad);
-    const double grad_norm = std::sqrt(sq);
+    const double grad_norm = gradient_norm(*backend, model.params());
     LL_CHECK(std::isfinite(grad_norm),
              "step {}: the gradient norm is not finite (diverged: lower --lr?); {}", step + 1,
              last_checkpoint.empty() ? std::string("no checkpoint was written in this run")
                                      : "the last good checkpoint is " + last_checkpoint);
     const double lr = learning_rate(schedule, step);
-    AdamWStep update;
-    update.config = adamw;
-    update.lr = lr;
-    update.step = step + 1;
-    update.grad_scale = float(clip_coefficient(grad_norm, o.max_grad_norm));
-    for (TrainableParam& p : model.params()) {
-      backend->adamw_step(*p.master, *p.value, *p.grad, *p.exp_avg, *p.exp_avg_sq, update);
-    }
+    adamw_update_all(*backend, model.params(), adamw, lr, step + 1,
+                     float(clip_coefficient(grad_norm, o.max_grad_norm)));
     ++step;
+    if (step == result.first_step + 1) {
+      // The plan beside what the first step really took (tensors' peak; the device's own
+      // count includes the allocator's cache, the CUDA context and other processes).
+      const BackendMemory mem = backend->memory();
+      metrics.log_event("memory", fmt::format("\"planned_bytes\": {}, \"peak_bytes\": {}, "
+                                              "\"device_used_bytes\": {}, \"device_total_bytes\": {}",
+                                              plan.total(), mem.peak, mem.device_used,
+                                              mem.device_total));
+    }
     tokens_seen += labelled;
     tokens_this_run += o.grad_accum * o.ctx;
 
@@ -365,6 +366,13 @@ TrainResult run_training(const TrainOptions& o) {
              step, step - result.first_step, result.last_loss, total_s,
              double(tokens_this_run) /
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t_loop).count());
+  const BackendMemory mem = backend->memory();
+  fmt::print("memory         peak {} of tensors (plan {}){}\n", format_bytes(mem.peak),
+             format_bytes(plan.total()),
+             mem.device_used < 0 ? std::string()
+                                 : fmt::format("; device in use {} of {} (cudaMemGetInfo)",
+                                               format_bytes(mem.device_used),
+                                               format_bytes(mem.device_total)));
   fmt::print("output         {}/{}trainable_params.safetensors, metrics.jsonl, loss_curve.svg; "
              "checkpoint {}\n",
              o.out,

@@ -267,7 +267,7 @@ std::vector<float> LlamaModel::next_token_losses(std::span<const int32_t> tokens
 std::vector<float> LlamaModel::logits(std::span<const int32_t> tokens, const ForwardSpec& spec) {
   const int64_t n = int64_t(tokens.size()), v = config_.vocab_size;
   OwnedTensor hidden = final_hidden(tokens, spec);  // [N, D]
-  OwnedTensor out = backend_.allocate({n, v}, backend_.activation_dtype());  // [N, V]
+  OwnedTensor out = backend_.allocate({n, v}, DType::F32);  // [N, V] fp32 logits on every backend
   backend_.matmul_forward(*out, *hidden, *lm_head_.value, false);
   std::vector<float> host(size_t(n * v));
   backend_.download_f32(host.data(), *out);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <optional>
 
 #include "common/atomic_file.h"
@@ -15,7 +16,7 @@
 #include "engine/perplexity.h"
 #include "engine/progress.h"
 #include "engine/tool_main.h"
-#include "kernels/cpu/cpu_backend.h"
+#include "kernels/make_backend.h"
 #include "model/adapter_io.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
@@ -36,6 +37,7 @@ struct Options {
   int64_t classifier_chunk = 2048;
   std::string json_path;
   std::string lora;
+  std::string device = "auto";
 };
 
 int run(int argc, char** argv) {
@@ -71,6 +73,9 @@ int run(int argc, char** argv) {
   app.add_option("--lora", o.lora,
                  "adapter directory from train_longlora (or PEFT): LoRA matrices plus "
                  "trainable_params.safetensors (embeddings, norms) applied to the base model");
+  app.add_option("--device", o.device, "backend: auto (cuda when a GPU is present, else cpu), cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -91,7 +96,8 @@ int run(int argc, char** argv) {
   spec.rope_scale = ll::position_interpolation_factor(config, o.context_size);
   spec.classifier_chunk = o.classifier_chunk;
 
-  ll::CpuBackend backend;
+  const std::unique_ptr<ll::Backend> backend_ptr = ll::make_backend(o.device);
+  ll::Backend& backend = *backend_ptr;
   ll::ModelSetup setup;
   std::optional<ll::AdapterDir> adapter;
   if (!o.lora.empty()) {
@@ -121,8 +127,8 @@ int run(int argc, char** argv) {
   fmt::print("data           {} ({} tokens, {})\n", o.data, data.size(), o.data_format);
   fmt::print("protocol       {}\n", protocol_desc);
   fmt::print("positions      interpolation factor {} (max_position_embeddings {}), dense "
-             "causal attention, backend {}\n", spec.rope_scale, config.max_position_embeddings,
-             backend.name());
+             "causal attention\n", spec.rope_scale, config.max_position_embeddings);
+  fmt::print("backend        {}\n", ll::describe_backend(backend));
   std::fflush(stdout);
 
   ll::ProgressLine progress("ppl_eval windows");

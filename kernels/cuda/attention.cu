@@ -469,8 +469,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 void check_args(int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                 const AttnMask& mask, const char* op) {
-  LL_CHECK(head_dim == 64 || head_dim == 128,
-           "cuda {}: head_dim {} is not supported (64 or 128)", op, head_dim);
+  LL_CHECK(head_dim == 32 || head_dim == 64 || head_dim == 128,
+           "cuda {}: head_dim {} is not supported (32, 64 or 128)", op, head_dim);
   LL_CHECK(n >= 0, "cuda {}: negative token count {}", op, n);
   LL_CHECK(n_heads > 0 && n_kv_heads > 0 && n_heads % n_kv_heads == 0,
            "cuda {}: {} query heads do not split into groups over {} kv heads", op, n_heads,
@@ -556,10 +556,13 @@ void attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k, cons
   if (n_tokens == 0) return;
   LL_CHECK(out != nullptr && q != nullptr && k != nullptr && v != nullptr,
            "cuda attention_forward: null tensor");
-  if (head_dim == 64)
-    forward_impl<64>(out, lse, q, k, v, n_tokens, int(n_heads), int(n_kv_heads), mask, stream);
+  const int h = int(n_heads), hkv = int(n_kv_heads);
+  if (head_dim == 32)
+    forward_impl<32>(out, lse, q, k, v, n_tokens, h, hkv, mask, stream);
+  else if (head_dim == 64)
+    forward_impl<64>(out, lse, q, k, v, n_tokens, h, hkv, mask, stream);
   else
-    forward_impl<128>(out, lse, q, k, v, n_tokens, int(n_heads), int(n_kv_heads), mask, stream);
+    forward_impl<128>(out, lse, q, k, v, n_tokens, h, hkv, mask, stream);
 }
 
 size_t attention_backward_workspace_bytes(int64_t n_tokens, int64_t n_heads) {
@@ -581,7 +584,9 @@ void attention_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf
                                   stream));
   float* dvec = static_cast<float*>(scratch);
   const int h = int(n_heads), hkv = int(n_kv_heads);
-  if (head_dim == 64)
+  if (head_dim == 32)
+    backward_impl<32>(dq, dk, dv, dout, q, k, v, out, lse, dvec, n_tokens, h, hkv, mask, stream);
+  else if (head_dim == 64)
     backward_impl<64>(dq, dk, dv, dout, q, k, v, out, lse, dvec, n_tokens, h, hkv, mask, stream);
   else
     backward_impl<128>(dq, dk, dv, dout, q, k, v, out, lse, dvec, n_tokens, h, hkv, mask, stream);

@@ -4,7 +4,7 @@
 // never materialised. Same semantics as kernels/cpu/attention.h (read that for the masks).
 // Correctness-first version (fp32 FMA through shared memory, no tensor cores).
 //
-// Launchers check their arguments (ll::Error: head_dim must be 64 or 128, H % Hkv == 0,
+// Launchers check their arguments (ll::Error: head_dim must be 32, 64 or 128, H % Hkv == 0,
 // mask.seq_len == N, mask.n_heads == H, even group_size >= 2 for S2 modes), enqueue on
 // `stream` and check every launch. N == 0 is a no-op.
 #include <cuda_bf16.h>

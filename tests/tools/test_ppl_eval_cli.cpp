@@ -21,7 +21,7 @@ struct RunResult {
 
 RunResult run(const std::string& args, const std::filesystem::path& dir) {
   const std::string log = (dir / "log.txt").string();
-  const std::string cmd = ll::test::binary_path("ppl_eval") + " " + args + " > " + log + " 2>&1";
+  const std::string cmd = ll::test::binary_path("ppl_eval") + " --device cpu " + args + " > " + log + " 2>&1";
   const int status = std::system(cmd.c_str());
   REQUIRE(WIFEXITED(status));  // a signal (crash) fails the test
   std::ifstream f(log);

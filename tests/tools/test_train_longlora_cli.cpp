@@ -29,8 +29,10 @@ struct RunResult {
 
 RunResult run(const std::string& args, const fs::path& log_dir) {
   const std::string log = (log_dir / "log.txt").string();
+  // The CPU backend unless a test names one: these tests compare against fp32 references.
+  const std::string device = args.find("--device") == std::string::npos ? " --device cpu " : " ";
   const std::string cmd =
-      ll::test::binary_path("train_longlora") + " " + args + " > " + log + " 2>&1";
+      ll::test::binary_path("train_longlora") + device + args + " > " + log + " 2>&1";
   const int status = std::system(cmd.c_str());
   REQUIRE(WIFEXITED(status));  // a signal (crash) fails the test
   std::ifstream f(log);
@@ -179,7 +181,7 @@ TEST_CASE("a run killed with SIGKILL while checkpointing resumes from the last g
     const pid_t pid = fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
-      const std::string cmd = ll::test::binary_path("train_longlora") + " " + args +
+      const std::string cmd = ll::test::binary_path("train_longlora") + " --device cpu " + args +
                               " > " + (out.string() + ".log") + " 2>&1";
       execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
       _exit(127);

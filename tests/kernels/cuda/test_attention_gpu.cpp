@@ -183,7 +183,7 @@ void run_case(const Case& c, uint64_t seed) {
 
 }  // namespace
 
-TEST_CASE("cuda attention matches the CPU reference (dense, S2, S2Roll; GQA; hd 64/128)") {
+TEST_CASE("cuda attention matches the CPU reference (dense, S2, S2Roll; GQA; hd 32/64/128)") {
   ll::test::require_gpu();
 #if defined(LL_HAVE_CUDA)
   const auto seeds = ll::test::test_seeds();
@@ -199,17 +199,17 @@ TEST_CASE("cuda attention matches the CPU reference (dense, S2, S2Roll; GQA; hd 
       // Dense ignores G: each N once.
       if (mode == ll::AttnMode::Dense && p[0] == last_n) continue;
       last_n = p[0];
-      for (int64_t hd : {64, 128}) {
-        const auto& hh = heads[(index + hd / 64) % 3];
+      for (int64_t hd : {32, 64, 128}) {
+        const auto& hh = heads[(index + hd / 32) % 3];
         const Case c{mode, p[0], hh[0], hh[1], hd, p[1]};
         run_case(c, seeds[size_t(index) % seeds.size()] + uint64_t(index) * 7919u);
         ++index;
       }
     }
   }
-  // Every (H, Hkv) with both head dims on one S2 shape, N not a multiple of the tile.
+  // Every (H, Hkv) with every head dim on one S2 shape, N not a multiple of the tile.
   for (const auto& hh : heads)
-    for (int64_t hd : {64, 128})
+    for (int64_t hd : {32, 64, 128})
       run_case(Case{ll::AttnMode::S2, 100, hh[0], hh[1], hd, 24}, seeds.back() + uint64_t(hd));
 #endif
 }

@@ -1,0 +1,83 @@
+#pragma once
+// The CUDA backend: bf16 activations and frozen weights, fp32 trainable state (master weights,
+// gradients, AdamW moments), fp32 accumulation everywhere. Thin adapters from the Backend
+// interface to the kernels in kernels/cuda and cuBLASLt GEMMs (kernels/cuda/gemm.h).
+//
+// Everything is enqueued on one stream the backend owns; calls that return host values
+// (download_f32, sum_squares, classifier_*, embedding_forward's id check) wait for it.
+// Memory comes from the device's stream-ordered pool (cudaMallocAsync) with its release
+// threshold raised, so the per-layer workspaces the model allocates and frees every step are
+// recycled without cudaMalloc/cudaFree calls after the first step.
+#include <memory>
+
+#include "kernels/backend.h"
+
+namespace ll {
+
+class CudaBackend final : public Backend {
+ public:
+  // Uses GPU `device`; throws ll::Error when it does not exist or is older than sm_80.
+  explicit CudaBackend(int device = 0);
+  ~CudaBackend() override;
+
+  std::string name() const override { return "cuda"; }
+  DType activation_dtype() const override { return DType::BF16; }
+  BackendMemory memory() const override;
+  void reset_peak() override;
+  void synchronize() override;
+  // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)"
+  std::string device_description() const;
+
+  OwnedTensor allocate(std::vector<int64_t> shape, DType dtype) override;
+  void upload_f32(const Tensor& dst, const float* src) override;
+  void upload_i32(const Tensor& dst, const int32_t* src) override;
+  void download_f32(float* dst, const Tensor& src) override;
+  void embedding_forward(const Tensor& out, const Tensor& table, const Tensor& tokens) override;
+  void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& x,
+                       const Tensor& weight, float eps) override;
+  void matmul_forward(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate,
+                      float alpha = 1.0f) override;
+  void rope_forward(const Tensor& x, int64_t position_offset, double scale,
+                    double theta) override;
+  void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                         const Tensor& v, const AttnMask& mask) override;
+  void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) override;
+  void add_inplace(const Tensor& x, const Tensor& y) override;
+  void copy(const Tensor& dst, const Tensor& src) override;
+  int64_t classifier_forward(const Tensor& losses, const Tensor& x, const Tensor& lm_head,
+                             const Tensor& targets, int64_t chunk_rows) override;
+
+  int64_t classifier_forward_backward(const Tensor& losses, const Tensor& dx,
+                                      const Tensor& dlm_head, const Tensor& x,
+                                      const Tensor& lm_head, const Tensor& targets,
+                                      int64_t chunk_rows, float loss_scale) override;
+  void matmul_backward_input(const Tensor& dx, const Tensor& dout, const Tensor& w,
+                             bool accumulate, float alpha = 1.0f) override;
+  void matmul_backward_weight(const Tensor& dw, const Tensor& dout, const Tensor& x,
+                              bool accumulate, float alpha = 1.0f) override;
+  void rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dout,
+                        const Tensor& x, const Tensor& weight, const Tensor& rstd) override;
+  void rope_backward(const Tensor& dx, int64_t position_offset, double scale,
+                     double theta) override;
+  void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                          const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                          const Tensor& out, const Tensor& lse, const AttnMask& mask) override;
+  void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout,
+                       const Tensor& gate, const Tensor& up) override;
+  void embedding_backward(const Tensor& dtable, const Tensor& dout,
+                          const Tensor& tokens) override;
+  void fill_zero(const Tensor& x) override;
+  double sum_squares(const Tensor& x) override;
+  void adamw_step(const Tensor& master, const Tensor& param, const Tensor& grad, const Tensor& m,
+                  const Tensor& v, const AdamWStep& step) override;
+
+ private:
+  struct State;
+  // Shared with every tensor's deleter: the stream and pool outlive the last tensor.
+  std::shared_ptr<State> st_;
+  int64_t classifier(const Tensor& losses, const Tensor* dx, const Tensor* dlm_head,
+                     const Tensor& x, const Tensor& lm_head, const Tensor& targets,
+                     int64_t chunk_rows, float loss_scale);
+};
+
+}  // namespace ll
