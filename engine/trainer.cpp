@@ -165,6 +165,10 @@ TrainResult run_training(const TrainOptions& o) {
   }();
   const LlamaConfig config = weights.config;
   const std::string fingerprint = model_fingerprint(weights);
+  // The whole run's memory, reserved before the weights go to the device: a run that cannot
+  // fit says so now, with the plan's numbers.
+  const MemoryPlan plan = memory_plan_of(o, config, backend->name() == "cuda");
+  backend->reserve(plan.total() - backend->memory().in_use);
 
   // Context: position interpolation and the attention pattern.
   ForwardSpec spec;
@@ -264,7 +268,6 @@ TrainResult run_training(const TrainOptions& o) {
   adamw.eps = o.adam_eps;
   adamw.weight_decay = o.weight_decay;
 
-  const MemoryPlan plan = memory_plan_of(o, config, backend->name() == "cuda");
   TrainResult result;
   result.first_step = step;
   std::string last_checkpoint = resumed_from;

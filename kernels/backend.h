@@ -33,6 +33,10 @@ class Backend {
   virtual void reset_peak() = 0;  // peak = in_use
   // Waits until every queued operation has finished (for timing; a no-op on the CPU).
   virtual void synchronize() {}
+  // Makes `bytes` of memory available to this run up front (the CUDA backend grows its pool
+  // to the memory plan's size before the weights load), so that a run that cannot fit fails
+  // at once with the plan's numbers instead of at some step. A no-op on the CPU.
+  virtual void reserve(int64_t bytes) {}
 
   // Memory: allocate uninitialised storage, copy from and to host fp32/int32.
   virtual OwnedTensor allocate(std::vector<int64_t> shape, DType dtype) = 0;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check: on a machine with a GPU and nothing else prepared (no Debian libraries, no
 # network), build for that card, run every GPU test (plain and under compute-sanitizer), and
-# write a short report to OUT_DIR/report.md with the card, driver, commit and pass/fail per
-# test. Debian libraries come from .deps/debs (scripts/fetch_gpu_deps.sh), unpacked with
+# write a short report to OUT_DIR/report.md with the card, driver, commit, pass/fail per
+# test and the training benchmark (ours and, where PyTorch is installed, the PyTorch baseline,
+# side by side; GPU_CHECK_BENCH=0 skips them). Debian libraries come from .deps/debs (scripts/fetch_gpu_deps.sh), unpacked with
 # dpkg -x into .deps/root when the system lacks them.
 # Usage: scripts/gpu_check.sh OUT_DIR
 set -uo pipefail
@@ -40,38 +41,88 @@ step "build for sm_$arch"
 build_ok=1
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch" \
   "${prefix_args[@]}" >> "$log" 2>&1 && ninja -C build-gpu >> "$log" 2>&1 || build_ok=0
+step "build done after ${SECONDS}s"
 
 results=()
 if ((build_ok)); then
   step "GPU tests"
-  (cd build-gpu && ctest -L gpu --output-on-failure --timeout 300) > "$out/ctest_gpu.txt" 2>&1
   for t in build-gpu/*_gpu; do
     name=$(basename "$t")
-    if "$t" > "$out/$name.txt" 2>&1; then plain=pass; else plain="FAIL($?)"; fi
-    if command -v compute-sanitizer >/dev/null; then
-      if compute-sanitizer --error-exitcode 9 "$t" > "$out/$name.sanitizer.txt" 2>&1; then san=clean; else san="FAIL($?)"; fi
-    else
-      san="no compute-sanitizer"
+    t0=$SECONDS
+    if (cd "$root" && timeout 300 "build-gpu/$name") > "$out/$name.txt" 2>&1; then plain=pass; else plain="FAIL($?)"; fi
+    secs=$((SECONDS - t0))
+    # The sanitizer on the kernel tests (the whole-model and CLI tests repeat those kernels
+    # many times over and would take minutes under it).
+    san="not run (model/CLI test)"
+    if [[ "$name" == kernels_cuda_* ]]; then
+      if command -v compute-sanitizer >/dev/null; then
+        if (cd "$root" && timeout 300 compute-sanitizer --error-exitcode 9 "build-gpu/$name") > "$out/$name.sanitizer.txt" 2>&1; then san=clean; else san="FAIL($?)"; fi
+      else
+        san="no compute-sanitizer"
+      fi
     fi
-    results+=("| $name | $plain | $san |")
+    results+=("| $name | $plain | ${secs}s | $san |")
+    echo "$name: $plain (${secs}s), sanitizer: $san" >> "$log"
   done
   step "CPU suite (same build)"
-  (cd build-gpu && ctest -LE 'gpu|slow' -j 8) > "$out/ctest_cpu.txt" 2>&1 && cpu=pass || cpu=FAIL
+  (cd build-gpu && ctest -LE 'gpu|slow' -j 8 --timeout 600) > "$out/ctest_cpu.txt" 2>&1 && cpu=pass || cpu=FAIL
+
+  if [[ "${GPU_CHECK_BENCH:-1}" == 1 ]]; then
+    step "benchmark: bench_train (Llama-2-7B shape, LoRA+, S2-Attn)"
+    timeout 240 build-gpu/bench_train --device cuda --ctx 8192,32768 --steps 2 --warmup 1 \
+      --json "$out/bench_train.json" > "$out/bench_train.txt" 2>&1 || echo "bench_train exit $?" >> "$out/bench_train.txt"
+    if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+      step "benchmark: PyTorch baseline (bench/torch_train_gpu.py)"
+      timeout 240 python3 bench/torch_train_gpu.py --device cuda --ctx 8192,32768 --steps 2 \
+        --warmup 1 --json "$out/torch_train.json" > "$out/torch_train.txt" 2>&1 || echo "torch exit $?" >> "$out/torch_train.txt"
+    fi
+  fi
 fi
+
+bench_table() {
+  # One markdown row per context from each JSON the benchmarks wrote.
+  python3 - "$out" <<'PY' 2>/dev/null || echo "(no benchmark results)"
+import json, os, sys
+out = sys.argv[1]
+print("| impl | ctx | G | step ms | tokens/s | MFU | peak GiB | plan GiB |")
+print("|---|---|---|---|---|---|---|---|")
+for name, label in (("bench_train.json", "ours"), ("torch_train.json", "pytorch")):
+    path = os.path.join(out, name)
+    if not os.path.exists(path):
+        continue
+    doc = json.load(open(path))
+    for r in doc.get("rows", []):
+        if r.get("oom"):
+            print(f"| {label} | {r['ctx']} | {r.get('group_size', '-')} | OOM | | | | |")
+            continue
+        mfu = r.get("mfu")
+        peak = r.get("peak_bytes")
+        plan = r.get("plan_bytes")
+        print(f"| {label} | {r['ctx']} | {r.get('group_size', '-')} | {r['step_ms']:.1f} | "
+              f"{r['tokens_per_s']:.0f} | {'-' if mfu is None else f'{100 * mfu:.1f}%'} | "
+              f"{'-' if peak is None else f'{peak / 2**30:.2f}'} | "
+              f"{'-' if plan is None else f'{plan / 2**30:.2f}'} |")
+PY
+}
 
 {
   echo "# GPU check"
   echo
-  echo "card: $card, driver $driver, sm_$arch; commit $commit; $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "card: $card, driver $driver, sm_$arch; commit $commit; $(date -u +%Y-%m-%dT%H:%MZ); ${SECONDS}s"
   echo
   if ((build_ok)); then
-    echo "| test | run | compute-sanitizer |"
-    echo "|---|---|---|"
+    echo "| test | run | time | compute-sanitizer |"
+    echo "|---|---|---|---|"
     printf '%s\n' "${results[@]}"
     echo
     echo "CPU suite on this machine: ${cpu:-not run}"
+    echo
+    echo "## Training step benchmark"
+    echo
+    bench_table
   else
     echo "BUILD FAILED: see gpu_check.log"
+    tail -40 "$log"
   fi
 } > "$out/report.md"
 cat "$out/report.md"

@@ -155,6 +155,26 @@ void CudaBackend::reset_peak() { st_->peak = st_->in_use; }
 
 void CudaBackend::synchronize() { LL_CUDA_CHECK(cudaStreamSynchronize(st_->stream)); }
 
+void CudaBackend::reserve(int64_t bytes) {
+  if (bytes <= 0) return;
+  // One block of the planned size, returned to the pool at once: the pool keeps the memory
+  // (release threshold raised in the constructor) and carves the run's tensors out of it.
+  void* p = nullptr;
+  const cudaError_t err = cudaMallocAsync(&p, size_t(bytes), st_->stream);
+  if (err == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    size_t free_bytes = 0, total_bytes = 0;
+    (void)cudaMemGetInfo(&free_bytes, &total_bytes);
+    fail("the memory plan needs {:.2f} GiB on the GPU, but only {:.2f} GiB of its {:.2f} GiB "
+         "are free: use a smaller -ctx or --classifier-chunk (train_longlora --dry-run prints "
+         "the plan)",
+         gib(bytes), gib(int64_t(free_bytes)), gib(int64_t(total_bytes)));
+  }
+  LL_CUDA_CHECK(err);
+  LL_CUDA_CHECK(cudaFreeAsync(p, st_->stream));
+  LL_CUDA_CHECK(cudaStreamSynchronize(st_->stream));
+}
+
 std::string CudaBackend::device_description() const {
   const cuda::DeviceInfo info = cuda::device_info(st_->device);
   return fmt::format("{} (sm_{}{}, {} SMs, {:.1f} GiB)", info.name, info.sm_major,

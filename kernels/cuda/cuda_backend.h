@@ -25,6 +25,7 @@ class CudaBackend final : public Backend {
   BackendMemory memory() const override;
   void reset_peak() override;
   void synchronize() override;
+  void reserve(int64_t bytes) override;
   // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)"
   std::string device_description() const;
 
