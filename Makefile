@@ -41,4 +41,4 @@ gpu-check:
 	@scripts/gpu_check.sh gpu-check
 
 clean:
-	rm -rf $(BUILD_DIR) ppl_eval convert tokenize train_longlora init_model bench_s2attn bench_cpu_forward
+	rm -rf $(BUILD_DIR) ppl_eval convert tokenize train_longlora init_model bench_s2attn bench_cpu_forward bench_train
