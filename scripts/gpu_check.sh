@@ -71,7 +71,13 @@ if ((build_ok)); then
     step "benchmark: bench_train (Llama-2-7B shape, LoRA+, S2-Attn)"
     timeout 240 build-gpu/bench_train --device cuda --ctx 8192,32768 --steps 2 --warmup 1 \
       --json "$out/bench_train.json" > "$out/bench_train.txt" 2>&1 || echo "bench_train exit $?" >> "$out/bench_train.txt"
+    step "benchmark: bench_s2attn (attention kernel, dense vs S2-Attn)"
+    LL_COMMIT=$commit timeout 150 build-gpu/bench_s2attn --n 8192,32768 --budget-s 10 \
+      --json "$out/s2attn.json" --markdown > "$out/s2attn.txt" 2>&1 || echo "bench_s2attn exit $?" >> "$out/s2attn.txt"
     if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+      step "benchmark: torch SDPA on the same attention shapes (bench/torch_s2attn.py)"
+      timeout 120 python3 bench/torch_s2attn.py --n 8192,32768 --json "$out/torch_s2attn.json" \
+        > "$out/torch_s2attn.txt" 2>&1 || echo "torch_s2attn exit $?" >> "$out/torch_s2attn.txt"
       step "benchmark: PyTorch baseline (bench/torch_train_gpu.py)"
       timeout 240 python3 bench/torch_train_gpu.py --device cuda --ctx 8192,32768 --steps 2 \
         --warmup 1 --json "$out/torch_train.json" > "$out/torch_train.txt" 2>&1 || echo "torch exit $?" >> "$out/torch_train.txt"
@@ -120,6 +126,10 @@ PY
     echo "## Training step benchmark"
     echo
     bench_table
+    echo
+    echo "## Attention benchmark (ours: s2attn.txt, torch SDPA: torch_s2attn.txt)"
+    echo
+    sed -n '/^| card/,$p' "$out/s2attn.txt" 2>/dev/null || echo "(not run)"
   else
     echo "BUILD FAILED: see gpu_check.log"
     tail -40 "$log"
