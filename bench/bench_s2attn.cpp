@@ -18,8 +18,9 @@
 // [0, G/2) then [G/2 + kG, ...), the last segment ragged); for s2-roll all heads have segments
 // [kG, kG+G) in rolled order (ragged last). --self-check checks this count against brute force.
 //
-// Implementations: --impl simt is the current CUDA-core kernel (kernels/cuda/attention.cuh);
-// the tensor-core kernel will add `tc`. Each implementation is an AttnImpl below (a forward /
+// Implementations: --impl simt is the CUDA-core kernel (kernels/cuda/attention.cuh); --impl tc
+// the tensor-core forward (kernels/cuda/attention_tc.cuh; its backward is still the CUDA-core
+// one, so tc's bwd rows time that). Each implementation is an AttnImpl below (a forward /
 // backward launcher pair with the same signatures, plus the backward workspace size).
 //
 // Example: ./bench_s2attn --n 8192,32768 --dir fwd --json s2attn.json --markdown
@@ -47,6 +48,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_info.h"
 #endif
@@ -335,10 +337,12 @@ struct AttnImpl {
   WorkspaceFn backward_workspace_bytes;
 };
 
-// Add the tensor-core kernel here as {"tc", ...} when it lands.
 const AttnImpl kImpls[] = {
     {"simt", "CUDA-core flash-style kernel (kernels/cuda/attention.cuh)",
      &ll::cuda::attention_forward, &ll::cuda::attention_backward,
+     &ll::cuda::attention_backward_workspace_bytes},
+    {"tc", "tensor-core forward (kernels/cuda/attention_tc.cuh), CUDA-core backward",
+     &ll::cuda::attention_forward_tc, &ll::cuda::attention_backward,
      &ll::cuda::attention_backward_workspace_bytes},
 };
 
@@ -722,9 +726,9 @@ int run(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"s2", "s2-roll"}));
   app.add_option("--impl", o.impl,
-                 "kernel: simt (the current CUDA-core kernel); the tensor-core kernel will add tc")
+                 "kernel: simt (CUDA cores) or tc (tensor-core forward, CUDA-core backward)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"simt"}));
+      ->check(CLI::IsMember({"simt", "tc"}));
   app.add_option("--json", o.json_path,
                  "also write the rows as JSON (with device, driver/runtime, date, $LL_COMMIT)");
   app.add_flag("--markdown", o.markdown,

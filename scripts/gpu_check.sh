@@ -42,6 +42,10 @@ build_ok=1
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch" \
   "${prefix_args[@]}" >> "$log" 2>&1 && ninja -C build-gpu >> "$log" 2>&1 || build_ok=0
 step "build done after ${SECONDS}s"
+if ((build_ok)); then
+  step "SASS: tensor-core instructions in the tensor-core kernels"
+  scripts/check_sass.sh build-gpu > "$out/check_sass.txt" 2>&1 && sass=ok || sass="FAIL($?)"
+fi
 
 results=()
 if ((build_ok)); then
@@ -72,8 +76,10 @@ if ((build_ok)); then
     timeout 240 build-gpu/bench_train --device cuda --ctx 8192,32768 --steps 2 --warmup 1 \
       --json "$out/bench_train.json" > "$out/bench_train.txt" 2>&1 || echo "bench_train exit $?" >> "$out/bench_train.txt"
     step "benchmark: bench_s2attn (attention kernel, dense vs S2-Attn)"
-    LL_COMMIT=$commit timeout 150 build-gpu/bench_s2attn --n 8192,32768 --budget-s 10 \
-      --json "$out/s2attn.json" --markdown > "$out/s2attn.txt" 2>&1 || echo "bench_s2attn exit $?" >> "$out/s2attn.txt"
+    for impl in simt tc; do
+      LL_COMMIT=$commit timeout 100 build-gpu/bench_s2attn --impl $impl --n 8192,32768 --budget-s 8 \
+        --json "$out/s2attn_$impl.json" --markdown > "$out/s2attn_$impl.txt" 2>&1 || echo "bench_s2attn exit $?" >> "$out/s2attn_$impl.txt"
+    done
     if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
       step "benchmark: torch SDPA on the same attention shapes (bench/torch_s2attn.py)"
       timeout 120 python3 bench/torch_s2attn.py --n 8192,32768 --json "$out/torch_s2attn.json" \
@@ -121,15 +127,18 @@ PY
     echo "|---|---|---|---|"
     printf '%s\n' "${results[@]}"
     echo
-    echo "CPU suite on this machine: ${cpu:-not run}"
+    echo "CPU suite on this machine: ${cpu:-not run}; SASS check (HMMA in the tensor-core kernels): ${sass:-not run}"
     echo
     echo "## Training step benchmark"
     echo
     bench_table
     echo
-    echo "## Attention benchmark (ours: s2attn.txt, torch SDPA: torch_s2attn.txt)"
-    echo
-    sed -n '/^| card/,$p' "$out/s2attn.txt" 2>/dev/null || echo "(not run)"
+    for impl in simt tc; do
+      echo "## Attention benchmark, --impl $impl (torch SDPA on the same shapes: torch_s2attn.txt)"
+      echo
+      sed -n '/^| card/,$p' "$out/s2attn_$impl.txt" 2>/dev/null || echo "(not run)"
+      echo
+    done
   else
     echo "BUILD FAILED: see gpu_check.log"
     tail -40 "$log"

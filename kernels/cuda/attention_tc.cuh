@@ -1,0 +1,29 @@
+#pragma once
+// Tensor-core flash attention forward (FlashAttention-2 style, mma.sync bf16 -> fp32) for
+// sm_80 and newer. Same semantics as attention_forward in attention.cuh (dense, S2, S2Roll
+// masks; GQA); bf16 storage, fp32 scores, softmax statistics and accumulation.
+//
+// Launcher checks (ll::Error): those of attention_forward (H % Hkv == 0, mask.seq_len == N,
+// mask.n_heads == H, S2 modes: even H and even group_size >= 2) plus what this kernel needs:
+// head_dim 64 or 128 (32 is attention_forward's only), N <= 2^31 - 257 (visit indices are
+// 32-bit), and q, k, v, out 16-byte aligned (16-byte cp.async loads and vector stores).
+// Enqueues on `stream` and checks the launch. N == 0 is a no-op.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/attention_mask.h"
+
+namespace ll::cuda {
+
+// out: [N, H, hd] bf16; lse: [H, N] fp32 natural-log sum-exp of the scaled scores, or null.
+// q: [N, H, hd]; k, v: [N, Hkv, hd] (query head h reads kv head h / (H / Hkv)).
+// Scores are scaled by 1/sqrt(hd). Every element of out (and lse) is written.
+// Deterministic: the same inputs give the same bytes (fixed summation order, no atomics).
+void attention_forward_tc(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q,
+                          const __nv_bfloat16* k, const __nv_bfloat16* v, int64_t n_tokens,
+                          int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                          const AttnMask& mask, cudaStream_t stream);
+
+}  // namespace ll::cuda
