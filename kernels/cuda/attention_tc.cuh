@@ -26,4 +26,19 @@ void attention_forward_tc(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q
                           int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                           const AttnMask& mask, cudaStream_t stream);
 
+// Tensor-core backward of attention_forward_tc (mma.sync bf16 -> fp32, FlashAttention-2
+// style; kernels/cuda/attention_tc_bwd.cu). Same contract as attention_backward in
+// attention.cuh: dout, q, out [N, H, hd]; k, v [N, Hkv, hd]; lse [H, N] from the forward
+// (required). dq [N, H, hd], dk, dv [N, Hkv, hd] are overwritten, every element written (each
+// kv head sums over its group of query heads). workspace: attention_backward_workspace_bytes(N,
+// H) bytes of device memory, 4-byte aligned, or null (then cudaMallocAsync / cudaFreeAsync on
+// `stream`). Checks as attention_forward_tc (head_dim 64 or 128, N <= 2^31 - 257) plus: all
+// bf16 tensors 16-byte aligned. Deterministic: no atomics, fixed summation order.
+void attention_backward_tc(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
+                           const __nv_bfloat16* dout, const __nv_bfloat16* q,
+                           const __nv_bfloat16* k, const __nv_bfloat16* v,
+                           const __nv_bfloat16* out, const float* lse, int64_t n_tokens,
+                           int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                           const AttnMask& mask, void* workspace, cudaStream_t stream);
+
 }  // namespace ll::cuda
