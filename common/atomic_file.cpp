@@ -1,5 +1,6 @@
 #include "common/atomic_file.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -39,6 +40,15 @@ void AtomicFileWriter::commit() {
     std::remove(tmp_path_.c_str());
     fail("{}: cannot write: {}", path_, std::strerror(err));
   }
+}
+
+void fsync_directory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  LL_CHECK(fd >= 0, "{}: cannot open directory to flush it: {}", dir, std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  LL_CHECK(rc == 0, "{}: cannot flush directory: {}", dir, std::strerror(err));
 }
 
 }  // namespace ll

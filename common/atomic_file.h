@@ -23,4 +23,7 @@ class AtomicFileWriter {
   std::FILE* file_ = nullptr;
 };
 
+// fsync of a directory, so that the renames into it survive a crash; throws ll::Error.
+void fsync_directory(const std::string& dir);
+
 }  // namespace ll

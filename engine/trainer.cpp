@@ -358,7 +358,9 @@ TrainResult run_training(const TrainOptions& o) {
   // The final checkpoint (unless this exact step is already saved) and the adapter at <out>/.
   // (A run resumed at its last step has nothing new to save.)
   if (step != result.first_step || last_checkpoint.empty()) save(step);
-  write_adapter_dir(o.out, model.export_adapter(o.model));
+  AdapterDir adapter = model.export_adapter(o.model);
+  adapter.longlora = LongLoraRecord{spec.rope_scale, o.ctx};  // longlora.json: for export_hf
+  write_adapter_dir(o.out, adapter);
   write_loss_curve_svg(o.out + "/loss_curve.svg", MetricsLog::read_steps(o.out + "/metrics.jsonl"),
                        fmt::format("train_longlora: {} at {} tokens", o.model, o.ctx));
   result.steps_done = step;
@@ -376,8 +378,8 @@ TrainResult run_training(const TrainOptions& o) {
                                  : fmt::format("; device in use {} of {} (cudaMemGetInfo)",
                                                format_bytes(mem.device_used),
                                                format_bytes(mem.device_total)));
-  fmt::print("output         {}/{}trainable_params.safetensors, metrics.jsonl, loss_curve.svg; "
-             "checkpoint {}\n",
+  fmt::print("output         {}/{}trainable_params.safetensors, longlora.json, metrics.jsonl, "
+             "loss_curve.svg; checkpoint {}\n",
              o.out,
              o.lora_rank > 0 ? "adapter_model.safetensors, adapter_config.json, " : "",
              last_checkpoint);

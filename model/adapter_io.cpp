@@ -1,8 +1,5 @@
 #include "model/adapter_io.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -29,6 +26,9 @@ using nlohmann::json;
 constexpr const char* kConfigFile = "adapter_config.json";
 constexpr const char* kLoraFile = "adapter_model.safetensors";
 constexpr const char* kTrainableFile = "trainable_params.safetensors";
+constexpr const char* kLongLoraFile = "longlora.json";
+constexpr const char* kLongLoraFormat = "longlora-adapter";
+constexpr int64_t kLongLoraVersion = 1;
 constexpr const char* kPeftPrefix = "base_model.model.";  // PeftModel + LlamaForCausalLM
 constexpr const char* kLayersPrefix = "base_model.model.model.layers.";
 constexpr size_t kMaxConfigBytes = 16u << 20;  // far above any real adapter_config.json
@@ -49,15 +49,6 @@ std::string join(const std::string& dir, const char* name) {
 
 std::string shape_str(const std::vector<int64_t>& shape) {
   return fmt::format("[{}]", fmt::join(shape, ", "));
-}
-
-void fsync_dir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  LL_CHECK(fd >= 0, "{}: cannot open directory to flush it: {}", dir, std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  LL_CHECK(rc == 0, "{}: cannot flush directory: {}", dir, std::strerror(err));
 }
 
 // The element count of `shape`, or -1 for a negative dimension.
@@ -307,6 +298,61 @@ json adapter_config_json(const AdapterDir& adapter) {
   };
 }
 
+json longlora_json(const LongLoraRecord& r) {
+  return json{{"format", kLongLoraFormat},
+              {"version", kLongLoraVersion},
+              {"rope_scaling", {{"type", "linear"}, {"factor", r.rope_factor}}},
+              {"context_length", r.context_length}};
+}
+
+void check_longlora_record(const std::string& where, const LongLoraRecord& r) {
+  LL_CHECK(std::isfinite(r.rope_factor) && r.rope_factor >= 1.0,
+           "{}: rope_scaling factor {} must be a finite number >= 1", where, r.rope_factor);
+  LL_CHECK(r.context_length >= 1, "{}: context_length {} must be at least 1", where,
+           r.context_length);
+}
+
+LongLoraRecord parse_longlora_json(const std::string& path) {
+  const std::string text = read_text_file(path);
+  const json doc = parse_json_header(reinterpret_cast<const uint8_t*>(text.data()), text.size(),
+                                     path, "LongLoRA adapter record");
+  LL_CHECK(doc.is_object(), "{}: must be a JSON object, found {}", path, doc.type_name());
+  auto format = doc.find("format");
+  LL_CHECK(format != doc.end() && *format == kLongLoraFormat,
+           "{}: \"format\" must be \"{}\", found {}; not a LongLoRA adapter record", path,
+           kLongLoraFormat, format == doc.end() ? "nothing" : format->dump());
+  auto version = doc.find("version");
+  LL_CHECK(version != doc.end() && version->is_number_integer(),
+           "{}: \"version\" must be an integer, found {}", path,
+           version == doc.end() ? "nothing" : version->dump());
+  LL_CHECK(*version == kLongLoraVersion,
+           "{}: version {} is not supported (this engine reads version {}); a newer engine wrote "
+           "it", path, version->dump(), kLongLoraVersion);
+  auto scaling = doc.find("rope_scaling");
+  LL_CHECK(scaling != doc.end() && scaling->is_object(),
+           "{}: \"rope_scaling\" must be an object {{\"type\": \"linear\", \"factor\": f}}, "
+           "found {}", path, scaling == doc.end() ? "nothing" : scaling->dump());
+  auto type = scaling->find("type");
+  LL_CHECK(type != scaling->end() && *type == "linear",
+           "{}: rope_scaling type {} is not supported; only \"linear\" is", path,
+           type == scaling->end() ? "nothing" : type->dump());
+  auto factor = scaling->find("factor");
+  LL_CHECK(factor != scaling->end() && factor->is_number(),
+           "{}: rope_scaling.factor must be a number, found {}", path,
+           factor == scaling->end() ? "nothing" : factor->dump());
+  auto context = doc.find("context_length");
+  LL_CHECK(context != doc.end() && context->is_number_integer(),
+           "{}: \"context_length\" must be an integer, found {}", path,
+           context == doc.end() ? "nothing" : context->dump());
+  LongLoraRecord r;
+  r.rope_factor = factor->get<double>();
+  r.context_length = context->is_number_unsigned()
+                         ? int64_t(std::min<uint64_t>(context->get<uint64_t>(), INT64_MAX))
+                         : context->get<int64_t>();
+  check_longlora_record(path, r);
+  return r;
+}
+
 std::vector<SafetensorsTensor> views(const std::map<std::string, HostTensor>& tensors) {
   std::vector<SafetensorsTensor> out;
   out.reserve(tensors.size());
@@ -385,6 +431,7 @@ void write_adapter_dir(const std::string& dir, const AdapterDir& adapter) {
              "model.embed_tokens.weight)", where, name);
     check_tensor_to_write(where, name, t);
   }
+  if (adapter.longlora) check_longlora_record(where, *adapter.longlora);
 
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -413,7 +460,18 @@ void write_adapter_dir(const std::string& dir, const AdapterDir& adapter) {
     config.write(text.data(), text.size());
     config.commit();
   }
-  fsync_dir(dir);
+  const std::string longlora_path = join(dir, kLongLoraFile);
+  if (adapter.longlora) {
+    const std::string text = longlora_json(*adapter.longlora).dump(2) + "\n";
+    AtomicFileWriter record(longlora_path);
+    record.write(text.data(), text.size());
+    record.commit();
+  } else {
+    // A stale record would give this adapter another run's position interpolation.
+    fs::remove(longlora_path, ec);
+    LL_CHECK(!ec, "{}: cannot remove: {}", longlora_path, ec.message());
+  }
+  fsync_directory(dir);
 }
 
 // trainable_params.safetensors into out.trainable_params (a "base_model.model." prefix is
@@ -438,7 +496,9 @@ AdapterDir read_adapter_dir(const std::string& dir) {
   const std::string config_path = join(dir, kConfigFile);
   const std::string lora_path = join(dir, kLoraFile);
   const std::string trainable_path = join(dir, kTrainableFile);
+  const std::string longlora_path = join(dir, kLongLoraFile);
   AdapterDir out;
+  if (fs::exists(longlora_path, ec)) out.longlora = parse_longlora_json(longlora_path);
   if (!fs::exists(config_path, ec) && !fs::exists(lora_path, ec) &&
       fs::exists(trainable_path, ec)) {
     // A full-training directory (train_longlora --lora-rank 0): trained base tensors only.

@@ -706,3 +706,53 @@ TEST_CASE("write_adapter_dir refuses what it could not read back") {
   refuses(a, "rank 2 disagrees with r = 4");
   CHECK_NOTHROW(ll::write_adapter_dir(dir, good));
 }
+
+TEST_CASE("longlora.json records the training's position interpolation, versioned and checked") {
+  TempDir tmp("adapter_longlora");
+  const std::string dir = tmp.file("out");
+  const fs::path record = fs::path(dir) / "longlora.json";
+  AdapterDir a = make_adapter(2, 4, {"q_proj", "v_proj"}, 9);
+  a.longlora = ll::LongLoraRecord{25.0, 100000};
+  ll::write_adapter_dir(dir, a);
+  const json doc = read_json(record);
+  CHECK(doc == json{{"format", "longlora-adapter"},
+                    {"version", 1},
+                    {"rope_scaling", {{"type", "linear"}, {"factor", 25.0}}},
+                    {"context_length", 100000}});
+  // PEFT's config stays PEFT's: no keys of ours in it.
+  CHECK_FALSE(read_json(fs::path(dir) / "adapter_config.json").contains("rope_scaling"));
+  AdapterDir back = ll::read_adapter_dir(dir);
+  REQUIRE(back.longlora.has_value());
+  CHECK(back.longlora->rope_factor == 25.0);
+  CHECK(back.longlora->context_length == 100000);
+
+  // Absent (PEFT's adapters): no record; a save without one removes a stale file.
+  a.longlora.reset();
+  ll::write_adapter_dir(dir, a);
+  CHECK_FALSE(fs::exists(record));
+  CHECK_FALSE(ll::read_adapter_dir(dir).longlora.has_value());
+
+  // Damaged or foreign records name the file.
+  const json good = doc;
+  const std::pair<json, std::string> bad[] = {
+      {json{{"format", "something-else"}, {"version", 1}}, "\"format\" must be"},
+      {[&] { json j = good; j["version"] = 2; return j; }(), "version 2 is not supported"},
+      {[&] { json j = good; j.erase("version"); return j; }(), "\"version\" must be an integer"},
+      {[&] { json j = good; j["rope_scaling"]["factor"] = 0.5; return j; }(), "must be a finite number >= 1"},
+      {[&] { json j = good; j["rope_scaling"]["factor"] = "2"; return j; }(), "factor must be a number"},
+      {[&] { json j = good; j["rope_scaling"]["type"] = "dynamic"; return j; }(), "\"dynamic\" is not supported"},
+      {[&] { json j = good; j["context_length"] = 0; return j; }(), "context_length 0 must be at least 1"},
+      {[&] { json j = good; j.erase("context_length"); return j; }(), "\"context_length\" must be an integer"},
+      {json::array(), "must be a JSON object"},
+  };
+  for (const auto& [content, fragment] : bad) {
+    write_json(record, content);
+    check_read_error(dir, "longlora.json", fragment);
+  }
+  ll::test::write_text(record, "{\"format\": ");
+  check_read_error(dir, "longlora.json", "");
+  // Writing refuses a record it could not read back.
+  a.longlora = ll::LongLoraRecord{std::nan(""), 10};
+  CHECK_THROWS_WITH_AS(ll::write_adapter_dir(dir, a), doctest::Contains("finite number >= 1"),
+                       ll::Error);
+}

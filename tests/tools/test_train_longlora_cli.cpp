@@ -100,6 +100,9 @@ TEST_CASE("train_longlora trains, writes PEFT outputs and resumes bit for bit") 
   CHECK(adapter.trainable_params.size() == 6);  // embeddings + 5 norms
   CHECK(adapter.lora_tensors.count(
             "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight") == 1);
+  REQUIRE(adapter.longlora.has_value());  // longlora.json: what export_hf puts in config.json
+  CHECK(adapter.longlora->rope_factor == 2.0);
+  CHECK(adapter.longlora->context_length == 256);
   const auto steps_a = ll::MetricsLog::read_steps((dir / "a/metrics.jsonl").string());
   REQUIRE(steps_a.size() == 10);
   CHECK(steps_a[0].lr == 0.0);  // warmup starts at 0 as in HF's schedulers
