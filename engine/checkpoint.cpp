@@ -107,15 +107,6 @@ bool process_alive(int64_t pid) {
   return ::kill(pid_t(pid), 0) == 0 || errno == EPERM;
 }
 
-void fsync_dir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  LL_CHECK(fd >= 0, "{}: cannot open directory to flush it: {}", dir, std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  LL_CHECK(rc == 0, "{}: cannot flush directory: {}", dir, std::strerror(err));
-}
-
 void rename_or_fail(const std::string& from, const std::string& to) {
   LL_CHECK(std::rename(from.c_str(), to.c_str()) == 0, "cannot rename {} to {}: {}", from, to,
            std::strerror(errno));
@@ -324,7 +315,7 @@ void clean_debris(const std::string& out_dir) {
     const std::string final_path = join(out_dir, checkpoint_name(d.step));
     if (d.old && !fs::exists(final_path, ec)) {
       rename_or_fail(path, final_path);
-      fsync_dir(out_dir);
+      fsync_directory(out_dir);
     } else {
       remove_all_or_fail(path);
     }
@@ -338,11 +329,11 @@ void install(const std::string& out_dir, const std::string& tmp, const std::stri
   std::error_code ec;
   if (!fs::exists(fs::symlink_status(final_path, ec))) {
     rename_or_fail(tmp, final_path);
-    fsync_dir(out_dir);
+    fsync_directory(out_dir);
     return;
   }
   if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_path.c_str(), RENAME_EXCHANGE) == 0) {
-    fsync_dir(out_dir);
+    fsync_directory(out_dir);
     remove_all_or_fail(tmp);  // now the replaced checkpoint
     return;
   }
@@ -354,7 +345,7 @@ void install(const std::string& out_dir, const std::string& tmp, const std::stri
   remove_all_or_fail(aside);
   rename_or_fail(final_path, aside);
   rename_or_fail(tmp, final_path);
-  fsync_dir(out_dir);
+  fsync_directory(out_dir);
   remove_all_or_fail(aside);
 }
 
@@ -380,7 +371,7 @@ void prune(const std::string& out_dir, int keep_last, const std::string& keep) {
     remove_all_or_fail(doomed);
     --total;
   }
-  fsync_dir(out_dir);
+  fsync_directory(out_dir);
 }
 
 }  // namespace
@@ -421,7 +412,7 @@ std::string write_checkpoint(const std::string& out_dir, const Checkpoint& check
     AtomicFileWriter state_file(join(tmp, kStateFile));
     state_file.write(state.data(), state.size());
     state_file.commit();
-    fsync_dir(tmp);
+    fsync_directory(tmp);
     install(out_dir, tmp, final_path, s.step);
   } catch (...) {
     fs::remove_all(tmp, ec);
