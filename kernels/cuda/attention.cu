@@ -29,6 +29,7 @@
 #include "common/error.h"
 #include "kernels/attention_mask.h"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_args.h"
 #include "kernels/cuda/attention_ranges.h"
 #include "kernels/cuda/cuda_check.h"
 
@@ -469,25 +470,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 void check_args(int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                 const AttnMask& mask, const char* op) {
-  LL_CHECK(head_dim == 32 || head_dim == 64 || head_dim == 128,
-           "cuda {}: head_dim {} is not supported (32, 64 or 128)", op, head_dim);
-  LL_CHECK(n >= 0, "cuda {}: negative token count {}", op, n);
-  LL_CHECK(n_heads > 0 && n_kv_heads > 0 && n_heads % n_kv_heads == 0,
-           "cuda {}: {} query heads do not split into groups over {} kv heads", op, n_heads,
-           n_kv_heads);
-  LL_CHECK(n_heads <= 65535, "cuda {}: {} heads exceed the grid limit", op, n_heads);
-  LL_CHECK(mask.seq_len == n && mask.n_heads == n_heads,
-           "cuda {}: mask is for N={}, H={} but the call has N={}, H={}", op, mask.seq_len,
-           mask.n_heads, n, n_heads);
-  if (mask.mode != AttnMode::Dense) {
-    LL_CHECK(mask.mode == AttnMode::S2 || mask.mode == AttnMode::S2Roll,
-             "cuda {}: unknown mask mode {}", op, int(mask.mode));
-    LL_CHECK(n_heads % 2 == 0, "cuda {}: S2-Attn needs an even number of heads, got {}", op,
-             n_heads);
-    LL_CHECK(mask.group_size >= 2 && mask.group_size % 2 == 0,
-             "cuda {}: S2 group size {} must be even and at least 2", op, mask.group_size);
-  }
-  LL_CHECK((n + kB - 1) / kB <= INT32_MAX, "cuda {}: {} tokens is too many", op, n);
+  check_attention_args(n, n_heads, n_kv_heads, head_dim, mask, op,
+                       head_dim == 32 || head_dim == 64 || head_dim == 128, "32, 64 or 128",
+                       int64_t(INT32_MAX) * kB);
 }
 
 template <int HD>

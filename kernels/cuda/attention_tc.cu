@@ -32,8 +32,11 @@
 
 #include "common/error.h"
 #include "kernels/attention_mask.h"
+#include "kernels/cuda/attention_args.h"
 #include "kernels/cuda/attention_tc.cuh"
+#include "kernels/cuda/attention_tc_common.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/ew_device.cuh"
 
 namespace ll::cuda {
 namespace {
@@ -63,56 +66,7 @@ struct TcShape {
                 "copy passes must tile the rows");
 };
 
-// Byte offset of 16-byte chunk `chunk` of row `row` in a swizzled [rows, HD] bf16 tile.
-template <int kRowBytes>
-__device__ __forceinline__ uint32_t swz(int row, int chunk) {
-  return uint32_t(row * kRowBytes + ((chunk ^ (row & 7)) << 4));
-}
-
-// 16-byte global -> shared copy; valid == false writes 16 zero bytes and reads nothing.
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(src_bytes)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-// Waits until at most N of this thread's committed groups are still in flight.
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-}
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-}
-
-// d += a * b for one m16n8k16 tile (A row-major 16x16, B column-major 16x8, fp32 C/D).
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats as bf16x2 (round to nearest even), lo in the low half (the lower column).
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  uint32_t r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
+using namespace tc;  // swz, cp.async, ldmatrix, mma_bf16, pack_bf16 (attention_tc_common.cuh)
 
 // Grid (ceil(N / Bq), H), kThreads threads, TcShape::kSmemBytes of dynamic shared memory.
 // Fragment notation (PTX mma.m16n8k16): lane = 4 * g + t; a thread holds C rows g and g + 8,
@@ -427,34 +381,14 @@ __global__ void __launch_bounds__(kThreads, 2)
 // ---------------------------------------------------------------------------------------
 // Host side.
 
-// The checks of attention.cu's check_args (file-local there, so repeated here) plus this
-// kernel's own limits.
 void check_args(int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                 const AttnMask& mask) {
-  constexpr const char* op = "attention_forward_tc";
-  LL_CHECK(head_dim == 64 || head_dim == 128,
-           "cuda {}: head_dim {} is not supported (64 or 128; attention_forward also takes 32)", op,
-           head_dim);
-  LL_CHECK(n >= 0, "cuda {}: negative token count {}", op, n);
-  LL_CHECK(n_heads > 0 && n_kv_heads > 0 && n_heads % n_kv_heads == 0,
-           "cuda {}: {} query heads do not split into groups over {} kv heads", op, n_heads,
-           n_kv_heads);
-  LL_CHECK(n_heads <= 65535, "cuda {}: {} heads exceed the grid limit", op, n_heads);
-  LL_CHECK(mask.seq_len == n && mask.n_heads == n_heads,
-           "cuda {}: mask is for N={}, H={} but the call has N={}, H={}", op, mask.seq_len,
-           mask.n_heads, n, n_heads);
-  if (mask.mode != AttnMode::Dense) {
-    LL_CHECK(mask.mode == AttnMode::S2 || mask.mode == AttnMode::S2Roll,
-             "cuda {}: unknown mask mode {}", op, int(mask.mode));
-    LL_CHECK(n_heads % 2 == 0, "cuda {}: S2-Attn needs an even number of heads, got {}", op,
-             n_heads);
-    LL_CHECK(mask.group_size >= 2 && mask.group_size % 2 == 0,
-             "cuda {}: S2 group size {} must be even and at least 2", op, mask.group_size);
-  }
-  LL_CHECK(n <= kMaxTokens, "cuda {}: {} tokens is too many (at most {})", op, n, kMaxTokens);
+  check_attention_args(n, n_heads, n_kv_heads, head_dim, mask, "attention_forward_tc",
+                       head_dim == 64 || head_dim == 128, "64 or 128; attention_forward also takes 32",
+                       kMaxTokens);
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+using host_detail::aligned16;
 
 template <int HD, int kMT>
 void forward_tc_impl(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, int n,

@@ -44,11 +44,13 @@
 
 #include "common/error.h"
 #include "kernels/attention_mask.h"
+#include "kernels/cuda/attention_args.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_ranges.h"
 #include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/attention_tc_common.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/ew_device.cuh"
 
 namespace ll::cuda {
 namespace {
@@ -631,33 +633,14 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 // ---------------------------------------------------------------------------------------
 // Host side.
-
 void check_args(int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                 const AttnMask& mask) {
-  constexpr const char* op = "attention_backward_tc";
-  LL_CHECK(head_dim == 64 || head_dim == 128,
-           "cuda {}: head_dim {} is not supported (64 or 128; attention_backward also takes 32)",
-           op, head_dim);
-  LL_CHECK(n >= 0, "cuda {}: negative token count {}", op, n);
-  LL_CHECK(n_heads > 0 && n_kv_heads > 0 && n_heads % n_kv_heads == 0,
-           "cuda {}: {} query heads do not split into groups over {} kv heads", op, n_heads,
-           n_kv_heads);
-  LL_CHECK(n_heads <= 65535, "cuda {}: {} heads exceed the grid limit", op, n_heads);
-  LL_CHECK(mask.seq_len == n && mask.n_heads == n_heads,
-           "cuda {}: mask is for N={}, H={} but the call has N={}, H={}", op, mask.seq_len,
-           mask.n_heads, n, n_heads);
-  if (mask.mode != AttnMode::Dense) {
-    LL_CHECK(mask.mode == AttnMode::S2 || mask.mode == AttnMode::S2Roll,
-             "cuda {}: unknown mask mode {}", op, int(mask.mode));
-    LL_CHECK(n_heads % 2 == 0, "cuda {}: S2-Attn needs an even number of heads, got {}", op,
-             n_heads);
-    LL_CHECK(mask.group_size >= 2 && mask.group_size % 2 == 0,
-             "cuda {}: S2 group size {} must be even and at least 2", op, mask.group_size);
-  }
-  LL_CHECK(n <= kMaxTokens, "cuda {}: {} tokens is too many (at most {})", op, n, kMaxTokens);
+  check_attention_args(n, n_heads, n_kv_heads, head_dim, mask, "attention_backward_tc",
+                       head_dim == 64 || head_dim == 128, "64 or 128; attention_backward also takes 32",
+                       kMaxTokens);
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+using host_detail::aligned16;
 
 template <int HD>
 void backward_tc_impl(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q,

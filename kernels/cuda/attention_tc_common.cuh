@@ -1,8 +1,8 @@
 #pragma once
 // Device helpers shared by the tensor-core attention kernels (internal; CUDA translation units
 // only): swizzled shared-memory addressing, cp.async, ldmatrix, mma.sync m16n8k16 bf16 -> fp32
-// and bf16x2 packing. Same definitions as the file-local ones of attention_tc.cu (which still
-// carries its own copies; it can switch to this header without a change of behaviour).
+// and bf16x2 packing; used by the forward (attention_tc.cu) and the backward
+// (attention_tc_bwd.cu).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
