@@ -3,6 +3,9 @@
 # *_asan.cpp links the sanitized engine and gets "cpu;asan".
 enable_testing()
 file(GLOB_RECURSE LL_TEST_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/test_*.cpp)
+if(NOT LL_ENABLE_MPI)
+  list(FILTER LL_TEST_SOURCES EXCLUDE REGEX "_mpi\\.cpp$")  # they need the MPI communicator
+endif()
 add_library(ll_doctest_main OBJECT ${PROJECT_SOURCE_DIR}/tests/doctest_main.cpp)
 target_link_libraries(ll_doctest_main PUBLIC doctest::doctest)
 
@@ -21,6 +24,9 @@ foreach(src ${LL_TEST_SOURCES})
     set(labels cpu asan)
   else()
     target_link_libraries(${name} PRIVATE ll_engine doctest::doctest)
+  endif()
+  if(name MATCHES "^dist_")
+    target_link_libraries(${name} PRIVATE ll_dist)
   endif()
   if(name MATCHES "_gpu$")
     set(labels gpu)

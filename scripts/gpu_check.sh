@@ -37,10 +37,15 @@ if [[ -d .deps/debs ]] && ! pkg-config --exists sentencepiece 2>/dev/null; then
   prefix_args=(-DCMAKE_PREFIX_PATH="$r/usr;$r/usr/lib/x86_64-linux-gnu/cmake;$r/usr/share/cmake")
 fi
 
+# Open MPI comes from Debian on our machines; without it the MPI communicator is left out
+# (a world of one needs none).
+mpi_args=()
+command -v mpicxx >/dev/null 2>&1 || mpi_args=(-DLL_ENABLE_MPI=OFF)
+
 step "build for sm_$arch"
 build_ok=1
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch" \
-  "${prefix_args[@]}" >> "$log" 2>&1 && ninja -C build-gpu >> "$log" 2>&1 || build_ok=0
+  "${prefix_args[@]}" "${mpi_args[@]}" >> "$log" 2>&1 && ninja -C build-gpu >> "$log" 2>&1 || build_ok=0
 step "build done after ${SECONDS}s"
 if ((build_ok)); then
   step "SASS: tensor-core instructions in the tensor-core kernels"
