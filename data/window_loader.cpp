@@ -4,12 +4,11 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <numeric>
 #include <system_error>
 #include <utility>
 
 #include "common/error.h"
-#include "common/random.h"
+#include "data/epoch_order.h"
 
 namespace ll {
 
@@ -98,15 +97,8 @@ const std::vector<int64_t>& WindowLoader::epoch_order(int64_t epoch) const {
     return order_;
   }
   if (order_epoch_ == epoch && order_.size() == windows_.size()) return order_;
-  // Fisher-Yates driven by SplitMix64 seeded from (seed, epoch): the order depends on nothing
-  // else, so a resumed run sees the same windows as an uninterrupted one.
-  order_.resize(windows_.size());
-  std::iota(order_.begin(), order_.end(), int64_t(0));
-  SplitMix64 rng{derive_seed(seed_, uint64_t(epoch))};
-  for (size_t i = order_.size(); i-- > 1;) {
-    const size_t j = size_t(rng.below(uint64_t(i) + 1));
-    std::swap(order_[i], order_[j]);
-  }
+  // Fixed by (seed, epoch) alone, so a resumed run sees the same windows as an uninterrupted one.
+  order_ = shuffled_epoch_order(windows_per_epoch(), seed_, epoch);
   order_epoch_ = epoch;
   return order_;
 }

@@ -46,11 +46,20 @@ const std::vector<Field>& fields() {
       {"model", "-m,--model", &O::model,
        "Hugging Face model directory or our .bin file (required)", {}},
       {"data", "--data", &O::data,
-       "token shards or directories of shards, one or more (required)", {}},
+       "token shards or directories of shards, one or more (this or --sft is required)", {}},
+      {"sft", "--sft", &O::sft,
+       "supervised fine-tuning on this JSON file of {\"instruction\", \"input\", \"output\"} "
+       "records (LongAlpaca-12k.json; JSON Lines too): Llama-2 chat prompt, loss on the answer "
+       "and EOS only, one example per micro-batch at its own length (at most -ctx); instead of "
+       "--data", {}},
+      {"tokenizer", "--tokenizer", &O::tokenizer,
+       "tokenizer.model for --sft (default: the one in the model directory or beside the .bin)",
+       {}},
       {"data-format", "--data-format", &O::data_format,
        "token file format: shard (ours, from ./tokenize) or raw-u16 (flat little-endian uint16)",
        {"shard", "raw-u16"}},
-      {"shuffle", "--shuffle", &O::shuffle, "shuffle the training windows every epoch",
+      {"shuffle", "--shuffle", &O::shuffle,
+       "shuffle the training windows (with --sft: examples) every epoch",
        {"on", "off"}},
       // Context
       {"ctx", "--ctx", &O::ctx, "training context length N in tokens (required; -ctx works too)",
@@ -88,7 +97,7 @@ const std::vector<Field>& fields() {
       {"schedule", "--schedule", &O::schedule, "learning rate after warmup",
        {"constant", "cosine"}},
       {"grad-accum", "--grad-accum", &O::grad_accum,
-       "windows per optimizer step (gradient accumulation)", {}},
+       "windows (with --sft: examples) per optimizer step (gradient accumulation)", {}},
       {"max-grad-norm", "--max-grad-norm", &O::max_grad_norm,
        "clip the global gradient norm to this (0: no clipping)", {}},
       {"weight-decay", "--weight-decay", &O::weight_decay, "AdamW weight decay", {}},
@@ -270,7 +279,8 @@ void add_train_options(CLI::App& app, TrainOptions& options) {
         f.member);
     if (!f.choices.empty()) opt->check(CLI::IsMember(f.choices));
     // Defaults shown in the help, except where there is none to show.
-    if (f.key != "full-attn" && f.key != "dry-run" && f.key != "data" && f.key != "ctx")
+    if (f.key != "full-attn" && f.key != "dry-run" && f.key != "data" && f.key != "sft" &&
+        f.key != "tokenizer" && f.key != "ctx")
       opt->capture_default_str();
   }
 }
@@ -353,9 +363,15 @@ void apply_train_config_file(const CLI::App& app, TrainOptions& options) {
 void validate_train_options(const TrainOptions& o) {
   LL_CHECK(!o.model.empty(),
            "--model is required: a Hugging Face model directory or our .bin file");
-  LL_CHECK(o.dry_run || !o.data.empty(),
-           "--data is required: one or more token shards or directories");
+  LL_CHECK(o.data.empty() || o.sft.empty(),
+           "--sft and --data are mutually exclusive: --data trains on token shards, --sft on "
+           "instruction records; give one of them");
+  LL_CHECK(o.dry_run || !o.data.empty() || !o.sft.empty(),
+           "--data or --sft is required: token shards (or directories of them) to train on, or "
+           "a JSON file of instruction records for supervised fine-tuning");
   for (const std::string& d : o.data) LL_CHECK(!d.empty(), "--data: an empty file name");
+  LL_CHECK(o.tokenizer.empty() || o.data.empty(),
+           "--tokenizer is for --sft (token shards are already tokenized); drop it or use --sft");
   for (const Field& f : fields()) {
     if (f.choices.empty()) continue;
     const std::string& value = o.*std::get<std::string TrainOptions::*>(f.member);

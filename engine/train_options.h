@@ -15,7 +15,9 @@ namespace ll {
 struct TrainOptions {
   // Model and data
   std::string model;                  // -m, --model: HF directory or .bin (required)
-  std::vector<std::string> data;      // --data: token shards / directories (required)
+  std::vector<std::string> data;      // --data: token shards / directories (or --sft)
+  std::string sft;                    // --sft: JSON (Lines) instruction records (or --data)
+  std::string tokenizer;              // --tokenizer: for --sft; default: next to the model
   std::string data_format = "shard";  // --data-format shard|raw-u16
   std::string shuffle = "on";         // --shuffle on|off
   // Context
@@ -35,7 +37,7 @@ struct TrainOptions {
   double lr = 2e-5;                   // --lr
   int64_t warmup = 20;                // --warmup: steps
   std::string schedule = "constant";  // --schedule constant|cosine
-  int64_t grad_accum = 8;             // --grad-accum: windows per optimizer step
+  int64_t grad_accum = 8;             // --grad-accum: windows / SFT examples per step
   double max_grad_norm = 1.0;         // --max-grad-norm (0 disables clipping)
   double weight_decay = 0.0;          // --weight-decay
   double adam_beta1 = 0.9;            // --adam-beta1
@@ -55,8 +57,8 @@ struct TrainOptions {
   bool dry_run = false;               // --dry-run: print the memory plan and exit
 };
 
-// Registers every option on `app` with its help text and default. --model, --data and --ctx
-// are not marked required here (the config file may give them): validate_train_options
+// Registers every option on `app` with its help text and default. --model, --data/--sft and
+// --ctx are not marked required here (the config file may give them): validate_train_options
 // checks them after apply_train_config_file.
 void add_train_options(CLI::App& app, TrainOptions& options);
 
@@ -78,7 +80,7 @@ void parse_train_args(CLI::App& app, int argc, const char* const* argv);
 void apply_train_config_file(const CLI::App& app, TrainOptions& options);
 
 // Range checks that need no model (ctx >= 2, steps >= 1, lr > 0, ratio in (0, 1], rank >= 1,
-// known enum words, ...); throws ll::Error naming the option.
+// known enum words, one of --data and --sft, ...); throws ll::Error naming the option.
 void validate_train_options(const TrainOptions& options);
 
 // The resolved options as a JSON object (for the checkpoint and the metrics log).

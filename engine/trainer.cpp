@@ -6,11 +6,18 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "data/sft_dataset.h"
+#include "data/sft_loader.h"
+#include "data/tokenizer.h"
+#include "data/tokenizer_path.h"
 #include "data/window_loader.h"
 #include "engine/checkpoint.h"
 #include "engine/metrics_log.h"
@@ -34,11 +41,12 @@ namespace {
 namespace fs = std::filesystem;
 
 // Options that change what a resumed run computes; a checkpoint written with other values
-// cannot continue this run.
+// cannot continue this run. "sft": an SFT run never continues a pretraining checkpoint (nor the
+// reverse, nor another SFT file).
 const char* const kResumeKeys[] = {"ctx",        "grad-accum",   "seed",      "shuffle",
                                    "lora-rank",  "lora-alpha",   "lora-targets", "trainable",
                                    "full-attn",  "attn-mode",    "group-ratio", "data-format",
-                                   "rope-factor"};
+                                   "rope-factor", "sft"};
 
 void check_resume_options(const std::string& saved_json, const std::string& current_json,
                           const std::string& checkpoint) {
@@ -50,7 +58,18 @@ void check_resume_options(const std::string& saved_json, const std::string& curr
     return;  // an older or foreign checkpoint without options: nothing to compare
   }
   if (!saved.is_object()) return;
+  // Checkpoints from before --sft existed are pretraining ones.
+  if (!saved.contains("sft")) saved["sft"] = "";
+  const bool saved_sft = saved["sft"] != "", current_sft = current.value("sft", "") != "";
+  const auto kind = [](bool sft) {
+    return sft ? "supervised fine-tuning (--sft)" : "training on token shards (--data)";
+  };
+  LL_CHECK(saved_sft == current_sft,
+           "cannot resume from {}: it is a checkpoint of {}, this run is {}; use a new --out "
+           "directory (with --init-adapter {} to start from its weights)",
+           checkpoint, kind(saved_sft), kind(current_sft), checkpoint);
   for (const char* key : kResumeKeys) {
+    if (current_sft && std::string_view(key) == "data-format") continue;  // unused by --sft
     if (!saved.contains(key) || !current.contains(key)) continue;
     LL_CHECK(saved[key] == current[key],
              "cannot resume from {}: it was trained with --{} {}, this run has --{} {} (use the "
@@ -95,6 +114,117 @@ void restore_checkpoint(LlamaModel& model, const Checkpoint& ck) {
     backend.upload_f32(*p.exp_avg, m->second.values.data());
     backend.upload_f32(*p.exp_avg_sq, v->second.values.data());
   }
+}
+
+// One micro-batch: a sequence and what each of its positions is trained to predict.
+struct TrainingSequence {
+  std::vector<int32_t> tokens;   // [N]
+  std::vector<int32_t> targets;  // [N] next-token target, -1 = no label
+  int64_t labelled = 0;          // targets >= 0
+};
+
+// Where micro-batches come from: windows of token shards (--data) or SFT examples (--sft). The
+// training loop is written once over this; the position is what checkpoints save.
+class SequenceSource {
+ public:
+  virtual ~SequenceSource() = default;
+  virtual void next(TrainingSequence& seq) = 0;
+  virtual LoaderPosition position() const = 0;
+  virtual void seek(const LoaderPosition& position) = 0;
+  virtual const char* unit() const = 0;  // what one micro-batch is: "windows", "examples"
+};
+
+// Windows of -ctx tokens; every position but the last is labelled.
+class WindowSource final : public SequenceSource {
+ public:
+  explicit WindowSource(WindowLoader loader) : loader_(std::move(loader)) {}
+  void next(TrainingSequence& seq) override {
+    seq.tokens = loader_.next();
+    const int64_t n = int64_t(seq.tokens.size());
+    seq.targets.resize(size_t(n));
+    for (int64_t t = 0; t + 1 < n; ++t) seq.targets[size_t(t)] = seq.tokens[size_t(t + 1)];
+    seq.targets[size_t(n - 1)] = -1;
+    seq.labelled = n - 1;
+  }
+  LoaderPosition position() const override { return loader_.position(); }
+  void seek(const LoaderPosition& position) override { loader_.seek(position); }
+  const char* unit() const override { return "windows"; }
+
+ private:
+  WindowLoader loader_;
+};
+
+// One SFT example per micro-batch (per-device batch 1, as the paper), at its own length: with
+// causal attention and one sequence, right padding to a common length would change no logit
+// and no loss, so there is none. S2-Attn segments are those of this one example (group size
+// from its length), so they never cross example boundaries.
+class SftSource final : public SequenceSource {
+ public:
+  explicit SftSource(SftLoader loader) : loader_(std::move(loader)) {}
+  void next(TrainingSequence& seq) override {
+    const SftExample& ex = loader_.next();
+    seq.tokens = ex.tokens;
+    seq.targets = sft_targets(ex);
+    seq.labelled = ex.labelled();
+  }
+  LoaderPosition position() const override { return loader_.position(); }
+  void seek(const LoaderPosition& position) override { loader_.seek(position); }
+  const char* unit() const override { return "examples"; }
+
+ private:
+  SftLoader loader_;
+};
+
+// --sft: reads and tokenizes the records, prints the warnings about truncated and skipped ones
+// and returns the source with the setup's data line.
+std::unique_ptr<SequenceSource> make_sft_source(const TrainOptions& o, const LlamaConfig& config,
+                                                std::string& data_line) {
+  const std::string tokenizer_path = find_tokenizer_model(o.model, o.tokenizer);
+  const Tokenizer tokenizer(tokenizer_path);
+  LL_CHECK(tokenizer.vocab_size() <= config.vocab_size,
+           "{}: the tokenizer has {} pieces but the model {} has vocab_size {}; pass the base "
+           "model's own tokenizer.model (--tokenizer)",
+           tokenizer_path, tokenizer.vocab_size(), o.model, config.vocab_size);
+  SftDataset dataset = build_sft_dataset(read_sft_records(o.sft), tokenizer, o.ctx, o.sft);
+  const SftDatasetSummary sum = summarize_sft_dataset(dataset);
+  if (dataset.truncated > 0)
+    fmt::print(stderr, "warning: {} of {} records are longer than -ctx {} and were truncated\n",
+               dataset.truncated, dataset.records, o.ctx);
+  if (dataset.skipped_truncated > 0)
+    fmt::print(stderr,
+               "warning: {} of {} records were skipped: their prompt alone fills -ctx {} "
+               "tokens, so no answer token is left to train on\n",
+               dataset.skipped_truncated, dataset.records, o.ctx);
+  if (dataset.skipped_unlabelled > 0)
+    fmt::print(stderr, "warning: {} of {} records were skipped: they have no answer token\n",
+               dataset.skipped_unlabelled, dataset.records);
+  std::vector<std::string> notes;
+  if (dataset.skipped_truncated > 0)
+    notes.push_back(fmt::format("{} skipped: prompt of -ctx tokens or more",
+                                dataset.skipped_truncated));
+  if (dataset.skipped_unlabelled > 0)
+    notes.push_back(fmt::format("{} skipped: no answer token", dataset.skipped_unlabelled));
+  if (dataset.truncated > 0)
+    notes.push_back(fmt::format("{} truncated to -ctx", dataset.truncated));
+  std::string noted;
+  for (const std::string& n : notes) noted += (noted.empty() ? " (" : "; ") + n;
+  if (!noted.empty()) noted += ")";
+  data_line = fmt::format(
+      "sft {}: {} records{}, {} examples per epoch, {} tokens of which {} labelled, lengths "
+      "min/median/max {}/{}/{}, tokenizer {}, shuffle {}",
+      o.sft, dataset.records, noted, dataset.examples.size(), sum.tokens, sum.labelled_tokens,
+      sum.min_len, sum.median_len, sum.max_len, tokenizer_path, o.shuffle);
+  return std::make_unique<SftSource>(SftLoader(std::move(dataset), o.shuffle == "on", o.seed));
+}
+
+std::unique_ptr<SequenceSource> make_window_source(const TrainOptions& o,
+                                                   const LlamaConfig& config,
+                                                   std::string& data_line) {
+  WindowLoader loader(o.data, token_file_format_from_name(o.data_format), config.vocab_size,
+                      o.ctx, o.shuffle == "on", o.seed);
+  data_line = fmt::format("{} windows of {} tokens per epoch ({} tokens), shuffle {}",
+                          loader.windows_per_epoch(), o.ctx, loader.total_tokens(), o.shuffle);
+  return std::make_unique<WindowSource>(std::move(loader));
 }
 
 int64_t count_params(const std::vector<TrainableParam>& params) {
@@ -158,9 +288,13 @@ TrainResult run_training(const TrainOptions& o) {
   const auto t_start = std::chrono::steady_clock::now();
   std::unique_ptr<Backend> backend = make_backend(o.device);
 
-  // Base model.
+  // Base model, and the data before the weights load: bad data (or SFT records) fail fast.
+  std::unique_ptr<SequenceSource> source;
+  std::string data_line;
   LlamaWeights weights = [&] {
     auto files = open_model_files(o.model);
+    source = o.sft.empty() ? make_window_source(o, files->config, data_line)
+                           : make_sft_source(o, files->config, data_line);
     return load_llama_weights(*files);
   }();
   const LlamaConfig config = weights.config;
@@ -188,10 +322,6 @@ TrainResult run_training(const TrainOptions& o) {
              config.num_attention_heads);
     spec.group_size = s2_group_size(o.ctx, o.group_ratio);
   }
-
-  // Data.
-  WindowLoader loader(o.data, token_file_format_from_name(o.data_format), config.vocab_size,
-                      o.ctx, o.shuffle == "on", o.seed);
 
   // Model with LoRA+.
   ModelSetup setup;
@@ -221,7 +351,7 @@ TrainResult run_training(const TrainOptions& o) {
                dir, ck.state.model_fingerprint, fingerprint);
       check_resume_options(ck.state.run_options_json, train_options_json(o), dir);
       restore_checkpoint(model, ck);
-      loader.seek(ck.state.loader);
+      source->seek(ck.state.loader);
       step = ck.state.step;
       tokens_seen = ck.state.tokens_seen;
       resumed_from = dir;
@@ -235,25 +365,27 @@ TrainResult run_training(const TrainOptions& o) {
              "max_position_embeddings {})\n",
              o.model, config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
              config.num_key_value_heads, config.vocab_size, config.max_position_embeddings);
-  fmt::print("context        {} tokens, position interpolation factor {}, {}\n", o.ctx,
+  const std::string s2_kind = spec.attn_mode == AttnMode::S2Roll ? " (roll form)" : "";
+  fmt::print("context        {} tokens{}, position interpolation factor {}, {}\n", o.ctx,
+             o.sft.empty() ? "" : " at most (each SFT example at its own length)",
              spec.rope_scale,
-             spec.attn_mode == AttnMode::Dense
-                 ? std::string("full attention")
-                 : fmt::format("S2-Attn{} group {} (shifted half by {})",
-                               spec.attn_mode == AttnMode::S2Roll ? " (roll form)" : "",
-                               spec.group_size, spec.group_size / 2));
+             spec.attn_mode == AttnMode::Dense ? std::string("full attention")
+             : o.sft.empty()
+                 ? fmt::format("S2-Attn{} group {} (shifted half by {})", s2_kind,
+                               spec.group_size, spec.group_size / 2)
+                 : fmt::format("S2-Attn{} group = example length x {} (even, >= 2; {} at -ctx)",
+                               s2_kind, o.group_ratio, spec.group_size));
   fmt::print("trained        {}; base tensors: {}; {} parameters in {} tensors\n",
              o.lora_rank > 0 ? fmt::format("LoRA r {} alpha {} on {}", o.lora_rank, o.lora_alpha,
                                            o.lora_targets)
                              : std::string("no adapters (full training)"),
              o.trainable, n_trained, model.params().size());
-  fmt::print("data           {} windows of {} tokens per epoch ({} tokens), shuffle {}\n",
-             loader.windows_per_epoch(), o.ctx, loader.total_tokens(), o.shuffle);
+  fmt::print("data           {}\n", data_line);
   fmt::print("optimizer      AdamW lr {} ({} warmup {}), betas {}/{}, eps {}, wd {}, clip {}, "
-             "{} windows per step\n"
+             "{} {} per step\n"
              "backend        {}\n",
              o.lr, o.schedule, o.warmup, o.adam_beta1, o.adam_beta2, o.adam_eps, o.weight_decay,
-             o.max_grad_norm, o.grad_accum, describe_backend(*backend));
+             o.max_grad_norm, o.grad_accum, source->unit(), describe_backend(*backend));
   if (!resumed_from.empty()) fmt::print("resume         from {} (step {})\n", resumed_from, step);
   std::fflush(stdout);
 
@@ -271,14 +403,13 @@ TrainResult run_training(const TrainOptions& o) {
   TrainResult result;
   result.first_step = step;
   std::string last_checkpoint = resumed_from;
-  const int64_t labels_per_window = o.ctx - 1;
-  std::vector<int32_t> targets(size_t(o.ctx));
+  TrainingSequence seq;
   ProgressLine progress("train step");
   const auto t_loop = std::chrono::steady_clock::now();
   int64_t tokens_this_run = 0;
   auto save = [&](int64_t at_step) {
     last_checkpoint = write_checkpoint(
-        o.out, make_checkpoint(model, o, at_step, loader.position(), tokens_seen, fingerprint),
+        o.out, make_checkpoint(model, o, at_step, source->position(), tokens_seen, fingerprint),
         o.keep_checkpoints);
     metrics.log_event("checkpoint", fmt::format("\"step\": {}, \"path\": {}", at_step,
                                                 nlohmann::json(last_checkpoint).dump()));
@@ -286,20 +417,29 @@ TrainResult run_training(const TrainOptions& o) {
 
   while (step < o.steps) {
     const auto t_step = std::chrono::steady_clock::now();
-    const int64_t epoch_before = loader.position().epoch;
-    double loss_sum = 0.0;
-    int64_t labelled = 0;
+    const int64_t epoch_before = source->position().epoch;
+    double loss_sum = 0.0, mean_loss_sum = 0.0;
+    int64_t labelled = 0, step_tokens = 0, first_count = -1;
+    bool equal_counts = true;  // every micro-batch had as many labels as the first
     try {
       model.zero_grads();
-      // Every window has N-1 labels, so the step's mean over labelled tokens is known upfront.
-      const float loss_scale = float(1.0 / double(o.grad_accum * labels_per_window));
       for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
-        const std::vector<int32_t> window = loader.next();
-        for (int64_t t = 0; t + 1 < o.ctx; ++t) targets[size_t(t)] = window[size_t(t + 1)];
-        targets[size_t(o.ctx - 1)] = -1;
-        const LossSum ls = model.forward_backward(window, targets, spec, loss_scale);
+        source->next(seq);
+        const int64_t n = int64_t(seq.tokens.size());
+        // As the Hugging Face Trainer does: each micro-batch's loss is the mean over its
+        // labelled tokens, and the step averages the micro-batches (windows all have N-1
+        // labels, so this is the step's mean over labelled tokens).
+        const float loss_scale = float(1.0 / double(o.grad_accum * seq.labelled));
+        if (spec.attn_mode != AttnMode::Dense) spec.group_size = s2_group_size(n, o.group_ratio);
+        const LossSum ls = model.forward_backward(seq.tokens, seq.targets, spec, loss_scale);
+        LL_CHECK(ls.count == seq.labelled, "the model scored {} positions, the data labels {}",
+                 ls.count, seq.labelled);
+        if (first_count < 0) first_count = ls.count;
+        equal_counts = equal_counts && ls.count == first_count;
         loss_sum += ls.sum;
+        mean_loss_sum += ls.sum / double(ls.count);
         labelled += ls.count;
+        step_tokens += n;
       }
     } catch (const Error& e) {
       fail("step {}: {}; {}", step + 1, e.what(),
@@ -325,26 +465,27 @@ TrainResult run_training(const TrainOptions& o) {
                                               mem.device_total));
     }
     tokens_seen += labelled;
-    tokens_this_run += o.grad_accum * o.ctx;
+    tokens_this_run += step_tokens;
 
     const auto now = std::chrono::steady_clock::now();
     StepMetrics m;
     m.step = step;
-    m.loss = loss_sum / double(labelled);
+    // The mean of the micro-batches' mean losses; with equal counts (windows) it is the pooled
+    // mean, computed as such so that window runs log exactly what they always did.
+    m.loss = equal_counts ? loss_sum / double(labelled) : mean_loss_sum / double(o.grad_accum);
     m.lr = lr;
     m.grad_norm = grad_norm;
-    m.tokens_per_s = double(o.grad_accum * o.ctx) /
-                     std::chrono::duration<double>(now - t_step).count();
+    m.tokens_per_s = double(step_tokens) / std::chrono::duration<double>(now - t_step).count();
     m.tokens = tokens_seen;
-    m.epoch = loader.position().epoch;
+    m.epoch = source->position().epoch;
     m.elapsed_s = std::chrono::duration<double>(now - t_start).count();
     if (step % o.log_every == 0 || step == o.steps) metrics.log_step(m);
-    if (loader.position().epoch != epoch_before) {
+    if (source->position().epoch != epoch_before) {
       metrics.log_event("epoch", fmt::format("\"epoch\": {}, \"step\": {}",
-                                             loader.position().epoch, step));
+                                             source->position().epoch, step));
       progress.finish();
       fmt::print(stderr, "note: finished pass {} over the data at step {}; starting pass {}\n",
-                 loader.position().epoch, step, loader.position().epoch + 1);
+                 source->position().epoch, step, source->position().epoch + 1);
     }
     const double run_s = std::chrono::duration<double>(now - t_loop).count();
     progress.update(step - result.first_step, o.steps - result.first_step,

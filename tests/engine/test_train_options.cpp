@@ -518,7 +518,7 @@ TEST_CASE("the JSON record parses and holds the resolved values") {
   o.resume = "auto";
   const nlohmann::json j = nlohmann::json::parse(ll::train_options_json(o));
   REQUIRE(j.is_object());
-  CHECK(j.size() == 34);  // one key per TrainOptions field
+  CHECK(j.size() == 36);  // one key per TrainOptions field
   CHECK(j["model"] == "model.bin");
   CHECK(j["data"] == nlohmann::json::array({"a.bin", "b.bin"}));
   CHECK(j["ctx"] == 8192);
