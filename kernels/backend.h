@@ -58,6 +58,11 @@ class Backend {
   // out [N, H, hd], lse [H, N] (F32, may have null data), q [N, H, hd], k/v [N, Hkv, hd].
   virtual void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
                                  const Tensor& k, const Tensor& v, const AttnMask& mask) = 0;
+  // Inference with a key/value cache, dense causal: out [n, H, hd] for queries q [n, H, hd]
+  // at positions [past, past + n) against k, v [past + n, Hkv, hd] (the cache's first
+  // past + n rows); query i sees keys [0, past + i]. No log-sum-exp (no backward).
+  virtual void attention_forward_cached(const Tensor& out, const Tensor& q, const Tensor& k,
+                                        const Tensor& v, int64_t past) = 0;
   // out = silu(gate) * up, all [N, F].
   virtual void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) = 0;
   // x += y

@@ -103,6 +103,18 @@ AttnDims attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q
   return r;
 }
 
+AttnDims attention_forward_cached(const Tensor& out, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, int64_t past) {
+  const auto& qs = dims(q, 3, "cached attention queries");
+  const auto& ks = dims(k, 3, "cached attention keys");
+  const AttnDims r{qs[0], qs[1], ks[1], qs[2]};
+  LL_CHECK(past >= 0, "backend: cached attention after {} tokens", past);
+  check(k, {past + r.n, r.hkv, r.hd}, "cached attention keys");
+  check(v, {past + r.n, r.hkv, r.hd}, "cached attention values");
+  check(out, {r.n, r.h, r.hd}, "cached attention output");
+  return r;
+}
+
 AttnDims attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                             const Tensor& dout, const Tensor& q, const Tensor& k,
                             const Tensor& v, const Tensor& out, const Tensor& lse) {

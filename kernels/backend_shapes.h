@@ -61,6 +61,9 @@ struct AttnDims {
 // out, q [N, H, hd], k, v [N, Hkv, hd], lse [H, N] unless its data is null
 AttnDims attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
                            const Tensor& k, const Tensor& v);
+// cached attention: out, q [n, H, hd], k, v [past + n, Hkv, hd]; returns n as AttnDims::n
+AttnDims attention_forward_cached(const Tensor& out, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, int64_t past);
 // the forward's operands plus dout, dq [N, H, hd], dk, dv [N, Hkv, hd]; lse required
 AttnDims attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                             const Tensor& dout, const Tensor& q, const Tensor& k,

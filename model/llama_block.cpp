@@ -61,7 +61,8 @@ void LlamaModel::linear_backward(const Linear& lin, const Tensor& dx, const Tens
 }
 
 void LlamaModel::block_forward(const Layer& layer, const Tensor& x_in, BlockWorkspace& ws,
-                               const AttnMask& mask, const ForwardSpec& spec) {
+                               const AttnMask& mask, const ForwardSpec& spec,
+                               const KvSlot* cache) {
   const LlamaConfig& c = config_;
   const int64_t n = x_in.dim(0), h = c.num_attention_heads, hkv = c.num_key_value_heads;
   const int64_t hd = c.head_dim();
@@ -74,8 +75,17 @@ void LlamaModel::block_forward(const Layer& layer, const Tensor& x_in, BlockWork
   const Tensor q3 = reshaped(*ws.q, {n, h, hd}), k3 = reshaped(*ws.k, {n, hkv, hd});
   backend_.rope_forward(q3, spec.position_offset, spec.rope_scale, c.rope_theta);
   backend_.rope_forward(k3, spec.position_offset, spec.rope_scale, c.rope_theta);
-  backend_.attention_forward(reshaped(*ws.att, {n, h, hd}), *ws.lse, q3, k3,
-                             reshaped(*ws.v, {n, hkv, hd}), mask);
+  const Tensor att3 = reshaped(*ws.att, {n, h, hd}), v3 = reshaped(*ws.v, {n, hkv, hd});
+  if (cache == nullptr) {
+    backend_.attention_forward(att3, *ws.lse, q3, k3, v3, mask);
+  } else {
+    // Append this call's K (after RoPE) and V to the cache, then attend over all of it.
+    const int64_t past = cache->past, row = hkv * hd;
+    backend_.copy(reshaped(cache->k, {n, hkv, hd}, past * row), k3);
+    backend_.copy(reshaped(cache->v, {n, hkv, hd}, past * row), v3);
+    backend_.attention_forward_cached(att3, q3, reshaped(cache->k, {past + n, hkv, hd}),
+                                      reshaped(cache->v, {past + n, hkv, hd}), past);
+  }
   backend_.copy(*ws.x_mid, x_in);
   linear_forward(layer.o_proj, *ws.x_mid, *ws.att, *ws.u[kO], true);
   // MLP sub-block: x_out = x_mid + down_proj(silu(gate_proj(xn2)) * up_proj(xn2)).
@@ -145,7 +155,8 @@ LlamaModel::BlockWorkspace LlamaModel::make_workspace(int64_t n) {
 }
 
 OwnedTensor LlamaModel::run_blocks(const Tensor& token_ids, const ForwardSpec& spec,
-                                   std::vector<OwnedTensor>* saved_inputs) {
+                                   std::vector<OwnedTensor>* saved_inputs,
+                                   const KvCache* cache) {
   const int64_t n = token_ids.dim(0), d = config_.hidden_size;
   const DType act = backend_.activation_dtype();
   const AttnMask mask = make_mask(n, spec);
@@ -153,8 +164,14 @@ OwnedTensor LlamaModel::run_blocks(const Tensor& token_ids, const ForwardSpec& s
 
   OwnedTensor x = backend_.allocate({n, d}, act);  // [N, D] residual stream
   backend_.embedding_forward(*x, *embed_tokens_.value, token_ids);
-  for (const Layer& layer : layers_) {
-    block_forward(layer, *x, ws, mask, spec);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& layer = layers_[l];
+    if (cache != nullptr) {
+      const KvSlot slot{*cache->k[l], *cache->v[l], cache->length};
+      block_forward(layer, *x, ws, mask, spec, &slot);
+    } else {
+      block_forward(layer, *x, ws, mask, spec);
+    }
     if (saved_inputs != nullptr) {
       // The block input stays alive as the saved activation; the output becomes the next input.
       saved_inputs->push_back(x);

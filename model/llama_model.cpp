@@ -233,12 +233,13 @@ void LlamaModel::check_spec(int64_t n_tokens, const ForwardSpec& spec) const {
            spec.rope_scale);
 }
 
-OwnedTensor LlamaModel::final_hidden(std::span<const int32_t> tokens, const ForwardSpec& spec) {
+OwnedTensor LlamaModel::final_hidden(std::span<const int32_t> tokens, const ForwardSpec& spec,
+                                     const KvCache* cache) {
   const int64_t n = int64_t(tokens.size()), d = config_.hidden_size;
   check_spec(n, spec);
   OwnedTensor token_ids = backend_.allocate({n}, DType::I32);  // [N]
   backend_.upload_i32(*token_ids, tokens.data());
-  OwnedTensor x = run_blocks(*token_ids, spec, nullptr);             // [N, D]
+  OwnedTensor x = run_blocks(*token_ids, spec, nullptr, cache);      // [N, D]
   OwnedTensor xn = backend_.allocate({n, d}, backend_.activation_dtype());  // [N, D]
   backend_.rmsnorm_forward(*xn, Tensor{}, *x, *norm_.value, float(config_.rms_norm_eps));
   return xn;

@@ -66,6 +66,21 @@ class LlamaModel {
   // Full logits [N, V], row-major. For short sequences (tests, generation).
   std::vector<float> logits(std::span<const int32_t> tokens, const ForwardSpec& spec);
 
+  // Inference with a key/value cache (dense causal attention). K and V of every layer for up
+  // to `capacity` tokens live in backend memory; `length` tokens are cached so far.
+  struct KvCache {
+    int64_t capacity = 0;
+    int64_t length = 0;
+    std::vector<OwnedTensor> k, v;  // per layer [capacity, Hkv*hd], K after RoPE
+  };
+  KvCache make_kv_cache(int64_t capacity);
+  // Runs `tokens` at positions [cache.length, cache.length + n) (spec.rope_scale applies;
+  // spec.attn_mode must be Dense, spec.position_offset is ignored), appends their K/V to the
+  // cache and returns fp32 logits: of the last token only [V], or of every token [n, V] with
+  // all_logits. Throws ll::Error when the cache would overflow (names capacity and length).
+  std::vector<float> forward_cached(std::span<const int32_t> tokens, KvCache& cache,
+                                    const ForwardSpec& spec, bool all_logits = false);
+
   // Training: loss of `tokens` [N] against `targets` [N] (target < 0: no label) and the
   // gradients of loss_scale * (sum of labelled losses), ADDED to every trainable parameter's
   // grad (zero them with zero_grads() at the start of an optimizer step). Requires
@@ -124,17 +139,30 @@ class LlamaModel {
   void linear_backward(const Linear& lin, const Tensor& dx, const Tensor& dout, const Tensor& x,
                        const Tensor& u, const Tensor& du, bool accumulate);
   BlockWorkspace make_workspace(int64_t n_tokens);
-  // One block: ws.x_out = block(x_in), every intermediate kept in ws.
+  // One layer's slice of a KvCache for one forward_cached call: the new tokens' K/V go to
+  // rows [past, past + n) and attention reads rows [0, past + n).
+  struct KvSlot {
+    const Tensor& k;  // [capacity, Hkv*hd]
+    const Tensor& v;  // [capacity, Hkv*hd]
+    int64_t past;
+  };
+  // One block: ws.x_out = block(x_in), every intermediate kept in ws. With a cache slot the
+  // attention is the cached dense one (inference); without, attention_forward under `mask`.
   void block_forward(const Layer& layer, const Tensor& x_in, BlockWorkspace& ws,
-                     const AttnMask& mask, const ForwardSpec& spec);
+                     const AttnMask& mask, const ForwardSpec& spec,
+                     const KvSlot* cache = nullptr);
   // dx [N, D]: gradient at the block output on entry, at the block input on return.
   void block_backward(const Layer& layer, const Tensor& x_in, BlockWorkspace& ws, BlockGrads& g,
                       const Tensor& dx, const AttnMask& mask, const ForwardSpec& spec);
-  // Embedding + every block; saved_inputs (when non-null) receives each block's input.
+  // Embedding + every block; saved_inputs (when non-null) receives each block's input;
+  // cache (when non-null) receives the tokens' K/V at rows [cache->length, +N) and is read by
+  // the attention (cache->length itself is not advanced here).
   // Returns the final hidden state before the last norm, [N, D].
   OwnedTensor run_blocks(const Tensor& token_ids, const ForwardSpec& spec,
-                         std::vector<OwnedTensor>* saved_inputs);
-  OwnedTensor final_hidden(std::span<const int32_t> tokens, const ForwardSpec& spec);
+                         std::vector<OwnedTensor>* saved_inputs, const KvCache* cache = nullptr);
+  // The last norm's output [N, D] (RoPE positions from spec.position_offset).
+  OwnedTensor final_hidden(std::span<const int32_t> tokens, const ForwardSpec& spec,
+                           const KvCache* cache = nullptr);
 
   Backend& backend_;
   LlamaConfig config_;

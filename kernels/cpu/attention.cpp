@@ -143,6 +143,48 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
   }
 }
 
+void attention_forward_cached(float* out, const float* q, const float* k, const float* v,
+                              int64_t n_queries, int64_t past, int64_t n_heads,
+                              int64_t n_kv_heads, int64_t head_dim) {
+  LL_CHECK(past >= 0 && n_queries >= 0, "cached attention: {} queries after {} cached tokens",
+           n_queries, past);
+  // A dense mask over the queries only validates the head counts.
+  validate(n_queries, n_heads, n_kv_heads, head_dim,
+           AttnMask{AttnMode::Dense, n_queries, 0, n_heads});
+  const int64_t hd = head_dim, n_keys = past + n_queries;
+  const int64_t heads_per_kv = n_heads / n_kv_heads;
+  const Rows rows{n_heads, n_kv_heads, hd};
+  const float scale = score_scale(hd);
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<size_t>(n_keys));  // [keys seen by one query]
+    std::vector<double> acc(static_cast<size_t>(hd));        // [hd]
+#pragma omp for collapse(2) schedule(dynamic, 1)
+    for (int64_t h = 0; h < n_heads; ++h) {
+      for (int64_t i = 0; i < n_queries; ++i) {
+        const int64_t kvh = h / heads_per_kv, last = past + i;
+        const float* qi = q + rows.q(i, h);  // [hd]
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j <= last; ++j) {
+          const float s = scaled_score(qi, k + rows.kv(j, kvh), hd, scale);
+          scores[size_t(j)] = s;
+          mx = s > mx ? s : mx;
+        }
+        double sum = 0.0;
+        for (int64_t d = 0; d < hd; ++d) acc[size_t(d)] = 0.0;
+        for (int64_t j = 0; j <= last; ++j) {
+          const float* vj = v + rows.kv(j, kvh);  // [hd]
+          const double p = std::exp(double(scores[size_t(j)]) - double(mx));
+          sum += p;
+          for (int64_t d = 0; d < hd; ++d) acc[size_t(d)] += p * double(vj[d]);
+        }
+        float* oi = out + rows.q(i, h);  // [hd]
+        for (int64_t d = 0; d < hd; ++d) oi[d] = float(acc[size_t(d)] / sum);
+      }
+    }
+  }
+}
+
 // Flash-attention backward from the saved lse: P_ij = exp(s_ij - lse_i),
 // D_i = dout_i . out_i, dS_ij = P_ij (dout_i . v_j - D_i), dq_i = scale sum_j dS_ij k_j,
 // dk_j = scale sum_i dS_ij q_i, dv_j = sum_i P_ij dout_i.

@@ -13,6 +13,14 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
                        int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                        const AttnMask& mask);
 
+// Dense causal attention of n_queries new tokens against a key/value cache (inference):
+// q, out [n_queries, H, hd] at positions [past, past + n_queries); k, v [past + n_queries,
+// Hkv, hd]; query i sees keys [0, past + i]. Same scoring and softmax as attention_forward,
+// so a cached pass reproduces the full dense forward.
+void attention_forward_cached(float* out, const float* q, const float* k, const float* v,
+                              int64_t n_queries, int64_t past, int64_t n_heads,
+                              int64_t n_kv_heads, int64_t head_dim);
+
 // Backward of attention_forward for the same mask (all modes, GQA). Inputs: dout, q, out
 // [N, H, hd]; k, v [N, Hkv, hd]; lse [H, N] as saved by the forward. Outputs (overwritten):
 // dq [N, H, hd], dk, dv [N, Hkv, hd] (each kv head sums over the query heads that read it).

@@ -79,6 +79,13 @@ void CpuBackend::attention_forward(const Tensor& out, const Tensor& lse, const T
                          mask);
 }
 
+void CpuBackend::attention_forward_cached(const Tensor& out, const Tensor& q, const Tensor& k,
+                                          const Tensor& v, int64_t past) {
+  const shapes::AttnDims s = shapes::attention_forward_cached(out, q, k, v, past);
+  cpu::attention_forward_cached(out.f32(), q.f32(), k.f32(), v.f32(), s.n, past, s.h, s.hkv,
+                                s.hd);
+}
+
 void CpuBackend::swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) {
   shapes::same_shape({&out, &gate, &up}, "swiglu");
   cpu::swiglu_forward(out.f32(), gate.f32(), up.f32(), out.numel());

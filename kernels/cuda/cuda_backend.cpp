@@ -14,6 +14,7 @@
 #include "kernels/cuda/adamw.cuh"
 #include "kernels/cuda/add.cuh"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_cached.cuh"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cross_entropy.cuh"
 #include "kernels/cuda/cuda_check.h"
@@ -318,6 +319,20 @@ void CudaBackend::attention_forward(const Tensor& out, const Tensor& lse, const 
   cuda::attention_forward(bf16_ptr(out, "attention output"), lse_ptr, bf16_ptr(q, "queries"),
                           bf16_ptr(k, "keys"), bf16_ptr(v, "values"), d.n, d.h, d.hkv, d.hd,
                           mask, st_->stream);
+}
+
+void CudaBackend::attention_forward_cached(const Tensor& out, const Tensor& q, const Tensor& k,
+                                           const Tensor& v, int64_t past) {
+  const shapes::AttnDims d = shapes::attention_forward_cached(out, q, k, v, past);
+  // Per-chunk partials of the split-key decode (none for short caches): counted like any tensor.
+  const size_t ws_bytes =
+      cuda::attention_forward_cached_workspace_bytes(d.n, past, d.h, d.hkv, d.hd);
+  OwnedTensor ws;
+  if (ws_bytes > 0) ws = allocate({int64_t((ws_bytes + 3) / 4)}, DType::F32);
+  cuda::attention_forward_cached(bf16_ptr(out, "cached attention output"),
+                                 bf16_ptr(q, "queries"), bf16_ptr(k, "cached keys"),
+                                 bf16_ptr(v, "cached values"), d.n, past, d.h, d.hkv, d.hd,
+                                 ws.view.data, st_->stream);
 }
 
 void CudaBackend::attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,

@@ -42,6 +42,8 @@ class CudaBackend final : public Backend {
                     double theta) override;
   void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                          const Tensor& v, const AttnMask& mask) override;
+  void attention_forward_cached(const Tensor& out, const Tensor& q, const Tensor& k,
+                                const Tensor& v, int64_t past) override;
   void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) override;
   void add_inplace(const Tensor& x, const Tensor& y) override;
   void copy(const Tensor& dst, const Tensor& src) override;
