@@ -1,5 +1,5 @@
 // ppl_eval: perplexity of a Llama model on a token stream, by the LongLoRA paper's protocol
-// (default) or the non-overlapping one. Dense causal attention; CPU reference backend.
+// (default) or the non-overlapping one. Dense causal attention.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -8,36 +8,29 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <memory>
-#include <optional>
 
 #include "common/atomic_file.h"
 #include "data/token_file.h"
+#include "engine/inference_model.h"
 #include "engine/perplexity.h"
 #include "engine/progress.h"
 #include "engine/tool_main.h"
-#include "kernels/make_backend.h"
-#include "model/adapter_io.h"
+#include "model/llama_config.h"
 #include "model/llama_model.h"
-#include "model/llama_weights.h"
-#include "model/position_interpolation.h"
 #include "model/tensor_source.h"
 
 namespace {
 
 struct Options {
-  std::string model;
+  ll::InferenceModelOptions model;  // -m, --lora, --device, --context-size, --rope-factor
   std::string data;
   std::string data_format = "shard";
   int64_t seq_len = 0;
-  int64_t context_size = 0;
   int64_t stride = 256;
   std::string protocol = "paper";
   int64_t max_windows = 0;
   int64_t classifier_chunk = 2048;
   std::string json_path;
-  std::string lora;
-  std::string device = "auto";
 };
 
 int run(int argc, char** argv) {
@@ -45,7 +38,7 @@ int run(int argc, char** argv) {
   CLI::App app{"Perplexity of a Llama-2 model (optionally position-interpolated) on tokens.\n"
                "Example: ./ppl_eval -m llama2-7b.bin --data pg19/validation.bin "
                "--data-format raw-u16 --seq-len 32768 --context-size 32768"};
-  app.add_option("-m,--model", o.model, "Hugging Face model directory or our .bin file")
+  app.add_option("-m,--model", o.model.model, "Hugging Face model directory or our .bin file")
       ->required();
   app.add_option("--data", o.data, "token file to score")->required();
   app.add_option("--data-format", o.data_format,
@@ -53,10 +46,14 @@ int run(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"shard", "raw-u16"}));
   app.add_option("--seq-len", o.seq_len, "window length in tokens")->required();
-  app.add_option("--context-size", o.context_size,
+  app.add_option("--context-size", o.model.context_size,
                  "context the model was fine-tuned to: position interpolation factor "
-                 "ceil(C / max_position_embeddings) when C exceeds it (default: the model "
-                 "config's own rope_scaling)");
+                 "ceil(C / max_position_embeddings) when C exceeds it (default: the factor in "
+                 "the --lora adapter's longlora.json, else the model config's own "
+                 "rope_scaling)");
+  app.add_option("--rope-factor", o.model.rope_factor,
+                 "linear position interpolation factor (overrides --context-size and "
+                 "longlora.json)");
   app.add_option("--stride", o.stride, "paper protocol: a window starts every STRIDE tokens")
       ->capture_default_str();
   app.add_option("--protocol", o.protocol,
@@ -70,10 +67,10 @@ int run(int argc, char** argv) {
                  "tokens per LM-head chunk (memory: chunk x vocab floats)")
       ->capture_default_str();
   app.add_option("--json", o.json_path, "also write the result as JSON to this file");
-  app.add_option("--lora", o.lora,
+  app.add_option("--lora", o.model.lora,
                  "adapter directory from train_longlora (or PEFT): LoRA matrices plus "
                  "trainable_params.safetensors (embeddings, norms) applied to the base model");
-  app.add_option("--device", o.device, "backend: auto (cuda when a GPU is present, else cpu), cpu or cuda")
+  app.add_option("--device", o.model.device, "backend: auto (cuda when a GPU is present, else cpu), cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   try {
@@ -83,30 +80,20 @@ int run(int argc, char** argv) {
   }
 
   const auto t0 = std::chrono::steady_clock::now();
-  auto files = ll::open_model_files(o.model);
-  const ll::LlamaConfig config = files->config;  // a copy: files is released below
+  // The data is checked against the config before the weights are loaded.
+  const ll::LlamaConfig config = ll::open_model_files(o.model.model)->config;
   const ll::TokenFile data = ll::TokenFile::open(
       o.data, ll::token_file_format_from_name(o.data_format), config.vocab_size);
   const ll::PplProtocol protocol = ll::ppl_protocol_from_name(o.protocol);
   std::vector<ll::PplWindow> windows = ll::ppl_windows(data.size(), o.seq_len, o.stride, protocol);
   if (o.max_windows > 0 && int64_t(windows.size()) > o.max_windows) windows.resize(size_t(o.max_windows));
 
+  const ll::InferenceModel m = ll::load_inference_model(o.model);
+  ll::LlamaModel& model = *m.model;
   ll::ForwardSpec spec;
   spec.attn_mode = ll::AttnMode::Dense;
-  spec.rope_scale = ll::position_interpolation_factor(config, o.context_size);
+  spec.rope_scale = m.rope_scale;
   spec.classifier_chunk = o.classifier_chunk;
-
-  const std::unique_ptr<ll::Backend> backend_ptr = ll::make_backend(o.device);
-  ll::Backend& backend = *backend_ptr;
-  ll::ModelSetup setup;
-  std::optional<ll::AdapterDir> adapter;
-  if (!o.lora.empty()) {
-    adapter = ll::read_adapter_dir(o.lora);
-    if (!adapter->lora_tensors.empty()) setup.lora = adapter->lora;
-  }
-  ll::LlamaModel model(backend, ll::load_llama_weights(*files), setup);
-  if (adapter) model.load_adapter(*adapter);
-  files.reset();  // weights are in backend memory now; unmap the files
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   const std::string protocol_desc =
@@ -115,20 +102,9 @@ int run(int argc, char** argv) {
                         "window losses)", o.seq_len, o.stride)
           : fmt::format("non-overlapping (windows of {}, every token after the first scored "
                         "once)", o.seq_len);
-  fmt::print("model          {} ({} layers, hidden {}, {} heads / {} kv, vocab {})\n", o.model,
-             config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
-             config.num_key_value_heads, config.vocab_size);
-  if (adapter) {
-    fmt::print("adapter        {} (LoRA r {} alpha {} on {}; {} LoRA matrices, {} trained base "
-               "tensors)\n", o.lora, adapter->lora.rank, adapter->lora.alpha,
-               fmt::join(adapter->lora.targets, ","), adapter->lora_tensors.size(),
-               adapter->trainable_params.size());
-  }
+  fmt::print("{}", ll::describe_inference_model(m, o.model));
   fmt::print("data           {} ({} tokens, {})\n", o.data, data.size(), o.data_format);
   fmt::print("protocol       {}\n", protocol_desc);
-  fmt::print("positions      interpolation factor {} (max_position_embeddings {}), dense "
-             "causal attention\n", spec.rope_scale, config.max_position_embeddings);
-  fmt::print("backend        {}\n", ll::describe_backend(backend));
   std::fflush(stdout);
 
   ll::ProgressLine progress("ppl_eval windows");
@@ -156,10 +132,10 @@ int run(int argc, char** argv) {
                         {"protocol", ll::ppl_protocol_name(protocol)},
                         {"seq_len", o.seq_len},
                         {"stride", o.stride},
-                        {"context_size", o.context_size},
+                        {"context_size", o.model.context_size},
                         {"position_interpolation_factor", spec.rope_scale},
-                        {"model", o.model},
-                        {"lora", o.lora},
+                        {"model", o.model.model},
+                        {"lora", o.model.lora},
                         {"data", o.data},
                         {"data_format", o.data_format},
                         {"window_losses", r.window_losses}};

@@ -122,3 +122,50 @@ TEST_CASE("ppl_eval --lora applies a PEFT adapter: the loss equals peft's") {
   CHECK(bad.exit_code == 1);
   CHECK(bad.output.find("adapter") != std::string::npos);
 }
+
+TEST_CASE("ppl_eval takes the position interpolation factor from the adapter's longlora.json") {
+  const auto dir = ll::test::fresh_temp_dir("ppl_eval_longlora");
+  const ll::SafetensorsFile fx = ll::read_safetensors(
+      ll::test::source_path("tests/fixtures/tiny_llama_lora_reference.safetensors"));
+  write_u16(dir / "tokens.bin", fx.read_i32("dense.tokens"));
+  const std::string model = ll::test::source_path("tests/fixtures/tiny_llama");
+  const std::string peft = ll::test::source_path("tests/fixtures/tiny_llama_peft_adapter");
+  // The PEFT adapter plus the record train_longlora writes: trained at 256 tokens, factor 2.
+  const auto adapter = dir / "adapter";
+  std::filesystem::create_directories(adapter);
+  for (const char* f : {"adapter_config.json", "adapter_model.safetensors"})
+    std::filesystem::copy_file(std::filesystem::path(peft) / f, adapter / f);
+  std::ofstream(adapter / "longlora.json")
+      << R"({"format": "longlora-adapter", "version": 1, "rope_scaling": {"type": "linear", )"
+      << R"("factor": 2.0}, "context_length": 256})";
+  const std::string common = " --data " + (dir / "tokens.bin").string() +
+                             " --data-format raw-u16 --seq-len 64 --protocol non-overlapping";
+  auto eval = [&](const std::string& args, const std::string& name) {
+    const auto r = run("-m " + model + common + " " + args + " --json " + (dir / name).string(),
+                       dir);
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    nlohmann::json j;
+    std::ifstream(dir / name) >> j;
+    return std::make_pair(j, r.output);
+  };
+  const auto [from_record, log] = eval("--lora " + adapter.string(), "record.json");
+  CHECK(from_record["position_interpolation_factor"] == 2.0);
+  CHECK(log.find("longlora.json") != std::string::npos);
+  // The same numbers as the factor given by hand; different from the config's factor 1.
+  const auto [by_hand, log2] = eval("--lora " + peft + " --rope-factor 2", "hand.json");
+  CHECK(by_hand["position_interpolation_factor"] == 2.0);
+  CHECK(from_record["mean_loss"].get<double>() == by_hand["mean_loss"].get<double>());
+  const auto [plain, log3] = eval("--lora " + peft, "plain.json");
+  CHECK(plain["position_interpolation_factor"] == 1.0);
+  CHECK(std::fabs(plain["mean_loss"].get<double>() - from_record["mean_loss"].get<double>()) >
+        1e-4);
+  // --context-size wins over the record (64 is within max_position_embeddings: factor 1).
+  const auto [sized, log4] = eval("--lora " + adapter.string() + " --context-size 64", "sized.json");
+  CHECK(sized["position_interpolation_factor"] == 1.0);
+  CHECK(sized["mean_loss"].get<double>() == plain["mean_loss"].get<double>());
+  // A factor below 1 is refused.
+  const auto bad = run("-m " + model + common + " --rope-factor 0.5", dir);
+  CHECK(bad.exit_code == 1);
+  CHECK(bad.output.find("--rope-factor") != std::string::npos);
+}
