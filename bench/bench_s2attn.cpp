@@ -19,8 +19,7 @@
 // [kG, kG+G) in rolled order (ragged last). --self-check checks this count against brute force.
 //
 // Implementations: --impl simt is the CUDA-core kernel (kernels/cuda/attention.cuh); --impl tc
-// the tensor-core forward (kernels/cuda/attention_tc.cuh; its backward is still the CUDA-core
-// one, so tc's bwd rows time that). Each implementation is an AttnImpl below (a forward /
+// the tensor-core forward and backward (kernels/cuda/attention_tc.cuh). Each implementation is an AttnImpl below (a forward /
 // backward launcher pair with the same signatures, plus the backward workspace size).
 //
 // Example: ./bench_s2attn --n 8192,32768 --dir fwd --json s2attn.json --markdown
@@ -341,8 +340,8 @@ const AttnImpl kImpls[] = {
     {"simt", "CUDA-core flash-style kernel (kernels/cuda/attention.cuh)",
      &ll::cuda::attention_forward, &ll::cuda::attention_backward,
      &ll::cuda::attention_backward_workspace_bytes},
-    {"tc", "tensor-core forward (kernels/cuda/attention_tc.cuh), CUDA-core backward",
-     &ll::cuda::attention_forward_tc, &ll::cuda::attention_backward,
+    {"tc", "tensor-core forward and backward (kernels/cuda/attention_tc.cuh, mma.sync)",
+     &ll::cuda::attention_forward_tc, &ll::cuda::attention_backward_tc,
      &ll::cuda::attention_backward_workspace_bytes},
 };
 
@@ -726,7 +725,7 @@ int run(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"s2", "s2-roll"}));
   app.add_option("--impl", o.impl,
-                 "kernel: simt (CUDA cores) or tc (tensor-core forward, CUDA-core backward)")
+                 "kernel: simt (CUDA cores) or tc (tensor cores, forward and backward)")
       ->capture_default_str()
       ->check(CLI::IsMember({"simt", "tc"}));
   app.add_option("--json", o.json_path,

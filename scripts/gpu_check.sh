@@ -2,7 +2,7 @@
 # The GPU check: on a machine with a GPU and nothing else prepared (no Debian libraries, no
 # network), build for that card, run every GPU test (plain and under compute-sanitizer), and
 # write a short report to OUT_DIR/report.md with the card, driver, commit, pass/fail per
-# test and the training benchmark (ours and, where PyTorch is installed, the PyTorch baseline,
+# test and the benchmarks (ours and, where PyTorch is installed, the PyTorch baselines,
 # side by side; GPU_CHECK_BENCH=0 skips them). Debian libraries come from .deps/debs (scripts/fetch_gpu_deps.sh), unpacked with
 # dpkg -x into .deps/root when the system lacks them.
 # Usage: scripts/gpu_check.sh OUT_DIR
@@ -55,47 +55,74 @@ if ((build_ok)); then
   done
 fi
 
+# Order: plain GPU tests, benchmarks, then the sanitizer (slowest, least needed), each step
+# skipped once the time budget (GPU_CHECK_BUDGET_S, default 540 s) is spent, so one device call
+# brings back as much as it can.
+budget=${GPU_CHECK_BUDGET_S:-540}
+left() { echo $((budget - SECONDS)); }
 results=()
+sanitizer=()
 if ((build_ok)); then
   step "GPU tests"
+  run_gpu_test() {  # name label env...
+    local name=$1 label=$2
+    shift 2
+    local t0=$SECONDS status
+    if (($(left) < 20)); then results+=("| $label | skipped (time budget) | |"); return; fi
+    if (cd "$root" && env "$@" timeout 300 "build-gpu/$name") > "$out/$label.txt" 2>&1; then status=pass; else status="FAIL($?)"; fi
+    results+=("| $label | $status | $((SECONDS - t0))s |")
+    echo "$label: $status ($((SECONDS - t0))s)" >> "$log"
+  }
   for t in build-gpu/*_gpu; do
     name=$(basename "$t")
-    t0=$SECONDS
-    if (cd "$root" && timeout 300 "build-gpu/$name") > "$out/$name.txt" 2>&1; then plain=pass; else plain="FAIL($?)"; fi
-    secs=$((SECONDS - t0))
-    # The sanitizer on the kernel tests (the whole-model and CLI tests repeat those kernels
-    # many times over and would take minutes under it).
-    san="not run (model/CLI test)"
-    if [[ "$name" == kernels_cuda_* ]]; then
-      if command -v compute-sanitizer >/dev/null; then
-        if (cd "$root" && timeout 300 compute-sanitizer --error-exitcode 9 "build-gpu/$name") > "$out/$name.sanitizer.txt" 2>&1; then san=clean; else san="FAIL($?)"; fi
-      else
-        san="no compute-sanitizer"
-      fi
-    fi
-    results+=("| $name | $plain | ${secs}s | $san |")
-    echo "$name: $plain (${secs}s), sanitizer: $san" >> "$log"
+    run_gpu_test "$name" "$name" LL_CUDA_ATTENTION=simt
+  done
+  # The whole-model tests once more on the tensor-core attention kernels (not yet the default).
+  for name in model_test_llama_cuda_gpu model_test_generation_gpu tools_test_train_longlora_cuda_gpu; do
+    [[ -x build-gpu/$name ]] && run_gpu_test "$name" "$name.tc-attention" LL_CUDA_ATTENTION=tc
   done
   step "CPU suite (same build)"
   (cd build-gpu && ctest -LE 'gpu|slow' -j 8 --timeout 600) > "$out/ctest_cpu.txt" 2>&1 && cpu=pass || cpu=FAIL
 
   if [[ "${GPU_CHECK_BENCH:-1}" == 1 ]]; then
-    step "benchmark: bench_train (Llama-2-7B shape, LoRA+, S2-Attn)"
-    timeout 240 build-gpu/bench_train --device cuda --ctx 8192,32768 --steps 2 --warmup 1 \
-      --json "$out/bench_train.json" > "$out/bench_train.txt" 2>&1 || echo "bench_train exit $?" >> "$out/bench_train.txt"
-    step "benchmark: bench_s2attn (attention kernel, dense vs S2-Attn)"
-    for impl in simt tc; do
-      LL_COMMIT=$commit timeout 100 build-gpu/bench_s2attn --impl $impl --n 8192,32768 --budget-s 8 \
-        --json "$out/s2attn_$impl.json" --markdown > "$out/s2attn_$impl.txt" 2>&1 || echo "bench_s2attn exit $?" >> "$out/s2attn_$impl.txt"
-    done
-    if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+    if (($(left) > 60)); then
+      step "benchmark: bench_s2attn (attention kernel, dense vs S2-Attn)"
+      for impl in tc simt; do
+        LL_COMMIT=$commit timeout 100 build-gpu/bench_s2attn --impl $impl --n 8192,32768 --budget-s 8 \
+          --json "$out/s2attn_$impl.json" --markdown > "$out/s2attn_$impl.txt" 2>&1 || echo "bench_s2attn exit $?" >> "$out/s2attn_$impl.txt"
+      done
+    fi
+    if (($(left) > 60)) && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
       step "benchmark: torch SDPA on the same attention shapes (bench/torch_s2attn.py)"
       timeout 120 python3 bench/torch_s2attn.py --n 8192,32768 --json "$out/torch_s2attn.json" \
         > "$out/torch_s2attn.txt" 2>&1 || echo "torch_s2attn exit $?" >> "$out/torch_s2attn.txt"
+    fi
+    for attn in tc simt; do
+      if (($(left) > 90)); then
+        step "benchmark: bench_train (Llama-2-7B shape, LoRA+, S2-Attn; $attn attention)"
+        LL_CUDA_ATTENTION=$attn timeout 240 build-gpu/bench_train --device cuda --ctx 8192,32768 --steps 2 --warmup 1 \
+          --json "$out/bench_train_$attn.json" > "$out/bench_train_$attn.txt" 2>&1 || echo "bench_train exit $?" >> "$out/bench_train_$attn.txt"
+      fi
+    done
+    if (($(left) > 90)) && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
       step "benchmark: PyTorch baseline (bench/torch_train_gpu.py)"
       timeout 240 python3 bench/torch_train_gpu.py --device cuda --ctx 8192,32768 --steps 2 \
         --warmup 1 --json "$out/torch_train.json" > "$out/torch_train.txt" 2>&1 || echo "torch exit $?" >> "$out/torch_train.txt"
     fi
+  fi
+
+  # compute-sanitizer on the kernel tests (the whole-model and CLI tests repeat those kernels
+  # many times over and would take minutes under it), without their long-sequence cases.
+  if command -v compute-sanitizer >/dev/null; then
+    step "compute-sanitizer on the kernel tests"
+    for t in build-gpu/kernels_cuda_*_gpu; do
+      name=$(basename "$t")
+      if (($(left) < 30)); then sanitizer+=("| $name | skipped (time budget) |"); continue; fi
+      if (cd "$root" && LL_CUDA_ATTENTION=simt timeout 240 compute-sanitizer --error-exitcode 9 "build-gpu/$name" --test-case-exclude='*long sequences*') > "$out/$name.sanitizer.txt" 2>&1; then san=clean; else san="FAIL($?)"; fi
+      sanitizer+=("| $name | $san |")
+    done
+  else
+    sanitizer+=("| (all) | no compute-sanitizer |")
   fi
 fi
 
@@ -106,7 +133,9 @@ import json, os, sys
 out = sys.argv[1]
 print("| impl | ctx | G | step ms | tokens/s | MFU | peak GiB | plan GiB |")
 print("|---|---|---|---|---|---|---|---|")
-for name, label in (("bench_train.json", "ours"), ("torch_train.json", "pytorch")):
+for name, label in (("bench_train_tc.json", "ours (tc attention)"),
+                    ("bench_train_simt.json", "ours (CUDA-core attention)"),
+                    ("torch_train.json", "pytorch")):
     path = os.path.join(out, name)
     if not os.path.exists(path):
         continue
@@ -131,9 +160,13 @@ PY
   echo "card: $card, driver $driver, sm_$arch; commit $commit; $(date -u +%Y-%m-%dT%H:%MZ); ${SECONDS}s"
   echo
   if ((build_ok)); then
-    echo "| test | run | time | compute-sanitizer |"
-    echo "|---|---|---|---|"
+    echo "| test | run | time |"
+    echo "|---|---|---|"
     printf '%s\n' "${results[@]}"
+    echo
+    echo "| kernel test | compute-sanitizer |"
+    echo "|---|---|"
+    printf '%s\n' "${sanitizer[@]}"
     echo
     echo "CPU suite on this machine: ${cpu:-not run}; SASS check (HMMA in the tensor-core kernels): ${sass:-not run}"
     echo
@@ -141,7 +174,7 @@ PY
     echo
     bench_table
     echo
-    for impl in simt tc; do
+    for impl in tc simt; do
       echo "## Attention benchmark, --impl $impl (torch SDPA on the same shapes: torch_s2attn.txt)"
       echo
       sed -n '/^| card/,$p' "$out/s2attn_$impl.txt" 2>/dev/null || echo "(not run)"

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
+#include <string>
 
 #include <fmt/ranges.h>
 
@@ -15,6 +17,7 @@
 #include "kernels/cuda/add.cuh"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_cached.cuh"
+#include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cross_entropy.cuh"
 #include "kernels/cuda/cuda_check.h"
@@ -90,6 +93,8 @@ struct CudaBackend::State {
   double* sum_scratch = nullptr;    // [sum_squares_scratch_bytes / 8]
   int* status = nullptr;            // [1] classifier error bits
   std::unique_ptr<cuda::GemmRunner> gemm;
+  // Training attention: the tensor-core kernels (head dims 64 and 128) or the CUDA-core ones.
+  bool tensor_core_attention = false;
 
   ~State() {
     // Destructors must not throw: report and go on.
@@ -113,6 +118,20 @@ struct CudaBackend::State {
   }
 };
 
+namespace {
+
+// LL_CUDA_ATTENTION=tc|simt picks the training attention kernels. The CUDA-core kernel stays the
+// default until the tensor-core kernels have passed on a GPU (scripts/gpu_check.sh runs the
+// model and train_longlora GPU tests under both).
+bool tensor_core_attention_from_env() {
+  const char* v = std::getenv("LL_CUDA_ATTENTION");
+  if (v == nullptr || std::string(v).empty() || std::string(v) == "simt") return false;
+  LL_CHECK(std::string(v) == "tc", "LL_CUDA_ATTENTION={}: expected tc or simt", v);
+  return true;
+}
+
+}  // namespace
+
 CudaBackend::CudaBackend(int device) : st_(std::make_shared<State>()) {
   const int n_devices = cuda::device_count();
   LL_CHECK(device >= 0 && device < n_devices,
@@ -124,6 +143,7 @@ CudaBackend::CudaBackend(int device) : st_(std::make_shared<State>()) {
            info.name, info.sm_major, info.sm_minor);
   State& s = *st_;
   s.device = device;
+  s.tensor_core_attention = tensor_core_attention_from_env();
   LL_CUDA_CHECK(cudaSetDevice(device));
   LL_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
   // Keep freed blocks in the pool across synchronizations: the model frees and re-allocates
@@ -178,8 +198,9 @@ void CudaBackend::reserve(int64_t bytes) {
 
 std::string CudaBackend::device_description() const {
   const cuda::DeviceInfo info = cuda::device_info(st_->device);
-  return fmt::format("{} (sm_{}{}, {} SMs, {:.1f} GiB)", info.name, info.sm_major,
-                     info.sm_minor, info.sm_count, gib(info.total_bytes));
+  return fmt::format("{} (sm_{}{}, {} SMs, {:.1f} GiB); attention: {}", info.name, info.sm_major,
+                     info.sm_minor, info.sm_count, gib(info.total_bytes),
+                     st_->tensor_core_attention ? "tensor cores (hd 64/128)" : "CUDA cores");
 }
 
 OwnedTensor CudaBackend::allocate(std::vector<int64_t> shape, DType dtype) {
@@ -312,13 +333,17 @@ void CudaBackend::rope_backward(const Tensor& dx, int64_t position_offset, doubl
                       theta, st_->stream);
 }
 
+bool CudaBackend::use_tensor_cores(int64_t head_dim) const {
+  return st_->tensor_core_attention && (head_dim == 64 || head_dim == 128);
+}
+
 void CudaBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
                                     const Tensor& k, const Tensor& v, const AttnMask& mask) {
   const shapes::AttnDims d = shapes::attention_forward(out, lse, q, k, v);
   float* lse_ptr = lse.data == nullptr ? nullptr : f32_ptr(lse, "attention log-sum-exp");
-  cuda::attention_forward(bf16_ptr(out, "attention output"), lse_ptr, bf16_ptr(q, "queries"),
-                          bf16_ptr(k, "keys"), bf16_ptr(v, "values"), d.n, d.h, d.hkv, d.hd,
-                          mask, st_->stream);
+  const auto launch = use_tensor_cores(d.hd) ? cuda::attention_forward_tc : cuda::attention_forward;
+  launch(bf16_ptr(out, "attention output"), lse_ptr, bf16_ptr(q, "queries"), bf16_ptr(k, "keys"),
+         bf16_ptr(v, "values"), d.n, d.h, d.hkv, d.hd, mask, st_->stream);
 }
 
 void CudaBackend::attention_forward_cached(const Tensor& out, const Tensor& q, const Tensor& k,
@@ -344,11 +369,14 @@ void CudaBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
   const int64_t ws_floats =
       int64_t((cuda::attention_backward_workspace_bytes(d.n, d.h) + 3) / 4);
   OwnedTensor ws = allocate({ws_floats}, DType::F32);
-  cuda::attention_backward(bf16_ptr(dq, "query gradient"), bf16_ptr(dk, "key gradient"),
-                           bf16_ptr(dv, "value gradient"), bf16_ptr(dout, "attention gradient"),
-                           bf16_ptr(q, "queries"), bf16_ptr(k, "keys"), bf16_ptr(v, "values"),
-                           bf16_ptr(out, "attention output"), f32_ptr(lse, "log-sum-exp"), d.n,
-                           d.h, d.hkv, d.hd, mask, ws->data, st_->stream);
+  // Both backward kernels take the same workspace (D, [H, N] fp32).
+  const auto launch =
+      use_tensor_cores(d.hd) ? cuda::attention_backward_tc : cuda::attention_backward;
+  launch(bf16_ptr(dq, "query gradient"), bf16_ptr(dk, "key gradient"),
+         bf16_ptr(dv, "value gradient"), bf16_ptr(dout, "attention gradient"),
+         bf16_ptr(q, "queries"), bf16_ptr(k, "keys"), bf16_ptr(v, "values"),
+         bf16_ptr(out, "attention output"), f32_ptr(lse, "log-sum-exp"), d.n, d.h, d.hkv, d.hd,
+         mask, ws->data, st_->stream);
 }
 
 void CudaBackend::swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) {

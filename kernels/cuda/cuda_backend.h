@@ -78,6 +78,7 @@ class CudaBackend final : public Backend {
   struct State;
   // Shared with every tensor's deleter: the stream and pool outlive the last tensor.
   std::shared_ptr<State> st_;
+  bool use_tensor_cores(int64_t head_dim) const;  // for training attention of this head dim
   int64_t classifier(const Tensor& losses, const Tensor* dx, const Tensor* dlm_head,
                      const Tensor& x, const Tensor& lm_head, const Tensor& targets,
                      int64_t chunk_rows, float loss_scale);

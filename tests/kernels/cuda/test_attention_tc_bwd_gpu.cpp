@@ -6,6 +6,7 @@
 // not dividing N and G > N. lse comes from the CPU forward (and, in a second pass, out and lse
 // from attention_forward_tc). Outputs are poisoned (0xFF bytes: bf16 NaN) so an unwritten
 // element fails; two runs (workspace null, then caller-provided) must give identical bytes.
+// Long sequences (N up to 65536) are checked against the CUDA-core backward.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -221,6 +222,45 @@ TEST_CASE("tensor-core attention backward matches the CPU reference and the CUDA
     for (ll::AttnMode mode : {ll::AttnMode::Dense, ll::AttnMode::S2, ll::AttnMode::S2Roll})
       for (int64_t n : {65, 300})
         run_case(Case{mode, n, 4, 1, hd, 40}, seeds.front() + uint64_t(hd * 3 + n));
+#endif
+}
+
+// Long sequences (N up to 65536, where 32-bit index products and the visit arithmetic of the
+// shifted half are at their largest): against the CUDA-core backward on the same inputs (the
+// CPU reference would take minutes), out and lse from the tensor-core forward, and
+// bit-for-bit determinism.
+TEST_CASE("tensor-core attention backward: long sequences (N 16384 .. 65536) vs the CUDA-core kernel") {
+  ll::test::require_gpu();
+#if defined(LL_HAVE_CUDA)
+  const auto seeds = ll::test::test_seeds();
+  const Case cases[] = {{ll::AttnMode::S2, 65536, 4, 2, 128, 16384},
+                        {ll::AttnMode::S2, 65536, 4, 2, 64, 16384},
+                        {ll::AttnMode::S2Roll, 65536, 4, 2, 128, 16384},
+                        {ll::AttnMode::S2, 40000, 4, 4, 128, 10002},  // ragged last segments
+                        {ll::AttnMode::Dense, 16384, 2, 1, 128, 0}};
+  for (const Case& c : cases) {
+    const uint64_t seed = seeds.back() + uint64_t(c.n + c.hd + int64_t(c.mode));
+    INFO("mode " << mode_name(c.mode) << " N " << c.n << " H " << c.h << " Hkv " << c.hkv
+                 << " hd " << c.hd << " G " << c.g << " seed " << seed);
+    std::mt19937_64 rng(seed);
+    const size_t nq = size_t(c.n * c.h * c.hd), nkv = size_t(c.n * c.hkv * c.hd);
+    const auto q = ll::test::round_bf16(ll::test::random_uniform(rng, nq, -1.5f, 1.5f));
+    const auto k = ll::test::round_bf16(ll::test::random_uniform(rng, nkv, -1.5f, 1.5f));
+    const auto v = ll::test::round_bf16(ll::test::random_uniform(rng, nkv, -1.0f, 1.0f));
+    const auto dout = ll::test::round_bf16(ll::test::random_uniform(rng, nq, -1.0f, 1.0f));
+    DevInputs in{ll::test::upload_bf16(q), ll::test::upload_bf16(k), ll::test::upload_bf16(v),
+                 ll::test::upload_bf16(dout), DeviceBuffer<bf16>(nq),
+                 DeviceBuffer<float>(size_t(c.h * c.n))};
+    ll::cuda::attention_forward_tc(in.out.get(), in.lse.get(), in.q.get(), in.k.get(), in.v.get(),
+                                   c.n, c.h, c.hkv, c.hd, mask_of(c), cudaStream_t(nullptr));
+    ll::test::device_sync();
+    const Grads tc = run_backward(c, in, Impl::Tc);
+    check_grads("CUDA-core kernel", tc, run_backward(c, in, Impl::Simt));
+    const Grads again = run_backward(c, in, Impl::TcWorkspace);
+    CHECK_MESSAGE(again.rdq == tc.rdq, "dq differs between two identical runs");
+    CHECK_MESSAGE(again.rdk == tc.rdk, "dk differs between two identical runs");
+    CHECK_MESSAGE(again.rdv == tc.rdv, "dv differs between two identical runs");
+  }
 #endif
 }
 

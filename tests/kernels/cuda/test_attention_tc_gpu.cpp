@@ -3,9 +3,10 @@
 // bf16-rounded inputs: dense, S2, S2Roll (both halves of heads); MHA and GQA (H / Hkv 1, 2, 4);
 // head dims 64 and 128; N around the tile sizes (64-row key tiles, 64- or 128-row query tiles)
 // and G dividing N, not dividing N and G > N. Outputs are poisoned (0xFF bytes: bf16 and fp32
-// NaN) so an unwritten element fails; two runs must give identical bytes. One large S2 case
-// (N = 16384, G = 4096, H = 8) is checked against the CUDA-core kernel everywhere and against
-// a double-precision reference on sampled rows (segment boundaries of both head halves).
+// NaN) so an unwritten element fails; two runs must give identical bytes. Long sequences (N
+// 16384 to 65536: S2, S2Roll, ragged S2, dense) are checked against the CUDA-core kernel
+// everywhere and against a double-precision reference on sampled rows (segment boundaries of
+// both head halves).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -223,15 +224,23 @@ TEST_CASE("tensor-core attention forward matches the CPU reference and the CUDA-
 #endif
 }
 
-TEST_CASE("tensor-core attention forward: large S2 case (N 16384, G 4096, H 8)") {
+TEST_CASE("tensor-core attention forward: long sequences (N 16384 .. 65536)") {
   ll::test::require_gpu();
 #if defined(LL_HAVE_CUDA)
   const auto seeds = ll::test::test_seeds();
+  std::vector<Case> cases;
   for (int64_t hd : {64, 128}) {
-    const Case c{ll::AttnMode::S2, 16384, 8, 4, hd, 4096};
-    const uint64_t seed = seeds.back() + uint64_t(hd);
-    INFO("N " << c.n << " G " << c.g << " H " << c.h << " Hkv " << c.hkv << " hd " << hd << " seed "
-              << seed);
+    cases.push_back({ll::AttnMode::S2, 16384, 8, 4, hd, 4096});
+    cases.push_back({ll::AttnMode::S2, 65536, 4, 2, hd, 16384});
+  }
+  cases.push_back({ll::AttnMode::S2Roll, 65536, 4, 2, 128, 16384});
+  cases.push_back({ll::AttnMode::S2, 40000, 4, 4, 128, 10002});  // ragged last segments
+  cases.push_back({ll::AttnMode::Dense, 65536, 2, 1, 128, 0});
+  for (const Case& c : cases) {
+    const int64_t hd = c.hd;
+    const uint64_t seed = seeds.back() + uint64_t(c.n + hd + int64_t(c.mode));
+    INFO("mode " << mode_name(c.mode) << " N " << c.n << " G " << c.g << " H " << c.h << " Hkv "
+                 << c.hkv << " hd " << hd << " seed " << seed);
     const Inputs in = make_inputs(c, seed);
     const ll::AttnMask mask = mask_of(c);
     const Result tc = run_tc(c, in);
@@ -242,7 +251,7 @@ TEST_CASE("tensor-core attention forward: large S2 case (N 16384, G 4096, H 8)")
     // Sampled rows against a double-precision reference: around every segment boundary of
     // both head halves, plus random rows.
     std::vector<int64_t> rows;
-    for (int64_t b = 0; b <= c.n; b += c.g / 2)
+    for (int64_t b = 0; b <= c.n; b += c.g > 0 ? c.g / 2 : 8192)
       for (int64_t d : {-2, -1, 0, 1, 63, 64})
         if (b + d >= 0 && b + d < c.n) rows.push_back(b + d);
     std::mt19937_64 rng(seed);
