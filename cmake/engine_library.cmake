@@ -1,19 +1,29 @@
-# The engine library: every host source under the architecture folders.
+# The engine library: every host source under the architecture folders (dist/ included: the
+# trainer is data-parallel; cmake/dist_library.cmake decides whether MPI is in).
 # A new .cpp file in one of these folders is picked up without editing this file.
+include(${CMAKE_CURRENT_LIST_DIR}/dist_library.cmake)
 file(GLOB_RECURSE LL_HOST_SOURCES CONFIGURE_DEPENDS
   ${PROJECT_SOURCE_DIR}/common/*.cpp
   ${PROJECT_SOURCE_DIR}/engine/*.cpp
   ${PROJECT_SOURCE_DIR}/model/*.cpp
   ${PROJECT_SOURCE_DIR}/kernels/*.cpp
   ${PROJECT_SOURCE_DIR}/optim/*.cpp
-  ${PROJECT_SOURCE_DIR}/data/*.cpp)
-list(FILTER LL_HOST_SOURCES EXCLUDE REGEX "/kernels/cuda/")
+  ${PROJECT_SOURCE_DIR}/data/*.cpp
+  ${PROJECT_SOURCE_DIR}/dist/*.cpp)
+list(FILTER LL_HOST_SOURCES EXCLUDE REGEX "/(kernels|dist)/cuda/")  # CUDA/NCCL: ll_cuda
+if(NOT LL_ENABLE_MPI)
+  list(FILTER LL_HOST_SOURCES EXCLUDE REGEX "/dist/mpi_communicator\\.cpp$")
+endif()
 
 function(ll_configure_engine_library target)
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${LL_WARNINGS}>)
   target_link_libraries(${target} PUBLIC fmt::fmt yaml-cpp nlohmann_json::nlohmann_json CLI11::CLI11
     PkgConfig::SENTENCEPIECE PkgConfig::OPENBLAS OpenMP::OpenMP_CXX)
+  if(LL_ENABLE_MPI)
+    target_link_libraries(${target} PUBLIC MPI::MPI_CXX)
+    target_compile_definitions(${target} PUBLIC LL_HAVE_MPI=1)
+  endif()
 endfunction()
 
 add_library(ll_engine STATIC ${LL_HOST_SOURCES})

@@ -32,7 +32,14 @@ using ordered_json = nlohmann::ordered_json;
 constexpr const char* kStateFile = "trainer_state.json";
 constexpr const char* kMomentsFile = "optimizer_state.safetensors";
 constexpr const char* kStateFormat = "ll-train-state";
-constexpr int64_t kStateVersion = 1;
+constexpr int64_t kStateVersion = 1;         // a world of one: optimizer_state.safetensors
+constexpr int64_t kShardedStateVersion = 2;  // adds "world_size": optimizer_shard-* files
+constexpr const char* kManifestFile = "checkpoint_manifest.json";
+constexpr const char* kManifestFormat = "ll-checkpoint-manifest";
+constexpr int64_t kManifestVersion = 1;
+constexpr const char* kShardFormat = "ll-optimizer-shard";
+constexpr const char* kShardVersion = "1";
+constexpr int kMaxWorldSize = 1000000;
 constexpr const char* kExpAvg = "exp_avg.";
 constexpr const char* kExpAvgSq = "exp_avg_sq.";
 constexpr size_t kMaxStateBytes = 64u << 20;
@@ -182,8 +189,9 @@ void check_moments_to_write(const std::string& where, const Checkpoint& c) {
 ordered_json state_json(const TrainerState& s) {
   ordered_json doc;
   doc["format"] = kStateFormat;
-  doc["version"] = kStateVersion;
+  doc["version"] = s.world_size > 1 ? kShardedStateVersion : kStateVersion;
   doc["step"] = s.step;
+  if (s.world_size > 1) doc["world_size"] = s.world_size;
   doc["loader"] = {{"epoch", s.loader.epoch}, {"index", s.loader.index}};
   doc["seed"] = std::to_string(s.seed);  // a uint64 does not survive JSON readers as a number
   doc["tokens_seen"] = s.tokens_seen;
@@ -233,13 +241,20 @@ TrainerState parse_state(const std::string& path) {
            "{}: unknown format {} (expected \"{}\"); not a checkpoint of this engine", path,
            format == doc.end() ? "(none)" : format->dump(), kStateFormat);
   auto version = doc.find("version");
-  LL_CHECK(version != doc.end() && version->is_number_integer() && *version == kStateVersion,
-           "{}: version {} is not supported (this build reads version {}); resume with the "
-           "engine that wrote it", path, version == doc.end() ? "(none)" : version->dump(),
-           kStateVersion);
+  LL_CHECK(version != doc.end() && version->is_number_integer() &&
+               (*version == kStateVersion || *version == kShardedStateVersion),
+           "{}: version {} is not supported (this build reads versions {} and {}); resume with "
+           "the engine that wrote it", path, version == doc.end() ? "(none)" : version->dump(),
+           kStateVersion, kShardedStateVersion);
 
   TrainerState s;
   s.step = non_negative(doc, "step", path);
+  if (*version == kShardedStateVersion) {
+    const int64_t world = non_negative(doc, "world_size", path);
+    LL_CHECK(world >= 2 && world <= kMaxWorldSize, "{}: \"world_size\" {} is not a world of 2 to "
+             "{} ranks; the checkpoint is damaged", path, world, kMaxWorldSize);
+    s.world_size = int(world);
+  }
   auto loader = doc.find("loader");
   LL_CHECK(loader != doc.end() && loader->is_object(), "{}: \"loader\" must be an object with "
            "epoch and index; the checkpoint is damaged", path);
@@ -297,6 +312,158 @@ OptimizerMoments read_moments(const std::string& path, const AdapterDir& adapter
              "checkpoint is damaged", path, kExpAvgSq, name, name);
   }
   return out;
+}
+
+std::string shard_file_name(int rank, int world_size) {
+  return fmt::format("optimizer_shard-{:05d}-of-{:05d}.safetensors", rank, world_size);
+}
+
+int64_t total_elements(const AdapterDir& adapter) {
+  int64_t total = 0;
+  for (const auto& [name, shape] : parameter_shapes(adapter)) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    total += n;
+  }
+  return total;
+}
+
+// One rank's optimizer shard file: three [shard] F32 tensors and who wrote it.
+void write_shard_file(const std::string& path, const dist::OptimizerShard& shard) {
+  const int64_t n = int64_t(shard.master.size());
+  LL_CHECK(int64_t(shard.exp_avg.size()) == n && int64_t(shard.exp_avg_sq.size()) == n,
+           "cannot write {}: the shard's master, exp_avg and exp_avg_sq hold {}, {} and {} values",
+           path, n, shard.exp_avg.size(), shard.exp_avg_sq.size());
+  check_moment_values(path, "exp_avg", shard.exp_avg, false);
+  check_moment_values(path, "exp_avg_sq", shard.exp_avg_sq, true);
+  write_safetensors(path,
+                    {{"master", DType::F32, {n}, shard.master.data()},
+                     {"exp_avg", DType::F32, {n}, shard.exp_avg.data()},
+                     {"exp_avg_sq", DType::F32, {n}, shard.exp_avg_sq.data()}},
+                    {{"format", kShardFormat},
+                     {"version", kShardVersion},
+                     {"rank", std::to_string(shard.rank)},
+                     {"world_size", std::to_string(shard.world_size)}});
+}
+
+dist::OptimizerShard read_shard_file(const std::string& path, int rank, int world_size) {
+  const SafetensorsFile file = read_safetensors(path);
+  auto meta = [&](const char* key) {
+    auto it = file.metadata.find(key);
+    return it == file.metadata.end() ? std::string("(none)") : it->second;
+  };
+  LL_CHECK(meta("format") == kShardFormat, "{}: metadata format {} (expected {}); not an "
+           "optimizer shard of this engine", path, meta("format"), kShardFormat);
+  LL_CHECK(meta("version") == kShardVersion, "{}: optimizer shard version {} is not supported "
+           "(this build reads version {})", path, meta("version"), kShardVersion);
+  LL_CHECK(meta("rank") == std::to_string(rank) && meta("world_size") == std::to_string(world_size),
+           "{}: holds the shard of rank {} of {}, expected rank {} of {}; the checkpoint is "
+           "damaged or mixed from two runs", path, meta("rank"), meta("world_size"), rank,
+           world_size);
+  LL_CHECK(file.tensors.size() == 3, "{}: {} tensors, expected master, exp_avg and exp_avg_sq; "
+           "the checkpoint is damaged", path, file.tensors.size());
+  dist::OptimizerShard shard;
+  shard.rank = rank;
+  shard.world_size = world_size;
+  const std::pair<const char*, std::vector<float>*> parts[] = {
+      {"master", &shard.master}, {"exp_avg", &shard.exp_avg}, {"exp_avg_sq", &shard.exp_avg_sq}};
+  for (const auto& [name, values] : parts) {
+    const TensorEntry& entry = file.at(name);
+    LL_CHECK(entry.dtype == DType::F32 && entry.shape.size() == 1, "{}: \"{}\" must be a flat "
+             "F32 tensor, found {} {}; the checkpoint is damaged", path, name,
+             dtype_name(entry.dtype), shape_str(entry.shape));
+    *values = file.read_f32(name);
+  }
+  LL_CHECK(shard.exp_avg.size() == shard.master.size() &&
+               shard.exp_avg_sq.size() == shard.master.size(),
+           "{}: master, exp_avg and exp_avg_sq have {}, {} and {} elements; the checkpoint is "
+           "damaged", path, shard.master.size(), shard.exp_avg.size(), shard.exp_avg_sq.size());
+  check_moment_values(path, "exp_avg", shard.exp_avg, false);
+  check_moment_values(path, "exp_avg_sq", shard.exp_avg_sq, true);
+  return shard;
+}
+
+// The manifest: the step, the world size and every file of the checkpoint with its size.
+void write_manifest(const std::string& dir, int64_t step, int world_size) {
+  ordered_json doc;
+  doc["format"] = kManifestFormat;
+  doc["version"] = kManifestVersion;
+  doc["step"] = step;
+  doc["world_size"] = world_size;
+  ordered_json files = ordered_json::object();
+  std::vector<std::string> names;
+  for (const DirEntry& e : list_dir(dir)) {
+    if (!e.is_directory && e.name != kManifestFile) names.push_back(e.name);
+  }
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) {
+    std::error_code ec;
+    const auto size = fs::file_size(join(dir, name), ec);
+    LL_CHECK(!ec, "{}: cannot read the size: {}", join(dir, name), ec.message());
+    files[name] = uint64_t(size);
+  }
+  doc["files"] = std::move(files);
+  const std::string text = doc.dump(2) + "\n";
+  AtomicFileWriter writer(join(dir, kManifestFile));
+  writer.write(text.data(), text.size());
+  writer.commit();
+}
+
+// Checks the manifest against the state and the files on disk.
+void check_manifest(const std::string& dir, const TrainerState& state) {
+  const std::string path = join(dir, kManifestFile);
+  std::error_code ec;
+  LL_CHECK(fs::is_regular_file(path, ec), "{}: missing; the sharded checkpoint was never "
+           "committed (a run stopped while writing it): resume from an earlier one", path);
+  const auto size = fs::file_size(path, ec);
+  LL_CHECK(!ec && size <= kMaxStateBytes, "{}: cannot read or too large; the checkpoint is "
+           "damaged", path);
+  std::string text(size, '\0');
+  std::ifstream in(path, std::ios::binary);
+  in.read(text.data(), std::streamsize(size));
+  LL_CHECK(!in.fail(), "{}: cannot read: {}", path, std::strerror(errno));
+  ordered_json doc = ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
+  LL_CHECK(!doc.is_discarded() && doc.is_object(), "{}: not a JSON object; the checkpoint is "
+           "damaged", path);
+  LL_CHECK(doc.value("format", "") == kManifestFormat, "{}: unknown format (expected \"{}\")",
+           path, kManifestFormat);
+  auto version = doc.find("version");
+  LL_CHECK(version != doc.end() && version->is_number_integer() && *version == kManifestVersion,
+           "{}: version {} is not supported (this build reads version {})", path,
+           version == doc.end() ? "(none)" : version->dump(), kManifestVersion);
+  const int64_t step = non_negative(doc, "step", path);
+  const int64_t world = non_negative(doc, "world_size", path);
+  LL_CHECK(step == state.step && world == state.world_size, "{}: step {} of {} ranks, but the "
+           "trainer state says step {} of {}; the checkpoint is mixed from two runs", path, step,
+           world, state.step, state.world_size);
+  auto files = doc.find("files");
+  LL_CHECK(files != doc.end() && files->is_object(), "{}: \"files\" must be an object; the "
+           "checkpoint is damaged", path);
+  for (int r = 0; r < state.world_size; ++r) {
+    LL_CHECK(files->contains(shard_file_name(r, state.world_size)), "{}: does not list {}; the "
+             "checkpoint is damaged", path, shard_file_name(r, state.world_size));
+  }
+  for (const auto& [name, bytes] : files->items()) {
+    const std::string file = join(dir, name);
+    LL_CHECK(bytes.is_number_unsigned(), "{}: the size of {} is not a number", path, name);
+    const auto actual = fs::file_size(file, ec);
+    LL_CHECK(!ec, "{}: missing; the checkpoint is incomplete", file);
+    LL_CHECK(actual == bytes.get<uint64_t>(), "{}: {} bytes, the manifest says {}; the "
+             "checkpoint is damaged", file, actual, bytes.get<uint64_t>());
+  }
+}
+
+void check_state_to_write(const std::string& where, const TrainerState& s) {
+  LL_CHECK(s.step >= 0 && s.loader.epoch >= 0 && s.loader.index >= 0 && s.tokens_seen >= 0,
+           "{}: step {}, loader ({}, {}) and tokens_seen {} must be non-negative", where, s.step,
+           s.loader.epoch, s.loader.index, s.tokens_seen);
+}
+
+void write_state_file(const std::string& dir, const TrainerState& s) {
+  const std::string state = state_json(s).dump(2) + "\n";
+  AtomicFileWriter state_file(join(dir, kStateFile));
+  state_file.write(state.data(), state.size());
+  state_file.commit();
 }
 
 // Removes what killed writers left in out_dir: directories being built or deleted go; a
@@ -382,9 +549,9 @@ std::string write_checkpoint(const std::string& out_dir, const Checkpoint& check
   const std::string name = checkpoint_name(s.step);
   const std::string final_path = join(out_dir, name);
   const std::string where = fmt::format("cannot write checkpoint {}", final_path);
-  LL_CHECK(s.step >= 0 && s.loader.epoch >= 0 && s.loader.index >= 0 && s.tokens_seen >= 0,
-           "{}: step {}, loader ({}, {}) and tokens_seen {} must be non-negative", where, s.step,
-           s.loader.epoch, s.loader.index, s.tokens_seen);
+  check_state_to_write(where, s);
+  LL_CHECK(s.world_size == 1, "{}: a checkpoint of {} ranks is written by "
+           "write_sharded_checkpoint", where, s.world_size);
   check_moments_to_write(where, checkpoint);
 
   std::error_code ec;
@@ -408,10 +575,7 @@ std::string write_checkpoint(const std::string& out_dir, const Checkpoint& check
     }
     write_safetensors(join(tmp, kMomentsFile), moments, {{"format", "pt"}});
 
-    const std::string state = state_json(s).dump(2) + "\n";
-    AtomicFileWriter state_file(join(tmp, kStateFile));
-    state_file.write(state.data(), state.size());
-    state_file.commit();
+    write_state_file(tmp, s);
     fsync_directory(tmp);
     install(out_dir, tmp, final_path, s.step);
   } catch (...) {
@@ -422,17 +586,65 @@ std::string write_checkpoint(const std::string& out_dir, const Checkpoint& check
   return final_path;
 }
 
+std::string write_sharded_checkpoint(const std::string& out_dir, const Checkpoint& checkpoint,
+                                     const dist::OptimizerShard& shard,
+                                     dist::Communicator& communicator, int keep_last) {
+  const int rank = communicator.rank(), world = communicator.world_size();
+  const int64_t step = checkpoint.state.step;
+  const std::string name = checkpoint_name(step);
+  const std::string final_path = join(out_dir, name);
+  const std::string context = fmt::format("step {} checkpoint", step);
+  LL_CHECK(shard.rank == rank && shard.world_size == world, "cannot write checkpoint {}: rank "
+           "{} of {} was given the optimizer shard of rank {} of {}", final_path, rank, world,
+           shard.rank, shard.world_size);
+  // Rank 0's temporary directory: its pid names it, so clean_debris can tell a dead writer's.
+  const uint64_t lead_pid = communicator.all_gather_u64(uint64_t(::getpid()), context)[0];
+  const std::string tmp = join(out_dir, tmp_name(step, int64_t(lead_pid)));
+  if (rank == 0) {
+    const TrainerState& s = checkpoint.state;
+    const std::string where = fmt::format("cannot write checkpoint {}", final_path);
+    check_state_to_write(where, s);
+    LL_CHECK(s.world_size == world, "{}: the state says {} ranks, the run has {}", where,
+             s.world_size, world);
+    std::error_code ec;
+    fs::create_directories(out_dir, ec);
+    LL_CHECK(!ec, "{}: cannot create the output directory: {}", out_dir, ec.message());
+    clean_debris(out_dir);
+    remove_all_or_fail(tmp);
+    fs::create_directory(tmp, ec);
+    LL_CHECK(!ec, "{}: cannot create: {}", tmp, ec.message());
+    write_adapter_dir(tmp, checkpoint.adapter);
+  }
+  communicator.barrier(context + ": directory created");
+  write_shard_file(join(tmp, shard_file_name(rank, world)), shard);
+  communicator.barrier(context + ": optimizer shards written");
+  if (rank == 0) {
+    write_state_file(tmp, checkpoint.state);
+    write_manifest(tmp, step, world);  // last: commits the step
+    fsync_directory(tmp);
+    install(out_dir, tmp, final_path, step);
+    prune(out_dir, keep_last, name);
+  }
+  communicator.barrier(context + ": committed");
+  return final_path;
+}
+
 Checkpoint read_checkpoint(const std::string& checkpoint_dir) {
   std::error_code ec;
   LL_CHECK(fs::is_directory(checkpoint_dir, ec), "{}: no such checkpoint directory",
            checkpoint_dir);
   const std::string state_path = join(checkpoint_dir, kStateFile);
   const std::string moments_path = join(checkpoint_dir, kMomentsFile);
-  for (const std::string& path : {state_path, moments_path}) {
-    LL_CHECK(fs::exists(path, ec), "{}: missing; the checkpoint is incomplete", path);
-  }
+  LL_CHECK(fs::exists(state_path, ec), "{}: missing; the checkpoint is incomplete", state_path);
   Checkpoint c;
   c.state = parse_state(state_path);
+  const bool sharded = c.state.world_size > 1;
+  if (sharded) {
+    check_manifest(checkpoint_dir, c.state);
+  } else {
+    LL_CHECK(fs::exists(moments_path, ec), "{}: missing; the checkpoint is incomplete",
+             moments_path);
+  }
   const std::string dir_name = fs::path(checkpoint_dir).lexically_normal().filename().string();
   if (auto step = checkpoint_step(dir_name.empty()
                                       ? fs::path(checkpoint_dir).parent_path().filename().string()
@@ -442,7 +654,19 @@ Checkpoint read_checkpoint(const std::string& checkpoint_dir) {
              checkpoint_dir);
   }
   c.adapter = read_adapter_dir(checkpoint_dir);
-  c.moments = read_moments(moments_path, c.adapter);
+  if (!sharded) {
+    c.moments = read_moments(moments_path, c.adapter);
+    return c;
+  }
+  int64_t total = 0;
+  for (int r = 0; r < c.state.world_size; ++r) {
+    c.shards.push_back(read_shard_file(
+        join(checkpoint_dir, shard_file_name(r, c.state.world_size)), r, c.state.world_size));
+    total += int64_t(c.shards.back().master.size());
+  }
+  LL_CHECK(total == total_elements(c.adapter), "{}: the optimizer shards hold {} elements, the "
+           "trained parameters {}; the checkpoint is damaged or mixed from two runs",
+           checkpoint_dir, total, total_elements(c.adapter));
   return c;
 }
 
@@ -456,6 +680,11 @@ std::optional<std::string> latest_checkpoint(const std::string& out_dir) {
     // A directory under a checkpoint name is complete by construction; one without its trainer
     // state was made by something else (or by hand) and is not a checkpoint.
     if (!fs::is_regular_file(fs::path(out_dir) / e.name / kStateFile, ec)) continue;
+    // A sharded checkpoint counts once its manifest commits it.
+    if (!fs::is_regular_file(fs::path(out_dir) / e.name / kMomentsFile, ec) &&
+        !fs::is_regular_file(fs::path(out_dir) / e.name / kManifestFile, ec)) {
+      continue;
+    }
     if (!best || std::make_pair(*step, e.name) > *best) best.emplace(*step, e.name);
   }
   if (!best) return std::nullopt;

@@ -111,6 +111,12 @@ const std::vector<Field>& fields() {
        {"auto", "cpu", "cuda"}},
       {"classifier-chunk", "--classifier-chunk", &O::classifier_chunk,
        "tokens per LM-head chunk (memory: chunk x vocab floats)", {}},
+      {"dist-timeout", "--dist-timeout", &O::dist_timeout,
+       "under mpirun: seconds a rank waits for the others in one collective before the run is "
+       "declared broken (a rank died or hangs) and every rank exits", {}},
+      {"world-size", "--world-size", &O::world_size,
+       "with --dry-run: plan the per-rank memory of a data-parallel run of this many ranks "
+       "(0: the ranks of this launch, 1 without mpirun)", {}},
       // Output
       {"out", "--out", &O::out, "output directory (checkpoints, metrics log)", {}},
       {"resume", "--resume", &O::resume,
@@ -446,6 +452,12 @@ void validate_train_options(const TrainOptions& o) {
 
   LL_CHECK(o.classifier_chunk >= 1, "--classifier-chunk must be at least 1 token (got {})",
            o.classifier_chunk);
+  check_finite("dist-timeout", o.dist_timeout);
+  LL_CHECK(o.dist_timeout > 0, "--dist-timeout must be a positive number of seconds (got {})",
+           o.dist_timeout);
+  LL_CHECK(o.world_size >= 0 && o.world_size <= 1000000,
+           "--world-size must be between 0 (this launch's ranks) and 1000000 (got {})",
+           o.world_size);
   LL_CHECK(!o.out.empty(), "--out must name a directory");
   LL_CHECK(o.save_every >= 0, "--save-every must be >= 0 (got {}; 0 = only at the end)",
            o.save_every);

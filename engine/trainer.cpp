@@ -1,8 +1,15 @@
 #include "engine/trainer.h"
 
+#include <omp.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <thread>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -19,6 +26,10 @@
 #include "data/tokenizer.h"
 #include "data/tokenizer_path.h"
 #include "data/window_loader.h"
+#include "dist/rank_windows.h"
+#include "dist/run_agreement.h"
+#include "dist/shard_layout.h"
+#include "dist/sharded_optimizer.h"
 #include "engine/checkpoint.h"
 #include "engine/metrics_log.h"
 #include "engine/optimizer_step.h"
@@ -49,7 +60,7 @@ const char* const kResumeKeys[] = {"ctx",        "grad-accum",   "seed",      "s
                                    "rope-factor", "sft"};
 
 void check_resume_options(const std::string& saved_json, const std::string& current_json,
-                          const std::string& checkpoint) {
+                          const std::string& checkpoint, int saved_world, int current_world) {
   nlohmann::json saved, current;
   try {
     saved = nlohmann::json::parse(saved_json);
@@ -71,6 +82,20 @@ void check_resume_options(const std::string& saved_json, const std::string& curr
   for (const char* key : kResumeKeys) {
     if (current_sft && std::string_view(key) == "data-format") continue;  // unused by --sft
     if (!saved.contains(key) || !current.contains(key)) continue;
+    if (std::string_view(key) == "grad-accum" && saved[key].is_number_integer() &&
+        current[key].is_number_integer()) {
+      // What a step computes is the global batch W x k: another split over ranks continues it.
+      const int64_t saved_batch = saved[key].get<int64_t>() * saved_world;
+      const int64_t current_batch = current[key].get<int64_t>() * current_world;
+      LL_CHECK(saved_batch == current_batch,
+               "cannot resume from {}: it was trained with {} sequences per step (--grad-accum {} "
+               "on {} rank{}), this run has {} (--grad-accum {} on {} rank{}); keep ranks x "
+               "--grad-accum the same, or use a new --out directory",
+               checkpoint, saved_batch, saved[key].dump(), saved_world,
+               saved_world == 1 ? "" : "s", current_batch, current[key].dump(), current_world,
+               current_world == 1 ? "" : "s");
+      continue;
+    }
     LL_CHECK(saved[key] == current[key],
              "cannot resume from {}: it was trained with --{} {}, this run has --{} {} (use the "
              "same options, or a new --out directory to start a new run)",
@@ -78,13 +103,16 @@ void check_resume_options(const std::string& saved_json, const std::string& curr
   }
 }
 
+// A world of one keeps its AdamW moments in the model and writes them with the checkpoint; a
+// sharded run (world_size > 1) keeps them in the ShardedOptimizer, which writes them per rank.
 Checkpoint make_checkpoint(const LlamaModel& model, const TrainOptions& o, int64_t step,
                            const LoaderPosition& loader, int64_t tokens_seen,
-                           const std::string& fingerprint) {
+                           const std::string& fingerprint, int world_size = 1) {
   Checkpoint ck;
   ck.adapter = model.export_adapter(o.model);
   Backend& backend = model.backend();
   for (const TrainableParam& p : model.params()) {
+    if (world_size > 1) break;  // the model's moments are not the optimizer's
     HostTensor m{p.shape, std::vector<float>(size_t(p.exp_avg->numel()))};
     HostTensor v{p.shape, std::vector<float>(size_t(p.exp_avg_sq->numel()))};
     backend.download_f32(m.values.data(), *p.exp_avg);
@@ -98,6 +126,7 @@ Checkpoint make_checkpoint(const LlamaModel& model, const TrainOptions& o, int64
   ck.state.tokens_seen = tokens_seen;
   ck.state.model_fingerprint = fingerprint;
   ck.state.run_options_json = train_options_json(o);
+  ck.state.world_size = world_size;
   return ck;
 }
 
@@ -113,6 +142,27 @@ void restore_checkpoint(LlamaModel& model, const Checkpoint& ck) {
              "the checkpoint's optimizer state for {} has another shape", p.name);
     backend.upload_f32(*p.exp_avg, m->second.values.data());
     backend.upload_f32(*p.exp_avg_sq, v->second.values.data());
+  }
+}
+
+std::vector<int64_t> param_sizes(const std::vector<TrainableParam>& params) {
+  std::vector<int64_t> sizes;  // [tensor count], params order: the flat layout's tensors
+  for (const TrainableParam& p : params) sizes.push_back(p.master->numel());
+  return sizes;
+}
+
+// A sharded checkpoint resumed by one process: its shards put together are the full moments.
+void restore_sharded_into_model(LlamaModel& model, const Checkpoint& ck) {
+  model.load_adapter(ck.adapter);
+  const dist::ShardLayout from(param_sizes(model.params()), ck.state.world_size);
+  const dist::OptimizerShard full = dist::full_optimizer_state(from, ck.shards);
+  const auto exp_avg = dist::split_by_tensor(from, full.exp_avg);
+  const auto exp_avg_sq = dist::split_by_tensor(from, full.exp_avg_sq);
+  Backend& backend = model.backend();
+  for (size_t t = 0; t < model.params().size(); ++t) {
+    TrainableParam& p = model.params()[t];
+    backend.upload_f32(*p.exp_avg, exp_avg[t].data());
+    backend.upload_f32(*p.exp_avg_sq, exp_avg_sq[t].data());
   }
 }
 
@@ -132,6 +182,7 @@ class SequenceSource {
   virtual LoaderPosition position() const = 0;
   virtual void seek(const LoaderPosition& position) = 0;
   virtual const char* unit() const = 0;  // what one micro-batch is: "windows", "examples"
+  virtual int64_t per_epoch() const = 0;  // micro-batches in one pass over the data
 };
 
 // Windows of -ctx tokens; every position but the last is labelled.
@@ -149,6 +200,7 @@ class WindowSource final : public SequenceSource {
   LoaderPosition position() const override { return loader_.position(); }
   void seek(const LoaderPosition& position) override { loader_.seek(position); }
   const char* unit() const override { return "windows"; }
+  int64_t per_epoch() const override { return loader_.windows_per_epoch(); }
 
  private:
   WindowLoader loader_;
@@ -170,6 +222,7 @@ class SftSource final : public SequenceSource {
   LoaderPosition position() const override { return loader_.position(); }
   void seek(const LoaderPosition& position) override { loader_.seek(position); }
   const char* unit() const override { return "examples"; }
+  int64_t per_epoch() const override { return loader_.examples_per_epoch(); }
 
  private:
   SftLoader loader_;
@@ -178,7 +231,7 @@ class SftSource final : public SequenceSource {
 // --sft: reads and tokenizes the records, prints the warnings about truncated and skipped ones
 // and returns the source with the setup's data line.
 std::unique_ptr<SequenceSource> make_sft_source(const TrainOptions& o, const LlamaConfig& config,
-                                                std::string& data_line) {
+                                                std::string& data_line, bool lead) {
   const std::string tokenizer_path = find_tokenizer_model(o.model, o.tokenizer);
   const Tokenizer tokenizer(tokenizer_path);
   LL_CHECK(tokenizer.vocab_size() <= config.vocab_size,
@@ -187,15 +240,15 @@ std::unique_ptr<SequenceSource> make_sft_source(const TrainOptions& o, const Lla
            tokenizer_path, tokenizer.vocab_size(), o.model, config.vocab_size);
   SftDataset dataset = build_sft_dataset(read_sft_records(o.sft), tokenizer, o.ctx, o.sft);
   const SftDatasetSummary sum = summarize_sft_dataset(dataset);
-  if (dataset.truncated > 0)
+  if (dataset.truncated > 0 && lead)
     fmt::print(stderr, "warning: {} of {} records are longer than -ctx {} and were truncated\n",
                dataset.truncated, dataset.records, o.ctx);
-  if (dataset.skipped_truncated > 0)
+  if (dataset.skipped_truncated > 0 && lead)
     fmt::print(stderr,
                "warning: {} of {} records were skipped: their prompt alone fills -ctx {} "
                "tokens, so no answer token is left to train on\n",
                dataset.skipped_truncated, dataset.records, o.ctx);
-  if (dataset.skipped_unlabelled > 0)
+  if (dataset.skipped_unlabelled > 0 && lead)
     fmt::print(stderr, "warning: {} of {} records were skipped: they have no answer token\n",
                dataset.skipped_unlabelled, dataset.records);
   std::vector<std::string> notes;
@@ -264,7 +317,27 @@ MemoryPlan memory_plan_of(const TrainOptions& o, const LlamaConfig& config, bool
   return plan_training_memory(in);
 }
 
-void print_memory_plan(const TrainOptions& o) {
+// The per-rank memory of a data-parallel run of `world` ranks, from the single-process plan:
+// the model's full AdamW moments are released once the sharded optimizer has taken its slices
+// (dist/sharded_optimizer.h keeps fp32 master, exp_avg, exp_avg_sq and gradient shards), and
+// every rank holds a flat gradient and a flat gathered-parameter vector of all T elements.
+std::string format_rank_footprint(const MemoryPlan& plan, int world) {
+  int64_t trained = 0;
+  for (const MemoryItem& item : plan.items)
+    if (item.name == "gradients") trained = item.bytes / 4;  // one fp32 per trained element
+  const int64_t shard = (trained + world - 1) / world;       // the largest shard
+  const int64_t shard_bytes = 4 * 4 * shard, flat_bytes = 2 * 4 * trained;
+  const int64_t full_moments = 2 * 4 * trained;
+  return fmt::format(
+      "  data parallel {:>4} ranks {:>10}   per rank: AdamW moments {} replaced by shards {} (fp32 "
+      "master, exp_avg, exp_avg_sq, gradient: at most {} of {} elements), plus flat gradient and "
+      "gathered parameters {} (2 x {} fp32)\n",
+      world, format_bytes(plan.total() - full_moments + shard_bytes + flat_bytes),
+      format_bytes(full_moments), format_bytes(shard_bytes), shard, trained,
+      format_bytes(flat_bytes), trained);
+}
+
+void print_memory_plan(const TrainOptions& o, int world) {
   const LlamaConfig config = read_config_only(o.model);
   // auto plans for the backend a real run would take on this machine.
   const bool cuda = resolve_device(o.device) == "cuda";
@@ -275,18 +348,82 @@ void print_memory_plan(const TrainOptions& o) {
              cuda ? "bf16 activations and frozen weights, fp32 master/gradients/moments"
                   : "fp32 everywhere");
   fmt::print("{}", format_memory_plan(plan));
+  if (world > 1) fmt::print("{}", format_rank_footprint(plan, world));
+}
+
+// Names and sizes of the data files, for the ranks' agreement check: a rank that sees other
+// files (another node's copy, a stale directory) must not train on them silently.
+std::string describe_data_files(const TrainOptions& o) {
+  std::string out;
+  auto add = [&](const fs::path& path) {
+    std::error_code ec;
+    const auto size = fs::file_size(path, ec);
+    out += fmt::format("{} {}\n", path.string(), ec ? -1 : int64_t(size));
+  };
+  std::vector<std::string> paths = o.data;
+  if (!o.sft.empty()) paths.push_back(o.sft);
+  for (const std::string& p : paths) {
+    std::error_code ec;
+    if (!fs::is_directory(p, ec)) {
+      add(p);
+      continue;
+    }
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(p, ec))
+      if (e.is_regular_file(ec)) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    for (const fs::path& f : files) add(f);
+  }
+  return out;
+}
+
+// OpenMP threads per rank: the node's cores shared by its ranks, unless OMP_NUM_THREADS says.
+void set_rank_threads(const dist::Communicator& communicator) {
+  if (communicator.world_size() == 1 || std::getenv("OMP_NUM_THREADS") != nullptr) return;
+  int local_ranks = communicator.world_size();
+  if (const char* env = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"))
+    local_ranks = std::max(1, std::atoi(env));
+  omp_set_num_threads(std::max(1, omp_get_num_procs() / local_ranks));
+}
+
+// Test-only fault injection: LL_TEST_DIST_FAULT="RANK:STEP:kill|hang" makes rank RANK die
+// (SIGKILL, as a crash or the OOM killer would) or hang at the start of step STEP.
+void inject_test_fault(int rank, int64_t step) {
+  const char* env = std::getenv("LL_TEST_DIST_FAULT");
+  if (env == nullptr) return;
+  int fault_rank = -1;
+  long long fault_step = -1;
+  char what[8] = {};
+  if (std::sscanf(env, "%d:%lld:%7s", &fault_rank, &fault_step, what) != 3) return;
+  if (fault_rank != rank || fault_step != step) return;
+  fmt::print(stderr, "rank {}: LL_TEST_DIST_FAULT: {} at step {}\n", rank, what, step);
+  std::fflush(stderr);
+  if (std::string_view(what) == "kill") ::raise(SIGKILL);
+  for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
 }
 
 }  // namespace
 
 TrainResult run_training(const TrainOptions& o) {
+  dist::SingleProcessCommunicator single;
+  return run_training(o, single);
+}
+
+TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator) {
   validate_train_options(o);
+  const int world = communicator.world_size(), rank = communicator.rank();
+  const bool lead = rank == 0;  // prints and writes what the run has once
   if (o.dry_run) {
-    print_memory_plan(o);
+    if (lead) print_memory_plan(o, o.world_size > 0 ? int(o.world_size) : world);
     return TrainResult{};
   }
   const auto t_start = std::chrono::steady_clock::now();
+  set_rank_threads(communicator);
   std::unique_ptr<Backend> backend = make_backend(o.device);
+  LL_CHECK(world == 1 || backend->name() == "cpu",
+           "data-parallel training ({} ranks) runs on the CPU backend for now (--device cpu): "
+           "the {} backend's NCCL path is not built yet",
+           world, backend->name());
 
   // Base model, and the data before the weights load: bad data (or SFT records) fail fast.
   std::unique_ptr<SequenceSource> source;
@@ -294,11 +431,16 @@ TrainResult run_training(const TrainOptions& o) {
   LlamaWeights weights = [&] {
     auto files = open_model_files(o.model);
     source = o.sft.empty() ? make_window_source(o, files->config, data_line)
-                           : make_sft_source(o, files->config, data_line);
+                           : make_sft_source(o, files->config, data_line, lead);
     return load_llama_weights(*files);
   }();
   const LlamaConfig config = weights.config;
   const std::string fingerprint = model_fingerprint(weights);
+  // Every rank must train the same model with the same options on the same data.
+  dist::check_ranks_agree(
+      communicator,
+      dist::fnv1a_64(fingerprint + "\n" + train_options_json(o) + "\n" + describe_data_files(o)),
+      "model, options and data (model fingerprint, every option, data file names and sizes)");
   // The whole run's memory, reserved before the weights go to the device: a run that cannot
   // fit says so now, with the plan's numbers.
   const MemoryPlan plan = memory_plan_of(o, config, backend->name() == "cuda");
@@ -336,58 +478,103 @@ TrainResult run_training(const TrainOptions& o) {
   // Resume.
   int64_t step = 0, tokens_seen = 0;
   std::string resumed_from;
+  std::optional<Checkpoint> sharded_resume;  // a sharded checkpoint for a sharded run
   if (!o.resume.empty()) {
     std::string dir = o.resume;
     if (o.resume == "auto") {
       const std::optional<std::string> latest = latest_checkpoint(o.out);
       dir = latest ? *latest : "";
-      if (!latest) fmt::print("resume         no checkpoint in {}: starting a new run\n", o.out);
+      if (!latest && lead)
+        fmt::print("resume         no checkpoint in {}: starting a new run\n", o.out);
     }
     if (!dir.empty()) {
-      const Checkpoint ck = read_checkpoint(dir);
+      Checkpoint ck = read_checkpoint(dir);
       LL_CHECK(ck.state.model_fingerprint == fingerprint,
                "cannot resume from {}: it was trained on another base model (fingerprint {}, "
                "this model {})",
                dir, ck.state.model_fingerprint, fingerprint);
-      check_resume_options(ck.state.run_options_json, train_options_json(o), dir);
-      restore_checkpoint(model, ck);
+      check_resume_options(ck.state.run_options_json, train_options_json(o), dir,
+                           ck.state.world_size, world);
+      if (ck.shards.empty()) {
+        restore_checkpoint(model, ck);  // full moments: the sharded optimizer takes its slices
+      } else if (world == 1) {
+        restore_sharded_into_model(model, ck);
+      } else {
+        model.load_adapter(ck.adapter);
+      }
       source->seek(ck.state.loader);
       step = ck.state.step;
       tokens_seen = ck.state.tokens_seen;
       resumed_from = dir;
+      if (!ck.shards.empty() && world > 1) sharded_resume = std::move(ck);
     }
   }
 
-  fs::create_directories(o.out);
-  MetricsLog metrics(o.out + "/metrics.jsonl", resumed_from.empty() ? -1 : step);
+  // Data parallelism: the optimizer state sharded over the ranks, seeded from the model (or
+  // the checkpoint's shards, re-sharded when the world size changed).
+  std::unique_ptr<dist::ShardedOptimizer> sharded;
+  if (world > 1) {
+    sharded = std::make_unique<dist::ShardedOptimizer>(*backend, communicator, model.params());
+    if (sharded_resume) {
+      const dist::ShardLayout from(param_sizes(model.params()), sharded_resume->state.world_size);
+      sharded->import_shard(
+          dist::reshard_optimizer_state(from, sharded_resume->shards, sharded->layout(), rank));
+      sharded_resume.reset();
+    }
+    // The model's full moments have seeded the shards and are never read again: release them.
+    for (TrainableParam& p : model.params()) {
+      p.exp_avg = OwnedTensor{};
+      p.exp_avg_sq = OwnedTensor{};
+    }
+  }
+  // The shared read stream (dist/rank_windows.h): reads consumed by all ranks so far.
+  const int64_t per_epoch = source->per_epoch();
+  int64_t shared_read = dist::read_of_position(source->position(), per_epoch);
+  auto shared_position = [&] {
+    return world == 1 ? source->position() : dist::loader_position(shared_read, per_epoch);
+  };
+
+  std::optional<MetricsLog> metrics;  // rank 0's
+  if (lead) {
+    fs::create_directories(o.out);
+    metrics.emplace(o.out + "/metrics.jsonl", resumed_from.empty() ? -1 : step);
+  }
   const int64_t n_trained = count_params(model.params());
-  fmt::print("model          {} ({} layers, hidden {}, {} heads / {} kv, vocab {}, "
-             "max_position_embeddings {})\n",
-             o.model, config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
-             config.num_key_value_heads, config.vocab_size, config.max_position_embeddings);
-  const std::string s2_kind = spec.attn_mode == AttnMode::S2Roll ? " (roll form)" : "";
-  fmt::print("context        {} tokens{}, position interpolation factor {}, {}\n", o.ctx,
-             o.sft.empty() ? "" : " at most (each SFT example at its own length)",
-             spec.rope_scale,
-             spec.attn_mode == AttnMode::Dense ? std::string("full attention")
-             : o.sft.empty()
-                 ? fmt::format("S2-Attn{} group {} (shifted half by {})", s2_kind,
-                               spec.group_size, spec.group_size / 2)
-                 : fmt::format("S2-Attn{} group = example length x {} (even, >= 2; {} at -ctx)",
-                               s2_kind, o.group_ratio, spec.group_size));
-  fmt::print("trained        {}; base tensors: {}; {} parameters in {} tensors\n",
-             o.lora_rank > 0 ? fmt::format("LoRA r {} alpha {} on {}", o.lora_rank, o.lora_alpha,
-                                           o.lora_targets)
-                             : std::string("no adapters (full training)"),
-             o.trainable, n_trained, model.params().size());
-  fmt::print("data           {}\n", data_line);
-  fmt::print("optimizer      AdamW lr {} ({} warmup {}), betas {}/{}, eps {}, wd {}, clip {}, "
-             "{} {} per step\n"
-             "backend        {}\n",
-             o.lr, o.schedule, o.warmup, o.adam_beta1, o.adam_beta2, o.adam_eps, o.weight_decay,
-             o.max_grad_norm, o.grad_accum, source->unit(), describe_backend(*backend));
-  if (!resumed_from.empty()) fmt::print("resume         from {} (step {})\n", resumed_from, step);
-  std::fflush(stdout);
+  if (lead) {
+    fmt::print("model          {} ({} layers, hidden {}, {} heads / {} kv, vocab {}, "
+               "max_position_embeddings {})\n",
+               o.model, config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
+               config.num_key_value_heads, config.vocab_size, config.max_position_embeddings);
+    const std::string s2_kind = spec.attn_mode == AttnMode::S2Roll ? " (roll form)" : "";
+    fmt::print("context        {} tokens{}, position interpolation factor {}, {}\n", o.ctx,
+               o.sft.empty() ? "" : " at most (each SFT example at its own length)",
+               spec.rope_scale,
+               spec.attn_mode == AttnMode::Dense ? std::string("full attention")
+               : o.sft.empty()
+                   ? fmt::format("S2-Attn{} group {} (shifted half by {})", s2_kind,
+                                 spec.group_size, spec.group_size / 2)
+                   : fmt::format("S2-Attn{} group = example length x {} (even, >= 2; {} at -ctx)",
+                                 s2_kind, o.group_ratio, spec.group_size));
+    fmt::print("trained        {}; base tensors: {}; {} parameters in {} tensors\n",
+               o.lora_rank > 0 ? fmt::format("LoRA r {} alpha {} on {}", o.lora_rank, o.lora_alpha,
+                                             o.lora_targets)
+                               : std::string("no adapters (full training)"),
+               o.trainable, n_trained, model.params().size());
+    fmt::print("data           {}\n", data_line);
+    fmt::print("optimizer      AdamW lr {} ({} warmup {}), betas {}/{}, eps {}, wd {}, clip {}, "
+               "{} {} per step\n"
+               "backend        {}\n",
+               o.lr, o.schedule, o.warmup, o.adam_beta1, o.adam_beta2, o.adam_eps, o.weight_decay,
+               o.max_grad_norm, o.grad_accum, source->unit(), describe_backend(*backend));
+    if (world > 1)
+      fmt::print("data parallel  {} ranks ({}), {} {} per rank and step = {} per step, optimizer "
+                 "state sharded ({} to {} elements per rank)\n",
+                 world, communicator.backend_name(), o.grad_accum, source->unit(),
+                 world * o.grad_accum, sharded->layout().shard_size(world - 1),
+                 sharded->layout().shard_size(0));
+    if (!resumed_from.empty()) fmt::print("resume         from {} (step {})\n", resumed_from, step);
+    std::fflush(stdout);
+  }
 
   LrScheduleConfig schedule;
   schedule.schedule = lr_schedule_from_name(o.schedule);
@@ -404,25 +591,45 @@ TrainResult run_training(const TrainOptions& o) {
   result.first_step = step;
   std::string last_checkpoint = resumed_from;
   TrainingSequence seq;
-  ProgressLine progress("train step");
+  ProgressLine progress("train step");  // updated by rank 0 only
   const auto t_loop = std::chrono::steady_clock::now();
   int64_t tokens_this_run = 0;
   auto save = [&](int64_t at_step) {
-    last_checkpoint = write_checkpoint(
-        o.out, make_checkpoint(model, o, at_step, source->position(), tokens_seen, fingerprint),
-        o.keep_checkpoints);
-    metrics.log_event("checkpoint", fmt::format("\"step\": {}, \"path\": {}", at_step,
-                                                nlohmann::json(last_checkpoint).dump()));
+    if (world == 1) {
+      last_checkpoint = write_checkpoint(
+          o.out, make_checkpoint(model, o, at_step, source->position(), tokens_seen, fingerprint),
+          o.keep_checkpoints);
+    } else {
+      Checkpoint ck;
+      if (lead) {
+        ck = make_checkpoint(model, o, at_step, shared_position(), tokens_seen, fingerprint, world);
+      } else {
+        ck.state.step = at_step;
+      }
+      last_checkpoint = write_sharded_checkpoint(o.out, ck, sharded->export_shard(), communicator,
+                                                 o.keep_checkpoints);
+    }
+    if (metrics)
+      metrics->log_event("checkpoint", fmt::format("\"step\": {}, \"path\": {}", at_step,
+                                                   nlohmann::json(last_checkpoint).dump()));
+  };
+  auto last_good = [&] {
+    return last_checkpoint.empty() ? std::string("no checkpoint was written in this run")
+                                   : "the last good checkpoint is " + last_checkpoint;
   };
 
   while (step < o.steps) {
     const auto t_step = std::chrono::steady_clock::now();
-    const int64_t epoch_before = source->position().epoch;
+    inject_test_fault(rank, step + 1);
+    const int64_t epoch_before = shared_position().epoch;
     double loss_sum = 0.0, mean_loss_sum = 0.0;
     int64_t labelled = 0, step_tokens = 0, first_count = -1;
     bool equal_counts = true;  // every micro-batch had as many labels as the first
     try {
       model.zero_grads();
+      // This rank's block of the step's reads (a world of one just goes on reading).
+      if (world > 1)
+        source->seek(dist::loader_position(shared_read + rank * o.grad_accum, per_epoch));
       for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
         source->next(seq);
         const int64_t n = int64_t(seq.tokens.size());
@@ -442,27 +649,47 @@ TrainResult run_training(const TrainOptions& o) {
         step_tokens += n;
       }
     } catch (const Error& e) {
-      fail("step {}: {}; {}", step + 1, e.what(),
-           last_checkpoint.empty() ? std::string("no checkpoint was written in this run")
-                                   : "the last good checkpoint is " + last_checkpoint);
+      fail("step {}: {}; {}", step + 1, e.what(), last_good());
     }
-    const double grad_norm = gradient_norm(*backend, model.params());
-    LL_CHECK(std::isfinite(grad_norm),
-             "step {}: the gradient norm is not finite (diverged: lower --lr?); {}", step + 1,
-             last_checkpoint.empty() ? std::string("no checkpoint was written in this run")
-                                     : "the last good checkpoint is " + last_checkpoint);
+    shared_read += world * o.grad_accum;
     const double lr = learning_rate(schedule, step);
-    adamw_update_all(*backend, model.params(), adamw, lr, step + 1,
-                     float(clip_coefficient(grad_norm, o.max_grad_norm)));
+    double grad_norm = 0.0;
+    if (world == 1) {
+      grad_norm = gradient_norm(*backend, model.params());
+      LL_CHECK(std::isfinite(grad_norm),
+               "step {}: the gradient norm is not finite (diverged: lower --lr?); {}", step + 1,
+               last_good());
+      adamw_update_all(*backend, model.params(), adamw, lr, step + 1,
+                       float(clip_coefficient(grad_norm, o.max_grad_norm)));
+    } else {
+      // The step's statistics over all ranks: sums, and whether every micro-batch had as many
+      // labels as the first (sum of squares x W == square of sums iff all first counts agree).
+      std::vector<double> stats = {loss_sum,         mean_loss_sum,           double(labelled),
+                                   double(step_tokens), equal_counts ? 0.0 : 1.0,
+                                   double(first_count), double(first_count) * double(first_count)};
+      try {
+        communicator.all_reduce_sum(stats, fmt::format("step {} losses", step + 1));
+        grad_norm = sharded->step(adamw, lr, step + 1, o.max_grad_norm,
+                                  fmt::format("step {}", step + 1));
+      } catch (const Error& e) {
+        fail("{}; {}", e.what(), last_good());
+      }
+      loss_sum = stats[0];
+      mean_loss_sum = stats[1];
+      labelled = int64_t(stats[2]);
+      step_tokens = int64_t(stats[3]);
+      equal_counts = stats[4] == 0.0 && stats[6] * double(world) == stats[5] * stats[5];
+    }
     ++step;
     if (step == result.first_step + 1) {
       // The plan beside what the first step really took (tensors' peak; the device's own
       // count includes the allocator's cache, the CUDA context and other processes).
       const BackendMemory mem = backend->memory();
-      metrics.log_event("memory", fmt::format("\"planned_bytes\": {}, \"peak_bytes\": {}, "
-                                              "\"device_used_bytes\": {}, \"device_total_bytes\": {}",
-                                              plan.total(), mem.peak, mem.device_used,
-                                              mem.device_total));
+      if (metrics)
+        metrics->log_event("memory",
+                           fmt::format("\"planned_bytes\": {}, \"peak_bytes\": {}, "
+                                       "\"device_used_bytes\": {}, \"device_total_bytes\": {}",
+                                       plan.total(), mem.peak, mem.device_used, mem.device_total));
     }
     tokens_seen += labelled;
     tokens_this_run += step_tokens;
@@ -472,40 +699,42 @@ TrainResult run_training(const TrainOptions& o) {
     m.step = step;
     // The mean of the micro-batches' mean losses; with equal counts (windows) it is the pooled
     // mean, computed as such so that window runs log exactly what they always did.
-    m.loss = equal_counts ? loss_sum / double(labelled) : mean_loss_sum / double(o.grad_accum);
+    m.loss = equal_counts ? loss_sum / double(labelled)
+                          : mean_loss_sum / double(world * o.grad_accum);
     m.lr = lr;
     m.grad_norm = grad_norm;
     m.tokens_per_s = double(step_tokens) / std::chrono::duration<double>(now - t_step).count();
     m.tokens = tokens_seen;
-    m.epoch = source->position().epoch;
+    m.epoch = shared_position().epoch;
     m.elapsed_s = std::chrono::duration<double>(now - t_start).count();
-    if (step % o.log_every == 0 || step == o.steps) metrics.log_step(m);
-    if (source->position().epoch != epoch_before) {
-      metrics.log_event("epoch", fmt::format("\"epoch\": {}, \"step\": {}",
-                                             source->position().epoch, step));
+    if (metrics && (step % o.log_every == 0 || step == o.steps)) metrics->log_step(m);
+    if (metrics && m.epoch != epoch_before) {
+      metrics->log_event("epoch", fmt::format("\"epoch\": {}, \"step\": {}", m.epoch, step));
       progress.finish();
       fmt::print(stderr, "note: finished pass {} over the data at step {}; starting pass {}\n",
-                 source->position().epoch, step, source->position().epoch + 1);
+                 m.epoch, step, m.epoch + 1);
     }
     const double run_s = std::chrono::duration<double>(now - t_loop).count();
-    progress.update(step - result.first_step, o.steps - result.first_step,
-                    fmt::format("step {} loss {:.4f} lr {:.3g} gnorm {:.3f} {:.0f} tok/s", step,
-                                m.loss, lr, grad_norm, double(tokens_this_run) / run_s));
+    if (lead)
+      progress.update(step - result.first_step, o.steps - result.first_step,
+                      fmt::format("step {} loss {:.4f} lr {:.3g} gnorm {:.3f} {:.0f} tok/s", step,
+                                  m.loss, lr, grad_norm, double(tokens_this_run) / run_s));
     result.last_loss = m.loss;
     if (o.save_every > 0 && step % o.save_every == 0 && step < o.steps) save(step);
   }
-  progress.finish();
+  if (lead) progress.finish();
 
   // The final checkpoint (unless this exact step is already saved) and the adapter at <out>/.
   // (A run resumed at its last step has nothing new to save.)
   if (step != result.first_step || last_checkpoint.empty()) save(step);
+  result.steps_done = step;
+  result.checkpoint = last_checkpoint;
+  if (!lead) return result;
   AdapterDir adapter = model.export_adapter(o.model);
   adapter.longlora = LongLoraRecord{spec.rope_scale, o.ctx};  // longlora.json: for export_hf
   write_adapter_dir(o.out, adapter);
   write_loss_curve_svg(o.out + "/loss_curve.svg", MetricsLog::read_steps(o.out + "/metrics.jsonl"),
                        fmt::format("train_longlora: {} at {} tokens", o.model, o.ctx));
-  result.steps_done = step;
-  result.checkpoint = last_checkpoint;
   const double total_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   fmt::print("done           {} steps (this run {}), last loss {:.4f}, {:.1f}s, {:.0f} tokens/s\n",

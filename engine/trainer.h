@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "dist/communicator.h"
 #include "engine/train_options.h"
 
 namespace ll {
@@ -22,5 +23,16 @@ struct TrainResult {
 // or a diverged run (a non-finite loss or gradient names the step; checkpoints already
 // written are kept).
 TrainResult run_training(const TrainOptions& options);
+
+// The same job as one rank of a data-parallel run (launched by `mpirun -np W`, see
+// dist/communicator.h): every rank must pass the same options (checked at start: a rank that
+// differs is named). Rank r reads its k = --grad-accum windows (SFT examples) of each step's
+// W*k (dist/rank_windows.h), the gradients are averaged over the ranks and AdamW runs sharded
+// (dist/sharded_optimizer.h), so W ranks with k compute what one process with W*k computes.
+// Rank 0 alone prints and writes the metrics, the loss curve and the adapter; checkpoints are
+// sharded (engine/checkpoint.h). A world of one runs exactly the single-process path. An
+// ll::Error thrown here on one rank leaves the others waiting in a collective: the caller ends
+// the world with communicator.abort_world (train_longlora does).
+TrainResult run_training(const TrainOptions& options, dist::Communicator& communicator);
 
 }  // namespace ll

@@ -1,8 +1,15 @@
 // train_longlora: extend a Llama-2 model's context the LongLoRA way (S2-Attn, LoRA+ on the
 // attention projections with trainable embeddings and norms, linear position interpolation),
 // on token shards (--data) or supervised on instruction records (--sft).
+// `mpirun -np W ./train_longlora ...` trains data-parallel over W ranks (CPU backend for now).
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
+#include <exception>
+#include <new>
+#include <string>
+
+#include "dist/communicator.h"
 #include "engine/tool_main.h"
 #include "engine/train_options.h"
 #include "engine/trainer.h"
@@ -27,8 +34,29 @@ int run(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   ll::apply_train_config_file(app, options);
-  ll::run_training(options);
-  return 0;
+  ll::dist::CommunicatorOptions comm_options;
+  comm_options.timeout_s = options.dist_timeout;
+  const std::unique_ptr<ll::dist::Communicator> communicator =
+      ll::dist::make_communicator(comm_options);
+  if (communicator->world_size() == 1) {
+    ll::run_training(options, *communicator);
+    return 0;
+  }
+  // Under mpirun an error on one rank must end every rank: the others would wait in a
+  // collective (or in MPI_Finalize) for this one.
+  std::string error;
+  try {
+    ll::run_training(options, *communicator);
+    return 0;
+  } catch (const std::bad_alloc&) {
+    error = "out of memory";
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  // Name the rank unless the message already does (collective failures do).
+  if (error.rfind("rank ", 0) != 0) error = fmt::format("rank {}: {}", communicator->rank(), error);
+  communicator->abort_world("train_longlora: error: " + error, 1);
+  return 1;  // not reached: abort_world ends the process
 }
 
 }  // namespace

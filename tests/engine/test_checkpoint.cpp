@@ -1,11 +1,14 @@
 // Training checkpoints: bit-exact round trips, trainer_state.json, keep-last pruning, which
 // directory latest_checkpoint picks, the errors of read_checkpoint on damaged checkpoints, and
-// durability: writers killed with SIGKILL at random moments never cost the previous checkpoint.
+// durability: writers killed with SIGKILL at random moments never cost the previous checkpoint;
+// sharded checkpoints of data-parallel runs (ranks as threads here): every shard, the manifest
+// that commits them, and the errors of damaged or uncommitted ones.
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <barrier>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -19,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "dist/shard_layout.h"
 #include "engine/checkpoint.h"
 #include "model/safetensors.h"
 #include "tests/model/model_fixtures.h"
@@ -430,7 +434,8 @@ TEST_CASE("read_checkpoint refuses damaged checkpoints, naming the file and the 
     const std::vector<std::pair<std::function<void(json&)>, std::string>> cases = {
         {[](json& s) { s["format"] = "hf-trainer-state"; }, "unknown format \"hf-trainer-state\""},
         {[](json& s) { s.erase("format"); }, "unknown format (none)"},
-        {[](json& s) { s["version"] = 2; }, "version 2 is not supported"},
+        {[](json& s) { s["version"] = 3; }, "version 3 is not supported"},
+        {[](json& s) { s["version"] = 2; }, "\"world_size\" is missing"},
         {[](json& s) { s["version"] = "1"; }, "version \"1\" is not supported"},
         {[](json& s) { s.erase("version"); }, "version (none) is not supported"},
     };
@@ -633,4 +638,238 @@ TEST_CASE("writers killed with SIGKILL at random moments never cost a complete c
   expected.insert(step2_seed != 0 ? "checkpoint-00000002" : "checkpoint-00000001");
   CHECK(entries(out) == expected);
   CHECK(same_checkpoint(ll::read_checkpoint(*ll::latest_checkpoint(out.string())), third));
+}
+
+// --- Sharded checkpoints ---------------------------------------------------------------------
+
+namespace {
+
+// W ranks as threads of this process: the two collectives write_sharded_checkpoint uses, over a
+// std::barrier. The others are not needed here.
+struct ThreadWorld {
+  explicit ThreadWorld(int w) : size(w), sync(w), values(size_t(w)) {}
+  int size;
+  std::barrier<> sync;
+  std::vector<uint64_t> values;  // [size], all_gather_u64's exchange
+};
+
+class ThreadCommunicator final : public ll::dist::Communicator {
+ public:
+  ThreadCommunicator(ThreadWorld& world, int rank) : world_(world), rank_(rank) {}
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_.size; }
+  int local_rank() const override { return rank_; }
+  std::string backend_name() const override { return "threads"; }
+  void all_reduce_sum(std::span<double>, const std::string&) override { unused(); }
+  void reduce_scatter_sum(std::span<const float>, std::span<float>, std::span<const int64_t>,
+                          const std::string&) override {
+    unused();
+  }
+  void all_gather(std::span<const float>, std::span<float>, std::span<const int64_t>,
+                  const std::string&) override {
+    unused();
+  }
+  void broadcast(std::span<std::byte>, int, const std::string&) override { unused(); }
+  std::vector<uint64_t> all_gather_u64(uint64_t value, const std::string&) override {
+    world_.values[size_t(rank_)] = value;
+    world_.sync.arrive_and_wait();
+    std::vector<uint64_t> out = world_.values;
+    world_.sync.arrive_and_wait();
+    return out;
+  }
+  void barrier(const std::string&) override { world_.sync.arrive_and_wait(); }
+  [[noreturn]] void abort_world(const std::string& message, int) override {
+    throw ll::Error(message);
+  }
+
+ private:
+  [[noreturn]] void unused() { throw ll::Error("not used by checkpoints"); }
+  ThreadWorld& world_;
+  int rank_;
+};
+
+int64_t trained_elements(const Checkpoint& c) {
+  int64_t n = 0;
+  for (const auto* m : {&c.adapter.lora_tensors, &c.adapter.trainable_params})
+    for (const auto& [name, t] : *m) n += int64_t(t.values.size());
+  return n;
+}
+
+// Rank r's optimizer shard of `c`'s parameters split over `world` ranks: values from the seed.
+ll::dist::OptimizerShard make_shard(const Checkpoint& c, int rank, int world, uint64_t seed) {
+  const ll::dist::ShardLayout layout({trained_elements(c)}, world);
+  ll::dist::OptimizerShard shard;
+  shard.rank = rank;
+  shard.world_size = world;
+  const int64_t n = layout.shard_size(rank);
+  shard.master = tensor({n}, seed, 1000 + uint64_t(rank), false).values;
+  shard.exp_avg = tensor({n}, seed, 2000 + uint64_t(rank), false).values;
+  shard.exp_avg_sq = tensor({n}, seed, 3000 + uint64_t(rank), true).values;
+  return shard;
+}
+
+// Every rank of a world of `world` threads writes its part of checkpoint `c`; the paths they
+// return.
+std::vector<std::string> write_sharded(const fs::path& out, Checkpoint c, int world, uint64_t seed,
+                                       int keep_last = 0) {
+  c.state.world_size = world;
+  ThreadWorld threads(world);
+  std::vector<std::string> paths(static_cast<size_t>(world));
+  std::vector<std::string> errors(static_cast<size_t>(world));
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < world; ++r) {
+    ranks.emplace_back([&, r] {
+      ThreadCommunicator communicator(threads, r);
+      Checkpoint mine;
+      if (r == 0) {
+        mine = c;
+      } else {
+        mine.state.step = c.state.step;  // all the other ranks know
+      }
+      try {
+        paths[size_t(r)] = ll::write_sharded_checkpoint(out.string(), mine,
+                                                        make_shard(c, r, world, seed), communicator,
+                                                        keep_last);
+      } catch (const ll::Error& e) {
+        errors[size_t(r)] = e.what();
+      }
+    });
+  }
+  for (std::thread& t : ranks) t.join();
+  for (const std::string& e : errors) REQUIRE_MESSAGE(e.empty(), e);
+  return paths;
+}
+
+}  // namespace
+
+TEST_CASE("sharded checkpoints: a shard per rank, the manifest commits them, bits round-trip") {
+  TempDir tmp("ckpt_sharded");
+  const fs::path out = tmp.path;
+  const Checkpoint c = make_checkpoint(4, 11);
+  const std::vector<std::string> paths = write_sharded(out, c, 3, 11);
+  const fs::path dir = out / "checkpoint-00000004";
+  for (const std::string& p : paths) CHECK(p == dir.string());  // every rank knows the path
+  CHECK(entries(dir) == std::set<std::string>{"adapter_config.json", "adapter_model.safetensors",
+                                              "trainable_params.safetensors", "trainer_state.json",
+                                              "optimizer_shard-00000-of-00003.safetensors",
+                                              "optimizer_shard-00001-of-00003.safetensors",
+                                              "optimizer_shard-00002-of-00003.safetensors",
+                                              "checkpoint_manifest.json"});
+  CHECK(entries(out) == std::set<std::string>{"checkpoint-00000004"});  // no debris
+  const json state = json::parse(ll::test::read_bytes(dir / "trainer_state.json"));
+  CHECK(state.at("version") == 2);
+  CHECK(state.at("world_size") == 3);
+  const json manifest = json::parse(ll::test::read_bytes(dir / "checkpoint_manifest.json"));
+  CHECK(manifest.at("format") == "ll-checkpoint-manifest");
+  CHECK(manifest.at("step") == 4);
+  CHECK(manifest.at("files").size() == 7);  // every file but itself, with its size
+  CHECK(manifest.at("files").at("optimizer_shard-00001-of-00003.safetensors") ==
+        fs::file_size(dir / "optimizer_shard-00001-of-00003.safetensors"));
+
+  const Checkpoint back = ll::read_checkpoint(dir.string());
+  CHECK(back.state.world_size == 3);
+  CHECK(back.state.step == 4);
+  CHECK(back.state.loader == c.state.loader);
+  CHECK(back.state.seed == c.state.seed);
+  CHECK(back.state.model_fingerprint == c.state.model_fingerprint);
+  CHECK(same_bits(back.adapter.lora_tensors, c.adapter.lora_tensors));
+  CHECK(same_bits(back.adapter.trainable_params, c.adapter.trainable_params));
+  CHECK(back.moments.exp_avg.empty());
+  REQUIRE(back.shards.size() == 3);
+  int64_t total = 0;
+  for (int r = 0; r < 3; ++r) {
+    const ll::dist::OptimizerShard want = make_shard(c, r, 3, 11);
+    const ll::dist::OptimizerShard& got = back.shards[size_t(r)];
+    CHECK(got.rank == r);
+    CHECK(got.world_size == 3);
+    CHECK(got.master == want.master);
+    CHECK(got.exp_avg == want.exp_avg);
+    CHECK(got.exp_avg_sq == want.exp_avg_sq);
+    total += int64_t(got.master.size());
+  }
+  CHECK(total == trained_elements(c));
+  CHECK(ll::latest_checkpoint(out.string()) == dir.string());
+
+  // Sharded and single-process checkpoints share the directory's history and pruning.
+  ll::write_checkpoint(out.string(), make_checkpoint(6, 12), 0);
+  write_sharded(out, make_checkpoint(8, 13), 2, 13, /*keep_last=*/2);
+  CHECK(entries(out) == std::set<std::string>{"checkpoint-00000006", "checkpoint-00000008"});
+  CHECK(ll::latest_checkpoint(out.string()) == (out / "checkpoint-00000008").string());
+  CHECK(ll::read_checkpoint((out / "checkpoint-00000008").string()).shards.size() == 2);
+}
+
+TEST_CASE("a sharded checkpoint without its manifest is not committed; damage is named") {
+  TempDir tmp("ckpt_sharded_errors");
+  int count = 0;
+  auto fresh = [&]() {
+    const fs::path out = tmp.path / fmt::format("run{}", count++);
+    ll::write_checkpoint(out.string(), make_checkpoint(2, 5), 0);  // an earlier, complete one
+    write_sharded(out, make_checkpoint(3, 6), 3, 6);
+    const fs::path dir = out / "checkpoint-00000003";
+    REQUIRE_NOTHROW(ll::read_checkpoint(dir.string()));
+    return dir;
+  };
+  const std::string shard1 = "optimizer_shard-00001-of-00003.safetensors";
+
+  SUBCASE("no manifest: a run killed before the commit") {
+    const fs::path d = fresh();
+    fs::remove(d / "checkpoint_manifest.json");
+    CHECK(ll::latest_checkpoint(d.parent_path().string()) ==
+          (d.parent_path() / "checkpoint-00000002").string());
+    check_read_error(d, d / "checkpoint_manifest.json", "never committed");
+  }
+  SUBCASE("a shard missing") {
+    const fs::path d = fresh();
+    fs::remove(d / shard1);
+    check_read_error(d, d / shard1, "missing; the checkpoint is incomplete");
+  }
+  SUBCASE("a shard of another size than the manifest says") {
+    const fs::path d = fresh();
+    ll::test::write_text(d / shard1, ll::test::read_bytes(d / shard1) + "x");
+    check_read_error(d, d / shard1, "the manifest says");
+  }
+  SUBCASE("shards swapped between ranks") {
+    const fs::path d = fresh();
+    const std::string shard2 = "optimizer_shard-00002-of-00003.safetensors";
+    fs::rename(d / shard1, d / "swap");
+    fs::rename(d / shard2, d / shard1);
+    fs::rename(d / "swap", d / shard2);
+    // Same sizes (the shards hold 1190, 1189, 1189 elements): the manifest passes, the shard's
+    // own record does not.
+    json m = json::parse(ll::test::read_bytes(d / "checkpoint_manifest.json"));
+    std::swap(m["files"][shard1], m["files"][shard2]);
+    ll::test::write_text(d / "checkpoint_manifest.json", m.dump());
+    check_read_error(d, d / shard1, "holds the shard of rank 2 of 3, expected rank 1 of 3");
+  }
+  SUBCASE("the manifest of another step") {
+    const fs::path d = fresh();
+    json m = json::parse(ll::test::read_bytes(d / "checkpoint_manifest.json"));
+    m["step"] = 5;
+    ll::test::write_text(d / "checkpoint_manifest.json", m.dump());
+    check_read_error(d, d / "checkpoint_manifest.json", "mixed from two runs");
+  }
+  SUBCASE("a world size that is no world") {
+    const fs::path d = fresh();
+    json s = json::parse(ll::test::read_bytes(d / "trainer_state.json"));
+    s["world_size"] = 1;
+    ll::test::write_text(d / "trainer_state.json", s.dump());
+    check_read_error(d, d / "trainer_state.json", "\"world_size\" 1 is not a world of 2 to");
+  }
+  SUBCASE("a non-finite moment") {
+    const fs::path d = fresh();
+    Checkpoint c = make_checkpoint(3, 6);
+    ll::dist::OptimizerShard bad = make_shard(c, 1, 3, 6);
+    bad.exp_avg_sq[7] = -1.0f;
+    const std::vector<ll::SafetensorsTensor> tensors = {
+        {"master", ll::DType::F32, {int64_t(bad.master.size())}, bad.master.data()},
+        {"exp_avg", ll::DType::F32, {int64_t(bad.exp_avg.size())}, bad.exp_avg.data()},
+        {"exp_avg_sq", ll::DType::F32, {int64_t(bad.exp_avg_sq.size())}, bad.exp_avg_sq.data()}};
+    ll::write_safetensors((d / shard1).string(), tensors,
+                          {{"format", "ll-optimizer-shard"}, {"version", "1"}, {"rank", "1"},
+                           {"world_size", "3"}});
+    json m = json::parse(ll::test::read_bytes(d / "checkpoint_manifest.json"));
+    m["files"][shard1] = fs::file_size(d / shard1);
+    ll::test::write_text(d / "checkpoint_manifest.json", m.dump());
+    check_read_error(d, d / shard1, "element 7 is -1");
+  }
 }

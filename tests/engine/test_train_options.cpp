@@ -93,6 +93,8 @@ TEST_CASE("defaults are the paper's recipe and nothing is resumed") {
   CHECK(o.seed == 42);
   CHECK(o.device == "auto");
   CHECK(o.classifier_chunk == 2048);
+  CHECK(o.dist_timeout == 600.0);
+  CHECK(o.world_size == 0);
   CHECK(o.out == "out");
   CHECK(o.resume.empty());
   CHECK(o.save_every == 0);
@@ -156,6 +158,10 @@ TEST_CASE("every flag parses into its field") {
             "cpu",
             "--classifier-chunk",
             "512",
+            "--dist-timeout",
+            "30",
+            "--world-size",
+            "8",
             "--out",
             "runs/x",
             "--resume",
@@ -195,6 +201,8 @@ TEST_CASE("every flag parses into its field") {
   CHECK(o.seed == 18446744073709551615ull);
   CHECK(o.device == "cpu");
   CHECK(o.classifier_chunk == 512);
+  CHECK(o.dist_timeout == 30.0);
+  CHECK(o.world_size == 8);
   CHECK(o.out == "runs/x");
   CHECK(o.resume == "ckpt/step_10");
   CHECK(o.save_every == 50);
@@ -287,6 +295,8 @@ TEST_CASE("help lists every option with its default") {
                            "--seed",
                            "--device",
                            "--classifier-chunk",
+                           "--dist-timeout",
+                           "--world-size",
                            "--out",
                            "--resume",
                            "--save-every",
@@ -442,6 +452,9 @@ TEST_CASE("validation names the option and the accepted values") {
       {[](auto& o) { o.lr = std::nan(""); }, "--lr"},
       {[](auto& o) { o.warmup = -1; }, "--warmup"},
       {[](auto& o) { o.grad_accum = 0; }, "--grad-accum"},
+      {[](auto& o) { o.dist_timeout = 0; }, "--dist-timeout"},
+      {[](auto& o) { o.dist_timeout = std::nan(""); }, "--dist-timeout"},
+      {[](auto& o) { o.world_size = -1; }, "--world-size"},
       {[](auto& o) { o.group_ratio = 0; }, "--group-ratio"},
       {[](auto& o) { o.group_ratio = 1.5; }, "--group-ratio"},
       {[](auto& o) {
@@ -518,7 +531,9 @@ TEST_CASE("the JSON record parses and holds the resolved values") {
   o.resume = "auto";
   const nlohmann::json j = nlohmann::json::parse(ll::train_options_json(o));
   REQUIRE(j.is_object());
-  CHECK(j.size() == 36);  // one key per TrainOptions field
+  CHECK(j.size() == 38);  // one key per TrainOptions field
+  CHECK(j["dist-timeout"].get<double>() == 600.0);
+  CHECK(j["world-size"] == 0);
   CHECK(j["model"] == "model.bin");
   CHECK(j["data"] == nlohmann::json::array({"a.bin", "b.bin"}));
   CHECK(j["ctx"] == 8192);
