@@ -81,6 +81,16 @@ if ((build_ok)); then
   for name in model_test_llama_cuda_gpu model_test_generation_gpu tools_test_train_longlora_cuda_gpu; do
     [[ -x build-gpu/$name ]] && run_gpu_test "$name" "$name.tc-attention" LL_CUDA_ATTENTION=tc
   done
+  # The NCCL communicator in a world of one (issue 7): its timing case once more on its own, and
+  # its "NCCL timing:" line (the collectives' time) into the report.
+  nccl_test=dist_test_nccl_communicator_gpu
+  if [[ -x build-gpu/$nccl_test ]] && (($(left) > 30)); then
+    step "NCCL collectives (world of one): $nccl_test, timing case"
+    (cd "$root" && timeout 120 "build-gpu/$nccl_test" --test-case='NCCL collective timing*') \
+      > "$out/$nccl_test.timing.txt" 2>&1 || echo "$nccl_test timing exit $?" >> "$out/$nccl_test.timing.txt"
+    nccl_timing=$(grep -h '^NCCL timing:\|^SKIP' "$out/$nccl_test.timing.txt" | tail -1)
+    echo "${nccl_timing:-no NCCL timing line}" >> "$log"
+  fi
   step "CPU suite (same build)"
   (cd build-gpu && ctest -LE 'gpu|slow' -j 8 --timeout 600) > "$out/ctest_cpu.txt" 2>&1 && cpu=pass || cpu=FAIL
 
@@ -169,6 +179,8 @@ PY
     printf '%s\n' "${sanitizer[@]}"
     echo
     echo "CPU suite on this machine: ${cpu:-not run}; SASS check (HMMA in the tensor-core kernels): ${sass:-not run}"
+    echo
+    echo "NCCL collectives: ${nccl_timing:-not measured}"
     echo
     echo "## Training step benchmark"
     echo
