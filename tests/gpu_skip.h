@@ -14,7 +14,7 @@ namespace ll::test {
 inline void require_gpu() {
 #if defined(LL_HAVE_CUDA)
   if (ll::cuda::device_count() > 0) return;
-  std::printf("SKIP: no CUDA device on this machine; GPU tests need one (see tools/gpu_check.sh)\n");
+  std::printf("SKIP: no CUDA device on this machine; GPU tests need one (see scripts/gpu_check.sh)\n");
 #else
   std::printf("SKIP: built without the CUDA backend (no nvcc found at configure time)\n");
 #endif

@@ -24,8 +24,11 @@
 #include "dist/communicator.h"
 #include "dist/run_agreement.h"
 #include "dist/shard_layout.h"
+#include "tests/dist/mpirun_util.h"
 
 using namespace ll::dist;
+using ll::test::MpiRun;
+using ll::test::require_mpirun;
 
 namespace {
 
@@ -46,39 +49,10 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-struct MpiRun {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr of every rank and of mpirun
-  double seconds = 0.0;
-};
-
-void require_mpirun() {
-  if (std::system("command -v mpirun >/dev/null 2>&1") == 0) return;
-  std::printf("SKIP: mpirun not found; install openmpi-bin (scripts/setup.sh) to test MPI\n");
-  std::fflush(stdout);
-  std::exit(77);
-}
-
-// Runs this executable's child case `mode` as `ranks` MPI processes; coreutils' timeout keeps a
-// broken run from hanging the suite.
+// Runs this executable's child case `mode` as `ranks` MPI processes.
 MpiRun run_under_mpirun(int ranks, const std::string& mode) {
-  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-  std::string command = fmt::format("{}={} timeout -k 5 60 mpirun -np {} --oversubscribe",
-                                    kChildVariable, mode, ranks);
-  if (geteuid() == 0) command += " --allow-run-as-root";
-  command += fmt::format(" '{}' --test-case='mpi child: {}' 2>&1", self, mode);
-  MESSAGE(command);
-  const auto start = std::chrono::steady_clock::now();
-  FILE* pipe = popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  MpiRun run;
-  char buffer[4096];
-  size_t n = 0;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) run.output.append(buffer, n);
-  const int status = pclose(pipe);
-  run.seconds = seconds_since(start);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return run;
+  return ll::test::run_self_under_mpirun(ranks, fmt::format("{}={}", kChildVariable, mode),
+                                         "mpi child: " + mode);
 }
 
 // Every rank's contribution to element i of the reduce-scatter: small multiples of 1/8, so

@@ -39,9 +39,12 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "optim/grad_clip.h"
 #include "tests/data/scratch.h"
+#include "tests/dist/mpirun_util.h"
 
 using namespace ll;
 using namespace ll::dist;
+using ll::test::MpiRun;
+using ll::test::require_mpirun;
 
 namespace {
 
@@ -396,45 +399,12 @@ void child_steps(const std::vector<std::vector<int64_t>>& shapes) {
 
 // ---- The parent: mpirun.
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-struct MpiRun {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr of every rank and of mpirun
-  double seconds = 0.0;
-};
-
-void require_mpirun() {
-  if (std::system("command -v mpirun >/dev/null 2>&1") == 0) return;
-  std::printf("SKIP: mpirun not found; install openmpi-bin (scripts/setup.sh) to test MPI\n");
-  std::fflush(stdout);
-  std::exit(77);
-}
-
 // Runs this executable's child case `mode` as `ranks` MPI processes with extra environment
-// `env` ("A=1 B=2"); one OpenMP thread per rank (the ranks share few cores); coreutils'
-// timeout keeps a broken run from hanging the suite.
+// `env` ("A=1 B=2"); one OpenMP thread per rank (the ranks share few cores).
 MpiRun run_under_mpirun(int ranks, const std::string& mode, const std::string& env = "") {
-  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-  std::string command = fmt::format("{}={} OMP_NUM_THREADS=1 {} timeout -k 5 60 mpirun -np {} "
-                                    "--oversubscribe",
-                                    kChildVariable, mode, env, ranks);
-  if (geteuid() == 0) command += " --allow-run-as-root";
-  command += fmt::format(" '{}' --test-case='mpi child: {}' 2>&1", self, mode);
-  MESSAGE(command);
-  const auto start = std::chrono::steady_clock::now();
-  FILE* pipe = popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  MpiRun run;
-  char buffer[4096];
-  size_t n = 0;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) run.output.append(buffer, n);
-  const int status = pclose(pipe);
-  run.seconds = seconds_since(start);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return run;
+  return ll::test::run_self_under_mpirun(
+      ranks, fmt::format("{}={} OMP_NUM_THREADS=1 {}", kChildVariable, mode, env),
+      "mpi child: " + mode);
 }
 
 void check_run(const MpiRun& run, int ranks) {
