@@ -153,12 +153,17 @@ struct GemmPlanKeyHash {
   }
 };
 
-// Plans built once per key and reused. Unbounded: a training run uses a small fixed set of
-// shapes. Values must be movable; references returned stay valid until clear() (node-based
-// map). Not thread-safe.
+// Plans built once per key and reused. A pretraining run uses a small fixed set of shapes, but
+// SFT runs every example at its own length (a new M per example), so the cache is bounded: a
+// miss that finds `capacity` plans cached first drops them all (rebuilding the few live shapes
+// costs one heuristic query each). Values must be movable; a returned reference stays valid
+// until the next miss (node-based map; clear() and a full cache destroy values). Not
+// thread-safe.
 template <typename Key, typename Value, typename Hash = std::hash<Key>>
 class PlanCache {
  public:
+  explicit PlanCache(size_t capacity = 4096) : capacity_(capacity < 1 ? 1 : capacity) {}
+
   // The cached value for key, built by build() (a Value) on a miss. If build throws, nothing
   // is inserted and the counters are unchanged.
   template <typename Builder>
@@ -169,18 +174,24 @@ class PlanCache {
       return it->second;
     }
     Value value = std::forward<Builder>(build)();
+    if (map_.size() >= capacity_) {
+      map_.clear();
+      ++flushes_;
+    }
     Value& stored = map_.emplace(key, std::move(value)).first->second;
     ++built_;
     return stored;
   }
   int64_t built() const { return built_; }
   int64_t hits() const { return hits_; }
+  int64_t flushes() const { return flushes_; }  // times a full cache was dropped
   size_t size() const { return map_.size(); }
   void clear() { map_.clear(); }  // destroys the values; counters are kept
 
  private:
   std::unordered_map<Key, Value, Hash> map_;
-  int64_t built_ = 0, hits_ = 0;
+  size_t capacity_;
+  int64_t built_ = 0, hits_ = 0, flushes_ = 0;
 };
 
 }  // namespace ll::cuda

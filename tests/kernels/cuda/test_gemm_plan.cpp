@@ -233,6 +233,30 @@ TEST_CASE("gemm plan cache: the same key hits, a different ld, type or alignment
   CHECK(get(other) == 7);
   CHECK(cache.built() == 7);
 
+  // Bounded: SFT gives every example its own M. A miss on a full cache drops the old plans
+  // (after the new one is built, so a throwing builder still changes nothing).
+  ll::cuda::PlanCache<GemmPlanKey, int, ll::cuda::GemmPlanKeyHash> small(3);
+  int small_builds = 0;
+  const auto get_small = [&](int64_t m) {
+    GemmPlanKey key = base;
+    key.m = m;
+    return small.get_or_build(key, [&] { return ++small_builds; });
+  };
+  for (int64_t m = 1; m <= 3; ++m) CHECK(get_small(m) == int(m));
+  CHECK(small.size() == 3);
+  CHECK(small.flushes() == 0);
+  CHECK(get_small(2) == 2);  // a hit on a full cache keeps it
+  CHECK_THROWS_AS(small.get_or_build(base, []() -> int { ll::fail("no algorithm"); }), ll::Error);
+  CHECK(small.size() == 3);
+  CHECK(get_small(4) == 4);  // the fourth shape: the others are dropped
+  CHECK(small.flushes() == 1);
+  CHECK(small.size() == 1);
+  CHECK(get_small(1) == 5);  // rebuilt
+  CHECK(small.size() == 2);
+  for (int64_t m = 100; m < 1100; ++m) get_small(m);
+  CHECK(small.size() <= 3);
+  CHECK(small.built() == 1005);
+
   // Equal keys hash equally; every field takes part in equality.
   const ll::cuda::GemmPlanKeyHash hash;
   CHECK(hash(key_of(d, a, b)) == hash(base));
