@@ -55,7 +55,9 @@ std::string recorded_base(const AdapterDir& a) {
 
 }  // namespace
 
-InferenceModel load_inference_model(const InferenceModelOptions& o) {
+InferenceModel load_inference_model(
+    const InferenceModelOptions& o,
+    const std::function<void(const InferenceModel&)>& before_weights) {
   LL_CHECK(o.context_size >= 0, "--context-size must be positive, got {}", o.context_size);
   LL_CHECK(o.rope_factor == 0.0 || (std::isfinite(o.rope_factor) && o.rope_factor >= 1.0),
            "--rope-factor must be a number >= 1 (linear position interpolation), got {}",
@@ -65,6 +67,7 @@ InferenceModel load_inference_model(const InferenceModelOptions& o) {
   m.config = files->config;
   if (!o.lora.empty()) m.adapter = read_adapter_dir(o.lora);
   choose_positions(m, o);
+  if (before_weights) before_weights(m);
   m.backend = make_backend(o.device);
   ModelSetup setup;
   if (m.adapter && !m.adapter->lora_tensors.empty()) setup.lora = m.adapter->lora;

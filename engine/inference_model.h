@@ -8,6 +8,7 @@
 //   context: --context-size when given; else longlora.json's training context; else
 //     max_position_embeddings x rope factor.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,8 +39,12 @@ struct InferenceModel {
 };
 
 // Throws ll::Error naming the file for a missing or damaged model, or an adapter that does
-// not fit the model (shape or base-model name mismatch).
-InferenceModel load_inference_model(const InferenceModelOptions& options);
+// not fit the model (shape or base-model name mismatch). before_weights (optional) runs once
+// config, adapter, rope_scale and context are known but before the backend starts and the
+// weights load (minutes for 7B): the place for checks against the context or the vocabulary.
+InferenceModel load_inference_model(
+    const InferenceModelOptions& options,
+    const std::function<void(const InferenceModel&)>& before_weights = {});
 
 // The setup lines every inference tool prints (model, adapter, positions, backend).
 std::string describe_inference_model(const InferenceModel& m, const InferenceModelOptions& o);

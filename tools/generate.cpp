@@ -130,17 +130,19 @@ int run(int argc, char** argv) {
   std::vector<int32_t> prompt = {int32_t(tokenizer.bos_id())};
   for (int id : tokenizer.encode(prompt_text)) prompt.push_back(int32_t(id));
 
-  ll::InferenceModel m = ll::load_inference_model(o.model);
-  LL_CHECK(tokenizer.vocab_size() <= m.config.vocab_size,
-           "the tokenizer has {} pieces but the model's vocabulary is {}: the tokenizer belongs "
-           "to another model (pass the right one with --tokenizer)", tokenizer.vocab_size(),
-           m.config.vocab_size);
-  const int64_t needed = int64_t(prompt.size()) + o.max_new;
-  LL_CHECK(needed <= m.context,
-           "the prompt ({} tokens with BOS) plus --max-new {} is {} tokens, more than the "
-           "model's context of {} tokens; shorten the prompt, lower --max-new, or raise "
-           "--context-size (with the matching --rope-factor)", prompt.size(), o.max_new, needed,
-           m.context);
+  // The vocabulary and the context are known before the weights load.
+  ll::InferenceModel m = ll::load_inference_model(o.model, [&](const ll::InferenceModel& info) {
+    LL_CHECK(tokenizer.vocab_size() <= info.config.vocab_size,
+             "the tokenizer has {} pieces but the model's vocabulary is {}: the tokenizer "
+             "belongs to another model (pass the right one with --tokenizer)",
+             tokenizer.vocab_size(), info.config.vocab_size);
+    const int64_t needed = int64_t(prompt.size()) + o.max_new;
+    LL_CHECK(needed <= info.context,
+             "the prompt ({} tokens with BOS) plus --max-new {} is {} tokens, more than the "
+             "model's context of {} tokens; shorten the prompt, lower --max-new, or raise "
+             "--context-size (with the matching --rope-factor)", prompt.size(), o.max_new,
+             needed, info.context);
+  });
 
   std::string setup = ll::describe_inference_model(m, o.model);
   setup += fmt::format("prompt         {} tokens (BOS first)\n", prompt.size());

@@ -54,17 +54,20 @@ int run(const Options& o) {
   }
 
   const auto t0 = std::chrono::steady_clock::now();
-  ll::InferenceModel m = ll::load_inference_model(o.model);
-  LL_CHECK(tokenizer.vocab_size() <= m.config.vocab_size,
-           "{}: the tokenizer has {} pieces but the model's vocabulary has only {} ids; pass "
-           "the model's own tokenizer.model with --tokenizer", tokenizer_path,
-           tokenizer.vocab_size(), m.config.vocab_size);
-  for (int64_t c : passkey.context_sizes) {
-    LL_CHECK(o.allow_beyond_context || c <= m.context,
-             "context size {} is beyond the model's usable context of {} tokens ({}); give "
-             "--context-size C for a model fine-tuned to C tokens (position interpolation), or "
-             "--allow-beyond-context to test extrapolation", c, m.context, m.rope_source);
-  }
+  // The vocabulary and the context are known before the weights load.
+  ll::InferenceModel m = ll::load_inference_model(o.model, [&](const ll::InferenceModel& info) {
+    LL_CHECK(tokenizer.vocab_size() <= info.config.vocab_size,
+             "{}: the tokenizer has {} pieces but the model's vocabulary has only {} ids; pass "
+             "the model's own tokenizer.model with --tokenizer", tokenizer_path,
+             tokenizer.vocab_size(), info.config.vocab_size);
+    for (int64_t c : passkey.context_sizes) {
+      LL_CHECK(o.allow_beyond_context || c <= info.context,
+               "context size {} is beyond the model's usable context of {} tokens ({}); give "
+               "--context-size C for a model fine-tuned to C tokens (position interpolation), "
+               "or --allow-beyond-context to test extrapolation", c, info.context,
+               info.rope_source);
+    }
+  });
   const double load_s = seconds_since(t0);
 
   fmt::print("{}", ll::describe_inference_model(m, o.model));

@@ -5,6 +5,8 @@
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 
+#include <fstream>
+
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -162,6 +164,30 @@ TEST_CASE("generate: bad input exits 1 with a clear message") {
   INFO(ok.err);
   CHECK(ok.exit_code == 0);
   // An adapter for another model.
-  fails_with(m + " --prompt hi --lora '" + source_path("tests/fixtures/tiny_llama_peft_adapter") +
-                 "'", {"adapter", "does not fit"});
+  fails_with(m + " --prompt hi --max-new 2 --lora '" +
+                 source_path("tests/fixtures/tiny_llama_peft_adapter") + "'",
+             {"adapter", "does not fit"});
+}
+
+// The context is checked before the weights load (minutes for 7B): on a copy of the model with
+// a NaN in its weights, a too-long request reports the context, a valid one the NaN.
+TEST_CASE("generate: the context check comes before the weights load") {
+  TempDir dir("generate_cli_order");
+  const fs::path copy = dir.path / "nan-model";
+  fs::copy(source_path("models/kjv-tiny"), copy);
+  {
+    std::fstream f(copy / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-4, std::ios::end);  // the last f32 of the last tensor
+    const uint32_t nan_bits = 0x7fc00000u;
+    f.write(reinterpret_cast<const char*>(&nan_bits), 4);
+  }
+  const std::string m = "-m '" + copy.string() + "' --prompt hi ";
+  const RunResult too_long = run_generate(dir, m + "--max-new 500");
+  INFO(too_long.err);
+  CHECK(too_long.exit_code == 1);
+  CHECK(contains(too_long.err, "more than the model's context of 128 tokens"));
+  const RunResult fits = run_generate(dir, m + "--max-new 2");
+  INFO(fits.err);
+  CHECK(fits.exit_code == 1);
+  CHECK(contains(fits.err, "NaN"));
 }

@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -111,6 +112,29 @@ TEST_CASE("passkey: table and JSON agree, the same seed gives the same JSON") {
   const json k = json::parse(ll::test::read_bytes(c));
   CHECK(k.at("results")[0].at("details")[0].at("key") !=
         j.at("results")[0].at("details")[0].at("key"));
+}
+
+// The usable context is checked before the weights load (minutes for 7B): on a copy of the
+// model with a NaN in its weights, a context beyond it is reported, not the NaN.
+TEST_CASE("passkey: the context check comes before the weights load") {
+  TempDir dir("passkey_cli_order");
+  const fs::path copy = dir.path / "nan-model";
+  fs::copy(kModel, copy);
+  {
+    std::fstream f(copy / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-4, std::ios::end);  // the last f32 of the last tensor
+    const uint32_t nan_bits = 0x7fc00000u;
+    f.write(reinterpret_cast<const char*>(&nan_bits), 4);
+  }
+  const std::string m = "-m '" + copy.string() + "' --device cpu --trials 1 ";
+  const RunResult beyond = run_passkey(dir, m + "--context-sizes 256");
+  INFO(beyond.err);
+  CHECK(beyond.exit_code == 1);
+  CHECK(contains(beyond.err, "beyond the model's usable context of 128 tokens"));
+  const RunResult fits = run_passkey(dir, m + "--context-sizes 128");
+  INFO(fits.err);
+  CHECK(fits.exit_code == 1);
+  CHECK(contains(fits.err, "NaN"));
 }
 
 TEST_CASE("passkey: bad input exits non-zero with a clear message") {
