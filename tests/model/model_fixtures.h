@@ -143,6 +143,17 @@ inline void write_raw_safetensors(const fs::path& path, const std::string& heade
   write_text(path, bytes + header + data);
 }
 
+// A copy of the f32 HF model directory `src` at `dst` whose last weight is NaN: loading its
+// weights fails with a NaN message, while its config and files open fine (for tests of what
+// tools check before the weights load).
+inline void copy_model_with_nan_weight(const fs::path& src, const fs::path& dst) {
+  fs::copy(src, dst);
+  std::fstream f(dst / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(-4, std::ios::end);  // the last f32 of the last tensor
+  const uint32_t nan_bits = 0x7fc00000u;
+  f.write(reinterpret_cast<const char*>(&nan_bits), 4);
+}
+
 inline bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }

@@ -5,7 +5,6 @@
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 
-#include <fstream>
 
 #include <cstdlib>
 #include <filesystem>
@@ -174,13 +173,7 @@ TEST_CASE("generate: bad input exits 1 with a clear message") {
 TEST_CASE("generate: the context check comes before the weights load") {
   TempDir dir("generate_cli_order");
   const fs::path copy = dir.path / "nan-model";
-  fs::copy(source_path("models/kjv-tiny"), copy);
-  {
-    std::fstream f(copy / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(-4, std::ios::end);  // the last f32 of the last tensor
-    const uint32_t nan_bits = 0x7fc00000u;
-    f.write(reinterpret_cast<const char*>(&nan_bits), 4);
-  }
+  ll::test::copy_model_with_nan_weight(source_path("models/kjv-tiny"), copy);
   const std::string m = "-m '" + copy.string() + "' --prompt hi ";
   const RunResult too_long = run_generate(dir, m + "--max-new 500");
   INFO(too_long.err);

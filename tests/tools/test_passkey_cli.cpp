@@ -7,7 +7,6 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -119,13 +118,7 @@ TEST_CASE("passkey: table and JSON agree, the same seed gives the same JSON") {
 TEST_CASE("passkey: the context check comes before the weights load") {
   TempDir dir("passkey_cli_order");
   const fs::path copy = dir.path / "nan-model";
-  fs::copy(kModel, copy);
-  {
-    std::fstream f(copy / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(-4, std::ios::end);  // the last f32 of the last tensor
-    const uint32_t nan_bits = 0x7fc00000u;
-    f.write(reinterpret_cast<const char*>(&nan_bits), 4);
-  }
+  ll::test::copy_model_with_nan_weight(kModel, copy);
   const std::string m = "-m '" + copy.string() + "' --device cpu --trials 1 ";
   const RunResult beyond = run_passkey(dir, m + "--context-sizes 256");
   INFO(beyond.err);
