@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "tests/error_text.h"  // error_of, contains
 
 namespace ll::test {
 
@@ -47,20 +48,6 @@ inline void write_file(const std::string& path, const std::string& bytes) {
 inline std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-// The message of the ll::Error that f throws, or "<no error>" when it throws nothing.
-inline std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ll::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-inline bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
 }
 
 inline std::string fixture_tokenizer() {

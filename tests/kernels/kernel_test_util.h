@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/error_text.h"  // error_of, contains
+
 namespace ll::test {
 
 // A fixed seed (reproducible) and a fresh one (new inputs every run), printed so a failure
@@ -73,10 +75,6 @@ inline void check_close(const std::vector<float>& out, const std::vector<double>
     MESSAGE("relative error " << rel << " (limit " << rel_norm_tol << "), worst element at "
                               << worst << " of its tolerance");
   }
-}
-
-inline bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
 }
 
 }  // namespace ll::test
