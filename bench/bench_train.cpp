@@ -9,18 +9,29 @@
 // TFLOP/s, A100 312); attention FLOPs and recomputation are not counted, as in DESIGN.md 6.
 // Memory: the plan (--dry-run's total) beside the measured peak of live tensors and the
 // device's own count (cudaMemGetInfo).
+//
+// --sharded: the data-parallel step of dist/sharded_optimizer.h instead (bucketed gradient
+// reduction started from the backward hook, sharded AdamW, all-gather): alone a world of one
+// (NCCL on a GPU), under `mpirun -np W` W ranks with one GPU each. Times are rank 0's, tokens/s
+// per rank; the collectives' time and the share hidden behind the backward come from the
+// transport (its timing summary, cumulative over all steps of all contexts).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <memory>
+#include <span>
 #include <fstream>
 #include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "dist/communicator.h"
+#include "dist/sharded_optimizer.h"
 #include "engine/optimizer_step.h"
 #include "engine/tool_main.h"
 #include "kernels/attention_mask.h"
@@ -80,6 +91,7 @@ int run(int argc, char** argv) {
   std::string attn = "s2";
   int64_t classifier_chunk = 2048;
   std::string json_path;
+  bool sharded = false;
   CLI::App app{"Training-step speed and memory of LongLoRA on a Llama-2-7B-shaped model "
                "(random weights).\nExample: ./bench_train --ctx 8192,32768 --json out.json"};
   app.add_option("--device", device, "auto, cpu or cuda")->capture_default_str();
@@ -100,6 +112,9 @@ int run(int argc, char** argv) {
   app.add_option("--classifier-chunk", classifier_chunk, "tokens per LM-head chunk")
       ->capture_default_str();
   app.add_option("--json", json_path, "also write the results as JSON");
+  app.add_flag("--sharded", sharded,
+               "time the data-parallel step (sharded AdamW, gradients reduced during the "
+               "backward; NCCL on GPUs); under mpirun -np W, one GPU per rank");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -108,7 +123,11 @@ int run(int argc, char** argv) {
   LL_CHECK(steps >= 1 && warmup >= 0 && layers >= 1, "--steps >= 1, --warmup >= 0, --layers >= 1");
 
   const ll::LlamaConfig config = llama2_7b(layers);
-  std::unique_ptr<ll::Backend> backend = ll::make_backend(device);
+  std::unique_ptr<ll::dist::Communicator> comm;  // --sharded only: no MPI otherwise
+  if (sharded) comm = ll::dist::make_communicator();
+  const int world = comm ? comm->world_size() : 1;
+  const bool lead = !comm || comm->rank() == 0;  // prints and writes
+  std::unique_ptr<ll::Backend> backend = ll::make_backend(device, comm ? comm->local_rank() : 0);
   const std::string desc = ll::describe_backend(*backend);
   ll::ModelSetup setup;
   setup.lora = ll::LoraConfig{};
@@ -117,14 +136,23 @@ int run(int argc, char** argv) {
   setup.trainable = ll::TrainableSet{true, true, false};
   setup.seed = 1;
   setup.training = true;
+  setup.optimizer_moments = !sharded;  // the sharded optimizer holds its own
   const auto t_init = std::chrono::steady_clock::now();
   ll::LlamaModel model(*backend, ll::random_llama_weights(config, 1234), setup);
   backend->synchronize();
   const double init_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_init).count();
+  std::unique_ptr<ll::dist::ShardedOptimizer> optimizer;
+  if (sharded) optimizer = std::make_unique<ll::dist::ShardedOptimizer>(*backend, *comm, model.params());
   const double p_through = params_through(config);
   const std::optional<double> peak = peak_tflops(desc);
+  if (!lead) {  // one report: rank 0's
+    LL_CHECK(std::freopen("/dev/null", "w", stdout) != nullptr, "cannot silence rank output");
+  }
   fmt::print("backend   {}\n", desc);
+  if (sharded)
+    fmt::print("optimizer sharded over {} rank{} ({}), tokens/s per rank\n", world,
+               world == 1 ? "" : "s", optimizer->transport_name());
   fmt::print("model     Llama-2-7B shape, {} layers, random weights (built in {:.1f}s); "
              "LoRA r {} on q,k,v,o + embeddings and norms; {} attention\n",
              layers, init_s, lora_rank,
@@ -169,10 +197,19 @@ int run(int argc, char** argv) {
       backend->synchronize();
       const auto t0 = std::chrono::steady_clock::now();
       model.zero_grads();
-      const ll::LossSum ls = model.forward_backward(tokens, targets, spec, loss_scale);
-      const double norm = ll::gradient_norm(*backend, model.params());
-      ll::adamw_update_all(*backend, model.params(), adamw, 1e-5, ++step_number,
-                           float(std::min(1.0, 1.0 / std::max(norm, 1e-12))));
+      ++step_number;
+      const std::string context = fmt::format("step {}", step_number);
+      ll::GradientsReady on_ready;
+      if (optimizer)
+        on_ready = [&](std::span<const int> ps) { optimizer->gradients_ready(ps, context); };
+      const ll::LossSum ls = model.forward_backward(tokens, targets, spec, loss_scale, on_ready);
+      if (optimizer) {
+        optimizer->step(adamw, 1e-5, step_number, 1.0, context);
+      } else {
+        const double norm = ll::gradient_norm(*backend, model.params());
+        ll::adamw_update_all(*backend, model.params(), adamw, 1e-5, step_number,
+                             float(std::min(1.0, 1.0 / std::max(norm, 1e-12))));
+      }
       backend->synchronize();
       const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (s >= warmup) times.push_back(dt);
@@ -200,8 +237,15 @@ int run(int argc, char** argv) {
                     {"peak_bytes", mem.peak},
                     {"plan_bytes", plan_bytes},
                     {"device_used_bytes", mem.device_used}});
+    if (optimizer) {
+      rows.back()["world_size"] = world;
+      rows.back()["collectives"] = optimizer->timing_summary();
+      fmt::print("          collectives so far: {}\n",
+                 optimizer->timing_summary().empty() ? std::string("(not measured on the host)")
+                                                     : optimizer->timing_summary());
+    }
   }
-  if (!json_path.empty()) {
+  if (!json_path.empty() && lead) {
     std::ofstream f(json_path);
     f << nlohmann::json{{"backend", desc},
                         {"params_through", p_through},

@@ -5,6 +5,8 @@
 # The cores are split between the ranks (OMP_NUM_THREADS = cores / ranks), so the table shows
 # what data parallelism costs or gains on one machine at a fixed core count; across machines
 # each rank brings its own cores.
+# The row "1 (sharded)" is one process with --sharded-optimizer: the data-parallel step's own
+# cost (bucketed reduction from the backward hook, flat buffers, gather) without a second rank.
 # tokens/s = tokens of all ranks per optimizer step / step time, median over steps 2..STEPS
 # (step 1 is warm-up). Usage: bench/train_cpu_ranks.sh [STEPS] [CTX]   (default 6, 512)
 set -euo pipefail
@@ -21,11 +23,13 @@ mpi_flags=(--oversubscribe)
 [[ $(id -u) == 0 ]] && mpi_flags+=(--allow-run-as-root)
 printf "| ranks | threads/rank | context | windows/step | median tokens/s | median step s |\n"
 printf "|------:|-------------:|--------:|-------------:|----------------:|--------------:|\n"
-for ranks in 1 2; do
+for row in 1 1s 2; do
+  ranks=${row%s}
   threads=$(( cores / ranks > 0 ? cores / ranks : 1 ))
   args=(--device cpu -m models/kjv-tiny --data "$work/corpus/train.shard" -ctx "$ctx"
         --steps "$steps" --grad-accum $(( global / ranks )) --lr 1e-4 --warmup 0
-        --out "$work/ranks-$ranks")
+        --out "$work/ranks-$row")
+  [[ $row == 1s ]] && args+=(--sharded-optimizer)
   if [[ $ranks == 1 ]]; then
     OMP_NUM_THREADS=$threads ./train_longlora "${args[@]}" > "$work/log" 2>&1 ||
       { cat "$work/log"; exit 1; }
@@ -34,8 +38,10 @@ for ranks in 1 2; do
       > "$work/log" 2>&1 || { cat "$work/log"; exit 1; }
   fi
   # Median tokens_per_s (all ranks' tokens) of steps 2..STEPS from rank 0's metrics log.
-  median=$(grep '"step"' "$work/ranks-$ranks/metrics.jsonl" | grep -v '"event"' | tail -n +2 |
+  median=$(grep '"step"' "$work/ranks-$row/metrics.jsonl" | grep -v '"event"' | tail -n +2 |
     sed -E 's/.*"tokens_per_s":([0-9.e+-]+).*/\1/' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  awk -v r="$ranks" -v th="$threads" -v c="$ctx" -v w="$global" -v t="$median" \
-    'BEGIN {printf "| %5d | %12d | %7d | %12d | %15.0f | %13.3f |\n", r, th, c, w, t, w * c / t}'
+  label=$ranks
+  [[ $row == 1s ]] && label="1 (sharded)"
+  awk -v r="$label" -v th="$threads" -v c="$ctx" -v w="$global" -v t="$median" \
+    'BEGIN {printf "| %5s | %12d | %7d | %12d | %15.0f | %13.3f |\n", r, th, c, w, t, w * c / t}'
 done

@@ -40,6 +40,12 @@ void SingleProcessCommunicator::reduce_scatter_sum(std::span<const float> full,
   std::copy(full.begin(), full.end(), shard.begin());
 }
 
+void SingleProcessCommunicator::reduce_sum(std::span<const float> send, std::span<float> recv,
+                                           int root, const std::string&) {
+  check_reduce_buffers(send, recv, root, 1, 0);
+  std::copy(send.begin(), send.end(), recv.begin());
+}
+
 void SingleProcessCommunicator::all_gather(std::span<const float> shard, std::span<float> full,
                                            std::span<const int64_t> shard_sizes,
                                            const std::string&) {
@@ -62,6 +68,20 @@ void SingleProcessCommunicator::abort_world(const std::string& message, int exit
   std::fprintf(stderr, "%s\n", message.c_str());
   std::fflush(stderr);
   std::exit(exit_code);
+}
+
+void check_reduce_buffers(std::span<const float> send, std::span<float> recv, int root,
+                          int world_size, int rank) {
+  LL_CHECK(root >= 0 && root < world_size, "reduce_sum: root rank {} does not exist in a world of {}",
+           root, world_size);
+  if (rank != root) return;
+  LL_CHECK(recv.size() == send.size(),
+           "reduce_sum: the root's receive buffer holds {} values for {} sent", recv.size(),
+           send.size());
+  const float* s = send.data();
+  const float* r = recv.data();
+  LL_CHECK(send.empty() || s + send.size() <= r || r + recv.size() <= s,
+           "reduce_sum: the send and receive buffers overlap");
 }
 
 bool launched_by_mpi() {

@@ -54,6 +54,12 @@ class Communicator {
                                   std::span<const int64_t> shard_sizes,
                                   const std::string& context) = 0;
 
+  // send: [n] fp32, this rank's contribution (same n on every rank); recv: [n] fp32 on `root`,
+  // receives the sum over ranks (other ranks may pass an empty span). send and recv must not
+  // overlap. The sharded optimizer's bucketed gradient reduction (dist/shard_transport.h).
+  virtual void reduce_sum(std::span<const float> send, std::span<float> recv, int root,
+                          const std::string& context) = 0;
+
   // shard: [shard_sizes[rank]] fp32, this rank's slice; full: [T] fp32, receives every rank's
   // slice in rank order.
   virtual void all_gather(std::span<const float> shard, std::span<float> full,
@@ -83,6 +89,8 @@ class SingleProcessCommunicator final : public Communicator {
   void reduce_scatter_sum(std::span<const float> full, std::span<float> shard,
                           std::span<const int64_t> shard_sizes,
                           const std::string& context) override;
+  void reduce_sum(std::span<const float> send, std::span<float> recv, int root,
+                  const std::string& context) override;
   void all_gather(std::span<const float> shard, std::span<float> full,
                   std::span<const int64_t> shard_sizes, const std::string& context) override;
   void broadcast(std::span<std::byte> bytes, int root, const std::string& context) override;
@@ -103,5 +111,10 @@ std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& optio
 // to full_size, and shard_size == shard_sizes[rank]. Throws ll::Error naming `collective`.
 void check_shard_sizes(const char* collective, std::span<const int64_t> shard_sizes,
                        int world_size, int rank, size_t full_size, size_t shard_size);
+
+// Checks shared by the implementations of reduce_sum: root exists, recv holds send.size()
+// values on the root, and the buffers do not overlap. Throws ll::Error.
+void check_reduce_buffers(std::span<const float> send, std::span<float> recv, int root,
+                          int world_size, int rank);
 
 }  // namespace ll::dist

@@ -172,6 +172,19 @@ void MpiCommunicator::reduce_scatter_sum(std::span<const float> full, std::span<
   wait(request, name, context);
 }
 
+void MpiCommunicator::reduce_sum(std::span<const float> send, std::span<float> recv, int root,
+                                 const std::string& context) {
+  const char* name = "reduce_sum";
+  require_usable(name, context);
+  check_reduce_buffers(send, recv, root, world_size_, rank_);
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Ireduce(send.data(), rank_ == root ? recv.data() : nullptr,
+                    mpi_count(int64_t(send.size()), name), MPI_FLOAT, MPI_SUM, root, comm_,
+                    &request),
+        name, context);
+  wait(request, name, context);
+}
+
 void MpiCommunicator::all_gather(std::span<const float> shard, std::span<float> full,
                                  std::span<const int64_t> shard_sizes,
                                  const std::string& context) {

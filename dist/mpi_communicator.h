@@ -4,9 +4,9 @@
 // MPI is initialised by the first instance (MPI_THREAD_FUNNELED: only the main thread calls MPI,
 // OpenMP threads never do) and finalised when the last one is destroyed; it cannot be
 // initialised again in the same process. Collectives run on a duplicate of MPI_COMM_WORLD with
-// MPI_ERRORS_RETURN, start nonblocking (MPI_Iallreduce, MPI_Ireduce_scatter, MPI_Iallgatherv,
-// MPI_Ibcast, MPI_Iallgather, MPI_Ibarrier) and are polled with MPI_Test until the timeout (see
-// communicator.h for what happens then). MPI counts are ints: a buffer of more than 2^31 - 1
+// MPI_ERRORS_RETURN, start nonblocking (MPI_Iallreduce, MPI_Ireduce_scatter, MPI_Ireduce,
+// MPI_Iallgatherv, MPI_Ibcast, MPI_Iallgather, MPI_Ibarrier) and are polled with MPI_Test until
+// the timeout (see communicator.h for what happens then). MPI counts are ints: a buffer of more than 2^31 - 1
 // elements is refused with a clear error.
 //
 // Ending: a communicator destroyed after a failed collective, or while an exception leaves its
@@ -37,6 +37,8 @@ class MpiCommunicator final : public Communicator {
   void reduce_scatter_sum(std::span<const float> full, std::span<float> shard,
                           std::span<const int64_t> shard_sizes,
                           const std::string& context) override;
+  void reduce_sum(std::span<const float> send, std::span<float> recv, int root,
+                  const std::string& context) override;
   void all_gather(std::span<const float> shard, std::span<float> full,
                   std::span<const int64_t> shard_sizes, const std::string& context) override;
   void broadcast(std::span<std::byte> bytes, int root, const std::string& context) override;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string_view>
 
 #include "common/error.h"
 #include "optim/grad_clip.h"
@@ -17,10 +18,6 @@ Tensor flat_slice(const Tensor& t, int64_t offset, int64_t count) {
 
 Tensor flat(const Tensor& t) { return reshaped(t, {t.numel()}); }
 
-std::span<float> host_span(const OwnedTensor& t) {
-  return {t->f32(), size_t(t->numel())};
-}
-
 std::vector<int64_t> element_counts(const std::vector<TrainableParam>& params) {
   std::vector<int64_t> counts;  // [tensor_count]
   counts.reserve(params.size());
@@ -32,20 +29,25 @@ std::vector<int64_t> element_counts(const std::vector<TrainableParam>& params) {
   return counts;
 }
 
-// Every tensor the optimizer touches must be F32 with the master's element count.
+// master and grad must be F32 of the master's element count, the value F32 or BF16 (the CUDA
+// backend's activation dtype); the moments, when present, F32 too.
 void check_param(const TrainableParam& p) {
   const int64_t n = p.master->numel();
   const std::pair<const char*, const OwnedTensor*> tensors[] = {
       {"master", &p.master}, {"value", &p.value}, {"grad", &p.grad},
       {"exp_avg", &p.exp_avg}, {"exp_avg_sq", &p.exp_avg_sq}};
   for (const auto& [what, tensor] : tensors) {
+    const bool moment = what[0] == 'e';
+    if (moment && (*tensor)->data == nullptr) continue;  // the shards start from zeros
     LL_CHECK((*tensor)->data != nullptr,
              "sharded optimizer: parameter \"{}\" has no {} tensor (was the model set up for "
              "training?)",
              p.name, what);
-    LL_CHECK((*tensor)->dtype == DType::F32,
-             "sharded optimizer: parameter \"{}\"'s {} is {}, expected F32", p.name, what,
-             dtype_name((*tensor)->dtype));
+    const DType dtype = (*tensor)->dtype;
+    const bool value = std::string_view(what) == "value";
+    LL_CHECK(dtype == DType::F32 || (value && dtype == DType::BF16),
+             "sharded optimizer: parameter \"{}\"'s {} is {}, expected F32{}", p.name, what,
+             dtype_name(dtype), value ? " or BF16" : "");
     LL_CHECK((*tensor)->numel() == n,
              "sharded optimizer: parameter \"{}\"'s {} has {} elements, its master {}", p.name,
              what, (*tensor)->numel(), n);
@@ -70,19 +72,16 @@ void check_shard(const OptimizerShard& shard, int rank, int world_size, int64_t 
 }  // namespace
 
 ShardedOptimizer::ShardedOptimizer(Backend& backend, Communicator& communicator,
-                                   std::vector<TrainableParam>& params)
+                                   std::vector<TrainableParam>& params,
+                                   const ShardTransportOptions& options)
     : backend_(backend),
       communicator_(communicator),
       params_(params),
       layout_(element_counts(params), communicator.world_size()) {
-  LL_CHECK(backend_.name() == "cpu",
-           "sharded optimizer: the {} backend keeps its tensors in device memory, but the "
-           "communicator ({}) works on host memory; data-parallel training runs on the CPU "
-           "backend until the NCCL path exists",
-           backend_.name(), communicator_.backend_name());
   for (const TrainableParam& p : params_) check_param(p);
-  shard_sizes_ = layout_.shard_sizes();
+  transport_ = make_shard_transport(backend_, communicator_, layout_, options);
   pieces_ = layout_.pieces(communicator_.rank());
+  started_.assign(params_.size(), false);
   const int64_t total = layout_.total_size();
   const int64_t shard = layout_.shard_size(communicator_.rank());
   flat_grad_ = backend_.allocate({total}, DType::F32);
@@ -91,37 +90,65 @@ ShardedOptimizer::ShardedOptimizer(Backend& backend, Communicator& communicator,
   master_shard_ = backend_.allocate({shard}, DType::F32);
   exp_avg_shard_ = backend_.allocate({shard}, DType::F32);
   exp_avg_sq_shard_ = backend_.allocate({shard}, DType::F32);
+  backend_.fill_zero(*exp_avg_shard_);
+  backend_.fill_zero(*exp_avg_sq_shard_);
+  // The grads become views of the flat buffer: the backward accumulates straight into what the
+  // collectives read.
+  for (size_t t = 0; t < params_.size(); ++t) {
+    TrainableParam& p = params_[t];
+    const int64_t offset = layout_.tensor_offset(int(t)), n = layout_.tensor_sizes()[t];
+    OwnedTensor view{reshaped(*flat_grad_, p.grad->shape, offset), flat_grad_.storage};
+    if (n > 0) backend_.copy(flat(*view), flat(*p.grad));
+    p.grad = std::move(view);
+  }
   for (const ShardPiece& piece : pieces_) {
     const TrainableParam& p = params_[size_t(piece.tensor)];
     const std::pair<const OwnedTensor*, const OwnedTensor*> from_to[] = {
         {&p.master, &master_shard_}, {&p.exp_avg, &exp_avg_shard_},
         {&p.exp_avg_sq, &exp_avg_sq_shard_}};
     for (const auto& [source, target] : from_to) {
+      if ((*source)->data == nullptr) continue;  // no moments: zeros
       backend_.copy(flat_slice(**target, piece.offset_in_shard, piece.count),
                     flat_slice(**source, piece.offset_in_tensor, piece.count));
     }
   }
 }
 
+void ShardedOptimizer::start_buckets(const std::vector<bool>& start, const std::string& context) {
+  const std::string what = context + " gradients";
+  int64_t begin = -1, end = -1;  // the run being collected
+  for (size_t t = 0; t < params_.size(); ++t) {
+    if (!start[t] || started_[t]) continue;
+    started_[t] = true;
+    const int64_t offset = layout_.tensor_offset(int(t));
+    if (offset != end) {
+      if (begin < end) transport_->start_reduce(*flat_grad_, begin, end, *grad_shard_, what);
+      begin = offset;
+    }
+    end = offset + layout_.tensor_sizes()[t];
+  }
+  if (begin < end) transport_->start_reduce(*flat_grad_, begin, end, *grad_shard_, what);
+}
+
+void ShardedOptimizer::gradients_ready(std::span<const int> params, const std::string& context) {
+  std::vector<bool> start(params_.size(), false);
+  for (int t : params) {
+    LL_CHECK(t >= 0 && size_t(t) < params_.size(),
+             "sharded optimizer: gradients reported for parameter {} of {}", t, params_.size());
+    LL_CHECK(!started_[size_t(t)] && !start[size_t(t)],
+             "sharded optimizer: the gradients of \"{}\" were reported twice in one step",
+             params_[size_t(t)].name);
+    start[size_t(t)] = true;
+  }
+  start_buckets(start, context);
+}
+
 double ShardedOptimizer::step(const AdamWConfig& config, double lr, int64_t step,
                               double max_grad_norm, const std::string& context) {
   const int world = communicator_.world_size();
-  for (size_t t = 0; t < params_.size(); ++t) {
-    const int64_t n = layout_.tensor_sizes()[t];
-    if (n == 0) continue;
-    backend_.copy(flat_slice(*flat_grad_, layout_.tensor_offset(int(t)), n),
-                  flat(*params_[t].grad));
-  }
-  communicator_.reduce_scatter_sum(host_span(flat_grad_), host_span(grad_shard_), shard_sizes_,
-                                   context + " gradients");
-  if (world > 1) {
-    // The mean over ranks (see the header for how this composes with the loss scale).
-    float* g = grad_shard_->f32();
-    const int64_t n = grad_shard_->numel();
-    const float w = float(world);
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) g[i] /= w;
-  }
+  start_buckets(std::vector<bool>(params_.size(), true), context);
+  transport_->finish_reduces(context + " gradients");
+  started_.assign(params_.size(), false);
 
   // Per piece, so that a world of one sums exactly as gradient_norm does (tensor by tensor).
   std::vector<double> sum_squares = {0.0};  // [1]
@@ -129,8 +156,9 @@ double ShardedOptimizer::step(const AdamWConfig& config, double lr, int64_t step
     sum_squares[0] +=
         backend_.sum_squares(flat_slice(*grad_shard_, piece.offset_in_shard, piece.count));
   }
-  communicator_.all_reduce_sum(sum_squares, context + " gradient norm");
-  const double norm = std::sqrt(sum_squares[0]);
+  transport_->all_reduce_sum(sum_squares, context + " gradient norm");
+  // The shard holds the sum over ranks; the norm and the update are those of the mean.
+  const double norm = std::sqrt(sum_squares[0]) / double(world);
   LL_CHECK(std::isfinite(norm), "{}: the gradient norm is not finite ({}): training diverged "
            "(lower the learning rate?) or the data or model holds NaN/Inf", context, norm);
 
@@ -139,21 +167,20 @@ double ShardedOptimizer::step(const AdamWConfig& config, double lr, int64_t step
     update.config = config;
     update.lr = lr;
     update.step = step;
-    update.grad_scale = float(clip_coefficient(norm, max_grad_norm));
-    // param = the master shard itself: MPI forbids gathering from a slice of the receive buffer.
+    update.grad_scale = float(clip_coefficient(norm, max_grad_norm) / double(world));
+    // param = the master shard itself: the transports gather from a buffer of its own.
     backend_.adamw_step(*master_shard_, *master_shard_, *grad_shard_, *exp_avg_shard_,
                         *exp_avg_sq_shard_, update);
   }
 
-  communicator_.all_gather(host_span(master_shard_), host_span(flat_value_), shard_sizes_,
-                           context + " parameters");
+  transport_->all_gather(*master_shard_, *flat_value_, context + " parameters");
   for (size_t t = 0; t < params_.size(); ++t) {
     const int64_t n = layout_.tensor_sizes()[t];
     if (n == 0) continue;
     const Tensor gathered = flat_slice(*flat_value_, layout_.tensor_offset(int(t)), n);
     const TrainableParam& p = params_[t];
     backend_.copy(flat(*p.master), gathered);
-    if (p.value->data != p.master->data) backend_.copy(flat(*p.value), gathered);
+    if (p.value->data != p.master->data) backend_.copy(flat(*p.value), gathered);  // may round
   }
   return norm;
 }

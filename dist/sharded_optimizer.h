@@ -1,52 +1,52 @@
 #pragma once
-// The data-parallel optimizer step, ZeRO-1/2 style: gradients are reduce-scattered (averaged)
-// into per-rank shards of the flat trainable vector (dist/shard_layout.h), each rank runs AdamW
-// on its shard only, keeping that shard's fp32 master weights and moments, and the updated
-// shards are all-gathered back into every rank's parameters.
+// The data-parallel optimizer step, ZeRO-1/2 style: gradients are summed over the ranks into
+// per-rank shards of the flat trainable vector (dist/shard_layout.h), each rank runs AdamW on
+// its shard only, keeping that shard's fp32 master weights and moments, and the updated shards
+// are all-gathered back into every rank's parameters. The buffers move through a ShardTransport
+// (dist/shard_transport.h): host collectives for the CPU backend, NCCL for the CUDA backend.
+//
+// Gradients: at construction every parameter's grad tensor becomes a view into one flat buffer
+// [T] (params order), so the backward writes the flat vector the collectives read and nothing is
+// packed. Overlap: the trainer passes gradients_ready as the model's backward hook on a step's
+// last micro-batch (LlamaModel::forward_backward), so each layer's range is reduced (on NCCL's
+// own stream) while the backward computes the layers below it.
 //
 // Step, on every rank with the same arguments:
-//   1. pack: every parameter's gradient into the flat buffer [T] (params order).
-//   2. reduce-scatter (sum) into this rank's gradient shard, divided by W: the mean over ranks.
-//   3. clip norm: each rank's sum of squares of its shard (per piece, in flat order), summed
-//      over ranks by an all-reduce; sqrt; coefficient from optim/grad_clip.h.
-//   4. AdamW (backend.adamw_step) on the shard with that coefficient as grad_scale. Its
-//      `param` output is the master shard itself (fp32 on the CPU): MPI forbids gathering from
-//      a slice of the receive buffer, so the flat value buffer cannot be the source.
-//   5. all-gather the master shards into the flat value buffer [T] and unpack it into every
-//      parameter's value and master, so the full parameters stay identical on every rank
-//      (export_adapter and checkpoint code read them as before).
+//   1. reduce whatever gradients_ready did not start (all of them without the hook), wait.
+//   2. clip norm: each rank's sum of squares of its shard (per piece, in flat order), summed
+//      over ranks; the norm of the mean gradient is sqrt(sum) / W; coefficient from
+//      optim/grad_clip.h.
+//   3. AdamW (backend.adamw_step) on the shard with grad_scale = coefficient / W (the shard
+//      holds the sum over ranks: this makes it the mean). Its `param` output is the master shard.
+//   4. all-gather the master shards into a flat buffer [T] and copy it into every parameter's
+//      master and value (converted to the value's dtype, bf16 on the GPU), so the full
+//      parameters stay identical on every rank (export_adapter and checkpoints read them).
 //
-// Loss scaling composes as follows: each rank scales its micro-batch losses by
-// 1 / (k * labels) with its own accumulation k, as a single process does, so its gradients are
-// the mean over its k micro-batches; step 2's mean over W ranks then gives
-// sum over all W*k micro-batches of g / (W k labels), the gradient a single process with
-// accumulation W*k computes with its loss scale 1 / (W k labels). The division by W happens
-// once, after the fp32 sum over ranks (correctly rounded x / W), not in the loss scale, so a
-// rank's local gradients mean the same whatever the world size. With rank_windows.h's data
-// order, W ranks x k equals one process x W*k up to fp32 summation order (relative 1e-7).
-// The norm returned is that of the mean gradient, i.e. what the single process would log.
+// Loss scaling: each rank scales its micro-batch losses by 1 / (k * labels) with its own
+// accumulation k, as a single process does, so its gradients are the mean over its k
+// micro-batches, and the mean over W ranks gives the gradient a single process with
+// accumulation W*k computes. With rank_windows.h's data order, W ranks x k equals one process x
+// W*k up to fp32 summation order (relative 1e-7). The norm returned is that of the mean
+// gradient, i.e. what the single process would log.
 //
-// World of one (SingleProcessCommunicator): the pieces are whole tensors in params order, so
-// the norm's sum and the update are the same operations as engine/optimizer_step.h's
-// gradient_norm + adamw_update_all, bit for bit.
+// World of one: the pieces are whole tensors in params order, the reduce is a copy and the
+// division by W is exact, so the norm and the update are the same operations as
+// engine/optimizer_step.h's gradient_norm + adamw_update_all, bit for bit.
 //
-// Restriction: the Communicator takes host pointers, so this path is for backends whose
-// tensors live in host memory: the CPU backend (checked at construction). On GPUs the same
-// steps will run over NCCL on device buffers (not built yet).
-//
-// State: the params' exp_avg / exp_avg_sq tensors are read once, at construction, to seed the
-// shards (a model fresh from a single-process checkpoint carries its moments over), and are
-// neither used nor updated afterwards; checkpoints take the moments from export_shard(). The
-// params' grads are left as this rank's local gradients. Memory: the model still allocates
-// full exp_avg / exp_avg_sq per parameter on every rank, which the sharding is meant to save;
-// dropping them when a ShardedOptimizer owns the state is a follow-up (a model/ change).
+// State: the params' exp_avg / exp_avg_sq tensors, when present, are read once at construction
+// to seed the shards (a model fresh from a single-process checkpoint carries its moments over);
+// a model set up without moments (ModelSetup::optimizer_moments = false, as the trainer does for
+// sharded runs, so that no rank ever holds the full moments) starts from zeros. Checkpoints take
+// the moments from export_shard().
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "dist/communicator.h"
 #include "dist/shard_layout.h"
+#include "dist/shard_transport.h"
 #include "kernels/backend.h"
 #include "model/llama_model.h"
 #include "optim/adamw.h"
@@ -65,16 +65,27 @@ struct OptimizerShard {
 class ShardedOptimizer {
  public:
   // params: the trained tensors in the fixed order every rank uses (LlamaModel::params()); each
-  // must have F32 master, grad, exp_avg and exp_avg_sq tensors of its shape. Kept by reference:
-  // the vector must outlive this object and keep its tensors. Construct after the params hold
-  // their starting values (adapter loaded, checkpoint restored). Throws ll::Error for a backend
-  // outside host memory or a parameter without training state.
+  // must have F32 master and grad tensors of its shape and a value of its shape (F32 or BF16);
+  // exp_avg / exp_avg_sq are optional (see State above). Kept by
+  // reference: the vector must outlive this object, and its grad tensors are replaced by views
+  // of the optimizer's flat gradient buffer (their values kept). Construct after the params hold
+  // their starting values (adapter loaded, checkpoint restored). Throws ll::Error for a
+  // parameter without training state or a backend this build has no transport for.
   ShardedOptimizer(Backend& backend, Communicator& communicator,
-                   std::vector<TrainableParam>& params);
+                   std::vector<TrainableParam>& params, const ShardTransportOptions& options = {});
 
   const ShardLayout& layout() const { return layout_; }
   int rank() const { return communicator_.rank(); }
   int world_size() const { return communicator_.world_size(); }
+  // The transport's name and what its collectives cost so far ("" when not measured).
+  std::string transport_name() const { return transport_->name(); }
+  std::string timing_summary() const { return transport_->timing_summary(); }
+
+  // The backward hook: the gradients of `params` (indices into the params vector) are final for
+  // this step; their reduction starts now (contiguous runs of the flat vector as one bucket).
+  // Each parameter at most once per step (a second report throws ll::Error). Every rank must
+  // report the same parameters in the same order.
+  void gradients_ready(std::span<const int> params, const std::string& context);
 
   // One optimizer step (1-based `step` for AdamW's bias correction) at learning rate `lr`,
   // clipping the mean gradient's norm at max_grad_norm (<= 0: no clipping). `context` names
@@ -94,13 +105,18 @@ class ShardedOptimizer {
   void import_shard(const OptimizerShard& shard);
 
  private:
+  // Starts the reduction of the params flagged in `start` and not yet started, one bucket per
+  // contiguous run of the flat vector.
+  void start_buckets(const std::vector<bool>& start, const std::string& context);
+
   Backend& backend_;
   Communicator& communicator_;
   std::vector<TrainableParam>& params_;
   ShardLayout layout_;
-  std::vector<int64_t> shard_sizes_;  // [W], what the collectives take
+  std::unique_ptr<ShardTransport> transport_;
   std::vector<ShardPiece> pieces_;    // this rank's shard as parts of tensors
-  OwnedTensor flat_grad_;             // [T] this rank's gradients, params order
+  std::vector<bool> started_;         // [tensor_count] reduction started this step
+  OwnedTensor flat_grad_;             // [T] this rank's gradients, params order (the grads' storage)
   OwnedTensor flat_value_;            // [T] the gathered master weights
   OwnedTensor grad_shard_;            // [shard] mean over ranks of this rank's slice
   OwnedTensor master_shard_;          // [shard] fp32 master weights

@@ -117,6 +117,10 @@ const std::vector<Field>& fields() {
       {"world-size", "--world-size", &O::world_size,
        "with --dry-run: plan the per-rank memory of a data-parallel run of this many ranks "
        "(0: the ranks of this launch, 1 without mpirun)", {}},
+      {"sharded-optimizer", "--sharded-optimizer", &O::sharded_optimizer,
+       "run the data-parallel optimizer step (bucketed gradient reduction overlapped with the "
+       "backward, sharded AdamW; NCCL on GPUs) even in a world of one; always on under mpirun "
+       "with more than one rank", {}},
       // Output
       {"out", "--out", &O::out, "output directory (checkpoints, metrics log)", {}},
       {"resume", "--resume", &O::resume,

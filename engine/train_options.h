@@ -49,6 +49,7 @@ struct TrainOptions {
   int64_t classifier_chunk = 2048;    // --classifier-chunk: tokens per LM-head chunk
   double dist_timeout = 600.0;        // --dist-timeout: seconds a collective waits for the ranks
   int64_t world_size = 0;             // --world-size: ranks the --dry-run plan is for (0: this launch's)
+  bool sharded_optimizer = false;     // --sharded-optimizer: the data-parallel step in a world of one
   // Output
   std::string out = "out";            // --out DIR
   std::string resume;                 // --resume [DIR|auto]: "" = no resume

@@ -103,22 +103,44 @@ void check_resume_options(const std::string& saved_json, const std::string& curr
   }
 }
 
-// A world of one keeps its AdamW moments in the model and writes them with the checkpoint; a
-// sharded run (world_size > 1) keeps them in the ShardedOptimizer, which writes them per rank.
+std::vector<int64_t> param_sizes(const std::vector<TrainableParam>& params) {
+  std::vector<int64_t> sizes;  // [tensor count], params order: the flat layout's tensors
+  for (const TrainableParam& p : params) sizes.push_back(p.master->numel());
+  return sizes;
+}
+
+// The checkpoint of a step. Without a sharded optimizer the AdamW moments are the model's; a
+// sharded optimizer in a world of one hands its one shard (the full state), which is written
+// the same way; with world_size > 1 the moments are left out (every rank writes its shard).
 Checkpoint make_checkpoint(const LlamaModel& model, const TrainOptions& o, int64_t step,
                            const LoaderPosition& loader, int64_t tokens_seen,
-                           const std::string& fingerprint, int world_size = 1) {
+                           const std::string& fingerprint, int world_size = 1,
+                           const dist::ShardedOptimizer* sharded = nullptr) {
   Checkpoint ck;
   ck.adapter = model.export_adapter(o.model);
   Backend& backend = model.backend();
-  for (const TrainableParam& p : model.params()) {
-    if (world_size > 1) break;  // the model's moments are not the optimizer's
-    HostTensor m{p.shape, std::vector<float>(size_t(p.exp_avg->numel()))};
-    HostTensor v{p.shape, std::vector<float>(size_t(p.exp_avg_sq->numel()))};
-    backend.download_f32(m.values.data(), *p.exp_avg);
-    backend.download_f32(v.values.data(), *p.exp_avg_sq);
-    ck.moments.exp_avg.emplace(p.name, std::move(m));
-    ck.moments.exp_avg_sq.emplace(p.name, std::move(v));
+  if (world_size == 1) {
+    std::vector<std::vector<float>> exp_avg, exp_avg_sq;  // [tensor][size], params order
+    if (sharded != nullptr) {
+      const dist::OptimizerShard full = sharded->export_shard();
+      exp_avg = dist::split_by_tensor(sharded->layout(), full.exp_avg);
+      exp_avg_sq = dist::split_by_tensor(sharded->layout(), full.exp_avg_sq);
+    }
+    for (size_t t = 0; t < model.params().size(); ++t) {
+      const TrainableParam& p = model.params()[t];
+      HostTensor m{p.shape, {}}, v{p.shape, {}};
+      if (sharded != nullptr) {
+        m.values = std::move(exp_avg[t]);
+        v.values = std::move(exp_avg_sq[t]);
+      } else {
+        m.values.resize(size_t(p.exp_avg->numel()));
+        v.values.resize(size_t(p.exp_avg_sq->numel()));
+        backend.download_f32(m.values.data(), *p.exp_avg);
+        backend.download_f32(v.values.data(), *p.exp_avg_sq);
+      }
+      ck.moments.exp_avg.emplace(p.name, std::move(m));
+      ck.moments.exp_avg_sq.emplace(p.name, std::move(v));
+    }
   }
   ck.state.step = step;
   ck.state.loader = loader;
@@ -130,25 +152,26 @@ Checkpoint make_checkpoint(const LlamaModel& model, const TrainOptions& o, int64
   return ck;
 }
 
+// A single-process checkpoint's moments of one parameter: exp_avg and exp_avg_sq.
+std::pair<const std::vector<float>*, const std::vector<float>*> checkpoint_moments(
+    const Checkpoint& ck, const TrainableParam& p) {
+  auto m = ck.moments.exp_avg.find(p.name);
+  auto v = ck.moments.exp_avg_sq.find(p.name);
+  LL_CHECK(m != ck.moments.exp_avg.end() && v != ck.moments.exp_avg_sq.end(),
+           "the checkpoint has no optimizer state for {}", p.name);
+  LL_CHECK(m->second.shape == p.shape && v->second.shape == p.shape,
+           "the checkpoint's optimizer state for {} has another shape", p.name);
+  return {&m->second.values, &v->second.values};
+}
+
 void restore_checkpoint(LlamaModel& model, const Checkpoint& ck) {
   model.load_adapter(ck.adapter);
   Backend& backend = model.backend();
   for (TrainableParam& p : model.params()) {
-    auto m = ck.moments.exp_avg.find(p.name);
-    auto v = ck.moments.exp_avg_sq.find(p.name);
-    LL_CHECK(m != ck.moments.exp_avg.end() && v != ck.moments.exp_avg_sq.end(),
-             "the checkpoint has no optimizer state for {}", p.name);
-    LL_CHECK(m->second.shape == p.shape && v->second.shape == p.shape,
-             "the checkpoint's optimizer state for {} has another shape", p.name);
-    backend.upload_f32(*p.exp_avg, m->second.values.data());
-    backend.upload_f32(*p.exp_avg_sq, v->second.values.data());
+    const auto [m, v] = checkpoint_moments(ck, p);
+    backend.upload_f32(*p.exp_avg, m->data());
+    backend.upload_f32(*p.exp_avg_sq, v->data());
   }
-}
-
-std::vector<int64_t> param_sizes(const std::vector<TrainableParam>& params) {
-  std::vector<int64_t> sizes;  // [tensor count], params order: the flat layout's tensors
-  for (const TrainableParam& p : params) sizes.push_back(p.master->numel());
-  return sizes;
 }
 
 // A sharded checkpoint resumed by one process: its shards put together are the full moments.
@@ -165,6 +188,35 @@ void restore_sharded_into_model(LlamaModel& model, const Checkpoint& ck) {
     backend.upload_f32(*p.exp_avg_sq, exp_avg_sq[t].data());
   }
 }
+
+// A checkpoint's optimizer state as rank `rank`'s shard of `to`, for a sharded optimizer: the
+// checkpoint's shards re-sharded, or its full moments (a single-process checkpoint) cut up. The
+// master weights are the model's (the checkpoint's adapter, loaded before).
+dist::OptimizerShard checkpoint_shard(const LlamaModel& model, const Checkpoint& ck,
+                                      const dist::ShardLayout& to, int rank) {
+  const std::vector<int64_t> sizes = param_sizes(model.params());
+  if (!ck.shards.empty())
+    return dist::reshard_optimizer_state(dist::ShardLayout(sizes, ck.state.world_size), ck.shards,
+                                         to, rank);
+  dist::OptimizerShard full;  // the one shard of a world of one
+  Backend& backend = model.backend();
+  for (const TrainableParam& p : model.params()) {
+    const auto [m, v] = checkpoint_moments(ck, p);
+    std::vector<float> master(size_t(p.master->numel()));
+    backend.download_f32(master.data(), *p.master);
+    full.master.insert(full.master.end(), master.begin(), master.end());
+    full.exp_avg.insert(full.exp_avg.end(), m->begin(), m->end());
+    full.exp_avg_sq.insert(full.exp_avg_sq.end(), v->begin(), v->end());
+  }
+  const dist::OptimizerShard one[] = {std::move(full)};
+  return dist::reshard_optimizer_state(dist::ShardLayout(sizes, 1), one, to, rank);
+}
+
+// A collective of the data-parallel step that failed during the backward (its message already
+// names the rank, the collective and the step).
+struct CollectiveFailure : Error {
+  using Error::Error;
+};
 
 // One micro-batch: a sequence and what each of its positions is trained to predict.
 struct TrainingSequence {
@@ -317,24 +369,35 @@ MemoryPlan memory_plan_of(const TrainOptions& o, const LlamaConfig& config, bool
   return plan_training_memory(in);
 }
 
-// The per-rank memory of a data-parallel run of `world` ranks, from the single-process plan:
-// the model's full AdamW moments are released once the sharded optimizer has taken its slices
-// (dist/sharded_optimizer.h keeps fp32 master, exp_avg, exp_avg_sq and gradient shards), and
-// every rank holds a flat gradient and a flat gathered-parameter vector of all T elements.
-std::string format_rank_footprint(const MemoryPlan& plan, int world) {
-  int64_t trained = 0;
+// The per-rank memory of the data-parallel step with `world` ranks (dist/sharded_optimizer.h),
+// from the single-process plan: no rank holds the full AdamW moments, each keeps fp32 master,
+// exp_avg, exp_avg_sq and gradient shards and a flat gathered-parameter vector of all T
+// elements (the gradients stay where the plan has them: the flat buffer is their storage); on
+// GPUs NCCL's padded all-gather buffers add T + T/W fp32.
+struct RankFootprint {
+  int64_t total = 0, trained = 0, shard = 0, full_moments = 0, shard_bytes = 0, flat_bytes = 0;
+};
+RankFootprint rank_footprint(const MemoryPlan& plan, int world, bool cuda) {
+  RankFootprint f;
   for (const MemoryItem& item : plan.items)
-    if (item.name == "gradients") trained = item.bytes / 4;  // one fp32 per trained element
-  const int64_t shard = (trained + world - 1) / world;       // the largest shard
-  const int64_t shard_bytes = 4 * 4 * shard, flat_bytes = 2 * 4 * trained;
-  const int64_t full_moments = 2 * 4 * trained;
+    if (item.name == "gradients") f.trained = item.bytes / 4;  // one fp32 per trained element
+  f.shard = (f.trained + world - 1) / world;                   // the largest shard
+  f.shard_bytes = 4 * 4 * f.shard;
+  f.flat_bytes = 4 * f.trained + (cuda ? 4 * (f.shard + int64_t(world) * f.shard) : 0);
+  f.full_moments = 2 * 4 * f.trained;
+  f.total = plan.total() - f.full_moments + f.shard_bytes + f.flat_bytes;
+  return f;
+}
+
+std::string format_rank_footprint(const MemoryPlan& plan, int world, bool cuda) {
+  const RankFootprint f = rank_footprint(plan, world, cuda);
   return fmt::format(
-      "  data parallel {:>4} ranks {:>10}   per rank: AdamW moments {} replaced by shards {} (fp32 "
-      "master, exp_avg, exp_avg_sq, gradient: at most {} of {} elements), plus flat gradient and "
-      "gathered parameters {} (2 x {} fp32)\n",
-      world, format_bytes(plan.total() - full_moments + shard_bytes + flat_bytes),
-      format_bytes(full_moments), format_bytes(shard_bytes), shard, trained,
-      format_bytes(flat_bytes), trained);
+      "  data parallel {:>4} rank{} {:>10}   per rank: AdamW moments {} replaced by shards {} "
+      "(fp32 master, exp_avg, exp_avg_sq, gradient: at most {} of {} elements), plus gathered "
+      "parameters{} {}\n",
+      world, world == 1 ? " " : "s", format_bytes(f.total), format_bytes(f.full_moments),
+      format_bytes(f.shard_bytes), f.shard, f.trained,
+      cuda ? " and NCCL's padded buffers" : "", format_bytes(f.flat_bytes));
 }
 
 void print_memory_plan(const TrainOptions& o, int world) {
@@ -348,7 +411,8 @@ void print_memory_plan(const TrainOptions& o, int world) {
              cuda ? "bf16 activations and frozen weights, fp32 master/gradients/moments"
                   : "fp32 everywhere");
   fmt::print("{}", format_memory_plan(plan));
-  if (world > 1) fmt::print("{}", format_rank_footprint(plan, world));
+  if (world > 1 || o.sharded_optimizer)
+    fmt::print("{}", format_rank_footprint(plan, world, cuda));
 }
 
 // Names and sizes of the data files, for the ranks' agreement check: a rank that sees other
@@ -419,11 +483,11 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
   }
   const auto t_start = std::chrono::steady_clock::now();
   set_rank_threads(communicator);
-  std::unique_ptr<Backend> backend = make_backend(o.device);
-  LL_CHECK(world == 1 || backend->name() == "cpu",
-           "data-parallel training ({} ranks) runs on the CPU backend for now (--device cpu): "
-           "the {} backend's NCCL path is not built yet",
-           world, backend->name());
+  // One GPU per rank of a node (its local rank); a world of one takes GPU 0.
+  std::unique_ptr<Backend> backend = make_backend(o.device, communicator.local_rank());
+  // The data-parallel step (dist/sharded_optimizer.h): always with several ranks, on request
+  // in a world of one (the same path through NCCL on one GPU).
+  const bool sharded_step = world > 1 || o.sharded_optimizer;
 
   // Base model, and the data before the weights load: bad data (or SFT records) fail fast.
   std::unique_ptr<SequenceSource> source;
@@ -443,8 +507,11 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
       "model, options and data (model fingerprint, every option, data file names and sizes)");
   // The whole run's memory, reserved before the weights go to the device: a run that cannot
   // fit says so now, with the plan's numbers.
-  const MemoryPlan plan = memory_plan_of(o, config, backend->name() == "cuda");
-  backend->reserve(plan.total() - backend->memory().in_use);
+  const bool cuda = backend->name() == "cuda";
+  const MemoryPlan plan = memory_plan_of(o, config, cuda);
+  const int64_t planned_bytes =
+      sharded_step ? rank_footprint(plan, world, cuda).total : plan.total();
+  backend->reserve(planned_bytes - backend->memory().in_use);
 
   // Context: position interpolation and the attention pattern.
   ForwardSpec spec;
@@ -471,6 +538,7 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
   setup.trainable = parse_trainable(o.trainable);
   setup.seed = o.seed;
   setup.training = true;
+  setup.optimizer_moments = !sharded_step;  // the sharded optimizer holds them, per rank
   LlamaModel model(*backend, weights, setup);
   weights = LlamaWeights{};  // the backend holds its own copy now
   if (!o.init_adapter.empty()) model.load_adapter(read_adapter_dir(o.init_adapter));
@@ -478,7 +546,7 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
   // Resume.
   int64_t step = 0, tokens_seen = 0;
   std::string resumed_from;
-  std::optional<Checkpoint> sharded_resume;  // a sharded checkpoint for a sharded run
+  std::optional<Checkpoint> sharded_resume;  // the checkpoint the sharded optimizer resumes
   if (!o.resume.empty()) {
     std::string dir = o.resume;
     if (o.resume == "auto") {
@@ -495,36 +563,32 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
                dir, ck.state.model_fingerprint, fingerprint);
       check_resume_options(ck.state.run_options_json, train_options_json(o), dir,
                            ck.state.world_size, world);
-      if (ck.shards.empty()) {
-        restore_checkpoint(model, ck);  // full moments: the sharded optimizer takes its slices
-      } else if (world == 1) {
-        restore_sharded_into_model(model, ck);
+      if (sharded_step) {
+        model.load_adapter(ck.adapter);  // moments: the sharded optimizer's, below
+      } else if (ck.shards.empty()) {
+        restore_checkpoint(model, ck);
       } else {
-        model.load_adapter(ck.adapter);
+        restore_sharded_into_model(model, ck);
       }
       source->seek(ck.state.loader);
       step = ck.state.step;
       tokens_seen = ck.state.tokens_seen;
       resumed_from = dir;
-      if (!ck.shards.empty() && world > 1) sharded_resume = std::move(ck);
+      if (sharded_step) sharded_resume = std::move(ck);
     }
   }
 
   // Data parallelism: the optimizer state sharded over the ranks, seeded from the model (or
   // the checkpoint's shards, re-sharded when the world size changed).
   std::unique_ptr<dist::ShardedOptimizer> sharded;
-  if (world > 1) {
-    sharded = std::make_unique<dist::ShardedOptimizer>(*backend, communicator, model.params());
+  if (sharded_step) {
+    dist::ShardTransportOptions transport;
+    transport.timeout_s = o.dist_timeout;
+    sharded = std::make_unique<dist::ShardedOptimizer>(*backend, communicator, model.params(),
+                                                       transport);
     if (sharded_resume) {
-      const dist::ShardLayout from(param_sizes(model.params()), sharded_resume->state.world_size);
-      sharded->import_shard(
-          dist::reshard_optimizer_state(from, sharded_resume->shards, sharded->layout(), rank));
+      sharded->import_shard(checkpoint_shard(model, *sharded_resume, sharded->layout(), rank));
       sharded_resume.reset();
-    }
-    // The model's full moments have seeded the shards and are never read again: release them.
-    for (TrainableParam& p : model.params()) {
-      p.exp_avg = OwnedTensor{};
-      p.exp_avg_sq = OwnedTensor{};
     }
   }
   // The shared read stream (dist/rank_windows.h): reads consumed by all ranks so far.
@@ -566,12 +630,12 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
                "backend        {}\n",
                o.lr, o.schedule, o.warmup, o.adam_beta1, o.adam_beta2, o.adam_eps, o.weight_decay,
                o.max_grad_norm, o.grad_accum, source->unit(), describe_backend(*backend));
-    if (world > 1)
-      fmt::print("data parallel  {} ranks ({}), {} {} per rank and step = {} per step, optimizer "
-                 "state sharded ({} to {} elements per rank)\n",
-                 world, communicator.backend_name(), o.grad_accum, source->unit(),
-                 world * o.grad_accum, sharded->layout().shard_size(world - 1),
-                 sharded->layout().shard_size(0));
+    if (sharded_step)
+      fmt::print("data parallel  {} rank{} ({}; collectives: {}), {} {} per rank and step = {} "
+                 "per step, optimizer state sharded ({} to {} elements per rank)\n",
+                 world, world == 1 ? "" : "s", communicator.backend_name(),
+                 sharded->transport_name(), o.grad_accum, source->unit(), world * o.grad_accum,
+                 sharded->layout().shard_size(world - 1), sharded->layout().shard_size(0));
     if (!resumed_from.empty()) fmt::print("resume         from {} (step {})\n", resumed_from, step);
     std::fflush(stdout);
   }
@@ -596,9 +660,11 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
   int64_t tokens_this_run = 0;
   auto save = [&](int64_t at_step) {
     if (world == 1) {
-      last_checkpoint = write_checkpoint(
-          o.out, make_checkpoint(model, o, at_step, source->position(), tokens_seen, fingerprint),
-          o.keep_checkpoints);
+      last_checkpoint = write_checkpoint(o.out,
+                                         make_checkpoint(model, o, at_step, source->position(),
+                                                         tokens_seen, fingerprint, 1,
+                                                         sharded.get()),
+                                         o.keep_checkpoints);
     } else {
       Checkpoint ck;
       if (lead) {
@@ -638,7 +704,20 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
         // labels, so this is the step's mean over labelled tokens).
         const float loss_scale = float(1.0 / double(o.grad_accum * seq.labelled));
         if (spec.attn_mode != AttnMode::Dense) spec.group_size = s2_group_size(n, o.group_ratio);
-        const LossSum ls = model.forward_backward(seq.tokens, seq.targets, spec, loss_scale);
+        // On the step's last micro-batch the sharded optimizer reduces each layer's gradients
+        // while the backward computes the layers below.
+        GradientsReady on_ready;
+        if (sharded && micro + 1 == o.grad_accum) {
+          on_ready = [&, context = fmt::format("step {}", step + 1)](std::span<const int> ps) {
+            try {
+              sharded->gradients_ready(ps, context);
+            } catch (const Error& e) {
+              throw CollectiveFailure(e.what());  // names rank and step already
+            }
+          };
+        }
+        const LossSum ls =
+            model.forward_backward(seq.tokens, seq.targets, spec, loss_scale, on_ready);
         LL_CHECK(ls.count == seq.labelled, "the model scored {} positions, the data labels {}",
                  ls.count, seq.labelled);
         if (first_count < 0) first_count = ls.count;
@@ -648,13 +727,15 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
         labelled += ls.count;
         step_tokens += n;
       }
+    } catch (const CollectiveFailure& e) {
+      fail("{}; {}", e.what(), last_good());
     } catch (const Error& e) {
       fail("step {}: {}; {}", step + 1, e.what(), last_good());
     }
     shared_read += world * o.grad_accum;
     const double lr = learning_rate(schedule, step);
     double grad_norm = 0.0;
-    if (world == 1) {
+    if (!sharded) {
       grad_norm = gradient_norm(*backend, model.params());
       LL_CHECK(std::isfinite(grad_norm),
                "step {}: the gradient norm is not finite (diverged: lower --lr?); {}", step + 1,
@@ -689,7 +770,7 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
         metrics->log_event("memory",
                            fmt::format("\"planned_bytes\": {}, \"peak_bytes\": {}, "
                                        "\"device_used_bytes\": {}, \"device_total_bytes\": {}",
-                                       plan.total(), mem.peak, mem.device_used, mem.device_total));
+                                       planned_bytes, mem.peak, mem.device_used, mem.device_total));
     }
     tokens_seen += labelled;
     tokens_this_run += step_tokens;
@@ -743,11 +824,13 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t_loop).count());
   const BackendMemory mem = backend->memory();
   fmt::print("memory         peak {} of tensors (plan {}){}\n", format_bytes(mem.peak),
-             format_bytes(plan.total()),
+             format_bytes(planned_bytes),
              mem.device_used < 0 ? std::string()
                                  : fmt::format("; device in use {} of {} (cudaMemGetInfo)",
                                                format_bytes(mem.device_used),
                                                format_bytes(mem.device_total)));
+  if (sharded && !sharded->timing_summary().empty())
+    fmt::print("collectives    {}\n", sharded->timing_summary());
   fmt::print("output         {}/{}trainable_params.safetensors, longlora.json, metrics.jsonl, "
              "loss_curve.svg; checkpoint {}\n",
              o.out,

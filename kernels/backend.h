@@ -67,7 +67,8 @@ class Backend {
   virtual void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) = 0;
   // x += y
   virtual void add_inplace(const Tensor& x, const Tensor& y) = 0;
-  // dst = src (same shape and dtype)
+  // dst = src (same shape; same dtype, or an F32 src rounded to nearest even into a BF16 dst:
+  // the sharded optimizer's gathered master weights into bf16 values)
   virtual void copy(const Tensor& dst, const Tensor& src) = 0;
   // losses [N] (F32) = CE(x [N, D] @ lm_head [V, D]^T, targets [N] I32; < 0 = unlabelled),
   // chunk_rows tokens at a time. Returns the number of labelled positions.

@@ -31,15 +31,21 @@ std::string resolve_device(const std::string& device) {
   return device;
 }
 
-std::unique_ptr<Backend> make_backend(const std::string& device) {
+std::unique_ptr<Backend> make_backend(const std::string& device, int gpu) {
   const std::string resolved = resolve_device(device);
   if (resolved == "cpu") return std::make_unique<CpuBackend>();
 #if defined(LL_HAVE_CUDA)
   LL_CHECK(gpu_visible(),
            "--device cuda: no CUDA device is visible (driver missing, no GPU, or "
            "CUDA_VISIBLE_DEVICES empty); use --device cpu");
-  return std::make_unique<CudaBackend>(0);
+  const int count = cuda::device_count();
+  LL_CHECK(gpu >= 0 && gpu < count,
+           "--device cuda: GPU {} was asked for (one GPU per rank on a node: the rank's local "
+           "rank), but {} GPU{} visible; start at most {} rank{} per node",
+           gpu, count, count == 1 ? " is" : "s are", count, count == 1 ? "" : "s");
+  return std::make_unique<CudaBackend>(gpu);
 #else
+  (void)gpu;
   fail("--device cuda: this build has no CUDA backend (nvcc was not found when it was "
        "configured); use --device cpu");
 #endif

@@ -12,8 +12,9 @@ namespace ll {
 std::string resolve_device(const std::string& device);
 
 // The backend for `device` (auto|cpu|cuda). --device cuda without a CUDA build or without a
-// visible GPU is an ll::Error saying which.
-std::unique_ptr<Backend> make_backend(const std::string& device);
+// visible GPU is an ll::Error saying which. `gpu`: which visible GPU the CUDA backend takes (a
+// data-parallel rank's local rank: one GPU per rank); past the last one is an ll::Error.
+std::unique_ptr<Backend> make_backend(const std::string& device, int gpu = 0);
 
 // One line for logs: "cpu (N threads)" or the GPU's name, compute capability and memory.
 std::string describe_backend(const Backend& backend);

@@ -186,7 +186,7 @@ OwnedTensor LlamaModel::run_blocks(const Tensor& token_ids, const ForwardSpec& s
 
 LossSum LlamaModel::forward_backward(std::span<const int32_t> tokens,
                                      std::span<const int32_t> targets, const ForwardSpec& spec,
-                                     float loss_scale) {
+                                     float loss_scale, const GradientsReady& gradients_ready) {
   LL_CHECK(setup_.training, "forward_backward: the model was not set up for training");
   const LlamaConfig& c = config_;
   const int64_t n = int64_t(tokens.size()), d = c.hidden_size, f = c.intermediate_size;
@@ -229,6 +229,16 @@ LossSum LlamaModel::forward_backward(std::span<const int32_t> tokens,
   backend_.rmsnorm_backward(*dx, grad_of(norm_), *dxn, *x_final, *norm_.value, *rstd);
   x_final = {};
   xn = {};
+  // Reports one group's final gradients to the hook (groups without trained tensors skipped).
+  auto report = [&](std::vector<int> params) {
+    if (gradients_ready && !params.empty()) gradients_ready(params);
+  };
+  {
+    std::vector<int> head;
+    if (norm_.param >= 0) head.push_back(norm_.param);
+    if (lm_head_.param >= 0) head.push_back(lm_head_.param);
+    report(std::move(head));
+  }
 
   // Backward through the blocks, last first, recomputing each block's forward.
   BlockWorkspace ws = make_workspace(n);
@@ -244,9 +254,11 @@ LossSum LlamaModel::forward_backward(std::span<const int32_t> tokens,
     block_forward(layers_[l], *block_inputs[l], ws, mask, spec);
     block_backward(layers_[l], *block_inputs[l], ws, g, *dx, mask, spec);
     block_inputs[l] = {};  // freed as soon as its block is done
+    report(layer_params(layers_[l]));
   }
   if (embed_tokens_.param >= 0) {
     backend_.embedding_backward(grad_of(embed_tokens_), *dx, *token_ids);
+    report({embed_tokens_.param});
   }
   return result;
 }

@@ -58,11 +58,13 @@ int LlamaModel::add_param(const std::string& name, std::vector<int64_t> shape,
   }
   if (setup_.training) {
     p.grad = backend_.allocate(shape, DType::F32);
-    p.exp_avg = backend_.allocate(shape, DType::F32);
-    p.exp_avg_sq = backend_.allocate(shape, DType::F32);
     backend_.fill_zero(*p.grad);
-    backend_.fill_zero(*p.exp_avg);
-    backend_.fill_zero(*p.exp_avg_sq);
+    if (setup_.optimizer_moments) {
+      p.exp_avg = backend_.allocate(shape, DType::F32);
+      p.exp_avg_sq = backend_.allocate(shape, DType::F32);
+      backend_.fill_zero(*p.exp_avg);
+      backend_.fill_zero(*p.exp_avg_sq);
+    }
   }
   params_.push_back(std::move(p));
   return int(params_.size()) - 1;
@@ -115,6 +117,23 @@ void LlamaModel::zero_grads() {
     LL_CHECK(p.grad.view.data != nullptr, "zero_grads: the model was not set up for training");
     backend_.fill_zero(*p.grad);
   }
+}
+
+std::vector<int> LlamaModel::layer_params(const Layer& layer) const {
+  std::vector<int> params;
+  auto add = [&](int index) {
+    if (index >= 0) params.push_back(index);
+  };
+  add(layer.input_layernorm.param);
+  add(layer.post_attention_layernorm.param);
+  for (const Linear* lin : {&layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.o_proj,
+                            &layer.gate_proj, &layer.up_proj, &layer.down_proj}) {
+    add(lin->weight.param);
+    add(lin->lora_a);
+    add(lin->lora_b);
+  }
+  std::sort(params.begin(), params.end());
+  return params;
 }
 
 const Tensor& LlamaModel::grad_of(const Weight& w) const {

@@ -6,6 +6,7 @@
 // block's input [N, D] (L x N x D floats in all); the backward re-runs one block's forward
 // from its saved input into a single block workspace, then runs that block's backward.
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -33,7 +34,17 @@ struct ModelSetup {
   TrainableSet trainable{false, false, false};  // base tensors trained (LoRA+: embed, norms)
   uint64_t seed = 0;                            // LoRA A initialisation
   bool training = false;                        // allocate gradients and AdamW moments
+  // With training: allocate the full AdamW moments per parameter. A data-parallel run keeps
+  // them sharded in dist/sharded_optimizer.h instead and sets this to false.
+  bool optimizer_moments = true;
 };
+
+// forward_backward's hook: the gradients of these trained parameters (indices into params())
+// are final for this call. Called with the final norm and lm_head once the classifier's
+// backward is done, with each layer's after its backward (last layer first), and with the
+// embedding at the end; parameters of none of these groups are never reported. The
+// data-parallel optimizer starts reducing each group while the backward goes on.
+using GradientsReady = std::function<void(std::span<const int> params)>;
 
 // A tensor the optimizer updates. `value` is what the forward reads (activation dtype; the
 // master tensor itself when that is F32); master, grad, exp_avg, exp_avg_sq are F32.
@@ -84,9 +95,10 @@ class LlamaModel {
   // Training: loss of `tokens` [N] against `targets` [N] (target < 0: no label) and the
   // gradients of loss_scale * (sum of labelled losses), ADDED to every trainable parameter's
   // grad (zero them with zero_grads() at the start of an optimizer step). Requires
-  // setup.training. Throws ll::Error for a non-finite loss.
+  // setup.training. Throws ll::Error for a non-finite loss (before any gradients_ready call).
   LossSum forward_backward(std::span<const int32_t> tokens, std::span<const int32_t> targets,
-                           const ForwardSpec& spec, float loss_scale);
+                           const ForwardSpec& spec, float loss_scale,
+                           const GradientsReady& gradients_ready = {});
 
   std::vector<TrainableParam>& params() { return params_; }
   const std::vector<TrainableParam>& params() const { return params_; }
@@ -131,6 +143,8 @@ class LlamaModel {
   AttnMask make_mask(int64_t n_tokens, const ForwardSpec& spec) const;
   void check_spec(int64_t n_tokens, const ForwardSpec& spec) const;
   const Tensor& grad_of(const Weight& w) const;
+  // The trained parameters of one layer (indices into params_), in params_ order.
+  std::vector<int> layer_params(const Layer& layer) const;
 
   // out (+)= linear(x); u [N, r] receives x A^T when the layer has LoRA.
   void linear_forward(const Linear& lin, const Tensor& out, const Tensor& x, const Tensor& u,

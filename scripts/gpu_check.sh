@@ -114,6 +114,15 @@ if ((build_ok)); then
           --json "$out/bench_train_$attn.json" > "$out/bench_train_$attn.txt" 2>&1 || echo "bench_train exit $?" >> "$out/bench_train_$attn.txt"
       fi
     done
+    # The data-parallel step through NCCL on one GPU (issue 7): step time against the plain
+    # step above, the collectives' time and the share of it hidden behind the backward.
+    if (($(left) > 90)); then
+      step "benchmark: bench_train --sharded (world of one through NCCL; tc attention)"
+      LL_CUDA_ATTENTION=tc timeout 150 build-gpu/bench_train --device cuda --sharded --ctx 8192 --steps 2 --warmup 1 \
+        --json "$out/bench_train_sharded.json" > "$out/bench_train_sharded.txt" 2>&1 || echo "bench_train exit $?" >> "$out/bench_train_sharded.txt"
+      sharded_collectives=$(grep -h 'collectives so far' "$out/bench_train_sharded.txt" | tail -1)
+      echo "${sharded_collectives:-no collectives line}" >> "$log"
+    fi
     if (($(left) > 90)) && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
       step "benchmark: PyTorch baseline (bench/torch_train_gpu.py)"
       timeout 240 python3 bench/torch_train_gpu.py --device cuda --ctx 8192,32768 --steps 2 \
@@ -144,6 +153,7 @@ out = sys.argv[1]
 print("| impl | ctx | G | step ms | tokens/s | MFU | peak GiB | plan GiB |")
 print("|---|---|---|---|---|---|---|---|")
 for name, label in (("bench_train_tc.json", "ours (tc attention)"),
+                    ("bench_train_sharded.json", "ours (tc, sharded step via NCCL, 1 GPU)"),
                     ("bench_train_simt.json", "ours (CUDA-core attention)"),
                     ("torch_train.json", "pytorch")):
     path = os.path.join(out, name)
@@ -181,6 +191,8 @@ PY
     echo "CPU suite on this machine: ${cpu:-not run}; SASS check (HMMA in the tensor-core kernels): ${sass:-not run}"
     echo
     echo "NCCL collectives: ${nccl_timing:-not measured}"
+    echo
+    echo "Sharded training step (bench_train --sharded, 1 GPU): ${sharded_collectives:-not measured}"
     echo
     echo "## Training step benchmark"
     echo

@@ -90,6 +90,7 @@ const char* nccl_collective_name(NcclCollective collective) {
     case NcclCollective::AllGather: return "all_gather";
     case NcclCollective::AllReduceSum: return "all_reduce_sum";
     case NcclCollective::Broadcast: return "broadcast";
+    case NcclCollective::ReduceSum: return "reduce_sum";
   }
   return "unknown collective";
 }
@@ -373,6 +374,46 @@ void NcclCommunicator::broadcast(void* buffer, int64_t count, NcclElement elemen
   s.enqueue(kind, bytes, context, [&] {
     return ncclBroadcast(buffer, buffer, size_t(count), nccl_type(element), root, s.comm,
                          s.stream);
+  });
+}
+
+void NcclCommunicator::reduce_sum(std::span<const NcclReducePiece> pieces, NcclElement element,
+                                  const std::string& context) {
+  State& s = *st_;
+  const NcclCollective kind = NcclCollective::ReduceSum;
+  s.require_usable(nccl_collective_name(kind), context);
+  const size_t size = nccl_element_size(element);
+  int64_t bytes = 0;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const NcclReducePiece& p = pieces[i];
+    LL_CHECK(p.root >= 0 && p.root < s.world,
+             "rank {}: {}: piece {} has root rank {}, which does not exist in a world of {}",
+             s.rank, describe(nccl_collective_name(kind), context), i, p.root, s.world);
+    LL_CHECK(p.count >= 0, "rank {}: {}: piece {} has negative count {}", s.rank,
+             describe(nccl_collective_name(kind), context), i, p.count);
+    const int64_t piece_bytes = p.count * int64_t(size);
+    s.check_device_buffer(p.send, piece_bytes, "send (input)", kind, context);
+    if (p.root == s.rank)
+      s.check_device_buffer(p.recv, piece_bytes, "recv (output)", kind, context);
+    bytes += piece_bytes;
+  }
+  if (bytes == 0) return;  // every piece empty: nothing moves
+  s.enqueue(kind, bytes, context, [&] {
+    // Inside a group the ncclReduce calls only record their work; ncclGroupEnd launches it all
+    // (and, the communicator being nonblocking, may return ncclInProgress: enqueue settles it).
+    ncclResult_t result = ncclGroupStart();
+    if (result != ncclSuccess) return result;
+    for (const NcclReducePiece& p : pieces) {
+      if (p.count == 0) continue;
+      // recvbuff is only used on the root; NCCL accepts null elsewhere.
+      result = ncclReduce(p.send, p.root == s.rank ? p.recv : nullptr, size_t(p.count),
+                          nccl_type(element), ncclSum, p.root, s.comm, s.stream);
+      if (result != ncclSuccess && result != ncclInProgress) break;
+    }
+    // Always close the group, even after a failed call: an open group would hold back every
+    // later NCCL call of this thread (the abort included).
+    const ncclResult_t ended = ncclGroupEnd();
+    return result != ncclSuccess && result != ncclInProgress ? result : ended;
   });
 }
 

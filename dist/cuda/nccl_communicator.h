@@ -16,7 +16,10 @@
 // caller's buffers are flat (a device copy of T elements, skipped when padding.is_flat()).
 // reduce_scatter_sum and all_gather take fp32 or bf16 (NCCL sums bf16 in fp32 per step, but
 // every partial sum is rounded to bf16: keep fp32 for gradients); all_reduce_sum takes fp32 or
-// fp64 (the squared norms for clipping); broadcast takes any element type.
+// fp64 (the squared norms for clipping); broadcast and reduce_sum take any element type.
+// reduce_sum is the bucketed gradient reduction (dist/cuda/nccl_shard_transport.h): a few
+// ncclReduce calls, one per rank owning part of a bucket, fused into one NCCL group, so a
+// bucket is summed straight into the owners' shards without the padded layout.
 //
 // Failure: the communicator is nonblocking (ncclConfig_t blocking = 0), so no NCCL call and no
 // wait can hang: setup, enqueue and wait() poll ncclCommGetAsyncError and the stream's progress
@@ -33,6 +36,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "dist/communicator.h"
@@ -48,9 +52,19 @@ enum class NcclElement { F32, BF16, F64 };
 size_t nccl_element_size(NcclElement element);
 const char* nccl_element_name(NcclElement element);
 
-enum class NcclCollective { ReduceScatterSum = 0, AllGather, AllReduceSum, Broadcast };
-inline constexpr int kNcclCollectiveKinds = 4;
+enum class NcclCollective { ReduceScatterSum = 0, AllGather, AllReduceSum, Broadcast, ReduceSum };
+inline constexpr int kNcclCollectiveKinds = 5;
 const char* nccl_collective_name(NcclCollective collective);
+
+// One ncclReduce of a reduce_sum group: send [count] (device, every rank) is summed over the
+// ranks into recv [count] (device) on rank `root`; recv is not used on the other ranks (may be
+// null there).
+struct NcclReducePiece {
+  const void* send = nullptr;
+  void* recv = nullptr;
+  int64_t count = 0;
+  int root = 0;
+};
 
 // What one kind of collective has cost so far (only collectives completed through wait()).
 struct NcclCollectiveTotals {
@@ -105,6 +119,13 @@ class NcclCommunicator {
   // buffer: [count] device; on completion every rank holds root's values.
   void broadcast(void* buffer, int64_t count, NcclElement element, int root,
                  const std::string& context);
+
+  // Every piece's send buffer summed over ranks into its root's recv buffer, all pieces in one
+  // NCCL group: one collective of kind ReduceSum in the totals (bytes: the pieces' counts
+  // summed), timed by events around the whole group. Every rank passes the same pieces (counts,
+  // roots) in the same order; empty pieces are skipped, and no piece at all enqueues nothing.
+  void reduce_sum(std::span<const NcclReducePiece> pieces, NcclElement element,
+                  const std::string& context);
 
   // Stream-ordered copies between the layouts (not collectives; no wait needed before the next
   // call on the stream). flat: [T] device; padded: [W * B] device (padding zeroed by pack).

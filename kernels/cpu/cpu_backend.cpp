@@ -98,6 +98,12 @@ void CpuBackend::add_inplace(const Tensor& x, const Tensor& y) {
 
 void CpuBackend::copy(const Tensor& dst, const Tensor& src) {
   shapes::same_shape({&dst, &src}, "copy");
+  if (src.dtype == DType::F32 && dst.dtype == DType::BF16) {
+    const float* in = src.f32();
+    uint16_t* out = static_cast<uint16_t*>(dst.data);
+    for (int64_t i = 0, n = src.numel(); i < n; ++i) out[i] = f32_to_bf16(in[i]);
+    return;
+  }
   LL_CHECK(dst.dtype == src.dtype, "copy: {} into {}", dtype_name(src.dtype), dtype_name(dst.dtype));
   std::memcpy(dst.data, src.data, src.nbytes());
 }

@@ -203,6 +203,10 @@ std::string CudaBackend::device_description() const {
                      st_->tensor_core_attention ? "tensor cores (hd 64/128)" : "CUDA cores");
 }
 
+int CudaBackend::device() const { return st_->device; }
+
+cudaStream_t CudaBackend::stream() const { return st_->stream; }
+
 OwnedTensor CudaBackend::allocate(std::vector<int64_t> shape, DType dtype) {
   OwnedTensor t;
   t.view.dtype = dtype;
@@ -406,8 +410,15 @@ void CudaBackend::add_inplace(const Tensor& x, const Tensor& y) {
 
 void CudaBackend::copy(const Tensor& dst, const Tensor& src) {
   shapes::same_shape({&dst, &src}, "copy");
-  LL_CHECK(dst.dtype == src.dtype, "copy: {} into {}", dtype_name(src.dtype),
-           dtype_name(dst.dtype));
+  if (dst.dtype == DType::BF16 && src.dtype == DType::F32) {
+    // fp32 master weights into the bf16 copy the forward reads.
+    cuda::convert_f32_to_bf16(bf16_ptr(dst, "copy destination"), src.f32(), src.numel(),
+                              st_->stream);
+    return;
+  }
+  LL_CHECK(dst.dtype == src.dtype,
+           "copy: {} into {} is not supported (same dtype, or F32 into BF16)",
+           dtype_name(src.dtype), dtype_name(dst.dtype));
   LL_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyDeviceToDevice,
                                 st_->stream));
 }

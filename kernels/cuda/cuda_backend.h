@@ -12,6 +12,9 @@
 
 #include "kernels/backend.h"
 
+// As in CUDA's driver_types.h, so that host code including this header needs no CUDA headers.
+typedef struct CUstream_st* cudaStream_t;
+
 namespace ll {
 
 class CudaBackend final : public Backend {
@@ -28,6 +31,10 @@ class CudaBackend final : public Backend {
   void reserve(int64_t bytes) override;
   // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)"
   std::string device_description() const;
+  // The GPU this backend runs on, and the stream every op is enqueued on: work on another stream
+  // (NCCL's, dist/cuda/nccl_shard_transport.h) orders itself against it with CUDA events.
+  int device() const;
+  cudaStream_t stream() const;
 
   OwnedTensor allocate(std::vector<int64_t> shape, DType dtype) override;
   void upload_f32(const Tensor& dst, const float* src) override;
@@ -46,6 +53,7 @@ class CudaBackend final : public Backend {
                                 const Tensor& v, int64_t past) override;
   void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) override;
   void add_inplace(const Tensor& x, const Tensor& y) override;
+  // Same dtype: a device copy; F32 into BF16: rounded to nearest even (NaN stays NaN).
   void copy(const Tensor& dst, const Tensor& src) override;
   int64_t classifier_forward(const Tensor& losses, const Tensor& x, const Tensor& lm_head,
                              const Tensor& targets, int64_t chunk_rows) override;

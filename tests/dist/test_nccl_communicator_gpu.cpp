@@ -34,7 +34,9 @@
 #include "dist/communicator.h"
 #include "dist/nccl_padding.h"
 #include "dist/shard_layout.h"
+#include "tests/error_text.h"
 #include "tests/dist/mpirun_util.h"
+#include "tests/dist/nccl_test_util.h"
 #include "tests/gpu_skip.h"
 
 #if defined(LL_HAVE_NCCL)
@@ -50,20 +52,9 @@ namespace {
 
 constexpr const char* kChildVariable = "LL_NCCL_TEST_CHILD";
 
-std::string child_mode() {
-  const char* mode = std::getenv(kChildVariable);
-  return mode != nullptr ? mode : "";
-}
+std::string child_mode() { return ll::test::child_mode(kChildVariable); }
 
-// GPU tests skip as a whole without a GPU; without NCCL in the build there is nothing to test.
-void require_gpu_and_nccl() {
-  ll::test::require_gpu();
-#if !defined(LL_HAVE_NCCL)
-  std::printf("SKIP: built without NCCL (cmake/nccl.cmake found no libnccl / nccl.h)\n");
-  std::fflush(stdout);
-  std::exit(77);
-#endif
-}
+using ll::test::require_gpu_and_nccl;
 
 }  // namespace
 
@@ -82,18 +73,9 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+using ll::test::contains;
 
-std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const ll::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using ll::test::error_of;
 
 // A non-blocking stream like the CUDA backend's, destroyed after the test's communicator.
 struct Stream {
@@ -255,7 +237,7 @@ TEST_CASE("NCCL bad arguments become ll::Error and leave the communicator usable
   CHECK(contains(macro, "test_nccl_communicator_gpu.cpp:"));
   CHECK(contains(macro, "ncclResult_t(ncclInvalidArgument) failed: "));
   CHECK(contains(macro, ncclGetErrorString(ncclInvalidArgument)));
-  CHECK(error_of([] { LL_NCCL_CHECK(ncclResult_t(ncclInProgress)); }) == "(no error)");
+  CHECK(error_of([] { LL_NCCL_CHECK(ncclResult_t(ncclInProgress)); }) == "<no error>");
 
   ll::dist::SingleProcessCommunicator host;
   Stream stream;

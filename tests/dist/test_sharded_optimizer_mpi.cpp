@@ -7,7 +7,8 @@
 // sharded steps (clipping active on some), and after every step compares its parameters with a
 // single-process reference it computes itself: the mean of every rank's gradients (from the
 // same formula) fed to gradient_norm + adamw_update_all on its own copy of the parameters.
-// Relative error <= 1e-6, and all ranks must hold identical bytes.
+// Relative error <= 1e-6, and all ranks must hold identical bytes. Gradients are reported in
+// buckets (the backward hook's way) on two steps of three, whole at the step on the third.
 //
 // Resume across world sizes: a 3-rank run writes each rank's optimizer shard (and rank 0 the
 // full parameters) after step 3, as a checkpoint would; a 2-rank run reads the three shards,
@@ -269,6 +270,19 @@ OptimizerShard read_shard(const std::string& path) {
 
 // ---- The child run.
 
+// Reports the gradients as a backward would, varying with the step: one tensor at a time from
+// the last, pairs of neighbours from the last, or none (step() reduces everything). Buckets cut
+// across shard boundaries, so one bucket is reduced to several roots.
+void report_buckets(ShardedOptimizer& optimizer, int tensors, int64_t step) {
+  const std::string context = fmt::format("step {}", step);
+  if (step % 3 == 1) {
+    for (int t = tensors - 1; t >= 0; --t) optimizer.gradients_ready(std::vector<int>{t}, context);
+  } else if (step % 3 == 2) {
+    for (int t = tensors - 1; t >= 1; t -= 2)
+      optimizer.gradients_ready(std::vector<int>{t - 1, t}, context);
+  }
+}
+
 // Runs the sharded steps first_step..kSteps on this rank and compares each with the reference.
 // Returns how many reference steps clipped.
 int run_and_compare(Communicator& comm, CpuBackend& backend, ShardedOptimizer& optimizer,
@@ -280,6 +294,7 @@ int run_and_compare(Communicator& comm, CpuBackend& backend, ShardedOptimizer& o
   for (int64_t step = first_step; step <= kSteps; ++step) {
     CAPTURE(step);
     set_rank_gradients(backend, params, rank, step);
+    report_buckets(optimizer, int(params.size()), step);
     const double norm = optimizer.step(adamw_config(), learning_rate(step), step,
                                        max_grad_norm(step), fmt::format("step {}", step));
     bool clipped = false;

@@ -1,8 +1,11 @@
-// The sharded optimizer in a world of one (what a plain ./train_longlora would run) against the
+// The sharded optimizer in a world of one (`train_longlora --sharded-optimizer`) against the
 // single-process optimizer step (engine/optimizer_step.h): the same gradient norm and the same
-// weights and moments bit for bit, over several steps with and without clipping. Also the
-// export / import round trip, re-sharding of optimizer state between world sizes against
-// slicing a full vector by hand, and the messages for mismatched or damaged shards.
+// weights and moments bit for bit, over several steps with and without clipping, whether the
+// gradients are reported bucket by bucket (the backward hook) or not at all. Also: parameters
+// without moments start from zeros, bf16 values receive the rounded masters, the grads become
+// views of one flat buffer, the export / import round trip, re-sharding of optimizer state
+// between world sizes against slicing a full vector by hand, and the messages for mismatched or
+// damaged shards.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -12,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/dtype.h"
 #include "common/error.h"
 #include "dist/communicator.h"
 #include "dist/sharded_optimizer.h"
@@ -158,6 +162,110 @@ TEST_CASE("a world of one equals gradient_norm + adamw_update_all bit for bit") 
   CHECK(clipped == 3);
 }
 
+TEST_CASE("gradients reported in buckets, in any order, give the same step bit for bit") {
+  CpuBackend backend;
+  SingleProcessCommunicator world;
+  std::vector<TrainableParam> bucketed = make_params(backend, 31);
+  std::vector<TrainableParam> reference = make_params(backend, 31);
+  ShardedOptimizer optimizer(backend, world, bucketed);
+  // The grads are views of one flat buffer, params order, their values kept.
+  for (size_t t = 1; t < bucketed.size(); ++t) {
+    CHECK(static_cast<const char*>(bucketed[t].grad->data) ==
+          static_cast<const char*>(bucketed[t - 1].grad->data) +
+              4 * bucketed[t - 1].grad->numel());
+    CHECK(same_bytes(host(backend, bucketed[t].grad), host(backend, reference[t].grad)));
+  }
+  // Reports as the model's backward makes them (last layer first), some params left to step().
+  const std::vector<std::vector<int>> orders[] = {
+      {{5}, {3, 4}, {1, 2}, {0}}, {{2}, {0, 5}}, {}, {{0, 1, 2, 3, 4, 5}}};
+  int64_t step = 0;
+  for (const auto& order : orders) {
+    ++step;
+    CAPTURE(step);
+    set_grads(backend, bucketed, reference, uint32_t(200 + step));
+    const std::string context = fmt::format("step {}", step);
+    for (const std::vector<int>& bucket : order) optimizer.gradients_ready(bucket, context);
+    const double norm = optimizer.step(AdamWConfig{}, 1e-2, step, 1.0, context);
+    const double reference_norm = gradient_norm(backend, reference);
+    adamw_update_all(backend, reference, AdamWConfig{}, 1e-2, step,
+                     float(clip_coefficient(reference_norm, 1.0)));
+    CHECK(norm == reference_norm);
+    CHECK(same_bytes(flat_state(backend, bucketed, &TrainableParam::master),
+                     flat_state(backend, reference, &TrainableParam::master)));
+  }
+  const int twice[] = {3, 3};
+  CHECK(contains(error_of([&] { optimizer.gradients_ready(twice, "step 9"); }),
+                 "the gradients of \"param3\" were reported twice in one step"));
+  const int once[] = {4};
+  optimizer.gradients_ready(once, "step 9");
+  CHECK(contains(error_of([&] { optimizer.gradients_ready(once, "step 9"); }),
+                 "the gradients of \"param4\" were reported twice in one step"));
+  const int outside[] = {6};
+  CHECK(contains(error_of([&] { optimizer.gradients_ready(outside, "step 9"); }),
+                 "gradients reported for parameter 6 of 6"));
+}
+
+TEST_CASE("parameters without moments start from zero moments") {
+  CpuBackend backend;
+  SingleProcessCommunicator world;
+  std::vector<TrainableParam> params = make_params(backend, 41);
+  std::vector<TrainableParam> reference = make_params(backend, 41);
+  for (TrainableParam& p : params) {
+    p.exp_avg = OwnedTensor{};
+    p.exp_avg_sq = OwnedTensor{};
+  }
+  for (TrainableParam& p : reference) {
+    backend.fill_zero(*p.exp_avg);
+    backend.fill_zero(*p.exp_avg_sq);
+  }
+  ShardedOptimizer optimizer(backend, world, params);
+  for (int64_t step = 1; step <= 2; ++step) {
+    set_grads(backend, params, reference, uint32_t(300 + step));
+    optimizer.step(AdamWConfig{}, 1e-2, step, 1.0, "step");
+    adamw_update_all(backend, reference, AdamWConfig{}, 1e-2, step,
+                     float(clip_coefficient(gradient_norm(backend, reference), 1.0)));
+  }
+  const OptimizerShard state = optimizer.export_shard();
+  CHECK(same_bytes(state.exp_avg, flat_state(backend, reference, &TrainableParam::exp_avg)));
+  CHECK(same_bytes(state.exp_avg_sq, flat_state(backend, reference, &TrainableParam::exp_avg_sq)));
+  CHECK(same_bytes(flat_state(backend, params, &TrainableParam::master),
+                   flat_state(backend, reference, &TrainableParam::master)));
+}
+
+TEST_CASE("bf16 values receive the updated masters rounded to nearest even") {
+  CpuBackend backend;
+  SingleProcessCommunicator world;
+  std::vector<TrainableParam> params = make_params(backend, 51);
+  std::vector<TrainableParam> reference = make_params(backend, 51);
+  for (TrainableParam& p : params) {
+    p.value = backend.allocate(p.shape, DType::BF16);
+    std::memset(p.value->data, 0, p.value->nbytes());
+  }
+  ShardedOptimizer optimizer(backend, world, params);
+  set_grads(backend, params, reference, 61);
+  optimizer.step(AdamWConfig{}, 1e-2, 1, 1.0, "step 1");
+  adamw_update_all(backend, reference, AdamWConfig{}, 1e-2, 1,
+                   float(clip_coefficient(gradient_norm(backend, reference), 1.0)));
+  for (size_t t = 0; t < params.size(); ++t) {
+    const std::vector<float> master = host(backend, reference[t].master);
+    const uint16_t* value = static_cast<const uint16_t*>(params[t].value->data);
+    for (size_t i = 0; i < master.size(); ++i) REQUIRE(value[i] == f32_to_bf16(master[i]));
+  }
+  const OwnedTensor f32 = backend.allocate({5}, DType::F32);
+  const OwnedTensor bf16 = backend.allocate({5}, DType::BF16);
+  const float values[] = {1.00390625f, 1.01171875f, -3.0e-39f, std::nanf(""), 65504.5f};
+  backend.upload_f32(*f32, values);
+  backend.copy(*bf16, *f32);
+  const uint16_t* got = static_cast<const uint16_t*>(bf16->data);
+  for (int i = 0; i < 5; ++i) {
+    CAPTURE(i);
+    CHECK(got[i] == f32_to_bf16(values[i]));
+  }
+  CHECK(got[0] == 0x3f80);  // 1 + 2^-8: a tie, rounded to the even 1.0
+  CHECK(got[1] == 0x3f82);  // 1 + 3 * 2^-8: a tie, rounded up to the even 1 + 2^-6
+  CHECK(contains(error_of([&] { backend.copy(*f32, *bf16); }), "copy: BF16 into F32"));
+}
+
 TEST_CASE("a value tensor separate from the master is updated too") {
   CpuBackend backend;
   SingleProcessCommunicator world;
@@ -278,9 +386,13 @@ TEST_CASE("mismatched or damaged shards are refused with a message") {
   CpuBackend backend;
   SingleProcessCommunicator world;
   std::vector<TrainableParam> untrained = make_params(backend, 3);
-  untrained[2].exp_avg = OwnedTensor{};
+  untrained[2].grad = OwnedTensor{};
   CHECK(contains(error_of([&] { ShardedOptimizer(backend, world, untrained); }),
-                 "parameter \"param2\" has no exp_avg tensor (was the model set up for training?)"));
+                 "parameter \"param2\" has no grad tensor (was the model set up for training?)"));
+  std::vector<TrainableParam> wrong_moment = make_params(backend, 3);
+  wrong_moment[1].exp_avg_sq = backend.allocate({3}, DType::F32);
+  CHECK(contains(error_of([&] { ShardedOptimizer(backend, world, wrong_moment); }),
+                 "parameter \"param1\"'s exp_avg_sq has 3 elements, its master 100"));
   std::vector<TrainableParam> wrong_grad = make_params(backend, 3);
   wrong_grad[3].grad = backend.allocate({165, 2}, DType::F32);
   CHECK(contains(error_of([&] { ShardedOptimizer(backend, world, wrong_grad); }),

@@ -665,6 +665,9 @@ class ThreadCommunicator final : public ll::dist::Communicator {
                           const std::string&) override {
     unused();
   }
+  void reduce_sum(std::span<const float>, std::span<float>, int, const std::string&) override {
+    unused();
+  }
   void all_gather(std::span<const float>, std::span<float>, std::span<const int64_t>,
                   const std::string&) override {
     unused();

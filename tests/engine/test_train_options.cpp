@@ -531,7 +531,8 @@ TEST_CASE("the JSON record parses and holds the resolved values") {
   o.resume = "auto";
   const nlohmann::json j = nlohmann::json::parse(ll::train_options_json(o));
   REQUIRE(j.is_object());
-  CHECK(j.size() == 38);  // one key per TrainOptions field
+  CHECK(j.size() == 39);  // one key per TrainOptions field
+  CHECK(j["sharded-optimizer"] == false);
   CHECK(j["dist-timeout"].get<double>() == 600.0);
   CHECK(j["world-size"] == 0);
   CHECK(j["model"] == "model.bin");

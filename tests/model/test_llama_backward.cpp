@@ -174,3 +174,83 @@ TEST_CASE("LoRA with B = 0 leaves the model unchanged; recomputed loss equals th
   CHECK(ls.sum == doctest::Approx(sum).epsilon(1e-6));
   CHECK(ls.count == int64_t(tokens.size()) - 1);
 }
+
+TEST_CASE("the gradients-ready hook reports every trained tensor once, final, in backward order") {
+  // Full training with LoRA everywhere, then LoRA+ (embeddings and norms only, lm_head frozen).
+  for (const bool all : {true, false}) {
+    CAPTURE(all);
+    CpuBackend backend;
+    const LlamaConfig config = tiny_config();
+    const LlamaWeights weights = random_llama_weights(config, 7, 0.2f);
+    ModelSetup setup;
+    setup.lora = LoraConfig{};
+    setup.lora->rank = 2;
+    setup.lora->alpha = 4.0;
+    setup.lora->targets = all ? lora_target_names() : std::vector<std::string>{"q_proj", "v_proj"};
+    setup.trainable = all ? TrainableSet{true, true, true} : TrainableSet{true, true, false};
+    setup.training = true;
+    setup.optimizer_moments = false;
+    LlamaModel model(backend, weights, setup);
+    for (const TrainableParam& p : model.params()) {
+      CHECK(p.exp_avg->data == nullptr);  // no moments asked for
+      CHECK(p.grad->data != nullptr);
+    }
+    const std::vector<int32_t> tokens = {1, 5, 9, 2, 30, 7, 3, 11, 4};
+    const std::vector<int32_t> targets = {5, 9, 2, 30, 7, -1, 11, 4, 6};
+    ForwardSpec spec;
+    spec.attn_mode = AttnMode::S2;
+    spec.group_size = 4;
+
+    // Each report's gradients, as they were when reported, against the gradients at the end.
+    std::vector<std::vector<int>> reports;
+    std::vector<std::vector<float>> seen(model.params().size());
+    auto hook = [&](std::span<const int> params) {
+      reports.emplace_back(params.begin(), params.end());
+      for (int t : params) {
+        const OwnedTensor& g = model.params()[size_t(t)].grad;
+        seen[size_t(t)].resize(size_t(g->numel()));
+        backend.download_f32(seen[size_t(t)].data(), *g);
+      }
+    };
+    model.zero_grads();
+    model.forward_backward(tokens, targets, spec, 0.5f, hook);
+
+    std::vector<int> count(model.params().size(), 0);
+    for (const auto& r : reports)
+      for (int t : r) ++count[size_t(t)];
+    for (size_t t = 0; t < count.size(); ++t) {
+      CAPTURE(model.params()[t].name);
+      CHECK(count[t] == 1);
+      std::vector<float> final_grad(size_t(model.params()[t].grad->numel()));
+      backend.download_f32(final_grad.data(), *model.params()[t].grad);
+      CHECK(seen[t] == final_grad);
+    }
+    // Order: the head (final norm, lm_head when trained), layer 1, layer 0, the embedding.
+    REQUIRE(reports.size() == 4);
+    auto names = [&](const std::vector<int>& r) {
+      std::string all_names;
+      for (int t : r) all_names += model.params()[size_t(t)].name + " ";
+      return all_names;
+    };
+    CHECK(names(reports[0]) == (all ? "model.norm.weight lm_head.weight " : "model.norm.weight "));
+    CHECK(names(reports[1]).find("layers.1.") != std::string::npos);
+    CHECK(names(reports[1]).find("layers.0.") == std::string::npos);
+    CHECK(names(reports[2]).find("layers.0.") != std::string::npos);
+    CHECK(names(reports[3]) == "model.embed_tokens.weight ");
+    CHECK(reports[1].size() == (all ? 2u + 7u * 3u : 2u + 2u * 2u));
+
+    // The hook changes nothing: the same gradients without it.
+    std::vector<std::vector<float>> with_hook;
+    for (const TrainableParam& p : model.params()) {
+      with_hook.emplace_back(size_t(p.grad->numel()));
+      backend.download_f32(with_hook.back().data(), *p.grad);
+    }
+    model.zero_grads();
+    model.forward_backward(tokens, targets, spec, 0.5f);
+    for (size_t t = 0; t < model.params().size(); ++t) {
+      std::vector<float> g(size_t(model.params()[t].grad->numel()));
+      backend.download_f32(g.data(), *model.params()[t].grad);
+      CHECK(g == with_hook[t]);
+    }
+  }
+}

@@ -130,6 +130,59 @@ TEST_CASE("train_longlora trains, writes PEFT outputs and resumes bit for bit") 
   }
 }
 
+TEST_CASE("--sharded-optimizer in a world of one is the plain run bit for bit; checkpoints mix") {
+  // The data-parallel step (bucketed reduction from the backward hook, sharded AdamW, gathered
+  // parameters) with one rank is a copy at every collective: nothing may change.
+  const fs::path dir = ll::test::fresh_temp_dir("train_cli_sharded");
+  const fs::path data = make_data(dir, 256 * 5);
+  const auto plain = run(base_args(data, dir / "plain") + " --steps 6", dir);
+  INFO(plain.output);
+  REQUIRE(plain.exit_code == 0);
+  const auto sharded = run(base_args(data, dir / "sharded") + " --steps 6 --sharded-optimizer", dir);
+  INFO(sharded.output);
+  REQUIRE(sharded.exit_code == 0);
+  CHECK(sharded.output.find("data parallel  1 rank (single process; collectives: single process "
+                            "(host memory))") != std::string::npos);
+  // Half of each: a plain run resumed by a sharded one, and the reverse.
+  for (const char* first : {"", " --sharded-optimizer"}) {
+    const std::string second = *first == 0 ? " --sharded-optimizer" : "";
+    const fs::path out = dir / (*first == 0 ? "plain_then_sharded" : "sharded_then_plain");
+    const auto a = run(base_args(data, out) + " --steps 3" + first, dir);
+    INFO(a.output);
+    REQUIRE(a.exit_code == 0);
+    const auto b = run(base_args(data, out) + " --steps 6 --resume" + second, dir);
+    INFO(b.output);
+    REQUIRE(b.exit_code == 0);
+  }
+  const auto reference = ll::MetricsLog::read_steps((dir / "plain/metrics.jsonl").string());
+  REQUIRE(reference.size() == 6);
+  for (const char* name : {"sharded", "plain_then_sharded", "sharded_then_plain"}) {
+    CAPTURE(name);
+    const auto steps = ll::MetricsLog::read_steps((dir / name / "metrics.jsonl").string());
+    REQUIRE(steps.size() == 6);
+    for (size_t i = 0; i < 6; ++i) {
+      CAPTURE(i);
+      CHECK(steps[i].loss == reference[i].loss);
+      CHECK(steps[i].grad_norm == reference[i].grad_norm);
+    }
+    for (const char* f : {"adapter_model.safetensors", "trainable_params.safetensors"}) {
+      CAPTURE(f);
+      CHECK(read_bytes(dir / "plain" / f) == read_bytes(dir / name / f));
+    }
+  }
+  // The checkpoint of a sharded world of one is the single-process format, moments included.
+  const ll::Checkpoint ck = ll::read_checkpoint(*ll::latest_checkpoint((dir / "sharded").string()));
+  CHECK(ck.shards.empty());
+  CHECK(ck.moments.exp_avg.size() == 22);
+  const ll::Checkpoint ref = ll::read_checkpoint(*ll::latest_checkpoint((dir / "plain").string()));
+  for (const auto& [name, m] : ref.moments.exp_avg) {
+    CAPTURE(name);
+    REQUIRE(ck.moments.exp_avg.count(name) == 1);
+    CHECK(ck.moments.exp_avg.at(name).values == m.values);
+    CHECK(ck.moments.exp_avg_sq.at(name).values == ref.moments.exp_avg_sq.at(name).values);
+  }
+}
+
 TEST_CASE("--init-adapter starts from a PEFT adapter directory") {
   const fs::path dir = ll::test::fresh_temp_dir("train_cli_init");
   const fs::path data = make_data(dir, 256 * 3);

@@ -163,3 +163,40 @@ TEST_CASE("train_longlora --device cuda trains like --device cpu and resumes bit
   CHECK(log.find("\"device_used_bytes\"") != std::string::npos);
   fs::remove_all(dir);
 }
+
+TEST_CASE("--sharded-optimizer on one GPU (NCCL, a world of one) is the plain GPU run bit for bit") {
+  // Issue 7's 1-GPU path: gradients reduced bucket by bucket through NCCL on its own stream while
+  // the backward runs, sharded AdamW, parameters all-gathered and converted to bf16. With one
+  // rank every collective is a copy, the norm sums the same tensors in the same order and AdamW
+  // is elementwise: the run must not change by a bit.
+  ll::test::require_gpu();
+#if !defined(LL_HAVE_NCCL)
+  MESSAGE("SKIP: this build has no NCCL (the CUDA toolkit's libnccl was not found)");
+  return;
+#else
+  const fs::path dir = ll::test::fresh_temp_dir("train_cuda_sharded");
+  const fs::path data = make_data(dir, 512 * 8);
+  const auto plain = run(args_for(data, dir / "plain", "cuda", 6), dir);
+  INFO(plain.output);
+  REQUIRE(plain.exit_code == 0);
+  const auto sharded = run(args_for(data, dir / "sharded", "cuda", 6) + " --sharded-optimizer", dir);
+  INFO(sharded.output);
+  REQUIRE(sharded.exit_code == 0);
+  CHECK(sharded.output.find("collectives: NCCL") != std::string::npos);
+  CHECK(sharded.output.find("collectives    NCCL") != std::string::npos);  // the timing summary
+  const auto sp = ll::MetricsLog::read_steps((dir / "plain/metrics.jsonl").string());
+  const auto ss = ll::MetricsLog::read_steps((dir / "sharded/metrics.jsonl").string());
+  REQUIRE(sp.size() == 6);
+  REQUIRE(ss.size() == 6);
+  for (size_t i = 0; i < 6; ++i) {
+    CAPTURE(i);
+    CHECK(ss[i].loss == sp[i].loss);
+    CHECK(ss[i].grad_norm == sp[i].grad_norm);
+  }
+  for (const char* f : {"adapter_model.safetensors", "trainable_params.safetensors"}) {
+    CAPTURE(f);
+    CHECK(read_bytes(dir / "plain" / f) == read_bytes(dir / "sharded" / f));
+  }
+  fs::remove_all(dir);
+#endif
+}
