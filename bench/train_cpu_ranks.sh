@@ -21,8 +21,8 @@ trap 'rm -rf "$work"' EXIT
 scripts/make_kjv_corpus.sh "$work/corpus" > /dev/null 2>&1
 mpi_flags=(--oversubscribe)
 [[ $(id -u) == 0 ]] && mpi_flags+=(--allow-run-as-root)
-printf "| ranks | threads/rank | context | windows/step | median tokens/s | median step s |\n"
-printf "|------:|-------------:|--------:|-------------:|----------------:|--------------:|\n"
+printf "|       ranks | threads/rank | context | windows/step | median tokens/s | median step s |\n"
+printf "|------------:|-------------:|--------:|-------------:|----------------:|--------------:|\n"
 for row in 1 1s 2; do
   ranks=${row%s}
   threads=$(( cores / ranks > 0 ? cores / ranks : 1 ))
@@ -43,5 +43,5 @@ for row in 1 1s 2; do
   label=$ranks
   [[ $row == 1s ]] && label="1 (sharded)"
   awk -v r="$label" -v th="$threads" -v c="$ctx" -v w="$global" -v t="$median" \
-    'BEGIN {printf "| %5s | %12d | %7d | %12d | %15.0f | %13.3f |\n", r, th, c, w, t, w * c / t}'
+    'BEGIN {printf "| %11s | %12d | %7d | %12d | %15.0f | %13.3f |\n", r, th, c, w, t, w * c / t}'
 done
