@@ -141,12 +141,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     s_range[warp][1] = l_max;
   }
   __syncthreads();
-  int v_lo = INT_MAX, v_hi = INT_MIN;  // union over the block (row q0 < N is valid: non-empty)
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) {
-    v_lo = min(v_lo, s_range[w][0]);
-    v_hi = max(v_hi, s_range[w][1]);
-  }
+  int v_lo, v_hi;  // union over the block (row q0 < N is valid: non-empty)
+  block_visit_union(s_range, v_lo, v_hi);
   const int n_tiles = (v_hi - v_lo) / kBk + 1;
   // Key position of visit index vis: vis + kv_shift, minus N past the end (S2Roll only).
   const int64_t kv_shift =
@@ -157,19 +153,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   // K, V tile of visit indices [v0, v0 + 64) -> buffer buf; visits past v_hi zero-filled.
   auto load_kv = [&](int buf, int v0) {
     const uint32_t s_k = s_kv + uint32_t(buf) * 2u * S::kKvBytes;
-    const uint32_t s_v = s_k + S::kKvBytes;
-#pragma unroll
-    for (int p = 0; p < kBk / S::kRowsPerPass; ++p) {
-      const int r = copy_row + p * S::kRowsPerPass;
-      const int vis = v0 + r;
-      const bool ok = vis <= v_hi;
-      int64_t pos = int64_t(vis) + kv_shift;
-      if (pos >= n) pos -= n;
-      const int64_t off = ok ? pos * kv_stride : 0;
-      const uint32_t dst = swz<S::kRowBytes>(r, copy_chunk);
-      cp_async_16(s_k + dst, k_head + off, ok);
-      cp_async_16(s_v + dst, v_head + off, ok);
-    }
+    load_kv_tile<kBk, S::kRowsPerPass, S::kRowBytes>(s_k, s_k + S::kKvBytes, k_head, v_head, v0,
+                                                     v_hi, kv_shift, n, kv_stride, copy_row,
+                                                     copy_chunk);
   };
 
   load_kv(0, v_lo);

@@ -56,11 +56,13 @@ namespace ll::cuda {
 namespace {
 
 using bf16 = __nv_bfloat16;
+using tc::block_visit_union;
 using tc::cp_async_16;
 using tc::cp_async_commit;
 using tc::cp_async_wait;
 using tc::ldsm_x4;
 using tc::ldsm_x4_trans;
+using tc::load_kv_tile;
 using tc::mma_bf16;
 using tc::pack_bf16;
 using tc::swz;
@@ -264,12 +266,8 @@ __global__ void __launch_bounds__(kThreads, 2)
       s_range[warp][1] = l_max;
     }
     __syncthreads();  // also: the previous head's last tile is no longer read
-    int u_lo = INT_MAX, u_hi = INT_MIN;  // key k0 < N is valid: the union is non-empty
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      u_lo = min(u_lo, s_range[w][0]);
-      u_hi = max(u_hi, s_range[w][1]);
-    }
+    int u_lo, u_hi;  // key k0 < N is valid: the union is non-empty
+    block_visit_union(s_range, u_lo, u_hi);
     const int n_tiles = (u_hi - u_lo) / kB + 1;
     const int64_t q_shift =
         mask.mode == AttnMode::S2Roll ? attn_head_shift(mask, h) % int64_t(n) : 0;
@@ -508,12 +506,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     s_range[warp][1] = l_max;
   }
   __syncthreads();
-  int v_lo = INT_MAX, v_hi = INT_MIN;  // row q0 < N is valid: non-empty
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) {
-    v_lo = min(v_lo, s_range[w][0]);
-    v_hi = max(v_hi, s_range[w][1]);
-  }
+  int v_lo, v_hi;  // row q0 < N is valid: non-empty
+  block_visit_union(s_range, v_lo, v_hi);
   const int n_tiles = (v_hi - v_lo) / kB + 1;
   const int64_t kv_shift =
       mask.mode == AttnMode::S2Roll ? attn_head_shift(mask, h) % int64_t(n) : 0;
@@ -522,19 +516,9 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   auto load_kv = [&](int buf, int v0) {
     const uint32_t s_k = s_kv + uint32_t(buf) * 2u * S::kTileBytes;
-    const uint32_t s_v = s_k + S::kTileBytes;
-#pragma unroll
-    for (int p = 0; p < kB / S::kRowsPerPass; ++p) {
-      const int r = copy_row + p * S::kRowsPerPass;
-      const int vis = v0 + r;
-      const bool ok = vis <= v_hi;
-      int64_t pos = int64_t(vis) + kv_shift;
-      if (pos >= n) pos -= n;
-      const int64_t off = ok ? pos * kv_stride : 0;
-      const uint32_t dst = swz<S::kRowBytes>(r, copy_chunk);
-      cp_async_16(s_k + dst, k_head + off, ok);
-      cp_async_16(s_v + dst, v_head + off, ok);
-    }
+    load_kv_tile<kB, S::kRowsPerPass, S::kRowBytes>(s_k, s_k + S::kTileBytes, k_head, v_head, v0,
+                                                    v_hi, kv_shift, n, kv_stride, copy_row,
+                                                    copy_chunk);
   };
 
   load_kv(0, v_lo);

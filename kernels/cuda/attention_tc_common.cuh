@@ -1,11 +1,12 @@
 #pragma once
 // Device helpers shared by the tensor-core attention kernels (internal; CUDA translation units
-// only): swizzled shared-memory addressing, cp.async, ldmatrix, mma.sync m16n8k16 bf16 -> fp32
-// and bf16x2 packing; used by the forward (attention_tc.cu) and the backward
-// (attention_tc_bwd.cu).
+// only): swizzled shared-memory addressing, cp.async, ldmatrix, mma.sync m16n8k16 bf16 -> fp32,
+// bf16x2 packing, the block's key-visit range and the K/V tile loader; used by the forward
+// (attention_tc.cu) and the dQ pass of the backward (attention_tc_bwd.cu).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cstdint>
 
 namespace ll::cuda::tc {
@@ -60,6 +61,45 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   uint32_t r;
   asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
   return r;
+}
+
+// The union [lo, hi] of the visit ranges the block's warps wrote to s_range[w] = {first visit,
+// last visit} (read after __syncthreads). A block with a valid row has a non-empty union.
+template <int kWarps>
+__device__ __forceinline__ void block_visit_union(const int (&s_range)[kWarps][2], int& lo,
+                                                  int& hi) {
+  lo = INT_MAX;
+  hi = INT_MIN;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    lo = min(lo, s_range[w][0]);
+    hi = max(hi, s_range[w][1]);
+  }
+}
+
+// K and V rows of one kv head for visit indices [v0, v0 + kRows) into the swizzled tiles at
+// shared addresses s_k and s_v: this thread copies 16-byte chunk copy_chunk of rows
+// copy_row + p * kRowsPerPass (k_head and v_head already point at that chunk of key 0). Visit
+// index vis is key position vis + kv_shift, less n past the end (the S2Roll wrap; kv_shift is 0
+// otherwise); visits past v_hi are zero-filled by cp.async and never read.
+template <int kRows, int kRowsPerPass, int kRowBytes>
+__device__ __forceinline__ void load_kv_tile(uint32_t s_k, uint32_t s_v,
+                                             const __nv_bfloat16* k_head,
+                                             const __nv_bfloat16* v_head, int v0, int v_hi,
+                                             int64_t kv_shift, int64_t n, int64_t kv_stride,
+                                             int copy_row, int copy_chunk) {
+#pragma unroll
+  for (int p = 0; p < kRows / kRowsPerPass; ++p) {
+    const int r = copy_row + p * kRowsPerPass;
+    const int vis = v0 + r;
+    const bool ok = vis <= v_hi;
+    int64_t pos = int64_t(vis) + kv_shift;
+    if (pos >= n) pos -= n;
+    const int64_t off = ok ? pos * kv_stride : 0;
+    const uint32_t dst = swz<kRowBytes>(r, copy_chunk);
+    cp_async_16(s_k + dst, k_head + off, ok);
+    cp_async_16(s_v + dst, v_head + off, ok);
+  }
 }
 
 }  // namespace ll::cuda::tc
