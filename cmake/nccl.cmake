@@ -1,13 +1,29 @@
 # NCCL (collectives between GPUs) for the data-parallel CUDA path: dist/cuda/*.cpp join the CUDA
 # library when the CUDA backend is built and NCCL >= 2.14 is found (the CUDA toolkit's lib64 and
-# include, or the usual system paths: libnccl-dev). 2.14 brought what the communicator relies on:
+# include, the usual system paths: libnccl-dev, or PyTorch's nvidia-nccl wheel). 2.14 brought what the communicator relies on:
 # nonblocking communicators (ncclConfig_t), ncclCommFinalize. Without NCCL the CUDA backend still
 # builds and the NCCL tests (tests/dist/test_nccl_*_gpu.cpp) skip with a message: they check
 # LL_HAVE_NCCL, defined here for everything that links ll_cuda.
 set(LL_HAVE_NCCL OFF)
 if(LL_HAVE_CUDA)
-  find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR})
-  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+  # Last resort: the NCCL wheel PyTorch installs (nvidia-nccl-cu12/cu13: site-packages/nvidia/
+  # nccl/{include,lib}, the library only as libnccl.so.2), as on the GPU check machine, whose
+  # CUDA toolkit may come without NCCL.
+  set(ll_nccl_wheel "")
+  find_program(LL_PYTHON3 python3)
+  if(LL_PYTHON3)
+    execute_process(
+      COMMAND ${LL_PYTHON3} -c "import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__) if nvidia.nccl.__file__ else list(nvidia.nccl.__path__)[0])"
+      OUTPUT_VARIABLE ll_nccl_wheel OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  endif()
+  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2
+    HINTS ${CUDAToolkit_LIBRARY_DIR} PATHS ${ll_nccl_wheel}/lib)
+  if(ll_nccl_wheel AND NCCL_LIBRARY AND NCCL_LIBRARY MATCHES "^${ll_nccl_wheel}/")
+    # The header of the same NCCL as the library.
+    find_path(NCCL_INCLUDE_DIR nccl.h PATHS ${ll_nccl_wheel}/include NO_DEFAULT_PATH)
+  else()
+    find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} PATHS ${ll_nccl_wheel}/include)
+  endif()
   set(ll_nccl_version "")
   if(NCCL_INCLUDE_DIR)
     file(STRINGS ${NCCL_INCLUDE_DIR}/nccl.h ll_nccl_major REGEX "^#define NCCL_MAJOR [0-9]+")
