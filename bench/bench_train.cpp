@@ -188,7 +188,10 @@ int run(int argc, char** argv) {
     in.classifier_chunk = classifier_chunk;
     in.activation_dtype = backend->activation_dtype();
     in.cublaslt_workspace_bytes = backend->name() == "cuda" ? ll::kCublasLtWorkspaceBytes : 0;
-    const int64_t plan_bytes = ll::plan_training_memory(in).total();
+    const ll::MemoryPlan plan = ll::plan_training_memory(in);
+    const int64_t plan_bytes =
+        sharded ? ll::sharded_rank_footprint(plan, world, backend->name() == "cuda").total
+                : plan.total();
 
     backend->reset_peak();
     std::vector<double> times;

@@ -369,28 +369,9 @@ MemoryPlan memory_plan_of(const TrainOptions& o, const LlamaConfig& config, bool
   return plan_training_memory(in);
 }
 
-// The per-rank memory of the data-parallel step with `world` ranks (dist/sharded_optimizer.h),
-// from the single-process plan: no rank holds the full AdamW moments, each keeps fp32 master,
-// exp_avg, exp_avg_sq and gradient shards and a flat gathered-parameter vector of all T
-// elements (the gradients stay where the plan has them: the flat buffer is their storage); on
-// GPUs NCCL's padded all-gather buffers add T + T/W fp32.
-struct RankFootprint {
-  int64_t total = 0, trained = 0, shard = 0, full_moments = 0, shard_bytes = 0, flat_bytes = 0;
-};
-RankFootprint rank_footprint(const MemoryPlan& plan, int world, bool cuda) {
-  RankFootprint f;
-  for (const MemoryItem& item : plan.items)
-    if (item.name == "gradients") f.trained = item.bytes / 4;  // one fp32 per trained element
-  f.shard = (f.trained + world - 1) / world;                   // the largest shard
-  f.shard_bytes = 4 * 4 * f.shard;
-  f.flat_bytes = 4 * f.trained + (cuda ? 4 * (f.shard + int64_t(world) * f.shard) : 0);
-  f.full_moments = 2 * 4 * f.trained;
-  f.total = plan.total() - f.full_moments + f.shard_bytes + f.flat_bytes;
-  return f;
-}
-
+// The per-rank memory of the data-parallel step (model/memory_plan.h), for --dry-run.
 std::string format_rank_footprint(const MemoryPlan& plan, int world, bool cuda) {
-  const RankFootprint f = rank_footprint(plan, world, cuda);
+  const RankFootprint f = sharded_rank_footprint(plan, world, cuda);
   return fmt::format(
       "  data parallel {:>4} rank{} {:>10}   per rank: AdamW moments {} replaced by shards {} "
       "(fp32 master, exp_avg, exp_avg_sq, gradient: at most {} of {} elements), plus gathered "
@@ -510,7 +491,7 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
   const bool cuda = backend->name() == "cuda";
   const MemoryPlan plan = memory_plan_of(o, config, cuda);
   const int64_t planned_bytes =
-      sharded_step ? rank_footprint(plan, world, cuda).total : plan.total();
+      sharded_step ? sharded_rank_footprint(plan, world, cuda).total : plan.total();
   backend->reserve(planned_bytes - backend->memory().in_use);
 
   // Context: position interpolation and the attention pattern.

@@ -7,6 +7,18 @@
 #include "common/error.h"
 
 namespace ll {
+RankFootprint sharded_rank_footprint(const MemoryPlan& plan, int world, bool nccl_padding) {
+  RankFootprint f;
+  for (const MemoryItem& item : plan.items)
+    if (item.name == "gradients") f.trained = item.bytes / 4;  // one fp32 per trained element
+  f.shard = (f.trained + world - 1) / world;
+  f.shard_bytes = 4 * 4 * f.shard;
+  f.flat_bytes = 4 * f.trained + (nccl_padding ? 4 * (f.shard + int64_t(world) * f.shard) : 0);
+  f.full_moments = 2 * 4 * f.trained;
+  f.total = plan.total() - f.full_moments + f.shard_bytes + f.flat_bytes;
+  return f;
+}
+
 std::string format_bytes(int64_t bytes) {
   const double b = double(bytes);
   if (bytes < 1024) return fmt::format("{} B", bytes);

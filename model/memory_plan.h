@@ -42,6 +42,21 @@ struct MemoryPlan {
 
 MemoryPlan plan_training_memory(const MemoryPlanInput& input);
 
+// One rank's memory in the data-parallel step (dist/sharded_optimizer.h) with `world` ranks,
+// from the single-process plan: no rank holds the full AdamW moments, each keeps fp32 master,
+// exp_avg, exp_avg_sq and gradient shards and a flat gathered-parameter vector of all trained
+// elements (the gradients stay where the plan has them: the flat gradient buffer is their
+// storage); on GPUs (`nccl_padding`) NCCL's padded all-gather buffers add T + T/W fp32.
+struct RankFootprint {
+  int64_t trained = 0;       // trained elements T
+  int64_t shard = 0;         // the largest shard's elements, ceil(T / W)
+  int64_t full_moments = 0;  // bytes of the moments no rank holds
+  int64_t shard_bytes = 0;   // bytes of the four fp32 shards
+  int64_t flat_bytes = 0;    // bytes of the gathered vector (and NCCL's padded buffers)
+  int64_t total = 0;         // the rank's plan
+};
+RankFootprint sharded_rank_footprint(const MemoryPlan& plan, int world, bool nccl_padding);
+
 // A table for people: one line per item, sizes in MiB/GiB, and the total.
 std::string format_memory_plan(const MemoryPlan& plan);
 

@@ -1,9 +1,12 @@
 // The memory plan against what the CPU backend actually allocates: the parameters after
-// construction and the peak of a training step, byte for byte, for several setups.
+// construction and the peak of a training step, byte for byte, for several setups, and the
+// data-parallel step's rank footprint (sharded optimizer, no full moments) the same way.
 #include <doctest/doctest.h>
 
 #include <vector>
 
+#include "dist/communicator.h"
+#include "dist/sharded_optimizer.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "model/llama_model.h"
 #include "model/memory_plan.h"
@@ -120,4 +123,48 @@ TEST_CASE("Llama-2-7B at 100k tokens: the plan's parts") {
   CHECK(item_bytes(plan, "AdamW moments") == trained * 8);
   CHECK(plan.total() > int64_t(40) << 30);
   CHECK(format_memory_plan(plan).find("total (peak)") != std::string::npos);
+}
+
+TEST_CASE("the data-parallel rank footprint equals the CPU backend's allocations (world of one)") {
+  const LlamaConfig config = small_config();
+  ModelSetup setup;
+  setup.lora = LoraConfig{};
+  setup.lora->rank = 5;
+  setup.trainable = {true, true, false};
+  setup.training = true;
+  setup.optimizer_moments = false;  // as the trainer sets it for the sharded step
+  const int64_t n = 29;
+  MemoryPlanInput in;
+  in.config = config;
+  in.lora = setup.lora;
+  in.trainable = setup.trainable;
+  in.seq_len = n;
+  in.classifier_chunk = 8;
+  const MemoryPlan plan = plan_training_memory(in);
+  const RankFootprint f = sharded_rank_footprint(plan, 1, false);
+  CHECK(f.shard == f.trained);
+  CHECK(f.full_moments == item_bytes(plan, "AdamW moments"));
+
+  CpuBackend backend;
+  LlamaModel model(backend, random_llama_weights(config, 1), setup);
+  CHECK(backend.bytes_in_use() == plan.parameter_bytes - f.full_moments);
+  dist::SingleProcessCommunicator world;
+  dist::ShardedOptimizer optimizer(backend, world, model.params());
+  const int64_t parameters = f.total - plan.step_bytes;
+  CHECK(backend.bytes_in_use() == parameters);
+  std::vector<int32_t> tokens(static_cast<size_t>(n)), targets(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    tokens[size_t(i)] = int32_t((i * 5) % 53);
+    targets[size_t(i)] = int32_t(((i + 1) * 5) % 53);
+  }
+  ForwardSpec spec;
+  spec.attn_mode = AttnMode::S2;
+  spec.group_size = 4;
+  spec.classifier_chunk = 8;
+  backend.reset_peak();
+  model.forward_backward(tokens, targets, spec, 1.0f,
+                         [&](std::span<const int> ps) { optimizer.gradients_ready(ps, "step 1"); });
+  optimizer.step(AdamWConfig{}, 1e-3, 1, 1.0, "step 1");
+  CHECK(backend.peak_bytes() - parameters == plan.step_bytes - item_bytes(plan, "classifier chunk"));
+  CHECK(backend.bytes_in_use() == parameters);
 }
