@@ -137,9 +137,12 @@ void MpiCommunicator::wait(MPI_Request& request, const char* collective,
                              rank_, describe(collective, context), timeout_s_);
       throw Error(failure_);
     }
-    // Spin briefly (most collectives finish in microseconds), then sleep so that waiting ranks
-    // leave the cores to the ones still computing (several ranks may share a machine's cores).
-    if (waited < 2e-3) {
+    // Spin (yielding the core) for the first second: a nonblocking collective only advances
+    // inside MPI_Test, and a large one (a 7B embedding's gradients) needs thousands of rounds,
+    // so sleeping between tests would make it crawl. Past a second the others are still
+    // computing: sleep so that waiting ranks leave the cores to them (several ranks may share a
+    // machine's cores).
+    if (waited < 1.0) {
       std::this_thread::yield();
     } else {
       std::this_thread::sleep_for(std::chrono::microseconds(100));
