@@ -72,8 +72,8 @@ void SingleProcessCommunicator::abort_world(const std::string& message, int exit
 
 void check_reduce_buffers(std::span<const float> send, std::span<float> recv, int root,
                           int world_size, int rank) {
-  LL_CHECK(root >= 0 && root < world_size, "reduce_sum: root rank {} does not exist in a world of {}",
-           root, world_size);
+  LL_CHECK(root >= 0 && root < world_size,
+           "reduce_sum: root rank {} does not exist in a world of {}", root, world_size);
   if (rank != root) return;
   LL_CHECK(recv.size() == send.size(),
            "reduce_sum: the root's receive buffer holds {} values for {} sent", recv.size(),

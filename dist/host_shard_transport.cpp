@@ -28,8 +28,11 @@ std::string HostShardTransport::name() const {
 void HostShardTransport::start_reduce(const Tensor& flat_grad, int64_t begin, int64_t end,
                                       const Tensor& grad_shard, const std::string& context) {
   const int rank = host_.rank();
-  check_transport_buffers(layout_, rank, flat_grad, grad_shard, "gradient reduction");
-  check_transport_range(layout_, begin, end, "gradient reduction");
+  check_transport_vector(flat_grad, layout_.total_size(), "flat gradient", rank, "start_reduce",
+                         context);
+  check_transport_vector(grad_shard, layout_.shard_size(rank), "gradient shard", rank,
+                         "start_reduce", context);
+  check_transport_range(begin, end, layout_.total_size(), rank, "start_reduce", context);
   const int64_t shard_begin = layout_.shard_range(rank).begin;
   for (int root = 0; root < layout_.world_size(); ++root) {
     const FlatRange part = owned_part(layout_, root, begin, end);
@@ -43,7 +46,9 @@ void HostShardTransport::start_reduce(const Tensor& flat_grad, int64_t begin, in
 
 void HostShardTransport::all_gather(const Tensor& shard, const Tensor& flat,
                                     const std::string& context) {
-  check_transport_buffers(layout_, host_.rank(), flat, shard, "parameter all-gather");
+  const int rank = host_.rank();
+  check_transport_vector(shard, layout_.shard_size(rank), "shard", rank, "all_gather", context);
+  check_transport_vector(flat, layout_.total_size(), "flat buffer", rank, "all_gather", context);
   host_.all_gather(host_span(shard, 0, shard.numel()), host_span(flat, 0, flat.numel()),
                    shard_sizes_, context);
 }

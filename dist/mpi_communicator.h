@@ -6,8 +6,8 @@
 // initialised again in the same process. Collectives run on a duplicate of MPI_COMM_WORLD with
 // MPI_ERRORS_RETURN, start nonblocking (MPI_Iallreduce, MPI_Ireduce_scatter, MPI_Ireduce,
 // MPI_Iallgatherv, MPI_Ibcast, MPI_Iallgather, MPI_Ibarrier) and are polled with MPI_Test until
-// the timeout (see communicator.h for what happens then). MPI counts are ints: a buffer of more than 2^31 - 1
-// elements is refused with a clear error.
+// the timeout (see communicator.h for what happens then). MPI counts are ints: a buffer of
+// more than 2^31 - 1 elements is refused with a clear error.
 //
 // Ending: a communicator destroyed after a failed collective, or while an exception leaves its
 // scope in a world of more than one rank, calls MPI_Abort (the other ranks cannot go on

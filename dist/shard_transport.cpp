@@ -2,6 +2,9 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include "common/error.h"
 #include "dist/host_shard_transport.h"
 #if defined(LL_HAVE_NCCL)
@@ -16,24 +19,30 @@ FlatRange owned_part(const ShardLayout& layout, int rank, int64_t begin, int64_t
   return b < e ? FlatRange{b, e} : FlatRange{b, b};
 }
 
-void check_transport_buffers(const ShardLayout& layout, int rank, const Tensor& flat,
-                             const Tensor& shard, const char* what) {
-  LL_CHECK(flat.dtype == DType::F32 && shard.dtype == DType::F32,
-           "{}: the flat buffer is {} and the shard {}, both must be F32", what,
-           dtype_name(flat.dtype), dtype_name(shard.dtype));
-  LL_CHECK(flat.numel() == layout.total_size(),
-           "{}: the flat buffer holds {} elements, the layout {}", what, flat.numel(),
-           layout.total_size());
-  LL_CHECK(shard.numel() == layout.shard_size(rank),
-           "{}: rank {}'s shard buffer holds {} elements, its shard {}", what, rank, shard.numel(),
-           layout.shard_size(rank));
+namespace {
+
+std::string describe(const char* call, const std::string& context) {
+  return context.empty() ? std::string(call) : fmt::format("{} ({})", call, context);
 }
 
-void check_transport_range(const ShardLayout& layout, int64_t begin, int64_t end,
-                           const char* what) {
-  LL_CHECK(0 <= begin && begin <= end && end <= layout.total_size(),
-           "{}: the range [{}, {}) is outside the {} trainable elements", what, begin, end,
-           layout.total_size());
+}  // namespace
+
+void check_transport_vector(const Tensor& t, int64_t size, const char* what, int rank,
+                            const char* call, const std::string& context) {
+  LL_CHECK(t.dtype == DType::F32, "rank {}: {}: the {} must be F32, got {}", rank,
+           describe(call, context), what, dtype_name(t.dtype));
+  LL_CHECK(t.shape.size() == 1 && t.shape[0] == size,
+           "rank {}: {}: the {} must have shape [{}], got [{}]", rank, describe(call, context),
+           what, size, fmt::join(t.shape, ", "));
+  LL_CHECK(size == 0 || t.data != nullptr, "rank {}: {}: the {} has no data", rank,
+           describe(call, context), what);
+}
+
+void check_transport_range(int64_t begin, int64_t end, int64_t total, int rank, const char* call,
+                           const std::string& context) {
+  LL_CHECK(begin >= 0 && begin <= end && end <= total,
+           "rank {}: {}: the range [{}, {}) is not inside the flat gradient [0, {})", rank,
+           describe(call, context), begin, end, total);
 }
 
 std::unique_ptr<ShardTransport> make_shard_transport(Backend& backend, Communicator& host,

@@ -70,12 +70,12 @@ std::unique_ptr<ShardTransport> make_shard_transport(Backend& backend, Communica
 // vector (empty when they do not meet).
 FlatRange owned_part(const ShardLayout& layout, int rank, int64_t begin, int64_t end);
 
-// Checks shared by the transports: flat [T] and shard [shard_size(rank)] are F32 and
-// contiguous of those sizes, and (for start_reduce) 0 <= begin <= end <= T. Throws ll::Error
-// naming `what`.
-void check_transport_buffers(const ShardLayout& layout, int rank, const Tensor& flat,
-                             const Tensor& shard, const char* what);
-void check_transport_range(const ShardLayout& layout, int64_t begin, int64_t end,
-                           const char* what);
+// Argument checks shared by the transports; each throws ll::Error starting "rank R: CALL
+// (CONTEXT): ". `t` must be an F32 vector [size] (`what` names it: "flat gradient", "shard");
+// [begin, end) must lie inside the flat vector [0, total).
+void check_transport_vector(const Tensor& t, int64_t size, const char* what, int rank,
+                            const char* call, const std::string& context);
+void check_transport_range(int64_t begin, int64_t end, int64_t total, int rank, const char* call,
+                           const std::string& context);
 
 }  // namespace ll::dist

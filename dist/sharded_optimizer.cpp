@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <string_view>
 
 #include "common/error.h"
 #include "optim/grad_clip.h"
@@ -33,24 +32,30 @@ std::vector<int64_t> element_counts(const std::vector<TrainableParam>& params) {
 // backend's activation dtype); the moments, when present, F32 too.
 void check_param(const TrainableParam& p) {
   const int64_t n = p.master->numel();
-  const std::pair<const char*, const OwnedTensor*> tensors[] = {
-      {"master", &p.master}, {"value", &p.value}, {"grad", &p.grad},
-      {"exp_avg", &p.exp_avg}, {"exp_avg_sq", &p.exp_avg_sq}};
-  for (const auto& [what, tensor] : tensors) {
-    const bool moment = what[0] == 'e';
-    if (moment && (*tensor)->data == nullptr) continue;  // the shards start from zeros
-    LL_CHECK((*tensor)->data != nullptr,
+  struct Role {
+    const char* what;
+    const OwnedTensor* tensor;
+    bool optional;   // the moments: absent means the shards start from zeros
+    bool bf16_ok;    // the value the forward reads
+  };
+  const Role roles[] = {{"master", &p.master, false, false},
+                        {"value", &p.value, false, true},
+                        {"grad", &p.grad, false, false},
+                        {"exp_avg", &p.exp_avg, true, false},
+                        {"exp_avg_sq", &p.exp_avg_sq, true, false}};
+  for (const Role& role : roles) {
+    const Tensor& t = **role.tensor;
+    if (role.optional && t.data == nullptr) continue;
+    LL_CHECK(t.data != nullptr,
              "sharded optimizer: parameter \"{}\" has no {} tensor (was the model set up for "
              "training?)",
-             p.name, what);
-    const DType dtype = (*tensor)->dtype;
-    const bool value = std::string_view(what) == "value";
-    LL_CHECK(dtype == DType::F32 || (value && dtype == DType::BF16),
-             "sharded optimizer: parameter \"{}\"'s {} is {}, expected F32{}", p.name, what,
-             dtype_name(dtype), value ? " or BF16" : "");
-    LL_CHECK((*tensor)->numel() == n,
+             p.name, role.what);
+    LL_CHECK(t.dtype == DType::F32 || (role.bf16_ok && t.dtype == DType::BF16),
+             "sharded optimizer: parameter \"{}\"'s {} is {}, expected F32{}", p.name, role.what,
+             dtype_name(t.dtype), role.bf16_ok ? " or BF16" : "");
+    LL_CHECK(t.numel() == n,
              "sharded optimizer: parameter \"{}\"'s {} has {} elements, its master {}", p.name,
-             what, (*tensor)->numel(), n);
+             role.what, t.numel(), n);
   }
 }
 

@@ -116,7 +116,7 @@ class ShardedOptimizer {
   std::unique_ptr<ShardTransport> transport_;
   std::vector<ShardPiece> pieces_;    // this rank's shard as parts of tensors
   std::vector<bool> started_;         // [tensor_count] reduction started this step
-  OwnedTensor flat_grad_;             // [T] this rank's gradients, params order (the grads' storage)
+  OwnedTensor flat_grad_;             // [T] this rank's gradients, params order (their storage)
   OwnedTensor flat_value_;            // [T] the gathered master weights
   OwnedTensor grad_shard_;            // [shard] mean over ranks of this rank's slice
   OwnedTensor master_shard_;          // [shard] fp32 master weights

@@ -229,15 +229,16 @@ LossSum LlamaModel::forward_backward(std::span<const int32_t> tokens,
   backend_.rmsnorm_backward(*dx, grad_of(norm_), *dxn, *x_final, *norm_.value, *rstd);
   x_final = {};
   xn = {};
-  // Reports one group's final gradients to the hook (groups without trained tensors skipped).
-  auto report = [&](std::vector<int> params) {
-    if (gradients_ready && !params.empty()) gradients_ready(params);
+  // Hands one group's final gradients to the hook (groups without trained tensors skipped);
+  // callers build the group only when there is a hook.
+  auto report = [&](const std::vector<int>& params) {
+    if (!params.empty()) gradients_ready(params);
   };
-  {
+  if (gradients_ready) {
     std::vector<int> head;
     if (norm_.param >= 0) head.push_back(norm_.param);
     if (lm_head_.param >= 0) head.push_back(lm_head_.param);
-    report(std::move(head));
+    report(head);
   }
 
   // Backward through the blocks, last first, recomputing each block's forward.
@@ -254,11 +255,11 @@ LossSum LlamaModel::forward_backward(std::span<const int32_t> tokens,
     block_forward(layers_[l], *block_inputs[l], ws, mask, spec);
     block_backward(layers_[l], *block_inputs[l], ws, g, *dx, mask, spec);
     block_inputs[l] = {};  // freed as soon as its block is done
-    report(layer_params(layers_[l]));
+    if (gradients_ready) report(layer_params(layers_[l]));
   }
   if (embed_tokens_.param >= 0) {
     backend_.embedding_backward(grad_of(embed_tokens_), *dx, *token_ids);
-    report({embed_tokens_.param});
+    if (gradients_ready) report({embed_tokens_.param});
   }
   return result;
 }

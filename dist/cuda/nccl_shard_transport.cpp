@@ -9,7 +9,6 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "common/error.h"
 #include "dist/cuda/nccl_communicator.h"
@@ -23,10 +22,6 @@ namespace ll::dist {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string describe(const char* call, const std::string& context) {
-  return context.empty() ? std::string(call) : fmt::format("{} ({})", call, context);
-}
 
 // "2.28.9" from ncclGetVersion's code (X * 10000 + Y * 100 + Z since NCCL 2.9).
 std::string nccl_version() {
@@ -140,18 +135,6 @@ struct NcclShardTransport::State {
     LL_CUDA_CHECK(cudaEventRecord(comm_ready.get(), stream.get()));
     LL_CUDA_CHECK(cudaStreamWaitEvent(backend.stream(), comm_ready.get(), 0));
   }
-
-  // t must be an F32 vector [size].
-  void check_vector(const Tensor& t, int64_t size, const char* what, const char* call,
-                    const std::string& context) const {
-    LL_CHECK(t.dtype == DType::F32, "rank {}: {}: the {} must be F32, got {}", rank,
-             describe(call, context), what, dtype_name(t.dtype));
-    LL_CHECK(t.shape.size() == 1 && t.shape[0] == size,
-             "rank {}: {}: the {} must have shape [{}], got [{}]", rank, describe(call, context),
-             what, size, fmt::join(t.shape, ", "));
-    LL_CHECK(size == 0 || t.data != nullptr, "rank {}: {}: the {} has no data", rank,
-             describe(call, context), what);
-  }
 };
 
 NcclShardTransport::NcclShardTransport(CudaBackend& backend, Communicator& host,
@@ -169,11 +152,10 @@ void NcclShardTransport::start_reduce(const Tensor& flat_grad, int64_t begin, in
                                       const Tensor& grad_shard, const std::string& context) {
   State& s = *st_;
   const int64_t total = s.layout.total_size();
-  s.check_vector(flat_grad, total, "flat gradient", "start_reduce", context);
-  s.check_vector(grad_shard, s.own.size(), "gradient shard", "start_reduce", context);
-  LL_CHECK(begin >= 0 && begin <= end && end <= total,
-           "rank {}: {}: the range [{}, {}) is not inside the flat gradient [0, {})", s.rank,
-           describe("start_reduce", context), begin, end, total);
+  check_transport_vector(flat_grad, total, "flat gradient", s.rank, "start_reduce", context);
+  check_transport_vector(grad_shard, s.own.size(), "gradient shard", s.rank, "start_reduce",
+                         context);
+  check_transport_range(begin, end, total, s.rank, "start_reduce", context);
   if (begin == end) return;
 
   // One ncclReduce per rank whose shard meets the range, rooted there; this rank's own part
@@ -235,8 +217,9 @@ void NcclShardTransport::finish_reduces(const std::string& context) {
 void NcclShardTransport::all_gather(const Tensor& shard, const Tensor& flat,
                                     const std::string& context) {
   State& s = *st_;
-  s.check_vector(shard, s.own.size(), "shard", "all_gather", context);
-  s.check_vector(flat, s.layout.total_size(), "flat buffer", "all_gather", context);
+  check_transport_vector(shard, s.own.size(), "shard", s.rank, "all_gather", context);
+  check_transport_vector(flat, s.layout.total_size(), "flat buffer", s.rank, "all_gather",
+                         context);
   s.comm_after_backend();  // the shard is final; nothing on the backend still reads flat
   if (s.padding.is_flat()) {
     // Equal shards: the flat buffer is the padded layout; gather straight into it.

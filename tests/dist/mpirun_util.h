@@ -10,12 +10,29 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 
 namespace ll::test {
+
+// The child case named by `variable` ("" in the parent process).
+inline std::string child_mode(const char* variable) {
+  const char* mode = std::getenv(variable);
+  return mode != nullptr ? mode : "";
+}
+
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Rank `rank`'s contribution to element i of a summing collective: small multiples of 1/8, so
+// sums over ranks are exact in fp32 and results can be compared exactly.
+inline float rank_contribution(int rank, int64_t i) {
+  return float((i * 7 + rank * 13) % 17 - 8) / 8.0f;
+}
 
 struct MpiRun {
   int exit_code = -1;

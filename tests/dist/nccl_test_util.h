@@ -1,9 +1,7 @@
 #pragma once
-// Shared by the NCCL GPU tests (tests/dist/test_nccl_*_gpu.cpp): the skip rules and the
-// environment variable through which a test's mpirun children learn which case to run.
+// Shared by the NCCL GPU tests (tests/dist/test_nccl_*_gpu.cpp): the skip rules.
 #include <cstdio>
 #include <cstdlib>
-#include <string>
 
 #include "tests/gpu_skip.h"
 
@@ -17,12 +15,6 @@ inline void require_gpu_and_nccl() {
   std::fflush(stdout);
   std::exit(77);
 #endif
-}
-
-// The child case named by `variable` ("" in the parent process).
-inline std::string child_mode(const char* variable) {
-  const char* mode = std::getenv(variable);
-  return mode != nullptr ? mode : "";
 }
 
 }  // namespace ll::test

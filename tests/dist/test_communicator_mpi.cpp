@@ -40,14 +40,10 @@ bool contains(const std::string& text, const std::string& part) {
 }
 
 // Which child case this process runs ("" in the parent).
-std::string child_mode() {
-  const char* mode = std::getenv(kChildVariable);
-  return mode != nullptr ? mode : "";
-}
+std::string child_mode() { return ll::test::child_mode(kChildVariable); }
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
+using ll::test::rank_contribution;
+using ll::test::seconds_since;
 
 // Runs this executable's child case `mode` as `ranks` MPI processes.
 MpiRun run_under_mpirun(int ranks, const std::string& mode) {
@@ -55,9 +51,6 @@ MpiRun run_under_mpirun(int ranks, const std::string& mode) {
                                          "mpi child: " + mode);
 }
 
-// Every rank's contribution to element i of the reduce-scatter: small multiples of 1/8, so
-// sums over ranks are exact in fp32 and the comparison can be exact.
-float contribution(int rank, int64_t i) { return float((i * 7 + rank * 13) % 17 - 8) / 8.0f; }
 
 void check_collectives(Communicator& communicator) {
   const int world = communicator.world_size();
@@ -79,13 +72,13 @@ void check_collectives(Communicator& communicator) {
   const std::vector<int64_t> shard_sizes = layout.shard_sizes();
   const auto range = layout.shard_range(rank);
   std::vector<float> full(size_t(layout.total_size()));  // [T], this rank's gradients
-  for (int64_t i = 0; i < layout.total_size(); ++i) full[size_t(i)] = contribution(rank, i);
+  for (int64_t i = 0; i < layout.total_size(); ++i) full[size_t(i)] = rank_contribution(rank, i);
   std::vector<float> shard(size_t(range.size()), std::nanf(""));  // [shard_size]
   communicator.reduce_scatter_sum(full, shard, shard_sizes, "test reduce_scatter_sum");
   int64_t wrong = 0;
   for (int64_t k = 0; k < range.size(); ++k) {
     float expected = 0.0f;
-    for (int r = 0; r < world; ++r) expected += contribution(r, range.begin + k);
+    for (int r = 0; r < world; ++r) expected += rank_contribution(r, range.begin + k);
     if (!(shard[size_t(k)] == expected)) ++wrong;
   }
   CHECK_MESSAGE(wrong == 0, wrong << " of " << range.size() << " reduce-scattered elements wrong");
@@ -96,7 +89,7 @@ void check_collectives(Communicator& communicator) {
   wrong = 0;
   for (int64_t i = 0; i < layout.total_size(); ++i) {
     float sum = 0.0f;
-    for (int r = 0; r < world; ++r) sum += contribution(r, i);
+    for (int r = 0; r < world; ++r) sum += rank_contribution(r, i);
     if (!(gathered[size_t(i)] == sum / float(world))) ++wrong;
   }
   CHECK_MESSAGE(wrong == 0, wrong << " of " << gathered.size() << " gathered elements wrong");

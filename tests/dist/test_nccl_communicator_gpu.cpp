@@ -69,9 +69,8 @@ using ll::dist::NcclPadding;
 using ll::dist::ShardLayout;
 using ll::test::DeviceBuffer;
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
+using ll::test::rank_contribution;
+using ll::test::seconds_since;
 
 using ll::test::contains;
 
@@ -119,9 +118,6 @@ DeviceBuffer<ll::test::bf16> upload_bf16_now(const std::vector<float>& values) {
   return d;
 }
 
-// Every rank's contribution to element i of a reduce-scatter: small multiples of 1/8, so sums
-// over ranks are exact in fp32 and the comparison can be exact.
-float contribution(int rank, int64_t i) { return float((i * 7 + rank * 13) % 17 - 8) / 8.0f; }
 
 }  // namespace
 #endif
@@ -299,7 +295,7 @@ TEST_CASE("NCCL collective timing on a LoRA+-sized fp32 buffer (world of one)") 
   NcclCommunicator comm(host, stream.handle, NcclOptions{.timeout_s = 60.0});
   const NcclPadding padding(std::vector<int64_t>{total});
   std::vector<float> values(static_cast<size_t>(total));  // [T]
-  for (int64_t i = 0; i < total; ++i) values[size_t(i)] = contribution(0, i);
+  for (int64_t i = 0; i < total; ++i) values[size_t(i)] = rank_contribution(0, i);
   auto d_full = upload_now(values);                         // [T]
   auto d_shard = poisoned_buffer<float>(size_t(total));     // [B]
   auto d_gathered = poisoned_buffer<float>(size_t(total));  // [T]
@@ -417,7 +413,7 @@ TEST_CASE("nccl child: collectives") {
     const int64_t block = padding.block_size();
     const auto range = layout.shard_range(rank);
     std::vector<float> full(static_cast<size_t>(total));  // [T], this rank's gradients
-    for (int64_t i = 0; i < total; ++i) full[size_t(i)] = contribution(rank, i);
+    for (int64_t i = 0; i < total; ++i) full[size_t(i)] = rank_contribution(rank, i);
     auto d_full = upload_now(full);
     auto d_padded = poisoned_buffer<float>(size_t(padding.padded_size()));  // [W * B]
     auto d_shard = poisoned_buffer<float>(size_t(block));                   // [B]
@@ -429,7 +425,7 @@ TEST_CASE("nccl child: collectives") {
     int64_t wrong = 0;
     for (int64_t k = 0; k < range.size(); ++k) {
       float expected = 0.0f;
-      for (int r = 0; r < world; ++r) expected += contribution(r, range.begin + k);
+      for (int r = 0; r < world; ++r) expected += rank_contribution(r, range.begin + k);
       wrong += !(shard[size_t(k)] == expected);
     }
     for (int64_t k = range.size(); k < block; ++k) wrong += !(shard[size_t(k)] == 0.0f);  // padding
@@ -451,7 +447,7 @@ TEST_CASE("nccl child: collectives") {
     wrong = 0;
     for (int64_t i = 0; i < total; ++i) {
       float sum = 0.0f;
-      for (int r = 0; r < world; ++r) sum += contribution(r, i);
+      for (int r = 0; r < world; ++r) sum += rank_contribution(r, i);
       wrong += !(mean[size_t(i)] == sum / float(world));
     }
     CHECK_MESSAGE(wrong == 0, wrong << " of " << total << " all-gathered elements wrong");

@@ -76,9 +76,8 @@ using ll::dist::ShardTransport;
 
 using ll::test::contains;
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
+using ll::test::rank_contribution;
+using ll::test::seconds_since;
 
 using ll::test::error_of;
 
@@ -114,9 +113,6 @@ std::vector<FlatRange> shuffled_buckets(const ShardLayout& layout, std::mt19937_
   return buckets;
 }
 
-// Every rank's contribution to gradient element i: small multiples of 1/8, so sums over ranks
-// are exact in fp32 and the comparison can be exact.
-float contribution(int rank, int64_t i) { return float((i * 7 + rank * 13) % 17 - 8) / 8.0f; }
 
 }  // namespace
 #endif
@@ -351,7 +347,7 @@ TEST_CASE("nccl transport child: buckets") {
     const FlatRange own = layout.shard_range(rank);
     auto transport = ll::dist::make_nccl_shard_transport(gpu, *host, layout, {.timeout_s = 60.0});
     std::vector<float> full(static_cast<size_t>(total));  // [T], this rank's gradients
-    for (int64_t i = 0; i < total; ++i) full[size_t(i)] = contribution(rank, i);
+    for (int64_t i = 0; i < total; ++i) full[size_t(i)] = rank_contribution(rank, i);
     OwnedTensor flat_grad = put(gpu, full);                           // [T]
     OwnedTensor grad_shard = gpu.allocate({own.size()}, DType::F32);  // [shard]
     poison(gpu, *grad_shard);
@@ -364,7 +360,7 @@ TEST_CASE("nccl transport child: buckets") {
     int64_t wrong = 0;
     for (int64_t k = 0; k < own.size(); ++k) {
       float expected = 0.0f;
-      for (int r = 0; r < world; ++r) expected += contribution(r, own.begin + k);
+      for (int r = 0; r < world; ++r) expected += rank_contribution(r, own.begin + k);
       wrong += !(shard[size_t(k)] == expected);
     }
     CHECK_MESSAGE(wrong == 0, wrong << " of " << own.size() << " reduced elements wrong");

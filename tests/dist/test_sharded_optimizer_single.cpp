@@ -227,7 +227,8 @@ TEST_CASE("parameters without moments start from zero moments") {
   }
   const OptimizerShard state = optimizer.export_shard();
   CHECK(same_bytes(state.exp_avg, flat_state(backend, reference, &TrainableParam::exp_avg)));
-  CHECK(same_bytes(state.exp_avg_sq, flat_state(backend, reference, &TrainableParam::exp_avg_sq)));
+  CHECK(same_bytes(state.exp_avg_sq,
+                   flat_state(backend, reference, &TrainableParam::exp_avg_sq)));
   CHECK(same_bytes(flat_state(backend, params, &TrainableParam::master),
                    flat_state(backend, reference, &TrainableParam::master)));
 }
