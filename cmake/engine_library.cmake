@@ -38,6 +38,7 @@ target_link_options(ll_engine_asan PUBLIC -fsanitize=address,undefined)
 if(LL_HAVE_CUDA)
   file(GLOB_RECURSE LL_CUDA_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/kernels/cuda/*.cu
     ${PROJECT_SOURCE_DIR}/kernels/cuda/*.cpp)
+  list(FILTER LL_CUDA_SOURCES EXCLUDE REGEX "/kernels/cuda/emu/")  # host build: ll_cuda_emu
   add_library(ll_cuda STATIC ${LL_CUDA_SOURCES})
   target_include_directories(ll_cuda PUBLIC ${PROJECT_SOURCE_DIR})
   # Warnings as errors in device and host code; ptxas reports resources so spills are visible.
@@ -51,4 +52,16 @@ if(LL_HAVE_CUDA)
   # each other, which CMake links by repeating them. The sanitized engine stays CPU-only.
   target_link_libraries(ll_cuda PRIVATE ll_engine)
   target_link_libraries(ll_engine PUBLIC ll_cuda)
+endif()
+
+# The SIMT emulator (kernels/cuda/emu): the tensor-core kernels' device code compiled by the
+# host compiler and run on the CPU, for tests on machines without a GPU. Needs the CUDA
+# headers only. Always optimized: the emulated kernels are slow enough as it is.
+if(LL_HAVE_CUDA)
+  file(GLOB LL_CUDA_EMU_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/kernels/cuda/emu/*.cpp)
+  add_library(ll_cuda_emu STATIC ${LL_CUDA_EMU_SOURCES})
+  target_include_directories(ll_cuda_emu PUBLIC ${PROJECT_SOURCE_DIR} ${CUDAToolkit_INCLUDE_DIRS})
+  # Device code carries #pragma unroll, which host compilers do not know.
+  target_compile_options(ll_cuda_emu PRIVATE ${LL_WARNINGS} -Wno-unknown-pragmas -O2)
+  target_link_libraries(ll_cuda_emu PUBLIC ll_engine fmt::fmt)
 endif()

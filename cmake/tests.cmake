@@ -1,6 +1,7 @@
 # Every tests/**/test_*.cpp is one doctest executable, registered with ctest.
 # Labels: "cpu" by default; a file named *_gpu.cpp gets "gpu", *_slow.cpp gets "slow",
-# *_asan.cpp links the sanitized engine and gets "cpu;asan".
+# *_asan.cpp links the sanitized engine and gets "cpu;asan"; a name containing _emu links the
+# SIMT emulator (kernels/cuda/emu; CPU tests of the CUDA kernels' device code).
 enable_testing()
 file(GLOB_RECURSE LL_TEST_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/test_*.cpp)
 if(NOT LL_ENABLE_MPI)
@@ -24,6 +25,9 @@ foreach(src ${LL_TEST_SOURCES})
     set(labels cpu asan)
   else()
     target_link_libraries(${name} PRIVATE ll_engine doctest::doctest)
+  endif()
+  if(name MATCHES "_emu" AND LL_HAVE_CUDA)
+    target_link_libraries(${name} PRIVATE ll_cuda_emu)
   endif()
   if(name MATCHES "_gpu$")
     set(labels gpu)

@@ -1,13 +1,15 @@
 #pragma once
-// Device helpers shared by the tensor-core attention kernels (internal; CUDA translation units
-// only): swizzled shared-memory addressing, cp.async, ldmatrix, mma.sync m16n8k16 bf16 -> fp32,
-// bf16x2 packing, the block's key-visit range and the K/V tile loader; used by the forward
-// (attention_tc.cu) and the dQ pass of the backward (attention_tc_bwd.cu).
+// Device helpers shared by the tensor-core attention kernels (internal; device code only):
+// swizzled shared-memory addressing, the block's key-visit range and the K/V tile loader; used
+// by the forward (attention_tc_forward.cuh) and the dQ pass of the backward
+// (attention_tc_backward.cuh). The PTX primitives they build on are in tc_ptx.cuh.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <climits>
 #include <cstdint>
+
+#include "kernels/cuda/tc_ptx.cuh"
 
 namespace ll::cuda::tc {
 
@@ -16,51 +18,6 @@ namespace ll::cuda::tc {
 template <int kRowBytes>
 __device__ __forceinline__ uint32_t swz(int row, int chunk) {
   return uint32_t(row * kRowBytes + ((chunk ^ (row & 7)) << 4));
-}
-
-// 16-byte global -> shared copy; valid == false writes 16 zero bytes and reads nothing.
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(src_bytes)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-// Waits until at most N of this thread's committed groups are still in flight.
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-}
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-}
-
-// d += a * b for one m16n8k16 tile (A row-major 16x16, B column-major 16x8, fp32 C/D).
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats as bf16x2 (round to nearest even), lo in the low half (the lower column).
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  uint32_t r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
 }
 
 // The union [lo, hi] of the visit ranges the block's warps wrote to s_range[w] = {first visit,

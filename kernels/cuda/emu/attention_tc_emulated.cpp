@@ -1,0 +1,125 @@
+// The tensor-core attention kernels compiled as host code (cuda_prelude.h first) and run by the
+// SIMT emulator through the kernels' own launch sequences.
+#include "kernels/cuda/emu/cuda_prelude.h"
+// The prelude must come before every kernel header.
+#include "kernels/cuda/emu/attention_tc_emulated.h"
+
+#include <cstring>
+
+#include "common/error.h"
+#include "kernels/cuda/attention_args.h"
+#include "kernels/cuda/attention_tc_backward.cuh"
+#include "kernels/cuda/attention_tc_forward.cuh"
+
+namespace ll::cuda::emu {
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+// Runs each launch in the emulator and adds up the statistics.
+struct EmuLauncher {
+  LaunchStats* total;
+  template <typename... P, typename... A>
+  void operator()(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+                  A&&... args) const {
+    const LaunchStats s = launch(name, kernel, grid, block, smem, std::forward<A>(args)...);
+    total->blocks += s.blocks;
+    total->warp_collectives += s.warp_collectives;
+    total->block_barriers += s.block_barriers;
+  }
+};
+
+// Host buffers in 16-byte aligned storage (the kernels' vector loads and stores need it),
+// registered as the global memory cp.async may read.
+struct Buffer {
+  std::vector<uint4> storage;
+  size_t bytes = 0;
+  explicit Buffer(size_t n_bytes, bool poison = false)
+      : storage((n_bytes + 15) / 16 + 1), bytes(n_bytes) {
+    if (poison) std::memset(storage.data(), 0xff, storage.size() * 16);
+    register_global(storage.data(), bytes);
+  }
+  template <typename T>
+  Buffer(const std::vector<T>& v) : Buffer(v.size() * sizeof(T)) {
+    if (!v.empty()) std::memcpy(storage.data(), v.data(), bytes);
+  }
+  template <typename T>
+  T* as() {
+    return reinterpret_cast<T*>(storage.data());
+  }
+  template <typename T>
+  std::vector<T> read(size_t count) const {
+    std::vector<T> v(count);
+    if (count) std::memcpy(v.data(), storage.data(), count * sizeof(T));
+    return v;
+  }
+};
+
+struct GlobalsScope {
+  GlobalsScope() { clear_globals(); }
+  ~GlobalsScope() { clear_globals(); }
+};
+
+void check_sizes(const char* op, const Bf16Bits& x, size_t expect, const char* name) {
+  LL_CHECK(x.size() == expect, "{}: {} has {} elements, the shape needs {}", op, name, x.size(),
+           expect);
+}
+
+}  // namespace
+
+ForwardResult attention_forward_tc_emulated(const Bf16Bits& q, const Bf16Bits& k,
+                                            const Bf16Bits& v, int64_t n, int64_t n_heads,
+                                            int64_t n_kv_heads, int64_t head_dim,
+                                            const AttnMask& mask, bool with_lse) {
+  const char* op = "emulated attention_forward_tc";
+  check_attention_args(n, n_heads, n_kv_heads, head_dim, mask, op,
+                       head_dim == 64 || head_dim == 128, "64 or 128", tc::fwd::kMaxTokens);
+  const size_t nq = size_t(n * n_heads * head_dim), nkv = size_t(n * n_kv_heads * head_dim);
+  check_sizes(op, q, nq, "q");
+  check_sizes(op, k, nkv, "k");
+  check_sizes(op, v, nkv, "v");
+  ForwardResult r;
+  if (n == 0) return r;
+  GlobalsScope scope;
+  Buffer bq(q), bk(k), bv(v), bout(nq * 2, true), blse(size_t(n * n_heads) * 4, true);
+  tc::run_forward_tc(EmuLauncher{&r.stats}, bout.as<bf16>(), with_lse ? blse.as<float>() : nullptr,
+                     bq.as<bf16>(), bk.as<bf16>(), bv.as<bf16>(), int(n), int(n_heads),
+                     int(n_kv_heads), int(head_dim), mask);
+  r.out = bout.read<uint16_t>(nq);
+  if (with_lse) r.lse = blse.read<float>(size_t(n * n_heads));
+  return r;
+}
+
+BackwardResult attention_backward_tc_emulated(const Bf16Bits& dout, const Bf16Bits& q,
+                                              const Bf16Bits& k, const Bf16Bits& v,
+                                              const Bf16Bits& out, const std::vector<float>& lse,
+                                              int64_t n, int64_t n_heads, int64_t n_kv_heads,
+                                              int64_t head_dim, const AttnMask& mask) {
+  const char* op = "emulated attention_backward_tc";
+  check_attention_args(n, n_heads, n_kv_heads, head_dim, mask, op,
+                       head_dim == 64 || head_dim == 128, "64 or 128", tc::bwd::kMaxTokens);
+  const size_t nq = size_t(n * n_heads * head_dim), nkv = size_t(n * n_kv_heads * head_dim);
+  check_sizes(op, dout, nq, "dout");
+  check_sizes(op, q, nq, "q");
+  check_sizes(op, out, nq, "out");
+  check_sizes(op, k, nkv, "k");
+  check_sizes(op, v, nkv, "v");
+  LL_CHECK(lse.size() == size_t(n * n_heads), "{}: lse has {} elements, the shape needs {}", op,
+           lse.size(), n * n_heads);
+  BackwardResult r;
+  if (n == 0) return r;
+  GlobalsScope scope;
+  Buffer bdout(dout), bq(q), bk(k), bv(v), bout(out), blse(lse);
+  Buffer bdq(nq * 2, true), bdk(nkv * 2, true), bdv(nkv * 2, true);
+  Buffer dvec(size_t(n * n_heads) * 4, true);  // the workspace, poisoned like cudaMalloc'd memory
+  tc::run_backward_tc(EmuLauncher{&r.stats}, bdq.as<bf16>(), bdk.as<bf16>(), bdv.as<bf16>(),
+                      bdout.as<bf16>(), bq.as<bf16>(), bk.as<bf16>(), bv.as<bf16>(),
+                      bout.as<bf16>(), blse.as<float>(), dvec.as<float>(), int(n), int(n_heads),
+                      int(n_kv_heads), int(head_dim), mask);
+  r.dq = bdq.read<uint16_t>(nq);
+  r.dk = bdk.read<uint16_t>(nkv);
+  r.dv = bdv.read<uint16_t>(nkv);
+  return r;
+}
+
+}  // namespace ll::cuda::emu

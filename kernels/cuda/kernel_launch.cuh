@@ -1,0 +1,40 @@
+#pragma once
+// Launches a kernel by function pointer on a stream, every call checked. Kernels whose host
+// launch sequence is a template over the launcher (tc::run_forward_tc, tc::run_backward_tc)
+// get this one on the GPU and the SIMT emulator's (kernels/cuda/emu) on the host, so both run
+// the same sequence.
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <tuple>
+
+#include "kernels/cuda/cuda_check.h"
+
+namespace ll::cuda {
+
+struct StreamLauncher {
+  cudaStream_t stream;
+
+  // Arguments are converted to the kernel's parameter types first (as <<<>>> would).
+  // Kernels with dynamic shared memory are opted in to `smem` bytes first: more than 48 KiB
+  // (with the kernel's static shared memory) needs it.
+  template <typename... P, typename... A>
+  void operator()(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+                  A&&... args) const {
+    static_assert(sizeof...(P) == sizeof...(A), "argument count does not match the kernel");
+    (void)name;
+    if (smem > 0)
+      LL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         int(smem)));
+    std::tuple<P...> values(static_cast<P>(args)...);
+    std::apply(
+        [&](auto&... v) {
+          void* argv[] = {static_cast<void*>(&v)...};
+          LL_CUDA_CHECK(cudaLaunchKernel(reinterpret_cast<const void*>(kernel), grid, block,
+                                         argv, smem, stream));
+        },
+        values);
+  }
+};
+
+}  // namespace ll::cuda
