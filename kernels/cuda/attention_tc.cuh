@@ -27,7 +27,7 @@ void attention_forward_tc(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q
                           const AttnMask& mask, cudaStream_t stream);
 
 // Tensor-core backward of attention_forward_tc (mma.sync bf16 -> fp32, FlashAttention-2
-// style; kernels/cuda/attention_tc_bwd.cu). Same contract as attention_backward in
+// style; kernels/cuda/attention_tc_backward.cuh). Same contract as attention_backward in
 // attention.cuh: dout, q, out [N, H, hd]; k, v [N, Hkv, hd]; lse [H, N] from the forward
 // (required). dq [N, H, hd], dk, dv [N, Hkv, hd] are overwritten, every element written (each
 // kv head sums over its group of query heads). workspace: attention_backward_workspace_bytes(N,

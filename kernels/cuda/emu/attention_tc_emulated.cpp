@@ -16,16 +16,13 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 
-// Runs each launch in the emulator and adds up the statistics.
+// Runs each launch in the emulator and records what it did.
 struct EmuLauncher {
-  LaunchStats* total;
+  std::vector<KernelRun>* runs;
   template <typename... P, typename... A>
   void operator()(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
                   A&&... args) const {
-    const LaunchStats s = launch(name, kernel, grid, block, smem, std::forward<A>(args)...);
-    total->blocks += s.blocks;
-    total->warp_collectives += s.warp_collectives;
-    total->block_barriers += s.block_barriers;
+    runs->push_back({name, launch(name, kernel, grid, block, smem, std::forward<A>(args)...)});
   }
 };
 
@@ -82,7 +79,7 @@ ForwardResult attention_forward_tc_emulated(const Bf16Bits& q, const Bf16Bits& k
   if (n == 0) return r;
   GlobalsScope scope;
   Buffer bq(q), bk(k), bv(v), bout(nq * 2, true), blse(size_t(n * n_heads) * 4, true);
-  tc::run_forward_tc(EmuLauncher{&r.stats}, bout.as<bf16>(), with_lse ? blse.as<float>() : nullptr,
+  tc::run_forward_tc(EmuLauncher{&r.launches}, bout.as<bf16>(), with_lse ? blse.as<float>() : nullptr,
                      bq.as<bf16>(), bk.as<bf16>(), bv.as<bf16>(), int(n), int(n_heads),
                      int(n_kv_heads), int(head_dim), mask);
   r.out = bout.read<uint16_t>(nq);
@@ -112,7 +109,7 @@ BackwardResult attention_backward_tc_emulated(const Bf16Bits& dout, const Bf16Bi
   Buffer bdout(dout), bq(q), bk(k), bv(v), bout(out), blse(lse);
   Buffer bdq(nq * 2, true), bdk(nkv * 2, true), bdv(nkv * 2, true);
   Buffer dvec(size_t(n * n_heads) * 4, true);  // the workspace, poisoned like cudaMalloc'd memory
-  tc::run_backward_tc(EmuLauncher{&r.stats}, bdq.as<bf16>(), bdk.as<bf16>(), bdv.as<bf16>(),
+  tc::run_backward_tc(EmuLauncher{&r.launches}, bdq.as<bf16>(), bdk.as<bf16>(), bdv.as<bf16>(),
                       bdout.as<bf16>(), bq.as<bf16>(), bk.as<bf16>(), bv.as<bf16>(),
                       bout.as<bf16>(), blse.as<float>(), dvec.as<float>(), int(n), int(n_heads),
                       int(n_kv_heads), int(head_dim), mask);

@@ -5,6 +5,7 @@
 // on machines without a GPU. Slow (seconds for N in the hundreds): tests only.
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "kernels/attention_mask.h"
@@ -15,10 +16,17 @@ namespace ll::cuda::emu {
 // bf16 values as raw bits ([N, H, hd] and [N, Hkv, hd] like the CUDA entry points).
 using Bf16Bits = std::vector<uint16_t>;
 
+// What one kernel launch of the sequence did (instruction and byte counts: the tests compare
+// them with the work the attention mask needs).
+struct KernelRun {
+  std::string kernel;
+  LaunchStats stats;
+};
+
 struct ForwardResult {
   Bf16Bits out;            // [N, H, hd]
   std::vector<float> lse;  // [H, N]
-  LaunchStats stats;
+  std::vector<KernelRun> launches;
 };
 
 // Argument checks are the CUDA entry points' (attention_args.h); outputs start poisoned
@@ -31,7 +39,7 @@ ForwardResult attention_forward_tc_emulated(const Bf16Bits& q, const Bf16Bits& k
 
 struct BackwardResult {
   Bf16Bits dq, dk, dv;  // [N, H, hd], [N, Hkv, hd], [N, Hkv, hd]
-  LaunchStats stats;    // summed over the three kernels
+  std::vector<KernelRun> launches;  // rowdot, dK/dV, dQ
 };
 
 BackwardResult attention_backward_tc_emulated(const Bf16Bits& dout, const Bf16Bits& q,

@@ -2,8 +2,6 @@
 // the scheduler once all 32 lanes arrive, deferred cp.async, shared-memory race checks.
 #include "kernels/cuda/emu/simt_emulator.h"
 
-#include <ucontext.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -15,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "kernels/cuda/emu/fiber_switch.h"
 
 namespace ll::cuda::emu {
 namespace {
@@ -43,7 +42,7 @@ struct Copy {
 };
 
 struct Fiber {
-  ucontext_t ctx{};
+  FiberContext ctx;
   State state = State::Running;
   WarpOp op = WarpOp::SyncWarp;
   uint3 tid{};
@@ -86,7 +85,7 @@ struct Launch {
   std::vector<int64_t> warp_syncs;  // __syncwarp count per warp
   int64_t epoch = 0;                // block barriers so far
   int current = -1;
-  ucontext_t scheduler{};
+  FiberContext scheduler;
   std::string error;
   LaunchStats stats;
 };
@@ -116,7 +115,7 @@ std::string where(const Launch& l, int thread) {
   Fiber& f = self();
   if (l.error.empty()) l.error = where(l, l.current) + ": " + what;
   f.state = State::Failed;
-  swapcontext(&f.ctx, &l.scheduler);
+  fiber_switch(f.ctx, l.scheduler);
   std::terminate();  // unreachable: a failed fiber is never resumed
 }
 
@@ -124,7 +123,7 @@ void block_on(State s) {
   Launch& l = L();
   Fiber& f = self();
   f.state = s;
-  swapcontext(&f.ctx, &l.scheduler);
+  fiber_switch(f.ctx, l.scheduler);
 }
 
 void fiber_main() {
@@ -134,8 +133,10 @@ void fiber_main() {
   } catch (const std::exception& e) {
     fail(std::string("exception in device code: ") + e.what());
   }
-  l.fibers[size_t(l.current)].state = State::Done;
-  // Returning resumes uc_link (the scheduler).
+  Fiber& f = l.fibers[size_t(l.current)];
+  f.state = State::Done;
+  fiber_switch(f.ctx, l.scheduler);  // never resumed
+  std::terminate();
 }
 
 void check_shared_range(uint32_t addr, uint32_t bytes, const char* what) {
@@ -302,9 +303,18 @@ bool resolve_warp(Launch& l, int warp) {
         lanes[i].out_u[0] = lanes[src < 32 ? src : i].in_u[0];
       }
       break;
-    case WarpOp::Ldsm: err = run_ldmatrix(l, warp, false); break;
-    case WarpOp::LdsmTrans: err = run_ldmatrix(l, warp, true); break;
-    case WarpOp::Mma: run_mma(l, warp); break;
+    case WarpOp::Ldsm:
+      err = run_ldmatrix(l, warp, false);
+      l.stats.ldmatrix += 1;
+      break;
+    case WarpOp::LdsmTrans:
+      err = run_ldmatrix(l, warp, true);
+      l.stats.ldmatrix += 1;
+      break;
+    case WarpOp::Mma:
+      run_mma(l, warp);
+      l.stats.mma += 1;
+      break;
     case WarpOp::SyncWarp: l.warp_syncs[size_t(warp)] += 1; break;
   }
   if (!err.empty()) {
@@ -361,11 +371,7 @@ void run_block(Launch& l, Order order) {
     f.open.clear();
     f.tid = uint3{unsigned(i) % l.block.x, (unsigned(i) / l.block.x) % l.block.y,
                   unsigned(i) / (l.block.x * l.block.y)};
-    getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = g_stacks.get() + size_t(i) * kStackBytes;
-    f.ctx.uc_stack.ss_size = kStackBytes;
-    f.ctx.uc_link = &l.scheduler;
-    makecontext(&f.ctx, fiber_main, 0);
+    fiber_init(f.ctx, g_stacks.get() + size_t(i) * kStackBytes, kStackBytes, fiber_main);
   }
   for (;;) {
     for (int k = 0; k < n; ++k) {
@@ -373,7 +379,7 @@ void run_block(Launch& l, Order order) {
       Fiber& f = l.fibers[size_t(i)];
       if (f.state != State::Running) continue;
       l.current = i;
-      swapcontext(&l.scheduler, &f.ctx);
+      fiber_switch(l.scheduler, f.ctx);
       l.current = -1;
       if (!l.error.empty()) throw Error(l.error);
     }
@@ -497,6 +503,7 @@ void cp_async_16(uint32_t dst, const void* src, bool valid) {
                        b, m.reader_warps & ~(1u << unsigned(warp))));
     m.in_flight += 1;
   }
+  (valid ? l.stats.cp_async_bytes : l.stats.cp_async_zero_bytes) += 16;
   self().open.push_back({dst, s, valid});
 }
 

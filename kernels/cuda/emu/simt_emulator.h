@@ -4,7 +4,7 @@
 // on a machine without a GPU and is tested against the CPU reference.
 //
 // Execution model: the blocks of a grid run one after another; the threads of a block are
-// cooperative fibers (ucontext) on the calling OS thread, scheduled round-robin until each one
+// cooperative fibers (fiber_switch.h) on the calling OS thread, scheduled round-robin until each one
 // blocks at a barrier or a warp collective. A warp collective (shfl, ldmatrix, mma, __syncwarp)
 // completes when all 32 lanes of the warp have arrived at the same operation; __syncthreads
 // when every running thread of the block has. Anything else is reported as an error (a
@@ -49,6 +49,21 @@ struct LaunchStats {
   int64_t blocks = 0;
   int64_t warp_collectives = 0;  // completed warp operations (all lanes)
   int64_t block_barriers = 0;
+  int64_t mma = 0;               // warp-wide mma.m16n8k16 instructions
+  int64_t ldmatrix = 0;          // warp-wide ldmatrix.x4 instructions
+  int64_t cp_async_bytes = 0;    // bytes cp.async read from global memory (src-size 16)
+  int64_t cp_async_zero_bytes = 0;  // bytes cp.async zero-filled (src-size 0)
+
+  LaunchStats& operator+=(const LaunchStats& o) {
+    blocks += o.blocks;
+    warp_collectives += o.warp_collectives;
+    block_barriers += o.block_barriers;
+    mma += o.mma;
+    ldmatrix += o.ldmatrix;
+    cp_async_bytes += o.cp_async_bytes;
+    cp_async_zero_bytes += o.cp_async_zero_bytes;
+    return *this;
+  }
 };
 
 // Runs `body` as every thread of every block of the grid. Throws ll::Error on any error the

@@ -16,6 +16,7 @@
 #include "kernels/attention_mask.h"
 #include "kernels/cpu/attention.h"
 #include "tests/gpu_skip.h"
+#include "tests/kernels/attention_test_cases.h"
 #include "tests/kernels/kernel_test_util.h"
 
 #if defined(LL_HAVE_CUDA)
@@ -29,6 +30,9 @@
 namespace {
 
 #if defined(LL_HAVE_CUDA)
+using ll::test::mode_name;
+using Case = ll::test::AttnCase;
+
 // bf16 on the host as raw bits (round to nearest even), so the test needs no CUDA headers here.
 uint16_t to_bf16_bits(float x) {
   uint32_t u;
@@ -60,10 +64,6 @@ double max_abs(const std::vector<float>& v) {
   return m;
 }
 
-const char* mode_name(ll::AttnMode m) {
-  return m == ll::AttnMode::Dense ? "dense" : m == ll::AttnMode::S2 ? "s2" : "s2roll";
-}
-
 // A device buffer of `bytes` bytes, freed on scope exit.
 struct DeviceBuffer {
   void* ptr = nullptr;
@@ -86,11 +86,6 @@ struct DeviceBuffer {
     return v;
   }
   void poison() { LL_CUDA_CHECK(cudaMemset(ptr, 0xFF, bytes)); }
-};
-
-struct Case {
-  ll::AttnMode mode;
-  int64_t n, h, hkv, hd, g;
 };
 
 void run_case(const Case& c, uint64_t seed) {

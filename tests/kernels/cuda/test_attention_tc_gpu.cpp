@@ -19,6 +19,7 @@
 #include "common/error.h"
 #include "kernels/attention_mask.h"
 #include "tests/gpu_skip.h"
+#include "tests/kernels/attention_test_cases.h"
 #include "tests/kernels/kernel_test_util.h"
 
 #if defined(LL_HAVE_CUDA)
@@ -33,15 +34,10 @@ namespace {
 
 using ll::test::bf16;
 using ll::test::DeviceBuffer;
-
-const char* mode_name(ll::AttnMode m) {
-  return m == ll::AttnMode::Dense ? "dense" : m == ll::AttnMode::S2 ? "s2" : "s2roll";
-}
-
-struct Case {
-  ll::AttnMode mode;
-  int64_t n, h, hkv, hd, g;
-};
+using ll::test::group_sizes;
+using ll::test::mask_of;
+using ll::test::mode_name;
+using Case = ll::test::AttnCase;
 
 // Random q, k, v rounded to bf16 (host copies hold exactly the device values) and uploaded.
 struct Inputs {
@@ -63,10 +59,6 @@ Inputs make_inputs(const Case& c, uint64_t seed) {
   auto k = ll::test::round_bf16(ll::test::random_uniform(rng, nkv, -1.5f, 1.5f));
   auto v = ll::test::round_bf16(ll::test::random_uniform(rng, nkv, -1.0f, 1.0f));
   return Inputs(std::move(q), std::move(k), std::move(v));
-}
-
-ll::AttnMask mask_of(const Case& c) {
-  return ll::AttnMask{c.mode, c.n, c.mode == ll::AttnMode::Dense ? 0 : c.g, c.h};
 }
 
 struct Result {
@@ -142,21 +134,6 @@ void run_case(const Case& c, uint64_t seed) {
   CHECK_MESSAGE(ll::test::same_bytes(again.lse, tc.lse), "lse differs between two identical runs");
   const Result no_lse = run_tc(c, in, false);
   CHECK_MESSAGE(no_lse.raw == tc.raw, "out differs when lse is null");
-}
-
-// Group sizes for N: 2, 16, 64, N/4 (even), one that does not divide N, one larger than N.
-std::vector<int64_t> group_sizes(int64_t n) {
-  std::vector<int64_t> gs = {2, 16, 64, ll::s2_group_size(n, 0.25)};
-  for (int64_t g = std::max<int64_t>(4, (n / 3) & ~int64_t(1)); g < n; g += 2) {
-    if (n % g != 0) {
-      gs.push_back(g);
-      break;
-    }
-  }
-  gs.push_back((n + 2) & ~int64_t(1));  // even, > N
-  std::sort(gs.begin(), gs.end());
-  gs.erase(std::unique(gs.begin(), gs.end()), gs.end());
-  return gs;
 }
 
 // out row (head, i) and its lse in double, straight from the mask definition.

@@ -1,0 +1,96 @@
+#pragma once
+// One case of the emulated tensor-core attention tests (test_attention_tc_emu.cpp, the sweep in
+// test_attention_tc_sweep_emu_slow.cpp): random bf16 inputs, the forward and the backward run
+// in the SIMT emulator in both fiber orders, against the fp32 CPU reference. CUDA builds only.
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "kernels/attention_mask.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cuda/emu/attention_tc_emulated.h"
+#include "tests/kernels/attention_test_cases.h"
+#include "tests/kernels/cuda/gpu_test_util.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace ll::test::emu_case {
+
+namespace emu = ll::cuda::emu;
+
+using Case = AttnCase;
+
+inline emu::Bf16Bits to_bits(const std::vector<float>& v) {
+  emu::Bf16Bits b(v.size());
+  for (size_t i = 0; i < v.size(); ++i) b[i] = ll::test::f32_to_bf16_bits(v[i]);
+  return b;
+}
+inline std::vector<float> from_bits(const emu::Bf16Bits& b) {
+  std::vector<float> v(b.size());
+  for (size_t i = 0; i < b.size(); ++i) v[i] = ll::test::bf16_bits_to_f32(b[i]);
+  return v;
+}
+
+// Both scheduling orders; the second must reproduce the first bit for bit.
+template <typename Run>
+auto run_both_orders(Run run) {
+  emu::set_order(emu::Order::Forward);
+  auto a = run();
+  emu::set_order(emu::Order::Reverse);
+  auto b = run();
+  emu::set_order(emu::Order::Forward);
+  return std::pair(std::move(a), std::move(b));
+}
+
+inline void run_case(const Case& c, uint64_t seed, bool backward) {
+  INFO("mode " << mode_name(c.mode) << " N " << c.n << " H " << c.h << " Hkv " << c.hkv << " hd "
+               << c.hd << " G " << c.g << " seed " << seed);
+  std::mt19937_64 rng(seed);
+  const size_t nq = size_t(c.n * c.h * c.hd), nkv = size_t(c.n * c.hkv * c.hd);
+  const auto q = ll::test::round_bf16(ll::test::random_uniform(rng, nq, -1.5f, 1.5f));
+  const auto k = ll::test::round_bf16(ll::test::random_uniform(rng, nkv, -1.5f, 1.5f));
+  const auto v = ll::test::round_bf16(ll::test::random_uniform(rng, nkv, -1.0f, 1.0f));
+  const ll::AttnMask mask = mask_of(c);
+
+  std::vector<float> out_ref(nq), lse_ref(size_t(c.h * c.n));
+  ll::cpu::attention_forward(out_ref.data(), lse_ref.data(), q.data(), k.data(), v.data(), c.n,
+                             c.h, c.hkv, c.hd, mask);
+
+  const auto [fwd, fwd_rev] = run_both_orders([&] {
+    return emu::attention_forward_tc_emulated(to_bits(q), to_bits(k), to_bits(v), c.n, c.h,
+                                              c.hkv, c.hd, mask);
+  });
+  {
+    INFO("forward out vs CPU reference");
+    ll::test::check_close(from_bits(fwd.out), ll::test::to_double(out_ref), 1e-2, 1e-2, 1e-2);
+  }
+  {
+    INFO("forward lse vs CPU reference");
+    ll::test::check_close(fwd.lse, ll::test::to_double(lse_ref), 2e-4, 2e-5, 1e-5);
+  }
+  CHECK_MESSAGE(fwd_rev.out == fwd.out, "forward out differs with the reverse thread order");
+  CHECK_MESSAGE(ll::test::same_bytes(fwd_rev.lse, fwd.lse),
+                "forward lse differs with the reverse thread order");
+  if (!backward) return;
+
+  const auto dout = ll::test::round_bf16(ll::test::random_uniform(rng, nq, -1.0f, 1.0f));
+  const auto out = ll::test::round_bf16(out_ref);  // what the GPU backward reads (bf16)
+  std::vector<float> dq(nq), dk(nkv), dv(nkv);
+  ll::cpu::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(),
+                              v.data(), out.data(), lse_ref.data(), c.n, c.h, c.hkv, c.hd, mask);
+  const auto [bwd, bwd_rev] = run_both_orders([&] {
+    return emu::attention_backward_tc_emulated(to_bits(dout), to_bits(q), to_bits(k), to_bits(v),
+                                               to_bits(out), lse_ref, c.n, c.h, c.hkv, c.hd,
+                                               mask);
+  });
+  check_grad("dq vs CPU reference", from_bits(bwd.dq), dq);
+  check_grad("dk vs CPU reference", from_bits(bwd.dk), dk);
+  check_grad("dv vs CPU reference", from_bits(bwd.dv), dv);
+  CHECK_MESSAGE(bwd_rev.dq == bwd.dq, "dq differs with the reverse thread order");
+  CHECK_MESSAGE(bwd_rev.dk == bwd.dk, "dk differs with the reverse thread order");
+  CHECK_MESSAGE(bwd_rev.dv == bwd.dv, "dv differs with the reverse thread order");
+}
+
+}  // namespace ll::test::emu_case
