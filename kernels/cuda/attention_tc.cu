@@ -18,8 +18,8 @@ using bf16 = __nv_bfloat16;
 void check_args(int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                 const AttnMask& mask) {
   check_attention_args(n, n_heads, n_kv_heads, head_dim, mask, "attention_forward_tc",
-                       head_dim == 64 || head_dim == 128, "64 or 128; attention_forward also takes 32",
-                       tc::fwd::kMaxTokens);
+                       head_dim == 64 || head_dim == 128,
+                       "64 or 128; attention_forward also takes 32", tc::fwd::kMaxTokens);
 }
 
 using host_detail::aligned16;

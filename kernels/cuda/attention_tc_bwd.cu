@@ -21,8 +21,8 @@ using bf16 = __nv_bfloat16;
 void check_args(int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                 const AttnMask& mask) {
   check_attention_args(n, n_heads, n_kv_heads, head_dim, mask, "attention_backward_tc",
-                       head_dim == 64 || head_dim == 128, "64 or 128; attention_backward also takes 32",
-                       tc::bwd::kMaxTokens);
+                       head_dim == 64 || head_dim == 128,
+                       "64 or 128; attention_backward also takes 32", tc::bwd::kMaxTokens);
 }
 
 using host_detail::aligned16;
@@ -31,9 +31,8 @@ using host_detail::aligned16;
 
 void attention_backward_tc(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
                            const bf16* k, const bf16* v, const bf16* out, const float* lse,
-                           int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads,
-                           int64_t head_dim, const AttnMask& mask, void* workspace,
-                           cudaStream_t stream) {
+                           int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                           const AttnMask& mask, void* workspace, cudaStream_t stream) {
   check_args(n_tokens, n_heads, n_kv_heads, head_dim, mask);
   if (n_tokens == 0) return;
   LL_CHECK(dq != nullptr && dk != nullptr && dv != nullptr && dout != nullptr && q != nullptr &&
@@ -47,8 +46,8 @@ void attention_backward_tc(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const
            "cuda attention_backward_tc: workspace must be 4-byte aligned");
   void* scratch = workspace;
   if (scratch == nullptr)
-    LL_CUDA_CHECK(cudaMallocAsync(
-        &scratch, attention_backward_workspace_bytes(n_tokens, n_heads), stream));
+    LL_CUDA_CHECK(
+        cudaMallocAsync(&scratch, attention_backward_workspace_bytes(n_tokens, n_heads), stream));
   float* dvec = static_cast<float*>(scratch);
   tc::run_backward_tc(StreamLauncher{stream}, dq, dk, dv, dout, q, k, v, out, lse, dvec,
                       int(n_tokens), int(n_heads), int(n_kv_heads), int(head_dim), mask);

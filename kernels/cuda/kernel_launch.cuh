@@ -24,14 +24,14 @@ struct StreamLauncher {
     static_assert(sizeof...(P) == sizeof...(A), "argument count does not match the kernel");
     (void)name;
     if (smem > 0)
-      LL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(smem)));
+      LL_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     std::tuple<P...> values(static_cast<P>(args)...);
     std::apply(
         [&](auto&... v) {
           void* argv[] = {static_cast<void*>(&v)...};
-          LL_CUDA_CHECK(cudaLaunchKernel(reinterpret_cast<const void*>(kernel), grid, block,
-                                         argv, smem, stream));
+          LL_CUDA_CHECK(cudaLaunchKernel(reinterpret_cast<const void*>(kernel), grid, block, argv,
+                                         smem, stream));
         },
         values);
   }

@@ -1,6 +1,5 @@
 #pragma once
-// The PTX primitives of the tensor-core kernels (internal; device code only): the dynamic
-// shared memory, cp.async, ldmatrix, mma.sync m16n8k16 bf16 -> fp32 and bf16x2 packing.
+// The PTX primitives of the tensor-core kernels (internal; device code only): cp.async, ldmatrix, mma.sync m16n8k16 bf16 -> fp32 and bf16x2 packing.
 // nvcc compiles them as inline PTX. Under the SIMT emulator (LL_CUDA_EMULATION, set by
 // kernels/cuda/emu/cuda_prelude.h in a host translation unit) the same functions call the
 // emulator, which implements each instruction from the PTX ISA; so the emulator tests
@@ -10,6 +9,8 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/dynamic_smem.cuh"
+
 #if defined(LL_CUDA_EMULATION)
 #include "kernels/cuda/emu/simt_emulator.h"
 #endif
@@ -17,12 +18,6 @@
 namespace ll::cuda::tc {
 
 #if !defined(LL_CUDA_EMULATION)
-
-// The block's dynamic shared memory (128-byte aligned).
-__device__ __forceinline__ unsigned char* dynamic_smem() {
-  extern __shared__ __align__(128) unsigned char tc_dynamic_smem[];
-  return tc_dynamic_smem;
-}
 
 // 16-byte global -> shared copy; valid == false writes 16 zero bytes and reads nothing.
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
@@ -71,7 +66,6 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 
 #else  // LL_CUDA_EMULATION
 
-inline unsigned char* dynamic_smem() { return emu::dynamic_smem(); }
 inline void cp_async_16(uint32_t dst, const void* src, bool valid) {
   emu::cp_async_16(dst, src, valid);
 }

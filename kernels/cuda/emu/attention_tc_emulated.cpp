@@ -2,29 +2,19 @@
 // SIMT emulator through the kernels' own launch sequences.
 #include "kernels/cuda/emu/cuda_prelude.h"
 // The prelude must come before every kernel header.
-#include "kernels/cuda/emu/attention_tc_emulated.h"
-
 #include <cstring>
 
 #include "common/error.h"
 #include "kernels/cuda/attention_args.h"
 #include "kernels/cuda/attention_tc_backward.cuh"
 #include "kernels/cuda/attention_tc_forward.cuh"
+#include "kernels/cuda/emu/attention_tc_emulated.h"
+#include "kernels/cuda/emu/emu_launcher.h"
 
 namespace ll::cuda::emu {
 namespace {
 
 using bf16 = __nv_bfloat16;
-
-// Runs each launch in the emulator and records what it did.
-struct EmuLauncher {
-  std::vector<KernelRun>* runs;
-  template <typename... P, typename... A>
-  void operator()(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
-                  A&&... args) const {
-    runs->push_back({name, launch(name, kernel, grid, block, smem, std::forward<A>(args)...)});
-  }
-};
 
 // Host buffers in 16-byte aligned storage (the kernels' vector loads and stores need it),
 // registered as the global memory cp.async may read.
@@ -64,10 +54,9 @@ void check_sizes(const char* op, const Bf16Bits& x, size_t expect, const char* n
 
 }  // namespace
 
-ForwardResult attention_forward_tc_emulated(const Bf16Bits& q, const Bf16Bits& k,
-                                            const Bf16Bits& v, int64_t n, int64_t n_heads,
-                                            int64_t n_kv_heads, int64_t head_dim,
-                                            const AttnMask& mask, bool with_lse) {
+ForwardResult attention_forward_tc_emulated(const Bf16Bits& q, const Bf16Bits& k, const Bf16Bits& v,
+                                            int64_t n, int64_t n_heads, int64_t n_kv_heads,
+                                            int64_t head_dim, const AttnMask& mask, bool with_lse) {
   const char* op = "emulated attention_forward_tc";
   check_attention_args(n, n_heads, n_kv_heads, head_dim, mask, op,
                        head_dim == 64 || head_dim == 128, "64 or 128", tc::fwd::kMaxTokens);
@@ -79,9 +68,9 @@ ForwardResult attention_forward_tc_emulated(const Bf16Bits& q, const Bf16Bits& k
   if (n == 0) return r;
   GlobalsScope scope;
   Buffer bq(q), bk(k), bv(v), bout(nq * 2, true), blse(size_t(n * n_heads) * 4, true);
-  tc::run_forward_tc(EmuLauncher{&r.launches}, bout.as<bf16>(), with_lse ? blse.as<float>() : nullptr,
-                     bq.as<bf16>(), bk.as<bf16>(), bv.as<bf16>(), int(n), int(n_heads),
-                     int(n_kv_heads), int(head_dim), mask);
+  tc::run_forward_tc(EmuLauncher{&r.launches}, bout.as<bf16>(),
+                     with_lse ? blse.as<float>() : nullptr, bq.as<bf16>(), bk.as<bf16>(),
+                     bv.as<bf16>(), int(n), int(n_heads), int(n_kv_heads), int(head_dim), mask);
   r.out = bout.read<uint16_t>(nq);
   if (with_lse) r.lse = blse.read<float>(size_t(n * n_heads));
   return r;

@@ -5,23 +5,15 @@
 // on machines without a GPU. Slow (seconds for N in the hundreds): tests only.
 #include <cstddef>
 #include <cstdint>
-#include <string>
 #include <vector>
 
 #include "kernels/attention_mask.h"
-#include "kernels/cuda/emu/simt_emulator.h"
+#include "kernels/cuda/emu/emu_launcher.h"  // KernelRun: what each launch did
 
 namespace ll::cuda::emu {
 
 // bf16 values as raw bits ([N, H, hd] and [N, Hkv, hd] like the CUDA entry points).
 using Bf16Bits = std::vector<uint16_t>;
-
-// What one kernel launch of the sequence did (instruction and byte counts: the tests compare
-// them with the work the attention mask needs).
-struct KernelRun {
-  std::string kernel;
-  LaunchStats stats;
-};
 
 struct ForwardResult {
   Bf16Bits out;            // [N, H, hd]
@@ -32,13 +24,13 @@ struct ForwardResult {
 // Argument checks are the CUDA entry points' (attention_args.h); outputs start poisoned
 // (0xFF bytes), so an element the kernels never write stays NaN. `with_lse` false passes a
 // null lse pointer (the result's lse is then empty).
-ForwardResult attention_forward_tc_emulated(const Bf16Bits& q, const Bf16Bits& k,
-                                            const Bf16Bits& v, int64_t n, int64_t n_heads,
-                                            int64_t n_kv_heads, int64_t head_dim,
-                                            const AttnMask& mask, bool with_lse = true);
+ForwardResult attention_forward_tc_emulated(const Bf16Bits& q, const Bf16Bits& k, const Bf16Bits& v,
+                                            int64_t n, int64_t n_heads, int64_t n_kv_heads,
+                                            int64_t head_dim, const AttnMask& mask,
+                                            bool with_lse = true);
 
 struct BackwardResult {
-  Bf16Bits dq, dk, dv;  // [N, H, hd], [N, Hkv, hd], [N, Hkv, hd]
+  Bf16Bits dq, dk, dv;              // [N, H, hd], [N, Hkv, hd], [N, Hkv, hd]
   std::vector<KernelRun> launches;  // rowdot, dK/dV, dQ
 };
 

@@ -1,10 +1,11 @@
 #pragma once
 // Compiles CUDA device code as host C++ for the SIMT emulator (simt_emulator.h): include this
 // before any kernel header in a host translation unit. It maps the execution-space and
-// shared-memory qualifiers, the built-in index variables, __syncthreads / __syncwarp /
-// __shfl_xor_sync and __cvta_generic_to_shared onto the emulator, and defines
-// LL_CUDA_EMULATION, which makes kernels/cuda/tc_ptx.cuh call the emulator instead of emitting
-// inline PTX. Host compilers only.
+// shared-memory qualifiers, the built-in index variables, __syncthreads(_and/_or/_count) /
+// __syncwarp / __shfl_xor_sync, __cvta_generic_to_shared and the few device intrinsics the
+// kernels use onto the emulator, and defines LL_CUDA_EMULATION, which makes
+// kernels/cuda/dynamic_smem.cuh and kernels/cuda/tc_ptx.cuh call the emulator instead of
+// declaring extern shared memory or emitting inline PTX. Host compilers only.
 #if defined(__CUDACC__)
 #error "kernels/cuda/emu/cuda_prelude.h is for host compilers; nvcc compiles the real kernels"
 #endif
@@ -34,6 +35,15 @@
 #define gridDim (::ll::cuda::emu::grid_dim())
 
 inline void __syncthreads() { ::ll::cuda::emu::sync_threads(); }
+inline int __syncthreads_and(int p) {
+  return ::ll::cuda::emu::sync_threads_reduce(p, ::ll::cuda::emu::BarrierReduce::And);
+}
+inline int __syncthreads_or(int p) {
+  return ::ll::cuda::emu::sync_threads_reduce(p, ::ll::cuda::emu::BarrierReduce::Or);
+}
+inline int __syncthreads_count(int p) {
+  return ::ll::cuda::emu::sync_threads_reduce(p, ::ll::cuda::emu::BarrierReduce::Count);
+}
 inline void __syncwarp(unsigned = 0xffffffffu) { ::ll::cuda::emu::sync_warp(); }
 
 inline int __shfl_xor_sync(unsigned mask, int v, int lane_mask) {
@@ -53,9 +63,7 @@ inline float __uint_as_float(unsigned u) {
   return f;
 }
 
-inline size_t __cvta_generic_to_shared(const void* p) {
-  return ::ll::cuda::emu::shared_address(p);
-}
+inline size_t __cvta_generic_to_shared(const void* p) { return ::ll::cuda::emu::shared_address(p); }
 
 // Device code calls min / max on ints unqualified.
 using std::max;

@@ -2,6 +2,8 @@
 // the scheduler once all 32 lanes arrive, deferred cp.async, shared-memory race checks.
 #include "kernels/cuda/emu/simt_emulator.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -9,8 +11,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "common/error.h"
 #include "kernels/cuda/emu/fiber_switch.h"
@@ -26,11 +26,16 @@ enum class WarpOp { Shfl, Ldsm, LdsmTrans, Mma, SyncWarp };
 
 const char* op_name(WarpOp op) {
   switch (op) {
-    case WarpOp::Shfl: return "shfl.sync";
-    case WarpOp::Ldsm: return "ldmatrix.x4";
-    case WarpOp::LdsmTrans: return "ldmatrix.x4.trans";
-    case WarpOp::Mma: return "mma.m16n8k16";
-    case WarpOp::SyncWarp: return "__syncwarp";
+    case WarpOp::Shfl:
+      return "shfl.sync";
+    case WarpOp::Ldsm:
+      return "ldmatrix.x4";
+    case WarpOp::LdsmTrans:
+      return "ldmatrix.x4.trans";
+    case WarpOp::Mma:
+      return "mma.m16n8k16";
+    case WarpOp::SyncWarp:
+      return "__syncwarp";
   }
   return "?";
 }
@@ -50,6 +55,7 @@ struct Fiber {
   uint32_t in_u[6] = {};
   float in_f[4] = {};
   uint32_t shfl_member_mask = 0;
+  BarrierReduce barrier_reduce = BarrierReduce::And;
   int shfl_lane_mask = 0;
   uint32_t out_u[4] = {};
   float out_f[4] = {};
@@ -105,8 +111,7 @@ Fiber& self() { return L().fibers[size_t(L().current)]; }
 
 std::string where(const Launch& l, int thread) {
   return fmt::format("kernel {} block ({}, {}, {}) thread {} (warp {}, lane {})", l.name,
-                     l.block_idx.x, l.block_idx.y, l.block_idx.z, thread, thread / 32,
-                     thread % 32);
+                     l.block_idx.x, l.block_idx.y, l.block_idx.z, thread, thread / 32, thread % 32);
 }
 
 // Records the error and leaves the fiber for good (it is never resumed).
@@ -142,9 +147,10 @@ void fiber_main() {
 void check_shared_range(uint32_t addr, uint32_t bytes, const char* what) {
   const Launch& l = L();
   if (uint64_t(addr) + bytes > l.smem_bytes)
-    fail(fmt::format("{} at shared address {} (+{} bytes) is past the {} bytes of dynamic shared "
-                     "memory",
-                     what, addr, bytes, l.smem_bytes));
+    fail(
+        fmt::format("{} at shared address {} (+{} bytes) is past the {} bytes of dynamic shared "
+                    "memory",
+                    what, addr, bytes, l.smem_bytes));
   if (addr % bytes != 0)
     fail(fmt::format("{} at shared address {} is not {}-byte aligned", what, addr, bytes));
 }
@@ -178,16 +184,18 @@ std::string check_read(Launch& l, int warp, uint32_t addr) {
   for (uint32_t b = addr; b < addr + 16; ++b) {
     ByteMeta& m = l.meta[b];
     if (m.in_flight > 0)
-      return fmt::format("ldmatrix reads shared byte {} while a cp.async to it is still in "
-                         "flight (no cp.async.wait_group retired it)",
-                         b);
+      return fmt::format(
+          "ldmatrix reads shared byte {} while a cp.async to it is still in "
+          "flight (no cp.async.wait_group retired it)",
+          b);
     if (m.writer >= 0 && m.write_epoch == l.epoch) {
       const int wwarp = m.writer / 32;
       const bool warp_synced = wwarp == warp && l.warp_syncs[size_t(warp)] > m.write_warp_sync;
       if (!warp_synced)
-        return fmt::format("ldmatrix by warp {} reads shared byte {} that thread {} wrote "
-                           "(cp.async) with no barrier in between",
-                           warp, b, m.writer);
+        return fmt::format(
+            "ldmatrix by warp {} reads shared byte {} that thread {} wrote "
+            "(cp.async) with no barrier in between",
+            warp, b, m.writer);
     }
     if (m.read_epoch != l.epoch) {
       m.read_epoch = l.epoch;
@@ -217,9 +225,10 @@ std::string run_ldmatrix(Launch& l, int warp, bool trans) {
   for (int i = 0; i < 32; ++i) {
     const uint32_t a = lanes[i].in_u[0];
     if (uint64_t(a) + 16 > l.smem_bytes || a % 16 != 0)
-      return fmt::format("ldmatrix row address {} of lane {} is unaligned or past the {} bytes "
-                         "of dynamic shared memory",
-                         a, i, l.smem_bytes);
+      return fmt::format(
+          "ldmatrix row address {} of lane {} is unaligned or past the {} bytes "
+          "of dynamic shared memory",
+          a, i, l.smem_bytes);
     std::string race = check_read(l, warp, a);
     if (!race.empty()) return race;
   }
@@ -294,9 +303,10 @@ bool resolve_warp(Launch& l, int warp) {
     case WarpOp::Shfl:
       for (int i = 0; i < 32; ++i) {
         if (lanes[i].shfl_member_mask != 0xffffffffu) {
-          err = fmt::format("shfl.sync member mask {:#x} in lane {} (the emulator, like these "
-                            "kernels, needs the full warp)",
-                            lanes[i].shfl_member_mask, i);
+          err = fmt::format(
+              "shfl.sync member mask {:#x} in lane {} (the emulator, like these "
+              "kernels, needs the full warp)",
+              lanes[i].shfl_member_mask, i);
           break;
         }
         const int src = i ^ lanes[i].shfl_lane_mask;
@@ -315,7 +325,9 @@ bool resolve_warp(Launch& l, int warp) {
       run_mma(l, warp);
       l.stats.mma += 1;
       break;
-    case WarpOp::SyncWarp: l.warp_syncs[size_t(warp)] += 1; break;
+    case WarpOp::SyncWarp:
+      l.warp_syncs[size_t(warp)] += 1;
+      break;
   }
   if (!err.empty()) {
     l.error = where(l, warp * 32) + ": " + err;
@@ -328,11 +340,16 @@ bool resolve_warp(Launch& l, int warp) {
 
 const char* state_name(const Fiber& f) {
   switch (f.state) {
-    case State::Running: return "running";
-    case State::AtBarrier: return "__syncthreads";
-    case State::AtWarpOp: return op_name(f.op);
-    case State::Done: return "exited";
-    case State::Failed: return "failed";
+    case State::Running:
+      return "running";
+    case State::AtBarrier:
+      return "__syncthreads";
+    case State::AtWarpOp:
+      return op_name(f.op);
+    case State::Done:
+      return "exited";
+    case State::Failed:
+      return "failed";
   }
   return "?";
 }
@@ -398,8 +415,21 @@ void run_block(Launch& l, Order order) {
     if (all_done) return;
     if (progressed) continue;
     if (!any_warp_op && at_barrier + done == n && at_barrier > 0) {
-      for (Fiber& f : l.fibers)
-        if (f.state == State::AtBarrier) f.state = State::Running;
+      // Predicates of __syncthreads_and / _or / _count (in_u[0]; 1 for a plain barrier).
+      int all = 1, any = 0, count = 0;
+      for (const Fiber& f : l.fibers) {
+        if (f.state != State::AtBarrier) continue;
+        all &= f.in_u[0] != 0;
+        any |= f.in_u[0] != 0;
+        count += f.in_u[0] != 0;
+      }
+      for (Fiber& f : l.fibers) {
+        if (f.state != State::AtBarrier) continue;
+        f.out_u[0] = uint32_t(f.barrier_reduce == BarrierReduce::And  ? all
+                              : f.barrier_reduce == BarrierReduce::Or ? any
+                                                                      : count);
+        f.state = State::Running;
+      }
       l.epoch += 1;
       l.stats.block_barriers += 1;
       continue;
@@ -462,7 +492,15 @@ const uint3& block_idx() { return L().block_idx; }
 const dim3& block_dim() { return L().block; }
 const dim3& grid_dim() { return L().grid; }
 
-void sync_threads() { block_on(State::AtBarrier); }
+void sync_threads() { sync_threads_reduce(1, BarrierReduce::And); }
+
+int sync_threads_reduce(int predicate, BarrierReduce op) {
+  Fiber& f = self();
+  f.in_u[0] = predicate != 0;
+  f.barrier_reduce = op;
+  block_on(State::AtBarrier);
+  return int(f.out_u[0]);
+}
 
 void sync_warp() {
   self().op = WarpOp::SyncWarp;
@@ -484,8 +522,9 @@ unsigned char* dynamic_smem() { return g_smem; }
 uint32_t shared_address(const void* p) {
   const auto* c = static_cast<const unsigned char*>(p);
   if (c < g_smem || c > g_smem + L().smem_bytes)
-    fail("__cvta_generic_to_shared of a pointer outside the dynamic shared memory (the "
-         "emulator maps only dynamic shared memory to shared addresses)");
+    fail(
+        "__cvta_generic_to_shared of a pointer outside the dynamic shared memory (the "
+        "emulator maps only dynamic shared memory to shared addresses)");
   return uint32_t(c - g_smem);
 }
 
@@ -498,9 +537,10 @@ void cp_async_16(uint32_t dst, const void* src, bool valid) {
   for (uint32_t b = dst; b < dst + 16; ++b) {
     ByteMeta& m = l.meta[b];
     if (m.read_epoch == l.epoch && (m.reader_warps & ~(1u << unsigned(warp))) != 0)
-      fail(fmt::format("cp.async overwrites shared byte {} that warp(s) {:#x} read since the "
-                       "last barrier",
-                       b, m.reader_warps & ~(1u << unsigned(warp))));
+      fail(
+          fmt::format("cp.async overwrites shared byte {} that warp(s) {:#x} read since the "
+                      "last barrier",
+                      b, m.reader_warps & ~(1u << unsigned(warp))));
     m.in_flight += 1;
   }
   (valid ? l.stats.cp_async_bytes : l.stats.cp_async_zero_bytes) += 16;

@@ -4,8 +4,8 @@
 // on a machine without a GPU and is tested against the CPU reference.
 //
 // Execution model: the blocks of a grid run one after another; the threads of a block are
-// cooperative fibers (fiber_switch.h) on the calling OS thread, scheduled round-robin until each one
-// blocks at a barrier or a warp collective. A warp collective (shfl, ldmatrix, mma, __syncwarp)
+// cooperative fibers (fiber_switch.h) on the calling OS thread, scheduled round-robin until each
+// one blocks at a barrier or a warp collective. A warp collective (shfl, ldmatrix, mma, __syncwarp)
 // completes when all 32 lanes of the warp have arrived at the same operation; __syncthreads
 // when every running thread of the block has. Anything else is reported as an error (a
 // divergent collective, a deadlock) with the block and the threads involved.
@@ -49,9 +49,9 @@ struct LaunchStats {
   int64_t blocks = 0;
   int64_t warp_collectives = 0;  // completed warp operations (all lanes)
   int64_t block_barriers = 0;
-  int64_t mma = 0;               // warp-wide mma.m16n8k16 instructions
-  int64_t ldmatrix = 0;          // warp-wide ldmatrix.x4 instructions
-  int64_t cp_async_bytes = 0;    // bytes cp.async read from global memory (src-size 16)
+  int64_t mma = 0;                  // warp-wide mma.m16n8k16 instructions
+  int64_t ldmatrix = 0;             // warp-wide ldmatrix.x4 instructions
+  int64_t cp_async_bytes = 0;       // bytes cp.async read from global memory (src-size 16)
   int64_t cp_async_zero_bytes = 0;  // bytes cp.async zero-filled (src-size 0)
 
   LaunchStats& operator+=(const LaunchStats& o) {
@@ -98,6 +98,10 @@ const uint3& block_idx();
 const dim3& block_dim();
 const dim3& grid_dim();
 void sync_threads();
+// __syncthreads_and / _or / _count: a block barrier that also reduces a predicate over the
+// block's running threads.
+enum class BarrierReduce { And, Or, Count };
+int sync_threads_reduce(int predicate, BarrierReduce op);
 void sync_warp();
 uint32_t shfl_xor(uint32_t value, uint32_t mask, int lane_mask);
 

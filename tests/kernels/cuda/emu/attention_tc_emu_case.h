@@ -55,12 +55,12 @@ inline void run_case(const Case& c, uint64_t seed, bool backward) {
   const ll::AttnMask mask = mask_of(c);
 
   std::vector<float> out_ref(nq), lse_ref(size_t(c.h * c.n));
-  ll::cpu::attention_forward(out_ref.data(), lse_ref.data(), q.data(), k.data(), v.data(), c.n,
-                             c.h, c.hkv, c.hd, mask);
+  ll::cpu::attention_forward(out_ref.data(), lse_ref.data(), q.data(), k.data(), v.data(), c.n, c.h,
+                             c.hkv, c.hd, mask);
 
   const auto [fwd, fwd_rev] = run_both_orders([&] {
-    return emu::attention_forward_tc_emulated(to_bits(q), to_bits(k), to_bits(v), c.n, c.h,
-                                              c.hkv, c.hd, mask);
+    return emu::attention_forward_tc_emulated(to_bits(q), to_bits(k), to_bits(v), c.n, c.h, c.hkv,
+                                              c.hd, mask);
   });
   {
     INFO("forward out vs CPU reference");
@@ -82,8 +82,7 @@ inline void run_case(const Case& c, uint64_t seed, bool backward) {
                               v.data(), out.data(), lse_ref.data(), c.n, c.h, c.hkv, c.hd, mask);
   const auto [bwd, bwd_rev] = run_both_orders([&] {
     return emu::attention_backward_tc_emulated(to_bits(dout), to_bits(q), to_bits(k), to_bits(v),
-                                               to_bits(out), lse_ref, c.n, c.h, c.hkv, c.hd,
-                                               mask);
+                                               to_bits(out), lse_ref, c.n, c.h, c.hkv, c.hd, mask);
   });
   check_grad("dq vs CPU reference", from_bits(bwd.dq), dq);
   check_grad("dk vs CPU reference", from_bits(bwd.dk), dk);

@@ -34,10 +34,10 @@ TEST_CASE("emulated tensor-core attention forward and backward match the CPU ref
   for (int64_t hd : {64, 128}) {
     cases.push_back({ll::AttnMode::Dense, 1, 2, 2, hd, 0});
     cases.push_back({ll::AttnMode::Dense, 130, 2, 1, hd, 0});
-    cases.push_back({ll::AttnMode::S2, 200, 4, 2, hd, 72});     // G does not divide N
+    cases.push_back({ll::AttnMode::S2, 200, 4, 2, hd, 72});      // G does not divide N
     cases.push_back({ll::AttnMode::S2Roll, 200, 4, 2, hd, 72});  // wrap-around segments
-    cases.push_back({ll::AttnMode::S2, 64, 2, 2, hd, 16});      // G below the tile size
-    cases.push_back({ll::AttnMode::S2, 65, 4, 1, hd, 68});      // G > N
+    cases.push_back({ll::AttnMode::S2, 64, 2, 2, hd, 16});       // G below the tile size
+    cases.push_back({ll::AttnMode::S2, 65, 4, 1, hd, 68});       // G > N
   }
   int index = 0;
   for (const Case& c : cases) {
@@ -46,8 +46,9 @@ TEST_CASE("emulated tensor-core attention forward and backward match the CPU ref
     ++index;
   }
 #else
-  std::printf("SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "
-              "source with its headers)\n");
+  std::printf(
+      "SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "
+      "source with its headers)\n");
   std::exit(77);
 #endif
 }

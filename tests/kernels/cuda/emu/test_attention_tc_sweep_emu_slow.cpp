@@ -31,10 +31,9 @@ TEST_CASE("emulated tensor-core attention: the GPU tests' sweep of shapes") {
       for (int64_t g : gs) {
         for (int64_t hd : {64, 128}) {
           const auto& hh = heads[size_t(index) % 3];
-          ll::test::emu_case::run_case(Case{mode, n, hh[0], hh[1], hd, g},
-                                       seeds[size_t(index) % seeds.size()] +
-                                           uint64_t(index) * 7919u,
-                                       true);
+          ll::test::emu_case::run_case(
+              Case{mode, n, hh[0], hh[1], hd, g},
+              seeds[size_t(index) % seeds.size()] + uint64_t(index) * 7919u, true);
           ++index;
         }
       }
@@ -50,8 +49,9 @@ TEST_CASE("emulated tensor-core attention: the GPU tests' sweep of shapes") {
   ll::test::emu_case::run_case(Case{ll::AttnMode::Dense, 600, 2, 1, 128, 0}, seeds.back() + 7,
                                true);
 #else
-  std::printf("SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "
-              "source with its headers)\n");
+  std::printf(
+      "SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "
+      "source with its headers)\n");
   std::exit(77);
 #endif
 }

@@ -41,10 +41,10 @@ using Case = ll::test::AttnCase;
 constexpr int64_t kTile = 64;  // keys (queries) per tile of the other side; rows per block
 
 struct Work {
-  int64_t units = 0;        // (row group, tile) units the kernel's rule computes
-  int64_t needed = 0;       // units holding at least one visible pair
-  int64_t other_rows = 0;   // rows of the other side loaded (sum of union lengths)
-  int64_t own_rows = 0;     // own rows loaded
+  int64_t units = 0;       // (row group, tile) units the kernel's rule computes
+  int64_t needed = 0;      // units holding at least one visible pair
+  int64_t other_rows = 0;  // rows of the other side loaded (sum of union lengths)
+  int64_t own_rows = 0;    // own rows loaded
 };
 
 // Visible [first, last] (visit indices of the other side) of own row `r` of head `head`.
@@ -129,8 +129,8 @@ struct Totals {
 };
 
 Totals run_and_count(const Case& c) {
-  INFO("mode " << std::string(ll::test::mode_name(c.mode)) << " N " << c.n << " H " << c.h << " Hkv "
-               << c.hkv << " hd " << c.hd << " G " << c.g);
+  INFO("mode " << std::string(ll::test::mode_name(c.mode)) << " N " << c.n << " H " << c.h
+               << " Hkv " << c.hkv << " hd " << c.hd << " G " << c.g);
   const ll::AttnMask mask = ll::test::mask_of(c);
   const size_t nq = size_t(c.n * c.h * c.hd), nkv = size_t(c.n * c.hkv * c.hd);
   std::mt19937_64 rng(uint64_t(c.n * 31 + c.hd));
@@ -161,8 +161,8 @@ Totals run_and_count(const Case& c) {
   }
 
   // Backward on the emulated forward's out and lse.
-  const emu::BackwardResult b = emu::attention_backward_tc_emulated(
-      dout, q, k, v, f.out, f.lse, c.n, c.h, c.hkv, c.hd, mask);
+  const emu::BackwardResult b =
+      emu::attention_backward_tc_emulated(dout, q, k, v, f.out, f.lse, c.n, c.h, c.hkv, c.hd, mask);
   {
     Work w;
     const int64_t group = c.h / c.hkv;
@@ -203,17 +203,18 @@ TEST_CASE("tensor-core attention kernels do exactly the work the S2-Attn segment
     // Visible pairs: dense 131328, S2 (one head per half) 33088 + 24896; tile granularity
     // (64-wide tiles, 16-row groups on the diagonal) keeps the ratio below the ideal 4x.
     const double ratio = double(dense.mma) / double(s2.mma);
-    MESSAGE("hd " << hd << ": mma instructions, forward + backward: dense " << dense.mma
-                  << ", S2 " << s2.mma << " (" << ratio << "x less); cp.async bytes: dense "
-                  << dense.bytes << ", S2 " << s2.bytes);
+    MESSAGE("hd " << hd << ": mma instructions, forward + backward: dense " << dense.mma << ", S2 "
+                  << s2.mma << " (" << ratio << "x less); cp.async bytes: dense " << dense.bytes
+                  << ", S2 " << s2.bytes);
     CHECK(ratio > 2.5);
   }
   // GQA (the dK/dV block serves both query heads of its kv head), ragged segments, S2Roll.
   run_and_count(Case{ll::AttnMode::S2, 456, 4, 2, 128, 112});
   run_and_count(Case{ll::AttnMode::S2Roll, 456, 4, 2, 64, 112});
 #else
-  std::printf("SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "
-              "source with its headers)\n");
+  std::printf(
+      "SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "
+      "source with its headers)\n");
   std::exit(77);
 #endif
 }

@@ -1,9 +1,9 @@
 // The SIMT emulator itself (kernels/cuda/emu/simt_emulator.h): ldmatrix feeding mma computes a
 // real matrix product (the property the tensor-core kernels rely on: the PTX fragment layouts
-// of both instructions agree), warp shuffles, per-block __shared__ variables and the poisoned
-// dynamic shared memory; and every error it promises to report (divergent collectives,
-// deadlocks, reads of in-flight copies, missing barriers, out-of-range shared and global
-// addresses) is reported with a message saying what happened.
+// of both instructions agree), warp shuffles, barrier reductions, per-block __shared__
+// variables and the poisoned dynamic shared memory; and every error it promises to report
+// (divergent collectives, deadlocks, reads of in-flight copies, missing barriers, out-of-range
+// shared and global addresses) is reported with a message saying what happened.
 #if defined(LL_HAVE_CUDA)
 #include "kernels/cuda/emu/cuda_prelude.h"
 #endif
@@ -25,10 +25,10 @@
 namespace {
 
 namespace emu = ll::cuda::emu;
+using ll::cuda::dynamic_smem;
 using ll::cuda::tc::cp_async_16;
 using ll::cuda::tc::cp_async_commit;
 using ll::cuda::tc::cp_async_wait;
-using ll::cuda::tc::dynamic_smem;
 using ll::cuda::tc::ldsm_x4;
 using ll::cuda::tc::ldsm_x4_trans;
 using ll::cuda::tc::mma_bf16;
@@ -55,11 +55,11 @@ __global__ void mma_kernel(float* d, const uint16_t* a, const uint16_t* b, bool 
   // A: matrices rows 0-7 | 8-15 | 0-7 | 8-15 x k half 0 | 0 | 1 | 1.
   ldsm_x4(af, s + uint32_t((lane & 15) * 32 + (lane >> 4) * 16));
   if (!trans)  // B as [n, k]: matrices n 0-7 | 0-7 | 8-15 | 8-15 x k half 0 | 1 | 0 | 1.
-    ldsm_x4(bf, s + 512u + uint32_t(((lane & 7) + ((lane >> 4) << 3)) * 32 +
-                                    ((lane >> 3) & 1) * 16));
+    ldsm_x4(bf,
+            s + 512u + uint32_t(((lane & 7) + ((lane >> 4) << 3)) * 32 + ((lane >> 3) & 1) * 16));
   else  // B as [k, n], transposed: matrices k 0-7 | 8-15 | 0-7 | 8-15 x n half 0 | 0 | 1 | 1.
-    ldsm_x4_trans(bf, s + 512u + uint32_t(((lane & 7) + (((lane >> 3) & 1) << 3)) * 32 +
-                                          (lane >> 4) * 16));
+    ldsm_x4_trans(
+        bf, s + 512u + uint32_t(((lane & 7) + (((lane >> 3) & 1) << 3)) * 32 + (lane >> 4) * 16));
   float acc[2][4] = {};
   mma_bf16(acc[0], af, bf[0], bf[1]);
   mma_bf16(acc[1], af, bf[2], bf[3]);
@@ -89,9 +89,9 @@ TEST_CASE("emulated ldmatrix + mma.m16n8k16 compute A B, B non-transposed and tr
   for (bool trans : {false, true}) {
     INFO("trans " << trans);
     std::vector<float> d(256, -1.0f);
-    const emu::LaunchStats st = emu::launch("mma_kernel", mma_kernel, dim3(1), dim3(32), 1024,
-                                            d.data(), a16.data(), trans ? b_kn.data() : b_nk.data(),
-                                            trans);
+    const emu::LaunchStats st =
+        emu::launch("mma_kernel", mma_kernel, dim3(1), dim3(32), 1024, d.data(), a16.data(),
+                    trans ? b_kn.data() : b_nk.data(), trans);
     CHECK(st.blocks == 1);
     CHECK(st.block_barriers == 1);
     CHECK(st.warp_collectives == 4);  // 2 ldmatrix, 2 mma
@@ -125,6 +125,20 @@ TEST_CASE("emulated shuffles, __shared__ variables per block and the poisoned sh
     const int other = tid < 32 ? 1520 : 496;
     CHECK(out[size_t(tid)] == other * 1000 + (tid ^ 1));
   }
+}
+
+__global__ void barrier_reduce_kernel(int* out) {
+  const int tid = int(threadIdx.x);
+  out[tid] = __syncthreads_and(tid != 5) * 1000000 + __syncthreads_or(tid == 63) * 1000 +
+             __syncthreads_count(tid % 3 == 0);
+}
+
+TEST_CASE("emulated __syncthreads_and / _or / _count reduce over the whole block") {
+  std::vector<int> out(64);
+  const emu::LaunchStats st =
+      emu::launch("barrier_reduce_kernel", barrier_reduce_kernel, dim3(1), dim3(64), 0, out.data());
+  CHECK(st.block_barriers == 3);
+  for (int x : out) CHECK(x == 0 * 1000000 + 1 * 1000 + 22);
 }
 
 __global__ void poison_kernel(uint32_t* out) {
@@ -235,9 +249,9 @@ TEST_CASE("the emulator reports divergence, deadlock, races and out-of-range add
 
 TEST_CASE("launches the emulator refuses") {
   std::vector<int> out(64);
-  CHECK_THROWS_WITH_AS(emu::launch("shuffle_kernel", shuffle_kernel, dim3(1), dim3(48), 0,
-                                   out.data()),
-                       doctest::Contains("whole warps"), ll::Error);
+  CHECK_THROWS_WITH_AS(
+      emu::launch("shuffle_kernel", shuffle_kernel, dim3(1), dim3(48), 0, out.data()),
+      doctest::Contains("whole warps"), ll::Error);
   CHECK_THROWS_WITH_AS(emu::launch("shuffle_kernel", shuffle_kernel, dim3(1), dim3(64),
                                    emu::kMaxDynamicSmem + 1, out.data()),
                        doctest::Contains("dynamic shared memory exceed"), ll::Error);
@@ -246,8 +260,9 @@ TEST_CASE("launches the emulator refuses") {
 }  // namespace
 #else
 TEST_CASE("SIMT emulator") {
-  std::printf("SKIP: built without the CUDA toolkit (the emulator compiles CUDA device code "
-              "with its headers)\n");
+  std::printf(
+      "SKIP: built without the CUDA toolkit (the emulator compiles CUDA device code "
+      "with its headers)\n");
   std::exit(77);
 }
 #endif
