@@ -54,14 +54,15 @@ if(LL_HAVE_CUDA)
   target_link_libraries(ll_engine PUBLIC ll_cuda)
 endif()
 
-# The SIMT emulator (kernels/cuda/emu): the tensor-core kernels' device code compiled by the
-# host compiler and run on the CPU, for tests on machines without a GPU. Needs the CUDA
-# headers only. Always optimized: the emulated kernels are slow enough as it is.
-if(LL_HAVE_CUDA)
+# The SIMT emulator (kernels/cuda/emu): CUDA kernels' device code compiled by the host
+# compiler and run on the CPU, for tests on machines without a GPU. Needs the CUDA headers
+# only. Always optimized: the emulated kernels are slow enough as it is.
+if(LL_HAVE_CUDA_EMU)
   file(GLOB LL_CUDA_EMU_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/kernels/cuda/emu/*.cpp)
   add_library(ll_cuda_emu STATIC ${LL_CUDA_EMU_SOURCES})
   target_include_directories(ll_cuda_emu PUBLIC ${PROJECT_SOURCE_DIR} ${CUDAToolkit_INCLUDE_DIRS})
   # Device code carries #pragma unroll, which host compilers do not know.
   target_compile_options(ll_cuda_emu PRIVATE ${LL_WARNINGS} -Wno-unknown-pragmas -O2)
   target_link_libraries(ll_cuda_emu PUBLIC ll_engine fmt::fmt)
+  target_compile_definitions(ll_cuda_emu PUBLIC LL_HAVE_CUDA_EMU=1)
 endif()

@@ -26,7 +26,7 @@ foreach(src ${LL_TEST_SOURCES})
   else()
     target_link_libraries(${name} PRIVATE ll_engine doctest::doctest)
   endif()
-  if(name MATCHES "_emu" AND LL_HAVE_CUDA)
+  if(name MATCHES "_emu" AND LL_HAVE_CUDA_EMU)
     target_link_libraries(${name} PRIVATE ll_cuda_emu)
     # Tests that compile kernel headers for the emulator see their #pragma unroll.
     target_compile_options(${name} PRIVATE -Wno-unknown-pragmas)

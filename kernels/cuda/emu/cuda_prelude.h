@@ -49,6 +49,9 @@ inline void __syncwarp(unsigned = 0xffffffffu) { ::ll::cuda::emu::sync_warp(); }
 inline int __shfl_xor_sync(unsigned mask, int v, int lane_mask) {
   return int(::ll::cuda::emu::shfl_xor(uint32_t(v), mask, lane_mask));
 }
+inline unsigned __shfl_xor_sync(unsigned mask, unsigned v, int lane_mask) {
+  return ::ll::cuda::emu::shfl_xor(v, mask, lane_mask);
+}
 inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
   uint32_t u;
   std::memcpy(&u, &v, 4);
@@ -56,6 +59,24 @@ inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
   std::memcpy(&v, &u, 4);
   return v;
 }
+// 64-bit values: two 32-bit shuffles, as the device library does.
+template <typename T>
+  requires(sizeof(T) == 8)
+inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
+  uint32_t w[2];
+  std::memcpy(w, &v, 8);
+  w[0] = ::ll::cuda::emu::shfl_xor(w[0], mask, lane_mask);
+  w[1] = ::ll::cuda::emu::shfl_xor(w[1], mask, lane_mask);
+  std::memcpy(&v, w, 8);
+  return v;
+}
+
+// IEEE round-to-nearest float arithmetic (the host's default; no FMA contraction on x86-64).
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fsqrt_rn(float a) { return std::sqrt(a); }
 
 inline float __uint_as_float(unsigned u) {
   float f;

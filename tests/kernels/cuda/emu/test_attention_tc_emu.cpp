@@ -21,12 +21,12 @@
 #include "kernels/attention_mask.h"
 #include "tests/kernels/kernel_test_util.h"
 
-#if defined(LL_HAVE_CUDA)
+#if defined(LL_HAVE_CUDA_EMU)
 #include "tests/kernels/cuda/emu/attention_tc_emu_case.h"
 #endif
 
 TEST_CASE("emulated tensor-core attention forward and backward match the CPU reference") {
-#if defined(LL_HAVE_CUDA)
+#if defined(LL_HAVE_CUDA_EMU)
   using ll::test::emu_case::Case;
   const auto seeds = ll::test::test_seeds();
   // MHA and GQA 2 and 4; N: one row, ragged in every tile, one row past a 64-row tile.

@@ -13,12 +13,12 @@
 #include "kernels/attention_mask.h"
 #include "tests/kernels/kernel_test_util.h"
 
-#if defined(LL_HAVE_CUDA)
+#if defined(LL_HAVE_CUDA_EMU)
 #include "tests/kernels/cuda/emu/attention_tc_emu_case.h"
 #endif
 
 TEST_CASE("emulated tensor-core attention: the GPU tests' sweep of shapes") {
-#if defined(LL_HAVE_CUDA)
+#if defined(LL_HAVE_CUDA_EMU)
   using ll::test::emu_case::Case;
   const auto seeds = ll::test::test_seeds();
   const int64_t heads[][2] = {{4, 4}, {4, 2}, {8, 2}};

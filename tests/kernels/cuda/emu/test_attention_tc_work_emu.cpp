@@ -30,7 +30,7 @@
 #include "tests/kernels/attention_test_cases.h"
 #include "tests/kernels/kernel_test_util.h"
 
-#if defined(LL_HAVE_CUDA)
+#if defined(LL_HAVE_CUDA_EMU)
 #include "kernels/cuda/emu/attention_tc_emulated.h"
 
 namespace {
@@ -194,7 +194,7 @@ Totals run_and_count(const Case& c) {
 #endif
 
 TEST_CASE("tensor-core attention kernels do exactly the work the S2-Attn segments need") {
-#if defined(LL_HAVE_CUDA)
+#if defined(LL_HAVE_CUDA_EMU)
   const int64_t n = 512, g = 128;  // G = N/4
   for (int64_t hd : {64, 128}) {
     INFO("hd " << hd);

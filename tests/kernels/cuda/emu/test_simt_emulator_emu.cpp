@@ -4,7 +4,7 @@
 // variables and the poisoned dynamic shared memory; and every error it promises to report
 // (divergent collectives, deadlocks, reads of in-flight copies, missing barriers, out-of-range
 // shared and global addresses) is reported with a message saying what happened.
-#if defined(LL_HAVE_CUDA)
+#if defined(LL_HAVE_CUDA_EMU)
 #include "kernels/cuda/emu/cuda_prelude.h"
 #endif
 
@@ -19,7 +19,7 @@
 #include "common/error.h"
 #include "tests/error_text.h"
 
-#if defined(LL_HAVE_CUDA)
+#if defined(LL_HAVE_CUDA_EMU)
 #include "kernels/cuda/tc_ptx.cuh"
 
 namespace {
