@@ -10,37 +10,12 @@
 #include "kernels/cuda/attention_tc_forward.cuh"
 #include "kernels/cuda/emu/attention_tc_emulated.h"
 #include "kernels/cuda/emu/emu_launcher.h"
+#include "kernels/cuda/emu/host_buffer.h"
 
 namespace ll::cuda::emu {
 namespace {
 
 using bf16 = __nv_bfloat16;
-
-// Host buffers in 16-byte aligned storage (the kernels' vector loads and stores need it),
-// registered as the global memory cp.async may read.
-struct Buffer {
-  std::vector<uint4> storage;
-  size_t bytes = 0;
-  explicit Buffer(size_t n_bytes, bool poison = false)
-      : storage((n_bytes + 15) / 16 + 1), bytes(n_bytes) {
-    if (poison) std::memset(storage.data(), 0xff, storage.size() * 16);
-    register_global(storage.data(), bytes);
-  }
-  template <typename T>
-  Buffer(const std::vector<T>& v) : Buffer(v.size() * sizeof(T)) {
-    if (!v.empty()) std::memcpy(storage.data(), v.data(), bytes);
-  }
-  template <typename T>
-  T* as() {
-    return reinterpret_cast<T*>(storage.data());
-  }
-  template <typename T>
-  std::vector<T> read(size_t count) const {
-    std::vector<T> v(count);
-    if (count) std::memcpy(v.data(), storage.data(), count * sizeof(T));
-    return v;
-  }
-};
 
 struct GlobalsScope {
   GlobalsScope() { clear_globals(); }
@@ -67,7 +42,11 @@ ForwardResult attention_forward_tc_emulated(const Bf16Bits& q, const Bf16Bits& k
   ForwardResult r;
   if (n == 0) return r;
   GlobalsScope scope;
-  Buffer bq(q), bk(k), bv(v), bout(nq * 2, true), blse(size_t(n * n_heads) * 4, true);
+  // The kernels' cp.async reads q, k, v: registered, so a read outside them fails.
+  HostBuffer bq(q), bk(k), bv(v), bout(nq * 2, true), blse(size_t(n * n_heads) * 4, true);
+  bq.as_global();
+  bk.as_global();
+  bv.as_global();
   tc::run_forward_tc(EmuLauncher{&r.launches}, bout.as<bf16>(),
                      with_lse ? blse.as<float>() : nullptr, bq.as<bf16>(), bk.as<bf16>(),
                      bv.as<bf16>(), int(n), int(n_heads), int(n_kv_heads), int(head_dim), mask);
@@ -95,9 +74,10 @@ BackwardResult attention_backward_tc_emulated(const Bf16Bits& dout, const Bf16Bi
   BackwardResult r;
   if (n == 0) return r;
   GlobalsScope scope;
-  Buffer bdout(dout), bq(q), bk(k), bv(v), bout(out), blse(lse);
-  Buffer bdq(nq * 2, true), bdk(nkv * 2, true), bdv(nkv * 2, true);
-  Buffer dvec(size_t(n * n_heads) * 4, true);  // the workspace, poisoned like cudaMalloc'd memory
+  HostBuffer bdout(dout), bq(q), bk(k), bv(v), bout(out), blse(lse);
+  for (HostBuffer* b : {&bdout, &bq, &bk, &bv}) b->as_global();  // what cp.async reads
+  HostBuffer bdq(nq * 2, true), bdk(nkv * 2, true), bdv(nkv * 2, true);
+  HostBuffer dvec(size_t(n * n_heads) * 4, true);  // the workspace, poisoned
   tc::run_backward_tc(EmuLauncher{&r.launches}, bdq.as<bf16>(), bdk.as<bf16>(), bdv.as<bf16>(),
                       bdout.as<bf16>(), bq.as<bf16>(), bk.as<bf16>(), bv.as<bf16>(),
                       bout.as<bf16>(), blse.as<float>(), dvec.as<float>(), int(n), int(n_heads),
