@@ -39,12 +39,28 @@ if(LL_HAVE_CUDA)
   file(GLOB_RECURSE LL_CUDA_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/kernels/cuda/*.cu
     ${PROJECT_SOURCE_DIR}/kernels/cuda/*.cpp)
   list(FILTER LL_CUDA_SOURCES EXCLUDE REGEX "/kernels/cuda/emu/")  # host build: ll_cuda_emu
+  if(LL_CUDA_EMULATED)
+    # The .cu files as C++ with the emulator's prelude first; the runtime and cuBLASLt are the
+    # host stand-ins in kernels/cuda/emu/fake.
+    file(GLOB LL_CUDA_FAKE_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/kernels/cuda/emu/fake/*.cpp)
+    set(ll_cu_sources ${LL_CUDA_SOURCES})
+    list(FILTER ll_cu_sources INCLUDE REGEX "\\.cu$")
+    set_source_files_properties(${ll_cu_sources} PROPERTIES LANGUAGE CXX COMPILE_OPTIONS
+      "-xc++;-include;${PROJECT_SOURCE_DIR}/kernels/cuda/emu/cuda_prelude.h;-Wno-unknown-pragmas")
+    list(APPEND LL_CUDA_SOURCES ${LL_CUDA_FAKE_SOURCES})
+  endif()
   add_library(ll_cuda STATIC ${LL_CUDA_SOURCES})
   target_include_directories(ll_cuda PUBLIC ${PROJECT_SOURCE_DIR})
   # Warnings as errors in device and host code; ptxas reports resources so spills are visible.
   target_compile_options(ll_cuda PRIVATE
     $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror,-Wno-unused-parameter -Xptxas=-v,-warn-spills,-warn-lmem-usage --resource-usage>)
-  target_link_libraries(ll_cuda PUBLIC CUDA::cudart CUDA::cublasLt fmt::fmt)
+  if(LL_CUDA_EMULATED)
+    target_include_directories(ll_cuda SYSTEM PUBLIC ${CUDAToolkit_INCLUDE_DIRS})
+    target_link_libraries(ll_cuda PUBLIC fmt::fmt)
+    target_compile_definitions(ll_cuda PUBLIC LL_CUDA_EMULATED=1)
+  else()
+    target_link_libraries(ll_cuda PUBLIC CUDA::cudart CUDA::cublasLt fmt::fmt)
+  endif()
   target_compile_options(ll_cuda PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${LL_WARNINGS}>)
   target_compile_definitions(ll_cuda PUBLIC LL_HAVE_CUDA=1)
   # The CUDA backend (host code in ll_cuda) uses the engine's shape checks, and the engine's
@@ -60,9 +76,13 @@ endif()
 if(LL_HAVE_CUDA_EMU)
   file(GLOB LL_CUDA_EMU_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/kernels/cuda/emu/*.cpp)
   add_library(ll_cuda_emu STATIC ${LL_CUDA_EMU_SOURCES})
-  target_include_directories(ll_cuda_emu PUBLIC ${PROJECT_SOURCE_DIR} ${CUDAToolkit_INCLUDE_DIRS})
+  target_include_directories(ll_cuda_emu PUBLIC ${PROJECT_SOURCE_DIR})
+  target_include_directories(ll_cuda_emu SYSTEM PUBLIC ${CUDAToolkit_INCLUDE_DIRS})
   # Device code carries #pragma unroll, which host compilers do not know.
   target_compile_options(ll_cuda_emu PRIVATE ${LL_WARNINGS} -Wno-unknown-pragmas -O2)
   target_link_libraries(ll_cuda_emu PUBLIC ll_engine fmt::fmt)
   target_compile_definitions(ll_cuda_emu PUBLIC LL_HAVE_CUDA_EMU=1)
+  if(LL_CUDA_EMULATED)
+    target_link_libraries(ll_cuda PUBLIC ll_cuda_emu)
+  endif()
 endif()

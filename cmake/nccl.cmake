@@ -5,7 +5,7 @@
 # builds and the NCCL tests (tests/dist/test_nccl_*_gpu.cpp) skip with a message: they check
 # LL_HAVE_NCCL, defined here for everything that links ll_cuda.
 set(LL_HAVE_NCCL OFF)
-if(LL_HAVE_CUDA)
+if(LL_HAVE_CUDA AND NOT LL_CUDA_EMULATED)  # the emulated build has no NCCL stand-in
   # Last resort: the NCCL wheel PyTorch installs (nvidia-nccl-cu12/cu13: site-packages/nvidia/
   # nccl/{include,lib}, the library only as libnccl.so.2), as on the GPU check machine, whose
   # CUDA toolkit may come without NCCL.

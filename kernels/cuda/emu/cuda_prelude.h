@@ -61,8 +61,7 @@ inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
 }
 // 64-bit values: two 32-bit shuffles, as the device library does.
 template <typename T>
-  requires(sizeof(T) == 8)
-inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
+requires(sizeof(T) == 8) inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
   uint32_t w[2];
   std::memcpy(w, &v, 8);
   w[0] = ::ll::cuda::emu::shfl_xor(w[0], mask, lane_mask);
@@ -78,6 +77,20 @@ inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fsqrt_rn(float a) { return std::sqrt(a); }
 
+// sin(pi x), cos(pi x) in double, as the device's (correctly rounded within 1 ulp) sincospi.
+inline void sincospi(double x, double* s, double* c) {
+  // Reduce first so large arguments stay exact: pi x mod 2 pi.
+  const double r = std::remainder(x, 2.0);
+  *s = std::sin(M_PI * r);
+  *c = std::cos(M_PI * r);
+}
+inline void sincospif(float x, float* s, float* c) {
+  double sd, cd;
+  sincospi(double(x), &sd, &cd);
+  *s = float(sd);
+  *c = float(cd);
+}
+
 inline float __uint_as_float(unsigned u) {
   float f;
   std::memcpy(&f, &u, 4);
@@ -86,6 +99,53 @@ inline float __uint_as_float(unsigned u) {
 
 inline size_t __cvta_generic_to_shared(const void* p) { return ::ll::cuda::emu::shared_address(p); }
 
-// Device code calls min / max on ints unqualified.
+// Atomics: fibers never interleave inside one, so a plain read-modify-write is atomic.
+template <typename T>
+inline T __ll_emu_atomic(T* p, T v, T (*op)(T, T)) {
+  const T old = *p;
+  *p = op(old, v);
+  return old;
+}
+inline int atomicOr(int* p, int v) {
+  return __ll_emu_atomic<int>(p, v, [](int a, int b) { return a | b; });
+}
+inline unsigned atomicOr(unsigned* p, unsigned v) {
+  return __ll_emu_atomic<unsigned>(p, v, [](unsigned a, unsigned b) { return a | b; });
+}
+inline int atomicAdd(int* p, int v) {
+  return __ll_emu_atomic<int>(p, v, [](int a, int b) { return a + b; });
+}
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+  return __ll_emu_atomic<unsigned>(p, v, [](unsigned a, unsigned b) { return a + b; });
+}
+inline float atomicAdd(float* p, float v) {
+  return __ll_emu_atomic<float>(p, v, [](float a, float b) { return a + b; });
+}
+inline int atomicMax(int* p, int v) {
+  return __ll_emu_atomic<int>(p, v, [](int a, int b) { return a > b ? a : b; });
+}
+inline int atomicMin(int* p, int v) {
+  return __ll_emu_atomic<int>(p, v, [](int a, int b) { return a < b ? a : b; });
+}
+inline long long atomicMin(long long* p, long long v) {
+  return __ll_emu_atomic<long long>(p, v, [](long long a, long long b) { return a < b ? a : b; });
+}
+inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v) {
+  return __ll_emu_atomic<unsigned long long>(
+      p, v, [](unsigned long long a, unsigned long long b) { return a < b ? a : b; });
+}
+inline int atomicExch(int* p, int v) {
+  return __ll_emu_atomic<int>(p, v, [](int, int b) { return b; });
+}
+inline int atomicCAS(int* p, int compare, int v) {
+  const int old = *p;
+  if (old == compare) *p = v;
+  return old;
+}
+
+// Device code calls these unqualified.
+using std::isfinite;
+using std::isinf;
+using std::isnan;
 using std::max;
 using std::min;
