@@ -46,7 +46,7 @@ if(LL_HAVE_CUDA)
     set(ll_cu_sources ${LL_CUDA_SOURCES})
     list(FILTER ll_cu_sources INCLUDE REGEX "\\.cu$")
     set_source_files_properties(${ll_cu_sources} PROPERTIES LANGUAGE CXX COMPILE_OPTIONS
-      "-xc++;-include;${PROJECT_SOURCE_DIR}/kernels/cuda/emu/cuda_prelude.h;-Wno-unknown-pragmas")
+      "-xc++;-include;${PROJECT_SOURCE_DIR}/kernels/cuda/emu/cuda_prelude.h;-Wno-unknown-pragmas;-fno-strict-aliasing")
     list(APPEND LL_CUDA_SOURCES ${LL_CUDA_FAKE_SOURCES})
   endif()
   add_library(ll_cuda STATIC ${LL_CUDA_SOURCES})
@@ -79,7 +79,9 @@ if(LL_HAVE_CUDA_EMU)
   target_include_directories(ll_cuda_emu PUBLIC ${PROJECT_SOURCE_DIR})
   target_include_directories(ll_cuda_emu SYSTEM PUBLIC ${CUDAToolkit_INCLUDE_DIRS})
   # Device code carries #pragma unroll, which host compilers do not know.
+  # Device code type-puns as nvcc allows (see cuda_prelude.h): no strict aliasing.
   target_compile_options(ll_cuda_emu PRIVATE ${LL_WARNINGS} -Wno-unknown-pragmas -O2)
+  target_compile_options(ll_cuda_emu PUBLIC -fno-strict-aliasing)
   target_link_libraries(ll_cuda_emu PUBLIC ll_engine fmt::fmt)
   target_compile_definitions(ll_cuda_emu PUBLIC LL_HAVE_CUDA_EMU=1)
   if(LL_CUDA_EMULATED)

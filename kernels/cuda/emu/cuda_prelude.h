@@ -22,8 +22,16 @@
 
 #define LL_CUDA_EMULATION 1
 
-// CUDA's host_defines.h maps these to nothing for host compilers; __shared__ must instead be
-// one object per block: blocks run one after another, so a function-local static is that.
+// CUDA's host_defines.h maps these to nothing for host compilers. A kernel gets internal
+// linkage: a translation unit's emulated kernels then never collide with the host stubs nvcc
+// emits for the same kernels in the real CUDA library (same mangled names), nor with another
+// translation unit's copy. __shared__ must be one object per block: blocks run one after
+// another, so a function-local static is that.
+// Device code type-puns freely (uint4 <-> __nv_bfloat162 and the like), which nvcc allows:
+// every host translation unit compiled with this prelude also needs -fno-strict-aliasing (the
+// CMake targets that use it set it).
+#undef __global__
+#define __global__ [[maybe_unused]] static
 #undef __shared__
 #define __shared__ static
 #undef __launch_bounds__

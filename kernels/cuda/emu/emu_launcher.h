@@ -18,10 +18,14 @@ struct KernelRun {
 
 struct EmuLauncher {
   std::vector<KernelRun>* runs = nullptr;  // appended to when set
+  // When non-zero, grid.x is capped at this many blocks, so that grid-stride loops take
+  // several turns (the launch sequences' own grids usually cover the work in one).
+  unsigned max_grid_x = 0;
 
   template <typename... P, typename... A>
   void operator()(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
                   A&&... args) const {
+    if (max_grid_x != 0 && grid.x > max_grid_x) grid.x = max_grid_x;
     const LaunchStats s = launch(name, kernel, grid, block, smem, std::forward<A>(args)...);
     if (runs != nullptr) runs->push_back({name, s});
   }
