@@ -1,95 +1,34 @@
-#include "kernels/cuda/add.cuh"
-
+// Elementwise in-place add on the GPU (see add.cuh): argument checks and the launch on a
+// stream. The kernel and its launch sequence are in add_kernels.cuh.
 #include <cstdint>
 
-#include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/ew_device.cuh"
+#include "common/error.h"
+#include "kernels/cuda/add.cuh"
+#include "kernels/cuda/add_kernels.cuh"
+#include "kernels/cuda/kernel_launch.cuh"
 
 namespace ll::cuda {
 
 namespace {
 
-using detail::bf16;
-
-constexpr int kThreads = 256;
-
-__device__ __forceinline__ void add_one(bf16* x, const bf16* y) {
-  *x = __float2bfloat16_rn(__bfloat162float(*x) + __bfloat162float(*y));
-}
-__device__ __forceinline__ void add_one(float* x, const float* y) { *x += *y; }
-
-// 16 bytes at once; x and y 16-byte aligned.
-__device__ __forceinline__ void add_vec(bf16* x, const bf16* y) {
-  float a[detail::kVec], b[detail::kVec];
-  detail::load_bf16<detail::kVec>(x, a);
-  detail::load_bf16<detail::kVec>(y, b);
-#pragma unroll
-  for (int k = 0; k < detail::kVec; ++k) a[k] += b[k];
-  detail::store_bf16<detail::kVec>(x, a);
-}
-__device__ __forceinline__ void add_vec(float* x, const float* y) {
-  float4 a = *reinterpret_cast<const float4*>(x);
-  const float4 b = *reinterpret_cast<const float4*>(y);
-  a.x += b.x;
-  a.y += b.y;
-  a.z += b.z;
-  a.w += b.w;
-  *reinterpret_cast<float4*>(x) = a;
-}
-
-// Elements [0, head) and those after the last full vector one by one (the first threads of
-// the grid), the full V-element vectors in between grid-strided. V == 1: all one by one.
-// No __restrict__: x may equal y; each thread reads both before it writes its elements.
-template <typename T, int V>
-__global__ void __launch_bounds__(kThreads)
-    add_inplace_kernel(T* x, const T* y, int64_t n, int head) {
-  const int64_t n_vec = (n - head) / V;
-  const int64_t tail0 = head + n_vec * V;
-  const int64_t gid = int64_t(blockIdx.x) * kThreads + threadIdx.x;
-  const int64_t stride = int64_t(gridDim.x) * kThreads;
-  for (int64_t i = gid; i < n_vec; i += stride) {
-    const int64_t base = head + i * V;
-    if constexpr (V == 1) {
-      add_one(x + base, y + base);
-    } else {
-      add_vec(x + base, y + base);
-    }
-  }
-  if constexpr (V > 1) {
-    if (gid < head) add_one(x + gid, y + gid);
-    if (gid < n - tail0) add_one(x + tail0 + gid, y + tail0 + gid);
-  }
-}
-
-template <typename T>
-void add_inplace(const char* op, T* x, const T* y, int64_t n, cudaStream_t stream) {
+void check_args(const char* op, const void* x, const void* y, int64_t n) {
   LL_CHECK(n >= 0, "{} (cuda): negative element count {}", op, n);
   if (n == 0) return;
   LL_CHECK(x != nullptr && y != nullptr, "{} (cuda): null pointer", op);
-  constexpr int V = int(16 / sizeof(T));
-  const uintptr_t ax = reinterpret_cast<uintptr_t>(x), ay = reinterpret_cast<uintptr_t>(y);
-  using host_detail::grid_for;
-  // Same misalignment (and element-aligned): peel the head, then 16-byte vectors.
-  if ((ax & 15u) == (ay & 15u) && ax % sizeof(T) == 0) {
-    int64_t head = int64_t((16u - (ax & 15u)) & 15u) / int64_t(sizeof(T));
-    if (head > n) head = n;
-    // At least one block: kThreads >= V threads cover the head and the tail (< V each).
-    add_inplace_kernel<T, V><<<grid_for((n - head) / V, kThreads), kThreads, 0, stream>>>(
-        x, y, n, int(head));
-  } else {
-    add_inplace_kernel<T, 1><<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, y, n, 0);
-  }
-  LL_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
-void add_inplace_bf16(bf16* x, const bf16* y, int64_t n, cudaStream_t stream) {
-  add_inplace("add_inplace_bf16", x, y, n, stream);
+void add_inplace_bf16(__nv_bfloat16* x, const __nv_bfloat16* y, int64_t n, cudaStream_t stream) {
+  check_args("add_inplace_bf16", x, y, n);
+  if (n == 0) return;
+  add_dev::run_add_inplace_bf16(StreamLauncher{stream}, x, y, n);
 }
 
 void add_inplace_f32(float* x, const float* y, int64_t n, cudaStream_t stream) {
-  add_inplace("add_inplace_f32", x, y, n, stream);
+  check_args("add_inplace_f32", x, y, n);
+  if (n == 0) return;
+  add_dev::run_add_inplace_f32(StreamLauncher{stream}, x, y, n);
 }
 
 }  // namespace ll::cuda

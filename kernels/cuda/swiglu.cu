@@ -1,115 +1,25 @@
+// SwiGLU on the GPU (see swiglu.cuh): argument checks and the launches on a stream. The kernels
+// and their launch sequences are in swiglu_kernels.cuh.
+#include "common/error.h"
+#include "kernels/cuda/kernel_launch.cuh"
 #include "kernels/cuda/swiglu.cuh"
-
-#include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/ew_device.cuh"
+#include "kernels/cuda/swiglu_kernels.cuh"
 
 namespace ll::cuda {
 
-namespace {
-
 using detail::bf16;
-using detail::load_bf16;
-using detail::store_bf16;
 
-constexpr int kThreads = 256;
-
-// No __restrict__: out may alias the inputs. Each thread reads all inputs of its elements
-// before writing them, which is what makes the aliasing safe.
-template <int V>
-__global__ void __launch_bounds__(kThreads)
-    swiglu_forward_kernel(bf16* out, const bf16* gate, const bf16* up, int64_t n) {
-  const int64_t n_vec = (n + V - 1) / V;
-  const int64_t stride = int64_t(gridDim.x) * kThreads;
-  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < n_vec; i += stride) {
-    const int64_t base = i * V;
-    if (base + V <= n) {
-      float g[V], u[V];
-      load_bf16<V>(gate + base, g);
-      load_bf16<V>(up + base, u);
-#pragma unroll
-      for (int k = 0; k < V; ++k) g[k] = g[k] / (1.0f + expf(-g[k])) * u[k];
-      store_bf16<V>(out + base, g);
-    } else {
-      for (int64_t e = base; e < n; ++e) {
-        const float g = __bfloat162float(gate[e]);
-        const float u = __bfloat162float(up[e]);
-        out[e] = __float2bfloat16_rn(g / (1.0f + expf(-g)) * u);
-      }
-    }
-  }
-}
-
-__device__ __forceinline__ void swiglu_grad(float go, float g, float u, float& dg, float& du) {
-  // exp(-g) = inf gives s = 0: a zero dgate and dup = -0, not NaN.
-  const float e = 1.0f + expf(-g);
-  const float s = 1.0f / e;
-  dg = go * u * (s * (1.0f + g * (1.0f - s)));
-  du = go * (g / e);
-}
-
-template <int V>
-__global__ void __launch_bounds__(kThreads)
-    swiglu_backward_kernel(bf16* dgate, bf16* dup, const bf16* dout, const bf16* gate,
-                           const bf16* up, int64_t n) {
-  const int64_t n_vec = (n + V - 1) / V;
-  const int64_t stride = int64_t(gridDim.x) * kThreads;
-  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < n_vec; i += stride) {
-    const int64_t base = i * V;
-    if (base + V <= n) {
-      float go[V], g[V], u[V];
-      load_bf16<V>(dout + base, go);
-      load_bf16<V>(gate + base, g);
-      load_bf16<V>(up + base, u);
-#pragma unroll
-      for (int k = 0; k < V; ++k) swiglu_grad(go[k], g[k], u[k], g[k], u[k]);
-      store_bf16<V>(dgate + base, g);
-      store_bf16<V>(dup + base, u);
-    } else {
-      for (int64_t e = base; e < n; ++e) {
-        float dg, du;
-        swiglu_grad(__bfloat162float(dout[e]), __bfloat162float(gate[e]),
-                    __bfloat162float(up[e]), dg, du);
-        dgate[e] = __float2bfloat16_rn(dg);
-        dup[e] = __float2bfloat16_rn(du);
-      }
-    }
-  }
-}
-
-}  // namespace
-
-void swiglu_forward(bf16* out, const bf16* gate, const bf16* up, int64_t n,
-                    cudaStream_t stream) {
+void swiglu_forward(bf16* out, const bf16* gate, const bf16* up, int64_t n, cudaStream_t stream) {
   LL_CHECK(n >= 0, "swiglu (cuda): negative element count {}", n);
   if (n == 0) return;
-  using host_detail::aligned16;
-  using host_detail::grid_for;
-  if (aligned16(out) && aligned16(gate) && aligned16(up)) {
-    constexpr int V = detail::kVec;
-    swiglu_forward_kernel<V><<<grid_for(host_detail::ceil_div(n, V), kThreads), kThreads, 0,
-                               stream>>>(out, gate, up, n);
-  } else {
-    swiglu_forward_kernel<1><<<grid_for(n, kThreads), kThreads, 0, stream>>>(out, gate, up, n);
-  }
-  LL_CUDA_CHECK_LAUNCH();
+  swiglu_dev::run_swiglu_forward(StreamLauncher{stream}, out, gate, up, n);
 }
 
 void swiglu_backward(bf16* dgate, bf16* dup, const bf16* dout, const bf16* gate, const bf16* up,
                      int64_t n, cudaStream_t stream) {
   LL_CHECK(n >= 0, "swiglu_backward (cuda): negative element count {}", n);
   if (n == 0) return;
-  using host_detail::aligned16;
-  using host_detail::grid_for;
-  if (aligned16(dgate) && aligned16(dup) && aligned16(dout) && aligned16(gate) &&
-      aligned16(up)) {
-    constexpr int V = detail::kVec;
-    swiglu_backward_kernel<V><<<grid_for(host_detail::ceil_div(n, V), kThreads), kThreads, 0,
-                                stream>>>(dgate, dup, dout, gate, up, n);
-  } else {
-    swiglu_backward_kernel<1>
-        <<<grid_for(n, kThreads), kThreads, 0, stream>>>(dgate, dup, dout, gate, up, n);
-  }
-  LL_CUDA_CHECK_LAUNCH();
+  swiglu_dev::run_swiglu_backward(StreamLauncher{stream}, dgate, dup, dout, gate, up, n);
 }
 
 }  // namespace ll::cuda

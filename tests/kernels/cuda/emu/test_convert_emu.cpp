@@ -1,0 +1,162 @@
+// The CUDA conversion and fill kernels (kernels/cuda/convert_kernels.cuh) run in the SIMT
+// emulator, bitwise against the host's round-to-nearest-even, on a machine without a GPU: one
+// element, a partial block, several blocks with a ragged last one; ties, signed zeros, a
+// subnormal, infinities, the largest finite values and NaN. Outputs start poisoned (NaN), so an
+// unwritten element fails; each case runs again with the fibers in reverse order and must give
+// the same bytes. The emulated conversions are cuda_bf16.h's host implementations, so what this
+// proves is the kernels' indexing and coverage; the device rounding is the GPU test's.
+// Not reachable here: the grid-stride loop's second pass (n > 2^28 elements).
+#if defined(LL_HAVE_CUDA_EMU)
+#include "kernels/cuda/emu/cuda_prelude.h"
+#endif
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <utility>
+#include <vector>
+
+#if defined(LL_HAVE_CUDA_EMU)
+#include "kernels/cuda/convert_kernels.cuh"
+#include "kernels/cuda/emu/emu_launcher.h"
+#include "tests/kernels/cuda/gpu_test_util.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace {
+
+namespace emu = ll::cuda::emu;
+namespace dev = ll::cuda::convert_dev;
+using bf16 = __nv_bfloat16;
+using ll::test::bf16_bits_to_f32;
+using ll::test::f32_to_bf16_bits;
+using ll::test::same_bytes;
+
+// Runs `run` in the forward and then the reverse fiber order; both results.
+template <typename Run>
+auto run_both_orders(Run run) {
+  emu::set_order(emu::Order::Forward);
+  auto a = run();
+  emu::set_order(emu::Order::Reverse);
+  auto b = run();
+  emu::set_order(emu::Order::Forward);
+  return std::pair(std::move(a), std::move(b));
+}
+
+// n elements of T, poisoned (0xFF bytes: NaN as fp32 and bf16).
+template <typename T>
+std::vector<T> poisoned(size_t n) {
+  std::vector<T> v(n);
+  std::memset(v.data(), 0xFF, n * sizeof(T));
+  return v;
+}
+
+bf16* as_bf16(std::vector<uint16_t>& bits) { return reinterpret_cast<bf16*>(bits.data()); }
+const bf16* as_bf16(const std::vector<uint16_t>& bits) {
+  return reinterpret_cast<const bf16*>(bits.data());
+}
+
+struct Result {
+  std::vector<uint16_t> to_bf16, fill_bf16;  // [n] bf16 bits
+  std::vector<float> to_f32, fill_f32;       // [n]
+  std::vector<emu::KernelRun> runs;
+};
+
+// The four launch sequences on x (fp32) and b (bf16 bits).
+Result run_all(const std::vector<float>& x, const std::vector<uint16_t>& b, float fill_f32,
+               float fill_bf16) {
+  const int64_t n = int64_t(x.size());
+  Result r;
+  const emu::EmuLauncher launch{&r.runs};
+  r.to_bf16 = poisoned<uint16_t>(x.size());
+  dev::run_convert_f32_to_bf16(launch, as_bf16(r.to_bf16), x.data(), n);
+  r.to_f32 = poisoned<float>(x.size());
+  dev::run_convert_bf16_to_f32(launch, r.to_f32.data(), as_bf16(b), n);
+  r.fill_f32 = poisoned<float>(x.size());
+  dev::run_fill_f32(launch, r.fill_f32.data(), fill_f32, n);
+  r.fill_bf16 = poisoned<uint16_t>(x.size());
+  dev::run_fill_bf16(launch, as_bf16(r.fill_bf16), fill_bf16, n);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("emulated convert and fill are exact") {
+  const auto seeds = ll::test::test_seeds();
+  size_t index = 0;
+  for (const int64_t n : {int64_t(1), int64_t(9), int64_t(1000), int64_t(4099)}) {
+    const uint64_t seed = seeds[index % seeds.size()] + uint64_t(index) * 7919u;
+    ++index;
+    INFO("seed " << seed << " n " << n);
+    std::mt19937_64 rng(seed);
+    const size_t un = size_t(n);
+    auto x = ll::test::random_uniform(rng, un, -1000.0f, 1000.0f);  // [n]
+    // Special values: ties, signed zero, subnormal, infinities, largest finite.
+    const float specials[] = {0.0f,
+                              -0.0f,
+                              1e-40f,
+                              -3.0e38f,
+                              3.4e38f,
+                              std::numeric_limits<float>::infinity(),
+                              -std::numeric_limits<float>::infinity(),
+                              1.00390625f,
+                              1.01171875f};
+    for (size_t i = 0; i < std::size(specials) && i < un; ++i) x[i] = specials[i];
+    // bf16 -> f32 of arbitrary non-NaN bit patterns is exact.
+    std::uniform_int_distribution<uint32_t> pick(0, 0xffff);
+    std::vector<uint16_t> b(un);  // [n]
+    for (auto& v : b) {
+      do v = uint16_t(pick(rng));
+      while ((v & 0x7fff) > 0x7f80);
+    }
+    const float fill_bf16 = 1.01171875f;  // a tie: rounds to even
+    const auto [got, rev] = run_both_orders([&] { return run_all(x, b, 0.625f, fill_bf16); });
+
+    size_t bad = 0;
+    for (size_t i = 0; i < un; ++i) bad += got.to_bf16[i] != f32_to_bf16_bits(x[i]);
+    CHECK_MESSAGE(bad == 0, bad << " conversions differ from round-to-nearest-even");
+    bad = 0;
+    for (size_t i = 0; i < un; ++i) {
+      const float want = bf16_bits_to_f32(b[i]);
+      bad += std::memcmp(&got.to_f32[i], &want, sizeof(float)) != 0;
+    }
+    CHECK_MESSAGE(bad == 0, bad << " bf16 -> f32 conversions are not exact");
+    CHECK(got.fill_f32 == std::vector<float>(un, 0.625f));
+    CHECK(got.fill_bf16 == std::vector<uint16_t>(un, f32_to_bf16_bits(fill_bf16)));
+    const bool same_in_reverse = rev.to_bf16 == got.to_bf16 && rev.fill_bf16 == got.fill_bf16 &&
+                                 same_bytes(rev.to_f32, got.to_f32) &&
+                                 same_bytes(rev.fill_f32, got.fill_f32);
+    CHECK_MESSAGE(same_in_reverse, "the outputs differ with the reverse thread order");
+
+    const int64_t blocks = (n + dev::kThreads - 1) / dev::kThreads;
+    const char* kernels[] = {"f32_to_bf16_kernel", "bf16_to_f32_kernel", "fill_kernel<float>",
+                             "fill_kernel<bf16>"};
+    REQUIRE(got.runs.size() == 4);
+    for (size_t k = 0; k < 4; ++k) {
+      CHECK(got.runs[k].kernel == kernels[k]);
+      CHECK(got.runs[k].stats.blocks == blocks);
+    }
+  }
+
+  // NaN stays NaN, of either sign.
+  const std::vector<float> nan = {std::numeric_limits<float>::quiet_NaN(),
+                                  -std::numeric_limits<float>::quiet_NaN()};
+  std::vector<uint16_t> out(2, 0);  // zeros: a NaN there was written
+  dev::run_convert_f32_to_bf16(emu::EmuLauncher{}, as_bf16(out), nan.data(), 2);
+  CHECK(std::isnan(bf16_bits_to_f32(out[0])));
+  CHECK(std::isnan(bf16_bits_to_f32(out[1])));
+}
+
+#else
+TEST_CASE("emulated convert and fill") {
+  std::printf(
+      "SKIP: built without the CUDA toolkit (the emulator compiles CUDA device code "
+      "with its headers)\n");
+  std::exit(77);
+}
+#endif

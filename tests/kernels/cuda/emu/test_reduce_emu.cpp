@@ -1,0 +1,102 @@
+// The CUDA sum_squares kernels (kernels/cuda/reduce_kernels.cuh) run in the SIMT emulator
+// against a long double host sum, with the GPU test's tolerance, on a machine without a GPU:
+// one element, one block exactly and one element past it, the 512-block cap with a grid-stride
+// loop of one to several elements per thread (ragged), the 8-warp (partials) and 16-warp
+// (final) block reductions. The result and the partial scratch start poisoned (NaN); each case
+// runs again with the fibers in reverse order and must give the same bytes (the sum order is
+// fixed). n == 0 is reduce.cu's memset, not a kernel, and is left to the GPU test.
+#if defined(LL_HAVE_CUDA_EMU)
+#include "kernels/cuda/emu/cuda_prelude.h"
+#endif
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <utility>
+#include <vector>
+
+#if defined(LL_HAVE_CUDA_EMU)
+#include "kernels/cuda/emu/emu_launcher.h"
+#include "kernels/cuda/reduce_kernels.cuh"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace {
+
+namespace emu = ll::cuda::emu;
+namespace dev = ll::cuda::reduce_dev;
+
+// Runs `run` in the forward and then the reverse fiber order; both results.
+template <typename Run>
+auto run_both_orders(Run run) {
+  emu::set_order(emu::Order::Forward);
+  auto a = run();
+  emu::set_order(emu::Order::Reverse);
+  auto b = run();
+  emu::set_order(emu::Order::Forward);
+  return std::pair(std::move(a), std::move(b));
+}
+
+double poisoned_double() {
+  double d;
+  std::memset(&d, 0xFF, sizeof(d));
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("emulated sum_squares matches the host sum and is deterministic") {
+  const auto seeds = ll::test::test_seeds();
+  // 131073: 512 blocks, one thread two elements; 300001: every thread two or three.
+  const int64_t sizes[] = {1, 255, 256, 257, 131073, 300001};
+  for (size_t index = 0; index < std::size(sizes); ++index) {
+    const int64_t n = sizes[index];
+    const uint64_t seed = seeds[index % seeds.size()] + uint64_t(index) * 7919u;
+    INFO("seed " << seed << " n " << n);
+    std::mt19937_64 rng(seed);
+    const auto x = ll::test::random_uniform(rng, size_t(n), -3.0f, 3.0f);  // [n]
+    long double ref = 0.0L;
+    for (const float f : x) ref += (long double)f * (long double)f;
+
+    struct Result {
+      double sum = 0.0;
+      std::vector<emu::KernelRun> runs;
+    };
+    const auto [got, rev] = run_both_orders([&] {
+      Result r;
+      std::vector<double> partial(dev::kPartials, poisoned_double());  // [kPartials]
+      double result = poisoned_double();
+      dev::run_sum_squares(emu::EmuLauncher{&r.runs}, &result, partial.data(), x.data(), n);
+      r.sum = result;
+      return r;
+    });
+    CHECK(std::isfinite(got.sum));
+    const double err = std::fabs(got.sum - double(ref));
+    CHECK_MESSAGE(err <= 1e-13 * double(ref) + 1e-300, "sum " << got.sum << " ref " << double(ref));
+    CHECK_MESSAGE(std::memcmp(&got.sum, &rev.sum, sizeof(double)) == 0,
+                  "the sum differs with the reverse thread order");
+
+    const int64_t blocks =
+        std::min<int64_t>((n + dev::kThreads - 1) / dev::kThreads, dev::kPartials);
+    REQUIRE(got.runs.size() == 2);
+    CHECK(got.runs[0].kernel == "sum_squares_partial_kernel");
+    CHECK(got.runs[0].stats.blocks == blocks);
+    CHECK(got.runs[0].stats.block_barriers == 2 * blocks);  // the two in block_sum
+    CHECK(got.runs[1].kernel == "sum_squares_final_kernel");
+    CHECK(got.runs[1].stats.blocks == 1);
+  }
+}
+
+#else
+TEST_CASE("emulated sum_squares") {
+  std::printf(
+      "SKIP: built without the CUDA toolkit (the emulator compiles CUDA device code "
+      "with its headers)\n");
+  std::exit(77);
+}
+#endif

@@ -1,0 +1,162 @@
+// The rope kernel and launch sequences (kernels/cuda/rope_kernels.cuh) run in the SIMT emulator
+// against the CPU reference (kernels/cpu/rope.h) with the GPU test's cases and tolerances:
+// forward and backward in place, long positions and non-power-of-two scales (where one fp32 ulp
+// of the angle would show), head dims from 2 to 512 (more pairs per token than threads, and at
+// 512 more pairs per head than threads), and the grid-stride over tokens (the sequence on a grid
+// capped below the token count, so each block reuses its shared cos/sin for several tokens).
+// Every case also runs with the fibers in reverse order and must give the same bytes.
+// Not covered: the device's own sincospi (the emulator has none; see the shim below).
+#if defined(LL_HAVE_CUDA_EMU)
+#include "kernels/cuda/emu/cuda_prelude.h"
+#endif
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <numbers>
+#include <random>
+#include <utility>
+#include <vector>
+
+#if defined(LL_HAVE_CUDA_EMU)
+namespace ll::cuda {
+// sincospi(x) = (sin(pi x), cos(pi x)), which cuda_prelude.h does not map (yet). In ll::cuda,
+// around the kernels' namespace, so the kernel's unqualified call finds it first. x is reduced
+// mod 2 exactly first; pi * r then carries the ~1e-16 relative error the kernel's own
+// angle * (1 / pi) has, far below the fp32 rounding of the results.
+inline void sincospi(double x, double* s, double* c) {
+  const double r = std::fmod(x, 2.0);
+  *s = std::sin(std::numbers::pi * r);
+  *c = std::cos(std::numbers::pi * r);
+}
+}  // namespace ll::cuda
+
+#include "kernels/cpu/rope.h"
+#include "kernels/cuda/emu/emu_launcher.h"
+#include "kernels/cuda/emu/host_buffer.h"
+#include "kernels/cuda/rope_kernels.cuh"
+#include "tests/kernels/cuda/gpu_test_util.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace {
+
+namespace emu = ll::cuda::emu;
+namespace dev = ll::cuda::rope_dev;
+using bf16 = __nv_bfloat16;
+using ll::test::bf16_bits_to_f32;
+using ll::test::f32_to_bf16_bits;
+
+// The emulator's launcher with every grid capped at max_blocks blocks, so that the kernel's
+// grid-stride loop takes several turns.
+struct CappedGridLauncher {
+  unsigned max_blocks;
+  std::vector<emu::KernelRun>* runs;
+
+  template <typename... P, typename... A>
+  void operator()(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+                  A&&... args) const {
+    grid.x = std::min(grid.x, max_blocks);
+    emu::EmuLauncher{runs}(name, kernel, grid, block, smem, std::forward<A>(args)...);
+  }
+};
+
+emu::HostBuffer bf16_buffer(const std::vector<float>& v) {
+  std::vector<uint16_t> bits(v.size());  // [n] bf16
+  for (size_t i = 0; i < v.size(); ++i) bits[i] = f32_to_bf16_bits(v[i]);
+  return emu::HostBuffer(bits);
+}
+
+void check_bf16(const std::vector<uint16_t>& got, const std::vector<float>& ref) {
+  std::vector<float> v(got.size());
+  for (size_t i = 0; i < got.size(); ++i) v[i] = bf16_bits_to_f32(got[i]);
+  // fp32 rotation, then one bf16 rounding; atol covers outputs that cancel to ~0.
+  ll::test::check_close(v, ll::test::to_double(ref), 1e-5, ll::test::kBf16Rtol, 1e-2);
+}
+
+struct Case {
+  int64_t n, heads, hd, offset;
+  double scale, theta;
+};
+
+// The GPU test's cases, and head_dim 512 (the largest the kernel takes).
+const Case kCases[] = {
+    {1, 1, 2, 0, 1.0, 10000.0},         {3, 2, 6, 5, 1.0, 10000.0},
+    {5, 3, 64, 0, 4.0, 10000.0},        {17, 4, 128, 100000, 4.0, 10000.0},
+    {33, 2, 128, 99000, 2.5, 500000.0}, {9, 3, 256, 8191, 8.0, 1000000.0},
+    {300, 1, 10, 7, 1.0, 10000.0},      {4, 2, 512, 31, 25.0, 10000.0},
+};
+
+// x [n, heads, hd] rotated forward and backward by the launch sequences on grids capped at
+// max_blocks; raw bf16 results.
+struct Outputs {
+  std::vector<uint16_t> fwd, bwd;    // [n, heads, hd] each
+  std::vector<emu::KernelRun> runs;  // the two launches
+};
+
+Outputs run_sequences(const Case& c, const std::vector<float>& x, unsigned max_blocks,
+                      emu::Order order) {
+  emu::set_order(order);
+  Outputs o;
+  const CappedGridLauncher launch{max_blocks, &o.runs};
+  auto f = bf16_buffer(x), b = bf16_buffer(x);
+  dev::run_rope_forward(launch, f.as<bf16>(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
+  dev::run_rope_backward(launch, b.as<bf16>(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
+  o.fwd = f.read<uint16_t>(x.size());
+  o.bwd = b.read<uint16_t>(x.size());
+  emu::set_order(emu::Order::Forward);
+  return o;
+}
+
+void check_case(const Case& c, std::mt19937_64& rng, unsigned max_blocks) {
+  INFO("[" << c.n << ", " << c.heads << ", " << c.hd << "] offset " << c.offset << " scale "
+           << c.scale << " theta " << c.theta << " max blocks " << max_blocks);
+  const size_t len = size_t(c.n * c.heads * c.hd);
+  const auto x = ll::test::round_bf16(ll::test::random_uniform(rng, len, -2.0f, 2.0f));
+  std::vector<float> fwd_ref = x, bwd_ref = x;  // [N, H, hd]
+  ll::cpu::rope_forward(fwd_ref.data(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
+  ll::cpu::rope_backward(bwd_ref.data(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
+
+  const Outputs o = run_sequences(c, x, max_blocks, emu::Order::Forward);
+  check_bf16(o.fwd, fwd_ref);
+  check_bf16(o.bwd, bwd_ref);
+  // One launch each, one block per token unless capped.
+  REQUIRE(o.runs.size() == 2);
+  for (const emu::KernelRun& r : o.runs) {
+    CHECK(r.kernel == "rope_kernel");
+    CHECK(r.stats.blocks == std::min<int64_t>(c.n, max_blocks));
+  }
+  const Outputs rev = run_sequences(c, x, max_blocks, emu::Order::Reverse);
+  CHECK(rev.fwd == o.fwd);
+  CHECK(rev.bwd == o.bwd);
+}
+
+}  // namespace
+
+TEST_CASE("emulated rope kernel matches the CPU reference forward and backward") {
+  for (const uint64_t seed : ll::test::test_seeds()) {
+    INFO("seed " << seed);
+    std::mt19937_64 rng(seed);
+    for (const Case& c : kCases) check_case(c, rng, UINT_MAX);
+  }
+}
+
+TEST_CASE("emulated rope kernel strides over more tokens than blocks") {
+  std::mt19937_64 rng(ll::test::test_seeds()[1]);
+  check_case({7, 3, 128, 4000, 4.0, 10000.0}, rng, 2);
+  check_case({10, 2, 512, 123, 1.0, 10000.0}, rng, 3);
+  check_case({300, 1, 10, 7, 1.0, 10000.0}, rng, 7);
+}
+
+#else
+TEST_CASE("rope kernel in the SIMT emulator") {
+  std::printf(
+      "SKIP: built without the CUDA toolkit (the emulator compiles CUDA device code "
+      "with its headers)\n");
+  std::exit(77);
+}
+#endif
