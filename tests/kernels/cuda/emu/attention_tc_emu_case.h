@@ -6,13 +6,13 @@
 
 #include <cstdint>
 #include <random>
-#include <utility>
 #include <vector>
 
 #include "kernels/attention_mask.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cuda/emu/attention_tc_emulated.h"
 #include "tests/kernels/attention_test_cases.h"
+#include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -22,27 +22,9 @@ namespace emu = ll::cuda::emu;
 
 using Case = AttnCase;
 
-inline emu::Bf16Bits to_bits(const std::vector<float>& v) {
-  emu::Bf16Bits b(v.size());
-  for (size_t i = 0; i < v.size(); ++i) b[i] = ll::test::f32_to_bf16_bits(v[i]);
-  return b;
-}
-inline std::vector<float> from_bits(const emu::Bf16Bits& b) {
-  std::vector<float> v(b.size());
-  for (size_t i = 0; i < b.size(); ++i) v[i] = ll::test::bf16_bits_to_f32(b[i]);
-  return v;
-}
-
-// Both scheduling orders; the second must reproduce the first bit for bit.
-template <typename Run>
-auto run_both_orders(Run run) {
-  emu::set_order(emu::Order::Forward);
-  auto a = run();
-  emu::set_order(emu::Order::Reverse);
-  auto b = run();
-  emu::set_order(emu::Order::Forward);
-  return std::pair(std::move(a), std::move(b));
-}
+using emu_util::from_bf16_bits;
+using emu_util::run_both_orders;
+using emu_util::to_bf16_bits;
 
 inline void run_case(const Case& c, uint64_t seed, bool backward) {
   INFO("mode " << mode_name(c.mode) << " N " << c.n << " H " << c.h << " Hkv " << c.hkv << " hd "
@@ -59,12 +41,12 @@ inline void run_case(const Case& c, uint64_t seed, bool backward) {
                              c.hkv, c.hd, mask);
 
   const auto [fwd, fwd_rev] = run_both_orders([&] {
-    return emu::attention_forward_tc_emulated(to_bits(q), to_bits(k), to_bits(v), c.n, c.h, c.hkv,
-                                              c.hd, mask);
+    return emu::attention_forward_tc_emulated(to_bf16_bits(q), to_bf16_bits(k), to_bf16_bits(v),
+                                              c.n, c.h, c.hkv, c.hd, mask);
   });
   {
     INFO("forward out vs CPU reference");
-    ll::test::check_close(from_bits(fwd.out), ll::test::to_double(out_ref), 1e-2, 1e-2, 1e-2);
+    emu_util::check_bf16_close(fwd.out, out_ref, 1e-2, 1e-2, 1e-2);
   }
   {
     INFO("forward lse vs CPU reference");
@@ -81,12 +63,13 @@ inline void run_case(const Case& c, uint64_t seed, bool backward) {
   ll::cpu::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(),
                               v.data(), out.data(), lse_ref.data(), c.n, c.h, c.hkv, c.hd, mask);
   const auto [bwd, bwd_rev] = run_both_orders([&] {
-    return emu::attention_backward_tc_emulated(to_bits(dout), to_bits(q), to_bits(k), to_bits(v),
-                                               to_bits(out), lse_ref, c.n, c.h, c.hkv, c.hd, mask);
+    return emu::attention_backward_tc_emulated(to_bf16_bits(dout), to_bf16_bits(q), to_bf16_bits(k),
+                                               to_bf16_bits(v), to_bf16_bits(out), lse_ref, c.n,
+                                               c.h, c.hkv, c.hd, mask);
   });
-  check_grad("dq vs CPU reference", from_bits(bwd.dq), dq);
-  check_grad("dk vs CPU reference", from_bits(bwd.dk), dk);
-  check_grad("dv vs CPU reference", from_bits(bwd.dv), dv);
+  check_grad("dq vs CPU reference", from_bf16_bits(bwd.dq), dq);
+  check_grad("dk vs CPU reference", from_bf16_bits(bwd.dk), dk);
+  check_grad("dv vs CPU reference", from_bf16_bits(bwd.dv), dv);
   CHECK_MESSAGE(bwd_rev.dq == bwd.dq, "dq differs with the reverse thread order");
   CHECK_MESSAGE(bwd_rev.dk == bwd.dk, "dk differs with the reverse thread order");
   CHECK_MESSAGE(bwd_rev.dv == bwd.dv, "dv differs with the reverse thread order");

@@ -16,13 +16,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
-#include <utility>
 #include <vector>
 
 #if defined(LL_HAVE_CUDA_EMU)
 #include "kernels/cuda/adamw_kernels.cuh"
 #include "kernels/cuda/emu/emu_launcher.h"
 #include "optim/adamw.h"
+#include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -30,17 +30,7 @@ namespace {
 
 namespace emu = ll::cuda::emu;
 namespace dev = ll::cuda::adamw_dev;
-
-// Runs `run` in the forward and then the reverse fiber order; both results.
-template <typename Run>
-auto run_both_orders(Run run) {
-  emu::set_order(emu::Order::Forward);
-  auto a = run();
-  emu::set_order(emu::Order::Reverse);
-  auto b = run();
-  emu::set_order(emu::Order::Forward);
-  return std::pair(std::move(a), std::move(b));
-}
+using ll::test::emu_util::run_both_orders;
 
 // The optimizer state of n parameters (the kernel accesses elements one by one).
 struct State {
@@ -74,7 +64,7 @@ TEST_CASE("emulated adamw_step matches adamw_update") {
   for (const int64_t n : {int64_t(1), int64_t(7), int64_t(1000), int64_t(4099)}) {
     for (const double wd : {0.0, 0.1}) {
       for (const float grad_scale : {1.0f, 0.37f}) {
-        const uint64_t seed = seeds[index % seeds.size()] + uint64_t(index) * 7919u;
+        const uint64_t seed = emu_util::case_seed(seeds, index);
         ++index;
         INFO("seed " << seed << " n " << n << " wd " << wd << " grad_scale " << grad_scale);
         std::mt19937_64 rng(seed);

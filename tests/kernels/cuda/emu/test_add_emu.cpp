@@ -15,15 +15,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <random>
 #include <string>
-#include <utility>
 #include <vector>
 
 #if defined(LL_HAVE_CUDA_EMU)
 #include "kernels/cuda/add_kernels.cuh"
 #include "kernels/cuda/emu/emu_launcher.h"
+#include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -32,39 +31,13 @@ namespace {
 namespace emu = ll::cuda::emu;
 namespace dev = ll::cuda::add_dev;
 using bf16 = __nv_bfloat16;
-
-// Runs `run` in the forward and then the reverse fiber order; both results.
-template <typename Run>
-auto run_both_orders(Run run) {
-  emu::set_order(emu::Order::Forward);
-  auto a = run();
-  emu::set_order(emu::Order::Reverse);
-  auto b = run();
-  emu::set_order(emu::Order::Forward);
-  return std::pair(std::move(a), std::move(b));
-}
-
-// n + kPad elements of T (bf16 as uint16_t bits) in 16-byte aligned storage.
-template <typename T>
-class HostBuffer {
- public:
-  explicit HostBuffer(const std::vector<T>& v) : storage_(v.size() * sizeof(T) / 16 + 1) {
-    std::memcpy(storage_.data(), v.data(), v.size() * sizeof(T));
-    n_ = v.size();
-  }
-  T* data() { return reinterpret_cast<T*>(storage_.data()); }
-  std::vector<T> values() const {
-    const T* p = reinterpret_cast<const T*>(storage_.data());
-    return std::vector<T>(p, p + n_);
-  }
-
- private:
-  std::vector<uint4> storage_;
-  size_t n_ = 0;
-};
+using ll::test::emu_util::case_seed;
+using ll::test::emu_util::OffsetBuffer;  // n + kPad elements here, from x[0] and y[0]
+using ll::test::emu_util::run_both_orders;
+using ll::test::emu_util::to_bf16_bits;
 
 // bf16 buffers hold bits; the kernel gets them as bf16.
-bf16* device_type(uint16_t* p) { return reinterpret_cast<bf16*>(p); }
+bf16* device_type(uint16_t* p) { return ll::test::emu_util::as_bf16(p); }
 float* device_type(float* p) { return p; }
 
 // 4099: the 16-byte path in 2 (bf16) or 4 (f32) blocks, the element path in 17.
@@ -84,11 +57,6 @@ std::vector<float> random_values(std::mt19937_64& rng, size_t n) {
   return v;
 }
 
-std::vector<uint16_t> bf16_bits(const std::vector<float>& v) {
-  std::vector<uint16_t> b(v.size());
-  for (size_t i = 0; i < v.size(); ++i) b[i] = ll::test::f32_to_bf16_bits(v[i]);
-  return b;
-}
 float value_of(uint16_t bits) { return ll::test::bf16_bits_to_f32(bits); }
 float value_of(float f) { return f; }
 uint16_t rounded(float f, uint16_t) { return ll::test::f32_to_bf16_bits(f); }
@@ -110,7 +78,7 @@ void check_add(const char* vec_kernel, const char* scalar_kernel, const std::vec
   };
   const auto [got, rev] = run_both_orders([&] {
     Result r;
-    HostBuffer<T> d_x(x), d_y(y), d_z(x);
+    OffsetBuffer<T> d_x(x), d_y(y), d_z(x);
     dev::run_add_inplace(emu::EmuLauncher{&r.runs}, device_type(d_x.data() + o.x),
                          device_type(d_y.data() + o.y), n);
     dev::run_add_inplace(emu::EmuLauncher{&r.runs}, device_type(d_z.data() + o.x),
@@ -141,20 +109,20 @@ TEST_CASE("emulated add_inplace_bf16 equals the host bitwise") {
   size_t index = 0;
   for (const int64_t n : kSizes) {
     for (const Offsets o : kOffsets) {
-      const uint64_t seed = seeds[index % seeds.size()] + uint64_t(index) * 7919u;
+      const uint64_t seed = case_seed(seeds, index);
       ++index;
       INFO("seed " << seed << " n " << n << " offsets x " << o.x << " y " << o.y);
       std::mt19937_64 rng(seed);
       const size_t len = size_t(n + kPad);
-      const auto x = bf16_bits(random_values(rng, len));
-      const auto y = bf16_bits(random_values(rng, len));
+      const auto x = to_bf16_bits(random_values(rng, len));
+      const auto y = to_bf16_bits(random_values(rng, len));
       check_add("add_inplace_kernel<bf16, 8>", "add_inplace_kernel<bf16, 1>", x, y, n, o);
     }
   }
   // Grids: 7 head elements, 511 bf16 vectors, 4 tail elements: 2 blocks.
   std::vector<uint16_t> x(4099 + kPad, 0), y(4099 + kPad, 0);
   std::vector<emu::KernelRun> runs;
-  HostBuffer<uint16_t> d_x(x), d_y(y);
+  OffsetBuffer<uint16_t> d_x(x), d_y(y);
   dev::run_add_inplace_bf16(emu::EmuLauncher{&runs}, device_type(d_x.data() + 1),
                             device_type(d_y.data() + 1), 4099);
   REQUIRE(runs.size() == 1);
@@ -166,7 +134,7 @@ TEST_CASE("emulated add_inplace_f32 equals the host bitwise") {
   size_t index = 0;
   for (const int64_t n : kSizes) {
     for (const Offsets o : kOffsets) {
-      const uint64_t seed = seeds[index % seeds.size()] + uint64_t(index) * 7919u;
+      const uint64_t seed = case_seed(seeds, index);
       ++index;
       INFO("seed " << seed << " n " << n << " offsets x " << o.x << " y " << o.y);
       std::mt19937_64 rng(seed);
@@ -177,7 +145,7 @@ TEST_CASE("emulated add_inplace_f32 equals the host bitwise") {
   }
   std::vector<float> x(4099 + kPad, 0.0f), y(4099 + kPad, 0.0f);
   std::vector<emu::KernelRun> runs;
-  HostBuffer<float> d_x(x), d_y(y);
+  OffsetBuffer<float> d_x(x), d_y(y);
   dev::run_add_inplace_f32(emu::EmuLauncher{&runs}, d_x.data(), d_y.data(), 4099);
   REQUIRE(runs.size() == 1);
   CHECK(runs[0].stats.blocks == 4);  // 1024 float4 vectors and 3 tail elements

@@ -28,6 +28,7 @@
 #include "kernels/cuda/attention_kernels.cuh"
 #include "kernels/cuda/emu/emu_launcher.h"
 #include "kernels/cuda/emu/host_buffer.h"
+#include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 
 namespace {
@@ -36,17 +37,10 @@ namespace emu = ll::cuda::emu;
 using bf16 = __nv_bfloat16;
 using Case = ll::test::AttnCase;
 using emu::HostBuffer;
+using ll::test::emu_util::check_bf16_close;
+using ll::test::emu_util::from_bf16_bits;
+using ll::test::emu_util::to_bf16_bits;
 
-std::vector<uint16_t> to_bits(const std::vector<float>& v) {
-  std::vector<uint16_t> b(v.size());
-  for (size_t i = 0; i < v.size(); ++i) b[i] = ll::test::f32_to_bf16_bits(v[i]);
-  return b;
-}
-std::vector<float> from_bits(const std::vector<uint16_t>& b) {
-  std::vector<float> v(b.size());
-  for (size_t i = 0; i < b.size(); ++i) v[i] = ll::test::bf16_bits_to_f32(b[i]);
-  return v;
-}
 double max_abs(const std::vector<float>& v) {
   double m = 0.0;
   for (float x : v) m = std::max(m, double(std::fabs(x)));
@@ -62,7 +56,7 @@ Outputs run_emulated(const Case& c, const std::vector<float>& q, const std::vect
                      const std::vector<float>& v, const std::vector<float>& dout) {
   const ll::AttnMask mask = ll::test::mask_of(c);
   const size_t nq = q.size(), nkv = k.size(), rows = size_t(c.n * c.h);
-  HostBuffer bq(to_bits(q)), bk(to_bits(k)), bv(to_bits(v)), bdo(to_bits(dout));
+  HostBuffer bq(to_bf16_bits(q)), bk(to_bf16_bits(k)), bv(to_bf16_bits(v)), bdo(to_bf16_bits(dout));
   HostBuffer bout(nq * 2, true), blse(rows * 4, true);
   ll::cuda::attn_dev::run_forward(emu::EmuLauncher{}, bout.as<bf16>(), blse.as<float>(),
                                   bq.as<bf16>(), bk.as<bf16>(), bv.as<bf16>(), c.n, int(c.h),
@@ -91,14 +85,11 @@ void run_case(const Case& c, uint64_t seed) {
   ll::cpu::attention_forward(out_ref.data(), lse_ref.data(), q.data(), k.data(), v.data(), c.n, c.h,
                              c.hkv, c.hd, mask);
 
-  emu::set_order(emu::Order::Forward);
-  const Outputs got = run_emulated(c, q, k, v, dout);
-  emu::set_order(emu::Order::Reverse);
-  const Outputs rev = run_emulated(c, q, k, v, dout);
-  emu::set_order(emu::Order::Forward);
+  const auto [got, rev] =
+      ll::test::emu_util::run_both_orders([&] { return run_emulated(c, q, k, v, dout); });
   {
     INFO("forward out");
-    ll::test::check_close(from_bits(got.out), ll::test::to_double(out_ref), 1e-2, 1e-2, 1e-2);
+    check_bf16_close(got.out, out_ref, 1e-2, 1e-2, 1e-2);
   }
   {
     INFO("forward lse");
@@ -107,7 +98,7 @@ void run_case(const Case& c, uint64_t seed) {
   // The backward against the CPU backward on the emulated forward's (bf16) out and its lse,
   // as the GPU test does with the GPU forward.
   std::vector<float> dq(nq), dk(nkv), dv(nkv);
-  const std::vector<float> out_bf16 = from_bits(got.out);
+  const std::vector<float> out_bf16 = from_bf16_bits(got.out);
   ll::cpu::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(),
                               v.data(), out_bf16.data(), got.lse.data(), c.n, c.h, c.hkv, c.hd,
                               mask);
@@ -116,8 +107,7 @@ void run_case(const Case& c, uint64_t seed) {
   const char* names[3] = {"dq", "dk", "dv"};
   for (int t = 0; t < 3; ++t) {
     INFO("backward " << names[t]);
-    ll::test::check_close(from_bits(*gots[t]), ll::test::to_double(*refs[t]),
-                          1e-2 * max_abs(*refs[t]) + 1e-6, 1e-2, 1e-2);
+    check_bf16_close(*gots[t], *refs[t], 1e-2 * max_abs(*refs[t]) + 1e-6, 1e-2, 1e-2);
   }
   CHECK_MESSAGE(rev.out == got.out, "out differs with the reverse thread order");
   CHECK_MESSAGE(ll::test::same_bytes(rev.lse, got.lse), "lse differs with the reverse order");
@@ -146,8 +136,8 @@ void run_cached_case(const CachedCase& c, uint64_t seed) {
       ll::cuda::cached_dev::make_plan(c.n, c.past, c.h, c.hkv);
   std::vector<uint16_t> first;
   for (emu::Order order : {emu::Order::Forward, emu::Order::Reverse}) {
-    emu::set_order(order);
-    HostBuffer bq(to_bits(q)), bk(to_bits(k)), bv(to_bits(v)), bout(nq * 2, true);
+    const ll::test::emu_util::ScopedOrder in_order(order);
+    HostBuffer bq(to_bf16_bits(q)), bk(to_bf16_bits(k)), bv(to_bf16_bits(v)), bout(nq * 2, true);
     // The plan's workspace (splits x rows x (hd + 2) floats), poisoned.
     HostBuffer ws(size_t(plan.splits * c.n * c.h * (c.hd + 2)) * 4, true);
     std::vector<emu::KernelRun> runs;
@@ -157,14 +147,12 @@ void run_cached_case(const CachedCase& c, uint64_t seed) {
     CHECK(runs.size() == (plan.splits > 1 ? 2u : 1u));
     const std::vector<uint16_t> out = bout.read<uint16_t>(nq);
     if (order == emu::Order::Forward) {
-      ll::test::check_close(from_bits(out), ll::test::to_double(ref), 1e-2 * max_abs(ref) + 1e-6,
-                            1e-2, 1e-2);
+      check_bf16_close(out, ref, 1e-2 * max_abs(ref) + 1e-6, 1e-2, 1e-2);
       first = out;
     } else {
       CHECK_MESSAGE(out == first, "cached out differs with the reverse thread order");
     }
   }
-  emu::set_order(emu::Order::Forward);
 }
 
 }  // namespace
@@ -183,7 +171,7 @@ TEST_CASE("emulated CUDA-core attention forward and backward match the CPU refer
   cases.push_back({ll::AttnMode::S2, 33, 2, 2, 64, 40});  // G > N
   int index = 0;
   for (const Case& c : cases) {
-    run_case(c, seeds[size_t(index) % seeds.size()] + uint64_t(index) * 7919u);
+    run_case(c, ll::test::emu_util::case_seed(seeds, size_t(index)));
     ++index;
   }
 #else

@@ -41,8 +41,7 @@ TEST_CASE("emulated tensor-core attention forward and backward match the CPU ref
   }
   int index = 0;
   for (const Case& c : cases) {
-    ll::test::emu_case::run_case(c, seeds[size_t(index) % seeds.size()] + uint64_t(index) * 7919u,
-                                 true);
+    ll::test::emu_case::run_case(c, ll::test::emu_util::case_seed(seeds, size_t(index)), true);
     ++index;
   }
 #else

@@ -31,9 +31,8 @@ TEST_CASE("emulated tensor-core attention: the GPU tests' sweep of shapes") {
       for (int64_t g : gs) {
         for (int64_t hd : {64, 128}) {
           const auto& hh = heads[size_t(index) % 3];
-          ll::test::emu_case::run_case(
-              Case{mode, n, hh[0], hh[1], hd, g},
-              seeds[size_t(index) % seeds.size()] + uint64_t(index) * 7919u, true);
+          ll::test::emu_case::run_case(Case{mode, n, hh[0], hh[1], hd, g},
+                                       ll::test::emu_util::case_seed(seeds, size_t(index)), true);
           ++index;
         }
       }

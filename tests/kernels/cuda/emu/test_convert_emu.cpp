@@ -19,12 +19,12 @@
 #include <cstring>
 #include <limits>
 #include <random>
-#include <utility>
 #include <vector>
 
 #if defined(LL_HAVE_CUDA_EMU)
 #include "kernels/cuda/convert_kernels.cuh"
 #include "kernels/cuda/emu/emu_launcher.h"
+#include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -36,30 +36,10 @@ using bf16 = __nv_bfloat16;
 using ll::test::bf16_bits_to_f32;
 using ll::test::f32_to_bf16_bits;
 using ll::test::same_bytes;
-
-// Runs `run` in the forward and then the reverse fiber order; both results.
-template <typename Run>
-auto run_both_orders(Run run) {
-  emu::set_order(emu::Order::Forward);
-  auto a = run();
-  emu::set_order(emu::Order::Reverse);
-  auto b = run();
-  emu::set_order(emu::Order::Forward);
-  return std::pair(std::move(a), std::move(b));
-}
-
-// n elements of T, poisoned (0xFF bytes: NaN as fp32 and bf16).
-template <typename T>
-std::vector<T> poisoned(size_t n) {
-  std::vector<T> v(n);
-  std::memset(v.data(), 0xFF, n * sizeof(T));
-  return v;
-}
-
-bf16* as_bf16(std::vector<uint16_t>& bits) { return reinterpret_cast<bf16*>(bits.data()); }
-const bf16* as_bf16(const std::vector<uint16_t>& bits) {
-  return reinterpret_cast<const bf16*>(bits.data());
-}
+using ll::test::emu_util::as_bf16;
+using ll::test::emu_util::case_seed;
+using ll::test::emu_util::poisoned_vector;
+using ll::test::emu_util::run_both_orders;
 
 struct Result {
   std::vector<uint16_t> to_bf16, fill_bf16;  // [n] bf16 bits
@@ -73,14 +53,14 @@ Result run_all(const std::vector<float>& x, const std::vector<uint16_t>& b, floa
   const int64_t n = int64_t(x.size());
   Result r;
   const emu::EmuLauncher launch{&r.runs};
-  r.to_bf16 = poisoned<uint16_t>(x.size());
-  dev::run_convert_f32_to_bf16(launch, as_bf16(r.to_bf16), x.data(), n);
-  r.to_f32 = poisoned<float>(x.size());
-  dev::run_convert_bf16_to_f32(launch, r.to_f32.data(), as_bf16(b), n);
-  r.fill_f32 = poisoned<float>(x.size());
+  r.to_bf16 = poisoned_vector<uint16_t>(x.size());
+  dev::run_convert_f32_to_bf16(launch, as_bf16(r.to_bf16.data()), x.data(), n);
+  r.to_f32 = poisoned_vector<float>(x.size());
+  dev::run_convert_bf16_to_f32(launch, r.to_f32.data(), as_bf16(b.data()), n);
+  r.fill_f32 = poisoned_vector<float>(x.size());
   dev::run_fill_f32(launch, r.fill_f32.data(), fill_f32, n);
-  r.fill_bf16 = poisoned<uint16_t>(x.size());
-  dev::run_fill_bf16(launch, as_bf16(r.fill_bf16), fill_bf16, n);
+  r.fill_bf16 = poisoned_vector<uint16_t>(x.size());
+  dev::run_fill_bf16(launch, as_bf16(r.fill_bf16.data()), fill_bf16, n);
   return r;
 }
 
@@ -90,7 +70,7 @@ TEST_CASE("emulated convert and fill are exact") {
   const auto seeds = ll::test::test_seeds();
   size_t index = 0;
   for (const int64_t n : {int64_t(1), int64_t(9), int64_t(1000), int64_t(4099)}) {
-    const uint64_t seed = seeds[index % seeds.size()] + uint64_t(index) * 7919u;
+    const uint64_t seed = case_seed(seeds, index);
     ++index;
     INFO("seed " << seed << " n " << n);
     std::mt19937_64 rng(seed);
@@ -147,7 +127,7 @@ TEST_CASE("emulated convert and fill are exact") {
   const std::vector<float> nan = {std::numeric_limits<float>::quiet_NaN(),
                                   -std::numeric_limits<float>::quiet_NaN()};
   std::vector<uint16_t> out(2, 0);  // zeros: a NaN there was written
-  dev::run_convert_f32_to_bf16(emu::EmuLauncher{}, as_bf16(out), nan.data(), 2);
+  dev::run_convert_f32_to_bf16(emu::EmuLauncher{}, as_bf16(out.data()), nan.data(), 2);
   CHECK(std::isnan(bf16_bits_to_f32(out[0])));
   CHECK(std::isnan(bf16_bits_to_f32(out[1])));
 }

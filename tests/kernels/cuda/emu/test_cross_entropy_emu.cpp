@@ -24,26 +24,13 @@
 #include <limits>
 #include <random>
 #include <string>
-#include <utility>
 #include <vector>
 
 #if defined(LL_HAVE_CUDA_EMU)
-namespace ll::cuda {
-// Device functions the kernel calls that cuda_prelude.h does not map (yet). In ll::cuda,
-// around the kernel's namespace, so its unqualified calls find them first.
-using std::isfinite;
-// The emulator runs one block at a time and a block's threads are fibers on one OS thread that
-// switch only at barriers and warp collectives, so a plain read-modify-write is atomic.
-inline int atomicOr(int* address, int value) {
-  const int old = *address;
-  *address = old | value;
-  return old;
-}
-}  // namespace ll::cuda
-
 #include "kernels/cuda/cross_entropy_kernels.cuh"
 #include "kernels/cuda/emu/emu_launcher.h"
 #include "kernels/cuda/emu/host_buffer.h"
+#include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -52,20 +39,7 @@ namespace {
 namespace emu = ll::cuda::emu;
 namespace dev = ll::cuda::cross_entropy_dev;
 using ll::test::bf16_bits_to_f32;
-
-// The emulator's launcher with every grid capped at max_blocks blocks, so that the kernel's
-// grid-stride loop over rows takes several turns.
-struct CappedGridLauncher {
-  unsigned max_blocks;
-  std::vector<emu::KernelRun>* runs;
-
-  template <typename... P, typename... A>
-  void operator()(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
-                  A&&... args) const {
-    grid.x = std::min(grid.x, max_blocks);
-    emu::EmuLauncher{runs}(name, kernel, grid, block, smem, std::forward<A>(args)...);
-  }
-};
+using ll::test::emu_util::read_from;
 
 // Double reference (the GPU test's): loss[r] = logsumexp(row) - row[t] and
 // grad[r, j] = scale * (p_j - [j == t]) for labelled rows (0 <= t < V); 0 and all-zero rows
@@ -140,7 +114,6 @@ struct Chunk {
 
 Run run_chunk(const Chunk& c, bool write_grad, int status0, bool use_status, unsigned max_blocks,
               emu::Order order) {
-  emu::set_order(order);
   Run o;
   const size_t off = size_t(c.offset), n = c.logits.size();
   std::vector<float> padded(off, 0.0f);  // [off + R * V]
@@ -148,14 +121,16 @@ Run run_chunk(const Chunk& c, bool write_grad, int status0, bool use_status, uns
   auto logits = emu::HostBuffer(padded), targets = emu::HostBuffer(c.targets);
   auto losses = emu::HostBuffer(size_t(c.rows) * sizeof(float), true);  // [R]
   auto status = emu::HostBuffer(std::vector<int>{status0});
-  dev::run_cross_entropy_chunk(CappedGridLauncher{max_blocks, &o.runs}, losses.as<float>(),
-                               logits.as<float>() + off, targets.as<int32_t>(), c.rows,
-                               int(c.vocab), c.loss_scale, write_grad,
-                               use_status ? status.as<int>() : nullptr);
-  emu::set_order(emu::Order::Forward);
+  // Grids capped at max_blocks, so that the kernel's grid-stride loop over rows takes several
+  // turns.
+  ll::test::emu_util::run_in_order(order, [&] {
+    dev::run_cross_entropy_chunk(emu::EmuLauncher{&o.runs, max_blocks}, losses.as<float>(),
+                                 logits.as<float>() + off, targets.as<int32_t>(), c.rows,
+                                 int(c.vocab), c.loss_scale, write_grad,
+                                 use_status ? status.as<int>() : nullptr);
+  });
   o.losses = losses.read<float>(size_t(c.rows));
-  const auto raw = logits.read<uint32_t>(off + n);
-  o.logits_after.assign(raw.begin() + long(off), raw.end());
+  o.logits_after = read_from<uint32_t>(logits, off, n);
   o.status = status.read<int>(1)[0];
   if (write_grad) {
     // Row r's V bf16 values start at bf16 element r * 2V of the logits' storage.

@@ -21,27 +21,15 @@
 #include <cstdlib>
 #include <random>
 #include <string>
-#include <utility>
 #include <vector>
 
 #if defined(LL_HAVE_CUDA_EMU)
-namespace ll::cuda {
-// atomicMin on an int, which cuda_prelude.h does not map (yet). In ll::cuda, around the
-// kernels' namespace, so the kernel's unqualified call finds it first. The emulator runs one
-// block at a time and a block's threads are fibers on one OS thread that switch only at
-// barriers and warp collectives, so a plain read-modify-write is atomic.
-inline int atomicMin(int* address, int value) {
-  const int old = *address;
-  if (value < old) *address = value;
-  return old;
-}
-}  // namespace ll::cuda
-
 #include "kernels/cpu/embedding.h"
 #include "kernels/cuda/embedding_kernels.cuh"
 #include "kernels/cuda/emu/emu_launcher.h"
 #include "kernels/cuda/emu/host_buffer.h"
 #include "tests/error_text.h"
+#include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -50,35 +38,9 @@ namespace {
 namespace emu = ll::cuda::emu;
 namespace dev = ll::cuda::embedding_dev;
 using bf16 = __nv_bfloat16;
-using ll::test::bf16_bits_to_f32;
-using ll::test::f32_to_bf16_bits;
-
-// The emulator's launcher with every grid capped at max_blocks blocks, so that the kernels'
-// grid-stride loops take several turns (forward and id check only: the backward has one
-// thread per column and no stride).
-struct CappedGridLauncher {
-  unsigned max_blocks;
-  std::vector<emu::KernelRun>* runs;
-
-  template <typename... P, typename... A>
-  void operator()(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
-                  A&&... args) const {
-    grid.x = std::min(grid.x, max_blocks);
-    emu::EmuLauncher{runs}(name, kernel, grid, block, smem, std::forward<A>(args)...);
-  }
-};
-
-emu::HostBuffer bf16_buffer(const std::vector<float>& v) {
-  std::vector<uint16_t> bits(v.size());  // [n] bf16
-  for (size_t i = 0; i < v.size(); ++i) bits[i] = f32_to_bf16_bits(v[i]);
-  return emu::HostBuffer(bits);
-}
-
-std::vector<float> as_f32(const std::vector<uint16_t>& raw) {
-  std::vector<float> v(raw.size());
-  for (size_t i = 0; i < raw.size(); ++i) v[i] = bf16_bits_to_f32(raw[i]);
-  return v;
-}
+using ll::test::emu_util::bf16_host_buffer;
+using ll::test::emu_util::from_bf16_bits;
+using ll::test::emu_util::read_from;
 
 struct Shape {
   int64_t vocab, dim, n;
@@ -96,13 +58,14 @@ struct Outputs {
 
 Outputs run_sequences(const Shape& s, const std::vector<float>& table,
                       const std::vector<float>& dout, const std::vector<int32_t>& tokens,
-                      const std::vector<float>& dtable0, unsigned max_blocks, emu::Order order) {
-  emu::set_order(order);
+                      const std::vector<float>& dtable0, unsigned max_blocks) {
   Outputs o;
-  const CappedGridLauncher capped{max_blocks, &o.runs};
+  // Grids capped at max_blocks for the forward and the id check, so that their grid-stride
+  // loops take several turns (the backward has one thread per column and no stride).
+  const emu::EmuLauncher capped{&o.runs, max_blocks};
   const emu::EmuLauncher launch{&o.runs};
   const size_t off = size_t(s.out_offset), out_len = size_t(s.n * s.dim);
-  auto t = bf16_buffer(table), g = bf16_buffer(dout), tok = emu::HostBuffer(tokens);
+  auto t = bf16_host_buffer(table), g = bf16_host_buffer(dout), tok = emu::HostBuffer(tokens);
   auto out = emu::HostBuffer((off + out_len) * sizeof(uint16_t), true);  // [off + n * dim]
   auto dt = emu::HostBuffer(dtable0);
   auto flags = emu::HostBuffer(std::vector<int>{0, 0, INT_MAX});  // fwd, bwd flag; first bad
@@ -112,14 +75,12 @@ Outputs run_sequences(const Shape& s, const std::vector<float>& table,
   dev::run_embedding_backward(launch, dt.as<float>(), g.as<bf16>(), tok.as<int32_t>(), s.n, s.vocab,
                               s.dim, flag + 1);
   dev::run_check_token_ids(capped, flag + 2, tok.as<int32_t>(), s.n, s.vocab);
-  const auto all = out.read<uint16_t>(off + out_len);
-  o.out.assign(all.begin() + long(off), all.end());
+  o.out = read_from<uint16_t>(out, off, out_len);
   o.dtable = dt.read<float>(dtable0.size());
   const auto f = flags.read<int>(3);
   o.forward_flag = f[0];
   o.backward_flag = f[1];
   o.first_bad = f[2];
-  emu::set_order(emu::Order::Forward);
   return o;
 }
 
@@ -139,8 +100,9 @@ void check_shape(const Shape& s, std::mt19937_64& rng, unsigned max_blocks) {
   ll::cpu::embedding_forward(out_ref.data(), table.data(), tokens.data(), s.n, s.vocab, s.dim);
   ll::cpu::embedding_backward(dt_ref.data(), dout.data(), tokens.data(), s.n, s.vocab, s.dim);
 
-  const Outputs o = run_sequences(s, table, dout, tokens, dtable0, max_blocks, emu::Order::Forward);
-  check_close(as_f32(o.out), to_double(out_ref), 0.0, 0.0, 1e-12);
+  const auto [o, rev] = emu_util::run_both_orders(
+      [&] { return run_sequences(s, table, dout, tokens, dtable0, max_blocks); });
+  check_close(from_bf16_bits(o.out), to_double(out_ref), 0.0, 0.0, 1e-12);
   check_close(o.dtable, to_double(dt_ref), 0.0, 0.0, 1e-12);
   CHECK(o.forward_flag == 0);
   CHECK(o.backward_flag == 0);
@@ -157,8 +119,6 @@ void check_shape(const Shape& s, std::mt19937_64& rng, unsigned max_blocks) {
   CHECK(o.runs[2].stats.blocks ==
         std::min<int64_t>((s.n + dev::kThreads - 1) / dev::kThreads, max_blocks));
 
-  const Outputs rev =
-      run_sequences(s, table, dout, tokens, dtable0, max_blocks, emu::Order::Reverse);
   CHECK(rev.out == o.out);
   CHECK(same_bytes(rev.dtable, o.dtable));
 }
@@ -194,10 +154,11 @@ TEST_CASE("emulated embedding kernels flag out-of-range ids without reading outs
   const std::vector<float> ones(size_t(n * dim), 1.0f), zeros(size_t(vocab * dim), 0.0f);
   for (const emu::Order order : {emu::Order::Forward, emu::Order::Reverse}) {
     INFO("reverse order " << (order == emu::Order::Reverse));
-    const Outputs o = run_sequences(s, table, ones, tokens, zeros, UINT_MAX, order);
+    const Outputs o = emu_util::run_in_order(
+        order, [&] { return run_sequences(s, table, ones, tokens, zeros, UINT_MAX); });
     CHECK(o.forward_flag == 1);
     CHECK(o.backward_flag == 1);
-    const auto out = as_f32(o.out);
+    const auto out = from_bf16_bits(o.out);
     for (int64_t i = 0; i < n; ++i) {
       const bool ok = tokens[size_t(i)] >= 0 && tokens[size_t(i)] < vocab;
       for (int64_t d = 0; d < dim; ++d) {
@@ -225,13 +186,13 @@ TEST_CASE("emulated embedding id check finds the first bad position across block
   for (const unsigned max_blocks : {UINT_MAX, 1u}) {
     for (const emu::Order order : {emu::Order::Forward, emu::Order::Reverse}) {
       INFO("max blocks " << max_blocks << " reverse order " << (order == emu::Order::Reverse));
-      emu::set_order(order);
       auto tok = emu::HostBuffer(tokens);
       auto first_bad = emu::HostBuffer(std::vector<int>{INT_MAX});
       std::vector<emu::KernelRun> runs;
-      dev::run_check_token_ids(CappedGridLauncher{max_blocks, &runs}, first_bad.as<int>(),
-                               tok.as<int32_t>(), int64_t(tokens.size()), 32000);
-      emu::set_order(emu::Order::Forward);
+      ll::test::emu_util::run_in_order(order, [&] {
+        dev::run_check_token_ids(emu::EmuLauncher{&runs, max_blocks}, first_bad.as<int>(),
+                                 tok.as<int32_t>(), int64_t(tokens.size()), 32000);
+      });
       const int pos = first_bad.read<int>(1)[0];
       CHECK(pos == 700);
       REQUIRE(runs.size() == 1);

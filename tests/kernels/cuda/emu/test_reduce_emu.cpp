@@ -18,35 +18,21 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
-#include <utility>
 #include <vector>
 
 #if defined(LL_HAVE_CUDA_EMU)
 #include "kernels/cuda/emu/emu_launcher.h"
 #include "kernels/cuda/reduce_kernels.cuh"
+#include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace {
 
 namespace emu = ll::cuda::emu;
 namespace dev = ll::cuda::reduce_dev;
-
-// Runs `run` in the forward and then the reverse fiber order; both results.
-template <typename Run>
-auto run_both_orders(Run run) {
-  emu::set_order(emu::Order::Forward);
-  auto a = run();
-  emu::set_order(emu::Order::Reverse);
-  auto b = run();
-  emu::set_order(emu::Order::Forward);
-  return std::pair(std::move(a), std::move(b));
-}
-
-double poisoned_double() {
-  double d;
-  std::memset(&d, 0xFF, sizeof(d));
-  return d;
-}
+using ll::test::emu_util::case_seed;
+using ll::test::emu_util::poisoned_vector;
+using ll::test::emu_util::run_both_orders;
 
 }  // namespace
 
@@ -56,7 +42,7 @@ TEST_CASE("emulated sum_squares matches the host sum and is deterministic") {
   const int64_t sizes[] = {1, 255, 256, 257, 131073, 300001};
   for (size_t index = 0; index < std::size(sizes); ++index) {
     const int64_t n = sizes[index];
-    const uint64_t seed = seeds[index % seeds.size()] + uint64_t(index) * 7919u;
+    const uint64_t seed = case_seed(seeds, index);
     INFO("seed " << seed << " n " << n);
     std::mt19937_64 rng(seed);
     const auto x = ll::test::random_uniform(rng, size_t(n), -3.0f, 3.0f);  // [n]
@@ -69,10 +55,10 @@ TEST_CASE("emulated sum_squares matches the host sum and is deterministic") {
     };
     const auto [got, rev] = run_both_orders([&] {
       Result r;
-      std::vector<double> partial(dev::kPartials, poisoned_double());  // [kPartials]
-      double result = poisoned_double();
-      dev::run_sum_squares(emu::EmuLauncher{&r.runs}, &result, partial.data(), x.data(), n);
-      r.sum = result;
+      std::vector<double> partial = poisoned_vector<double>(dev::kPartials);  // [kPartials]
+      std::vector<double> result = poisoned_vector<double>(1);                // [1]
+      dev::run_sum_squares(emu::EmuLauncher{&r.runs}, result.data(), partial.data(), x.data(), n);
+      r.sum = result[0];
       return r;
     });
     CHECK(std::isfinite(got.sum));

@@ -15,16 +15,15 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <random>
 #include <string>
-#include <utility>
 #include <vector>
 
 #if defined(LL_HAVE_CUDA_EMU)
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cuda/emu/emu_launcher.h"
 #include "kernels/cuda/rmsnorm_kernels.cuh"
+#include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -33,55 +32,15 @@ namespace {
 namespace emu = ll::cuda::emu;
 namespace dev = ll::cuda::rmsnorm_dev;
 using bf16 = __nv_bfloat16;
-using ll::test::bf16_bits_to_f32;
-using ll::test::f32_to_bf16_bits;
 
-// n elements of T in 16-byte aligned storage, starting `offset` elements past the alignment
-// (offset 1 gives a pointer the 16-byte path must refuse). Starts poisoned (0xFF bytes).
-template <typename T>
-class HostBuffer {
- public:
-  explicit HostBuffer(size_t n, size_t offset = 0)
-      : storage_((offset + n) * sizeof(T) / 16 + 1), n_(n) {
-    std::memset(storage_.data(), 0xFF, storage_.size() * sizeof(uint4));
-    data_ = reinterpret_cast<T*>(storage_.data()) + offset;
-  }
-  T* data() { return data_; }
-  std::vector<T> values() const { return std::vector<T>(data_, data_ + n_); }
-
- private:
-  std::vector<uint4> storage_;
-  T* data_ = nullptr;
-  size_t n_ = 0;
-};
+using ll::test::emu_util::case_seed;
+using ll::test::emu_util::check_bf16_close;
+using ll::test::emu_util::OffsetBuffer;
+using ll::test::emu_util::run_both_orders;
 
 // bf16 tensors are held as their bits.
-HostBuffer<uint16_t> bf16_buffer(const std::vector<float>& v, size_t offset = 0) {
-  HostBuffer<uint16_t> b(v.size(), offset);
-  for (size_t i = 0; i < v.size(); ++i) b.data()[i] = f32_to_bf16_bits(v[i]);
-  return b;
-}
-HostBuffer<float> f32_buffer(const std::vector<float>& v) {
-  HostBuffer<float> b(v.size());
-  std::memcpy(b.data(), v.data(), v.size() * sizeof(float));
-  return b;
-}
-bf16* as_bf16(HostBuffer<uint16_t>& b) { return reinterpret_cast<bf16*>(b.data()); }
-std::vector<float> bf16_values(const std::vector<uint16_t>& bits) {
-  std::vector<float> v(bits.size());
-  for (size_t i = 0; i < bits.size(); ++i) v[i] = bf16_bits_to_f32(bits[i]);
-  return v;
-}
-
-// Runs `run` in the forward and then the reverse fiber order; both results.
-template <typename Run>
-auto run_both_orders(Run run) {
-  emu::set_order(emu::Order::Forward);
-  auto a = run();
-  emu::set_order(emu::Order::Reverse);
-  auto b = run();
-  emu::set_order(emu::Order::Forward);
-  return std::pair(std::move(a), std::move(b));
+OffsetBuffer<uint16_t> bf16_buffer(const std::vector<float>& v, size_t offset = 0) {
+  return OffsetBuffer<uint16_t>(ll::test::emu_util::to_bf16_bits(v), offset);
 }
 
 struct Shape {
@@ -96,11 +55,6 @@ const Shape kShapes[] = {{1, 1, 0},    {3, 7, 0},   {5, 64, 0}, {17, 4096, 0}, {
                          {300, 96, 0}, {2, 300, 0}, {4, 64, 1}, {130, 264, 0}};
 
 bool vectorized(const Shape& s) { return s.d % 8 == 0 && s.offset == 0; }
-
-// Cases take the fixed and the fresh seed in turn.
-uint64_t case_seed(const std::vector<uint64_t>& seeds, size_t index) {
-  return seeds[index % seeds.size()] + uint64_t(index) * 7919u;
-}
 
 }  // namespace
 
@@ -128,19 +82,19 @@ TEST_CASE("emulated rmsnorm_forward matches the CPU reference, also in place") {
       Result r;
       auto d_x = bf16_buffer(x, s.offset);
       auto d_w = bf16_buffer(w, s.offset);
-      HostBuffer<uint16_t> d_out(nd, s.offset);
-      HostBuffer<float> d_rstd(size_t(s.n));
-      dev::run_rmsnorm_forward(emu::EmuLauncher{&r.runs}, as_bf16(d_out), d_rstd.data(),
-                               as_bf16(d_x), as_bf16(d_w), s.n, s.d, eps);
+      OffsetBuffer<uint16_t> d_out(nd, s.offset);
+      OffsetBuffer<float> d_rstd(size_t(s.n));
+      dev::run_rmsnorm_forward(emu::EmuLauncher{&r.runs}, d_out.as<bf16>(), d_rstd.data(),
+                               d_x.as<bf16>(), d_w.as<bf16>(), s.n, s.d, eps);
       // In place (out aliases x), without rstd.
-      dev::run_rmsnorm_forward(emu::EmuLauncher{&r.runs}, as_bf16(d_x), nullptr, as_bf16(d_x),
-                               as_bf16(d_w), s.n, s.d, eps);
+      dev::run_rmsnorm_forward(emu::EmuLauncher{&r.runs}, d_x.as<bf16>(), nullptr, d_x.as<bf16>(),
+                               d_w.as<bf16>(), s.n, s.d, eps);
       r.out = d_out.values();
       r.in_place = d_x.values();
       r.rstd = d_rstd.values();
       return r;
     });
-    check_close(bf16_values(got.out), to_double(out_ref), 1e-5, kBf16Rtol, 1e-2);
+    check_bf16_close(got.out, out_ref, 1e-5, kBf16Rtol, 1e-2);
     // rstd: fp32 sum of squares vs the CPU's double one.
     check_close(got.rstd, to_double(rstd_ref), 0.0, 1e-5, 1e-5);
     CHECK_MESSAGE(got.in_place == got.out, "in place differs from out of place");
@@ -191,23 +145,24 @@ TEST_CASE("emulated rmsnorm_backward matches the CPU reference, with and without
       auto d_x = bf16_buffer(x, s.offset);
       auto d_w = bf16_buffer(w, s.offset);
       auto d_g = bf16_buffer(g, s.offset);
-      auto d_rstd = f32_buffer(rstd);
+      auto d_rstd = OffsetBuffer<float>(rstd);
       auto d_dx = bf16_buffer(dx0, s.offset);
-      auto d_dw = f32_buffer(dw0);
-      HostBuffer<float> partial(size_t(chunks.n_chunks * s.d));  // [n_chunks, D], poisoned
-      dev::run_rmsnorm_backward(emu::EmuLauncher{&r.runs}, as_bf16(d_dx), d_dw.data(),
-                                partial.data(), as_bf16(d_g), as_bf16(d_x), as_bf16(d_w),
+      auto d_dw = OffsetBuffer<float>(dw0);
+      OffsetBuffer<float> partial(size_t(chunks.n_chunks * s.d));  // [n_chunks, D], poisoned
+      dev::run_rmsnorm_backward(emu::EmuLauncher{&r.runs}, d_dx.as<bf16>(), d_dw.data(),
+                                partial.data(), d_g.as<bf16>(), d_x.as<bf16>(), d_w.as<bf16>(),
                                 d_rstd.data(), s.n, s.d);
       // Frozen norm: dweight null, no scratch; dx the same.
       auto d_dx_frozen = bf16_buffer(dx0, s.offset);
-      dev::run_rmsnorm_backward(emu::EmuLauncher{&r.runs}, as_bf16(d_dx_frozen), nullptr, nullptr,
-                                as_bf16(d_g), as_bf16(d_x), as_bf16(d_w), d_rstd.data(), s.n, s.d);
+      dev::run_rmsnorm_backward(emu::EmuLauncher{&r.runs}, d_dx_frozen.as<bf16>(), nullptr, nullptr,
+                                d_g.as<bf16>(), d_x.as<bf16>(), d_w.as<bf16>(), d_rstd.data(), s.n,
+                                s.d);
       r.dx = d_dx.values();
       r.dx_frozen = d_dx_frozen.values();
       r.dw = d_dw.values();
       return r;
     });
-    check_close(bf16_values(got.dx), to_double(dx_ref), 1e-4, kBf16Rtol, 1e-2);
+    check_bf16_close(got.dx, dx_ref, 1e-4, kBf16Rtol, 1e-2);
     // dweight: fp32 partial sums over at most a few hundred rows vs the CPU's double.
     check_close(got.dw, to_double(dw_ref), 1e-5 + 1e-6 * double(s.n), 1e-5, 1e-5);
     CHECK_MESSAGE(got.dx_frozen == got.dx, "dx differs without dweight");
@@ -245,18 +200,18 @@ TEST_CASE("emulated rmsnorm: any one tensor off the 16-byte alignment selects th
   ll::cpu::rmsnorm_forward(out_ref.data(), rstd.data(), x.data(), w.data(), n, d, eps);
   ll::cpu::rmsnorm_backward(dx_ref.data(), nullptr, g.data(), x.data(), w.data(), rstd.data(), n,
                             d);
-  auto d_rstd = f32_buffer(rstd);
+  auto d_rstd = OffsetBuffer<float>(rstd);
   for (int k = 0; k < 3; ++k) {  // out, x, weight
     INFO("forward, tensor " << k << " misaligned");
     std::vector<emu::KernelRun> runs;
-    HostBuffer<uint16_t> d_out(nd, k == 0);
+    OffsetBuffer<uint16_t> d_out(nd, k == 0);
     auto d_x = bf16_buffer(x, k == 1);
     auto d_w = bf16_buffer(w, k == 2);
-    dev::run_rmsnorm_forward(emu::EmuLauncher{&runs}, as_bf16(d_out), nullptr, as_bf16(d_x),
-                             as_bf16(d_w), n, d, eps);
+    dev::run_rmsnorm_forward(emu::EmuLauncher{&runs}, d_out.as<bf16>(), nullptr, d_x.as<bf16>(),
+                             d_w.as<bf16>(), n, d, eps);
     REQUIRE(runs.size() == 1);
     CHECK(runs[0].kernel == "rmsnorm_forward_kernel<1>");
-    check_close(bf16_values(d_out.values()), to_double(out_ref), 1e-5, kBf16Rtol, 1e-2);
+    check_bf16_close(d_out.values(), out_ref, 1e-5, kBf16Rtol, 1e-2);
   }
   for (int k = 0; k < 4; ++k) {  // dx, dout, x, weight
     INFO("backward, tensor " << k << " misaligned");
@@ -265,11 +220,11 @@ TEST_CASE("emulated rmsnorm: any one tensor off the 16-byte alignment selects th
     auto d_g = bf16_buffer(g, k == 1);
     auto d_x = bf16_buffer(x, k == 2);
     auto d_w = bf16_buffer(w, k == 3);
-    dev::run_rmsnorm_backward(emu::EmuLauncher{&runs}, as_bf16(d_dx), nullptr, nullptr,
-                              as_bf16(d_g), as_bf16(d_x), as_bf16(d_w), d_rstd.data(), n, d);
+    dev::run_rmsnorm_backward(emu::EmuLauncher{&runs}, d_dx.as<bf16>(), nullptr, nullptr,
+                              d_g.as<bf16>(), d_x.as<bf16>(), d_w.as<bf16>(), d_rstd.data(), n, d);
     REQUIRE(runs.size() == 1);
     CHECK(runs[0].kernel == "rmsnorm_backward_dx_kernel<1>");
-    check_close(bf16_values(d_dx.values()), to_double(dx_ref), 1e-4, kBf16Rtol, 1e-2);
+    check_bf16_close(d_dx.values(), dx_ref, 1e-4, kBf16Rtol, 1e-2);
   }
 }
 

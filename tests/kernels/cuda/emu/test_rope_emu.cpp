@@ -5,7 +5,8 @@
 // 512 more pairs per head than threads), and the grid-stride over tokens (the sequence on a grid
 // capped below the token count, so each block reuses its shared cos/sin for several tokens).
 // Every case also runs with the fibers in reverse order and must give the same bytes.
-// Not covered: the device's own sincospi (the emulator has none; see the shim below).
+// Not covered: the device's own sincospi (the emulator's is computed in double on the host,
+// not the device's implementation).
 #if defined(LL_HAVE_CUDA_EMU)
 #include "kernels/cuda/emu/cuda_prelude.h"
 #endif
@@ -14,32 +15,18 @@
 
 #include <algorithm>
 #include <climits>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <numbers>
 #include <random>
-#include <utility>
 #include <vector>
 
 #if defined(LL_HAVE_CUDA_EMU)
-namespace ll::cuda {
-// sincospi(x) = (sin(pi x), cos(pi x)), which cuda_prelude.h does not map (yet). In ll::cuda,
-// around the kernels' namespace, so the kernel's unqualified call finds it first. x is reduced
-// mod 2 exactly first; pi * r then carries the ~1e-16 relative error the kernel's own
-// angle * (1 / pi) has, far below the fp32 rounding of the results.
-inline void sincospi(double x, double* s, double* c) {
-  const double r = std::fmod(x, 2.0);
-  *s = std::sin(std::numbers::pi * r);
-  *c = std::cos(std::numbers::pi * r);
-}
-}  // namespace ll::cuda
-
 #include "kernels/cpu/rope.h"
 #include "kernels/cuda/emu/emu_launcher.h"
 #include "kernels/cuda/emu/host_buffer.h"
 #include "kernels/cuda/rope_kernels.cuh"
+#include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -48,34 +35,11 @@ namespace {
 namespace emu = ll::cuda::emu;
 namespace dev = ll::cuda::rope_dev;
 using bf16 = __nv_bfloat16;
-using ll::test::bf16_bits_to_f32;
-using ll::test::f32_to_bf16_bits;
-
-// The emulator's launcher with every grid capped at max_blocks blocks, so that the kernel's
-// grid-stride loop takes several turns.
-struct CappedGridLauncher {
-  unsigned max_blocks;
-  std::vector<emu::KernelRun>* runs;
-
-  template <typename... P, typename... A>
-  void operator()(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
-                  A&&... args) const {
-    grid.x = std::min(grid.x, max_blocks);
-    emu::EmuLauncher{runs}(name, kernel, grid, block, smem, std::forward<A>(args)...);
-  }
-};
-
-emu::HostBuffer bf16_buffer(const std::vector<float>& v) {
-  std::vector<uint16_t> bits(v.size());  // [n] bf16
-  for (size_t i = 0; i < v.size(); ++i) bits[i] = f32_to_bf16_bits(v[i]);
-  return emu::HostBuffer(bits);
-}
+using ll::test::emu_util::bf16_host_buffer;
 
 void check_bf16(const std::vector<uint16_t>& got, const std::vector<float>& ref) {
-  std::vector<float> v(got.size());
-  for (size_t i = 0; i < got.size(); ++i) v[i] = bf16_bits_to_f32(got[i]);
   // fp32 rotation, then one bf16 rounding; atol covers outputs that cancel to ~0.
-  ll::test::check_close(v, ll::test::to_double(ref), 1e-5, ll::test::kBf16Rtol, 1e-2);
+  ll::test::emu_util::check_bf16_close(got, ref, 1e-5, ll::test::kBf16Rtol, 1e-2);
 }
 
 struct Case {
@@ -98,17 +62,14 @@ struct Outputs {
   std::vector<emu::KernelRun> runs;  // the two launches
 };
 
-Outputs run_sequences(const Case& c, const std::vector<float>& x, unsigned max_blocks,
-                      emu::Order order) {
-  emu::set_order(order);
+Outputs run_sequences(const Case& c, const std::vector<float>& x, unsigned max_blocks) {
   Outputs o;
-  const CappedGridLauncher launch{max_blocks, &o.runs};
-  auto f = bf16_buffer(x), b = bf16_buffer(x);
+  const emu::EmuLauncher launch{&o.runs, max_blocks};
+  auto f = bf16_host_buffer(x), b = bf16_host_buffer(x);
   dev::run_rope_forward(launch, f.as<bf16>(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
   dev::run_rope_backward(launch, b.as<bf16>(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
   o.fwd = f.read<uint16_t>(x.size());
   o.bwd = b.read<uint16_t>(x.size());
-  emu::set_order(emu::Order::Forward);
   return o;
 }
 
@@ -121,7 +82,8 @@ void check_case(const Case& c, std::mt19937_64& rng, unsigned max_blocks) {
   ll::cpu::rope_forward(fwd_ref.data(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
   ll::cpu::rope_backward(bwd_ref.data(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
 
-  const Outputs o = run_sequences(c, x, max_blocks, emu::Order::Forward);
+  const auto [o, rev] =
+      ll::test::emu_util::run_both_orders([&] { return run_sequences(c, x, max_blocks); });
   check_bf16(o.fwd, fwd_ref);
   check_bf16(o.bwd, bwd_ref);
   // One launch each, one block per token unless capped.
@@ -130,7 +92,6 @@ void check_case(const Case& c, std::mt19937_64& rng, unsigned max_blocks) {
     CHECK(r.kernel == "rope_kernel");
     CHECK(r.stats.blocks == std::min<int64_t>(c.n, max_blocks));
   }
-  const Outputs rev = run_sequences(c, x, max_blocks, emu::Order::Reverse);
   CHECK(rev.fwd == o.fwd);
   CHECK(rev.bwd == o.bwd);
 }

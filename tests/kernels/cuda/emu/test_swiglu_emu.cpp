@@ -18,7 +18,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
-#include <utility>
 #include <vector>
 
 #if defined(LL_HAVE_CUDA_EMU)
@@ -26,6 +25,7 @@
 #include "kernels/cuda/emu/emu_launcher.h"
 #include "kernels/cuda/emu/host_buffer.h"
 #include "kernels/cuda/swiglu_kernels.cuh"
+#include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -34,36 +34,11 @@ namespace {
 namespace emu = ll::cuda::emu;
 namespace dev = ll::cuda::swiglu_dev;
 using bf16 = __nv_bfloat16;
-using ll::test::bf16_bits_to_f32;
-using ll::test::f32_to_bf16_bits;
+using ll::test::emu_util::bf16_host_buffer;
+using ll::test::emu_util::read_from;
 
-// The emulator's launcher with every grid capped at max_blocks blocks, so that the kernels'
-// grid-stride loops take several turns.
-struct CappedGridLauncher {
-  unsigned max_blocks;
-  std::vector<emu::KernelRun>* runs;
-
-  template <typename... P, typename... A>
-  void operator()(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
-                  A&&... args) const {
-    grid.x = std::min(grid.x, max_blocks);
-    emu::EmuLauncher{runs}(name, kernel, grid, block, smem, std::forward<A>(args)...);
-  }
-};
-
-// Host stand-ins for device buffers: the bf16 values of v (rounded), or n poisoned elements.
-emu::HostBuffer bf16_buffer(const std::vector<float>& v) {
-  std::vector<uint16_t> bits(v.size());  // [n] bf16
-  for (size_t i = 0; i < v.size(); ++i) bits[i] = f32_to_bf16_bits(v[i]);
-  return emu::HostBuffer(bits);
-}
+// A host stand-in for an output: n poisoned bf16 elements.
 emu::HostBuffer poisoned_bf16(size_t n) { return emu::HostBuffer(n * sizeof(uint16_t), true); }
-
-// count raw bf16 values of b from element `offset` on.
-std::vector<uint16_t> raw_bf16(const emu::HostBuffer& b, size_t offset, size_t count) {
-  const auto all = b.read<uint16_t>(offset + count);
-  return std::vector<uint16_t>(all.begin() + long(offset), all.end());
-}
 
 // Inputs of one case (bf16-rounded): n elements used from `offset` on.
 struct Inputs {
@@ -79,34 +54,31 @@ struct Outputs {
   std::vector<emu::KernelRun> runs;                  // the four launches
 };
 
-Outputs run_sequences(const Inputs& in, unsigned max_blocks, emu::Order order) {
-  emu::set_order(order);
+Outputs run_sequences(const Inputs& in, unsigned max_blocks) {
   const size_t off = size_t(in.offset), n = size_t(in.n);
   Outputs o;
-  const CappedGridLauncher launch{max_blocks, &o.runs};
+  const emu::EmuLauncher launch{&o.runs, max_blocks};
   const auto at = [off](emu::HostBuffer& b) { return b.as<bf16>() + off; };
-  auto gate = bf16_buffer(in.gate), up = bf16_buffer(in.up), dout = bf16_buffer(in.dout);
+  auto gate = bf16_host_buffer(in.gate), up = bf16_host_buffer(in.up),
+       dout = bf16_host_buffer(in.dout);
   auto out = poisoned_bf16(off + n), dg = poisoned_bf16(off + n), du = poisoned_bf16(off + n);
   dev::run_swiglu_forward(launch, at(out), at(gate), at(up), in.n);
   dev::run_swiglu_backward(launch, at(dg), at(du), at(dout), at(gate), at(up), in.n);
-  o.out = raw_bf16(out, off, n);
-  o.dgate = raw_bf16(dg, off, n);
-  o.dup = raw_bf16(du, off, n);
-  auto g2 = bf16_buffer(in.gate), u2 = bf16_buffer(in.up);
+  o.out = read_from<uint16_t>(out, off, n);
+  o.dgate = read_from<uint16_t>(dg, off, n);
+  o.dup = read_from<uint16_t>(du, off, n);
+  auto g2 = bf16_host_buffer(in.gate), u2 = bf16_host_buffer(in.up);
   dev::run_swiglu_backward(launch, at(g2), at(u2), at(dout), at(g2), at(u2), in.n);
-  o.dgate_inplace = raw_bf16(g2, off, n);
-  o.dup_inplace = raw_bf16(u2, off, n);
-  auto g3 = bf16_buffer(in.gate);
+  o.dgate_inplace = read_from<uint16_t>(g2, off, n);
+  o.dup_inplace = read_from<uint16_t>(u2, off, n);
+  auto g3 = bf16_host_buffer(in.gate);
   dev::run_swiglu_forward(launch, at(g3), at(g3), at(up), in.n);
-  o.out_inplace = raw_bf16(g3, off, n);
-  emu::set_order(emu::Order::Forward);
+  o.out_inplace = read_from<uint16_t>(g3, off, n);
   return o;
 }
 
 void check_bf16(const std::vector<uint16_t>& got, const std::vector<float>& ref) {
-  std::vector<float> v(got.size());
-  for (size_t i = 0; i < got.size(); ++i) v[i] = bf16_bits_to_f32(got[i]);
-  ll::test::check_close(v, ll::test::to_double(ref), 1e-5, ll::test::kBf16Rtol, 1e-2);
+  ll::test::emu_util::check_bf16_close(got, ref, 1e-5, ll::test::kBf16Rtol, 1e-2);
 }
 
 // Random inputs for n elements at `offset`, with exp(-g) overflowing at the first two.
@@ -131,7 +103,8 @@ void check_case(const Inputs& in, unsigned max_blocks) {
   ll::cpu::swiglu_backward(dg_ref.data(), du_ref.data(), in.dout.data() + offset,
                            in.gate.data() + offset, in.up.data() + offset, n);
 
-  const Outputs o = run_sequences(in, max_blocks, emu::Order::Forward);
+  const auto [o, rev] =
+      ll::test::emu_util::run_both_orders([&] { return run_sequences(in, max_blocks); });
   check_bf16(o.out, out_ref);
   check_bf16(o.dgate, dg_ref);
   check_bf16(o.dup, du_ref);
@@ -149,7 +122,6 @@ void check_case(const Inputs& in, unsigned max_blocks) {
   CHECK(o.runs[0].kernel == "swiglu_forward_kernel");
   CHECK(o.runs[1].kernel == "swiglu_backward_kernel");
 
-  const Outputs rev = run_sequences(in, max_blocks, emu::Order::Reverse);
   CHECK(rev.out == o.out);
   CHECK(rev.dgate == o.dgate);
   CHECK(rev.dup == o.dup);
