@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Unix Makefiles")
 export PATH := $(PATH):/usr/local/cuda/bin
 
-.PHONY: all setup configure build test test-all test-slow demo bench gpu-check clean
+.PHONY: all setup configure build test test-all test-slow test-emulated demo bench gpu-check clean
 
 all: build
 
@@ -27,6 +27,14 @@ test-slow: build
 
 test-all: build
 	@cd $(BUILD_DIR) && ctest -j $(JOBS) --output-on-failure
+
+# The GPU tests without a GPU: the CUDA backend built for the SIMT emulator (LL_CUDA_EMULATED:
+# kernels run on the CPU, host stand-ins for the CUDA runtime and cuBLASLt, no NCCL) in
+# build-emulated. Slow: hours on 2 cores; the GPU tests shorten their longest cases there.
+test-emulated: setup
+	@test -f build-emulated/CMakeCache.txt || cmake -S . -B build-emulated -G "$(GENERATOR)" -DLL_CUDA_EMULATED=ON -DLL_ENABLE_MPI=OFF
+	@cmake --build build-emulated -j $(JOBS)
+	@cd build-emulated && ctest -L gpu -j $(JOBS) --output-on-failure --timeout 7200
 
 # The quick start's main job on the built-in tiny model (CPU).
 demo: build

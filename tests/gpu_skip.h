@@ -11,6 +11,17 @@
 
 namespace ll::test {
 
+// True in the emulated CUDA build (LL_CUDA_EMULATED, `make test-emulated`): the "GPU" is the
+// SIMT emulator on the CPU, thousands of times slower, so tests skip their longest cases there
+// (each with a message saying so).
+inline bool emulated_gpu() {
+#if defined(LL_CUDA_EMULATED)
+  return true;
+#else
+  return false;
+#endif
+}
+
 inline void require_gpu() {
 #if defined(LL_HAVE_CUDA)
   if (ll::cuda::device_count() > 0) return;

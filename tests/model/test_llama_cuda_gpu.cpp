@@ -136,13 +136,28 @@ TEST_CASE("a LoRA+ training step on the CUDA backend matches the CPU backend") {
   step.lr = 1e-3;
   step.step = 1;
   step.grad_scale = float(clip_coefficient(std::sqrt(sq_cpu), 0.5 * std::sqrt(sq_cpu)));
+  // Adam's first step moves each element by about lr * sign(g), so an element whose gradient
+  // is within the backends' rounding noise of zero may move either way (found by the emulated
+  // CUDA build: one element of a zero-initialised lora_B, 1.02% relative error). Elements whose
+  // two gradients differ by more than half their size are excused (the gradients themselves
+  // were checked above); the others must agree within bf16 tolerance.
   for (size_t i = 0; i < cpu_model.params().size(); ++i) {
     TrainableParam& pc = cpu_model.params()[i];
     TrainableParam& pg = gpu_model.params()[i];
+    const std::vector<float> grad_c = download(cpu, pc.grad), grad_g = download(gpu, pg.grad);
     cpu.adamw_step(*pc.master, *pc.value, *pc.grad, *pc.exp_avg, *pc.exp_avg_sq, step);
     gpu.adamw_step(*pg.master, *pg.value, *pg.grad, *pg.exp_avg, *pg.exp_avg_sq, step);
-    const double err = rel_error(download(gpu, pg.master), download(cpu, pc.master));
-    INFO(pc.name << " weight relative error after one step " << err);
+    std::vector<float> wc = download(cpu, pc.master), wg = download(gpu, pg.master);
+    size_t excused = 0;
+    for (size_t e = 0; e < wc.size(); ++e) {
+      if (std::fabs(grad_c[e] - grad_g[e]) > 0.5f * std::fabs(grad_c[e])) {
+        wc[e] = wg[e];
+        ++excused;
+      }
+    }
+    const double err = rel_error(wg, wc);
+    INFO(pc.name << " weight relative error after one step " << err << " (" << excused << " of "
+                 << wc.size() << " elements with no reliable gradient sign excused)");
     CHECK(err < 1e-2);
   }
   // And the next forward sees the updated bf16 copies: the loss moves the same way.

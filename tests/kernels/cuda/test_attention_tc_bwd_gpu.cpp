@@ -163,6 +163,7 @@ TEST_CASE("tensor-core attention backward matches the CPU reference and the CUDA
   int index = 0;
   for (ll::AttnMode mode : {ll::AttnMode::Dense, ll::AttnMode::S2, ll::AttnMode::S2Roll}) {
     for (int64_t n : ns) {
+      if (ll::test::emulated_gpu() && n > 257) continue;  // the emulator: minutes per case
       const std::vector<int64_t> gs =
           mode == ll::AttnMode::Dense ? std::vector<int64_t>{0} : group_sizes(n);
       for (int64_t g : gs) {
@@ -196,6 +197,10 @@ TEST_CASE("tensor-core attention backward matches the CPU reference and the CUDA
 TEST_CASE("tensor-core attention backward: long sequences (N 16384 .. 65536) vs the CUDA-core kernel") {
   ll::test::require_gpu();
 #if defined(LL_HAVE_CUDA)
+  if (ll::test::emulated_gpu()) {
+    MESSAGE("skipped on the SIMT emulator (LL_CUDA_EMULATED): too long there");
+    return;
+  }
   const auto seeds = ll::test::test_seeds();
   const Case cases[] = {{ll::AttnMode::S2, 65536, 4, 2, 128, 16384},
                         {ll::AttnMode::S2, 65536, 4, 2, 64, 16384},

@@ -179,6 +179,7 @@ TEST_CASE("tensor-core attention forward matches the CPU reference and the CUDA-
   int index = 0;
   for (ll::AttnMode mode : {ll::AttnMode::Dense, ll::AttnMode::S2, ll::AttnMode::S2Roll}) {
     for (int64_t n : ns) {
+      if (ll::test::emulated_gpu() && n > 257) continue;  // the emulator: minutes per case
       // Dense ignores G: each N once.
       const std::vector<int64_t> gs =
           mode == ll::AttnMode::Dense ? std::vector<int64_t>{0} : group_sizes(n);
@@ -204,6 +205,10 @@ TEST_CASE("tensor-core attention forward matches the CPU reference and the CUDA-
 TEST_CASE("tensor-core attention forward: long sequences (N 16384 .. 65536)") {
   ll::test::require_gpu();
 #if defined(LL_HAVE_CUDA)
+  if (ll::test::emulated_gpu()) {
+    MESSAGE("skipped on the SIMT emulator (LL_CUDA_EMULATED): too long there");
+    return;
+  }
   const auto seeds = ll::test::test_seeds();
   std::vector<Case> cases;
   for (int64_t hd : {64, 128}) {
