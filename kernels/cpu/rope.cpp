@@ -7,18 +7,6 @@
 
 namespace ll::cpu {
 
-namespace {
-
-void check_rope_args(const char* op, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
-                     double scale, double theta) {
-  LL_CHECK(n_tokens >= 0 && n_heads >= 0, "{}: negative size (tokens {}, heads {})", op, n_tokens,
-           n_heads);
-  LL_CHECK(head_dim >= 2 && head_dim % 2 == 0, "{}: head_dim {} must be even and >= 2", op,
-           head_dim);
-  LL_CHECK(scale > 0.0 && std::isfinite(scale), "{}: position scale {} must be > 0", op, scale);
-  LL_CHECK(theta > 0.0 && std::isfinite(theta), "{}: theta {} must be > 0", op, theta);
-}
-
 // The per-pair frequencies [hd/2], formed in fp32 exactly as transformers 5 does (the version
 // the fixtures are made with), because at long positions one fp32 ulp of the angle is visible
 // in the output:
@@ -39,6 +27,18 @@ std::vector<float> rope_inv_freq(int64_t head_dim, double scale, double theta) {
     inv_freq[size_t(j)] = f;
   }
   return inv_freq;
+}
+
+namespace {
+
+void check_rope_args(const char* op, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
+                     double scale, double theta) {
+  LL_CHECK(n_tokens >= 0 && n_heads >= 0, "{}: negative size (tokens {}, heads {})", op, n_tokens,
+           n_heads);
+  LL_CHECK(head_dim >= 2 && head_dim % 2 == 0, "{}: head_dim {} must be even and >= 2", op,
+           head_dim);
+  LL_CHECK(scale > 0.0 && std::isfinite(scale), "{}: position scale {} must be > 0", op, scale);
+  LL_CHECK(theta > 0.0 && std::isfinite(theta), "{}: theta {} must be > 0", op, theta);
 }
 
 // cos and sin [hd/2] of one token's angles. Only cos/sin are taken in double, then rounded;

@@ -11,7 +11,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
+#include "kernels/cpu/rope.h"
 #include "kernels/cuda/ew_device.cuh"
 #include "kernels/cuda/rope.cuh"
 
@@ -66,18 +68,12 @@ template <typename Launcher>
 void run_rope_rotation(const Launcher& launch, bf16* x, int64_t n_tokens, int64_t n_heads,
                        int64_t head_dim, int64_t position_offset, double scale, double theta,
                        float sin_sign) {
-  // inv_freq exactly as rope.cpp's rope_inv_freq (host fp32 std::pow), so the fp32 angles
-  // on the device are bit-identical to the CPU's.
+  // The CPU reference's inv_freq (host fp32), so the fp32 angles on the device are
+  // bit-identical to the CPU's.
   RopeFreqs freqs{};
   const int64_t half = head_dim / 2;
-  const float base = float(theta);
-  const float factor = float(scale);
-  for (int64_t j = 0; j < half; ++j) {
-    const float exponent = float(2 * j) / float(head_dim);
-    float f = 1.0f / std::pow(base, exponent);
-    if (factor != 1.0f) f = f / factor;
-    freqs.inv_freq[j] = f;
-  }
+  const std::vector<float> inv_freq = cpu::rope_inv_freq(head_dim, scale, theta);  // [hd/2]
+  for (int64_t j = 0; j < half; ++j) freqs.inv_freq[j] = inv_freq[size_t(j)];
   const unsigned blocks = unsigned(n_tokens < 65536 * 16 ? n_tokens : 65536 * 16);
   launch("rope_kernel", rope_kernel, dim3(blocks), dim3(kThreads), size_t(0), x, n_tokens, n_heads,
          int(half), position_offset, sin_sign, freqs);
