@@ -19,8 +19,11 @@
 // [kG, kG+G) in rolled order (ragged last). --self-check checks this count against brute force.
 //
 // Implementations: --impl simt is the CUDA-core kernel (kernels/cuda/attention.cuh); --impl tc
-// the tensor-core forward and backward (kernels/cuda/attention_tc.cuh). Each implementation is an AttnImpl below (a forward /
-// backward launcher pair with the same signatures, plus the backward workspace size).
+// the tensor-core forward and backward (kernels/cuda/attention_tc.cuh; the forward is the
+// Hopper wgmma kernel on an sm_90 device for s2 and dense masks, mma.sync otherwise); --impl
+// tc-sm80 the same with the mma.sync forward everywhere. Each implementation is an AttnImpl
+// below (a forward / backward launcher pair with the same signatures, plus the backward
+// workspace size).
 //
 // Example: ./bench_s2attn --n 8192,32768 --dir fwd --json s2attn.json --markdown
 #include <CLI/CLI.hpp>
@@ -340,8 +343,13 @@ const AttnImpl kImpls[] = {
     {"simt", "CUDA-core flash-style kernel (kernels/cuda/attention.cuh)",
      &ll::cuda::attention_forward, &ll::cuda::attention_backward,
      &ll::cuda::attention_backward_workspace_bytes},
-    {"tc", "tensor-core forward and backward (kernels/cuda/attention_tc.cuh, mma.sync)",
+    {"tc",
+     "tensor-core forward and backward (kernels/cuda/attention_tc.cuh; forward: wgmma on sm_90 "
+     "for s2 / dense, else mma.sync; backward: mma.sync)",
      &ll::cuda::attention_forward_tc, &ll::cuda::attention_backward_tc,
+     &ll::cuda::attention_backward_workspace_bytes},
+    {"tc-sm80", "tensor-core forward and backward, both mma.sync (kernels/cuda/attention_tc.cuh)",
+     &ll::cuda::attention_forward_tc_sm80, &ll::cuda::attention_backward_tc,
      &ll::cuda::attention_backward_workspace_bytes},
 };
 
@@ -573,6 +581,11 @@ int run_bench(const Options& o) {
              double(info.total_bytes) / double(1 << 30), cuda_version_text(driver),
              cuda_version_text(runtime), double(l2_bytes) / double(1 << 20));
   fmt::print("impl      {}: {}\n", impl.name, impl.description);
+  if (o.impl == "tc")
+    fmt::print("          forward kernel here: {}\n",
+               ll::cuda::attention_forward_tc_uses_hopper(ll::AttnMask{s2_mode, 2, 2, 2})
+                   ? "Hopper (wgmma + bulk tensor copies)"
+                   : "mma.sync");
   fmt::print("shape     bf16, heads {}, kv heads {}, hd {}, batch {}{}; S2 mask {}, G = {}\n",
              o.heads, kv_heads, o.hd, o.batch,
              o.batch > 1 ? " (one launch per sequence, all inside the timed region)" : "",
@@ -725,9 +738,10 @@ int run(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"s2", "s2-roll"}));
   app.add_option("--impl", o.impl,
-                 "kernel: simt (CUDA cores) or tc (tensor cores, forward and backward)")
+                 "kernel: simt (CUDA cores), tc (tensor cores; Hopper forward on sm_90) or "
+                 "tc-sm80 (tensor cores, mma.sync forward everywhere)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"simt", "tc"}));
+      ->check(CLI::IsMember({"simt", "tc", "tc-sm80"}));
   app.add_option("--json", o.json_path,
                  "also write the rows as JSON (with device, driver/runtime, date, $LL_COMMIT)");
   app.add_flag("--markdown", o.markdown,

@@ -2,8 +2,10 @@
 # Checks that the tensor-core attention kernels really use tensor cores: disassembles the CUDA
 # library of a build (cuobjdump -sass on <build>/libll_cuda.a) and counts, per kernel and per
 # architecture (sm_80, sm_90a), the HMMA instructions of every attention_forward_tc kernel
-# (mma.sync lowers to HMMA on both). Also counts LDSM (ldmatrix), MUFU.EX2 and local-memory
-# instructions (LDL/STL, which ptxas -warn-lmem-usage should already have refused).
+# (mma.sync lowers to HMMA on both), and the HGMMA (wgmma) and UTMALDG (bulk tensor copy)
+# instructions of the Hopper forward (attention_forward_sm90, sm_90a only: its sm_80 body is
+# empty). Also counts LDSM (ldmatrix), MUFU.EX2 and local-memory instructions (LDL/STL, which
+# ptxas -warn-lmem-usage should already have refused).
 #
 # Usage: scripts/check_sass.sh [build-dir]     (default: build)
 # CHECK_SASS_PATTERN=<substring> checks other kernels instead (e.g. to see the check fail).
@@ -64,41 +66,63 @@ trap 'rm -f "${sass}"' EXIT
 
 demangle() { if command -v c++filt >/dev/null 2>&1; then c++filt; else cat; fi; }
 
-# One line per (arch, kernel): arch <tab> mangled name <tab> HMMA LDSM EX2 LOCAL.
-table=$(awk -v pat="${pattern}" '
+# One line per (arch, kernel) of the kernels whose name contains $1:
+# arch <tab> mangled name <tab> HMMA HGMMA UTMALDG LDSM EX2 LOCAL.
+count_table() {
+  awk -v pat="$1" '
   /^[[:space:]]*arch = / { arch = $3; next }
   /Function : / { fn = $3; if (index(fn, pat) > 0) { key = arch "\t" fn; seen[key] = 1 } next }
   fn != "" && index(fn, pat) > 0 {
     key = arch "\t" fn
-    if ($0 ~ /HMMA/) hmma[key]++
+    if ($0 ~ /[[:space:]]HMMA/) hmma[key]++
+    if ($0 ~ /HGMMA/) hgmma[key]++
+    if ($0 ~ /UTMALDG/) tma[key]++
     if ($0 ~ /LDSM/) ldsm[key]++
     if ($0 ~ /MUFU\.EX2/) ex2[key]++
     if ($0 ~ /[[:space:]](LDL|STL)(\.|[[:space:]])/) lmem[key]++
   }
   END {
     for (key in seen)
-      printf "%s\t%d\t%d\t%d\t%d\n", key, hmma[key] + 0, ldsm[key] + 0, ex2[key] + 0, lmem[key] + 0
-  }' "${sass}" | sort)
+      printf "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", key, hmma[key] + 0, hgmma[key] + 0, tma[key] + 0,
+        ldsm[key] + 0, ex2[key] + 0, lmem[key] + 0
+  }' "${sass}" | sort
+}
 
 status=0
-printf '%-7s %6s %6s %6s %6s  %s\n' arch HMMA LDSM EX2 LDL/STL kernel
-while IFS=$'\t' read -r arch fn hmma ldsm ex2 lmem; do
-  [[ -z "${arch}" ]] && continue
-  name=$(echo "${fn}" | demangle | sed -E 's/\(anonymous namespace\):://g; s/^void //; s/\(.*$//')
-  verdict=ok
-  if (( hmma == 0 )); then verdict="FAIL: no HMMA"; status=1; fi
-  if (( lmem > 0 )); then verdict="FAIL: local memory"; status=1; fi
-  printf '%-7s %6d %6d %6d %6d  %s  %s\n' "${arch}" "${hmma}" "${ldsm}" "${ex2}" "${lmem}" \
-    "${name}" "${verdict}"
-done <<<"${table}"
+printf '%-7s %6s %6s %7s %6s %6s %6s  %s\n' arch HMMA HGMMA UTMALDG LDSM EX2 LDL/STL kernel
+# check <name pattern> <required instruction: hmma|hgmma> <archs...>
+check() {
+  local pat="$1" need="$2"
+  shift 2
+  local table arch
+  table=$(count_table "${pat}")
+  while IFS=$'\t' read -r arch fn hmma hgmma tma ldsm ex2 lmem; do
+    [[ -z "${arch}" ]] && continue
+    [[ " $* " == *" ${arch} "* ]] || continue
+    name=$(echo "${fn}" | demangle | sed -E 's/\(anonymous namespace\):://g; s/^void //; s/\(.*$//')
+    verdict=ok
+    if [[ "${need}" == hmma ]] && (( hmma == 0 )); then verdict="FAIL: no HMMA"; status=1; fi
+    if [[ "${need}" == hgmma ]] && (( hgmma == 0 || tma == 0 )); then
+      verdict="FAIL: no HGMMA or no UTMALDG"; status=1
+    fi
+    if (( lmem > 0 )); then verdict="FAIL: local memory"; status=1; fi
+    printf '%-7s %6d %6d %7d %6d %6d %6d  %s  %s\n' "${arch}" "${hmma}" "${hgmma}" "${tma}" \
+      "${ldsm}" "${ex2}" "${lmem}" "${name}" "${verdict}"
+  done <<<"${table}"
+  for arch in "$@"; do
+    if ! grep -q "^${arch}"$'\t' <<<"${table}"; then
+      echo "check_sass: FAIL: no ${pat} kernel in the ${arch} SASS" >&2
+      status=1
+    fi
+  done
+}
 
-for arch in "${archs[@]}"; do
-  if ! grep -q "^${arch}"$'\t' <<<"${table}"; then
-    echo "check_sass: FAIL: no ${pattern} kernel in the ${arch} SASS" >&2
-    status=1
-  fi
-done
+check "${pattern}" hmma "${archs[@]}"
+if [[ -z "${CHECK_SASS_PATTERN:-}" ]]; then
+  check attention_forward_sm90 hgmma sm_90a
+fi
 if (( status == 0 )); then
-  echo "check_sass: ok: every ${pattern} kernel has HMMA on ${archs[*]}"
+  echo "check_sass: ok: every ${pattern} kernel has HMMA on ${archs[*]}" \
+    "${CHECK_SASS_PATTERN:+}${CHECK_SASS_PATTERN:-and the Hopper forward HGMMA + UTMALDG on sm_90a}"
 fi
 exit "${status}"

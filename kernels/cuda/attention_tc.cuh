@@ -1,6 +1,8 @@
 #pragma once
-// Tensor-core flash attention forward (FlashAttention-2 style, mma.sync bf16 -> fp32) for
-// sm_80 and newer. Same semantics as attention_forward in attention.cuh (dense, S2, S2Roll
+// Tensor-core flash attention forward for sm_80 and newer: on Hopper (compute capability 9.x,
+// built with sm_90a) the wgmma + bulk-tensor-copy kernel (attention_tc_forward_sm90.cuh) for
+// dense and S2 masks, otherwise (and for S2Roll, or with LL_CUDA_TC_HOPPER=0) the
+// FlashAttention-2 style mma.sync kernel (attention_tc_forward.cuh). Same semantics as attention_forward in attention.cuh (dense, S2, S2Roll
 // masks; GQA); bf16 storage, fp32 scores, softmax statistics and accumulation.
 //
 // Launcher checks (ll::Error): those of attention_forward (H % Hkv == 0, mask.seq_len == N,
@@ -25,6 +27,15 @@ void attention_forward_tc(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q
                           const __nv_bfloat16* k, const __nv_bfloat16* v, int64_t n_tokens,
                           int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                           const AttnMask& mask, cudaStream_t stream);
+
+// attention_forward_tc with the mma.sync kernel whatever the device (benchmarks compare them).
+void attention_forward_tc_sm80(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q,
+                               const __nv_bfloat16* k, const __nv_bfloat16* v, int64_t n_tokens,
+                               int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                               const AttnMask& mask, cudaStream_t stream);
+
+// Whether attention_forward_tc runs the Hopper kernel for `mask` on the current device.
+bool attention_forward_tc_uses_hopper(const AttnMask& mask);
 
 // Tensor-core backward of attention_forward_tc (mma.sync bf16 -> fp32, FlashAttention-2
 // style; kernels/cuda/attention_tc_backward.cuh). Same contract as attention_backward in

@@ -29,6 +29,14 @@ ForwardResult attention_forward_tc_emulated(const Bf16Bits& q, const Bf16Bits& k
                                             int64_t head_dim, const AttnMask& mask,
                                             bool with_lse = true);
 
+// The Hopper forward (attention_tc_forward_sm90.cuh: wgmma, bulk tensor copies) in the
+// emulator, with the emulator's tensor-map encoder. Same contract as above, except S2Roll masks
+// (which attention_forward_tc gives to the mma.sync kernel): rejected.
+ForwardResult attention_forward_sm90_emulated(const Bf16Bits& q, const Bf16Bits& k,
+                                              const Bf16Bits& v, int64_t n, int64_t n_heads,
+                                              int64_t n_kv_heads, int64_t head_dim,
+                                              const AttnMask& mask, bool with_lse = true);
+
 struct BackwardResult {
   Bf16Bits dq, dk, dv;              // [N, H, hd], [N, Hkv, hd], [N, Hkv, hd]
   std::vector<KernelRun> launches;  // rowdot, dK/dV, dQ

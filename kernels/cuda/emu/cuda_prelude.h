@@ -36,6 +36,8 @@
 #define __shared__ static
 #undef __launch_bounds__
 #define __launch_bounds__(...)
+#undef __grid_constant__
+#define __grid_constant__
 
 #define threadIdx (::ll::cuda::emu::thread_idx())
 #define blockIdx (::ll::cuda::emu::block_idx())

@@ -14,15 +14,13 @@
 
 #include "common/error.h"
 #include "kernels/cuda/emu/fiber_switch.h"
+#include "kernels/cuda/emu/simt_emulator_internal.h"
 
 namespace ll::cuda::emu {
-namespace {
+namespace detail {
 
 constexpr size_t kStackBytes = 256 * 1024;  // per fiber; the kernels' frames are a few KiB
 constexpr int kMaxThreads = 1024;
-
-enum class State { Running, AtBarrier, AtWarpOp, Done, Failed };
-enum class WarpOp { Shfl, Ldsm, LdsmTrans, Mma, SyncWarp };
 
 const char* op_name(WarpOp op) {
   switch (op) {
@@ -40,62 +38,7 @@ const char* op_name(WarpOp op) {
   return "?";
 }
 
-struct Copy {
-  uint32_t dst;
-  const unsigned char* src;
-  bool valid;
-};
-
-struct Fiber {
-  FiberContext ctx;
-  State state = State::Running;
-  WarpOp op = WarpOp::SyncWarp;
-  uint3 tid{};
-  // Warp-op operands and results.
-  uint32_t in_u[6] = {};
-  float in_f[4] = {};
-  uint32_t shfl_member_mask = 0;
-  BarrierReduce barrier_reduce = BarrierReduce::And;
-  int shfl_lane_mask = 0;
-  uint32_t out_u[4] = {};
-  float out_f[4] = {};
-  std::vector<std::vector<Copy>> committed;  // oldest first
-  std::vector<Copy> open;
-};
-
-// Race bookkeeping per dynamic shared-memory byte.
-struct ByteMeta {
-  int32_t writer = -1;           // thread whose cp.async last completed this byte
-  int64_t write_epoch = -1;      // block epoch of that completion
-  int64_t write_warp_sync = -1;  // the writer warp's __syncwarp count at completion
-  int64_t read_epoch = -1;       // block epoch of the last ldmatrix reads
-  uint32_t reader_warps = 0;     // warps that read it in read_epoch (bit per warp)
-  int32_t in_flight = 0;         // issued cp.async not yet completed
-};
-
-struct GlobalRange {
-  const unsigned char* base;
-  size_t bytes;
-};
-
 alignas(1024) unsigned char g_smem[kMaxDynamicSmem];
-
-struct Launch {
-  const char* name = "";
-  dim3 grid, block;
-  uint3 block_idx{};
-  size_t smem_bytes = 0;
-  const std::function<void()>* body = nullptr;
-  std::vector<Fiber> fibers;
-  std::vector<ByteMeta> meta;
-  std::vector<int64_t> warp_syncs;  // __syncwarp count per warp
-  int64_t epoch = 0;                // block barriers so far
-  int current = -1;
-  FiberContext scheduler;
-  std::string error;
-  LaunchStats stats;
-};
-
 Launch* g_launch = nullptr;
 std::vector<GlobalRange> g_globals;
 Order g_order = Order::Forward;
@@ -114,7 +57,6 @@ std::string where(const Launch& l, int thread) {
                      l.block_idx.x, l.block_idx.y, l.block_idx.z, thread, thread / 32, thread % 32);
 }
 
-// Records the error and leaves the fiber for good (it is never resumed).
 [[noreturn]] void fail(const std::string& what) {
   Launch& l = L();
   Fiber& f = self();
@@ -155,11 +97,11 @@ void check_shared_range(uint32_t addr, uint32_t bytes, const char* what) {
     fail(fmt::format("{} at shared address {} is not {}-byte aligned", what, addr, bytes));
 }
 
-void check_global_source(const unsigned char* src) {
+void check_global_range(const unsigned char* src, size_t bytes, const char* what) {
   if (g_globals.empty()) return;
   for (const GlobalRange& r : g_globals)
-    if (src >= r.base && src + 16 <= r.base + r.bytes) return;
-  fail(fmt::format("cp.async reads 16 bytes at {} outside every registered global buffer",
+    if (src >= r.base && src + bytes <= r.base + r.bytes) return;
+  fail(fmt::format("{} reads {} bytes at {} outside every registered global buffer", what, bytes,
                    static_cast<const void*>(src)));
 }
 
@@ -346,6 +288,10 @@ const char* state_name(const Fiber& f) {
       return "__syncthreads";
     case State::AtWarpOp:
       return op_name(f.op);
+    case State::AtGroupOp:
+      return group_op_name(f.gop);
+    case State::AtMbarrier:
+      return "mbarrier wait";
     case State::Done:
       return "exited";
     case State::Failed:
@@ -381,6 +327,7 @@ void run_block(Launch& l, Order order) {
   std::fill(l.meta.begin(), l.meta.begin() + long(l.smem_bytes), ByteMeta{});
   std::fill(l.warp_syncs.begin(), l.warp_syncs.end(), 0);
   l.epoch = 0;
+  reset_async_state(l);
   for (int i = 0; i < n; ++i) {
     Fiber& f = l.fibers[size_t(i)];
     f.state = State::Running;
@@ -405,12 +352,19 @@ void run_block(Launch& l, Order order) {
       progressed |= resolve_warp(l, w);
       if (!l.error.empty()) throw Error(l.error);
     }
+    for (int wg = 0; wg < n / 128; ++wg) {
+      progressed |= resolve_warpgroup(l, wg);
+      if (!l.error.empty()) throw Error(l.error);
+    }
+    progressed |= resolve_mbarrier_waits(l);
+    if (!l.error.empty()) throw Error(l.error);
     int at_barrier = 0, done = 0;
     for (const Fiber& f : l.fibers) {
       at_barrier += f.state == State::AtBarrier;
       done += f.state == State::Done;
       all_done &= f.state == State::Done;
-      any_warp_op |= f.state == State::AtWarpOp;
+      any_warp_op |=
+          f.state == State::AtWarpOp || f.state == State::AtGroupOp || f.state == State::AtMbarrier;
     }
     if (all_done) return;
     if (progressed) continue;
@@ -438,7 +392,9 @@ void run_block(Launch& l, Order order) {
   }
 }
 
-}  // namespace
+}  // namespace detail
+
+using namespace detail;
 
 void register_global(const void* base, size_t bytes) {
   g_globals.push_back({static_cast<const unsigned char*>(base), bytes});
@@ -470,6 +426,7 @@ LaunchStats run_grid(const char* kernel_name, dim3 grid, dim3 block, size_t dyna
   l.fibers.resize(size_t(threads));
   l.meta.resize(std::max<size_t>(dynamic_smem, 1));
   l.warp_syncs.assign(size_t(threads / 32), 0);
+  l.warpgroups.resize(size_t(threads / 128));
   g_launch = &l;
   try {
     for (unsigned z = 0; z < grid.z; ++z)
@@ -532,7 +489,7 @@ void cp_async_16(uint32_t dst, const void* src, bool valid) {
   Launch& l = L();
   check_shared_range(dst, 16, "cp.async destination");
   const auto* s = static_cast<const unsigned char*>(src);
-  if (valid) check_global_source(s);
+  if (valid) check_global_range(s, 16, "cp.async");
   const int warp = l.current / 32;
   for (uint32_t b = dst; b < dst + 16; ++b) {
     ByteMeta& m = l.meta[b];

@@ -32,6 +32,7 @@
 // check above, and the inline-asm wrappers themselves (kernels/cuda/tc_ptx.cuh): under the
 // emulator those wrappers are replaced by calls into this file, so their operand lists are
 // proven only by a run on a GPU.
+#include <cuda.h>          // CUtensorMap and its enums (types only; no driver library)
 #include <cuda_runtime.h>  // dim3, uint3
 
 #include <cstddef>
@@ -53,6 +54,9 @@ struct LaunchStats {
   int64_t ldmatrix = 0;             // warp-wide ldmatrix.x4 instructions
   int64_t cp_async_bytes = 0;       // bytes cp.async read from global memory (src-size 16)
   int64_t cp_async_zero_bytes = 0;  // bytes cp.async zero-filled (src-size 0)
+  int64_t wgmma = 0;                // warpgroup-wide wgmma.mma_async instructions
+  int64_t wgmma_flops = 0;          // 2 * 64 * N * 16 per wgmma
+  int64_t bulk_copy_bytes = 0;      // shared bytes written by bulk tensor copies (box bytes)
 
   LaunchStats& operator+=(const LaunchStats& o) {
     blocks += o.blocks;
@@ -62,6 +66,9 @@ struct LaunchStats {
     ldmatrix += o.ldmatrix;
     cp_async_bytes += o.cp_async_bytes;
     cp_async_zero_bytes += o.cp_async_zero_bytes;
+    wgmma += o.wgmma;
+    wgmma_flops += o.wgmma_flops;
+    bulk_copy_bytes += o.bulk_copy_bytes;
     return *this;
   }
 };
@@ -114,5 +121,50 @@ void cp_async_wait(int pending_allowed);
 void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr, bool trans);
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
 uint32_t pack_bf16x2(float lo, float hi);  // cvt.rn.bf16x2.f32 (lo in the low half)
+
+// ---- Hopper (sm_90a) asynchronous operations (simt_emulator_async.cpp) ----
+// mbarrier (shared::cta, 8-byte aligned in dynamic shared memory): init with the arrival count
+// of a phase; a phase completes when all arrivals came and the expected transaction bytes
+// landed; wait_parity(p) returns once the phase of parity p has completed (the current phase's
+// parity is then not p), like a loop over mbarrier.try_wait.parity.
+//   Bulk tensor copies (cp.async.bulk.tensor.Nd.shared::cluster.global.mbarrier::complete_tx::
+// bytes, N <= 3) land when a thread waits on their barrier (the latest moment the hardware
+// may finish them); their box bytes count as transaction bytes; elements outside the tensor
+// are zero-filled. Swizzle 128B: byte address a of the box image is stored at
+// a ^ (((a >> 7) & 7) << 4) (the emulator requires a 1024-byte-aligned destination and rows of
+// exactly 128 bytes, so this is "16-byte chunk c of row r at c ^ (r % 8)").
+//   wgmma.mma_async.sync.aligned.m64nNk16.f32.bf16.bf16 (N = 8..256 by 8): a warpgroup
+// collective (4 consecutive warps, the first one's index divisible by 4); performed when a
+// wgmma.wait_group retires its commit group, reading the shared operands then. Descriptors
+// (PTX ISA "matrix descriptor"): start address bits 0-13, leading byte offset (LBO) 16-29,
+// stride byte offset (SBO) 32-45 (all >> 4), base offset 49-51 (must be 0), swizzle 62-63
+// (must be 1: 128B). Element addresses before the swizzle:
+//   K-major (A, or B with trans_b 0), row r of M / N, k < 16:  start + (r / 8) SBO + (r % 8) 128 + 2k
+//   N-major B (trans_b 1), k < 16, column n:  start + (n / 64) LBO + 2 (n % 64) + (k % 8) 128 + (k / 8) SBO
+// Register fragments (thread t of the warpgroup, warp w = t / 32, lane = 4 g + q):
+//   A (bf16x2 a0..a3): rows 16w + g, 16w + g + 8, 16w + g, 16w + g + 8; columns 2q, 2q, 2q + 8,
+//   2q + 8 (and + 1 in the high half).  D[i], i < N / 2: row 16w + g + 8 ((i % 4) / 2), column
+//   8 (i / 4) + 2q + (i % 2).
+void mbarrier_init(uint32_t addr, uint32_t count);
+void mbarrier_arrive(uint32_t addr);
+void mbarrier_arrive_expect_tx(uint32_t addr, uint32_t tx_bytes);
+void mbarrier_wait_parity(uint32_t addr, uint32_t parity);
+void bulk_tensor_load(uint32_t dst, const CUtensorMap* map, int rank, const int32_t* coords,
+                      uint32_t mbar);
+void wgmma_fence();
+// d: this thread's N / 2 accumulators; a_regs: A fragment, or null for A from desc_a.
+void wgmma_bf16(float* d, int n, uint64_t desc_a, const uint32_t* a_regs, uint64_t desc_b,
+                bool scale_d, bool trans_b);
+void wgmma_commit();
+void wgmma_wait(int pending_allowed);
+
+// cuTensorMapEncodeTiled for the emulator (same signature; bf16, rank <= 3, element strides 1,
+// swizzle none or 128B, zero fill): checks the driver's rules on alignment and sizes and stores
+// the emulator's encoding in the map.
+CUresult tensor_map_encode_tiled(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank,
+                                 void* base, const cuuint64_t* dims, const cuuint64_t* strides,
+                                 const cuuint32_t* box, const cuuint32_t* element_strides,
+                                 CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle,
+                                 CUtensorMapL2promotion l2, CUtensorMapFloatOOBfill fill);
 
 }  // namespace ll::cuda::emu

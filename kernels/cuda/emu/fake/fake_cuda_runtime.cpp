@@ -7,6 +7,8 @@
 // toolkit's cuda_runtime_api.h, so the signatures are the real ones.
 #include <cuda_runtime_api.h>
 
+#include "kernels/cuda/emu/simt_emulator.h"
+
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -244,6 +246,26 @@ cudaError_t CUDARTAPI cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEve
 
 // Kernels run through the emulator's launcher (kernel_launch.cuh); nothing else launches.
 cudaError_t CUDARTAPI cudaFuncSetAttribute(const void*, cudaFuncAttribute, int) {
+  return cudaSuccess;
+}
+// Every kernel is built for the emulator's sm_90 (the Hopper kernels included).
+cudaError_t CUDARTAPI cudaFuncGetAttributes(cudaFuncAttributes* attr, const void* func) {
+  if (attr == nullptr || func == nullptr) return fail(cudaErrorInvalidValue);
+  *attr = cudaFuncAttributes{};
+  attr->binaryVersion = 90;
+  attr->ptxVersion = 90;
+  attr->maxThreadsPerBlock = 1024;
+  return cudaSuccess;
+}
+// The driver entry point of the bulk tensor copy descriptors is the emulator's encoder.
+cudaError_t CUDARTAPI cudaGetDriverEntryPointByVersion(const char* symbol, void** fn,
+                                                       unsigned int, unsigned long long,
+                                                       cudaDriverEntryPointQueryResult* status) {
+  if (symbol == nullptr || fn == nullptr) return fail(cudaErrorInvalidValue);
+  const bool known = std::strcmp(symbol, "cuTensorMapEncodeTiled") == 0;
+  *fn = known ? reinterpret_cast<void*>(&ll::cuda::emu::tensor_map_encode_tiled) : nullptr;
+  if (status != nullptr)
+    *status = known ? cudaDriverEntryPointSuccess : cudaDriverEntryPointSymbolNotFound;
   return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaLaunchKernel(const void*, dim3, dim3, void**, size_t, cudaStream_t) {

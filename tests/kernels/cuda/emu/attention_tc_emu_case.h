@@ -26,35 +26,59 @@ using emu_util::from_bf16_bits;
 using emu_util::run_both_orders;
 using emu_util::to_bf16_bits;
 
+struct Inputs {
+  std::vector<float> q, k, v, out_ref, lse_ref;
+};
+
+// Random inputs of case c and the CPU reference forward.
+inline Inputs make_inputs(const Case& c, std::mt19937_64& rng) {
+  const size_t nq = size_t(c.n * c.h * c.hd), nkv = size_t(c.n * c.hkv * c.hd);
+  Inputs in;
+  in.q = ll::test::round_bf16(ll::test::random_uniform(rng, nq, -1.5f, 1.5f));
+  in.k = ll::test::round_bf16(ll::test::random_uniform(rng, nkv, -1.5f, 1.5f));
+  in.v = ll::test::round_bf16(ll::test::random_uniform(rng, nkv, -1.0f, 1.0f));
+  in.out_ref.resize(nq);
+  in.lse_ref.resize(size_t(c.h * c.n));
+  ll::cpu::attention_forward(in.out_ref.data(), in.lse_ref.data(), in.q.data(), in.k.data(),
+                             in.v.data(), c.n, c.h, c.hkv, c.hd, mask_of(c));
+  return in;
+}
+
+// Runs `forward` (an emulated forward with attention_forward_tc_emulated's signature) in both
+// fiber orders and checks it against the reference; returns the result.
+template <typename Forward>
+emu::ForwardResult check_forward(const Case& c, const Inputs& in, Forward forward) {
+  const auto [fwd, fwd_rev] = run_both_orders([&] {
+    return forward(to_bf16_bits(in.q), to_bf16_bits(in.k), to_bf16_bits(in.v), c.n, c.h, c.hkv,
+                   c.hd, mask_of(c), true);
+  });
+  {
+    INFO("forward out vs CPU reference");
+    emu_util::check_bf16_close(fwd.out, in.out_ref, 1e-2, 1e-2, 1e-2);
+  }
+  {
+    INFO("forward lse vs CPU reference");
+    ll::test::check_close(fwd.lse, ll::test::to_double(in.lse_ref), 2e-4, 2e-5, 1e-5);
+  }
+  CHECK_MESSAGE(fwd_rev.out == fwd.out, "forward out differs with the reverse thread order");
+  CHECK_MESSAGE(ll::test::same_bytes(fwd_rev.lse, fwd.lse),
+                "forward lse differs with the reverse thread order");
+  return fwd;
+}
+
 inline void run_case(const Case& c, uint64_t seed, bool backward) {
   INFO("mode " << mode_name(c.mode) << " N " << c.n << " H " << c.h << " Hkv " << c.hkv << " hd "
                << c.hd << " G " << c.g << " seed " << seed);
   std::mt19937_64 rng(seed);
   const size_t nq = size_t(c.n * c.h * c.hd), nkv = size_t(c.n * c.hkv * c.hd);
-  const auto q = ll::test::round_bf16(ll::test::random_uniform(rng, nq, -1.5f, 1.5f));
-  const auto k = ll::test::round_bf16(ll::test::random_uniform(rng, nkv, -1.5f, 1.5f));
-  const auto v = ll::test::round_bf16(ll::test::random_uniform(rng, nkv, -1.0f, 1.0f));
+  const Inputs in = make_inputs(c, rng);
+  const auto& q = in.q;
+  const auto& k = in.k;
+  const auto& v = in.v;
+  const auto& out_ref = in.out_ref;
+  const auto& lse_ref = in.lse_ref;
   const ll::AttnMask mask = mask_of(c);
-
-  std::vector<float> out_ref(nq), lse_ref(size_t(c.h * c.n));
-  ll::cpu::attention_forward(out_ref.data(), lse_ref.data(), q.data(), k.data(), v.data(), c.n, c.h,
-                             c.hkv, c.hd, mask);
-
-  const auto [fwd, fwd_rev] = run_both_orders([&] {
-    return emu::attention_forward_tc_emulated(to_bf16_bits(q), to_bf16_bits(k), to_bf16_bits(v),
-                                              c.n, c.h, c.hkv, c.hd, mask);
-  });
-  {
-    INFO("forward out vs CPU reference");
-    emu_util::check_bf16_close(fwd.out, out_ref, 1e-2, 1e-2, 1e-2);
-  }
-  {
-    INFO("forward lse vs CPU reference");
-    ll::test::check_close(fwd.lse, ll::test::to_double(lse_ref), 2e-4, 2e-5, 1e-5);
-  }
-  CHECK_MESSAGE(fwd_rev.out == fwd.out, "forward out differs with the reverse thread order");
-  CHECK_MESSAGE(ll::test::same_bytes(fwd_rev.lse, fwd.lse),
-                "forward lse differs with the reverse thread order");
+  check_forward(c, in, emu::attention_forward_tc_emulated);
   if (!backward) return;
 
   const auto dout = ll::test::round_bf16(ll::test::random_uniform(rng, nq, -1.0f, 1.0f));

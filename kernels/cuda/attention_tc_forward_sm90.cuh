@@ -1,0 +1,378 @@
+#pragma once
+// Hopper (sm_90a) flash attention forward kernel: the same masks and contract as the mma.sync
+// forward (attention_tc_forward.cuh) with wgmma and the bulk tensor copy engine (TMA), and its
+// host launch sequence. Internal: included by attention_tc.cu (nvcc; the body is compiled for
+// sm_90a only) and by the SIMT emulator's host build, which run the same kernel and sequence.
+//
+// One block of 2 warpgroups (256 threads) per (128-query tile, head): warpgroup w owns query
+// rows 64w..64w+63 (wgmma's M = 64), each warp 16 of them. Keys in tiles of kBk = 128.
+// Shared memory (dynamic, rounded up to 1024 bytes, the 128-byte swizzle's atom): every tile is
+// stored as head-dim panels of 64 elements, rows of 128 bytes, 16-byte chunk c of row r at
+// chunk c ^ (r % 8) (the TMA's CU_TENSOR_MAP_SWIZZLE_128B, the layout wgmma reads with
+// swizzle mode 1):
+//   Q [HD/64][128][64] | K0 [HD/64][128][64] | V0 | K1 | V1 | 3 mbarriers
+//   (hd 64: 80 KiB, hd 128: 160 KiB; + 1 KiB alignment slack)
+// Thread 0 issues every copy: Q once, then K/V tile t + 1 while tile t is computed (two stages,
+// each completing on its own mbarrier with the box bytes as transaction count; rows past N
+// are zero-filled by the copy engine). Per tile and warpgroup:
+//   S[64 x 128] = Q K^T: HD/16 wgmma m64n128k16, A (Q) and B (K) K-major from shared memory;
+//   masking and online softmax in registers exactly as the mma.sync kernel (exp2 domain, quad
+//   shuffles; the accumulator layout per warp is mma.m16n8's C fragment, tile after tile);
+//   O[64 x HD] += P V: P rounded to bf16 in registers is wgmma's A fragment (the C fragments of
+//   S tiles 2kc, 2kc+1 are A's k16 step kc); per k16 step and 64-wide head-dim panel one
+//   wgmma m64n64k16 with B (V) N-major from shared memory. (One n64 per panel keeps the
+//   descriptor's leading byte offset out of play: a panel is one swizzle atom wide.)
+// A block barrier ends every tile: the next iteration's copy refills the stage it read.
+// Masking: as the mma.sync kernel, over key visit indices = key positions (no S2Roll here:
+// its wrapped tiles would need two copies per tile; attention_forward_tc sends S2Roll to the
+// mma.sync kernel). Tile skipping is per warpgroup (wgmma is a warpgroup collective), the
+// full-tile test per warp.
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/attention_mask.h"
+#include "kernels/cuda/dynamic_smem.cuh"
+#include "kernels/cuda/tc_ptx.cuh"
+#include "kernels/cuda/tc_ptx_sm90.cuh"
+
+namespace ll::cuda::tc::sm90 {
+
+using bf16 = __nv_bfloat16;
+
+namespace fwd {
+
+constexpr int kWarpgroups = 2;
+constexpr int kThreads = 128 * kWarpgroups;
+constexpr int kWarps = kThreads / 32;
+constexpr int kBq = 64 * kWarpgroups;  // query rows per block
+constexpr int kBk = 128;               // keys per tile
+constexpr int kPanelRowBytes = 128;    // 64 bf16: one swizzle-atom row
+constexpr int64_t kMaxTokens = INT32_MAX - 256;
+
+template <int HD>
+struct Sm90Shape {
+  static_assert(HD == 64 || HD == 128, "head dim 64 or 128");
+  static constexpr int kPanels = HD / 64;
+  static constexpr int kQPanelBytes = kBq * kPanelRowBytes;
+  static constexpr int kKvPanelBytes = kBk * kPanelRowBytes;
+  static constexpr int kQBytes = kPanels * kQPanelBytes;
+  static constexpr int kKvBytes = kPanels * kKvPanelBytes;  // one K or V tile
+  static constexpr int kBarrierOffset = kQBytes + 4 * kKvBytes;
+  static constexpr int kSmemBytes = kBarrierOffset + 3 * 8 + 1024;  // + alignment slack
+  static constexpr int kKSteps = HD / 16;                           // k16 steps of Q K^T
+};
+
+// Grid (ceil(N / 128), H), kThreads threads, Sm90Shape::kSmemBytes of dynamic shared memory.
+// tm_q: q as the 3-d tensor (HD, H, N), box (64, 1, 128); tm_k, tm_v: (HD, Hkv, N), box
+// (64, 1, 128); bf16, 128-byte swizzle, zero fill. Fragment notation: lane = 4 g + q4; a
+// thread holds S / O rows g and g + 8 of its warp's 16.
+template <int HD>
+__global__ void __launch_bounds__(kThreads, 1)
+    attention_forward_sm90_kernel(bf16* __restrict__ out, float* __restrict__ lse,
+                                  const __grid_constant__ CUtensorMap tm_q,
+                                  const __grid_constant__ CUtensorMap tm_k,
+                                  const __grid_constant__ CUtensorMap tm_v, int n, int n_heads,
+                                  int n_kv_heads, AttnMask mask, float scale, float scale_log2) {
+#if LL_SM90A_DEVICE_CODE
+  using S = Sm90Shape<HD>;
+  __shared__ int s_range[kWarps][4];  // per warp: f_min, f_max, l_min, l_max
+
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+  const int wg = warp >> 2;
+  const int g = lane >> 2, q4 = lane & 3;
+  const int h = int(blockIdx.y);
+  const int hk = h / (n_heads / n_kv_heads);
+  const int q0 = (int(gridDim.x) - 1 - int(blockIdx.x)) * kBq;  // last tile first
+  const int warp_row0 = warp * 16;                              // block row of its first row
+  const int64_t q_stride = int64_t(n_heads) * HD;
+
+  unsigned char* const smem_raw = dynamic_smem();
+  const uint32_t raw = uint32_t(__cvta_generic_to_shared(smem_raw));
+  const uint32_t s_q = (raw + 1023u) & ~1023u;
+  unsigned char* const smem = smem_raw + (s_q - raw);
+  const uint32_t s_kv = s_q + S::kQBytes;  // stage b: K at s_kv + 2b tiles, V right after
+  const uint32_t bar_q = s_q + S::kBarrierOffset, bar_kv = bar_q + 8;  // stage b: bar_kv + 8b
+
+  // Key ranges (visit indices = key positions) of this thread's two rows; rows past N: [1, 0].
+  int row_first[2], row_last[2];
+  int f_min = INT_MAX, f_max = INT_MIN, l_min = INT_MAX, l_max = INT_MIN;
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const int i = q0 + warp_row0 + g + 8 * hf;
+    if (i < n) {
+      const KeyRange kr = attn_key_range(mask, h, i);
+      row_first[hf] = int(kr.first);
+      row_last[hf] = int(kr.last);
+      f_min = min(f_min, row_first[hf]);
+      f_max = max(f_max, row_first[hf]);
+      l_min = min(l_min, row_last[hf]);
+      l_max = max(l_max, row_last[hf]);
+    } else {
+      row_first[hf] = 1;
+      row_last[hf] = 0;
+    }
+  }
+#pragma unroll
+  for (int o = 4; o < 32; o <<= 1) {  // the 4 lanes of a quad hold the same rows
+    f_min = min(f_min, __shfl_xor_sync(0xffffffffu, f_min, o));
+    f_max = max(f_max, __shfl_xor_sync(0xffffffffu, f_max, o));
+    l_min = min(l_min, __shfl_xor_sync(0xffffffffu, l_min, o));
+    l_max = max(l_max, __shfl_xor_sync(0xffffffffu, l_max, o));
+  }
+  if (lane == 0) {
+    s_range[warp][0] = f_min;
+    s_range[warp][1] = f_max;
+    s_range[warp][2] = l_min;
+    s_range[warp][3] = l_max;
+  }
+  if (tid == 0) {
+    mbar_init(bar_q, 1);
+    mbar_init(bar_kv, 1);
+    mbar_init(bar_kv + 8, 1);
+    fence_mbar_init();
+  }
+  __syncthreads();
+  // The block's visit range (union over its warps; row q0 < N is valid: non-empty) and this
+  // warpgroup's [first, last] bounds, which decide its tile skips.
+  int v_lo = INT_MAX, v_hi = INT_MIN, wg_lo = INT_MAX, wg_hi = INT_MIN;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    v_lo = min(v_lo, s_range[w][0]);
+    v_hi = max(v_hi, s_range[w][3]);
+    if (w / 4 == wg) {
+      wg_lo = min(wg_lo, s_range[w][0]);
+      wg_hi = max(wg_hi, s_range[w][3]);
+    }
+  }
+  const int n_tiles = (v_hi - v_lo) / kBk + 1;
+
+  // K and V tile of visit indices [v0, v0 + 128) -> stage `stage` (thread 0 only).
+  auto load_kv = [&](int stage, int v0) {
+    const uint32_t bar = bar_kv + 8u * uint32_t(stage);
+    const uint32_t s_k = s_kv + uint32_t(stage) * 2u * S::kKvBytes, s_v = s_k + S::kKvBytes;
+    mbar_arrive_expect_tx(bar, 2u * S::kKvBytes);
+#pragma unroll
+    for (int p = 0; p < S::kPanels; ++p) {
+      tma_load_3d(s_k + p * S::kKvPanelBytes, &tm_k, 64 * p, hk, v0, bar);
+      tma_load_3d(s_v + p * S::kKvPanelBytes, &tm_v, 64 * p, hk, v0, bar);
+    }
+  };
+  if (tid == 0) {
+    mbar_arrive_expect_tx(bar_q, S::kQBytes);
+#pragma unroll
+    for (int p = 0; p < S::kPanels; ++p)
+      tma_load_3d(s_q + p * S::kQPanelBytes, &tm_q, 64 * p, h, q0, bar_q);
+    load_kv(0, v_lo);
+  }
+
+  float o_acc[S::kPanels][32];
+  float m_run[2], l_run[2];  // running max (raw score) and this lane's partial sum, per row
+#pragma unroll
+  for (int p = 0; p < S::kPanels; ++p)
+#pragma unroll
+    for (int i = 0; i < 32; ++i) o_acc[p][i] = 0.0f;
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    m_run[hf] = -INFINITY;
+    l_run[hf] = 0.0f;
+  }
+  mbar_wait(bar_q, 0);
+
+#pragma unroll 1
+  for (int t = 0; t < n_tiles; ++t) {
+    const int v0 = v_lo + t * kBk;
+    if (tid == 0 && t + 1 < n_tiles) load_kv((t + 1) & 1, v0 + kBk);
+    mbar_wait(bar_kv + 8u * uint32_t(t & 1), uint32_t(t >> 1) & 1u);
+
+    const bool skip = v0 > wg_hi || v0 + (kBk - 1) < wg_lo;  // warpgroup-uniform
+    if (!skip) {
+      const bool full = f_max <= v0 && v0 + (kBk - 1) <= l_min;  // warp-uniform
+      const uint32_t s_k = s_kv + uint32_t(t & 1) * 2u * S::kKvBytes, s_v = s_k + S::kKvBytes;
+
+      // S = Q K^T (raw scores, fp32). s[i]: row g + 8 ((i % 4) / 2), key 8 (i / 4) + 2 q4 + i % 2.
+      float s[64];
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < S::kKSteps; ++ks) {
+        const uint32_t off = uint32_t(ks % 4) * 32u;  // k16 step within the 128-byte row
+        const uint64_t da = smem_desc_sw128(
+            s_q + (ks / 4) * S::kQPanelBytes + wg * 64 * kPanelRowBytes + off, 16, 1024);
+        const uint64_t db = smem_desc_sw128(s_k + (ks / 4) * S::kKvPanelBytes + off, 16, 1024);
+        wgmma_m64n128k16_ss(s, da, db, ks > 0 ? 1 : 0);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < 64; ++i) fence_operand(s[i]);
+
+      if (!full) {
+#pragma unroll
+        for (int i = 0; i < 64; ++i) {
+          const int hf = (i % 4) / 2, c = 8 * (i / 4) + 2 * q4 + (i % 2);
+          if (c < row_first[hf] - v0 || c > row_last[hf] - v0) s[i] = -INFINITY;
+        }
+      }
+
+      // Online softmax: p = exp2(s * scale_log2 - m * scale_log2); O and l rescaled by alpha.
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 16; ++j)
+          mx = fmaxf(mx, fmaxf(s[4 * j + 2 * hf], s[4 * j + 2 * hf + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_run[hf], mx);
+        // A row with nothing visible yet keeps m = -inf; subtract 0 then (no inf - inf NaN).
+        const float m_base = m_new == -INFINITY ? 0.0f : m_new * scale_log2;
+        const float alpha = exp2f(m_run[hf] * scale_log2 - m_base);
+        m_run[hf] = m_new;
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float p = exp2f(fmaf(s[4 * j + 2 * hf + e], scale_log2, -m_base));
+            s[4 * j + 2 * hf + e] = p;
+            sum += p;
+          }
+        }
+        l_run[hf] = l_run[hf] * alpha + sum;
+#pragma unroll
+        for (int p = 0; p < S::kPanels; ++p)
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            o_acc[p][4 * j + 2 * hf] *= alpha;
+            o_acc[p][4 * j + 2 * hf + 1] *= alpha;
+          }
+      }
+
+      // P as bf16 A fragments (k16 step kc: S tiles 2kc, 2kc + 1), then O += P V.
+      uint32_t pa[kBk / 16][4];
+#pragma unroll
+      for (int kc = 0; kc < kBk / 16; ++kc) {
+        pa[kc][0] = pack_bf16(s[8 * kc + 0], s[8 * kc + 1]);
+        pa[kc][1] = pack_bf16(s[8 * kc + 2], s[8 * kc + 3]);
+        pa[kc][2] = pack_bf16(s[8 * kc + 4], s[8 * kc + 5]);
+        pa[kc][3] = pack_bf16(s[8 * kc + 6], s[8 * kc + 7]);
+      }
+      wgmma_fence();  // orders the writes of pa and o_acc above before the wgmma reads
+#pragma unroll
+      for (int kc = 0; kc < kBk / 16; ++kc) {
+#pragma unroll
+        for (int p = 0; p < S::kPanels; ++p) {
+          // V rows 16kc.. of panel p: 8-key groups 1024 bytes apart (SBO; LBO set equal, see
+          // the header comment: one panel per instruction).
+          const uint64_t dv =
+              smem_desc_sw128(s_v + p * S::kKvPanelBytes + kc * 16 * kPanelRowBytes, 1024, 1024);
+          wgmma_m64n64k16_rs_nmajor(o_acc[p], pa[kc], dv, 1);
+        }
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+#pragma unroll
+      for (int p = 0; p < S::kPanels; ++p)
+#pragma unroll
+        for (int i = 0; i < 32; ++i) fence_operand(o_acc[p][i]);
+    }
+    __syncthreads();  // stage t & 1 is refilled by the next iteration's copy
+  }
+
+  // Epilogue: O / l as bf16 into this warp's own rows of the Q tile (read by this warpgroup's
+  // wgmma only, all retired), then 16-byte stores of whole rows.
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    float l = l_run[hf];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // every valid row sees itself: l >= 1
+    const int row = warp_row0 + g + 8 * hf;
+#pragma unroll
+    for (int p = 0; p < S::kPanels; ++p) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const uint32_t packed =
+            pack_bf16(o_acc[p][4 * j + 2 * hf] * inv, o_acc[p][4 * j + 2 * hf + 1] * inv);
+        const int addr =
+            p * S::kQPanelBytes + row * kPanelRowBytes + ((j ^ (row & 7)) << 4) + 4 * q4;
+        *reinterpret_cast<uint32_t*>(smem + addr) = packed;
+      }
+    }
+    const int i = q0 + row;
+    if (lse != nullptr && q4 == 0 && i < n)
+      lse[int64_t(h) * n + i] = l > 0.0f ? m_run[hf] * scale + logf(l) : -INFINITY;
+  }
+  __syncwarp();
+  constexpr int kChunks = HD / 8;  // 16-byte chunks per row
+#pragma unroll
+  for (int c = lane; c < 16 * kChunks; c += 32) {
+    const int row = warp_row0 + c / kChunks, ch = c % kChunks;
+    const int i = q0 + row;
+    if (i < n) {
+      const int addr =
+          (ch / 8) * S::kQPanelBytes + row * kPanelRowBytes + (((ch % 8) ^ (row & 7)) << 4);
+      const uint4 val = *reinterpret_cast<const uint4*>(smem + addr);
+      *reinterpret_cast<uint4*>(out + int64_t(i) * q_stride + int64_t(h) * HD + ch * 8) = val;
+    }
+  }
+#endif  // LL_SM90A_DEVICE_CODE
+}
+
+// The tensor maps of attention_forward_sm90_kernel: `encode` is cuTensorMapEncodeTiled's
+// signature (the driver's on a GPU, the emulator's in tests). Returns false when the driver
+// rejects a map.
+template <typename Encode>
+bool make_forward_maps(Encode encode, CUtensorMap& tm_q, CUtensorMap& tm_k, CUtensorMap& tm_v,
+                       const bf16* q, const bf16* k, const bf16* v, int n, int n_heads,
+                       int n_kv_heads, int head_dim) {
+  auto make = [&](CUtensorMap& m, const bf16* base, int heads, int box_rows) {
+    const cuuint64_t dims[3] = {cuuint64_t(head_dim), cuuint64_t(heads), cuuint64_t(n)};
+    const cuuint64_t strides[2] = {cuuint64_t(head_dim) * 2, cuuint64_t(heads) * head_dim * 2};
+    const cuuint32_t box[3] = {64, 1, cuuint32_t(box_rows)};
+    const cuuint32_t elem[3] = {1, 1, 1};
+    return encode(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<bf16*>(base), dims, strides,
+                  box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  };
+  return make(tm_q, q, n_heads, kBq) && make(tm_k, k, n_kv_heads, kBk) &&
+         make(tm_v, v, n_kv_heads, kBk);
+}
+
+template <int HD, typename Launcher>
+void run_forward_sm90_hd(const Launcher& launch, bf16* out, float* lse, const CUtensorMap& tm_q,
+                         const CUtensorMap& tm_k, const CUtensorMap& tm_v, int n, int n_heads,
+                         int n_kv_heads, const AttnMask& mask) {
+  using S = Sm90Shape<HD>;
+  const float scale = float(1.0 / std::sqrt(double(HD)));
+  const float scale_log2 = float(1.4426950408889634 / std::sqrt(double(HD)));  // log2(e)/sqrt
+  const dim3 grid(unsigned((int64_t(n) + kBq - 1) / kBq), unsigned(n_heads));
+  launch("attention_forward_sm90_kernel", attention_forward_sm90_kernel<HD>, grid, dim3(kThreads),
+         size_t(S::kSmemBytes), out, lse, tm_q, tm_k, tm_v, n, n_heads, n_kv_heads, mask, scale,
+         scale_log2);
+}
+
+}  // namespace fwd
+
+// The launch sequence of the Hopper forward after the argument checks (N > 0, no S2Roll mask,
+// 16-byte aligned tensors). Returns false (and launches nothing) when `encode` rejects a map.
+template <typename Launcher, typename Encode>
+bool run_forward_sm90(const Launcher& launch, Encode encode, bf16* out, float* lse, const bf16* q,
+                      const bf16* k, const bf16* v, int n, int n_heads, int n_kv_heads,
+                      int head_dim, const AttnMask& mask) {
+  CUtensorMap tm_q, tm_k, tm_v;
+  if (!fwd::make_forward_maps(encode, tm_q, tm_k, tm_v, q, k, v, n, n_heads, n_kv_heads, head_dim))
+    return false;
+  if (head_dim == 64)
+    fwd::run_forward_sm90_hd<64>(launch, out, lse, tm_q, tm_k, tm_v, n, n_heads, n_kv_heads, mask);
+  else
+    fwd::run_forward_sm90_hd<128>(launch, out, lse, tm_q, tm_k, tm_v, n, n_heads, n_kv_heads, mask);
+  return true;
+}
+
+}  // namespace ll::cuda::tc::sm90

@@ -1,0 +1,57 @@
+// The Hopper tensor-core attention forward (kernels/cuda/attention_tc_forward_sm90.cuh: wgmma,
+// bulk tensor copies on mbarriers) runs in the SIMT emulator against the fp32 CPU reference,
+// in both fiber orders: dense and S2 (both halves of heads), MHA and GQA, head dims 64 and 128,
+// N around the 128-row tiles, G dividing N, not dividing it, below the tile and above N.
+// Outputs start poisoned. The emulator checks wgmma operand reads against copies still in
+// flight, bulk copies over operands a wgmma in flight still reads, mbarrier misuse, shared
+// bounds and global reads outside the tensors.
+// What this does not prove: the inline PTX (kernels/cuda/tc_ptx_sm90.cuh), replaced here by the
+// emulator's implementation of each instruction from the PTX ISA (its reading of the
+// descriptor and fragment layouts is the emulator's, written independently of this kernel),
+// and anything about speed. S2Roll goes to the mma.sync kernel (test_attention_tc_emu).
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "kernels/attention_mask.h"
+#include "tests/kernels/kernel_test_util.h"
+
+#if defined(LL_HAVE_CUDA_EMU)
+#include "tests/kernels/cuda/emu/attention_tc_emu_case.h"
+#endif
+
+TEST_CASE("emulated Hopper tensor-core attention forward matches the CPU reference") {
+#if defined(LL_HAVE_CUDA_EMU)
+  using ll::test::emu_case::Case;
+  namespace ec = ll::test::emu_case;
+  const auto seeds = ll::test::test_seeds();
+  std::vector<Case> cases;
+  for (int64_t hd : {64, 128}) {
+    cases.push_back({ll::AttnMode::Dense, 1, 2, 2, hd, 0});
+    cases.push_back({ll::AttnMode::Dense, 130, 2, 1, hd, 0});
+    cases.push_back({ll::AttnMode::Dense, 400, 2, 2, hd, 0});  // 3-4 key tiles, ragged
+    cases.push_back({ll::AttnMode::S2, 200, 4, 2, hd, 72});    // G does not divide N
+    cases.push_back({ll::AttnMode::S2, 64, 2, 2, hd, 16});     // G below the tile size
+    cases.push_back({ll::AttnMode::S2, 65, 4, 1, hd, 68});     // G > N
+  }
+  cases.push_back({ll::AttnMode::S2, 512, 2, 2, 128, 128});  // whole segments skip tiles
+  int index = 0;
+  for (const Case& c : cases) {
+    const uint64_t seed = ll::test::emu_util::case_seed(seeds, size_t(index++));
+    INFO("mode " << ll::test::mode_name(c.mode) << " N " << c.n << " H " << c.h << " Hkv " << c.hkv
+                 << " hd " << c.hd << " G " << c.g << " seed " << seed);
+    std::mt19937_64 rng(seed);
+    const ec::Inputs in = ec::make_inputs(c, rng);
+    const auto fwd = ec::check_forward(c, in, ll::cuda::emu::attention_forward_sm90_emulated);
+    CHECK(fwd.launches.size() == 1);
+  }
+#else
+  std::printf(
+      "SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "
+      "source with its headers)\n");
+  std::exit(77);
+#endif
+}
