@@ -14,6 +14,9 @@
 // S2Roll's shifted heads break contiguity only for the rows straddling the roll (rolled index
 // N - 1 next to 0): that one row group per head walks its whole range; the excess is reported
 // and bounded.
+// The Hopper forward (wgmma, bulk tensor copies) is counted the same way with its own
+// geometry: 128-row blocks, 64-row groups (a warpgroup), 128-key tiles; its copies move whole
+// boxes (128 rows of Q per block, 128 rows of K and of V per visited tile).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -38,13 +41,14 @@ namespace {
 namespace emu = ll::cuda::emu;
 using Case = ll::test::AttnCase;
 
-constexpr int64_t kTile = 64;  // keys (queries) per tile of the other side; rows per block
+constexpr int64_t kTile = 64;  // mma.sync kernels: keys (queries) per tile of the other side
 
 struct Work {
   int64_t units = 0;       // (row group, tile) units the kernel's rule computes
   int64_t needed = 0;      // units holding at least one visible pair
   int64_t other_rows = 0;  // rows of the other side loaded (sum of union lengths)
   int64_t own_rows = 0;    // own rows loaded
+  int64_t tiles = 0;       // tiles of the other side a block walks (summed over blocks, heads)
 };
 
 // Visible [first, last] (visit indices of the other side) of own row `r` of head `head`.
@@ -60,7 +64,7 @@ ll::KeyRange query_side(const ll::AttnMask& m, int64_t head, int64_t j) {
 // Blocks of `block_rows` own rows (positions), warps of `warp_rows`; `heads` lists the heads
 // one block serves (its union spans all of them per head, loaded per head).
 void count_blocks(const ll::AttnMask& m, const std::vector<int64_t>& heads, int64_t block_rows,
-                  int64_t warp_rows, RangeOf range_of, Work& w) {
+                  int64_t warp_rows, RangeOf range_of, Work& w, int64_t tile = kTile) {
   const int64_t n = m.seq_len;
   for (int64_t r0 = 0; r0 < n; r0 += block_rows) {
     const int64_t r1 = std::min(n, r0 + block_rows);
@@ -73,6 +77,7 @@ void count_blocks(const ll::AttnMask& m, const std::vector<int64_t>& heads, int6
         hi = std::max(hi, kr.last);
       }
       w.other_rows += hi - lo + 1;
+      w.tiles += (hi - lo) / tile + 1;
       for (int64_t g0 = r0; g0 < r1; g0 += warp_rows) {
         const int64_t g1 = std::min(r1, g0 + warp_rows);
         int64_t f = INT64_MAX, l = INT64_MIN;
@@ -81,8 +86,8 @@ void count_blocks(const ll::AttnMask& m, const std::vector<int64_t>& heads, int6
           f = std::min(f, kr.first);
           l = std::max(l, kr.last);
         }
-        for (int64_t v0 = lo; v0 <= hi; v0 += kTile) {
-          const int64_t v1 = v0 + kTile - 1;
+        for (int64_t v0 = lo; v0 <= hi; v0 += tile) {
+          const int64_t v1 = v0 + tile - 1;
           w.units += !(v0 > l || v1 < f);
           bool any = false;
           for (int64_t r = g0; r < g1 && !any; ++r) {
@@ -190,8 +195,53 @@ Totals run_and_count(const Case& c) {
   return t;
 }
 
+// The Hopper forward: wgmma FLOPs and bulk-copy bytes against the mask-derived units; returns
+// the FLOPs.
+int64_t run_and_count_sm90(const Case& c) {
+  INFO("Hopper forward: mode " << std::string(ll::test::mode_name(c.mode)) << " N " << c.n
+                               << " H " << c.h << " Hkv " << c.hkv << " hd " << c.hd << " G "
+                               << c.g);
+  const ll::AttnMask mask = ll::test::mask_of(c);
+  const size_t nq = size_t(c.n * c.h * c.hd), nkv = size_t(c.n * c.hkv * c.hd);
+  const emu::Bf16Bits q(nq, 0x3c00), k(nkv, 0x3c00), v(nkv, 0x3c00);  // values do not matter
+  const emu::ForwardResult f =
+      emu::attention_forward_sm90_emulated(q, k, v, c.n, c.h, c.hkv, c.hd, mask);
+  constexpr int64_t kBlockRows = 128, kGroupRows = 64, kKeyTile = 128;
+  Work w;
+  for (int64_t h = 0; h < c.h; ++h)
+    count_blocks(mask, one_head(h), kBlockRows, kGroupRows, key_side, w, kKeyTile);
+  check_rule(c, w, "Hopper forward");
+  const emu::LaunchStats& s = stats_of(f.launches, "attention_forward_sm90_kernel");
+  // Per unit: S = Q K^T and O += P V, 2 x 64 x 128 x hd multiply-adds each.
+  CHECK(s.wgmma_flops == w.units * 4 * kGroupRows * kKeyTile * c.hd);
+  CHECK(s.mma == 0);
+  // Per block and head: a 128-row Q box, then a K and a V box per tile walked.
+  const int64_t blocks = (c.n + kBlockRows - 1) / kBlockRows * c.h;
+  CHECK(s.bulk_copy_bytes == (blocks + 2 * w.tiles) * kBlockRows * c.hd * 2);
+  CHECK(s.cp_async_bytes == 0);
+  return s.wgmma_flops;
+}
+
 }  // namespace
 #endif
+
+TEST_CASE("the Hopper attention forward does exactly the work the S2-Attn segments need") {
+#if defined(LL_HAVE_CUDA_EMU)
+  for (int64_t hd : {64, 128}) {
+    const int64_t dense = run_and_count_sm90(Case{ll::AttnMode::Dense, 1024, 2, 1, hd, 0});
+    const int64_t s2 = run_and_count_sm90(Case{ll::AttnMode::S2, 1024, 2, 1, hd, 256});
+    const double ratio = double(dense) / double(s2);
+    MESSAGE("Hopper forward, hd " << hd << ", N 1024, G 256: wgmma FLOPs dense " << dense
+                                  << ", S2 " << s2 << " (" << ratio << "x less)");
+    CHECK(ratio > 2.5);
+  }
+  run_and_count_sm90(Case{ll::AttnMode::S2, 456, 4, 2, 128, 112});  // GQA, ragged segments
+  run_and_count_sm90(Case{ll::AttnMode::S2, 300, 2, 2, 64, 16});    // G far below the tile
+#else
+  std::printf("SKIP: built without the CUDA toolkit\n");
+  std::exit(77);
+#endif
+}
 
 TEST_CASE("tensor-core attention kernels do exactly the work the S2-Attn segments need") {
 #if defined(LL_HAVE_CUDA_EMU)
