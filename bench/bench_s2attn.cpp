@@ -19,9 +19,9 @@
 // [kG, kG+G) in rolled order (ragged last). --self-check checks this count against brute force.
 //
 // Implementations: --impl simt is the CUDA-core kernel (kernels/cuda/attention.cuh); --impl tc
-// the tensor-core forward and backward (kernels/cuda/attention_tc.cuh; the forward is the
-// Hopper wgmma kernel on an sm_90 device for s2 and dense masks, mma.sync otherwise); --impl
-// tc-sm80 the same with the mma.sync forward everywhere. Each implementation is an AttnImpl
+// the tensor-core forward and backward (kernels/cuda/attention_tc.cuh: the Hopper wgmma kernels
+// on an sm_90 device for s2 and dense masks, mma.sync otherwise); --impl tc-sm80 the mma.sync
+// kernels everywhere. Each implementation is an AttnImpl
 // below (a forward / backward launcher pair with the same signatures, plus the backward
 // workspace size).
 //
@@ -344,12 +344,12 @@ const AttnImpl kImpls[] = {
      &ll::cuda::attention_forward, &ll::cuda::attention_backward,
      &ll::cuda::attention_backward_workspace_bytes},
     {"tc",
-     "tensor-core forward and backward (kernels/cuda/attention_tc.cuh; forward: wgmma on sm_90 "
-     "for s2 / dense, else mma.sync; backward: mma.sync)",
+     "tensor-core forward and backward (kernels/cuda/attention_tc.cuh: wgmma on sm_90 for s2 / "
+     "dense, else mma.sync)",
      &ll::cuda::attention_forward_tc, &ll::cuda::attention_backward_tc,
      &ll::cuda::attention_backward_workspace_bytes},
-    {"tc-sm80", "tensor-core forward and backward, both mma.sync (kernels/cuda/attention_tc.cuh)",
-     &ll::cuda::attention_forward_tc_sm80, &ll::cuda::attention_backward_tc,
+    {"tc-sm80", "tensor-core forward and backward, mma.sync (kernels/cuda/attention_tc.cuh)",
+     &ll::cuda::attention_forward_tc_sm80, &ll::cuda::attention_backward_tc_sm80,
      &ll::cuda::attention_backward_workspace_bytes},
 };
 
@@ -582,8 +582,8 @@ int run_bench(const Options& o) {
              cuda_version_text(runtime), double(l2_bytes) / double(1 << 20));
   fmt::print("impl      {}: {}\n", impl.name, impl.description);
   if (o.impl == "tc")
-    fmt::print("          forward kernel here: {}\n",
-               ll::cuda::attention_forward_tc_uses_hopper(ll::AttnMask{s2_mode, 2, 2, 2})
+    fmt::print("          kernels here: {}\n",
+               ll::cuda::attention_tc_uses_hopper(ll::AttnMask{s2_mode, 2, 2, 2})
                    ? "Hopper (wgmma + bulk tensor copies)"
                    : "mma.sync");
   fmt::print("shape     bf16, heads {}, kv heads {}, hd {}, batch {}{}; S2 mask {}, G = {}\n",
@@ -738,8 +738,8 @@ int run(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"s2", "s2-roll"}));
   app.add_option("--impl", o.impl,
-                 "kernel: simt (CUDA cores), tc (tensor cores; Hopper forward on sm_90) or "
-                 "tc-sm80 (tensor cores, mma.sync forward everywhere)")
+                 "kernel: simt (CUDA cores), tc (tensor cores; Hopper kernels on sm_90) or "
+                 "tc-sm80 (tensor cores, mma.sync everywhere)")
       ->capture_default_str()
       ->check(CLI::IsMember({"simt", "tc", "tc-sm80"}));
   app.add_option("--json", o.json_path,

@@ -3,8 +3,8 @@
 # library of a build (cuobjdump -sass on <build>/libll_cuda.a) and counts, per kernel and per
 # architecture (sm_80, sm_90a), the HMMA instructions of every attention_forward_tc kernel
 # (mma.sync lowers to HMMA on both), and the HGMMA (wgmma) and UTMALDG (bulk tensor copy)
-# instructions of the Hopper forward (attention_forward_sm90, sm_90a only: its sm_80 body is
-# empty). Also counts LDSM (ldmatrix), MUFU.EX2 and local-memory instructions (LDL/STL, which
+# instructions of the Hopper kernels (names containing _sm90_: forward, dK/dV, dQ; sm_90a only:
+# their sm_80 bodies are empty). Also counts LDSM (ldmatrix), MUFU.EX2 and local-memory instructions (LDL/STL, which
 # ptxas -warn-lmem-usage should already have refused).
 #
 # Usage: scripts/check_sass.sh [build-dir]     (default: build)
@@ -121,8 +121,8 @@ check() {
 check "${pattern}" hmma "${archs[@]}"
 hopper=""
 if [[ -z "${CHECK_SASS_PATTERN:-}" && " ${archs[*]} " == *" sm_90a "* ]]; then
-  check attention_forward_sm90 hgmma sm_90a
-  hopper=", and the Hopper forward has HGMMA and UTMALDG on sm_90a"
+  check _sm90_ hgmma sm_90a
+  hopper=", and the Hopper kernels have HGMMA and UTMALDG on sm_90a"
 fi
 if (( status == 0 )); then
   echo "check_sass: ok: every ${pattern} kernel has HMMA on ${archs[*]}${hopper}"

@@ -53,7 +53,7 @@ if ((build_ok)); then
   for pattern in attention_forward_tc attention_backward_tc; do
     CHECK_SASS_ARCHS=sm_$arch CHECK_SASS_PATTERN=$pattern scripts/check_sass.sh build-gpu >> "$out/check_sass.txt" 2>&1 || sass="FAIL($pattern)"
   done
-  # The Hopper forward: HGMMA and UTMALDG (checked where the build has sm_90a).
+  # The Hopper kernels: HGMMA and UTMALDG (checked where the build has sm_90a).
   CHECK_SASS_ARCHS=sm_$arch scripts/check_sass.sh build-gpu >> "$out/check_sass.txt" 2>&1 || sass="FAIL(hopper)"
 fi
 
@@ -99,13 +99,10 @@ if ((build_ok)); then
   if [[ "${GPU_CHECK_BENCH:-1}" == 1 ]]; then
     if (($(left) > 60)); then
       step "benchmark: bench_s2attn (attention kernel, dense vs S2-Attn)"
-      # tc: the Hopper forward on an H100; tc-sm80: the mma.sync forward beside it (the
-      # backward is the same kernel in both, so forward only).
+      # tc: the Hopper kernels on an H100; tc-sm80: the mma.sync kernels beside them.
       for impl in tc tc-sm80 simt; do
-        dir_args=()
-        [[ $impl == tc-sm80 ]] && dir_args=(--dir fwd)
         LL_COMMIT=$commit timeout 100 build-gpu/bench_s2attn --impl $impl --n 8192,32768 --budget-s 8 \
-          "${dir_args[@]}" --json "$out/s2attn_$impl.json" --markdown > "$out/s2attn_$impl.txt" 2>&1 || echo "bench_s2attn exit $?" >> "$out/s2attn_$impl.txt"
+          --json "$out/s2attn_$impl.json" --markdown > "$out/s2attn_$impl.txt" 2>&1 || echo "bench_s2attn exit $?" >> "$out/s2attn_$impl.txt"
       done
     fi
     if (($(left) > 60)) && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then

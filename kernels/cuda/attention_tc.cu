@@ -66,7 +66,7 @@ bool hopper_forward_available() {
 
 }  // namespace
 
-bool attention_forward_tc_uses_hopper(const AttnMask& mask) {
+bool attention_tc_uses_hopper(const AttnMask& mask) {
   return mask.mode != AttnMode::S2Roll && hopper_forward_available();
 }
 
@@ -86,7 +86,7 @@ void attention_forward_tc(bf16* out, float* lse, const bf16* q, const bf16* k, c
   check_args(n_tokens, n_heads, n_kv_heads, head_dim, mask);
   if (n_tokens == 0) return;
   check_pointers(out, q, k, v);
-  if (attention_forward_tc_uses_hopper(mask)) {
+  if (attention_tc_uses_hopper(mask)) {
     LL_CHECK(tc::sm90::run_forward_sm90(StreamLauncher{stream}, tensor_map_encoder(), out, lse, q,
                                         k, v, int(n_tokens), int(n_heads), int(n_kv_heads),
                                         int(head_dim), mask),

@@ -1,9 +1,11 @@
 #pragma once
-// Tensor-core flash attention forward for sm_80 and newer: on Hopper (compute capability 9.x,
-// built with sm_90a) the wgmma + bulk-tensor-copy kernel (attention_tc_forward_sm90.cuh) for
-// dense and S2 masks, otherwise (and for S2Roll, or with LL_CUDA_TC_HOPPER=0) the
-// FlashAttention-2 style mma.sync kernel (attention_tc_forward.cuh). Same semantics as attention_forward in attention.cuh (dense, S2, S2Roll
-// masks; GQA); bf16 storage, fp32 scores, softmax statistics and accumulation.
+// Tensor-core flash attention, forward and backward, for sm_80 and newer: on Hopper (compute
+// capability 9.x, built with sm_90a) the wgmma + bulk-tensor-copy kernels
+// (attention_tc_forward_sm90.cuh, attention_tc_backward_sm90.cuh) for dense and S2 masks,
+// otherwise (and for S2Roll, or with LL_CUDA_TC_HOPPER=0) the FlashAttention-2 style mma.sync
+// kernels (attention_tc_forward.cuh, attention_tc_backward.cuh). Same semantics as
+// attention_forward in attention.cuh (dense, S2, S2Roll masks; GQA); bf16 storage, fp32 scores,
+// softmax statistics and accumulation.
 //
 // Launcher checks (ll::Error): those of attention_forward (H % Hkv == 0, mask.seq_len == N,
 // mask.n_heads == H, S2 modes: even H and even group_size >= 2) plus what this kernel needs:
@@ -34,11 +36,14 @@ void attention_forward_tc_sm80(__nv_bfloat16* out, float* lse, const __nv_bfloat
                                int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                                const AttnMask& mask, cudaStream_t stream);
 
-// Whether attention_forward_tc runs the Hopper kernel for `mask` on the current device.
-bool attention_forward_tc_uses_hopper(const AttnMask& mask);
+// Whether attention_forward_tc and attention_backward_tc run their Hopper kernels for `mask` on
+// the current device (compute capability 9.x, a binary with sm_90a code, a driver that encodes
+// tensor maps, LL_CUDA_TC_HOPPER not 0, mask not S2Roll).
+bool attention_tc_uses_hopper(const AttnMask& mask);
 
-// Tensor-core backward of attention_forward_tc (mma.sync bf16 -> fp32, FlashAttention-2
-// style; kernels/cuda/attention_tc_backward.cuh). Same contract as attention_backward in
+// Tensor-core backward of attention_forward_tc (FlashAttention-2 style, bf16 -> fp32): on Hopper
+// the wgmma + bulk-tensor-copy kernels (attention_tc_backward_sm90.cuh) for dense and S2 masks,
+// otherwise the mma.sync ones (attention_tc_backward.cuh). Same contract as attention_backward in
 // attention.cuh: dout, q, out [N, H, hd]; k, v [N, Hkv, hd]; lse [H, N] from the forward
 // (required). dq [N, H, hd], dk, dv [N, Hkv, hd] are overwritten, every element written (each
 // kv head sums over its group of query heads). workspace: attention_backward_workspace_bytes(N,
@@ -47,9 +52,17 @@ bool attention_forward_tc_uses_hopper(const AttnMask& mask);
 // bf16 tensors 16-byte aligned. Deterministic: no atomics, fixed summation order.
 void attention_backward_tc(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
                            const __nv_bfloat16* dout, const __nv_bfloat16* q,
-                           const __nv_bfloat16* k, const __nv_bfloat16* v,
-                           const __nv_bfloat16* out, const float* lse, int64_t n_tokens,
-                           int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                           const AttnMask& mask, void* workspace, cudaStream_t stream);
+                           const __nv_bfloat16* k, const __nv_bfloat16* v, const __nv_bfloat16* out,
+                           const float* lse, int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads,
+                           int64_t head_dim, const AttnMask& mask, void* workspace,
+                           cudaStream_t stream);
+
+// attention_backward_tc with the mma.sync kernels whatever the device (benchmarks compare them).
+void attention_backward_tc_sm80(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
+                                const __nv_bfloat16* dout, const __nv_bfloat16* q,
+                                const __nv_bfloat16* k, const __nv_bfloat16* v,
+                                const __nv_bfloat16* out, const float* lse, int64_t n_tokens,
+                                int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                                const AttnMask& mask, void* workspace, cudaStream_t stream);
 
 }  // namespace ll::cuda

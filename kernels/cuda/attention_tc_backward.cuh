@@ -95,18 +95,6 @@ __device__ __forceinline__ uint32_t step_off(uint32_t base, int step) {
   return (base ^ (uint32_t(step & 3) << 5)) + uint32_t(step >> 2) * 128u;
 }
 
-// Warp-wide reduction of per-row ranges over the 8 row groups (the 4 lanes of a quad hold the
-// same rows).
-__device__ __forceinline__ void warp_ranges(int& f_min, int& f_max, int& l_min, int& l_max) {
-#pragma unroll
-  for (int o = 4; o < 32; o <<= 1) {
-    f_min = min(f_min, __shfl_xor_sync(0xffffffffu, f_min, o));
-    f_max = max(f_max, __shfl_xor_sync(0xffffffffu, f_max, o));
-    l_min = min(l_min, __shfl_xor_sync(0xffffffffu, l_min, o));
-    l_max = max(l_max, __shfl_xor_sync(0xffffffffu, l_max, o));
-  }
-}
-
 // Scales a warp's 16 x HD fp32 accumulator, rounds it to bf16 into the warp's own rows
 // [row0, row0 + 16) of a swizzled shared tile and stores the rows < n with 16-byte stores to
 // dst + row * stride (rows counted from the tile's first position p0).

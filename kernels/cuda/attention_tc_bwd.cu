@@ -1,6 +1,6 @@
 // Tensor-core flash attention backward (see attention_tc.cuh): argument checks, the
-// workspace and the launches on a stream. The kernels and their launch sequence are in
-// attention_tc_backward.cuh.
+// workspace, the choice between the Hopper kernels (attention_tc_backward_sm90.cuh) and the
+// mma.sync ones (attention_tc_backward.cuh), and the launches on a stream.
 #include <cstdint>
 
 #include "common/error.h"
@@ -9,9 +9,11 @@
 #include "kernels/cuda/attention_args.h"
 #include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/attention_tc_backward.cuh"
+#include "kernels/cuda/attention_tc_backward_sm90.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/ew_device.cuh"
 #include "kernels/cuda/kernel_launch.cuh"
+#include "kernels/cuda/tensor_map.h"
 
 namespace ll::cuda {
 namespace {
@@ -27,12 +29,10 @@ void check_args(int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim
 
 using host_detail::aligned16;
 
-}  // namespace
-
-void attention_backward_tc(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
-                           const bf16* k, const bf16* v, const bf16* out, const float* lse,
-                           int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                           const AttnMask& mask, void* workspace, cudaStream_t stream) {
+void backward(bool allow_hopper, bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
+              const bf16* k, const bf16* v, const bf16* out, const float* lse, int64_t n_tokens,
+              int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, const AttnMask& mask,
+              void* workspace, cudaStream_t stream) {
   check_args(n_tokens, n_heads, n_kv_heads, head_dim, mask);
   if (n_tokens == 0) return;
   LL_CHECK(dq != nullptr && dk != nullptr && dv != nullptr && dout != nullptr && q != nullptr &&
@@ -49,9 +49,39 @@ void attention_backward_tc(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const
     LL_CUDA_CHECK(
         cudaMallocAsync(&scratch, attention_backward_workspace_bytes(n_tokens, n_heads), stream));
   float* dvec = static_cast<float*>(scratch);
-  tc::run_backward_tc(StreamLauncher{stream}, dq, dk, dv, dout, q, k, v, out, lse, dvec,
-                      int(n_tokens), int(n_heads), int(n_kv_heads), int(head_dim), mask);
+  if (allow_hopper && attention_tc_uses_hopper(mask)) {
+    const bool ok = tc::sm90::run_backward_sm90(
+        StreamLauncher{stream}, tensor_map_encoder(), dq, dk, dv, dout, q, k, v, out, lse, dvec,
+        int(n_tokens), int(n_heads), int(n_kv_heads), int(head_dim), mask);
+    if (!ok && workspace == nullptr) LL_CUDA_CHECK(cudaFreeAsync(scratch, stream));
+    LL_CHECK(ok,
+             "cuda attention_backward_tc: the driver rejected a tensor map (N {}, H {}, Hkv {}, "
+             "hd {})",
+             n_tokens, n_heads, n_kv_heads, head_dim);
+  } else {
+    tc::run_backward_tc(StreamLauncher{stream}, dq, dk, dv, dout, q, k, v, out, lse, dvec,
+                        int(n_tokens), int(n_heads), int(n_kv_heads), int(head_dim), mask);
+  }
   if (workspace == nullptr) LL_CUDA_CHECK(cudaFreeAsync(scratch, stream));
+}
+
+}  // namespace
+
+void attention_backward_tc(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
+                           const bf16* k, const bf16* v, const bf16* out, const float* lse,
+                           int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                           const AttnMask& mask, void* workspace, cudaStream_t stream) {
+  backward(true, dq, dk, dv, dout, q, k, v, out, lse, n_tokens, n_heads, n_kv_heads, head_dim, mask,
+           workspace, stream);
+}
+
+void attention_backward_tc_sm80(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
+                                const bf16* k, const bf16* v, const bf16* out, const float* lse,
+                                int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads,
+                                int64_t head_dim, const AttnMask& mask, void* workspace,
+                                cudaStream_t stream) {
+  backward(false, dq, dk, dv, dout, q, k, v, out, lse, n_tokens, n_heads, n_kv_heads, head_dim,
+           mask, workspace, stream);
 }
 
 }  // namespace ll::cuda

@@ -20,6 +20,18 @@ __device__ __forceinline__ uint32_t swz(int row, int chunk) {
   return uint32_t(row * kRowBytes + ((chunk ^ (row & 7)) << 4));
 }
 
+// Warp-wide reduction of per-row ranges over the 8 row groups (the 4 lanes of a quad hold the
+// same rows): f_min, l_max bound what any row sees, f_max, l_min what every row sees.
+__device__ __forceinline__ void warp_ranges(int& f_min, int& f_max, int& l_min, int& l_max) {
+#pragma unroll
+  for (int o = 4; o < 32; o <<= 1) {
+    f_min = min(f_min, __shfl_xor_sync(0xffffffffu, f_min, o));
+    f_max = max(f_max, __shfl_xor_sync(0xffffffffu, f_max, o));
+    l_min = min(l_min, __shfl_xor_sync(0xffffffffu, l_min, o));
+    l_max = max(l_max, __shfl_xor_sync(0xffffffffu, l_max, o));
+  }
+}
+
 // The union [lo, hi] of the visit ranges the block's warps wrote to s_range[w] = {first visit,
 // last visit} (read after __syncthreads). A block with a valid row has a non-empty union.
 template <int kWarps>

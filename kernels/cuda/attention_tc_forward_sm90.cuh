@@ -36,6 +36,8 @@
 #include <cstdint>
 
 #include "kernels/attention_mask.h"
+#include "kernels/cuda/attention_tc_common.cuh"
+#include "kernels/cuda/attention_tc_sm90_common.cuh"
 #include "kernels/cuda/dynamic_smem.cuh"
 #include "kernels/cuda/tc_ptx.cuh"
 #include "kernels/cuda/tc_ptx_sm90.cuh"
@@ -51,7 +53,6 @@ constexpr int kThreads = 128 * kWarpgroups;
 constexpr int kWarps = kThreads / 32;
 constexpr int kBq = 64 * kWarpgroups;  // query rows per block
 constexpr int kBk = 128;               // keys per tile
-constexpr int kPanelRowBytes = 128;    // 64 bf16: one swizzle-atom row
 constexpr int64_t kMaxTokens = INT32_MAX - 256;
 
 template <int HD>
@@ -117,13 +118,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       row_last[hf] = 0;
     }
   }
-#pragma unroll
-  for (int o = 4; o < 32; o <<= 1) {  // the 4 lanes of a quad hold the same rows
-    f_min = min(f_min, __shfl_xor_sync(0xffffffffu, f_min, o));
-    f_max = max(f_max, __shfl_xor_sync(0xffffffffu, f_max, o));
-    l_min = min(l_min, __shfl_xor_sync(0xffffffffu, l_min, o));
-    l_max = max(l_max, __shfl_xor_sync(0xffffffffu, l_max, o));
-  }
+  warp_ranges(f_min, f_max, l_min, l_max);
   if (lane == 0) {
     s_range[warp][0] = f_min;
     s_range[warp][1] = f_max;
@@ -283,65 +278,22 @@ __global__ void __launch_bounds__(kThreads, 1)
     __syncthreads();  // stage t & 1 is refilled by the next iteration's copy
   }
 
-  // Epilogue: O / l as bf16 into this warp's own rows of the Q tile (read by this warpgroup's
-  // wgmma only, all retired), then 16-byte stores of whole rows.
+  // Epilogue: O / l as bf16 through this warp's own rows of the Q tile (read by this
+  // warpgroup's wgmma only, all retired), then 16-byte stores of whole rows.
+  float inv[2];
 #pragma unroll
   for (int hf = 0; hf < 2; ++hf) {
     float l = l_run[hf];
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // every valid row sees itself: l >= 1
-    const int row = warp_row0 + g + 8 * hf;
-#pragma unroll
-    for (int p = 0; p < S::kPanels; ++p) {
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const uint32_t packed =
-            pack_bf16(o_acc[p][4 * j + 2 * hf] * inv, o_acc[p][4 * j + 2 * hf + 1] * inv);
-        const int addr =
-            p * S::kQPanelBytes + row * kPanelRowBytes + ((j ^ (row & 7)) << 4) + 4 * q4;
-        *reinterpret_cast<uint32_t*>(smem + addr) = packed;
-      }
-    }
-    const int i = q0 + row;
+    inv[hf] = l > 0.0f ? 1.0f / l : 0.0f;  // every valid row sees itself: l >= 1
+    const int i = q0 + warp_row0 + g + 8 * hf;
     if (lse != nullptr && q4 == 0 && i < n)
       lse[int64_t(h) * n + i] = l > 0.0f ? m_run[hf] * scale + logf(l) : -INFINITY;
   }
-  __syncwarp();
-  constexpr int kChunks = HD / 8;  // 16-byte chunks per row
-#pragma unroll
-  for (int c = lane; c < 16 * kChunks; c += 32) {
-    const int row = warp_row0 + c / kChunks, ch = c % kChunks;
-    const int i = q0 + row;
-    if (i < n) {
-      const int addr =
-          (ch / 8) * S::kQPanelBytes + row * kPanelRowBytes + (((ch % 8) ^ (row & 7)) << 4);
-      const uint4 val = *reinterpret_cast<const uint4*>(smem + addr);
-      *reinterpret_cast<uint4*>(out + int64_t(i) * q_stride + int64_t(h) * HD + ch * 8) = val;
-    }
-  }
+  store_acc_rows<HD, kBq>(smem, o_acc, inv, lane, warp_row0, q0, n, out + int64_t(h) * HD,
+                          q_stride);
 #endif  // LL_SM90A_DEVICE_CODE
-}
-
-// The tensor maps of attention_forward_sm90_kernel: `encode` is cuTensorMapEncodeTiled's
-// signature (the driver's on a GPU, the emulator's in tests). Returns false when the driver
-// rejects a map.
-template <typename Encode>
-bool make_forward_maps(Encode encode, CUtensorMap& tm_q, CUtensorMap& tm_k, CUtensorMap& tm_v,
-                       const bf16* q, const bf16* k, const bf16* v, int n, int n_heads,
-                       int n_kv_heads, int head_dim) {
-  auto make = [&](CUtensorMap& m, const bf16* base, int heads, int box_rows) {
-    const cuuint64_t dims[3] = {cuuint64_t(head_dim), cuuint64_t(heads), cuuint64_t(n)};
-    const cuuint64_t strides[2] = {cuuint64_t(head_dim) * 2, cuuint64_t(heads) * head_dim * 2};
-    const cuuint32_t box[3] = {64, 1, cuuint32_t(box_rows)};
-    const cuuint32_t elem[3] = {1, 1, 1};
-    return encode(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<bf16*>(base), dims, strides,
-                  box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-  };
-  return make(tm_q, q, n_heads, kBq) && make(tm_k, k, n_kv_heads, kBk) &&
-         make(tm_v, v, n_kv_heads, kBk);
 }
 
 template <int HD, typename Launcher>
@@ -366,7 +318,9 @@ bool run_forward_sm90(const Launcher& launch, Encode encode, bf16* out, float* l
                       const bf16* k, const bf16* v, int n, int n_heads, int n_kv_heads,
                       int head_dim, const AttnMask& mask) {
   CUtensorMap tm_q, tm_k, tm_v;
-  if (!fwd::make_forward_maps(encode, tm_q, tm_k, tm_v, q, k, v, n, n_heads, n_kv_heads, head_dim))
+  if (!make_head_map(encode, tm_q, q, n, n_heads, head_dim, fwd::kBq) ||
+      !make_head_map(encode, tm_k, k, n, n_kv_heads, head_dim, fwd::kBk) ||
+      !make_head_map(encode, tm_v, v, n, n_kv_heads, head_dim, fwd::kBk))
     return false;
   if (head_dim == 64)
     fwd::run_forward_sm90_hd<64>(launch, out, lse, tm_q, tm_k, tm_v, n, n_heads, n_kv_heads, mask);

@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "kernels/cuda/attention_args.h"
 #include "kernels/cuda/attention_tc_backward.cuh"
+#include "kernels/cuda/attention_tc_backward_sm90.cuh"
 #include "kernels/cuda/attention_tc_forward.cuh"
 #include "kernels/cuda/attention_tc_forward_sm90.cuh"
 #include "kernels/cuda/emu/attention_tc_emulated.h"
@@ -85,14 +86,17 @@ ForwardResult attention_forward_sm90_emulated(const Bf16Bits& q, const Bf16Bits&
   return r;
 }
 
-BackwardResult attention_backward_tc_emulated(const Bf16Bits& dout, const Bf16Bits& q,
-                                              const Bf16Bits& k, const Bf16Bits& v,
-                                              const Bf16Bits& out, const std::vector<float>& lse,
-                                              int64_t n, int64_t n_heads, int64_t n_kv_heads,
-                                              int64_t head_dim, const AttnMask& mask) {
-  const char* op = "emulated attention_backward_tc";
+namespace {
+
+BackwardResult backward(bool hopper, const Bf16Bits& dout, const Bf16Bits& q, const Bf16Bits& k,
+                        const Bf16Bits& v, const Bf16Bits& out, const std::vector<float>& lse,
+                        int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                        const AttnMask& mask) {
+  const char* op = hopper ? "emulated attention_backward_sm90" : "emulated attention_backward_tc";
   check_attention_args(n, n_heads, n_kv_heads, head_dim, mask, op,
                        head_dim == 64 || head_dim == 128, "64 or 128", tc::bwd::kMaxTokens);
+  LL_CHECK(!hopper || mask.mode != AttnMode::S2Roll, "{}: S2Roll masks go to the mma.sync kernels",
+           op);
   const size_t nq = size_t(n * n_heads * head_dim), nkv = size_t(n * n_kv_heads * head_dim);
   check_sizes(op, dout, nq, "dout");
   check_sizes(op, q, nq, "q");
@@ -105,17 +109,44 @@ BackwardResult attention_backward_tc_emulated(const Bf16Bits& dout, const Bf16Bi
   if (n == 0) return r;
   GlobalsScope scope;
   HostBuffer bdout(dout), bq(q), bk(k), bv(v), bout(out), blse(lse);
-  for (HostBuffer* b : {&bdout, &bq, &bk, &bv}) b->as_global();  // what cp.async reads
+  for (HostBuffer* b : {&bdout, &bq, &bk, &bv}) b->as_global();  // what the copies read
   HostBuffer bdq(nq * 2, true), bdk(nkv * 2, true), bdv(nkv * 2, true);
   HostBuffer dvec(size_t(n * n_heads) * 4, true);  // the workspace, poisoned
-  tc::run_backward_tc(EmuLauncher{&r.launches}, bdq.as<bf16>(), bdk.as<bf16>(), bdv.as<bf16>(),
-                      bdout.as<bf16>(), bq.as<bf16>(), bk.as<bf16>(), bv.as<bf16>(),
-                      bout.as<bf16>(), blse.as<float>(), dvec.as<float>(), int(n), int(n_heads),
-                      int(n_kv_heads), int(head_dim), mask);
+  if (hopper) {
+    const bool ok = tc::sm90::run_backward_sm90(
+        EmuLauncher{&r.launches}, tensor_map_encode_tiled, bdq.as<bf16>(), bdk.as<bf16>(),
+        bdv.as<bf16>(), bdout.as<bf16>(), bq.as<bf16>(), bk.as<bf16>(), bv.as<bf16>(),
+        bout.as<bf16>(), blse.as<float>(), dvec.as<float>(), int(n), int(n_heads), int(n_kv_heads),
+        int(head_dim), mask);
+    LL_CHECK(ok, "{}: the tensor-map encoder rejected a map", op);
+  } else {
+    tc::run_backward_tc(EmuLauncher{&r.launches}, bdq.as<bf16>(), bdk.as<bf16>(), bdv.as<bf16>(),
+                        bdout.as<bf16>(), bq.as<bf16>(), bk.as<bf16>(), bv.as<bf16>(),
+                        bout.as<bf16>(), blse.as<float>(), dvec.as<float>(), int(n), int(n_heads),
+                        int(n_kv_heads), int(head_dim), mask);
+  }
   r.dq = bdq.read<uint16_t>(nq);
   r.dk = bdk.read<uint16_t>(nkv);
   r.dv = bdv.read<uint16_t>(nkv);
   return r;
+}
+
+}  // namespace
+
+BackwardResult attention_backward_tc_emulated(const Bf16Bits& dout, const Bf16Bits& q,
+                                              const Bf16Bits& k, const Bf16Bits& v,
+                                              const Bf16Bits& out, const std::vector<float>& lse,
+                                              int64_t n, int64_t n_heads, int64_t n_kv_heads,
+                                              int64_t head_dim, const AttnMask& mask) {
+  return backward(false, dout, q, k, v, out, lse, n, n_heads, n_kv_heads, head_dim, mask);
+}
+
+BackwardResult attention_backward_sm90_emulated(const Bf16Bits& dout, const Bf16Bits& q,
+                                                const Bf16Bits& k, const Bf16Bits& v,
+                                                const Bf16Bits& out, const std::vector<float>& lse,
+                                                int64_t n, int64_t n_heads, int64_t n_kv_heads,
+                                                int64_t head_dim, const AttnMask& mask) {
+  return backward(true, dout, q, k, v, out, lse, n, n_heads, n_kv_heads, head_dim, mask);
 }
 
 }  // namespace ll::cuda::emu

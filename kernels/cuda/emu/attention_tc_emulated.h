@@ -48,4 +48,11 @@ BackwardResult attention_backward_tc_emulated(const Bf16Bits& dout, const Bf16Bi
                                               int64_t n, int64_t n_heads, int64_t n_kv_heads,
                                               int64_t head_dim, const AttnMask& mask);
 
+// The Hopper backward (attention_tc_backward_sm90.cuh) in the emulator; no S2Roll (as above).
+BackwardResult attention_backward_sm90_emulated(const Bf16Bits& dout, const Bf16Bits& q,
+                                                const Bf16Bits& k, const Bf16Bits& v,
+                                                const Bf16Bits& out, const std::vector<float>& lse,
+                                                int64_t n, int64_t n_heads, int64_t n_kv_heads,
+                                                int64_t head_dim, const AttnMask& mask);
+
 }  // namespace ll::cuda::emu

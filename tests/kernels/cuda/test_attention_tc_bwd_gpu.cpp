@@ -6,7 +6,9 @@
 // not dividing N and G > N. lse comes from the CPU forward (and, in a second pass, out and lse
 // from attention_forward_tc). Outputs are poisoned (0xFF bytes: bf16 NaN) so an unwritten
 // element fails; two runs (workspace null, then caller-provided) must give identical bytes.
-// Long sequences (N up to 65536) are checked against the CUDA-core backward.
+// Long sequences (N up to 65536) are checked against the CUDA-core backward. On a Hopper device
+// attention_backward_tc runs the wgmma kernels for dense and S2 masks; there the mma.sync
+// kernels (attention_backward_tc_sm80) are checked against the CPU reference as well.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -32,8 +34,8 @@
 namespace {
 
 using ll::test::bf16;
-using ll::test::DeviceBuffer;
 using ll::test::check_grad;
+using ll::test::DeviceBuffer;
 using ll::test::group_sizes;
 using ll::test::mask_of;
 using ll::test::mode_name;
@@ -57,7 +59,7 @@ struct DevInputs {
   DeviceBuffer<float> lse;
 };
 
-enum class Impl { Tc, TcWorkspace, Simt };
+enum class Impl { Tc, TcWorkspace, TcSm80, Simt };
 
 Grads run_backward(const Case& c, const DevInputs& in, Impl impl) {
   const size_t nq = size_t(c.n * c.h * c.hd), nkv = size_t(c.n * c.hkv * c.hd);
@@ -74,11 +76,11 @@ Grads run_backward(const Case& c, const DevInputs& in, Impl impl) {
     const size_t ws_bytes = ll::cuda::attention_backward_workspace_bytes(c.n, c.h);
     DeviceBuffer<float> ws(std::max<size_t>(ws_bytes / sizeof(float), 1));
     ws.poison();  // D is written before it is read
-    ll::cuda::attention_backward_tc(dq.get(), dk.get(), dv.get(), in.dout.get(), in.q.get(),
-                                    in.k.get(), in.v.get(), in.out.get(), in.lse.get(), c.n, c.h,
-                                    c.hkv, c.hd, mask,
-                                    impl == Impl::TcWorkspace ? ws.get() : nullptr,
-                                    cudaStream_t(nullptr));
+    const auto backward = impl == Impl::TcSm80 ? ll::cuda::attention_backward_tc_sm80
+                                               : ll::cuda::attention_backward_tc;
+    backward(dq.get(), dk.get(), dv.get(), in.dout.get(), in.q.get(), in.k.get(), in.v.get(),
+             in.out.get(), in.lse.get(), c.n, c.h, c.hkv, c.hd, mask,
+             impl == Impl::TcWorkspace ? ws.get() : nullptr, cudaStream_t(nullptr));
   }
   ll::test::device_sync();
   Grads g;
@@ -123,12 +125,14 @@ void run_case(const Case& c, uint64_t seed) {
                               k.data(), v.data(), out.data(), lse.data(), c.n, c.h, c.hkv, c.hd,
                               mask);
 
-  DevInputs in{ll::test::upload_bf16(q),    ll::test::upload_bf16(k),
-               ll::test::upload_bf16(v),    ll::test::upload_bf16(dout),
-               ll::test::upload_bf16(out),  ll::test::upload(lse)};
+  DevInputs in{ll::test::upload_bf16(q),    ll::test::upload_bf16(k),   ll::test::upload_bf16(v),
+               ll::test::upload_bf16(dout), ll::test::upload_bf16(out), ll::test::upload(lse)};
   const Grads tc = run_backward(c, in, Impl::Tc);
   check_grads("CPU reference", tc, ref);
   check_grads("CUDA-core kernel", tc, run_backward(c, in, Impl::Simt));
+  if (ll::cuda::attention_tc_uses_hopper(mask) && !ll::test::emulated_gpu())
+    check_grads("CPU reference (the mma.sync kernels on this Hopper device)",
+                run_backward(c, in, Impl::TcSm80), ref);
 
   // Deterministic, and the caller's workspace gives the same bytes as the allocated one.
   const Grads again = run_backward(c, in, Impl::TcWorkspace);
@@ -144,8 +148,8 @@ void run_case(const Case& c, uint64_t seed) {
     ll::cuda::attention_forward_tc(out_tc.get(), lse_tc.get(), in.q.get(), in.k.get(), in.v.get(),
                                    c.n, c.h, c.hkv, c.hd, mask, cudaStream_t(nullptr));
     ll::test::device_sync();
-    DevInputs in_tc{ll::test::upload_bf16(q), ll::test::upload_bf16(k), ll::test::upload_bf16(v),
-                    ll::test::upload_bf16(dout), std::move(out_tc), std::move(lse_tc)};
+    DevInputs in_tc{ll::test::upload_bf16(q),    ll::test::upload_bf16(k), ll::test::upload_bf16(v),
+                    ll::test::upload_bf16(dout), std::move(out_tc),        std::move(lse_tc)};
     check_grads("CPU reference (GPU forward)", run_backward(c, in_tc, Impl::Tc), ref);
   }
 }
@@ -194,7 +198,8 @@ TEST_CASE("tensor-core attention backward matches the CPU reference and the CUDA
 // shifted half are at their largest): against the CUDA-core backward on the same inputs (the
 // CPU reference would take minutes), out and lse from the tensor-core forward, and
 // bit-for-bit determinism.
-TEST_CASE("tensor-core attention backward: long sequences (N 16384 .. 65536) vs the CUDA-core kernel") {
+TEST_CASE(
+    "tensor-core attention backward: long sequences (N 16384 .. 65536) vs the CUDA-core kernel") {
   ll::test::require_gpu();
 #if defined(LL_HAVE_CUDA)
   if (ll::test::emulated_gpu()) {
@@ -209,17 +214,17 @@ TEST_CASE("tensor-core attention backward: long sequences (N 16384 .. 65536) vs 
                         {ll::AttnMode::Dense, 16384, 2, 1, 128, 0}};
   for (const Case& c : cases) {
     const uint64_t seed = seeds.back() + uint64_t(c.n + c.hd + int64_t(c.mode));
-    INFO("mode " << mode_name(c.mode) << " N " << c.n << " H " << c.h << " Hkv " << c.hkv
-                 << " hd " << c.hd << " G " << c.g << " seed " << seed);
+    INFO("mode " << mode_name(c.mode) << " N " << c.n << " H " << c.h << " Hkv " << c.hkv << " hd "
+                 << c.hd << " G " << c.g << " seed " << seed);
     std::mt19937_64 rng(seed);
     const size_t nq = size_t(c.n * c.h * c.hd), nkv = size_t(c.n * c.hkv * c.hd);
     const auto q = ll::test::round_bf16(ll::test::random_uniform(rng, nq, -1.5f, 1.5f));
     const auto k = ll::test::round_bf16(ll::test::random_uniform(rng, nkv, -1.5f, 1.5f));
     const auto v = ll::test::round_bf16(ll::test::random_uniform(rng, nkv, -1.0f, 1.0f));
     const auto dout = ll::test::round_bf16(ll::test::random_uniform(rng, nq, -1.0f, 1.0f));
-    DevInputs in{ll::test::upload_bf16(q), ll::test::upload_bf16(k), ll::test::upload_bf16(v),
-                 ll::test::upload_bf16(dout), DeviceBuffer<bf16>(nq),
-                 DeviceBuffer<float>(size_t(c.h * c.n))};
+    DevInputs in{ll::test::upload_bf16(q), ll::test::upload_bf16(k),
+                 ll::test::upload_bf16(v), ll::test::upload_bf16(dout),
+                 DeviceBuffer<bf16>(nq),   DeviceBuffer<float>(size_t(c.h * c.n))};
     ll::cuda::attention_forward_tc(in.out.get(), in.lse.get(), in.q.get(), in.k.get(), in.v.get(),
                                    c.n, c.h, c.hkv, c.hd, mask_of(c), cudaStream_t(nullptr));
     ll::test::device_sync();
@@ -254,8 +259,8 @@ TEST_CASE("tensor-core attention backward rejects unsupported shapes and accepts
   CHECK_THROWS_AS(call(p, p, l, 8, 4, 4, 64, odd, nullptr), ll::Error);
   const ll::AttnMask odd_heads{ll::AttnMode::S2Roll, 8, 4, 3};
   CHECK_THROWS_AS(call(p, p, l, 8, 3, 3, 64, odd_heads, nullptr), ll::Error);
-  CHECK_THROWS_AS(call(p + 1, p, l, 8, 4, 4, 64, dense, nullptr), ll::Error);  // dq unaligned
-  CHECK_THROWS_AS(call(p, p + 4, l, 8, 4, 4, 64, dense, nullptr), ll::Error);  // k unaligned
+  CHECK_THROWS_AS(call(p + 1, p, l, 8, 4, 4, 64, dense, nullptr), ll::Error);    // dq unaligned
+  CHECK_THROWS_AS(call(p, p + 4, l, 8, 4, 4, 64, dense, nullptr), ll::Error);    // k unaligned
   CHECK_THROWS_AS(call(p, p, nullptr, 8, 4, 4, 64, dense, nullptr), ll::Error);  // lse required
   CHECK_THROWS_AS(call(p, p, l, 8, 4, 4, 64, dense, reinterpret_cast<char*>(l) + 2), ll::Error);
   const ll::AttnMask empty{ll::AttnMode::S2, 0, 4, 4};

@@ -127,7 +127,7 @@ void run_case(const Case& c, uint64_t seed) {
     ll::test::check_close(tc.lse, ll::test::to_double(lse_ref), 2e-4, 2e-5, 1e-5);
   }
   check_against_simt(tc, run_simt(c, in));
-  if (ll::cuda::attention_forward_tc_uses_hopper(mask) && !ll::test::emulated_gpu()) {
+  if (ll::cuda::attention_tc_uses_hopper(mask) && !ll::test::emulated_gpu()) {
     const Result sm80 = run_forward(c, in, true, ll::cuda::attention_forward_tc_sm80);
     INFO("the mma.sync kernel on this Hopper device vs CPU reference");
     ll::test::check_close(sm80.out, ll::test::to_double(out_ref), 1e-2, 1e-2, 1e-2);
@@ -179,7 +179,7 @@ TEST_CASE("tensor-core attention forward matches the CPU reference and the CUDA-
   ll::test::require_gpu();
 #if defined(LL_HAVE_CUDA)
   MESSAGE("forward kernel for dense / S2 masks on this device: "
-          << (ll::cuda::attention_forward_tc_uses_hopper(
+          << (ll::cuda::attention_tc_uses_hopper(
                   mask_of(Case{ll::AttnMode::Dense, 1, 2, 2, 64, 0}))
                   ? "Hopper (wgmma + bulk tensor copies)"
                   : "mma.sync"));

@@ -66,30 +66,21 @@ emu::ForwardResult check_forward(const Case& c, const Inputs& in, Forward forwar
   return fwd;
 }
 
-inline void run_case(const Case& c, uint64_t seed, bool backward) {
-  INFO("mode " << mode_name(c.mode) << " N " << c.n << " H " << c.h << " Hkv " << c.hkv << " hd "
-               << c.hd << " G " << c.g << " seed " << seed);
-  std::mt19937_64 rng(seed);
+// Random dout, the CPU reference backward on `in` and its bf16-rounded out; runs `backward`
+// (attention_backward_tc_emulated's signature) in both fiber orders and checks dq, dk, dv.
+template <typename Backward>
+void check_backward(const Case& c, const Inputs& in, std::mt19937_64& rng, Backward backward) {
   const size_t nq = size_t(c.n * c.h * c.hd), nkv = size_t(c.n * c.hkv * c.hd);
-  const Inputs in = make_inputs(c, rng);
-  const auto& q = in.q;
-  const auto& k = in.k;
-  const auto& v = in.v;
-  const auto& out_ref = in.out_ref;
-  const auto& lse_ref = in.lse_ref;
   const ll::AttnMask mask = mask_of(c);
-  check_forward(c, in, emu::attention_forward_tc_emulated);
-  if (!backward) return;
-
   const auto dout = ll::test::round_bf16(ll::test::random_uniform(rng, nq, -1.0f, 1.0f));
-  const auto out = ll::test::round_bf16(out_ref);  // what the GPU backward reads (bf16)
+  const auto out = ll::test::round_bf16(in.out_ref);  // what the GPU backward reads (bf16)
   std::vector<float> dq(nq), dk(nkv), dv(nkv);
-  ll::cpu::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(),
-                              v.data(), out.data(), lse_ref.data(), c.n, c.h, c.hkv, c.hd, mask);
+  ll::cpu::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), in.q.data(),
+                              in.k.data(), in.v.data(), out.data(), in.lse_ref.data(), c.n, c.h,
+                              c.hkv, c.hd, mask);
   const auto [bwd, bwd_rev] = run_both_orders([&] {
-    return emu::attention_backward_tc_emulated(to_bf16_bits(dout), to_bf16_bits(q), to_bf16_bits(k),
-                                               to_bf16_bits(v), to_bf16_bits(out), lse_ref, c.n,
-                                               c.h, c.hkv, c.hd, mask);
+    return backward(to_bf16_bits(dout), to_bf16_bits(in.q), to_bf16_bits(in.k), to_bf16_bits(in.v),
+                    to_bf16_bits(out), in.lse_ref, c.n, c.h, c.hkv, c.hd, mask);
   });
   check_grad("dq vs CPU reference", from_bf16_bits(bwd.dq), dq);
   check_grad("dk vs CPU reference", from_bf16_bits(bwd.dk), dk);
@@ -97,6 +88,15 @@ inline void run_case(const Case& c, uint64_t seed, bool backward) {
   CHECK_MESSAGE(bwd_rev.dq == bwd.dq, "dq differs with the reverse thread order");
   CHECK_MESSAGE(bwd_rev.dk == bwd.dk, "dk differs with the reverse thread order");
   CHECK_MESSAGE(bwd_rev.dv == bwd.dv, "dv differs with the reverse thread order");
+}
+
+inline void run_case(const Case& c, uint64_t seed, bool backward) {
+  INFO("mode " << mode_name(c.mode) << " N " << c.n << " H " << c.h << " Hkv " << c.hkv << " hd "
+               << c.hd << " G " << c.g << " seed " << seed);
+  std::mt19937_64 rng(seed);
+  const Inputs in = make_inputs(c, rng);
+  check_forward(c, in, emu::attention_forward_tc_emulated);
+  if (backward) check_backward(c, in, rng, emu::attention_backward_tc_emulated);
 }
 
 }  // namespace ll::test::emu_case

@@ -1,9 +1,10 @@
-// The Hopper tensor-core attention forward (kernels/cuda/attention_tc_forward_sm90.cuh: wgmma,
-// bulk tensor copies on mbarriers) runs in the SIMT emulator against the fp32 CPU reference,
-// in both fiber orders: dense and S2 (both halves of heads), MHA and GQA, head dims 64 and 128,
-// N around the 128-row tiles, G dividing N, not dividing it, below the tile and above N.
-// Outputs start poisoned. The emulator checks wgmma operand reads against copies still in
-// flight, bulk copies over operands a wgmma in flight still reads, mbarrier misuse, shared
+// The Hopper tensor-core attention kernels (kernels/cuda/attention_tc_forward_sm90.cuh,
+// attention_tc_backward_sm90.cuh: wgmma, bulk tensor copies on mbarriers), forward and
+// backward, run in the SIMT emulator against the fp32 CPU reference, in both fiber orders: dense
+// and S2 (both halves of heads), MHA and GQA, head dims 64 and 128, N around the 128-row tiles
+// (64-row tiles of the other side in the backward), G dividing N, not dividing it, below the tile
+// and above N. Outputs start poisoned. The emulator checks wgmma operand reads against copies still
+// in flight, bulk copies over operands a wgmma in flight still reads, mbarrier misuse, shared
 // bounds and global reads outside the tensors.
 // What this does not prove: the inline PTX (kernels/cuda/tc_ptx_sm90.cuh), replaced here by the
 // emulator's implementation of each instruction from the PTX ISA (its reading of the
@@ -23,7 +24,7 @@
 #include "tests/kernels/cuda/emu/attention_tc_emu_case.h"
 #endif
 
-TEST_CASE("emulated Hopper tensor-core attention forward matches the CPU reference") {
+TEST_CASE("emulated Hopper tensor-core attention forward and backward match the CPU reference") {
 #if defined(LL_HAVE_CUDA_EMU)
   using ll::test::emu_case::Case;
   namespace ec = ll::test::emu_case;
@@ -47,6 +48,7 @@ TEST_CASE("emulated Hopper tensor-core attention forward matches the CPU referen
     const ec::Inputs in = ec::make_inputs(c, rng);
     const auto fwd = ec::check_forward(c, in, ll::cuda::emu::attention_forward_sm90_emulated);
     CHECK(fwd.launches.size() == 1);
+    ec::check_backward(c, in, rng, ll::cuda::emu::attention_backward_sm90_emulated);
   }
 #else
   std::printf(

@@ -14,9 +14,10 @@
 // S2Roll's shifted heads break contiguity only for the rows straddling the roll (rolled index
 // N - 1 next to 0): that one row group per head walks its whole range; the excess is reported
 // and bounded.
-// The Hopper forward (wgmma, bulk tensor copies) is counted the same way with its own
-// geometry: 128-row blocks, 64-row groups (a warpgroup), 128-key tiles; its copies move whole
-// boxes (128 rows of Q per block, 128 rows of K and of V per visited tile).
+// The Hopper kernels (wgmma, bulk tensor copies) are counted the same way with their own
+// geometry: 128-row blocks, 64-row groups (a warpgroup); tiles of the other side 128 keys
+// (forward) or 64 rows (dK/dV: queries, dQ: keys); their copies move whole boxes (the block's
+// own rows once, the other side's tile rows per tile walked).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -195,12 +196,11 @@ Totals run_and_count(const Case& c) {
   return t;
 }
 
-// The Hopper forward: wgmma FLOPs and bulk-copy bytes against the mask-derived units; returns
-// the FLOPs.
+// The Hopper forward and backward: wgmma FLOPs and bulk-copy bytes against the mask-derived
+// units; returns the FLOPs of all three kernels.
 int64_t run_and_count_sm90(const Case& c) {
-  INFO("Hopper forward: mode " << std::string(ll::test::mode_name(c.mode)) << " N " << c.n
-                               << " H " << c.h << " Hkv " << c.hkv << " hd " << c.hd << " G "
-                               << c.g);
+  INFO("Hopper forward: mode " << std::string(ll::test::mode_name(c.mode)) << " N " << c.n << " H "
+                               << c.h << " Hkv " << c.hkv << " hd " << c.hd << " G " << c.g);
   const ll::AttnMask mask = ll::test::mask_of(c);
   const size_t nq = size_t(c.n * c.h * c.hd), nkv = size_t(c.n * c.hkv * c.hd);
   const emu::Bf16Bits q(nq, 0x3c00), k(nkv, 0x3c00), v(nkv, 0x3c00);  // values do not matter
@@ -219,20 +219,53 @@ int64_t run_and_count_sm90(const Case& c) {
   const int64_t blocks = (c.n + kBlockRows - 1) / kBlockRows * c.h;
   CHECK(s.bulk_copy_bytes == (blocks + 2 * w.tiles) * kBlockRows * c.hd * 2);
   CHECK(s.cp_async_bytes == 0);
-  return s.wgmma_flops;
+  int64_t flops = s.wgmma_flops;
+
+  const emu::Bf16Bits dout(nq, 0x3c00);
+  const emu::BackwardResult b = emu::attention_backward_sm90_emulated(dout, q, k, v, f.out, f.lse,
+                                                                      c.n, c.h, c.hkv, c.hd, mask);
+  constexpr int64_t kTile64 = 64;
+  const int64_t row_bytes = c.hd * 2, blocks_kv = (c.n + kBlockRows - 1) / kBlockRows;
+  {
+    Work wk;
+    const int64_t group = c.h / c.hkv;
+    for (int64_t hk = 0; hk < c.hkv; ++hk)
+      count_blocks(mask, group_of(hk, group), kBlockRows, kGroupRows, query_side, wk, kTile64);
+    check_rule(c, wk, "Hopper dK/dV");
+    const emu::LaunchStats& st = stats_of(b.launches, "attention_backward_sm90_dkv_kernel");
+    // S^T, dP^T, dV, dK: 4 x 2 x 64 x 64 x hd per unit.
+    CHECK(st.wgmma_flops == wk.units * 8 * kGroupRows * kTile64 * c.hd);
+    // K and V boxes of 128 rows per block; Q and dO boxes of 64 rows per tile walked.
+    CHECK(st.bulk_copy_bytes ==
+          (2 * blocks_kv * c.hkv * kBlockRows + 2 * wk.tiles * kTile64) * row_bytes);
+    flops += st.wgmma_flops;
+  }
+  {
+    Work wq;
+    for (int64_t h = 0; h < c.h; ++h)
+      count_blocks(mask, one_head(h), kBlockRows, kGroupRows, key_side, wq, kTile64);
+    check_rule(c, wq, "Hopper dQ");
+    const emu::LaunchStats& st = stats_of(b.launches, "attention_backward_sm90_dq_kernel");
+    // S, dP, dQ: 3 x 2 x 64 x 64 x hd per unit.
+    CHECK(st.wgmma_flops == wq.units * 6 * kGroupRows * kTile64 * c.hd);
+    CHECK(st.bulk_copy_bytes == (2 * blocks * kBlockRows + 2 * wq.tiles * kTile64) * row_bytes);
+    flops += st.wgmma_flops;
+  }
+  CHECK(stats_of(b.launches, "attention_tc_rowdot_kernel").wgmma == 0);
+  return flops;
 }
 
 }  // namespace
 #endif
 
-TEST_CASE("the Hopper attention forward does exactly the work the S2-Attn segments need") {
+TEST_CASE("the Hopper attention kernels do exactly the work the S2-Attn segments need") {
 #if defined(LL_HAVE_CUDA_EMU)
   for (int64_t hd : {64, 128}) {
     const int64_t dense = run_and_count_sm90(Case{ll::AttnMode::Dense, 1024, 2, 1, hd, 0});
     const int64_t s2 = run_and_count_sm90(Case{ll::AttnMode::S2, 1024, 2, 1, hd, 256});
     const double ratio = double(dense) / double(s2);
-    MESSAGE("Hopper forward, hd " << hd << ", N 1024, G 256: wgmma FLOPs dense " << dense
-                                  << ", S2 " << s2 << " (" << ratio << "x less)");
+    MESSAGE("Hopper forward + backward, hd " << hd << ", N 1024, G 256: wgmma FLOPs dense " << dense
+                                             << ", S2 " << s2 << " (" << ratio << "x less)");
     CHECK(ratio > 2.5);
   }
   run_and_count_sm90(Case{ll::AttnMode::S2, 456, 4, 2, 128, 112});  // GQA, ragged segments
