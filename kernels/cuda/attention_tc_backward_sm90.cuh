@@ -47,7 +47,8 @@ namespace ll::cuda::tc::sm90 {
 namespace bwd {
 
 constexpr int kThreads = 256;  // 2 warpgroups
-constexpr int kWarps = kThreads / 32;
+constexpr int kWarps = kBlockWarps;
+static_assert(kThreads == 32 * kWarps, "2 warpgroups");
 constexpr int kKeys = 128;   // dK/dV: keys per block
 constexpr int kQTile = 64;   // dK/dV: queries per tile
 constexpr int kQRows = 128;  // dQ: queries per block
@@ -94,7 +95,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_backward_sm90_dkv_kerne
     float scale_log2) {
 #if LL_SM90A_DEVICE_CODE
   using S = Sm90BwdShape<HD, kKeys, kQTile>;
-  __shared__ int s_range[kWarps][4];  // per warp: f_min, f_max, l_min, l_max
+  __shared__ int s_range[kWarps][2];  // per warp: first and last visit of its rows
   // lse * log2 e and D of the staged query tiles (0 past the union).
   __shared__ __align__(16) float s_lse[2][kQTile];
   __shared__ __align__(16) float s_d[2][kQTile];
@@ -143,41 +144,12 @@ __global__ void __launch_bounds__(kThreads, 1) attention_backward_sm90_dkv_kerne
     const int h = hk * group + gi;
     // Query visit ranges (= positions: no S2Roll here) of this thread's keys; past N: empty.
     int key_first[2], key_last[2];
-    int f_min = INT_MAX, f_max = INT_MIN, l_min = INT_MAX, l_max = INT_MIN;
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      const int j = k0 + warp_row0 + g + 8 * hf;
-      if (j < n) {
-        const QueryRange qr = attn_query_range(mask, h, j);
-        key_first[hf] = int(qr.first);
-        key_last[hf] = int(qr.last);
-        f_min = min(f_min, key_first[hf]);
-        f_max = max(f_max, key_first[hf]);
-        l_min = min(l_min, key_last[hf]);
-        l_max = max(l_max, key_last[hf]);
-      } else {
-        key_first[hf] = 1;
-        key_last[hf] = 0;
-      }
-    }
-    warp_ranges(f_min, f_max, l_min, l_max);
-    if (lane == 0) {
-      s_range[warp][0] = f_min;
-      s_range[warp][1] = f_max;
-      s_range[warp][2] = l_min;
-      s_range[warp][3] = l_max;
-    }
+    const WarpRanges wr = thread_row_ranges([&](int j) { return attn_query_range(mask, h, j); },
+                                            k0 + warp_row0 + g, n, key_first, key_last);
+    publish_ranges(s_range, warp, lane, wr);
     __syncthreads();  // also: the previous head's last tile is no longer read
-    int u_lo = INT_MAX, u_hi = INT_MIN, wg_lo = INT_MAX, wg_hi = INT_MIN;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      u_lo = min(u_lo, s_range[w][0]);
-      u_hi = max(u_hi, s_range[w][3]);
-      if (w / 4 == wg) {
-        wg_lo = min(wg_lo, s_range[w][0]);
-        wg_hi = max(wg_hi, s_range[w][3]);
-      }
-    }
+    int u_lo, u_hi, wg_lo, wg_hi;
+    block_ranges(s_range, wg, u_lo, u_hi, wg_lo, wg_hi);
     const int n_tiles = (u_hi - u_lo) / kQTile + 1;  // key k0 < N is valid: non-empty union
     const float* lse_head = lse + int64_t(h) * n;
     const float* d_head = dvec + int64_t(h) * n;
@@ -213,7 +185,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_backward_sm90_dkv_kerne
 
       const bool skip = u0 > wg_hi || u0 + (kQTile - 1) < wg_lo;  // warpgroup-uniform
       if (!skip) {
-        const bool full = f_max <= u0 && u0 + (kQTile - 1) <= l_min;  // warp-uniform
+        const bool full = wr.f_max <= u0 && u0 + (kQTile - 1) <= wr.l_min;  // warp-uniform
         const uint32_t s_q = s_qbuf + uint32_t(stage) * 2u * S::kOtherBytes;
         const uint32_t s_o = s_q + S::kOtherBytes;
 
@@ -334,7 +306,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                       float scale, float scale_log2) {
 #if LL_SM90A_DEVICE_CODE
   using S = Sm90BwdShape<HD, kQRows, kKTile>;
-  __shared__ int s_range[kWarps][4];  // per warp: f_min, f_max, l_min, l_max
+  __shared__ int s_range[kWarps][2];  // per warp: first and last visit of its rows
 
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
   const int g = lane >> 2, q4 = lane & 3;
@@ -354,34 +326,15 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // Key visit ranges, lse * log2 e and D of this thread's rows; rows past N: empty.
   int row_first[2], row_last[2];
+  const WarpRanges wr = thread_row_ranges([&](int i) { return attn_key_range(mask, h, i); },
+                                          q0 + warp_row0 + g, n, row_first, row_last);
+  publish_ranges(s_range, warp, lane, wr);
   float row_l2[2], row_d[2];
-  int f_min = INT_MAX, f_max = INT_MIN, l_min = INT_MAX, l_max = INT_MIN;
 #pragma unroll
   for (int hf = 0; hf < 2; ++hf) {
     const int i = q0 + warp_row0 + g + 8 * hf;
-    if (i < n) {
-      const KeyRange kr = attn_key_range(mask, h, i);
-      row_first[hf] = int(kr.first);
-      row_last[hf] = int(kr.last);
-      row_l2[hf] = lse[int64_t(h) * n + i] * kLog2e;
-      row_d[hf] = dvec[int64_t(h) * n + i];
-      f_min = min(f_min, row_first[hf]);
-      f_max = max(f_max, row_first[hf]);
-      l_min = min(l_min, row_last[hf]);
-      l_max = max(l_max, row_last[hf]);
-    } else {
-      row_first[hf] = 1;
-      row_last[hf] = 0;
-      row_l2[hf] = 0.0f;
-      row_d[hf] = 0.0f;
-    }
-  }
-  warp_ranges(f_min, f_max, l_min, l_max);
-  if (lane == 0) {
-    s_range[warp][0] = f_min;
-    s_range[warp][1] = f_max;
-    s_range[warp][2] = l_min;
-    s_range[warp][3] = l_max;
+    row_l2[hf] = i < n ? lse[int64_t(h) * n + i] * kLog2e : 0.0f;
+    row_d[hf] = i < n ? dvec[int64_t(h) * n + i] : 0.0f;
   }
   if (tid == 0) {
     mbar_init(bar_q, 1);
@@ -390,16 +343,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     fence_mbar_init();
   }
   __syncthreads();
-  int v_lo = INT_MAX, v_hi = INT_MIN, wg_lo = INT_MAX, wg_hi = INT_MIN;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) {
-    v_lo = min(v_lo, s_range[w][0]);
-    v_hi = max(v_hi, s_range[w][3]);
-    if (w / 4 == wg) {
-      wg_lo = min(wg_lo, s_range[w][0]);
-      wg_hi = max(wg_hi, s_range[w][3]);
-    }
-  }
+  int v_lo, v_hi, wg_lo, wg_hi;
+  block_ranges(s_range, wg, v_lo, v_hi, wg_lo, wg_hi);
   const int n_tiles = (v_hi - v_lo) / kKTile + 1;  // row q0 < N is valid: non-empty union
 
   auto load_kv = [&](int stage, int v0) {  // thread 0
@@ -436,7 +381,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     const bool skip = v0 > wg_hi || v0 + (kKTile - 1) < wg_lo;  // warpgroup-uniform
     if (!skip) {
-      const bool full = f_max <= v0 && v0 + (kKTile - 1) <= l_min;  // warp-uniform
+      const bool full = wr.f_max <= v0 && v0 + (kKTile - 1) <= wr.l_min;  // warp-uniform
       const uint32_t s_k = s_kv + uint32_t(t & 1) * 2u * S::kOtherBytes;
       const uint32_t s_v = s_k + S::kOtherBytes;
 

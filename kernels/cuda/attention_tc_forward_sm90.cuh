@@ -50,7 +50,8 @@ namespace fwd {
 
 constexpr int kWarpgroups = 2;
 constexpr int kThreads = 128 * kWarpgroups;
-constexpr int kWarps = kThreads / 32;
+constexpr int kWarps = kBlockWarps;
+static_assert(kThreads == 32 * kWarps, "2 warpgroups");
 constexpr int kBq = 64 * kWarpgroups;  // query rows per block
 constexpr int kBk = 128;               // keys per tile
 constexpr int64_t kMaxTokens = INT32_MAX - 256;
@@ -81,7 +82,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                   int n_kv_heads, AttnMask mask, float scale, float scale_log2) {
 #if LL_SM90A_DEVICE_CODE
   using S = Sm90Shape<HD>;
-  __shared__ int s_range[kWarps][4];  // per warp: f_min, f_max, l_min, l_max
+  __shared__ int s_range[kWarps][2];  // per warp: first and last visit of its rows
 
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
   const int wg = warp >> 2;
@@ -101,30 +102,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // Key ranges (visit indices = key positions) of this thread's two rows; rows past N: [1, 0].
   int row_first[2], row_last[2];
-  int f_min = INT_MAX, f_max = INT_MIN, l_min = INT_MAX, l_max = INT_MIN;
-#pragma unroll
-  for (int hf = 0; hf < 2; ++hf) {
-    const int i = q0 + warp_row0 + g + 8 * hf;
-    if (i < n) {
-      const KeyRange kr = attn_key_range(mask, h, i);
-      row_first[hf] = int(kr.first);
-      row_last[hf] = int(kr.last);
-      f_min = min(f_min, row_first[hf]);
-      f_max = max(f_max, row_first[hf]);
-      l_min = min(l_min, row_last[hf]);
-      l_max = max(l_max, row_last[hf]);
-    } else {
-      row_first[hf] = 1;
-      row_last[hf] = 0;
-    }
-  }
-  warp_ranges(f_min, f_max, l_min, l_max);
-  if (lane == 0) {
-    s_range[warp][0] = f_min;
-    s_range[warp][1] = f_max;
-    s_range[warp][2] = l_min;
-    s_range[warp][3] = l_max;
-  }
+  const WarpRanges wr = thread_row_ranges([&](int i) { return attn_key_range(mask, h, i); },
+                                          q0 + warp_row0 + g, n, row_first, row_last);
+  publish_ranges(s_range, warp, lane, wr);
   if (tid == 0) {
     mbar_init(bar_q, 1);
     mbar_init(bar_kv, 1);
@@ -134,16 +114,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   __syncthreads();
   // The block's visit range (union over its warps; row q0 < N is valid: non-empty) and this
   // warpgroup's [first, last] bounds, which decide its tile skips.
-  int v_lo = INT_MAX, v_hi = INT_MIN, wg_lo = INT_MAX, wg_hi = INT_MIN;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) {
-    v_lo = min(v_lo, s_range[w][0]);
-    v_hi = max(v_hi, s_range[w][3]);
-    if (w / 4 == wg) {
-      wg_lo = min(wg_lo, s_range[w][0]);
-      wg_hi = max(wg_hi, s_range[w][3]);
-    }
-  }
+  int v_lo, v_hi, wg_lo, wg_hi;
+  block_ranges(s_range, wg, v_lo, v_hi, wg_lo, wg_hi);
   const int n_tiles = (v_hi - v_lo) / kBk + 1;
 
   // K and V tile of visit indices [v0, v0 + 128) -> stage `stage` (thread 0 only).
@@ -186,7 +158,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     const bool skip = v0 > wg_hi || v0 + (kBk - 1) < wg_lo;  // warpgroup-uniform
     if (!skip) {
-      const bool full = f_max <= v0 && v0 + (kBk - 1) <= l_min;  // warp-uniform
+      const bool full = wr.f_max <= v0 && v0 + (kBk - 1) <= wr.l_min;  // warp-uniform
       const uint32_t s_k = s_kv + uint32_t(t & 1) * 2u * S::kKvBytes, s_v = s_k + S::kKvBytes;
 
       // S = Q K^T (raw scores, fp32). s[i]: row g + 8 ((i % 4) / 2), key 8 (i / 4) + 2 q4 + i % 2.

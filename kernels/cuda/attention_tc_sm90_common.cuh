@@ -13,8 +13,10 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cstdint>
 
+#include "kernels/cuda/attention_tc_common.cuh"
 #include "kernels/cuda/tc_ptx.cuh"
 
 namespace ll::cuda::tc::sm90 {
@@ -22,6 +24,65 @@ namespace ll::cuda::tc::sm90 {
 using bf16 = __nv_bfloat16;
 
 constexpr int kPanelRowBytes = 128;
+
+constexpr int kBlockWarps = 8;  // every Hopper attention kernel: 2 warpgroups
+
+// A warp's visible-range statistics over its valid rows: f_min, l_max bound what any row
+// sees, f_max, l_min what every row sees (an empty warp: f_min > l_max).
+struct WarpRanges {
+  int f_min = INT_MAX, f_max = INT_MIN, l_min = INT_MAX, l_max = INT_MIN;
+};
+
+// The visible ranges [first[hf], last[hf]] of this thread's rows at positions pos0 and
+// pos0 + 8 (range_of(position) gives a KeyRange or QueryRange; positions at or past n get the
+// empty range [1, 0]) and its warp's statistics (a warp collective).
+template <typename RangeOf>
+__device__ __forceinline__ WarpRanges thread_row_ranges(RangeOf range_of, int pos0, int n,
+                                                        int (&first)[2], int (&last)[2]) {
+  WarpRanges r;
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const int i = pos0 + 8 * hf;
+    if (i < n) {
+      const auto kr = range_of(i);
+      first[hf] = int(kr.first);
+      last[hf] = int(kr.last);
+      r.f_min = min(r.f_min, first[hf]);
+      r.f_max = max(r.f_max, first[hf]);
+      r.l_min = min(r.l_min, last[hf]);
+      r.l_max = max(r.l_max, last[hf]);
+    } else {
+      first[hf] = 1;
+      last[hf] = 0;
+    }
+  }
+  warp_ranges(r.f_min, r.f_max, r.l_min, r.l_max);
+  return r;
+}
+
+// Lane 0 of each warp publishes [first visit, last visit] of its rows; after a __syncthreads,
+// block_ranges gives the union over the block [lo, hi] and over warpgroup wg [wg_lo, wg_hi].
+__device__ __forceinline__ void publish_ranges(int (&s_range)[kBlockWarps][2], int warp, int lane,
+                                               const WarpRanges& r) {
+  if (lane == 0) {
+    s_range[warp][0] = r.f_min;
+    s_range[warp][1] = r.l_max;
+  }
+}
+__device__ __forceinline__ void block_ranges(const int (&s_range)[kBlockWarps][2], int wg, int& lo,
+                                             int& hi, int& wg_lo, int& wg_hi) {
+  lo = wg_lo = INT_MAX;
+  hi = wg_hi = INT_MIN;
+#pragma unroll
+  for (int w = 0; w < kBlockWarps; ++w) {
+    lo = min(lo, s_range[w][0]);
+    hi = max(hi, s_range[w][1]);
+    if (w / 4 == wg) {
+      wg_lo = min(wg_lo, s_range[w][0]);
+      wg_hi = max(wg_hi, s_range[w][1]);
+    }
+  }
+}
 
 // Byte offset of 16-byte chunk `chunk` (0 .. HD / 8) of row `row` in a [kRows, HD] panel tile.
 template <int kRows>
