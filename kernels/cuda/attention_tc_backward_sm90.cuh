@@ -108,20 +108,13 @@ __global__ void __launch_bounds__(kThreads, 1) attention_backward_sm90_dkv_kerne
   const int warp_row0 = warp * 16;         // block row (key) of the warp's first row
   const int64_t kv_stride = int64_t(n_kv_heads) * HD;
 
-  unsigned char* const smem_raw = dynamic_smem();
-  const uint32_t raw = uint32_t(__cvta_generic_to_shared(smem_raw));
-  const uint32_t s_k = (raw + 1023u) & ~1023u;
-  unsigned char* const smem = smem_raw + (s_k - raw);
+  unsigned char* smem;
+  const uint32_t s_k = aligned_smem(smem);
   const uint32_t s_v = s_k + S::kOwnBytes;
   const uint32_t s_qbuf = s_v + S::kOwnBytes;  // stage b: Q at s_qbuf + 2b tiles, dO after
   const uint32_t bar_kv = s_k + S::kBarrierOffset, bar_q = bar_kv + 8;  // stage b: bar_q + 8b
 
-  if (tid == 0) {
-    mbar_init(bar_kv, 1);
-    mbar_init(bar_q, 1);
-    mbar_init(bar_q + 8, 1);
-    fence_mbar_init();
-  }
+  init_mbarriers(tid, bar_kv, 3);
   __syncthreads();
   if (tid == 0) {
     mbar_arrive_expect_tx(bar_kv, 2u * S::kOwnBytes);
@@ -316,10 +309,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int warp_row0 = warp * 16;
   const int64_t q_stride = int64_t(n_heads) * HD;
 
-  unsigned char* const smem_raw = dynamic_smem();
-  const uint32_t raw = uint32_t(__cvta_generic_to_shared(smem_raw));
-  const uint32_t s_q = (raw + 1023u) & ~1023u;
-  unsigned char* const smem = smem_raw + (s_q - raw);
+  unsigned char* smem;
+  const uint32_t s_q = aligned_smem(smem);
   const uint32_t s_o = s_q + S::kOwnBytes;
   const uint32_t s_kv = s_o + S::kOwnBytes;  // stage b: K at s_kv + 2b tiles, V after
   const uint32_t bar_q = s_q + S::kBarrierOffset, bar_kv = bar_q + 8;  // stage b: bar_kv + 8b
@@ -336,12 +327,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     row_l2[hf] = i < n ? lse[int64_t(h) * n + i] * kLog2e : 0.0f;
     row_d[hf] = i < n ? dvec[int64_t(h) * n + i] : 0.0f;
   }
-  if (tid == 0) {
-    mbar_init(bar_q, 1);
-    mbar_init(bar_kv, 1);
-    mbar_init(bar_kv + 8, 1);
-    fence_mbar_init();
-  }
+  init_mbarriers(tid, bar_q, 3);
   __syncthreads();
   int v_lo, v_hi, wg_lo, wg_hi;
   block_ranges(s_range, wg, v_lo, v_hi, wg_lo, wg_hi);

@@ -93,10 +93,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int warp_row0 = warp * 16;                              // block row of its first row
   const int64_t q_stride = int64_t(n_heads) * HD;
 
-  unsigned char* const smem_raw = dynamic_smem();
-  const uint32_t raw = uint32_t(__cvta_generic_to_shared(smem_raw));
-  const uint32_t s_q = (raw + 1023u) & ~1023u;
-  unsigned char* const smem = smem_raw + (s_q - raw);
+  unsigned char* smem;
+  const uint32_t s_q = aligned_smem(smem);
   const uint32_t s_kv = s_q + S::kQBytes;  // stage b: K at s_kv + 2b tiles, V right after
   const uint32_t bar_q = s_q + S::kBarrierOffset, bar_kv = bar_q + 8;  // stage b: bar_kv + 8b
 
@@ -105,12 +103,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const WarpRanges wr = thread_row_ranges([&](int i) { return attn_key_range(mask, h, i); },
                                           q0 + warp_row0 + g, n, row_first, row_last);
   publish_ranges(s_range, warp, lane, wr);
-  if (tid == 0) {
-    mbar_init(bar_q, 1);
-    mbar_init(bar_kv, 1);
-    mbar_init(bar_kv + 8, 1);
-    fence_mbar_init();
-  }
+  init_mbarriers(tid, bar_q, 3);
   __syncthreads();
   // The block's visit range (union over its warps; row q0 < N is valid: non-empty) and this
   // warpgroup's [first, last] bounds, which decide its tile skips.

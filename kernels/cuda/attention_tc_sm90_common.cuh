@@ -17,7 +17,9 @@
 #include <cstdint>
 
 #include "kernels/cuda/attention_tc_common.cuh"
+#include "kernels/cuda/dynamic_smem.cuh"
 #include "kernels/cuda/tc_ptx.cuh"
+#include "kernels/cuda/tc_ptx_sm90.cuh"
 
 namespace ll::cuda::tc::sm90 {
 
@@ -26,6 +28,24 @@ using bf16 = __nv_bfloat16;
 constexpr int kPanelRowBytes = 128;
 
 constexpr int kBlockWarps = 8;  // every Hopper attention kernel: 2 warpgroups
+
+// The block's dynamic shared memory rounded up to 1024 bytes (the 128-byte swizzle's atom; the
+// launch asks for 1024 bytes of slack): its shared address, and the generic pointer in `base`.
+__device__ __forceinline__ uint32_t aligned_smem(unsigned char*& base) {
+  unsigned char* const raw = dynamic_smem();
+  const uint32_t raw_addr = uint32_t(__cvta_generic_to_shared(raw));
+  const uint32_t addr = (raw_addr + 1023u) & ~1023u;
+  base = raw + (addr - raw_addr);
+  return addr;
+}
+
+// Thread 0 initializes `count` consecutive mbarriers from shared address `first` (arrival
+// count 1: thread 0's arrive.expect_tx); a __syncthreads must follow before any use.
+__device__ __forceinline__ void init_mbarriers(int tid, uint32_t first, int count) {
+  if (tid != 0) return;
+  for (int b = 0; b < count; ++b) mbar_init(first + 8u * uint32_t(b), 1);
+  fence_mbar_init();
+}
 
 // A warp's visible-range statistics over its valid rows: f_min, l_max bound what any row
 // sees, f_max, l_min what every row sees (an empty warp: f_min > l_max).
