@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -178,11 +179,10 @@ void row_reference(const Inputs& in, const Case& c, const ll::AttnMask& mask, in
 TEST_CASE("tensor-core attention forward matches the CPU reference and the CUDA-core kernel") {
   ll::test::require_gpu();
 #if defined(LL_HAVE_CUDA)
-  MESSAGE("forward kernel for dense / S2 masks on this device: "
-          << (ll::cuda::attention_tc_uses_hopper(
-                  mask_of(Case{ll::AttnMode::Dense, 1, 2, 2, 64, 0}))
-                  ? "Hopper (wgmma + bulk tensor copies)"
-                  : "mma.sync"));
+  const bool hopper =
+      ll::cuda::attention_tc_uses_hopper(mask_of(Case{ll::AttnMode::Dense, 1, 2, 2, 64, 0}));
+  MESSAGE("tensor-core kernels for dense / S2 masks on this device: "
+          << std::string(hopper ? "Hopper (wgmma + bulk tensor copies)" : "mma.sync"));
   const auto seeds = ll::test::test_seeds();
   // (H, Hkv): MHA, GQA 2 and 4; H >= 2 and even so both S2 halves exist.
   const int64_t heads[][2] = {{4, 4}, {4, 2}, {8, 2}};
