@@ -64,6 +64,22 @@ budget=${GPU_CHECK_BUDGET_S:-540}
 left() { echo $((budget - SECONDS)); }
 results=()
 sanitizer=()
+# The Hopper attention kernels (sm_90a) first, briefly: a wrong mbarrier or descriptor can hang
+# a kernel, and a hang would eat the time budget test after test. If this tiny run (dense and
+# S2, forward and backward: every Hopper kernel) fails or hangs, the rest of the check runs
+# with LL_CUDA_TC_HOPPER=0 (the mma.sync kernels) and the report says so.
+hopper_smoke="not run (no sm_90a build)"
+if ((build_ok)) && [[ "$arch" == 90a ]]; then
+  step "Hopper attention smoke: bench_s2attn --impl tc --n 1024 (30 s limit)"
+  if timeout 30 build-gpu/bench_s2attn --impl tc --n 1024 --iters 2 --warmup 1 --budget-s 2 \
+      > "$out/hopper_smoke.txt" 2>&1; then
+    hopper_smoke=ok
+  else
+    hopper_smoke="FAIL($?): the rest of the check ran with LL_CUDA_TC_HOPPER=0"
+    export LL_CUDA_TC_HOPPER=0
+  fi
+  echo "hopper smoke: $hopper_smoke" >> "$log"
+fi
 if ((build_ok)); then
   step "GPU tests"
   run_gpu_test() {  # name label env...
@@ -191,7 +207,9 @@ PY
     echo "|---|---|"
     printf '%s\n' "${sanitizer[@]}"
     echo
-    echo "CPU suite on this machine: ${cpu:-not run}; SASS check (HMMA in the tensor-core kernels): ${sass:-not run}"
+    echo "CPU suite on this machine: ${cpu:-not run}; SASS check (HMMA in the tensor-core kernels, HGMMA + UTMALDG in the Hopper ones): ${sass:-not run}"
+    echo
+    echo "Hopper attention kernels, smoke run (hopper_smoke.txt): $hopper_smoke"
     echo
     echo "NCCL collectives: ${nccl_timing:-not measured}"
     echo
