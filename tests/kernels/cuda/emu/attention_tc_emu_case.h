@@ -90,13 +90,24 @@ void check_backward(const Case& c, const Inputs& in, std::mt19937_64& rng, Backw
   CHECK_MESSAGE(bwd_rev.dv == bwd.dv, "dv differs with the reverse thread order");
 }
 
-inline void run_case(const Case& c, uint64_t seed, bool backward) {
+// Which tensor-core kernels a case runs: the mma.sync ones (sm_80+) or the Hopper ones (sm_90a,
+// no S2Roll).
+enum class Kernels { Sm80, Hopper };
+
+inline void run_case(const Case& c, uint64_t seed, bool backward, Kernels kernels = Kernels::Sm80) {
   INFO("mode " << mode_name(c.mode) << " N " << c.n << " H " << c.h << " Hkv " << c.hkv << " hd "
-               << c.hd << " G " << c.g << " seed " << seed);
+               << c.hd << " G " << c.g << " seed " << seed
+               << (kernels == Kernels::Hopper ? " (Hopper kernels)" : " (mma.sync kernels)"));
   std::mt19937_64 rng(seed);
   const Inputs in = make_inputs(c, rng);
-  check_forward(c, in, emu::attention_forward_tc_emulated);
-  if (backward) check_backward(c, in, rng, emu::attention_backward_tc_emulated);
+  const bool hopper = kernels == Kernels::Hopper;
+  const emu::ForwardResult fwd = check_forward(
+      c, in, hopper ? emu::attention_forward_sm90_emulated : emu::attention_forward_tc_emulated);
+  CHECK(fwd.launches.size() == 1);
+  if (backward)
+    check_backward(
+        c, in, rng,
+        hopper ? emu::attention_backward_sm90_emulated : emu::attention_backward_tc_emulated);
 }
 
 }  // namespace ll::test::emu_case

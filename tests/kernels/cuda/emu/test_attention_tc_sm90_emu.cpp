@@ -40,16 +40,9 @@ TEST_CASE("emulated Hopper tensor-core attention forward and backward match the 
   }
   cases.push_back({ll::AttnMode::S2, 512, 2, 2, 128, 128});  // whole segments skip tiles
   int index = 0;
-  for (const Case& c : cases) {
-    const uint64_t seed = ll::test::emu_util::case_seed(seeds, size_t(index++));
-    INFO("mode " << ll::test::mode_name(c.mode) << " N " << c.n << " H " << c.h << " Hkv " << c.hkv
-                 << " hd " << c.hd << " G " << c.g << " seed " << seed);
-    std::mt19937_64 rng(seed);
-    const ec::Inputs in = ec::make_inputs(c, rng);
-    const auto fwd = ec::check_forward(c, in, ll::cuda::emu::attention_forward_sm90_emulated);
-    CHECK(fwd.launches.size() == 1);
-    ec::check_backward(c, in, rng, ll::cuda::emu::attention_backward_sm90_emulated);
-  }
+  for (const Case& c : cases)
+    ec::run_case(c, ll::test::emu_util::case_seed(seeds, size_t(index++)), true,
+                 ec::Kernels::Hopper);
 #else
   std::printf(
       "SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "

@@ -2,7 +2,8 @@
 // the GPU tests (test_attention_tc_gpu.cpp, test_attention_tc_bwd_gpu.cpp): every mode, N from
 // 1 to 1000 around the tile sizes, every S2 group size class (2, 16, 64, N/4, not dividing N,
 // larger than N), head dims 64 and 128, MHA and GQA 2 and 4, forward and backward, both fiber
-// orders. Label slow: 72 s on a 2-core VM (2026-11-26), too long for the default suite.
+// orders; the mma.sync kernels and the Hopper ones (all but S2Roll, which they leave to
+// mma.sync). Label slow: too long for the default suite.
 #include <doctest/doctest.h>
 
 #include <cstdint>
@@ -17,14 +18,18 @@
 #include "tests/kernels/cuda/emu/attention_tc_emu_case.h"
 #endif
 
-TEST_CASE("emulated tensor-core attention: the GPU tests' sweep of shapes") {
+namespace {
+
 #if defined(LL_HAVE_CUDA_EMU)
+void sweep(ll::test::emu_case::Kernels kernels) {
   using ll::test::emu_case::Case;
+  const bool hopper = kernels == ll::test::emu_case::Kernels::Hopper;
   const auto seeds = ll::test::test_seeds();
   const int64_t heads[][2] = {{4, 4}, {4, 2}, {8, 2}};
   const int64_t ns[] = {1, 7, 63, 64, 65, 100, 257};
   int index = 0;
   for (ll::AttnMode mode : {ll::AttnMode::Dense, ll::AttnMode::S2, ll::AttnMode::S2Roll}) {
+    if (hopper && mode == ll::AttnMode::S2Roll) continue;
     for (int64_t n : ns) {
       const std::vector<int64_t> gs =
           mode == ll::AttnMode::Dense ? std::vector<int64_t>{0} : ll::test::group_sizes(n);
@@ -32,7 +37,8 @@ TEST_CASE("emulated tensor-core attention: the GPU tests' sweep of shapes") {
         for (int64_t hd : {64, 128}) {
           const auto& hh = heads[size_t(index) % 3];
           ll::test::emu_case::run_case(Case{mode, n, hh[0], hh[1], hd, g},
-                                       ll::test::emu_util::case_seed(seeds, size_t(index)), true);
+                                       ll::test::emu_util::case_seed(seeds, size_t(index)), true,
+                                       kernels);
           ++index;
         }
       }
@@ -41,12 +47,32 @@ TEST_CASE("emulated tensor-core attention: the GPU tests' sweep of shapes") {
   // Longer: several key tiles per segment, ragged last segments, a 4-tile dense row block.
   for (int64_t hd : {64, 128}) {
     ll::test::emu_case::run_case(Case{ll::AttnMode::S2, 1000, 4, 2, hd, 250},
-                                 seeds.back() + uint64_t(hd), true);
-    ll::test::emu_case::run_case(Case{ll::AttnMode::S2Roll, 1000, 4, 1, hd, 334},
-                                 seeds.back() + uint64_t(hd) + 1, true);
+                                 seeds.back() + uint64_t(hd), true, kernels);
+    if (!hopper)
+      ll::test::emu_case::run_case(Case{ll::AttnMode::S2Roll, 1000, 4, 1, hd, 334},
+                                   seeds.back() + uint64_t(hd) + 1, true, kernels);
   }
-  ll::test::emu_case::run_case(Case{ll::AttnMode::Dense, 600, 2, 1, 128, 0}, seeds.back() + 7,
-                               true);
+  ll::test::emu_case::run_case(Case{ll::AttnMode::Dense, 600, 2, 1, 128, 0}, seeds.back() + 7, true,
+                               kernels);
+}
+#endif
+
+}  // namespace
+
+TEST_CASE("emulated tensor-core attention: the GPU tests' sweep of shapes") {
+#if defined(LL_HAVE_CUDA_EMU)
+  sweep(ll::test::emu_case::Kernels::Sm80);
+#else
+  std::printf(
+      "SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "
+      "source with its headers)\n");
+  std::exit(77);
+#endif
+}
+
+TEST_CASE("emulated Hopper attention kernels: the GPU tests' sweep of shapes") {
+#if defined(LL_HAVE_CUDA_EMU)
+  sweep(ll::test::emu_case::Kernels::Hopper);
 #else
   std::printf(
       "SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "
