@@ -31,12 +31,16 @@ void check_sizes(const char* op, const Bf16Bits& x, size_t expect, const char* n
 
 }  // namespace
 
-ForwardResult attention_forward_tc_emulated(const Bf16Bits& q, const Bf16Bits& k, const Bf16Bits& v,
-                                            int64_t n, int64_t n_heads, int64_t n_kv_heads,
-                                            int64_t head_dim, const AttnMask& mask, bool with_lse) {
-  const char* op = "emulated attention_forward_tc";
+namespace {
+
+ForwardResult forward(bool hopper, const Bf16Bits& q, const Bf16Bits& k, const Bf16Bits& v,
+                      int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                      const AttnMask& mask, bool with_lse) {
+  const char* op = hopper ? "emulated attention_forward_sm90" : "emulated attention_forward_tc";
   check_attention_args(n, n_heads, n_kv_heads, head_dim, mask, op,
                        head_dim == 64 || head_dim == 128, "64 or 128", tc::fwd::kMaxTokens);
+  LL_CHECK(!hopper || mask.mode != AttnMode::S2Roll, "{}: S2Roll masks go to the mma.sync kernel",
+           op);
   const size_t nq = size_t(n * n_heads * head_dim), nkv = size_t(n * n_kv_heads * head_dim);
   check_sizes(op, q, nq, "q");
   check_sizes(op, k, nkv, "k");
@@ -44,46 +48,39 @@ ForwardResult attention_forward_tc_emulated(const Bf16Bits& q, const Bf16Bits& k
   ForwardResult r;
   if (n == 0) return r;
   GlobalsScope scope;
-  // The kernels' cp.async reads q, k, v: registered, so a read outside them fails.
+  // The kernels' copies read q, k, v: registered, so a read outside them fails.
   HostBuffer bq(q), bk(k), bv(v), bout(nq * 2, true), blse(size_t(n * n_heads) * 4, true);
   bq.as_global();
   bk.as_global();
   bv.as_global();
-  tc::run_forward_tc(EmuLauncher{&r.launches}, bout.as<bf16>(),
-                     with_lse ? blse.as<float>() : nullptr, bq.as<bf16>(), bk.as<bf16>(),
-                     bv.as<bf16>(), int(n), int(n_heads), int(n_kv_heads), int(head_dim), mask);
+  float* lse = with_lse ? blse.as<float>() : nullptr;
+  if (hopper) {
+    const bool ok = tc::sm90::run_forward_sm90(
+        EmuLauncher{&r.launches}, tensor_map_encode_tiled, bout.as<bf16>(), lse, bq.as<bf16>(),
+        bk.as<bf16>(), bv.as<bf16>(), int(n), int(n_heads), int(n_kv_heads), int(head_dim), mask);
+    LL_CHECK(ok, "{}: the tensor-map encoder rejected a map", op);
+  } else {
+    tc::run_forward_tc(EmuLauncher{&r.launches}, bout.as<bf16>(), lse, bq.as<bf16>(), bk.as<bf16>(),
+                       bv.as<bf16>(), int(n), int(n_heads), int(n_kv_heads), int(head_dim), mask);
+  }
   r.out = bout.read<uint16_t>(nq);
   if (with_lse) r.lse = blse.read<float>(size_t(n * n_heads));
   return r;
+}
+
+}  // namespace
+
+ForwardResult attention_forward_tc_emulated(const Bf16Bits& q, const Bf16Bits& k, const Bf16Bits& v,
+                                            int64_t n, int64_t n_heads, int64_t n_kv_heads,
+                                            int64_t head_dim, const AttnMask& mask, bool with_lse) {
+  return forward(false, q, k, v, n, n_heads, n_kv_heads, head_dim, mask, with_lse);
 }
 
 ForwardResult attention_forward_sm90_emulated(const Bf16Bits& q, const Bf16Bits& k,
                                               const Bf16Bits& v, int64_t n, int64_t n_heads,
                                               int64_t n_kv_heads, int64_t head_dim,
                                               const AttnMask& mask, bool with_lse) {
-  const char* op = "emulated attention_forward_sm90";
-  check_attention_args(n, n_heads, n_kv_heads, head_dim, mask, op,
-                       head_dim == 64 || head_dim == 128, "64 or 128", tc::sm90::fwd::kMaxTokens);
-  LL_CHECK(mask.mode != AttnMode::S2Roll, "{}: S2Roll masks go to the mma.sync kernel", op);
-  const size_t nq = size_t(n * n_heads * head_dim), nkv = size_t(n * n_kv_heads * head_dim);
-  check_sizes(op, q, nq, "q");
-  check_sizes(op, k, nkv, "k");
-  check_sizes(op, v, nkv, "v");
-  ForwardResult r;
-  if (n == 0) return r;
-  GlobalsScope scope;
-  HostBuffer bq(q), bk(k), bv(v), bout(nq * 2, true), blse(size_t(n * n_heads) * 4, true);
-  bq.as_global();  // what the bulk copies read
-  bk.as_global();
-  bv.as_global();
-  const bool ok = tc::sm90::run_forward_sm90(EmuLauncher{&r.launches}, tensor_map_encode_tiled,
-                                             bout.as<bf16>(), with_lse ? blse.as<float>() : nullptr,
-                                             bq.as<bf16>(), bk.as<bf16>(), bv.as<bf16>(), int(n),
-                                             int(n_heads), int(n_kv_heads), int(head_dim), mask);
-  LL_CHECK(ok, "{}: the tensor-map encoder rejected a map", op);
-  r.out = bout.read<uint16_t>(nq);
-  if (with_lse) r.lse = blse.read<float>(size_t(n * n_heads));
-  return r;
+  return forward(true, q, k, v, n, n_heads, n_kv_heads, head_dim, mask, with_lse);
 }
 
 namespace {
