@@ -38,10 +38,11 @@ void check_pointers(const bf16* out, const bf16* q, const bf16* k, const bf16* v
            "cuda attention_forward_tc: q, k, v and out must be 16-byte aligned");
 }
 
-// Whether the current device runs the Hopper kernel: compute capability 9.x, the binary holds
-// its sm_90a code (binaryVersion 90; a build without 90a has only the empty body), the driver
-// encodes tensor maps, and LL_CUDA_TC_HOPPER is not 0. Decided once per device.
-bool hopper_forward_available() {
+// Whether the current device runs the Hopper kernels (forward and backward): compute capability
+// 9.x, the binary holds their sm_90a code (binaryVersion 90; a build without 90a has only the
+// empty bodies), the driver encodes tensor maps, and LL_CUDA_TC_HOPPER is not 0. Decided once
+// per device.
+bool hopper_kernels_available() {
   static std::array<signed char, 64> cached{};  // 0 unknown, 1 yes, -1 no
   int device = 0;
   LL_CUDA_CHECK(cudaGetDevice(&device));
@@ -67,7 +68,7 @@ bool hopper_forward_available() {
 }  // namespace
 
 bool attention_tc_uses_hopper(const AttnMask& mask) {
-  return mask.mode != AttnMode::S2Roll && hopper_forward_available();
+  return mask.mode != AttnMode::S2Roll && hopper_kernels_available();
 }
 
 void attention_forward_tc_sm80(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
@@ -87,9 +88,10 @@ void attention_forward_tc(bf16* out, float* lse, const bf16* q, const bf16* k, c
   if (n_tokens == 0) return;
   check_pointers(out, q, k, v);
   if (attention_tc_uses_hopper(mask)) {
-    LL_CHECK(tc::sm90::run_forward_sm90(StreamLauncher{stream}, tensor_map_encoder(), out, lse, q,
-                                        k, v, int(n_tokens), int(n_heads), int(n_kv_heads),
-                                        int(head_dim), mask),
+    const bool ok = tc::sm90::run_forward_sm90(StreamLauncher{stream}, tensor_map_encoder(), out,
+                                               lse, q, k, v, int(n_tokens), int(n_heads),
+                                               int(n_kv_heads), int(head_dim), mask);
+    LL_CHECK(ok,
              "cuda attention_forward_tc: the driver rejected a tensor map (N {}, H {}, Hkv {}, "
              "hd {})",
              n_tokens, n_heads, n_kv_heads, head_dim);

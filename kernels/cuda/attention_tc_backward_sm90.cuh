@@ -29,7 +29,6 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <climits>
 #include <cmath>
 #include <cstdint>
 
@@ -53,7 +52,6 @@ constexpr int kKeys = 128;   // dK/dV: keys per block
 constexpr int kQTile = 64;   // dK/dV: queries per tile
 constexpr int kQRows = 128;  // dQ: queries per block
 constexpr int kKTile = 64;   // dQ: keys per tile
-constexpr int64_t kMaxTokens = INT32_MAX - 256;
 constexpr float kLog2e = 1.4426950408889634f;
 
 // Shared memory of a kernel whose block side has kOwn rows (two tiles: K, V or Q, dO) and

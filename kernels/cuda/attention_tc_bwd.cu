@@ -49,20 +49,19 @@ void backward(bool allow_hopper, bf16* dq, bf16* dk, bf16* dv, const bf16* dout,
     LL_CUDA_CHECK(
         cudaMallocAsync(&scratch, attention_backward_workspace_bytes(n_tokens, n_heads), stream));
   float* dvec = static_cast<float*>(scratch);
-  if (allow_hopper && attention_tc_uses_hopper(mask)) {
-    const bool ok = tc::sm90::run_backward_sm90(
-        StreamLauncher{stream}, tensor_map_encoder(), dq, dk, dv, dout, q, k, v, out, lse, dvec,
-        int(n_tokens), int(n_heads), int(n_kv_heads), int(head_dim), mask);
-    if (!ok && workspace == nullptr) LL_CUDA_CHECK(cudaFreeAsync(scratch, stream));
-    LL_CHECK(ok,
-             "cuda attention_backward_tc: the driver rejected a tensor map (N {}, H {}, Hkv {}, "
-             "hd {})",
-             n_tokens, n_heads, n_kv_heads, head_dim);
-  } else {
+  bool ok = true;  // false: the driver rejected a tensor map (nothing launched)
+  if (allow_hopper && attention_tc_uses_hopper(mask))
+    ok = tc::sm90::run_backward_sm90(StreamLauncher{stream}, tensor_map_encoder(), dq, dk, dv, dout,
+                                     q, k, v, out, lse, dvec, int(n_tokens), int(n_heads),
+                                     int(n_kv_heads), int(head_dim), mask);
+  else
     tc::run_backward_tc(StreamLauncher{stream}, dq, dk, dv, dout, q, k, v, out, lse, dvec,
                         int(n_tokens), int(n_heads), int(n_kv_heads), int(head_dim), mask);
-  }
   if (workspace == nullptr) LL_CUDA_CHECK(cudaFreeAsync(scratch, stream));
+  LL_CHECK(
+      ok,
+      "cuda attention_backward_tc: the driver rejected a tensor map (N {}, H {}, Hkv {}, hd {})",
+      n_tokens, n_heads, n_kv_heads, head_dim);
 }
 
 }  // namespace

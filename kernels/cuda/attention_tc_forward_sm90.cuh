@@ -31,7 +31,6 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <climits>
 #include <cmath>
 #include <cstdint>
 
@@ -54,7 +53,6 @@ constexpr int kWarps = kBlockWarps;
 static_assert(kThreads == 32 * kWarps, "2 warpgroups");
 constexpr int kBq = 64 * kWarpgroups;  // query rows per block
 constexpr int kBk = 128;               // keys per tile
-constexpr int64_t kMaxTokens = INT32_MAX - 256;
 
 template <int HD>
 struct Sm90Shape {

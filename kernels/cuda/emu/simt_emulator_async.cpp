@@ -119,7 +119,7 @@ std::string perform(Launch& l, int wg, const WgmmaOp& op) {
 }
 
 // Builds the warpgroup's op from its 128 threads' arguments.
-std::string gather_mma(Launch& l, Fiber* th, WgmmaOp& op) {
+std::string gather_mma(Fiber* th, WgmmaOp& op) {
   const WgmmaArgs& x0 = th[0].wgmma;
   for (int t = 1; t < 128; ++t) {
     const WgmmaArgs& x = th[t].wgmma;
@@ -152,13 +152,11 @@ std::string gather_mma(Launch& l, Fiber* th, WgmmaOp& op) {
     extend_footprint(op.lo, op.hi, nmajor_addr(db, 0, 0), nmajor_addr(db, 15, x0.n - 1) + 1);
   else
     extend_footprint(op.lo, op.hi, kmajor_addr(db, 0, 0), kmajor_addr(db, x0.n - 1, 15) + 1);
-  (void)l;
   return {};
 }
 
 void land(Launch& l, Mbarrier& bar, const BulkCopy& c) {
   const EmuTensorMap& m = c.map;
-  const uint32_t row_bytes = m.box[0] * 2;
   uint32_t off = 0;
   for (uint32_t i2 = 0; i2 < (m.rank > 2 ? m.box[2] : 1); ++i2)
     for (uint32_t i1 = 0; i1 < (m.rank > 1 ? m.box[1] : 1); ++i1)
@@ -184,7 +182,6 @@ void land(Launch& l, Mbarrier& bar, const BulkCopy& c) {
           mb.write_warp_sync = l.warp_syncs[size_t(c.thread / 32)];
         }
       }
-  (void)row_bytes;
   bar.tx -= off;
 }
 
@@ -256,7 +253,7 @@ bool resolve_warpgroup(Launch& l, int warpgroup) {
       break;
     case GroupOp::Mma: {
       WgmmaOp m;
-      err = gather_mma(l, th, m);
+      err = gather_mma(th, m);
       if (err.empty()) {
         wa.open.push_back(m);
         l.stats.wgmma += 1;
