@@ -41,6 +41,19 @@ inline std::vector<float> poisoned(size_t n) {
   return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN());
 }
 
+// check_close's relative-norm bound for a result that sums terms which may cancel (accumulating
+// onto existing contents): fp32 rounding scales with the terms, so the bound is `tol` of the
+// terms' norm (terms[i] = sum of |term| for element i) where that exceeds the result's norm.
+inline double rel_norm_tol_of_terms(const std::vector<double>& ref,
+                                    const std::vector<double>& terms, double tol = 1e-5) {
+  double r2 = 0.0, t2 = 0.0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    r2 += ref[i] * ref[i];
+    t2 += terms[i] * terms[i];
+  }
+  return tol * std::max(1.0, r2 > 0.0 ? std::sqrt(t2 / r2) : 1.0);
+}
+
 // Every element finite (so written, since outputs start as NaN), ||out - ref|| / ||ref|| below
 // rel_norm_tol, and |out - ref| <= atol + rtol * |ref| per element. NaN never passes.
 inline void check_close(const std::vector<float>& out, const std::vector<double>& ref, double atol,

@@ -1,6 +1,8 @@
 // matmul: out (+)= x @ w^T against a double reference, odd shapes, accumulate, NaN poison.
 #include <doctest/doctest.h>
 
+#include <cmath>
+
 #include "kernels/cpu/matmul.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -26,17 +28,21 @@ TEST_CASE("matmul_forward matches x @ w^T") {
         auto out = accumulate ? ll::test::random_uniform(rng, size_t(m * n_out))
                               : ll::test::poisoned(size_t(m * n_out));  // [M, Nout]
         std::vector<double> ref(static_cast<size_t>(m * n_out));        // [M, Nout]
+        std::vector<double> terms(ref.size());  // |prior| + |product|: see rel_norm_tol_of_terms
         for (int64_t i = 0; i < m; ++i) {
           for (int64_t j = 0; j < n_out; ++j) {
-            double s = accumulate ? double(out[size_t(i * n_out + j)]) : 0.0;
+            const double prior = accumulate ? double(out[size_t(i * n_out + j)]) : 0.0;
+            double s = 0.0;
             for (int64_t p = 0; p < k; ++p)
               s += double(x[size_t(i * k + p)]) * double(w[size_t(j * k + p)]);
-            ref[size_t(i * n_out + j)] = s;
+            ref[size_t(i * n_out + j)] = prior + s;
+            terms[size_t(i * n_out + j)] = std::fabs(prior) + std::fabs(s);
           }
         }
         ll::cpu::matmul_forward(out.data(), x.data(), w.data(), m, k, n_out, accumulate);
         // fp32 dot products of length K: absolute error grows like sqrt(K) * eps * |terms|.
-        ll::test::check_close(out, ref, 1.5e-6 * std::sqrt(double(k)), 1e-6);
+        ll::test::check_close(out, ref, 1.5e-6 * std::sqrt(double(k)), 1e-6,
+                              ll::test::rel_norm_tol_of_terms(ref, terms));
       }
     }
   }

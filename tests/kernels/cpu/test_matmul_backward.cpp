@@ -3,7 +3,6 @@
 // NaN poison and empty reductions.
 #include <doctest/doctest.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -79,7 +78,7 @@ TEST_CASE("matmul_forward_scaled matches alpha * x @ w^T; alpha 1 is matmul_forw
           const Problem p = make_problem(rng, s);
           auto out = accumulate ? ll::test::random_uniform(rng, size_t(s.m * s.n_out))
                                 : ll::test::poisoned(size_t(s.m * s.n_out));  // [M, Nout]
-          std::vector<double> ref(out.size());                                // [M, Nout]
+          std::vector<double> ref(out.size()), terms(out.size());             // [M, Nout]
           for (int64_t i = 0; i < s.m; ++i)
             for (int64_t j = 0; j < s.n_out; ++j) {
               double acc = 0.0;
@@ -87,11 +86,13 @@ TEST_CASE("matmul_forward_scaled matches alpha * x @ w^T; alpha 1 is matmul_forw
                 acc += double(p.x[size_t(i * s.k + q)]) * double(p.w[size_t(j * s.k + q)]);
               const size_t o = size_t(i * s.n_out + j);
               ref[o] = (accumulate ? double(out[o]) : 0.0) + double(alpha) * acc;
+              terms[o] = (accumulate ? std::fabs(double(out[o])) : 0.0) + std::fabs(alpha * acc);
             }
           auto plain = out;  // the same starting contents for matmul_forward
           ll::cpu::matmul_forward_scaled(out.data(), p.x.data(), p.w.data(), s.m, s.k, s.n_out,
                                          alpha, accumulate);
-          ll::test::check_close(out, ref, 1.5e-6 * std::fabs(alpha) * std::sqrt(double(s.k)), 1e-6);
+          ll::test::check_close(out, ref, 1.5e-6 * std::fabs(alpha) * std::sqrt(double(s.k)), 1e-6,
+                                ll::test::rel_norm_tol_of_terms(ref, terms));
           if (alpha == 1.0f) {
             ll::cpu::matmul_forward(plain.data(), p.x.data(), p.w.data(), s.m, s.k, s.n_out,
                                     accumulate);
@@ -148,25 +149,16 @@ TEST_CASE("matmul backward matches the analytic products alpha * dout @ w and do
                                          alpha, accumulate);
           ll::cpu::matmul_backward_weight(dw.data(), p.dout.data(), p.x.data(), s.m, s.k, s.n_out,
                                           alpha, accumulate);
-          // fp32 dot products: absolute error grows like sqrt(length) * eps * |terms|; the
-          // relative norm bound is 1e-5 of the terms' norm where that exceeds the result's.
-          auto rel_tol = [](const std::vector<double>& ref, const std::vector<double>& terms) {
-            double r2 = 0.0, t2 = 0.0;
-            for (size_t i = 0; i < ref.size(); ++i) {
-              r2 += ref[i] * ref[i];
-              t2 += terms[i] * terms[i];
-            }
-            return 1e-5 * std::max(1.0, r2 > 0.0 ? std::sqrt(t2 / r2) : 1.0);
-          };
+          // fp32 dot products: absolute error grows like sqrt(length) * eps * |terms|.
           {
             INFO("dx");
             ll::test::check_close(dx, dx_ref, 1.5e-6 * std::sqrt(double(s.n_out)), 1e-6,
-                                  rel_tol(dx_ref, dx_terms));
+                                  ll::test::rel_norm_tol_of_terms(dx_ref, dx_terms));
           }
           {
             INFO("dw");
             ll::test::check_close(dw, dw_ref, 1.5e-6 * std::sqrt(double(s.m)), 1e-6,
-                                  rel_tol(dw_ref, dw_terms));
+                                  ll::test::rel_norm_tol_of_terms(dw_ref, dw_terms));
           }
         }
       }
