@@ -20,8 +20,9 @@
 //
 // Implementations: --impl simt is the CUDA-core kernel (kernels/cuda/attention.cuh); --impl tc
 // the tensor-core forward and backward (kernels/cuda/attention_tc.cuh: the Hopper wgmma kernels
-// on an sm_90 device for s2 and dense masks, mma.sync otherwise); --impl tc-sm80 the mma.sync
-// kernels everywhere. Each implementation is an AttnImpl
+// on an sm_90 device for s2 and dense masks, mma.sync otherwise); --impl tc-atomic the same
+// with the atomic-dQ backward where the Hopper kernels run (dQ summed with fp32 atomics, not
+// bitwise reproducible); --impl tc-sm80 the mma.sync kernels everywhere. Each implementation is an AttnImpl
 // below (a forward / backward launcher pair with the same signatures, plus the backward
 // workspace size).
 //
@@ -329,7 +330,11 @@ using BackwardFn = void (*)(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, cons
                             int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads,
                             int64_t head_dim, const ll::AttnMask& mask, void* workspace,
                             cudaStream_t stream);
-using WorkspaceFn = size_t (*)(int64_t n_tokens, int64_t n_heads);
+using WorkspaceFn = size_t (*)(int64_t n_tokens, int64_t n_heads, int64_t head_dim);
+
+size_t d_workspace_bytes(int64_t n_tokens, int64_t n_heads, int64_t) {
+  return ll::cuda::attention_backward_workspace_bytes(n_tokens, n_heads);
+}
 
 struct AttnImpl {
   const char* name;
@@ -342,15 +347,20 @@ struct AttnImpl {
 const AttnImpl kImpls[] = {
     {"simt", "CUDA-core flash-style kernel (kernels/cuda/attention.cuh)",
      &ll::cuda::attention_forward, &ll::cuda::attention_backward,
-     &ll::cuda::attention_backward_workspace_bytes},
+     &d_workspace_bytes},
     {"tc",
      "tensor-core forward and backward (kernels/cuda/attention_tc.cuh: wgmma on sm_90 for s2 / "
      "dense, else mma.sync)",
      &ll::cuda::attention_forward_tc, &ll::cuda::attention_backward_tc,
-     &ll::cuda::attention_backward_workspace_bytes},
+     &d_workspace_bytes},
+    {"tc-atomic",
+     "tensor-core forward and backward, atomic dQ where the Hopper kernels run "
+     "(kernels/cuda/attention_tc.cuh)",
+     &ll::cuda::attention_forward_tc, &ll::cuda::attention_backward_tc_atomic_dq,
+     &ll::cuda::attention_backward_tc_atomic_dq_workspace_bytes},
     {"tc-sm80", "tensor-core forward and backward, mma.sync (kernels/cuda/attention_tc.cuh)",
      &ll::cuda::attention_forward_tc_sm80, &ll::cuda::attention_backward_tc_sm80,
-     &ll::cuda::attention_backward_workspace_bytes},
+     &d_workspace_bytes},
 };
 
 const AttnImpl& find_impl(const std::string& name) {
@@ -478,7 +488,7 @@ bool allocate(Tensors& t, const Shape& s, bool need_bwd, const AttnImpl& impl) {
   if (ok && need_bwd)
     ok = t.dout.try_alloc(b * s.q_elems() * h2) && t.dq.try_alloc(b * s.q_elems() * h2) &&
          t.dk.try_alloc(b * s.kv_elems() * h2) && t.dv.try_alloc(b * s.kv_elems() * h2) &&
-         t.workspace.try_alloc(std::max<size_t>(impl.backward_workspace_bytes(s.n, s.heads), 4));
+         t.workspace.try_alloc(std::max<size_t>(impl.backward_workspace_bytes(s.n, s.heads, s.hd), 4));
   if (!ok)
     for (DeviceBuffer* d :
          {&t.q, &t.k, &t.v, &t.out, &t.lse, &t.dout, &t.dq, &t.dk, &t.dv, &t.workspace})
@@ -581,7 +591,7 @@ int run_bench(const Options& o) {
              double(info.total_bytes) / double(1 << 30), cuda_version_text(driver),
              cuda_version_text(runtime), double(l2_bytes) / double(1 << 20));
   fmt::print("impl      {}: {}\n", impl.name, impl.description);
-  if (o.impl == "tc")
+  if (o.impl == "tc" || o.impl == "tc-atomic")
     fmt::print("          kernels here: {}\n",
                ll::cuda::attention_tc_uses_hopper(ll::AttnMask{s2_mode, 2, 2, 2})
                    ? "Hopper (wgmma + bulk tensor copies)"
@@ -738,10 +748,11 @@ int run(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"s2", "s2-roll"}));
   app.add_option("--impl", o.impl,
-                 "kernel: simt (CUDA cores), tc (tensor cores; Hopper kernels on sm_90) or "
-                 "tc-sm80 (tensor cores, mma.sync everywhere)")
+                 "kernel: simt (CUDA cores), tc (tensor cores; Hopper kernels on sm_90), "
+                 "tc-atomic (tc with the atomic-dQ backward on sm_90) or tc-sm80 (tensor "
+                 "cores, mma.sync everywhere)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"simt", "tc", "tc-sm80"}));
+      ->check(CLI::IsMember({"simt", "tc", "tc-atomic", "tc-sm80"}));
   app.add_option("--json", o.json_path,
                  "also write the rows as JSON (with device, driver/runtime, date, $LL_COMMIT)");
   app.add_flag("--markdown", o.markdown,

@@ -35,6 +35,7 @@
 #include "engine/optimizer_step.h"
 #include "engine/tool_main.h"
 #include "kernels/attention_mask.h"
+#include "kernels/cuda_attention_choice.h"
 #include "kernels/make_backend.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
@@ -188,6 +189,9 @@ int run(int argc, char** argv) {
     in.classifier_chunk = classifier_chunk;
     in.activation_dtype = backend->activation_dtype();
     in.cublaslt_workspace_bytes = backend->name() == "cuda" ? ll::kCublasLtWorkspaceBytes : 0;
+    in.attention_dq_accumulator =
+        backend->name() == "cuda" &&
+        ll::cuda_attention_choice_from_env().atomic_dq_for(config.head_dim());
     const ll::MemoryPlan plan = ll::plan_training_memory(in);
     const int64_t plan_bytes =
         sharded ? ll::sharded_rank_footprint(plan, world, backend->name() == "cuda").total

@@ -34,6 +34,7 @@
 #include "engine/metrics_log.h"
 #include "engine/optimizer_step.h"
 #include "engine/progress.h"
+#include "kernels/cuda_attention_choice.h"
 #include "kernels/make_backend.h"
 #include "model/adapter_io.h"
 #include "model/llama_model.h"
@@ -366,6 +367,8 @@ MemoryPlan memory_plan_of(const TrainOptions& o, const LlamaConfig& config, bool
   in.classifier_chunk = o.classifier_chunk;
   in.activation_dtype = cuda ? DType::BF16 : DType::F32;
   in.cublaslt_workspace_bytes = cuda ? kCublasLtWorkspaceBytes : 0;
+  in.attention_dq_accumulator =
+      cuda && cuda_attention_choice_from_env().atomic_dq_for(config.head_dim());
   return plan_training_memory(in);
 }
 

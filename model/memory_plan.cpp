@@ -96,6 +96,11 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
   item("backward scratch", scratch,
        "gradients of the residual stream and of one block's intermediates, token ids, losses",
        false);
+  if (in.attention_dq_accumulator)
+    item("attention dQ accum.", 4 * n * q_dim,
+         fmt::format("[{}, {}] fp32: the atomic-dQ attention backward (LL_CUDA_ATTENTION_DQ)", n,
+                     q_dim),
+         false);
   const int64_t chunk = std::min(std::max<int64_t>(1, in.classifier_chunk), n);
   item("classifier chunk", chunk * v * 4,
        fmt::format("logits of {} tokens x {} vocab, fp32 (never the full [N, V])", chunk, v),

@@ -25,6 +25,9 @@ struct MemoryPlanInput {
   int64_t classifier_chunk = 2048;          // tokens per LM-head chunk
   DType activation_dtype = DType::F32;      // F32 (CPU) or BF16 (CUDA)
   int64_t cublaslt_workspace_bytes = 0;
+  // The attention backward's fp32 dQ accumulator ([N, H * hd]; the CUDA backend's atomic-dQ
+  // tensor-core backward, kernels/cuda_attention_choice.h).
+  bool attention_dq_accumulator = false;
 };
 
 struct MemoryItem {

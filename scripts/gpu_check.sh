@@ -99,6 +99,9 @@ if ((build_ok)); then
   for name in model_test_llama_cuda_gpu model_test_generation_gpu tools_test_train_longlora_cuda_gpu; do
     [[ -x build-gpu/$name ]] && run_gpu_test "$name" "$name.tc-attention" LL_CUDA_ATTENTION=tc
   done
+  # And the training step with the atomic-dQ backward (Hopper only; elsewhere the same kernels).
+  name=model_test_llama_cuda_gpu
+  [[ -x build-gpu/$name ]] && run_gpu_test "$name" "$name.tc-atomic-dq" LL_CUDA_ATTENTION=tc LL_CUDA_ATTENTION_DQ=atomic
   # The NCCL communicator in a world of one (issue 7): its timing case once more on its own, and
   # its "NCCL timing:" line (the collectives' time) into the report.
   nccl_test=dist_test_nccl_communicator_gpu
@@ -115,8 +118,10 @@ if ((build_ok)); then
   if [[ "${GPU_CHECK_BENCH:-1}" == 1 ]]; then
     if (($(left) > 60)); then
       step "benchmark: bench_s2attn (attention kernel, dense vs S2-Attn)"
-      # tc: the Hopper kernels on an H100; tc-sm80: the mma.sync kernels beside them.
-      for impl in tc tc-sm80 simt; do
+      # tc: the Hopper kernels on an H100; tc-atomic: with the atomic-dQ backward; tc-sm80: the
+      # mma.sync kernels beside them.
+      for impl in tc tc-atomic tc-sm80 simt; do
+        (($(left) > 40)) || break
         LL_COMMIT=$commit timeout 100 build-gpu/bench_s2attn --impl $impl --n 8192,32768 --budget-s 8 \
           --json "$out/s2attn_$impl.json" --markdown > "$out/s2attn_$impl.txt" 2>&1 || echo "bench_s2attn exit $?" >> "$out/s2attn_$impl.txt"
       done
@@ -219,7 +224,7 @@ PY
     echo
     bench_table
     echo
-    for impl in tc tc-sm80 simt; do
+    for impl in tc tc-atomic tc-sm80 simt; do
       echo "## Attention benchmark, --impl $impl (torch SDPA on the same shapes: torch_s2attn.txt)"
       echo
       sed -n '/^| card/,$p' "$out/s2attn_$impl.txt" 2>/dev/null || echo "(not run)"

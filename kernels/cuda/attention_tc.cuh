@@ -57,6 +57,25 @@ void attention_backward_tc(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* 
                            int64_t head_dim, const AttnMask& mask, void* workspace,
                            cudaStream_t stream);
 
+// Bytes of device workspace attention_backward_tc_atomic_dq needs: D ([H, N] fp32, as
+// attention_backward_workspace_bytes), then the dQ accumulator ([N, H, hd] fp32) at the next
+// 256-byte boundary.
+size_t attention_backward_tc_atomic_dq_workspace_bytes(int64_t n_tokens, int64_t n_heads,
+                                                       int64_t head_dim);
+
+// attention_backward_tc with atomic dQ where the Hopper kernels run (see
+// attention_tc_uses_hopper): one kernel computes dK, dV and each tile's dQ share, added to an
+// fp32 accumulator with atomics (5 matmuls per tile instead of 7, an [N, H, hd] fp32
+// workspace); dQ may then differ from run to run in the last bits (the order of the additions),
+// dK and dV stay deterministic. Elsewhere it is attention_backward_tc. workspace:
+// attention_backward_tc_atomic_dq_workspace_bytes(N, H, hd) bytes, 16-byte aligned, or null.
+void attention_backward_tc_atomic_dq(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
+                                     const __nv_bfloat16* dout, const __nv_bfloat16* q,
+                                     const __nv_bfloat16* k, const __nv_bfloat16* v,
+                                     const __nv_bfloat16* out, const float* lse, int64_t n_tokens,
+                                     int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                                     const AttnMask& mask, void* workspace, cudaStream_t stream);
+
 // attention_backward_tc with the mma.sync kernels whatever the device (benchmarks compare them).
 void attention_backward_tc_sm80(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
                                 const __nv_bfloat16* dout, const __nv_bfloat16* q,

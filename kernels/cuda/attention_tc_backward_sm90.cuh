@@ -2,8 +2,11 @@
 // Hopper (sm_90a) flash attention backward kernels: the mma.sync backward's algorithm
 // (attention_tc_backward.cuh: deterministic, no atomics, every output element owned by one
 // block) with wgmma and bulk tensor copies, and their launch sequence (after the mma.sync
-// rowdot kernel: D = rowsum(dO * O)). Internal: included by attention_tc_bwd.cu (nvcc; bodies
-// compiled for sm_90a only) and by the SIMT emulator's host build.
+// rowdot kernel: D = rowsum(dO * O)). Or, with atomic dQ, one dK/dV/dQ kernel that adds each
+// tile's dQ = dS K to an fp32 accumulator: 5 matmuls per tile instead of the deterministic
+// pair's 7 (the dQ kernel recomputes S and dP), at the price of run-to-run rounding
+// differences in dQ and an [N, H, hd] fp32 workspace. Internal: included by attention_tc_bwd.cu
+// (nvcc; bodies compiled for sm_90a only) and by the SIMT emulator's host build.
 //
 // Both kernels: 2 warpgroups (256 threads), each warpgroup 64 rows of the block's side (wgmma's
 // M = 64), each warp 16; tiles of the other side double-buffered by bulk copies on mbarriers;
@@ -29,6 +32,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -48,15 +52,19 @@ namespace bwd {
 constexpr int kThreads = 256;  // 2 warpgroups
 constexpr int kWarps = kBlockWarps;
 static_assert(kThreads == 32 * kWarps, "2 warpgroups");
-constexpr int kKeys = 128;   // dK/dV: keys per block
-constexpr int kQTile = 64;   // dK/dV: queries per tile
+constexpr int kKeys = 128;  // dK/dV: keys per block
+constexpr int kQTile = 64;  // dK/dV: queries per tile
+// Atomic-dQ dK/dV kernel: the tile's dS [64 queries, 128 keys] as two K-major panels.
+constexpr int kDsPanelBytes = kQTile * kPanelRowBytes;
+constexpr int kDsBytes = 2 * kDsPanelBytes;
 constexpr int kQRows = 128;  // dQ: queries per block
 constexpr int kKTile = 64;   // dQ: keys per tile
 constexpr float kLog2e = 1.4426950408889634f;
 
 // Shared memory of a kernel whose block side has kOwn rows (two tiles: K, V or Q, dO) and
-// whose other side comes in kOther-row tiles (two stages of two tiles), + 3 mbarriers.
-template <int HD, int kOwn, int kOther>
+// whose other side comes in kOther-row tiles (two stages of two tiles), + kExtraBytes (a
+// multiple of 1024) + 3 mbarriers.
+template <int HD, int kOwn, int kOther, int kExtraBytes = 0>
 struct Sm90BwdShape {
   static_assert(HD == 64 || HD == 128, "head dim 64 or 128");
   static constexpr int kPanels = HD / 64;
@@ -64,7 +72,9 @@ struct Sm90BwdShape {
   static constexpr int kOwnBytes = kPanels * kOwnPanelBytes;  // one own tile
   static constexpr int kOtherPanelBytes = kOther * kPanelRowBytes;
   static constexpr int kOtherBytes = kPanels * kOtherPanelBytes;  // one tile of a stage
-  static constexpr int kBarrierOffset = 2 * kOwnBytes + 4 * kOtherBytes;
+  static constexpr int kExtraOffset = 2 * kOwnBytes + 4 * kOtherBytes;
+  static_assert(kExtraBytes % 1024 == 0, "panels stay 1024-byte aligned");
+  static constexpr int kBarrierOffset = kExtraOffset + kExtraBytes;
   static constexpr int kSmemBytes = kBarrierOffset + 3 * 8 + 1024;  // + alignment slack
   static constexpr int kKSteps = HD / 16;
 };
@@ -80,19 +90,28 @@ __device__ __forceinline__ uint64_t nmajor_desc(uint32_t tile, int panel_bytes, 
   return smem_desc_sw128(tile + uint32_t(p * panel_bytes + row * kPanelRowBytes), 1024, 1024);
 }
 
+template <int HD, bool kAtomicDq>
+using DkvShape = Sm90BwdShape<HD, kKeys, kQTile, kAtomicDq ? kDsBytes : 0>;
+
 // ---------------------------------------------------------------------------------------
-// dK, dV. Grid (ceil(N / 128), Hkv), kThreads threads, Sm90BwdShape<HD, 128, 64>::kSmemBytes:
-//   K [128, HD] | V [128, HD] | Q0 [64, HD] | dO0 | Q1 | dO1 | mbarriers (K/V, stage 0, 1)
+// dK, dV (and with kAtomicDq, dQ). Grid (ceil(N / 128), Hkv), kThreads threads,
+// DkvShape<HD, kAtomicDq>::kSmemBytes:
+//   K [128, HD] | V [128, HD] | Q0 [64, HD] | dO0 | Q1 | dO1 | (kAtomicDq: dS [64, 128]) |
+//   mbarriers (K/V, stage 0, 1)
 // Tensor maps: tm_q, tm_do box rows 64; tm_k, tm_v box rows 128.
-template <int HD>
+// kAtomicDq: per query tile, dQ [64, HD] += dS K over the block's 128 keys, added to dq_accum
+// ([N, H, HD] fp32, zeroed before) with fp32 atomics: the order of the additions (so the
+// bytes of dQ) may change from run to run. HD 128: warpgroup w computes dQ's columns
+// [64 w, 64 w + 64) over all 128 keys; HD 64: every column over its own 64 keys.
+template <int HD, bool kAtomicDq>
 __global__ void __launch_bounds__(kThreads, 1) attention_backward_sm90_dkv_kernel(
-    bf16* __restrict__ dk, bf16* __restrict__ dv, const __grid_constant__ CUtensorMap tm_q,
-    const __grid_constant__ CUtensorMap tm_do, const __grid_constant__ CUtensorMap tm_k,
-    const __grid_constant__ CUtensorMap tm_v, const float* __restrict__ lse,
-    const float* __restrict__ dvec, int n, int n_heads, int n_kv_heads, AttnMask mask, float scale,
-    float scale_log2) {
+    bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dq_accum,
+    const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_do,
+    const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
+    const float* __restrict__ lse, const float* __restrict__ dvec, int n, int n_heads,
+    int n_kv_heads, AttnMask mask, float scale, float scale_log2) {
 #if LL_SM90A_DEVICE_CODE
-  using S = Sm90BwdShape<HD, kKeys, kQTile>;
+  using S = DkvShape<HD, kAtomicDq>;
   __shared__ int s_range[kWarps][2];  // per warp: first and last visit of its rows
   // lse * log2 e and D of the staged query tiles (0 past the union).
   __shared__ __align__(16) float s_lse[2][kQTile];
@@ -111,6 +130,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_backward_sm90_dkv_kerne
   const uint32_t s_v = s_k + S::kOwnBytes;
   const uint32_t s_qbuf = s_v + S::kOwnBytes;  // stage b: Q at s_qbuf + 2b tiles, dO after
   const uint32_t bar_kv = s_k + S::kBarrierOffset, bar_q = bar_kv + 8;  // stage b: bar_q + 8b
+  const uint32_t s_ds = s_k + S::kExtraOffset;  // kAtomicDq: dS [64 queries, 128 keys]
+  unsigned char* const ds_tile = smem + S::kExtraOffset;
 
   init_mbarriers(tid, bar_kv, 3);
   __syncthreads();
@@ -247,6 +268,23 @@ __global__ void __launch_bounds__(kThreads, 1) attention_backward_sm90_dkv_kerne
           }
         }
 
+        // kAtomicDq: dS (queries as rows) into the warpgroup's panel of the dS tile; element
+        // (query c, key row r) of pb[j][hf]: c = 8 j + 2 q4 + e, r = warp_row0 + g + 8 hf.
+        if constexpr (kAtomicDq) {
+#pragma unroll
+          for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+              const int r = warp_row0 + g + 8 * hf;
+              const int c = 8 * j + 2 * q4;
+              unsigned char* const at = ds_tile + (r & 7) * 2;
+              *reinterpret_cast<uint16_t*>(at + panel_offset<kQTile>(c, r >> 3)) =
+                  uint16_t(pb[j][hf] & 0xffffu);
+              *reinterpret_cast<uint16_t*>(at + panel_offset<kQTile>(c + 1, r >> 3)) =
+                  uint16_t(pb[j][hf] >> 16);
+            }
+        }
+
         // dK += dS^T Q.
         wgmma_fence();
 #pragma unroll
@@ -259,16 +297,58 @@ __global__ void __launch_bounds__(kThreads, 1) attention_backward_sm90_dkv_kerne
                                       nmajor_desc(s_q, S::kOtherPanelBytes, p, 16 * kc), 1);
         }
         wgmma_commit();
-        wgmma_wait<0>();
+      } else if constexpr (kAtomicDq && HD == 128) {
+        // The other warpgroup's dQ columns read this warpgroup's keys: dS = 0 there.
+        uint4* const panel = reinterpret_cast<uint4*>(ds_tile + wg * kDsPanelBytes);
 #pragma unroll
-        for (int p = 0; p < S::kPanels; ++p)
-#pragma unroll
-          for (int i = 0; i < 32; ++i) {
-            fence_operand(dk_acc[p][i]);
-            fence_operand(dv_acc[p][i]);
-          }
+        for (int i = 0; i < kDsPanelBytes / 16 / 128; ++i)
+          panel[(tid & 127) + 128 * i] = make_uint4(0u, 0u, 0u, 0u);
       }
-      __syncthreads();  // the stage (and its lse / D) is refilled by the next iteration
+
+      if constexpr (kAtomicDq) {
+        // dQ [64, HD] += dS K (this warpgroup's share), then fp32 atomics into dq_accum.
+        fence_proxy_async_smem();  // the dS stores, before the wgmma reads them
+        __syncthreads();           // both warpgroups' dS panels are written
+        constexpr int kDqSteps = HD == 128 ? kKeys / 16 : kKeys / 32;  // k16 steps over keys
+        const int ks0 = HD == 128 ? 0 : (kKeys / 32) * wg;
+        const int pc = HD == 128 ? wg : 0;  // dQ column panel
+        float dq_part[32];
+        if (HD == 128 || !skip) {
+          wgmma_fence();
+#pragma unroll
+          for (int i = 0; i < kDqSteps; ++i)
+            wgmma_m64n64k16_ss_nmajor(dq_part, kmajor_desc(s_ds, kDsPanelBytes, 0, ks0 + i),
+                                      nmajor_desc(s_k, S::kOwnPanelBytes, pc, 16 * (ks0 + i)),
+                                      i > 0 ? 1 : 0);
+          wgmma_commit();
+        }
+        wgmma_wait<0>();
+        if (HD == 128 || !skip) {
+#pragma unroll
+          for (int i = 0; i < 32; ++i) fence_operand(dq_part[i]);
+          const int r0 = (warp & 3) * 16 + g;  // the warp's rows of the wgmma tile
+#pragma unroll
+          for (int hf = 0; hf < 2; ++hf) {
+            const int u = u0 + r0 + 8 * hf;
+            if (u > u_hi) continue;  // dS = 0 (and rows past N)
+            float* const row = dq_accum + (int64_t(u) * n_heads + h) * HD + 64 * pc + 2 * q4;
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+              atomicAdd(reinterpret_cast<float2*>(row + 8 * j),
+                        make_float2(dq_part[4 * j + 2 * hf], dq_part[4 * j + 2 * hf + 1]));
+          }
+        }
+      } else if (!skip) {
+        wgmma_wait<0>();
+      }
+#pragma unroll
+      for (int p = 0; p < S::kPanels; ++p)
+#pragma unroll
+        for (int i = 0; i < 32; ++i) {
+          fence_operand(dk_acc[p][i]);
+          fence_operand(dv_acc[p][i]);
+        }
+      __syncthreads();  // the stage (and its lse / D, the dS tile) is refilled next iteration
     }
   }
 
@@ -433,11 +513,39 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif  // LL_SM90A_DEVICE_CODE
 }
 
+// ---------------------------------------------------------------------------------------
+// The atomic dQ's accumulator: zeroed before the dK/dV/dQ kernel, converted after it.
+constexpr int kEwThreads = 256;
+
+// acc [count4 * 4] fp32 <- 0.
+__global__ void __launch_bounds__(kEwThreads)
+    attention_dq_accum_zero_kernel(float4* __restrict__ acc, int64_t count4) {
+  const int64_t stride = int64_t(gridDim.x) * kEwThreads;
+  for (int64_t i = int64_t(blockIdx.x) * kEwThreads + threadIdx.x; i < count4; i += stride)
+    acc[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+}
+
+// dq [count4 * 4] bf16 <- acc * scale (round to nearest even).
+__global__ void __launch_bounds__(kEwThreads)
+    attention_dq_from_accum_kernel(bf16* __restrict__ dq, const float4* __restrict__ acc,
+                                   int64_t count4, float scale) {
+  const int64_t stride = int64_t(gridDim.x) * kEwThreads;
+  for (int64_t i = int64_t(blockIdx.x) * kEwThreads + threadIdx.x; i < count4; i += stride) {
+    const float4 a = acc[i];
+    reinterpret_cast<uint2*>(dq)[i] =
+        make_uint2(pack_bf16(a.x * scale, a.y * scale), pack_bf16(a.z * scale, a.w * scale));
+  }
+}
+
+inline unsigned ew_blocks(int64_t count4) {
+  return unsigned(std::min<int64_t>((count4 + kEwThreads - 1) / kEwThreads, int64_t(1) << 16));
+}
+
 template <int HD, typename Launcher, typename Encode>
 bool run_backward_sm90_hd(const Launcher& launch, Encode encode, bf16* dq, bf16* dk, bf16* dv,
                           const bf16* dout, const bf16* q, const bf16* k, const bf16* v,
-                          const bf16* out, const float* lse, float* dvec, int n, int n_heads,
-                          int n_kv_heads, const AttnMask& mask) {
+                          const bf16* out, const float* lse, float* dvec, float* dq_accum, int n,
+                          int n_heads, int n_kv_heads, const AttnMask& mask) {
   CUtensorMap q64, do64, k128, v128, q128, do128, k64, v64;
   if (!make_head_map(encode, q64, q, n, n_heads, HD, kQTile) ||
       !make_head_map(encode, do64, dout, n, n_heads, HD, kQTile) ||
@@ -459,10 +567,25 @@ bool run_backward_sm90_hd(const Launcher& launch, Encode encode, bf16* dq, bf16*
          dim3(unsigned(row_blocks)), dim3(tc::bwd::kThreads), size_t(0), dvec, dout, out,
          int64_t(n), n_heads);
 
-  launch("attention_backward_sm90_dkv_kernel", attention_backward_sm90_dkv_kernel<HD>,
-         dim3(unsigned((int64_t(n) + kKeys - 1) / kKeys), unsigned(n_kv_heads)), dim3(kThreads),
-         size_t(Sm90BwdShape<HD, kKeys, kQTile>::kSmemBytes), dk, dv, q64, do64, k128, v128, lse,
-         dvec, n, n_heads, n_kv_heads, mask, scale, scale_log2);
+  const dim3 dkv_grid(unsigned((int64_t(n) + kKeys - 1) / kKeys), unsigned(n_kv_heads));
+  if (dq_accum != nullptr) {
+    const int64_t count4 = int64_t(n) * n_heads * HD / 4;
+    launch("attention_dq_accum_zero_kernel", attention_dq_accum_zero_kernel,
+           dim3(ew_blocks(count4)), dim3(kEwThreads), size_t(0),
+           reinterpret_cast<float4*>(dq_accum), count4);
+    launch("attention_backward_sm90_dkv_kernel<atomic dQ>",
+           attention_backward_sm90_dkv_kernel<HD, true>, dkv_grid, dim3(kThreads),
+           size_t(DkvShape<HD, true>::kSmemBytes), dk, dv, dq_accum, q64, do64, k128, v128, lse,
+           dvec, n, n_heads, n_kv_heads, mask, scale, scale_log2);
+    launch("attention_dq_from_accum_kernel", attention_dq_from_accum_kernel,
+           dim3(ew_blocks(count4)), dim3(kEwThreads), size_t(0), dq,
+           reinterpret_cast<const float4*>(dq_accum), count4, scale);
+    return true;
+  }
+  launch("attention_backward_sm90_dkv_kernel", attention_backward_sm90_dkv_kernel<HD, false>,
+         dkv_grid, dim3(kThreads), size_t(DkvShape<HD, false>::kSmemBytes), dk, dv,
+         static_cast<float*>(nullptr), q64, do64, k128, v128, lse, dvec, n, n_heads, n_kv_heads,
+         mask, scale, scale_log2);
   launch("attention_backward_sm90_dq_kernel", attention_backward_sm90_dq_kernel<HD>,
          dim3(unsigned((int64_t(n) + kQRows - 1) / kQRows), unsigned(n_heads)), dim3(kThreads),
          size_t(Sm90BwdShape<HD, kQRows, kKTile>::kSmemBytes), dq, q128, do128, k64, v64, lse, dvec,
@@ -473,18 +596,20 @@ bool run_backward_sm90_hd(const Launcher& launch, Encode encode, bf16* dq, bf16*
 }  // namespace bwd
 
 // The launch sequence of the Hopper backward after the argument checks (N > 0, no S2Roll
-// mask, 16-byte aligned tensors; dvec: the [H, N] fp32 workspace). Returns false (and
-// launches nothing) when `encode` refuses a tensor map.
+// mask, 16-byte aligned tensors; dvec: the [H, N] fp32 workspace). dq_accum null: the
+// deterministic kernels (dK/dV, then dQ); else the atomic dQ ([N, H, hd] fp32, 16-byte
+// aligned): zero it, dK/dV/dQ in one kernel, convert. Returns false (and launches nothing) when
+// `encode` refuses a tensor map.
 template <typename Launcher, typename Encode>
 bool run_backward_sm90(const Launcher& launch, Encode encode, bf16* dq, bf16* dk, bf16* dv,
                        const bf16* dout, const bf16* q, const bf16* k, const bf16* v,
-                       const bf16* out, const float* lse, float* dvec, int n, int n_heads,
-                       int n_kv_heads, int head_dim, const AttnMask& mask) {
+                       const bf16* out, const float* lse, float* dvec, float* dq_accum, int n,
+                       int n_heads, int n_kv_heads, int head_dim, const AttnMask& mask) {
   if (head_dim == 64)
     return bwd::run_backward_sm90_hd<64>(launch, encode, dq, dk, dv, dout, q, k, v, out, lse, dvec,
-                                         n, n_heads, n_kv_heads, mask);
+                                         dq_accum, n, n_heads, n_kv_heads, mask);
   return bwd::run_backward_sm90_hd<128>(launch, encode, dq, dk, dv, dout, q, k, v, out, lse, dvec,
-                                        n, n_heads, n_kv_heads, mask);
+                                        dq_accum, n, n_heads, n_kv_heads, mask);
 }
 
 }  // namespace ll::cuda::tc::sm90

@@ -29,10 +29,17 @@ void check_args(int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim
 
 using host_detail::aligned16;
 
-void backward(bool allow_hopper, bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
-              const bf16* k, const bf16* v, const bf16* out, const float* lse, int64_t n_tokens,
-              int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, const AttnMask& mask,
-              void* workspace, cudaStream_t stream) {
+// Offset of the atomic dQ accumulator in the workspace (after D, [H, N] fp32).
+size_t dq_accum_offset(int64_t n_tokens, int64_t n_heads) {
+  return (attention_backward_workspace_bytes(n_tokens, n_heads) + 255) & ~size_t(255);
+}
+
+enum class DqOrder { Deterministic, Atomic };
+
+void backward(bool allow_hopper, DqOrder order, bf16* dq, bf16* dk, bf16* dv, const bf16* dout,
+              const bf16* q, const bf16* k, const bf16* v, const bf16* out, const float* lse,
+              int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+              const AttnMask& mask, void* workspace, cudaStream_t stream) {
   check_args(n_tokens, n_heads, n_kv_heads, head_dim, mask);
   if (n_tokens == 0) return;
   LL_CHECK(dq != nullptr && dk != nullptr && dv != nullptr && dout != nullptr && q != nullptr &&
@@ -42,17 +49,24 @@ void backward(bool allow_hopper, bf16* dq, bf16* dk, bf16* dv, const bf16* dout,
                aligned16(k) && aligned16(v) && aligned16(out),
            "cuda attention_backward_tc: dq, dk, dv, dout, q, k, v and out must be 16-byte "
            "aligned");
-  LL_CHECK((reinterpret_cast<uintptr_t>(workspace) & 3u) == 0,
-           "cuda attention_backward_tc: workspace must be 4-byte aligned");
+  const bool atomic = order == DqOrder::Atomic;
+  LL_CHECK((reinterpret_cast<uintptr_t>(workspace) & (atomic ? 15u : 3u)) == 0,
+           "cuda attention_backward_tc: workspace must be {}-byte aligned", atomic ? 16 : 4);
   void* scratch = workspace;
   if (scratch == nullptr)
-    LL_CUDA_CHECK(
-        cudaMallocAsync(&scratch, attention_backward_workspace_bytes(n_tokens, n_heads), stream));
+    LL_CUDA_CHECK(cudaMallocAsync(
+        &scratch,
+        atomic ? attention_backward_tc_atomic_dq_workspace_bytes(n_tokens, n_heads, head_dim)
+               : attention_backward_workspace_bytes(n_tokens, n_heads),
+        stream));
   float* dvec = static_cast<float*>(scratch);
+  float* dq_accum = atomic ? reinterpret_cast<float*>(static_cast<unsigned char*>(scratch) +
+                                                      dq_accum_offset(n_tokens, n_heads))
+                           : nullptr;
   bool ok = true;  // false: the driver rejected a tensor map (nothing launched)
   if (allow_hopper && attention_tc_uses_hopper(mask))
     ok = tc::sm90::run_backward_sm90(StreamLauncher{stream}, tensor_map_encoder(), dq, dk, dv, dout,
-                                     q, k, v, out, lse, dvec, int(n_tokens), int(n_heads),
+                                     q, k, v, out, lse, dvec, dq_accum, int(n_tokens), int(n_heads),
                                      int(n_kv_heads), int(head_dim), mask);
   else
     tc::run_backward_tc(StreamLauncher{stream}, dq, dk, dv, dout, q, k, v, out, lse, dvec,
@@ -70,8 +84,8 @@ void attention_backward_tc(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const
                            const bf16* k, const bf16* v, const bf16* out, const float* lse,
                            int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                            const AttnMask& mask, void* workspace, cudaStream_t stream) {
-  backward(true, dq, dk, dv, dout, q, k, v, out, lse, n_tokens, n_heads, n_kv_heads, head_dim, mask,
-           workspace, stream);
+  backward(true, DqOrder::Deterministic, dq, dk, dv, dout, q, k, v, out, lse, n_tokens, n_heads,
+           n_kv_heads, head_dim, mask, workspace, stream);
 }
 
 void attention_backward_tc_sm80(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
@@ -79,8 +93,23 @@ void attention_backward_tc_sm80(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, 
                                 int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads,
                                 int64_t head_dim, const AttnMask& mask, void* workspace,
                                 cudaStream_t stream) {
-  backward(false, dq, dk, dv, dout, q, k, v, out, lse, n_tokens, n_heads, n_kv_heads, head_dim,
-           mask, workspace, stream);
+  backward(false, DqOrder::Deterministic, dq, dk, dv, dout, q, k, v, out, lse, n_tokens, n_heads,
+           n_kv_heads, head_dim, mask, workspace, stream);
+}
+
+size_t attention_backward_tc_atomic_dq_workspace_bytes(int64_t n_tokens, int64_t n_heads,
+                                                       int64_t head_dim) {
+  return dq_accum_offset(n_tokens, n_heads) +
+         size_t(n_tokens) * size_t(n_heads) * size_t(head_dim) * sizeof(float);
+}
+
+void attention_backward_tc_atomic_dq(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
+                                     const bf16* k, const bf16* v, const bf16* out,
+                                     const float* lse, int64_t n_tokens, int64_t n_heads,
+                                     int64_t n_kv_heads, int64_t head_dim, const AttnMask& mask,
+                                     void* workspace, cudaStream_t stream) {
+  backward(true, DqOrder::Atomic, dq, dk, dv, dout, q, k, v, out, lse, n_tokens, n_heads,
+           n_kv_heads, head_dim, mask, workspace, stream);
 }
 
 }  // namespace ll::cuda

@@ -18,6 +18,7 @@
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_cached.cuh"
 #include "kernels/cuda/attention_tc.cuh"
+#include "kernels/cuda_attention_choice.h"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cross_entropy.cuh"
 #include "kernels/cuda/cuda_check.h"
@@ -95,6 +96,8 @@ struct CudaBackend::State {
   std::unique_ptr<cuda::GemmRunner> gemm;
   // Training attention: the tensor-core kernels (head dims 64 and 128) or the CUDA-core ones.
   bool tensor_core_attention = false;
+  // Tensor-core backward on Hopper: dQ summed with fp32 atomics (not bitwise reproducible).
+  bool atomic_dq = false;
 
   ~State() {
     // Destructors must not throw: report and go on.
@@ -118,20 +121,6 @@ struct CudaBackend::State {
   }
 };
 
-namespace {
-
-// LL_CUDA_ATTENTION=tc|simt picks the training attention kernels. The CUDA-core kernel stays the
-// default until the tensor-core kernels have passed on a GPU (scripts/gpu_check.sh runs the
-// model and train_longlora GPU tests under both).
-bool tensor_core_attention_from_env() {
-  const char* v = std::getenv("LL_CUDA_ATTENTION");
-  if (v == nullptr || std::string(v).empty() || std::string(v) == "simt") return false;
-  LL_CHECK(std::string(v) == "tc", "LL_CUDA_ATTENTION={}: expected tc or simt", v);
-  return true;
-}
-
-}  // namespace
-
 CudaBackend::CudaBackend(int device) : st_(std::make_shared<State>()) {
   const int n_devices = cuda::device_count();
   LL_CHECK(device >= 0 && device < n_devices,
@@ -143,7 +132,12 @@ CudaBackend::CudaBackend(int device) : st_(std::make_shared<State>()) {
            info.name, info.sm_major, info.sm_minor);
   State& s = *st_;
   s.device = device;
-  s.tensor_core_attention = tensor_core_attention_from_env();
+  // The training attention kernels (kernels/cuda_attention_choice.h). The CUDA-core kernel stays
+  // the default until the tensor-core kernels have passed on a GPU (scripts/gpu_check.sh runs
+  // the model and train_longlora GPU tests under both).
+  const CudaAttentionChoice attn = cuda_attention_choice_from_env();
+  s.tensor_core_attention = attn.tensor_cores;
+  s.atomic_dq = attn.atomic_dq;
   LL_CUDA_CHECK(cudaSetDevice(device));
   LL_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
   // Keep freed blocks in the pool across synchronizations: the model frees and re-allocates
@@ -200,7 +194,9 @@ std::string CudaBackend::device_description() const {
   const cuda::DeviceInfo info = cuda::device_info(st_->device);
   return fmt::format("{} (sm_{}{}, {} SMs, {:.1f} GiB); attention: {}", info.name, info.sm_major,
                      info.sm_minor, info.sm_count, gib(info.total_bytes),
-                     st_->tensor_core_attention ? "tensor cores (hd 64/128)" : "CUDA cores");
+                     !st_->tensor_core_attention ? "CUDA cores"
+                     : st_->atomic_dq            ? "tensor cores (hd 64/128), atomic dQ"
+                                                 : "tensor cores (hd 64/128)");
 }
 
 int CudaBackend::device() const { return st_->device; }
@@ -369,13 +365,16 @@ void CudaBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
                                      const Tensor& v, const Tensor& out, const Tensor& lse,
                                      const AttnMask& mask) {
   const shapes::AttnDims d = shapes::attention_backward(dq, dk, dv, dout, q, k, v, out, lse);
-  // D = rowsum(dout * out) per head and token: [H, N] fp32, counted like any tensor.
-  const int64_t ws_floats =
-      int64_t((cuda::attention_backward_workspace_bytes(d.n, d.h) + 3) / 4);
-  OwnedTensor ws = allocate({ws_floats}, DType::F32);
-  // Both backward kernels take the same workspace (D, [H, N] fp32).
-  const auto launch =
-      use_tensor_cores(d.hd) ? cuda::attention_backward_tc : cuda::attention_backward;
+  // D = rowsum(dout * out) per head and token: [H, N] fp32 (with atomic dQ then the dQ
+  // accumulator, [N, H, hd] fp32), counted like any tensor.
+  const bool tc = use_tensor_cores(d.hd), atomic = tc && st_->atomic_dq;
+  const size_t ws_bytes = atomic
+                              ? cuda::attention_backward_tc_atomic_dq_workspace_bytes(d.n, d.h, d.hd)
+                              : cuda::attention_backward_workspace_bytes(d.n, d.h);
+  OwnedTensor ws = allocate({int64_t((ws_bytes + 3) / 4)}, DType::F32);
+  const auto launch = atomic ? cuda::attention_backward_tc_atomic_dq
+                      : tc   ? cuda::attention_backward_tc
+                             : cuda::attention_backward;
   launch(bf16_ptr(dq, "query gradient"), bf16_ptr(dk, "key gradient"),
          bf16_ptr(dv, "value gradient"), bf16_ptr(dout, "attention gradient"),
          bf16_ptr(q, "queries"), bf16_ptr(k, "keys"), bf16_ptr(v, "values"),

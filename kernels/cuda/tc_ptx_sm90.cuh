@@ -54,6 +54,11 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
       "r"(parity)
       : "memory");
 }
+// Makes this thread's generic-proxy writes to shared memory visible to the async proxy (the
+// wgmma that reads them after the next barrier).
+__device__ __forceinline__ void fence_proxy_async_smem() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
 // Box of the 3-d tensor `map` at coordinates (c0, c1, c2) -> shared dst; completes on `bar`.
 __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map, int c0, int c1,
                                             int c2, uint32_t bar) {
@@ -119,6 +124,24 @@ __device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t desc
       : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 }
 
+// D[64 x 64] (+)= A[64 x 16] B[16 x 64]; A K-major, B N-major (transposed), both in shared
+// memory.
+__device__ __forceinline__ void wgmma_m64n64k16_ss_nmajor(float (&d)[32], uint64_t desc_a,
+                                                          uint64_t desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
+      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, 0, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
 // D[64 x 64] (+)= A[64 x 16] B[16 x 64]; A in registers, B N-major in shared memory.
 __device__ __forceinline__ void wgmma_m64n64k16_rs_nmajor(float (&d)[32], const uint32_t (&a)[4],
                                                           uint64_t desc_b, int scale_d) {
@@ -149,6 +172,7 @@ inline void tma_load_3d(uint32_t dst, const CUtensorMap* map, int c0, int c1, in
   const int32_t c[3] = {c0, c1, c2};
   emu::bulk_tensor_load(dst, map, 3, c, bar);
 }
+inline void fence_proxy_async_smem() {}  // the emulator's wgmma reads shared memory at wait
 inline void wgmma_fence() { emu::wgmma_fence(); }
 inline void wgmma_commit() { emu::wgmma_commit(); }
 template <int N>
@@ -161,6 +185,10 @@ inline void wgmma_m64n128k16_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b
 }
 inline void wgmma_m64n64k16_ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b, int scale_d) {
   emu::wgmma_bf16(d, 64, desc_a, nullptr, desc_b, scale_d != 0, false);
+}
+inline void wgmma_m64n64k16_ss_nmajor(float (&d)[32], uint64_t desc_a, uint64_t desc_b,
+                                      int scale_d) {
+  emu::wgmma_bf16(d, 64, desc_a, nullptr, desc_b, scale_d != 0, true);
 }
 inline void wgmma_m64n64k16_rs_nmajor(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b,
                                       int scale_d) {

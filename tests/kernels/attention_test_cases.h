@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "kernels/attention_mask.h"
@@ -14,7 +15,8 @@
 
 namespace ll::test {
 
-inline const char* mode_name(AttnMode m) {
+// A std::string: doctest's INFO prints a char* as a pointer.
+inline std::string mode_name(AttnMode m) {
   return m == AttnMode::Dense ? "dense" : m == AttnMode::S2 ? "s2" : "s2roll";
 }
 
@@ -52,7 +54,7 @@ inline void check_grad(const char* what, const std::vector<float>& got,
                        const std::vector<float>& ref) {
   double mx = 0.0;
   for (float x : ref) mx = std::max(mx, double(std::fabs(x)));
-  INFO(what << " (max |ref| " << mx << ")");
+  INFO(std::string(what) << " (max |ref| " << mx << ")");  // doctest prints a char* as a pointer
   const bool degenerate = mx < 1e-2;
   check_close(got, std::vector<double>(ref.begin(), ref.end()), 1e-2 * std::max(mx, 1e-2), 2e-2,
               degenerate ? 1e30 : 1.5e-2);

@@ -14,6 +14,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda_attention_choice.h"
 #include "model/llama_model.h"
 #include "model/memory_plan.h"
 #include "model/tensor_source.h"
@@ -126,6 +127,8 @@ TEST_CASE("a LoRA+ training step on the CUDA backend matches the CPU backend") {
   in.classifier_chunk = spec.classifier_chunk;
   in.activation_dtype = DType::BF16;
   in.cublaslt_workspace_bytes = kCublasLtWorkspaceBytes;
+  in.attention_dq_accumulator =
+      cuda_attention_choice_from_env().atomic_dq_for(weights.config.head_dim());
   const MemoryPlan plan = plan_training_memory(in);
   MESSAGE("memory plan " << plan.total() << " bytes, cuda backend peak " << gpu.memory().peak);
   CHECK(double(gpu.memory().peak) <= 1.05 * double(plan.total()));

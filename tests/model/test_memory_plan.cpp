@@ -123,6 +123,13 @@ TEST_CASE("Llama-2-7B at 100k tokens: the plan's parts") {
   CHECK(item_bytes(plan, "AdamW moments") == trained * 8);
   CHECK(plan.total() > int64_t(40) << 30);
   CHECK(format_memory_plan(plan).find("total (peak)") != std::string::npos);
+
+  // The atomic-dQ attention backward's accumulator: [100000, 4096] fp32, 1.6 GB more.
+  CHECK(format_memory_plan(plan).find("attention dQ") == std::string::npos);
+  in.attention_dq_accumulator = true;
+  const MemoryPlan atomic = plan_training_memory(in);
+  CHECK(item_bytes(atomic, "attention dQ accum.") == int64_t(100000) * 4096 * 4);
+  CHECK(atomic.total() == plan.total() + int64_t(100000) * 4096 * 4);
 }
 
 TEST_CASE("the data-parallel rank footprint equals the CPU backend's allocations (world of one)") {

@@ -85,10 +85,10 @@ ForwardResult attention_forward_sm90_emulated(const Bf16Bits& q, const Bf16Bits&
 
 namespace {
 
-BackwardResult backward(bool hopper, const Bf16Bits& dout, const Bf16Bits& q, const Bf16Bits& k,
-                        const Bf16Bits& v, const Bf16Bits& out, const std::vector<float>& lse,
-                        int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                        const AttnMask& mask) {
+BackwardResult backward(bool hopper, bool atomic_dq, const Bf16Bits& dout, const Bf16Bits& q,
+                        const Bf16Bits& k, const Bf16Bits& v, const Bf16Bits& out,
+                        const std::vector<float>& lse, int64_t n, int64_t n_heads,
+                        int64_t n_kv_heads, int64_t head_dim, const AttnMask& mask) {
   const char* op = hopper ? "emulated attention_backward_sm90" : "emulated attention_backward_tc";
   check_attention_args(n, n_heads, n_kv_heads, head_dim, mask, op,
                        head_dim == 64 || head_dim == 128, "64 or 128", tc::bwd::kMaxTokens);
@@ -109,11 +109,14 @@ BackwardResult backward(bool hopper, const Bf16Bits& dout, const Bf16Bits& q, co
   for (HostBuffer* b : {&bdout, &bq, &bk, &bv}) b->as_global();  // what the copies read
   HostBuffer bdq(nq * 2, true), bdk(nkv * 2, true), bdv(nkv * 2, true);
   HostBuffer dvec(size_t(n * n_heads) * 4, true);  // the workspace, poisoned
+  // The atomic dQ's accumulator (poisoned: the launch sequence must zero it).
+  HostBuffer dq_accum(atomic_dq ? nq * 4 : 4, true);
   if (hopper) {
     const bool ok = tc::sm90::run_backward_sm90(
         EmuLauncher{&r.launches}, tensor_map_encode_tiled, bdq.as<bf16>(), bdk.as<bf16>(),
         bdv.as<bf16>(), bdout.as<bf16>(), bq.as<bf16>(), bk.as<bf16>(), bv.as<bf16>(),
-        bout.as<bf16>(), blse.as<float>(), dvec.as<float>(), int(n), int(n_heads), int(n_kv_heads),
+        bout.as<bf16>(), blse.as<float>(), dvec.as<float>(),
+        atomic_dq ? dq_accum.as<float>() : nullptr, int(n), int(n_heads), int(n_kv_heads),
         int(head_dim), mask);
     LL_CHECK(ok, "{}: the tensor-map encoder rejected a map", op);
   } else {
@@ -135,15 +138,16 @@ BackwardResult attention_backward_tc_emulated(const Bf16Bits& dout, const Bf16Bi
                                               const Bf16Bits& out, const std::vector<float>& lse,
                                               int64_t n, int64_t n_heads, int64_t n_kv_heads,
                                               int64_t head_dim, const AttnMask& mask) {
-  return backward(false, dout, q, k, v, out, lse, n, n_heads, n_kv_heads, head_dim, mask);
+  return backward(false, false, dout, q, k, v, out, lse, n, n_heads, n_kv_heads, head_dim, mask);
 }
 
 BackwardResult attention_backward_sm90_emulated(const Bf16Bits& dout, const Bf16Bits& q,
                                                 const Bf16Bits& k, const Bf16Bits& v,
                                                 const Bf16Bits& out, const std::vector<float>& lse,
                                                 int64_t n, int64_t n_heads, int64_t n_kv_heads,
-                                                int64_t head_dim, const AttnMask& mask) {
-  return backward(true, dout, q, k, v, out, lse, n, n_heads, n_kv_heads, head_dim, mask);
+                                                int64_t head_dim, const AttnMask& mask,
+                                                bool atomic_dq) {
+  return backward(true, atomic_dq, dout, q, k, v, out, lse, n, n_heads, n_kv_heads, head_dim, mask);
 }
 
 }  // namespace ll::cuda::emu

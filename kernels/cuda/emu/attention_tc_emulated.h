@@ -39,7 +39,7 @@ ForwardResult attention_forward_sm90_emulated(const Bf16Bits& q, const Bf16Bits&
 
 struct BackwardResult {
   Bf16Bits dq, dk, dv;              // [N, H, hd], [N, Hkv, hd], [N, Hkv, hd]
-  std::vector<KernelRun> launches;  // rowdot, dK/dV, dQ
+  std::vector<KernelRun> launches;  // rowdot, dK/dV, dQ (or the atomic dQ's sequence)
 };
 
 BackwardResult attention_backward_tc_emulated(const Bf16Bits& dout, const Bf16Bits& q,
@@ -49,10 +49,13 @@ BackwardResult attention_backward_tc_emulated(const Bf16Bits& dout, const Bf16Bi
                                               int64_t head_dim, const AttnMask& mask);
 
 // The Hopper backward (attention_tc_backward_sm90.cuh) in the emulator; no S2Roll (as above).
+// atomic_dq: the atomic-dQ launch sequence (zero, dK/dV/dQ, convert; launches then holds those
+// three after rowdot) with a poisoned accumulator.
 BackwardResult attention_backward_sm90_emulated(const Bf16Bits& dout, const Bf16Bits& q,
                                                 const Bf16Bits& k, const Bf16Bits& v,
                                                 const Bf16Bits& out, const std::vector<float>& lse,
                                                 int64_t n, int64_t n_heads, int64_t n_kv_heads,
-                                                int64_t head_dim, const AttnMask& mask);
+                                                int64_t head_dim, const AttnMask& mask,
+                                                bool atomic_dq = false);
 
 }  // namespace ll::cuda::emu

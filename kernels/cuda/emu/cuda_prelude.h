@@ -131,6 +131,13 @@ inline unsigned atomicAdd(unsigned* p, unsigned v) {
 inline float atomicAdd(float* p, float v) {
   return __ll_emu_atomic<float>(p, v, [](float a, float b) { return a + b; });
 }
+// sm_90's vector atomic add (global memory): each component added on its own.
+inline float2 atomicAdd(float2* p, float2 v) {
+  const float2 old = *p;
+  p->x = old.x + v.x;
+  p->y = old.y + v.y;
+  return old;
+}
 inline int atomicMax(int* p, int v) {
   return __ll_emu_atomic<int>(p, v, [](int a, int b) { return a > b ? a : b; });
 }

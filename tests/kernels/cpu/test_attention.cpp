@@ -165,7 +165,7 @@ TEST_CASE("attention_forward matches segment / roll references") {
         const Heads heads = split_heads(s, q, k, v);
         for (AttnMode mode : {AttnMode::Dense, AttnMode::S2, AttnMode::S2Roll}) {
           INFO("N=" << s.n << " H=" << s.h << " Hkv=" << s.hkv << " hd=" << s.hd << " G=" << s.g
-                    << " mode " << mode_name(mode) << " sharpness " << sharpness);
+                    << " mode " << std::string(mode_name(mode)) << " sharpness " << sharpness);
           const Result ref = reference(s, mode, heads);
           const ll::AttnMask mask{mode, s.n, s.g, s.h};
           auto out = ll::test::poisoned(size_t(s.n * s.h * s.hd));  // [N, H, hd]

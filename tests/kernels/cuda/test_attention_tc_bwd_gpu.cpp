@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "common/error.h"
@@ -59,7 +60,7 @@ struct DevInputs {
   DeviceBuffer<float> lse;
 };
 
-enum class Impl { Tc, TcWorkspace, TcSm80, Simt };
+enum class Impl { Tc, TcWorkspace, TcSm80, TcAtomicDq, Simt };
 
 Grads run_backward(const Case& c, const DevInputs& in, Impl impl) {
   const size_t nq = size_t(c.n * c.h * c.hd), nkv = size_t(c.n * c.hkv * c.hd);
@@ -72,6 +73,14 @@ Grads run_backward(const Case& c, const DevInputs& in, Impl impl) {
     ll::cuda::attention_backward(dq.get(), dk.get(), dv.get(), in.dout.get(), in.q.get(),
                                  in.k.get(), in.v.get(), in.out.get(), in.lse.get(), c.n, c.h,
                                  c.hkv, c.hd, mask, nullptr, cudaStream_t(nullptr));
+  } else if (impl == Impl::TcAtomicDq) {
+    const size_t ws_bytes =
+        ll::cuda::attention_backward_tc_atomic_dq_workspace_bytes(c.n, c.h, c.hd);
+    DeviceBuffer<float> ws(ws_bytes / sizeof(float));
+    ws.poison();  // D and the dQ accumulator are written before they are read
+    ll::cuda::attention_backward_tc_atomic_dq(
+        dq.get(), dk.get(), dv.get(), in.dout.get(), in.q.get(), in.k.get(), in.v.get(),
+        in.out.get(), in.lse.get(), c.n, c.h, c.hkv, c.hd, mask, ws.get(), cudaStream_t(nullptr));
   } else {
     const size_t ws_bytes = ll::cuda::attention_backward_workspace_bytes(c.n, c.h);
     DeviceBuffer<float> ws(std::max<size_t>(ws_bytes / sizeof(float), 1));
@@ -94,10 +103,21 @@ Grads run_backward(const Case& c, const DevInputs& in, Impl impl) {
 }
 
 void check_grads(const char* against, const Grads& got, const Grads& ref) {
-  INFO("tensor-core backward vs " << against);
+  INFO("tensor-core backward vs " << std::string(against));
   check_grad("dq", got.dq, ref.dq);
   check_grad("dk", got.dk, ref.dk);
   check_grad("dv", got.dv, ref.dv);
+}
+
+// The atomic-dQ backward: close to `ref` (named `against`); dK and dV are the bytes of the
+// deterministic backward `tc`.
+void check_atomic_dq(const Case& c, const DevInputs& in, const Grads& tc, const char* against,
+                     const Grads& ref) {
+  INFO("atomic dQ");
+  const Grads atomic = run_backward(c, in, Impl::TcAtomicDq);
+  check_grads(against, atomic, ref);
+  CHECK_MESSAGE(atomic.rdk == tc.rdk, "dk differs from the deterministic backward's");
+  CHECK_MESSAGE(atomic.rdv == tc.rdv, "dv differs from the deterministic backward's");
 }
 
 void run_case(const Case& c, uint64_t seed) {
@@ -139,6 +159,7 @@ void run_case(const Case& c, uint64_t seed) {
   CHECK_MESSAGE(again.rdq == tc.rdq, "dq differs between two identical runs");
   CHECK_MESSAGE(again.rdk == tc.rdk, "dk differs between two identical runs");
   CHECK_MESSAGE(again.rdv == tc.rdv, "dv differs between two identical runs");
+  check_atomic_dq(c, in, tc, "CPU reference", ref);
 
   // End to end on the GPU: out and lse from attention_forward_tc.
   {
@@ -229,7 +250,9 @@ TEST_CASE(
                                    c.n, c.h, c.hkv, c.hd, mask_of(c), cudaStream_t(nullptr));
     ll::test::device_sync();
     const Grads tc = run_backward(c, in, Impl::Tc);
-    check_grads("CUDA-core kernel", tc, run_backward(c, in, Impl::Simt));
+    const Grads simt = run_backward(c, in, Impl::Simt);
+    check_grads("CUDA-core kernel", tc, simt);
+    check_atomic_dq(c, in, tc, "CUDA-core kernel", simt);
     const Grads again = run_backward(c, in, Impl::TcWorkspace);
     CHECK_MESSAGE(again.rdq == tc.rdq, "dq differs between two identical runs");
     CHECK_MESSAGE(again.rdk == tc.rdk, "dk differs between two identical runs");

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/attention_mask.h"
@@ -67,9 +68,12 @@ emu::ForwardResult check_forward(const Case& c, const Inputs& in, Forward forwar
 }
 
 // Random dout, the CPU reference backward on `in` and its bf16-rounded out; runs `backward`
-// (attention_backward_tc_emulated's signature) in both fiber orders and checks dq, dk, dv.
+// (attention_backward_tc_emulated's signature) in both fiber orders and checks dq, dk, dv, and
+// that both orders give the same bytes (dq only where `dq_deterministic`: atomic dQ sums in
+// the order the threads arrive).
 template <typename Backward>
-void check_backward(const Case& c, const Inputs& in, std::mt19937_64& rng, Backward backward) {
+void check_backward(const Case& c, const Inputs& in, std::mt19937_64& rng, Backward backward,
+                    bool dq_deterministic = true) {
   const size_t nq = size_t(c.n * c.h * c.hd), nkv = size_t(c.n * c.hkv * c.hd);
   const ll::AttnMask mask = mask_of(c);
   const auto dout = ll::test::round_bf16(ll::test::random_uniform(rng, nq, -1.0f, 1.0f));
@@ -85,29 +89,39 @@ void check_backward(const Case& c, const Inputs& in, std::mt19937_64& rng, Backw
   check_grad("dq vs CPU reference", from_bf16_bits(bwd.dq), dq);
   check_grad("dk vs CPU reference", from_bf16_bits(bwd.dk), dk);
   check_grad("dv vs CPU reference", from_bf16_bits(bwd.dv), dv);
-  CHECK_MESSAGE(bwd_rev.dq == bwd.dq, "dq differs with the reverse thread order");
+  if (dq_deterministic)
+    CHECK_MESSAGE(bwd_rev.dq == bwd.dq, "dq differs with the reverse thread order");
+  else
+    check_grad("dq (reverse thread order) vs CPU reference", from_bf16_bits(bwd_rev.dq), dq);
   CHECK_MESSAGE(bwd_rev.dk == bwd.dk, "dk differs with the reverse thread order");
   CHECK_MESSAGE(bwd_rev.dv == bwd.dv, "dv differs with the reverse thread order");
 }
 
 // Which tensor-core kernels a case runs: the mma.sync ones (sm_80+) or the Hopper ones (sm_90a,
-// no S2Roll).
-enum class Kernels { Sm80, Hopper };
+// no S2Roll), whose backward has a deterministic and an atomic-dQ launch sequence.
+enum class Kernels { Sm80, Hopper, HopperAtomicDq };
 
 inline void run_case(const Case& c, uint64_t seed, bool backward, Kernels kernels = Kernels::Sm80) {
-  INFO("mode " << mode_name(c.mode) << " N " << c.n << " H " << c.h << " Hkv " << c.hkv << " hd "
-               << c.hd << " G " << c.g << " seed " << seed
-               << (kernels == Kernels::Hopper ? " (Hopper kernels)" : " (mma.sync kernels)"));
+  INFO("mode " << std::string(mode_name(c.mode)) << " N " << c.n << " H " << c.h << " Hkv " << c.hkv
+               << " hd " << c.hd << " G " << c.g << " seed " << seed
+               << std::string(kernels == Kernels::Sm80     ? " (mma.sync kernels)"
+                              : kernels == Kernels::Hopper ? " (Hopper kernels)"
+                                                           : " (Hopper kernels, atomic dQ)"));
   std::mt19937_64 rng(seed);
   const Inputs in = make_inputs(c, rng);
-  const bool hopper = kernels == Kernels::Hopper;
+  const bool hopper = kernels != Kernels::Sm80;
   const emu::ForwardResult fwd = check_forward(
       c, in, hopper ? emu::attention_forward_sm90_emulated : emu::attention_forward_tc_emulated);
   CHECK(fwd.launches.size() == 1);
-  if (backward)
-    check_backward(
-        c, in, rng,
-        hopper ? emu::attention_backward_sm90_emulated : emu::attention_backward_tc_emulated);
+  if (!backward) return;
+  const bool atomic_dq = kernels == Kernels::HopperAtomicDq;
+  check_backward(
+      c, in, rng,
+      [&](const auto&... args) {
+        return hopper ? emu::attention_backward_sm90_emulated(args..., atomic_dq)
+                      : emu::attention_backward_tc_emulated(args...);
+      },
+      !atomic_dq);
 }
 
 }  // namespace ll::test::emu_case

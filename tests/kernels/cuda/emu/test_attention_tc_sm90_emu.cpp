@@ -50,3 +50,29 @@ TEST_CASE("emulated Hopper tensor-core attention forward and backward match the 
   std::exit(77);
 #endif
 }
+
+TEST_CASE("emulated Hopper attention backward with atomic dQ matches the CPU reference") {
+#if defined(LL_HAVE_CUDA_EMU)
+  using ll::test::emu_case::Case;
+  namespace ec = ll::test::emu_case;
+  const auto seeds = ll::test::test_seeds();
+  std::vector<Case> cases;
+  for (int64_t hd : {64, 128}) {
+    cases.push_back({ll::AttnMode::Dense, 1, 2, 2, hd, 0});
+    cases.push_back({ll::AttnMode::Dense, 400, 2, 1, hd, 0});  // GQA, 3-4 key tiles, ragged
+    cases.push_back({ll::AttnMode::S2, 200, 4, 2, hd, 72});    // G does not divide N
+    cases.push_back({ll::AttnMode::S2, 65, 4, 1, hd, 68});     // G > N
+  }
+  // Segments of 32 queries: query tiles where one warpgroup's keys see nothing (its dS panel
+  // is zeroed for the other's dQ columns at hd 128).
+  cases.push_back({ll::AttnMode::S2, 256, 2, 2, 128, 32});
+  cases.push_back({ll::AttnMode::S2, 512, 2, 2, 128, 128});  // whole segments skip tiles
+  int index = 100;
+  for (const Case& c : cases)
+    ec::run_case(c, ll::test::emu_util::case_seed(seeds, size_t(index++)), true,
+                 ec::Kernels::HopperAtomicDq);
+#else
+  std::printf("SKIP: built without the CUDA toolkit\n");
+  std::exit(77);
+#endif
+}

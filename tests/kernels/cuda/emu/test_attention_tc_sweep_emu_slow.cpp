@@ -3,7 +3,8 @@
 // 1 to 1000 around the tile sizes, every S2 group size class (2, 16, 64, N/4, not dividing N,
 // larger than N), head dims 64 and 128, MHA and GQA 2 and 4, forward and backward, both fiber
 // orders; the mma.sync kernels and the Hopper ones (all but S2Roll, which they leave to
-// mma.sync). Label slow: too long for the default suite.
+// mma.sync), whose backward runs with both dQ summations. Label slow: too long for the default
+// suite.
 #include <doctest/doctest.h>
 
 #include <cstdint>
@@ -23,7 +24,7 @@ namespace {
 #if defined(LL_HAVE_CUDA_EMU)
 void sweep(ll::test::emu_case::Kernels kernels) {
   using ll::test::emu_case::Case;
-  const bool hopper = kernels == ll::test::emu_case::Kernels::Hopper;
+  const bool hopper = kernels != ll::test::emu_case::Kernels::Sm80;
   const auto seeds = ll::test::test_seeds();
   const int64_t heads[][2] = {{4, 4}, {4, 2}, {8, 2}};
   const int64_t ns[] = {1, 7, 63, 64, 65, 100, 257};
@@ -73,6 +74,17 @@ TEST_CASE("emulated tensor-core attention: the GPU tests' sweep of shapes") {
 TEST_CASE("emulated Hopper attention kernels: the GPU tests' sweep of shapes") {
 #if defined(LL_HAVE_CUDA_EMU)
   sweep(ll::test::emu_case::Kernels::Hopper);
+#else
+  std::printf(
+      "SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "
+      "source with its headers)\n");
+  std::exit(77);
+#endif
+}
+
+TEST_CASE("emulated Hopper attention kernels with atomic dQ: the GPU tests' sweep of shapes") {
+#if defined(LL_HAVE_CUDA_EMU)
+  sweep(ll::test::emu_case::Kernels::HopperAtomicDq);
 #else
   std::printf(
       "SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "

@@ -220,6 +220,7 @@ int64_t run_and_count_sm90(const Case& c) {
   CHECK(s.bulk_copy_bytes == (blocks + 2 * w.tiles) * kBlockRows * c.hd * 2);
   CHECK(s.cp_async_bytes == 0);
   int64_t flops = s.wgmma_flops;
+  int64_t atomic_flops = 0;  // the atomic-dQ backward's
 
   const emu::Bf16Bits dout(nq, 0x3c00);
   const emu::BackwardResult b = emu::attention_backward_sm90_emulated(dout, q, k, v, f.out, f.lse,
@@ -239,6 +240,20 @@ int64_t run_and_count_sm90(const Case& c) {
     CHECK(st.bulk_copy_bytes ==
           (2 * blocks_kv * c.hkv * kBlockRows + 2 * wk.tiles * kTile64) * row_bytes);
     flops += st.wgmma_flops;
+
+    // Atomic dQ: the same kernel with dQ = dS K per tile added; no dQ kernel. hd 128: each
+    // warpgroup 64 queries x 64 columns over all 128 keys of every tile walked; hd 64: each
+    // warpgroup that does not skip the tile, 64 x 64 over its own 64 keys.
+    const emu::BackwardResult ba = emu::attention_backward_sm90_emulated(
+        dout, q, k, v, f.out, f.lse, c.n, c.h, c.hkv, c.hd, mask, true);
+    const emu::LaunchStats& sa =
+        stats_of(ba.launches, "attention_backward_sm90_dkv_kernel<atomic dQ>");
+    const int64_t dq_flops = c.hd == 128 ? wk.tiles * 2 * kTile64 * kBlockRows * c.hd
+                                         : wk.units * 2 * kGroupRows * kTile64 * c.hd;
+    CHECK(sa.wgmma_flops == st.wgmma_flops + dq_flops);
+    CHECK(sa.bulk_copy_bytes == st.bulk_copy_bytes);
+    CHECK(ba.launches.size() == 4);  // rowdot, zero, dK/dV/dQ, convert
+    atomic_flops = sa.wgmma_flops;
   }
   {
     Work wq;
@@ -252,6 +267,10 @@ int64_t run_and_count_sm90(const Case& c) {
     flops += st.wgmma_flops;
   }
   CHECK(stats_of(b.launches, "attention_tc_rowdot_kernel").wgmma == 0);
+  MESSAGE("Hopper forward + backward, mode " << std::string(ll::test::mode_name(c.mode)) << " N "
+                                             << c.n << " hd " << c.hd << ": wgmma FLOPs " << flops
+                                             << " deterministic, " << s.wgmma_flops + atomic_flops
+                                             << " atomic dQ");
   return flops;
 }
 
