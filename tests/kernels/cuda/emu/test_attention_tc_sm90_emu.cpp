@@ -24,25 +24,43 @@
 #include "tests/kernels/cuda/emu/attention_tc_emu_case.h"
 #endif
 
-TEST_CASE("emulated Hopper tensor-core attention forward and backward match the CPU reference") {
 #if defined(LL_HAVE_CUDA_EMU)
-  using ll::test::emu_case::Case;
-  namespace ec = ll::test::emu_case;
-  const auto seeds = ll::test::test_seeds();
+namespace {
+
+namespace ec = ll::test::emu_case;
+using ec::Case;
+
+// Dense and S2 cases for head dims 64 and 128 (G not dividing N, G > N).
+std::vector<Case> base_cases() {
   std::vector<Case> cases;
   for (int64_t hd : {64, 128}) {
     cases.push_back({ll::AttnMode::Dense, 1, 2, 2, hd, 0});
-    cases.push_back({ll::AttnMode::Dense, 130, 2, 1, hd, 0});
-    cases.push_back({ll::AttnMode::Dense, 400, 2, 2, hd, 0});  // 3-4 key tiles, ragged
+    cases.push_back({ll::AttnMode::Dense, 400, 2, 1, hd, 0});  // GQA, 3-4 key tiles, ragged
     cases.push_back({ll::AttnMode::S2, 200, 4, 2, hd, 72});    // G does not divide N
-    cases.push_back({ll::AttnMode::S2, 64, 2, 2, hd, 16});     // G below the tile size
     cases.push_back({ll::AttnMode::S2, 65, 4, 1, hd, 68});     // G > N
   }
   cases.push_back({ll::AttnMode::S2, 512, 2, 2, 128, 128});  // whole segments skip tiles
-  int index = 0;
-  for (const Case& c : cases)
-    ec::run_case(c, ll::test::emu_util::case_seed(seeds, size_t(index++)), true,
-                 ec::Kernels::Hopper);
+  return cases;
+}
+
+void run_cases(const std::vector<Case>& cases, size_t first_seed_index, ec::Kernels kernels) {
+  const auto seeds = ll::test::test_seeds();
+  for (size_t i = 0; i < cases.size(); ++i)
+    ec::run_case(cases[i], ll::test::emu_util::case_seed(seeds, first_seed_index + i), true,
+                 kernels);
+}
+
+}  // namespace
+#endif
+
+TEST_CASE("emulated Hopper tensor-core attention forward and backward match the CPU reference") {
+#if defined(LL_HAVE_CUDA_EMU)
+  std::vector<Case> cases = base_cases();
+  for (int64_t hd : {64, 128}) {
+    cases.push_back({ll::AttnMode::Dense, 130, 2, 1, hd, 0});
+    cases.push_back({ll::AttnMode::S2, 64, 2, 2, hd, 16});  // G below the tile size
+  }
+  run_cases(cases, 0, ec::Kernels::Hopper);
 #else
   std::printf(
       "SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "
@@ -53,24 +71,11 @@ TEST_CASE("emulated Hopper tensor-core attention forward and backward match the 
 
 TEST_CASE("emulated Hopper attention backward with atomic dQ matches the CPU reference") {
 #if defined(LL_HAVE_CUDA_EMU)
-  using ll::test::emu_case::Case;
-  namespace ec = ll::test::emu_case;
-  const auto seeds = ll::test::test_seeds();
-  std::vector<Case> cases;
-  for (int64_t hd : {64, 128}) {
-    cases.push_back({ll::AttnMode::Dense, 1, 2, 2, hd, 0});
-    cases.push_back({ll::AttnMode::Dense, 400, 2, 1, hd, 0});  // GQA, 3-4 key tiles, ragged
-    cases.push_back({ll::AttnMode::S2, 200, 4, 2, hd, 72});    // G does not divide N
-    cases.push_back({ll::AttnMode::S2, 65, 4, 1, hd, 68});     // G > N
-  }
+  std::vector<Case> cases = base_cases();
   // Segments of 32 queries: query tiles where one warpgroup's keys see nothing (its dS panel
   // is zeroed for the other's dQ columns at hd 128).
   cases.push_back({ll::AttnMode::S2, 256, 2, 2, 128, 32});
-  cases.push_back({ll::AttnMode::S2, 512, 2, 2, 128, 128});  // whole segments skip tiles
-  int index = 100;
-  for (const Case& c : cases)
-    ec::run_case(c, ll::test::emu_util::case_seed(seeds, size_t(index++)), true,
-                 ec::Kernels::HopperAtomicDq);
+  run_cases(cases, 100, ec::Kernels::HopperAtomicDq);
 #else
   std::printf("SKIP: built without the CUDA toolkit\n");
   std::exit(77);
