@@ -69,6 +69,7 @@ sanitizer=()
 # S2, forward and backward: every Hopper kernel) fails or hangs, the rest of the check runs
 # with LL_CUDA_TC_HOPPER=0 (the mma.sync kernels) and the report says so.
 hopper_smoke="not run (no sm_90a build)"
+atomic_smoke="not run (needs the Hopper smoke to pass)"
 if ((build_ok)) && [[ "$arch" == 90a ]]; then
   step "Hopper attention smoke: bench_s2attn --impl tc --n 1024 (30 s limit)"
   if timeout 30 build-gpu/bench_s2attn --impl tc --n 1024 --iters 2 --warmup 1 --budget-s 2 \
@@ -79,6 +80,19 @@ if ((build_ok)) && [[ "$arch" == 90a ]]; then
     export LL_CUDA_TC_HOPPER=0
   fi
   echo "hopper smoke: $hopper_smoke" >> "$log"
+  # The atomic-dQ backward kernel the same way; on failure LL_CUDA_TC_ATOMIC_DQ=0 sends its
+  # entry point to the deterministic kernels for the rest of the check.
+  if [[ "$hopper_smoke" == ok ]]; then
+    step "Hopper atomic-dQ smoke: bench_s2attn --impl tc-atomic --dir bwd --n 1024 (30 s limit)"
+    if timeout 30 build-gpu/bench_s2attn --impl tc-atomic --dir bwd --n 1024 --iters 2 --warmup 1 \
+        --budget-s 2 > "$out/atomic_dq_smoke.txt" 2>&1; then
+      atomic_smoke=ok
+    else
+      atomic_smoke="FAIL($?): the rest of the check ran with LL_CUDA_TC_ATOMIC_DQ=0"
+      export LL_CUDA_TC_ATOMIC_DQ=0
+    fi
+    echo "atomic-dQ smoke: $atomic_smoke" >> "$log"
+  fi
 fi
 if ((build_ok)); then
   step "GPU tests"
@@ -215,6 +229,8 @@ PY
     echo "CPU suite on this machine: ${cpu:-not run}; SASS check (HMMA in the tensor-core kernels, HGMMA + UTMALDG in the Hopper ones): ${sass:-not run}"
     echo
     echo "Hopper attention kernels, smoke run (hopper_smoke.txt): $hopper_smoke"
+    echo
+    echo "Atomic-dQ backward kernel, smoke run (atomic_dq_smoke.txt): $atomic_smoke"
     echo
     echo "NCCL collectives: ${nccl_timing:-not measured}"
     echo

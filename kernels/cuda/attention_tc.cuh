@@ -67,7 +67,8 @@ size_t attention_backward_tc_atomic_dq_workspace_bytes(int64_t n_tokens, int64_t
 // attention_tc_uses_hopper): one kernel computes dK, dV and each tile's dQ share, added to an
 // fp32 accumulator with atomics (5 matmuls per tile instead of 7, an [N, H, hd] fp32
 // workspace); dQ may then differ from run to run in the last bits (the order of the additions),
-// dK and dV stay deterministic. Elsewhere it is attention_backward_tc. workspace:
+// dK and dV stay deterministic. Elsewhere (and with LL_CUDA_TC_ATOMIC_DQ=0) it is
+// attention_backward_tc. workspace:
 // attention_backward_tc_atomic_dq_workspace_bytes(N, H, hd) bytes, 16-byte aligned, or null.
 void attention_backward_tc_atomic_dq(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
                                      const __nv_bfloat16* dout, const __nv_bfloat16* q,

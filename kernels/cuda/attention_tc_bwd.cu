@@ -2,6 +2,8 @@
 // workspace, the choice between the Hopper kernels (attention_tc_backward_sm90.cuh) and the
 // mma.sync ones (attention_tc_backward.cuh), and the launches on a stream.
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "common/error.h"
 #include "kernels/attention_mask.h"
@@ -36,6 +38,16 @@ size_t dq_accum_offset(int64_t n_tokens, int64_t n_heads) {
 
 enum class DqOrder { Deterministic, Atomic };
 
+// LL_CUDA_TC_ATOMIC_DQ=0 sends attention_backward_tc_atomic_dq to the deterministic kernels: the
+// GPU check's fallback should the atomic kernel fail on a device (scripts/gpu_check.sh).
+bool atomic_dq_kernel_enabled() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("LL_CUDA_TC_ATOMIC_DQ");
+    return env == nullptr || std::strcmp(env, "0") != 0;
+  }();
+  return enabled;
+}
+
 void backward(bool allow_hopper, DqOrder order, bf16* dq, bf16* dk, bf16* dv, const bf16* dout,
               const bf16* q, const bf16* k, const bf16* v, const bf16* out, const float* lse,
               int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
@@ -49,9 +61,12 @@ void backward(bool allow_hopper, DqOrder order, bf16* dq, bf16* dk, bf16* dv, co
                aligned16(k) && aligned16(v) && aligned16(out),
            "cuda attention_backward_tc: dq, dk, dv, dout, q, k, v and out must be 16-byte "
            "aligned");
-  const bool atomic = order == DqOrder::Atomic;
-  LL_CHECK((reinterpret_cast<uintptr_t>(workspace) & (atomic ? 15u : 3u)) == 0,
-           "cuda attention_backward_tc: workspace must be {}-byte aligned", atomic ? 16 : 4);
+  // The contract (workspace size and alignment) is the caller's choice, the kernels may fall back.
+  const bool atomic_contract = order == DqOrder::Atomic;
+  const bool atomic = atomic_contract && atomic_dq_kernel_enabled();
+  LL_CHECK((reinterpret_cast<uintptr_t>(workspace) & (atomic_contract ? 15u : 3u)) == 0,
+           "cuda attention_backward_tc: workspace must be {}-byte aligned",
+           atomic_contract ? 16 : 4);
   void* scratch = workspace;
   if (scratch == nullptr)
     LL_CUDA_CHECK(cudaMallocAsync(
