@@ -2,41 +2,12 @@
 // (kernels/cuda_attention_choice.h): defaults, each accepted value, and a clear error for any
 // other.
 #include <doctest/doctest.h>
-#include <stdlib.h>
-
-#include <string>
 
 #include "common/error.h"
 #include "kernels/cuda_attention_choice.h"
+#include "tests/scoped_env.h"
 
-namespace {
-
-// Sets (or, with null, unsets) an environment variable for the scope.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    const char* old = getenv(name);
-    had_ = old != nullptr;
-    if (had_) old_ = old;
-    if (value != nullptr)
-      setenv(name, value, 1);
-    else
-      unsetenv(name);
-  }
-  ~ScopedEnv() {
-    if (had_)
-      setenv(name_, old_.c_str(), 1);
-    else
-      unsetenv(name_);
-  }
-
- private:
-  const char* name_;
-  bool had_ = false;
-  std::string old_;
-};
-
-}  // namespace
+using ll::test::ScopedEnv;
 
 TEST_CASE("cuda attention choice: defaults, accepted values, errors") {
   using ll::cuda_attention_choice_from_env;

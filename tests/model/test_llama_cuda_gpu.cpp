@@ -1,6 +1,8 @@
-// One whole LoRA+ training step of the bundled demo model (models/kjv-tiny: 4 layers, head dim
-// 32, vocab 2000) on the CUDA backend against the CPU backend: loss, the gradient of every
-// trainable tensor, and the weights after an AdamW step with clipping. The 10-step run through
+// One whole LoRA+ training step on the CUDA backend against the CPU backend: loss, the gradient
+// of every trainable tensor, the memory plan against the backend's peak, and the weights after
+// an AdamW step with clipping. Of the bundled demo model (models/kjv-tiny: 4 layers, head dim
+// 32, vocab 2000), and of a random head-dim-64 GQA model under each training attention path
+// (CUDA cores, tensor cores, tensor cores with the atomic-dQ backward). The 10-step run through
 // train_longlora is tests/tools/test_train_longlora_cuda_gpu.cpp.
 #include <doctest/doctest.h>
 
@@ -19,6 +21,8 @@
 #include "model/memory_plan.h"
 #include "model/tensor_source.h"
 #include "optim/grad_clip.h"
+#include "tests/model/model_fixtures.h"
+#include "tests/scoped_env.h"
 #include "tests/test_paths.h"
 
 namespace {
@@ -65,17 +69,14 @@ void randomize_lora_b(LlamaModel& model, uint64_t seed) {
   }
 }
 
-}  // namespace
-
-TEST_CASE("a LoRA+ training step on the CUDA backend matches the CPU backend") {
-  ll::test::require_gpu();
-  const LlamaWeights weights = [] {
-    auto files = open_model_files(ll::test::source_path("models/kjv-tiny"));
-    return load_llama_weights(*files);
-  }();
+// One LoRA+ training step of `weights` on a CUDA backend (constructed here: it reads the
+// attention choice from the environment) against the CPU backend: loss, every gradient, the
+// memory plan against the backend's peak, one AdamW step and the next loss.
+void check_training_step(const LlamaWeights& weights) {
   const uint64_t seed = 5;
   CpuBackend cpu;
   CudaBackend gpu;
+  MESSAGE(gpu.device_description());
   LlamaModel cpu_model(cpu, weights, lora_plus_setup());
   LlamaModel gpu_model(gpu, weights, lora_plus_setup());
   randomize_lora_b(cpu_model, seed);
@@ -169,6 +170,39 @@ TEST_CASE("a LoRA+ training step on the CUDA backend matches the CPU backend") {
   CHECK(std::abs(g2.sum - c2.sum) <= 1e-2 * std::abs(c2.sum));
   CHECK(c2.sum < c.sum);
   CHECK(g2.sum < g.sum);
+}
+
+}  // namespace
+
+TEST_CASE("a LoRA+ training step on the CUDA backend matches the CPU backend") {
+  ll::test::require_gpu();
+  // The bundled demo model: head dim 32, so the CUDA-core attention kernels whatever
+  // LL_CUDA_ATTENTION says.
+  auto files = open_model_files(ll::test::source_path("models/kjv-tiny"));
+  check_training_step(load_llama_weights(*files));
+}
+
+TEST_CASE("a LoRA+ training step at head dim 64 matches the CPU backend on every attention path") {
+  ll::test::require_gpu();
+  // A random GQA model with head dim 64: the tensor-core attention kernels apply. Each backend
+  // is built under one attention choice (kernels/cuda_attention_choice.h): the CUDA-core
+  // kernels, the tensor-core ones (Hopper kernels on an sm_90 device, the emulated one too) and
+  // those with the atomic-dQ backward, whose fp32 accumulator the memory plan must count.
+  nlohmann::json cfg = ll::test::tiny_config_json();
+  cfg["hidden_size"] = 256;  // head dim 64
+  cfg["intermediate_size"] = 512;
+  cfg["vocab_size"] = 96;
+  cfg["max_position_embeddings"] = 256;
+  const LlamaWeights weights = random_llama_weights(llama_config_from_json(cfg, "gqa"), 3, 0.1f);
+  REQUIRE(weights.config.head_dim() == 64);
+  const char* choices[][2] = {{"simt", "deterministic"}, {"tc", "deterministic"}, {"tc", "atomic"}};
+  for (const auto& choice : choices) {
+    INFO("LL_CUDA_ATTENTION=" << std::string(choice[0])
+                              << " LL_CUDA_ATTENTION_DQ=" << std::string(choice[1]));
+    ll::test::ScopedEnv attn("LL_CUDA_ATTENTION", choice[0]);
+    ll::test::ScopedEnv dq("LL_CUDA_ATTENTION_DQ", choice[1]);
+    check_training_step(weights);
+  }
 }
 
 #else
