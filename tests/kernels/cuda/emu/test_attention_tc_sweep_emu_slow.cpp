@@ -58,37 +58,27 @@ void sweep(ll::test::emu_case::Kernels kernels) {
 }
 #endif
 
+// The sweep through one kernel family (0 mma.sync, 1 Hopper, 2 Hopper with atomic dQ), or the
+// skip exit in a build without the emulator.
+void sweep_family(int family) {
+#if defined(LL_HAVE_CUDA_EMU)
+  using K = ll::test::emu_case::Kernels;
+  sweep(family == 0 ? K::Sm80 : family == 1 ? K::Hopper : K::HopperAtomicDq);
+#else
+  (void)family;
+  std::printf(
+      "SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "
+      "source with its headers)\n");
+  std::exit(77);
+#endif
+}
+
 }  // namespace
 
-TEST_CASE("emulated tensor-core attention: the GPU tests' sweep of shapes") {
-#if defined(LL_HAVE_CUDA_EMU)
-  sweep(ll::test::emu_case::Kernels::Sm80);
-#else
-  std::printf(
-      "SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "
-      "source with its headers)\n");
-  std::exit(77);
-#endif
-}
+TEST_CASE("emulated tensor-core attention: the GPU tests' sweep of shapes") { sweep_family(0); }
 
-TEST_CASE("emulated Hopper attention kernels: the GPU tests' sweep of shapes") {
-#if defined(LL_HAVE_CUDA_EMU)
-  sweep(ll::test::emu_case::Kernels::Hopper);
-#else
-  std::printf(
-      "SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "
-      "source with its headers)\n");
-  std::exit(77);
-#endif
-}
+TEST_CASE("emulated Hopper attention kernels: the GPU tests' sweep of shapes") { sweep_family(1); }
 
 TEST_CASE("emulated Hopper attention kernels with atomic dQ: the GPU tests' sweep of shapes") {
-#if defined(LL_HAVE_CUDA_EMU)
-  sweep(ll::test::emu_case::Kernels::HopperAtomicDq);
-#else
-  std::printf(
-      "SKIP: built without the CUDA toolkit (the emulator compiles the CUDA kernels' "
-      "source with its headers)\n");
-  std::exit(77);
-#endif
+  sweep_family(2);
 }
