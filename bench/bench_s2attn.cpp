@@ -22,9 +22,9 @@
 // the tensor-core forward and backward (kernels/cuda/attention_tc.cuh: the Hopper wgmma kernels
 // on an sm_90 device for s2 and dense masks, mma.sync otherwise); --impl tc-atomic the same
 // with the atomic-dQ backward where the Hopper kernels run (dQ summed with fp32 atomics, not
-// bitwise reproducible); --impl tc-sm80 the mma.sync kernels everywhere. Each implementation is an AttnImpl
-// below (a forward / backward launcher pair with the same signatures, plus the backward
-// workspace size).
+// bitwise reproducible); --impl tc-sm80 the mma.sync kernels everywhere. Each implementation
+// is an AttnImpl below (a forward / backward launcher pair with the same signatures, plus the
+// backward workspace size).
 //
 // Example: ./bench_s2attn --n 8192,32768 --dir fwd --json s2attn.json --markdown
 #include <CLI/CLI.hpp>
@@ -488,7 +488,8 @@ bool allocate(Tensors& t, const Shape& s, bool need_bwd, const AttnImpl& impl) {
   if (ok && need_bwd)
     ok = t.dout.try_alloc(b * s.q_elems() * h2) && t.dq.try_alloc(b * s.q_elems() * h2) &&
          t.dk.try_alloc(b * s.kv_elems() * h2) && t.dv.try_alloc(b * s.kv_elems() * h2) &&
-         t.workspace.try_alloc(std::max<size_t>(impl.backward_workspace_bytes(s.n, s.heads, s.hd), 4));
+         t.workspace.try_alloc(
+             std::max<size_t>(impl.backward_workspace_bytes(s.n, s.heads, s.hd), 4));
   if (!ok)
     for (DeviceBuffer* d :
          {&t.q, &t.k, &t.v, &t.out, &t.lse, &t.dout, &t.dq, &t.dk, &t.dv, &t.workspace})

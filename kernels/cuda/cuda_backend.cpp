@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <limits>
 #include <string>
 
@@ -18,7 +17,6 @@
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_cached.cuh"
 #include "kernels/cuda/attention_tc.cuh"
-#include "kernels/cuda_attention_choice.h"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cross_entropy.cuh"
 #include "kernels/cuda/cuda_check.h"
@@ -29,6 +27,7 @@
 #include "kernels/cuda/rmsnorm.cuh"
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/swiglu.cuh"
+#include "kernels/cuda_attention_choice.h"
 #include "model/memory_plan.h"
 
 namespace ll {
@@ -94,10 +93,9 @@ struct CudaBackend::State {
   double* sum_scratch = nullptr;    // [sum_squares_scratch_bytes / 8]
   int* status = nullptr;            // [1] classifier error bits
   std::unique_ptr<cuda::GemmRunner> gemm;
-  // Training attention: the tensor-core kernels (head dims 64 and 128) or the CUDA-core ones.
-  bool tensor_core_attention = false;
-  // Tensor-core backward on Hopper: dQ summed with fp32 atomics (not bitwise reproducible).
-  bool atomic_dq = false;
+  // Training attention: the tensor-core kernels (head dims 64 and 128) or the CUDA-core ones,
+  // and the tensor-core backward's dQ summation (kernels/cuda_attention_choice.h).
+  CudaAttentionChoice attention;
 
   ~State() {
     // Destructors must not throw: report and go on.
@@ -132,12 +130,9 @@ CudaBackend::CudaBackend(int device) : st_(std::make_shared<State>()) {
            info.name, info.sm_major, info.sm_minor);
   State& s = *st_;
   s.device = device;
-  // The training attention kernels (kernels/cuda_attention_choice.h). The CUDA-core kernel stays
-  // the default until the tensor-core kernels have passed on a GPU (scripts/gpu_check.sh runs
-  // the model and train_longlora GPU tests under both).
-  const CudaAttentionChoice attn = cuda_attention_choice_from_env();
-  s.tensor_core_attention = attn.tensor_cores;
-  s.atomic_dq = attn.atomic_dq;
+  // The CUDA-core kernel stays the default until the tensor-core kernels have passed on a GPU
+  // (the training-step GPU test runs every attention path).
+  s.attention = cuda_attention_choice_from_env();
   LL_CUDA_CHECK(cudaSetDevice(device));
   LL_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
   // Keep freed blocks in the pool across synchronizations: the model frees and re-allocates
@@ -194,9 +189,9 @@ std::string CudaBackend::device_description() const {
   const cuda::DeviceInfo info = cuda::device_info(st_->device);
   return fmt::format("{} (sm_{}{}, {} SMs, {:.1f} GiB); attention: {}", info.name, info.sm_major,
                      info.sm_minor, info.sm_count, gib(info.total_bytes),
-                     !st_->tensor_core_attention ? "CUDA cores"
-                     : st_->atomic_dq            ? "tensor cores (hd 64/128), atomic dQ"
-                                                 : "tensor cores (hd 64/128)");
+                     !st_->attention.tensor_cores ? "CUDA cores"
+                     : st_->attention.atomic_dq   ? "tensor cores (hd 64/128), atomic dQ"
+                                                  : "tensor cores (hd 64/128)");
 }
 
 int CudaBackend::device() const { return st_->device; }
@@ -334,7 +329,7 @@ void CudaBackend::rope_backward(const Tensor& dx, int64_t position_offset, doubl
 }
 
 bool CudaBackend::use_tensor_cores(int64_t head_dim) const {
-  return st_->tensor_core_attention && (head_dim == 64 || head_dim == 128);
+  return st_->attention.tensor_cores_for(head_dim);
 }
 
 void CudaBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
@@ -367,10 +362,10 @@ void CudaBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
   const shapes::AttnDims d = shapes::attention_backward(dq, dk, dv, dout, q, k, v, out, lse);
   // D = rowsum(dout * out) per head and token: [H, N] fp32 (with atomic dQ then the dQ
   // accumulator, [N, H, hd] fp32), counted like any tensor.
-  const bool tc = use_tensor_cores(d.hd), atomic = tc && st_->atomic_dq;
-  const size_t ws_bytes = atomic
-                              ? cuda::attention_backward_tc_atomic_dq_workspace_bytes(d.n, d.h, d.hd)
-                              : cuda::attention_backward_workspace_bytes(d.n, d.h);
+  const bool tc = use_tensor_cores(d.hd), atomic = st_->attention.atomic_dq_for(d.hd);
+  const size_t ws_bytes =
+      atomic ? cuda::attention_backward_tc_atomic_dq_workspace_bytes(d.n, d.h, d.hd)
+             : cuda::attention_backward_workspace_bytes(d.n, d.h);
   OwnedTensor ws = allocate({int64_t((ws_bytes + 3) / 4)}, DType::F32);
   const auto launch = atomic ? cuda::attention_backward_tc_atomic_dq
                       : tc   ? cuda::attention_backward_tc

@@ -133,10 +133,9 @@ inline float atomicAdd(float* p, float v) {
 }
 // sm_90's vector atomic add (global memory): each component added on its own.
 inline float2 atomicAdd(float2* p, float2 v) {
-  const float2 old = *p;
-  p->x = old.x + v.x;
-  p->y = old.y + v.y;
-  return old;
+  return __ll_emu_atomic<float2>(p, v, [](float2 a, float2 b) {
+    return float2{a.x + b.x, a.y + b.y};
+  });
 }
 inline int atomicMax(int* p, int v) {
   return __ll_emu_atomic<int>(p, v, [](int a, int b) { return a > b ? a : b; });
