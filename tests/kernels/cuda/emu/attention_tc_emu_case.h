@@ -102,8 +102,8 @@ void check_backward(const Case& c, const Inputs& in, std::mt19937_64& rng, Backw
 enum class Kernels { Sm80, Hopper, HopperAtomicDq };
 
 inline void run_case(const Case& c, uint64_t seed, bool backward, Kernels kernels = Kernels::Sm80) {
-  INFO("mode " << std::string(mode_name(c.mode)) << " N " << c.n << " H " << c.h << " Hkv " << c.hkv
-               << " hd " << c.hd << " G " << c.g << " seed " << seed
+  INFO("mode " << mode_name(c.mode) << " N " << c.n << " H " << c.h << " Hkv " << c.hkv << " hd "
+               << c.hd << " G " << c.g << " seed " << seed
                << std::string(kernels == Kernels::Sm80     ? " (mma.sync kernels)"
                               : kernels == Kernels::Hopper ? " (Hopper kernels)"
                                                            : " (Hopper kernels, atomic dQ)"));
