@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Unix Makefiles")
 export PATH := $(PATH):/usr/local/cuda/bin
 
-.PHONY: all setup configure build test test-all test-slow test-emulated demo bench gpu-check clean
+.PHONY: all setup configure build tools test test-all test-slow test-emulated demo bench gpu-check clean
 
 all: build
 
@@ -18,6 +18,10 @@ configure: setup
 build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
+# The tools and the libraries they link, not the tests: what the demo needs.
+tools: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS) --target ll_tools
+
 # The default suite: everything but the slow label (GPU tests skip without a GPU).
 test: build
 	@cd $(BUILD_DIR) && ctest -LE slow -j $(JOBS) --output-on-failure
@@ -28,7 +32,7 @@ test-slow: build
 test-all: build
 	@cd $(BUILD_DIR) && ctest -j $(JOBS) --output-on-failure
 
-# The GPU tests without a GPU: the CUDA backend built for the SIMT emulator (LL_CUDA_EMULATED:
+# The GPU tests without a GPU: the CUDA backend built for the SIMT emulator (LL_CUDA_BACKEND_EMULATED:
 # kernels run on the CPU, host stand-ins for the CUDA runtime and cuBLASLt, no NCCL) in
 # build-emulated. Slow: on a 2-core VM about 30 min of build, then 7 min of GPU tests (they
 # skip their longest cases there, each with a message).
@@ -38,7 +42,7 @@ test-emulated: setup
 	@cd build-emulated && ctest -L gpu -j $(JOBS) --output-on-failure --timeout 7200
 
 # The quick start's main job on the built-in tiny model (CPU).
-demo: build
+demo: tools
 	@scripts/demo.sh
 
 bench: build

@@ -10,7 +10,7 @@
 #include <fstream>
 #include <random>
 
-#include "engine/tool_main.h"
+#include "common/tool_main.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"

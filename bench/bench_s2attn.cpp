@@ -13,7 +13,7 @@
 //
 // FLOPs (FlashAttention convention, DESIGN.md 6): forward = 4 * hd * (visible query-key pairs,
 // summed over heads) per sequence; backward = 2.5 x forward; fwd+bwd = 3.5 x forward. Visible
-// pairs come from the mask semantics of kernels/attention_mask.h: N(N+1)/2 per head for dense
+// pairs come from the mask semantics of kernels/attention_pattern.h: N(N+1)/2 per head for dense
 // causal; for S2 the sum over segments of g(g+1)/2 (unshifted heads [kG, kG+G), shifted heads
 // [0, G/2) then [G/2 + kG, ...), the last segment ragged); for s2-roll all heads have segments
 // [kG, kG+G) in rolled order (ragged last). --self-check checks this count against brute force.
@@ -43,8 +43,8 @@
 #include <vector>
 
 #include "common/error.h"
-#include "engine/tool_main.h"
-#include "kernels/attention_mask.h"
+#include "common/tool_main.h"
+#include "kernels/attention_pattern.h"
 
 #if defined(LL_HAVE_CUDA)
 #include <cuda_bf16.h>
@@ -69,7 +69,7 @@ int64_t segmented_pairs(int64_t n, int64_t g) {
 }
 
 // Visible (query, key) pairs of one head: what the kernel must compute.
-int64_t head_pairs(const ll::AttnMask& m, int64_t head) {
+int64_t head_pairs(const ll::AttentionPattern& m, int64_t head) {
   const int64_t n = m.seq_len, g = m.group_size;
   switch (m.mode) {
     case ll::AttnMode::Dense:
@@ -87,7 +87,7 @@ int64_t head_pairs(const ll::AttnMask& m, int64_t head) {
 }
 
 // Visible pairs summed over all heads of one sequence.
-int64_t visible_pairs(const ll::AttnMask& m) {
+int64_t visible_pairs(const ll::AttentionPattern& m) {
   int64_t total = 0;
   if (m.mode == ll::AttnMode::Dense) return m.n_heads * tri(m.seq_len);
   // Heads [0, H/2) unshifted, [H/2, H) shifted: two classes, count one head of each.
@@ -97,12 +97,12 @@ int64_t visible_pairs(const ll::AttnMask& m) {
   return total;
 }
 
-double forward_flops(const ll::AttnMask& m, int64_t head_dim, int64_t batch) {
+double forward_flops(const ll::AttentionPattern& m, int64_t head_dim, int64_t batch) {
   return 4.0 * double(visible_pairs(m)) * double(head_dim) * double(batch);
 }
 
 // Brute force 1: the mask's own key ranges, summed query by query, head by head.
-int64_t pairs_from_key_ranges(const ll::AttnMask& m) {
+int64_t pairs_from_key_ranges(const ll::AttentionPattern& m) {
   int64_t total = 0;
   for (int64_t h = 0; h < m.n_heads; ++h)
     for (int64_t i = 0; i < m.seq_len; ++i) {
@@ -146,7 +146,7 @@ int self_check() {
       for (const int64_t g : gs)
         for (const int64_t h : hs) {
           if (mode == ll::AttnMode::Dense && g != 2) continue;  // G unused
-          const ll::AttnMask m{mode, n, g, h};
+          const ll::AttentionPattern m{mode, n, g, h};
           const int64_t fast = visible_pairs(m);
           const int64_t ranges = pairs_from_key_ranges(m);
           const int64_t defn = pairs_from_definition(mode, n, g, h);
@@ -162,7 +162,7 @@ int self_check() {
   for (const int64_t n : {4096, 4100, 8192, 16384}) {
     const int64_t g = ll::s2_group_size(n, 0.25);
     for (const ll::AttnMode mode : modes) {
-      const ll::AttnMask m{mode, n, g, 32};
+      const ll::AttentionPattern m{mode, n, g, 32};
       ++checks;
       if (visible_pairs(m) != pairs_from_key_ranges(m)) {
         ++failures;
@@ -175,7 +175,7 @@ int self_check() {
   // 3 + 10 + 3 = 16; s2-roll: 2 * 20. FLOPs forward with hd 128, batch 2: 4 * pairs * 128 * 2.
   const auto anchor = [&](ll::AttnMode mode, int64_t want) {
     ++checks;
-    const int64_t got = visible_pairs(ll::AttnMask{mode, 8, 4, 2});
+    const int64_t got = visible_pairs(ll::AttentionPattern{mode, 8, 4, 2});
     if (got != want) {
       ++failures;
       fmt::print("FAIL anchor mode {}: {} != {}\n", int(mode), got, want);
@@ -185,15 +185,15 @@ int self_check() {
   anchor(ll::AttnMode::S2, 36);
   anchor(ll::AttnMode::S2Roll, 40);
   ++checks;
-  if (forward_flops(ll::AttnMask{ll::AttnMode::S2, 8, 4, 2}, 128, 2) != 4.0 * 36 * 128 * 2) {
+  if (forward_flops(ll::AttentionPattern{ll::AttnMode::S2, 8, 4, 2}, 128, 2) != 4.0 * 36 * 128 * 2) {
     ++failures;
     fmt::print("FAIL forward_flops\n");
   }
   fmt::print("self-check: visible-pair count vs brute force, {} cases: {}\n", checks,
              failures == 0 ? "ok" : fmt::format("{} FAILED", failures));
   // A worked example, for the eye.
-  const ll::AttnMask dense{ll::AttnMode::Dense, 8192, 0, 32};
-  const ll::AttnMask s2{ll::AttnMode::S2, 8192, 2048, 32};
+  const ll::AttentionPattern dense{ll::AttnMode::Dense, 8192, 0, 32};
+  const ll::AttentionPattern s2{ll::AttnMode::S2, 8192, 2048, 32};
   fmt::print("example: N 8192, H 32, hd 128: dense fwd {:.4g} FLOP, S2 (G 2048) fwd {:.4g} FLOP "
              "(ratio {:.3f})\n",
              forward_flops(dense, 128, 1), forward_flops(s2, 128, 1),
@@ -324,11 +324,11 @@ double median(std::vector<double> v) {
 using bf16 = __nv_bfloat16;
 using ForwardFn = void (*)(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                            int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads,
-                           int64_t head_dim, const ll::AttnMask& mask, cudaStream_t stream);
+                           int64_t head_dim, const ll::AttentionPattern& mask, cudaStream_t stream);
 using BackwardFn = void (*)(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
                             const bf16* k, const bf16* v, const bf16* out, const float* lse,
                             int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads,
-                            int64_t head_dim, const ll::AttnMask& mask, void* workspace,
+                            int64_t head_dim, const ll::AttentionPattern& mask, void* workspace,
                             cudaStream_t stream);
 using WorkspaceFn = size_t (*)(int64_t n_tokens, int64_t n_heads, int64_t head_dim);
 
@@ -502,7 +502,7 @@ struct Measured {
   int warmup = 0, iters = 0;
 };
 
-Measured measure(const AttnImpl& impl, Tensors& t, const Shape& s, const ll::AttnMask& mask,
+Measured measure(const AttnImpl& impl, Tensors& t, const Shape& s, const ll::AttentionPattern& mask,
                  bool do_fwd, bool do_bwd, const Options& o, DeviceBuffer& flush,
                  cudaStream_t stream, Events& ev) {
   const size_t qs = s.q_elems(), kvs = s.kv_elems(), ls = s.lse_elems();
@@ -594,7 +594,7 @@ int run_bench(const Options& o) {
   fmt::print("impl      {}: {}\n", impl.name, impl.description);
   if (o.impl == "tc" || o.impl == "tc-atomic")
     fmt::print("          kernels here: {}\n",
-               ll::cuda::attention_tc_uses_hopper(ll::AttnMask{s2_mode, 2, 2, 2})
+               ll::cuda::attention_tc_uses_hopper(ll::AttentionPattern{s2_mode, 2, 2, 2})
                    ? "Hopper (wgmma + bulk tensor copies)"
                    : "mma.sync");
   fmt::print("shape     bf16, heads {}, kv heads {}, hd {}, batch {}{}; S2 mask {}, G = {}\n",
@@ -637,7 +637,7 @@ int run_bench(const Options& o) {
       }
       std::vector<Row> dense_rows;
       const auto run_mode = [&](ll::AttnMode mode) {
-        const ll::AttnMask mask{mode, n, mode == ll::AttnMode::Dense ? 0 : g, o.heads};
+        const ll::AttentionPattern mask{mode, n, mode == ll::AttnMode::Dense ? 0 : g, o.heads};
         const double f1 = forward_flops(mask, o.hd, o.batch);
         Measured m;
         if (have) m = measure(impl, t, s, mask, do_fwd, do_bwd, o, flush, stream, ev);

@@ -10,7 +10,7 @@
 // Memory: the plan (--dry-run's total) beside the measured peak of live tensors and the
 // device's own count (cudaMemGetInfo).
 //
-// --sharded: the data-parallel step of dist/sharded_optimizer.h instead (bucketed gradient
+// --sharded: the data-parallel step of engine/parallel/sharded_optimizer.h instead (bucketed gradient
 // reduction started from the backward hook, sharded AdamW, all-gather): alone a world of one
 // (NCCL on a GPU), under `mpirun -np W` W ranks with one GPU each. Times are rank 0's, tokens/s
 // per rank; the collectives' time and the share hidden behind the backward come from the
@@ -30,15 +30,16 @@
 #include <string>
 #include <vector>
 
-#include "dist/communicator.h"
-#include "dist/sharded_optimizer.h"
-#include "engine/optimizer_step.h"
-#include "engine/tool_main.h"
-#include "kernels/attention_mask.h"
+#include "engine/parallel/communicator.h"
+#include "engine/parallel/sharded_optimizer.h"
+#include "engine/train/optimizer_step.h"
+#include "common/tool_main.h"
+#include "kernels/attention_pattern.h"
 #include "kernels/cuda_attention_choice.h"
 #include "kernels/make_backend.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
+#include "kernels/cuda/gemm_workspace.h"
 #include "model/memory_plan.h"
 #include "model/position_interpolation.h"
 
@@ -188,7 +189,7 @@ int run(int argc, char** argv) {
     in.seq_len = n;
     in.classifier_chunk = classifier_chunk;
     in.activation_dtype = backend->activation_dtype();
-    in.cublaslt_workspace_bytes = backend->name() == "cuda" ? ll::kCublasLtWorkspaceBytes : 0;
+    in.cublaslt_workspace_bytes = backend->name() == "cuda" ? ll::cuda::kGemmWorkspaceBytes : 0;
     in.attention_dq_accumulator =
         backend->name() == "cuda" &&
         ll::cuda_attention_choice_from_env().atomic_dq_for(config.head_dim());

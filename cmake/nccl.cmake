@@ -1,11 +1,11 @@
-# NCCL (collectives between GPUs) for the data-parallel CUDA path: dist/cuda/*.cpp join the CUDA
-# library when the CUDA backend is built and NCCL >= 2.14 is found (the CUDA toolkit's lib64 and
+# NCCL (collectives between GPUs) for the data-parallel CUDA path: engine/parallel/cuda/*.cpp join
+# ll_parallel when the CUDA backend is built and NCCL >= 2.14 is found (the CUDA toolkit's lib64 and
 # include, the usual system paths: libnccl-dev, or PyTorch's nvidia-nccl wheel). 2.14 brought what the communicator relies on:
 # nonblocking communicators (ncclConfig_t), ncclCommFinalize. Without NCCL the CUDA backend still
-# builds and the NCCL tests (tests/dist/test_nccl_*_gpu.cpp) skip with a message: they check
-# LL_HAVE_NCCL, defined here for everything that links ll_cuda.
+# builds and the NCCL tests (tests/engine/parallel/test_nccl_*_gpu.cpp) skip with a message: they check
+# LL_HAVE_NCCL, defined here for everything that links ll_parallel.
 set(LL_HAVE_NCCL OFF)
-if(LL_HAVE_CUDA AND NOT LL_CUDA_EMULATED)  # the emulated build has no NCCL stand-in
+if(LL_HAVE_CUDA AND NOT LL_CUDA_BACKEND_EMULATED)  # the emulated build has no NCCL stand-in
   # Last resort: the NCCL wheel PyTorch installs (nvidia-nccl-cu12/cu13: site-packages/nvidia/
   # nccl/{include,lib}, the library only as libnccl.so.2), as on the GPU check machine, whose
   # CUDA toolkit may come without NCCL.
@@ -33,11 +33,12 @@ if(LL_HAVE_CUDA AND NOT LL_CUDA_EMULATED)  # the emulated build has no NCCL stan
     set(ll_nccl_version "${ll_nccl_major}.${ll_nccl_minor}")
   endif()
   if(NCCL_LIBRARY AND NCCL_INCLUDE_DIR AND ll_nccl_version VERSION_GREATER_EQUAL 2.14)
-    file(GLOB LL_NCCL_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/dist/cuda/*.cpp)
-    target_sources(ll_cuda PRIVATE ${LL_NCCL_SOURCES})
-    target_include_directories(ll_cuda PUBLIC ${NCCL_INCLUDE_DIR})
-    target_link_libraries(ll_cuda PUBLIC ${NCCL_LIBRARY})
-    target_compile_definitions(ll_cuda PUBLIC LL_HAVE_NCCL=1)
+    file(GLOB LL_NCCL_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/engine/parallel/cuda/*.cpp)
+    target_sources(ll_parallel PRIVATE ${LL_NCCL_SOURCES})
+    target_include_directories(ll_parallel PUBLIC ${NCCL_INCLUDE_DIR})
+    target_link_libraries(ll_parallel PUBLIC ll_cuda)
+    target_link_libraries(ll_parallel PUBLIC ${NCCL_LIBRARY})
+    target_compile_definitions(ll_parallel PUBLIC LL_HAVE_NCCL=1)
     set(LL_HAVE_NCCL ON)
   endif()
   message(STATUS "NCCL: ${LL_HAVE_NCCL} (version '${ll_nccl_version}', needs >= 2.14; library "

@@ -1,7 +1,7 @@
 # Every tests/**/test_*.cpp is one doctest executable, registered with ctest.
 # Labels: "cpu" by default; a file named *_gpu.cpp gets "gpu", *_slow.cpp gets "slow",
 # *_asan.cpp links the sanitized engine and gets "cpu;asan"; a name containing _emu links the
-# SIMT emulator (kernels/cuda/emu; CPU tests of the CUDA kernels' device code).
+# SIMT emulator (tests/cuda_emu; CPU tests of the CUDA kernels' device code).
 enable_testing()
 file(GLOB_RECURSE LL_TEST_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/test_*.cpp)
 if(NOT LL_ENABLE_MPI)
@@ -26,8 +26,8 @@ foreach(src ${LL_TEST_SOURCES})
   else()
     target_link_libraries(${name} PRIVATE ll_engine doctest::doctest)
   endif()
-  if(name MATCHES "_emu" AND LL_HAVE_CUDA_EMU)
-    target_link_libraries(${name} PRIVATE ll_cuda_emu)
+  if(name MATCHES "_emu" AND LL_HAVE_SIMT_EMULATOR)
+    target_link_libraries(${name} PRIVATE ll_simt_emulator)
     # Tests that compile kernel headers for the emulator see their #pragma unroll.
     target_compile_options(${name} PRIVATE -Wno-unknown-pragmas)
   endif()

@@ -2,7 +2,7 @@
 // Tile schedule of the tiled (tensor-core) attention kernels for every AttnMode, and the work
 // counts (visible pairs, FLOPs) that benchmarks report. Plain header: host and device code.
 //
-// Visit space. All ranges here are in visit indices (kernels/attention_mask.h and
+// Visit space. All ranges here are in visit indices (kernels/attention_pattern.h and
 // kernels/cuda/attention_ranges.h): for Dense and S2 a visit index is the position itself; for
 // S2Roll it is the head's rolled index r = (position - shift) mod N. A forward block owns query
 // tile q = query visit indices [q*bq, q*bq + bq) (clipped to N) of one query head and loops over
@@ -28,7 +28,7 @@
 // attn_kv_heads_share_visit_space.
 #include <cstdint>
 
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "kernels/cuda/attention_ranges.h"
 
 namespace ll {
@@ -44,18 +44,18 @@ LL_HOST_DEVICE inline int64_t attn_tile_count(int64_t n, int64_t tile) {
 }
 
 // First visit index of the segment holding query visit index u (0 <= u < N).
-LL_HOST_DEVICE inline int64_t attn_visit_segment_start(const AttnMask& m, int64_t head, int64_t u) {
+LL_HOST_DEVICE inline int64_t attn_visit_segment_start(const AttentionPattern& m, int64_t head, int64_t u) {
   return attn_key_range(m, head, attn_query_of_visit(m, head, u)).first;
 }
 
 // Last visit index of the segment holding key visit index v (0 <= v < N).
-LL_HOST_DEVICE inline int64_t attn_visit_segment_last(const AttnMask& m, int64_t head, int64_t v) {
+LL_HOST_DEVICE inline int64_t attn_visit_segment_last(const AttentionPattern& m, int64_t head, int64_t v) {
   return attn_query_range(m, head, attn_key_of_visit(m, head, v)).last;
 }
 
 // Key tiles (units of bk over key visit indices) that query tile q_tile (units of bq) of query
 // head `head` must visit: exactly those holding at least one visible (query, key) pair.
-LL_HOST_DEVICE inline TileRange attn_key_tiles(const AttnMask& m, int64_t head, int64_t q_tile,
+LL_HOST_DEVICE inline TileRange attn_key_tiles(const AttentionPattern& m, int64_t head, int64_t q_tile,
                                                int64_t bq, int64_t bk) {
   const int64_t u0 = q_tile * bq;
   if (q_tile < 0 || u0 >= m.seq_len) return {0, -1};
@@ -66,7 +66,7 @@ LL_HOST_DEVICE inline TileRange attn_key_tiles(const AttnMask& m, int64_t head, 
 // Query tiles that key tile k_tile must visit in the dK/dV backward: exactly those holding at
 // least one visible pair. The keys [v0, v1] are seen by queries [v0, end of v1's segment]
 // (union of attn_query_range over the tile, contiguous for the same reason as above).
-LL_HOST_DEVICE inline TileRange attn_query_tiles(const AttnMask& m, int64_t head, int64_t k_tile,
+LL_HOST_DEVICE inline TileRange attn_query_tiles(const AttentionPattern& m, int64_t head, int64_t k_tile,
                                                  int64_t bq, int64_t bk) {
   const int64_t v0 = k_tile * bk;
   if (k_tile < 0 || v0 >= m.seq_len) return {0, -1};
@@ -81,7 +81,7 @@ LL_HOST_DEVICE inline TileRange attn_query_tiles(const AttnMask& m, int64_t head
 // reaches the unmasked path). Exact: true iff some pair of the rectangle is not visible.
 // With segment_start non-decreasing, "all visible" is: the key tile ends at or before the
 // query tile's first row, and starts at or after the segment start of its last row.
-LL_HOST_DEVICE inline bool attn_key_tile_needs_mask(const AttnMask& m, int64_t head,
+LL_HOST_DEVICE inline bool attn_key_tile_needs_mask(const AttentionPattern& m, int64_t head,
                                                     int64_t q_tile, int64_t k_tile, int64_t bq,
                                                     int64_t bk) {
   const int64_t u0 = q_tile * bq, u1 = u0 + bq - 1;
@@ -94,7 +94,7 @@ LL_HOST_DEVICE inline bool attn_key_tile_needs_mask(const AttnMask& m, int64_t h
 // share one key visit space, so one dK/dV block can own one key tile for its whole group.
 // Always true for Dense and S2 (visit index = position); for S2Roll the group must not straddle
 // the shifted half at H/2, i.e. (H/2) % group == 0 (n_kv_heads even suffices).
-LL_HOST_DEVICE inline bool attn_kv_heads_share_visit_space(const AttnMask& m, int64_t n_kv_heads) {
+LL_HOST_DEVICE inline bool attn_kv_heads_share_visit_space(const AttentionPattern& m, int64_t n_kv_heads) {
   if (m.mode != AttnMode::S2Roll) return true;
   const int64_t group = m.n_heads / n_kv_heads;
   return (m.n_heads / 2) % group == 0;
@@ -110,7 +110,7 @@ LL_HOST_DEVICE inline int64_t attn_segmented_pairs(int64_t n, int64_t g) {
 }
 
 // Number of (query, key) pairs of head `head` with the key visible, in closed form per segment.
-LL_HOST_DEVICE inline int64_t attn_visible_pairs(const AttnMask& m, int64_t head) {
+LL_HOST_DEVICE inline int64_t attn_visible_pairs(const AttentionPattern& m, int64_t head) {
   const int64_t n = m.seq_len;
   if (n <= 0) return 0;
   if (m.mode == AttnMode::Dense) return attn_causal_pairs(n);
@@ -129,7 +129,7 @@ LL_HOST_DEVICE inline int64_t attn_visible_pairs(const AttnMask& m, int64_t head
 // estimate "N * G, halved": the unshifted half (G | N) does N * G / 2 + N / 2 pairs, the shifted
 // half about G^2 / 4 fewer (its two end segments are half size), so at ratio 1/4 the two halves
 // average 15/16 of the estimate.
-LL_HOST_DEVICE inline int64_t attn_flops(const AttnMask& m, int64_t n_heads, int64_t head_dim,
+LL_HOST_DEVICE inline int64_t attn_flops(const AttentionPattern& m, int64_t n_heads, int64_t head_dim,
                                          bool backward) {
   int64_t pairs = 0;
   const int64_t half = m.n_heads / 2;
@@ -142,7 +142,7 @@ LL_HOST_DEVICE inline int64_t attn_flops(const AttnMask& m, int64_t n_heads, int
 
 // Total (query tile, key tile) blocks the forward scheduler visits for one head (the dK/dV
 // backward visits the same set, transposed). Host-side loop over the query tiles.
-LL_HOST_DEVICE inline int64_t attn_tiles_visited(const AttnMask& m, int64_t head, int64_t bq,
+LL_HOST_DEVICE inline int64_t attn_tiles_visited(const AttentionPattern& m, int64_t head, int64_t bq,
                                                  int64_t bk) {
   int64_t total = 0;
   const int64_t nq = attn_tile_count(m.seq_len, bq);

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "common/tensor.h"
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "optim/adamw.h"
 
 namespace ll {
@@ -57,7 +57,7 @@ class Backend {
                             double theta) = 0;
   // out [N, H, hd], lse [H, N] (F32, may have null data), q [N, H, hd], k/v [N, Hkv, hd].
   virtual void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
-                                 const Tensor& k, const Tensor& v, const AttnMask& mask) = 0;
+                                 const Tensor& k, const Tensor& v, const AttentionPattern& mask) = 0;
   // Inference with a key/value cache, dense causal: out [n, H, hd] for queries q [n, H, hd]
   // at positions [past, past + n) against k, v [past + n, Hkv, hd] (the cache's first
   // past + n rows); query i sees keys [0, past + i]. No log-sum-exp (no backward).
@@ -102,7 +102,7 @@ class Backend {
   virtual void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                                   const Tensor& dout, const Tensor& q, const Tensor& k,
                                   const Tensor& v, const Tensor& out, const Tensor& lse,
-                                  const AttnMask& mask) = 0;
+                                  const AttentionPattern& mask) = 0;
   // dgate, dup (overwritten; may alias gate, up) from dout, gate, up, all [N, F].
   virtual void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout,
                                const Tensor& gate, const Tensor& up) = 0;

@@ -61,7 +61,7 @@ void LlamaModel::linear_backward(const Linear& lin, const Tensor& dx, const Tens
 }
 
 void LlamaModel::block_forward(const Layer& layer, const Tensor& x_in, BlockWorkspace& ws,
-                               const AttnMask& mask, const ForwardSpec& spec,
+                               const AttentionPattern& mask, const ForwardSpec& spec,
                                const KvSlot* cache) {
   const LlamaConfig& c = config_;
   const int64_t n = x_in.dim(0), h = c.num_attention_heads, hkv = c.num_key_value_heads;
@@ -99,7 +99,7 @@ void LlamaModel::block_forward(const Layer& layer, const Tensor& x_in, BlockWork
 }
 
 void LlamaModel::block_backward(const Layer& layer, const Tensor& x_in, BlockWorkspace& ws,
-                                BlockGrads& g, const Tensor& dx, const AttnMask& mask,
+                                BlockGrads& g, const Tensor& dx, const AttentionPattern& mask,
                                 const ForwardSpec& spec) {
   const LlamaConfig& c = config_;
   const int64_t n = x_in.dim(0), h = c.num_attention_heads, hkv = c.num_key_value_heads;
@@ -159,7 +159,7 @@ OwnedTensor LlamaModel::run_blocks(const Tensor& token_ids, const ForwardSpec& s
                                    const KvCache* cache) {
   const int64_t n = token_ids.dim(0), d = config_.hidden_size;
   const DType act = backend_.activation_dtype();
-  const AttnMask mask = make_mask(n, spec);
+  const AttentionPattern mask = make_mask(n, spec);
   BlockWorkspace ws = make_workspace(n);
 
   OwnedTensor x = backend_.allocate({n, d}, act);  // [N, D] residual stream
@@ -196,7 +196,7 @@ LossSum LlamaModel::forward_backward(std::span<const int32_t> tokens,
   check_spec(n, spec);
   const DType act = backend_.activation_dtype();
   const float eps = float(c.rms_norm_eps);
-  const AttnMask mask = make_mask(n, spec);
+  const AttentionPattern mask = make_mask(n, spec);
 
   OwnedTensor token_ids = backend_.allocate({n}, DType::I32);   // [N]
   OwnedTensor target_ids = backend_.allocate({n}, DType::I32);  // [N]

@@ -230,8 +230,8 @@ void LlamaModel::load_adapter(const AdapterDir& adapter) {
   }
 }
 
-AttnMask LlamaModel::make_mask(int64_t n_tokens, const ForwardSpec& spec) const {
-  AttnMask mask;
+AttentionPattern LlamaModel::make_mask(int64_t n_tokens, const ForwardSpec& spec) const {
+  AttentionPattern mask;
   mask.mode = spec.attn_mode;
   mask.seq_len = n_tokens;
   mask.n_heads = config_.num_attention_heads;

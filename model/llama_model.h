@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "kernels/backend.h"
-#include "model/adapter_io.h"
+#include "model/formats/adapter_io.h"
 #include "model/llama_weights.h"
 #include "model/lora_config.h"
 
@@ -35,7 +35,7 @@ struct ModelSetup {
   uint64_t seed = 0;                            // LoRA A initialisation
   bool training = false;                        // allocate gradients and AdamW moments
   // With training: allocate the full AdamW moments per parameter. A data-parallel run keeps
-  // them sharded in dist/sharded_optimizer.h instead and sets this to false.
+  // them sharded in engine/parallel/sharded_optimizer.h instead and sets this to false.
   bool optimizer_moments = true;
 };
 
@@ -140,7 +140,7 @@ class LlamaModel {
                      const std::string& module);
   int add_param(const std::string& name, std::vector<int64_t> shape,
                 const std::vector<float>& initial);
-  AttnMask make_mask(int64_t n_tokens, const ForwardSpec& spec) const;
+  AttentionPattern make_mask(int64_t n_tokens, const ForwardSpec& spec) const;
   void check_spec(int64_t n_tokens, const ForwardSpec& spec) const;
   const Tensor& grad_of(const Weight& w) const;
   // The trained parameters of one layer (indices into params_), in params_ order.
@@ -163,11 +163,11 @@ class LlamaModel {
   // One block: ws.x_out = block(x_in), every intermediate kept in ws. With a cache slot the
   // attention is the cached dense one (inference); without, attention_forward under `mask`.
   void block_forward(const Layer& layer, const Tensor& x_in, BlockWorkspace& ws,
-                     const AttnMask& mask, const ForwardSpec& spec,
+                     const AttentionPattern& mask, const ForwardSpec& spec,
                      const KvSlot* cache = nullptr);
   // dx [N, D]: gradient at the block output on entry, at the block input on return.
   void block_backward(const Layer& layer, const Tensor& x_in, BlockWorkspace& ws, BlockGrads& g,
-                      const Tensor& dx, const AttnMask& mask, const ForwardSpec& spec);
+                      const Tensor& dx, const AttentionPattern& mask, const ForwardSpec& spec);
   // Embedding + every block; saved_inputs (when non-null) receives each block's input;
   // cache (when non-null) receives the tokens' K/V at rows [cache->length, +N) and is read by
   // the attention (cache->length itself is not advanced here).

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "model/llama_config.h"
-#include "model/tensor_source.h"
+#include "model/formats/tensor_source.h"
 
 namespace ll {
 

@@ -3,7 +3,7 @@
 // linear weight it adapts (W [out, in] += alpha / r * B [out, r] @ A [r, in]) and the trained
 // base tensors ("LoRA+": embeddings, norms) replace the base model's. The merged model computes
 // what base + adapter computes, with plain Llama layers that any Llama runtime can load.
-#include "model/adapter_io.h"
+#include "model/formats/adapter_io.h"
 #include "model/llama_weights.h"
 
 namespace ll {

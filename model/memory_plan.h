@@ -14,9 +14,6 @@
 
 namespace ll {
 
-// The cuBLASLt workspace the CUDA backend reserves (0 on the CPU backend).
-inline constexpr int64_t kCublasLtWorkspaceBytes = int64_t(32) << 20;
-
 struct MemoryPlanInput {
   LlamaConfig config;
   std::optional<LoraConfig> lora;
@@ -45,7 +42,7 @@ struct MemoryPlan {
 
 MemoryPlan plan_training_memory(const MemoryPlanInput& input);
 
-// One rank's memory in the data-parallel step (dist/sharded_optimizer.h) with `world` ranks,
+// One rank's memory in the data-parallel step (engine/parallel/sharded_optimizer.h) with `world` ranks,
 // from the single-process plan: no rank holds the full AdamW moments, each keeps fp32 master,
 // exp_avg, exp_avg_sq and gradient shards and a flat gathered-parameter vector of all trained
 // elements (the gradients stay where the plan has them: the flat gradient buffer is their

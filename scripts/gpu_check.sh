@@ -115,7 +115,7 @@ if ((build_ok)); then
   # 32; generation attends through the cached-attention kernel).
   # The NCCL communicator in a world of one (issue 7): its timing case once more on its own, and
   # its "NCCL timing:" line (the collectives' time) into the report.
-  nccl_test=dist_test_nccl_communicator_gpu
+  nccl_test=engine_parallel_test_nccl_communicator_gpu
   if [[ -x build-gpu/$nccl_test ]] && (($(left) > 30)); then
     step "NCCL collectives (world of one): $nccl_test, timing case"
     (cd "$root" && timeout 120 "build-gpu/$nccl_test" --test-case='NCCL collective timing*') \

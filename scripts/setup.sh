@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libsentencepiece-dev libyaml-cpp-dev libfmt-dev doctest-dev nlohmann-json3-dev
   libcli11-dev libopenblas-dev base-files bible-kjv
-  libopenmpi-dev openmpi-bin  # data-parallel training (dist/): mpirun and MPI::MPI_CXX
+  libopenmpi-dev openmpi-bin  # data-parallel training (engine/parallel/): mpirun and MPI::MPI_CXX
 )
 
 missing=()

@@ -11,11 +11,11 @@
 
 namespace ll::test {
 
-// True in the emulated CUDA build (LL_CUDA_EMULATED, `make test-emulated`): the "GPU" is the
+// True in the emulated CUDA build (LL_CUDA_BACKEND_EMULATED, `make test-emulated`): the "GPU" is the
 // SIMT emulator on the CPU, thousands of times slower, so tests skip their longest cases there
 // (each with a message saying so).
 inline bool emulated_gpu() {
-#if defined(LL_CUDA_EMULATED)
+#if defined(LL_CUDA_BACKEND_EMULATED)
   return true;
 #else
   return false;

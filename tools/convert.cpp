@@ -1,6 +1,6 @@
 // ./convert HF_DIR -o out.bin [--dtype bf16|f16|f32]
 // Turns a Hugging Face Llama directory (or another .bin) into our single-file .bin format
-// (model/bin_format.h), streaming tensor by tensor: a 70B model needs no extra memory.
+// (model/formats/bin_format.h), streaming tensor by tensor: a 70B model needs no extra memory.
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <set>
@@ -11,10 +11,10 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
-#include "engine/tool_main.h"
-#include "model/bin_format.h"
+#include "common/tool_main.h"
+#include "model/formats/bin_format.h"
 #include "model/llama_weights.h"
-#include "model/tensor_source.h"
+#include "model/formats/tensor_source.h"
 
 namespace {
 

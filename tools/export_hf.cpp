@@ -13,13 +13,13 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
-#include "engine/tool_main.h"
-#include "model/adapter_io.h"
-#include "model/bin_format.h"
-#include "model/hf_export.h"
+#include "common/tool_main.h"
+#include "model/formats/adapter_io.h"
+#include "model/formats/bin_format.h"
+#include "model/formats/hf_export.h"
 #include "model/llama_weights.h"
 #include "model/lora_merge.h"
-#include "model/tensor_source.h"
+#include "model/formats/tensor_source.h"
 
 namespace {
 

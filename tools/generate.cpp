@@ -17,8 +17,8 @@
 #include "common/error.h"
 #include "data/tokenizer.h"
 #include "data/tokenizer_path.h"
-#include "engine/inference_model.h"
-#include "engine/tool_main.h"
+#include "engine/eval/inference_model.h"
+#include "common/tool_main.h"
 #include "model/generation.h"
 
 namespace {

@@ -10,10 +10,10 @@
 
 #include "common/atomic_file.h"
 #include "common/error.h"
-#include "engine/tool_main.h"
+#include "common/tool_main.h"
 #include "model/llama_config.h"
 #include "model/llama_weights.h"
-#include "model/safetensors.h"
+#include "model/formats/safetensors.h"
 
 namespace {
 

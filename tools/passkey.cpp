@@ -1,7 +1,7 @@
-// passkey: the LongLoRA paper's passkey retrieval test (engine/passkey.h) at several context
+// passkey: the LongLoRA paper's passkey retrieval test (engine/eval/passkey.h) at several context
 // lengths measured in tokens: a key hidden at a random depth in filler text, greedy
 // decoding, exact match; accuracy per context length. A context size beyond the model's
-// usable context (engine/inference_model.h: --context-size, the adapter's training context,
+// usable context (engine/eval/inference_model.h: --context-size, the adapter's training context,
 // else max_position_embeddings x rope factor) is refused before any trial runs, unless
 // --allow-beyond-context asks for extrapolation.
 #include <CLI/CLI.hpp>
@@ -17,10 +17,10 @@
 #include "common/error.h"
 #include "data/tokenizer.h"
 #include "data/tokenizer_path.h"
-#include "engine/inference_model.h"
-#include "engine/passkey.h"
-#include "engine/progress.h"
-#include "engine/tool_main.h"
+#include "engine/eval/inference_model.h"
+#include "engine/eval/passkey.h"
+#include "engine/train/progress.h"
+#include "common/tool_main.h"
 
 namespace {
 

@@ -11,13 +11,13 @@
 
 #include "common/atomic_file.h"
 #include "data/token_file.h"
-#include "engine/inference_model.h"
-#include "engine/perplexity.h"
-#include "engine/progress.h"
-#include "engine/tool_main.h"
+#include "engine/eval/inference_model.h"
+#include "engine/eval/perplexity.h"
+#include "engine/train/progress.h"
+#include "common/tool_main.h"
 #include "model/llama_config.h"
 #include "model/llama_model.h"
-#include "model/tensor_source.h"
+#include "model/formats/tensor_source.h"
 
 namespace {
 

@@ -19,8 +19,8 @@
 #include "data/shard_format.h"
 #include "data/text_sources.h"
 #include "data/tokenizer.h"
-#include "engine/progress.h"
-#include "engine/tool_main.h"
+#include "engine/train/progress.h"
+#include "common/tool_main.h"
 
 namespace fs = std::filesystem;
 

@@ -9,10 +9,10 @@
 #include <new>
 #include <string>
 
-#include "dist/communicator.h"
-#include "engine/tool_main.h"
-#include "engine/train_options.h"
-#include "engine/trainer.h"
+#include "engine/parallel/communicator.h"
+#include "common/tool_main.h"
+#include "engine/train/train_options.h"
+#include "engine/train/trainer.h"
 
 namespace {
 

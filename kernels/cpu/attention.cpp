@@ -11,7 +11,7 @@ namespace ll::cpu {
 namespace {
 
 void validate(int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-              const AttnMask& mask) {
+              const AttentionPattern& mask) {
   LL_CHECK(n_tokens >= 0 && n_heads >= 1 && n_kv_heads >= 1 && head_dim >= 1,
            "attention: bad shape (tokens {}, heads {}, kv heads {}, head_dim {})", n_tokens,
            n_heads, n_kv_heads, head_dim);
@@ -59,7 +59,7 @@ double dot_f64(const float* a, const float* b, int64_t hd) {
 // fn(offset, key) for every key token that query i of head h sees, in visit order; offset counts
 // from 0 along the visit.
 template <typename Fn>
-void for_each_key(const AttnMask& m, int64_t h, int64_t i, Fn&& fn) {
+void for_each_key(const AttentionPattern& m, int64_t h, int64_t i, Fn&& fn) {
   const KeyRange range = attn_key_range(m, h, i);
   for (int64_t vi = range.first; vi <= range.last; ++vi)
     fn(vi - range.first, attn_key_of_visit(m, h, vi));
@@ -69,7 +69,7 @@ void for_each_key(const AttnMask& m, int64_t h, int64_t i, Fn&& fn) {
 // indices [first, last]. Queries and keys share visit coordinates (the token itself, or the
 // rolled index for S2Roll), and query r sees key r' iff both lie in one segment and r' <= r,
 // so the answer is [visit(j), last visit index of j's segment].
-KeyRange query_range(const AttnMask& m, int64_t h, int64_t j) {
+KeyRange query_range(const AttentionPattern& m, int64_t h, int64_t j) {
   const int64_t n = m.seq_len;
   if (m.mode == AttnMode::Dense) return {j, n - 1};
   const int64_t g = m.group_size;
@@ -92,7 +92,7 @@ KeyRange query_range(const AttnMask& m, int64_t h, int64_t j) {
 
 // fn(query) for every query token of head h that sees key token j, in visit order.
 template <typename Fn>
-void for_each_query(const AttnMask& m, int64_t h, int64_t j, Fn&& fn) {
+void for_each_query(const AttentionPattern& m, int64_t h, int64_t j, Fn&& fn) {
   const KeyRange range = query_range(m, h, j);
   // Queries map to tokens exactly as keys do (the same roll).
   for (int64_t vi = range.first; vi <= range.last; ++vi) fn(attn_key_of_visit(m, h, vi));
@@ -102,7 +102,7 @@ void for_each_query(const AttnMask& m, int64_t h, int64_t j, Fn&& fn) {
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                        int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                       const AttnMask& mask) {
+                       const AttentionPattern& mask) {
   validate(n_tokens, n_heads, n_kv_heads, head_dim, mask);
   const int64_t n = n_tokens, hd = head_dim;
   const int64_t heads_per_kv = n_heads / n_kv_heads;
@@ -150,7 +150,7 @@ void attention_forward_cached(float* out, const float* q, const float* k, const 
            n_queries, past);
   // A dense mask over the queries only validates the head counts.
   validate(n_queries, n_heads, n_kv_heads, head_dim,
-           AttnMask{AttnMode::Dense, n_queries, 0, n_heads});
+           AttentionPattern{AttnMode::Dense, n_queries, 0, n_heads});
   const int64_t hd = head_dim, n_keys = past + n_queries;
   const int64_t heads_per_kv = n_heads / n_kv_heads;
   const Rows rows{n_heads, n_kv_heads, hd};
@@ -195,7 +195,7 @@ void attention_forward_cached(float* out, const float* q, const float* k, const 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse,
                         int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                        const AttnMask& mask) {
+                        const AttentionPattern& mask) {
   validate(n_tokens, n_heads, n_kv_heads, head_dim, mask);
   const int64_t n = n_tokens, hd = head_dim;
   const int64_t heads_per_kv = n_heads / n_kv_heads;

@@ -1,7 +1,7 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 
 namespace ll::cpu {
 
@@ -11,7 +11,7 @@ namespace ll::cpu {
 // Scores are scaled by 1/sqrt(hd). mask.seq_len must equal N and mask.n_heads H.
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                        int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                       const AttnMask& mask);
+                       const AttentionPattern& mask);
 
 // Dense causal attention of n_queries new tokens against a key/value cache (inference):
 // q, out [n_queries, H, hd] at positions [past, past + n_queries); k, v [past + n_queries,
@@ -28,6 +28,6 @@ void attention_forward_cached(float* out, const float* q, const float* k, const 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse,
                         int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                        const AttnMask& mask);
+                        const AttentionPattern& mask);
 
 }  // namespace ll::cpu

@@ -29,7 +29,7 @@ class CpuBackend final : public Backend {
   void rope_forward(const Tensor& x, int64_t position_offset, double scale,
                     double theta) override;
   void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
-                         const Tensor& v, const AttnMask& mask) override;
+                         const Tensor& v, const AttentionPattern& mask) override;
   void attention_forward_cached(const Tensor& out, const Tensor& q, const Tensor& k,
                                 const Tensor& v, int64_t past) override;
   void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) override;
@@ -52,7 +52,7 @@ class CpuBackend final : public Backend {
                      double theta) override;
   void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                           const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                          const Tensor& out, const Tensor& lse, const AttnMask& mask) override;
+                          const Tensor& out, const Tensor& lse, const AttentionPattern& mask) override;
   void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout,
                        const Tensor& gate, const Tensor& up) override;
   void embedding_backward(const Tensor& dtable, const Tensor& dout,

@@ -1,7 +1,7 @@
 #pragma once
 // AdamW kernel (see adamw.cuh) and its host launch sequence. Internal: included by adamw.cu
 // (nvcc) and by the SIMT emulator tests (tests/kernels/cuda/emu, host compiler after
-// kernels/cuda/emu/cuda_prelude.h), which run the same kernel and sequence.
+// tests/cuda_emu/cuda_prelude.h), which run the same kernel and sequence.
 //
 // One grid-stride loop, one thread per element: the scalars of the step are rounded to fp32 on
 // the host exactly as optim/adamw.cpp rounds them, and the update is adamw.cpp's operation by
@@ -12,7 +12,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/cuda/ew_device.cuh"
+#include "kernels/cuda/bf16_vector_device.cuh"
 #include "optim/adamw.h"
 
 namespace ll::cuda::adamw_dev {

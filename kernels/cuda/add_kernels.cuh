@@ -1,7 +1,7 @@
 #pragma once
 // Elementwise in-place add kernel (see add.cuh) and its host launch sequence. Internal:
 // included by add.cu (nvcc) and by the SIMT emulator tests (tests/kernels/cuda/emu, host
-// compiler after kernels/cuda/emu/cuda_prelude.h), which run the same kernel and sequence.
+// compiler after tests/cuda_emu/cuda_prelude.h), which run the same kernel and sequence.
 //
 // x and y equally misaligned (and element-aligned): the elements before x's first 16-byte
 // boundary (the head) and after the last full vector (the tail) are done one by one by the
@@ -13,7 +13,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "kernels/cuda/ew_device.cuh"
+#include "kernels/cuda/bf16_vector_device.cuh"
 
 namespace ll::cuda::add_dev {
 

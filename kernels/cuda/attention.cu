@@ -4,7 +4,7 @@
 #include <cstdint>
 
 #include "common/error.h"
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_args.h"
 #include "kernels/cuda/attention_kernels.cuh"
@@ -17,7 +17,7 @@ namespace {
 using bf16 = __nv_bfloat16;
 
 void check_args(int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                const AttnMask& mask, const char* op) {
+                const AttentionPattern& mask, const char* op) {
   check_attention_args(n, n_heads, n_kv_heads, head_dim, mask, op,
                        head_dim == 32 || head_dim == 64 || head_dim == 128, "32, 64 or 128",
                        int64_t(INT32_MAX) * attn_dev::kB);
@@ -27,7 +27,7 @@ void check_args(int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim
 
 void attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                        int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                       const AttnMask& mask, cudaStream_t stream) {
+                       const AttentionPattern& mask, cudaStream_t stream) {
   check_args(n_tokens, n_heads, n_kv_heads, head_dim, mask, "attention_forward");
   if (n_tokens == 0) return;
   LL_CHECK(out != nullptr && q != nullptr && k != nullptr && v != nullptr,
@@ -43,7 +43,7 @@ size_t attention_backward_workspace_bytes(int64_t n_tokens, int64_t n_heads) {
 void attention_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
                         const bf16* k, const bf16* v, const bf16* out, const float* lse,
                         int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                        const AttnMask& mask, void* workspace, cudaStream_t stream) {
+                        const AttentionPattern& mask, void* workspace, cudaStream_t stream) {
   check_args(n_tokens, n_heads, n_kv_heads, head_dim, mask, "attention_backward");
   if (n_tokens == 0) return;
   LL_CHECK(dq != nullptr && dk != nullptr && dv != nullptr && dout != nullptr && q != nullptr &&

@@ -13,7 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 
 namespace ll::cuda {
 
@@ -23,7 +23,7 @@ namespace ll::cuda {
 void attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q,
                        const __nv_bfloat16* k, const __nv_bfloat16* v, int64_t n_tokens,
                        int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                       const AttnMask& mask, cudaStream_t stream);
+                       const AttentionPattern& mask, cudaStream_t stream);
 
 // Bytes of fp32 scratch attention_backward needs: D = rowsum(dout * out), [H, N] floats.
 size_t attention_backward_workspace_bytes(int64_t n_tokens, int64_t n_heads);
@@ -40,6 +40,6 @@ void attention_backward(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
                         const __nv_bfloat16* k, const __nv_bfloat16* v,
                         const __nv_bfloat16* out, const float* lse, int64_t n_tokens,
                         int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                        const AttnMask& mask, void* workspace, cudaStream_t stream);
+                        const AttentionPattern& mask, void* workspace, cudaStream_t stream);
 
 }  // namespace ll::cuda

@@ -4,7 +4,7 @@
 #include <cstdint>
 
 #include "common/error.h"
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_args.h"
 #include "kernels/cuda/attention_cached.cuh"
@@ -35,7 +35,7 @@ void attention_forward_cached(bf16* out, const bf16* q, const bf16* k, const bf1
                               int64_t head_dim, void* workspace, cudaStream_t stream) {
   const char* op = "attention_forward_cached";
   check_attention_args(
-      n_queries, n_heads, n_kv_heads, head_dim, AttnMask{AttnMode::Dense, n_queries, 0, n_heads},
+      n_queries, n_heads, n_kv_heads, head_dim, AttentionPattern{AttnMode::Dense, n_queries, 0, n_heads},
       op, head_dim == 32 || head_dim == 64 || head_dim == 128, "32, 64 or 128", int64_t(INT32_MAX));
   LL_CHECK(past >= 0, "cuda {}: {} cached tokens", op, past);
   if (n_queries == 0) return;
@@ -46,7 +46,7 @@ void attention_forward_cached(bf16* out, const bf16* q, const bf16* k, const bf1
   if (past == 0 && n_queries > 1) {
     // A prompt into an empty cache: ordinary causal attention over its own keys.
     attention_forward(out, nullptr, q, k, v, n_queries, n_heads, n_kv_heads, head_dim,
-                      AttnMask{AttnMode::Dense, n_queries, 0, n_heads}, stream);
+                      AttentionPattern{AttnMode::Dense, n_queries, 0, n_heads}, stream);
     return;
   }
   const cached_dev::CachedPlan plan = cached_dev::make_plan(n_queries, past, n_heads, n_kv_heads);

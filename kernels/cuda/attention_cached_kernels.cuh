@@ -1,7 +1,7 @@
 #pragma once
 // Cached (decode) attention kernels, split over keys (see attention_cached.cuh), their work
 // plan and launch sequence. Internal: included by attention_cached.cu (nvcc) and by the SIMT
-// emulator's tests (kernels/cuda/emu).
+// emulator's tests (tests/cuda_emu).
 //
 // partial kernel: 128 threads = 4 warps per block; the block owns query i, kv head g, up to
 //   kHeadsPerPass query heads of g's group and one chunk of keys. Warp w walks keys

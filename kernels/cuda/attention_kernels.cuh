@@ -1,7 +1,7 @@
 #pragma once
 // Tiled flash-style attention kernels on CUDA cores, forward and backward (see attention.cuh),
 // and their host launch sequences. Internal: included by attention.cu (nvcc) and by the SIMT
-// emulator's tests (kernels/cuda/emu), which run the same kernels and sequences.
+// emulator's tests (tests/cuda_emu), which run the same kernels and sequences.
 //
 // Tiling: every kernel uses 128 threads and square tiles of kB = 32 rows (queries or keys).
 // __launch_bounds__(128, 1): without the minimum-blocks hint ptxas capped the hd=128 forward
@@ -29,7 +29,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "kernels/cuda/attention_ranges.h"
 #include "kernels/cuda/dynamic_smem.cuh"
 
@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     attention_forward_kernel(bf16* __restrict__ out, float* __restrict__ lse,
                              const bf16* __restrict__ q, const bf16* __restrict__ k,
                              const bf16* __restrict__ v, int64_t n, int n_heads, int n_kv_heads,
-                             AttnMask mask, float scale) {
+                             AttentionPattern mask, float scale) {
   using T = Tile<HD>;
   float* const smem = dynamic_smem<float>();
   float* sQ = smem;
@@ -236,7 +236,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                   const bf16* __restrict__ dout, const bf16* __restrict__ q,
                                   const bf16* __restrict__ k, const bf16* __restrict__ v,
                                   const float* __restrict__ lse, const float* __restrict__ dvec,
-                                  int64_t n, int n_heads, int n_kv_heads, AttnMask mask,
+                                  int64_t n, int n_heads, int n_kv_heads, AttentionPattern mask,
                                   float scale) {
   using T = Tile<HD>;
   float* const smem = dynamic_smem<float>();
@@ -370,7 +370,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                  const bf16* __restrict__ q, const bf16* __restrict__ k,
                                  const bf16* __restrict__ v, const float* __restrict__ lse,
                                  const float* __restrict__ dvec, int64_t n, int n_heads,
-                                 int n_kv_heads, AttnMask mask, float scale) {
+                                 int n_kv_heads, AttentionPattern mask, float scale) {
   using T = Tile<HD>;
   float* const smem = dynamic_smem<float>();
   float* sQ = smem;
@@ -485,7 +485,7 @@ constexpr size_t dq_smem() {
 // `launch(name, kernel, grid, block, smem, args...)`.
 template <int HD, typename Launcher>
 void run_forward_hd(const Launcher& launch, bf16* out, float* lse, const bf16* q, const bf16* k,
-                    const bf16* v, int64_t n, int n_heads, int n_kv_heads, const AttnMask& mask) {
+                    const bf16* v, int64_t n, int n_heads, int n_kv_heads, const AttentionPattern& mask) {
   const float scale = 1.0f / std::sqrt(float(HD));
   const dim3 grid(unsigned((n + kB - 1) / kB), unsigned(n_heads));
   launch("attention_forward_kernel", attention_forward_kernel<HD>, grid, dim3(kThreads),
@@ -495,7 +495,7 @@ void run_forward_hd(const Launcher& launch, bf16* out, float* lse, const bf16* q
 template <typename Launcher>
 void run_forward(const Launcher& launch, bf16* out, float* lse, const bf16* q, const bf16* k,
                  const bf16* v, int64_t n, int n_heads, int n_kv_heads, int64_t head_dim,
-                 const AttnMask& mask) {
+                 const AttentionPattern& mask) {
   if (head_dim == 32)
     run_forward_hd<32>(launch, out, lse, q, k, v, n, n_heads, n_kv_heads, mask);
   else if (head_dim == 64)
@@ -510,7 +510,7 @@ template <int HD, typename Launcher>
 void run_backward_hd(const Launcher& launch, bf16* dq, bf16* dk, bf16* dv, const bf16* dout,
                      const bf16* q, const bf16* k, const bf16* v, const bf16* out,
                      const float* lse, float* dvec, int64_t n, int n_heads, int n_kv_heads,
-                     const AttnMask& mask) {
+                     const AttentionPattern& mask) {
   const float scale = 1.0f / std::sqrt(float(HD));
   const int64_t rows = n * n_heads;
   launch("attention_rowdot_kernel", attention_rowdot_kernel<HD>,
@@ -529,7 +529,7 @@ template <typename Launcher>
 void run_backward(const Launcher& launch, bf16* dq, bf16* dk, bf16* dv, const bf16* dout,
                   const bf16* q, const bf16* k, const bf16* v, const bf16* out, const float* lse,
                   float* dvec, int64_t n, int n_heads, int n_kv_heads, int64_t head_dim,
-                  const AttnMask& mask) {
+                  const AttentionPattern& mask) {
   if (head_dim == 32)
     run_backward_hd<32>(launch, dq, dk, dv, dout, q, k, v, out, lse, dvec, n, n_heads,
                         n_kv_heads, mask);

@@ -1,5 +1,5 @@
 #pragma once
-// The inverse of kernels/attention_mask.h's attn_key_range: which queries see a given key.
+// The inverse of kernels/attention_pattern.h's attn_key_range: which queries see a given key.
 // Used by the CUDA attention backward (dK/dV kernel) to bound its loop over query tiles; host
 // and device code (plain header, no CUDA needed, so a CPU test can check it exhaustively).
 //
@@ -10,7 +10,7 @@
 // [first, last] returned by attn_query_range, both inclusive (never empty for 0 <= j < N).
 #include <cstdint>
 
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 
 namespace ll {
 
@@ -20,19 +20,19 @@ struct QueryRange {
 };
 
 // The key visit index of key position j for head `head` (inverse of attn_key_of_visit).
-LL_HOST_DEVICE inline int64_t attn_visit_of_key(const AttnMask& m, int64_t head, int64_t j) {
+LL_HOST_DEVICE inline int64_t attn_visit_of_key(const AttentionPattern& m, int64_t head, int64_t j) {
   if (m.mode != AttnMode::S2Roll) return j;
   const int64_t shift = attn_head_shift(m, head);
   return ((j - shift) % m.seq_len + m.seq_len) % m.seq_len;
 }
 
 // The query position of query visit index u.
-LL_HOST_DEVICE inline int64_t attn_query_of_visit(const AttnMask& m, int64_t head, int64_t u) {
+LL_HOST_DEVICE inline int64_t attn_query_of_visit(const AttentionPattern& m, int64_t head, int64_t u) {
   if (m.mode != AttnMode::S2Roll) return u;
   return (u + attn_head_shift(m, head)) % m.seq_len;
 }
 
-LL_HOST_DEVICE inline QueryRange attn_query_range(const AttnMask& m, int64_t head, int64_t j) {
+LL_HOST_DEVICE inline QueryRange attn_query_range(const AttentionPattern& m, int64_t head, int64_t j) {
   const int64_t n = m.seq_len;
   if (m.mode == AttnMode::Dense) return {j, n - 1};
   const int64_t g = m.group_size;

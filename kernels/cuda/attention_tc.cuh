@@ -3,7 +3,7 @@
 // capability 9.x, built with sm_90a) the wgmma + bulk-tensor-copy kernels
 // (attention_tc_forward_sm90.cuh, attention_tc_backward_sm90.cuh) for dense and S2 masks,
 // otherwise (and for S2Roll, or with LL_CUDA_TC_HOPPER=0) the FlashAttention-2 style mma.sync
-// kernels (attention_tc_forward.cuh, attention_tc_backward.cuh). Same semantics as
+// kernels (attention_tc.cuh, attention_tc_backward.cuh). Same semantics as
 // attention_forward in attention.cuh (dense, S2, S2Roll masks; GQA); bf16 storage, fp32 scores,
 // softmax statistics and accumulation.
 //
@@ -17,7 +17,7 @@
 
 #include <cstdint>
 
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 
 namespace ll::cuda {
 
@@ -28,18 +28,18 @@ namespace ll::cuda {
 void attention_forward_tc(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q,
                           const __nv_bfloat16* k, const __nv_bfloat16* v, int64_t n_tokens,
                           int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                          const AttnMask& mask, cudaStream_t stream);
+                          const AttentionPattern& mask, cudaStream_t stream);
 
 // attention_forward_tc with the mma.sync kernel whatever the device (benchmarks compare them).
 void attention_forward_tc_sm80(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q,
                                const __nv_bfloat16* k, const __nv_bfloat16* v, int64_t n_tokens,
                                int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                               const AttnMask& mask, cudaStream_t stream);
+                               const AttentionPattern& mask, cudaStream_t stream);
 
 // Whether attention_forward_tc and attention_backward_tc run their Hopper kernels for `mask` on
 // the current device (compute capability 9.x, a binary with sm_90a code, a driver that encodes
 // tensor maps, LL_CUDA_TC_HOPPER not 0, mask not S2Roll).
-bool attention_tc_uses_hopper(const AttnMask& mask);
+bool attention_tc_uses_hopper(const AttentionPattern& mask);
 
 // Tensor-core backward of attention_forward_tc (FlashAttention-2 style, bf16 -> fp32): on Hopper
 // the wgmma + bulk-tensor-copy kernels (attention_tc_backward_sm90.cuh) for dense and S2 masks,
@@ -54,7 +54,7 @@ void attention_backward_tc(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* 
                            const __nv_bfloat16* dout, const __nv_bfloat16* q,
                            const __nv_bfloat16* k, const __nv_bfloat16* v, const __nv_bfloat16* out,
                            const float* lse, int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads,
-                           int64_t head_dim, const AttnMask& mask, void* workspace,
+                           int64_t head_dim, const AttentionPattern& mask, void* workspace,
                            cudaStream_t stream);
 
 // Bytes of device workspace attention_backward_tc_atomic_dq needs: D ([H, N] fp32, as
@@ -75,7 +75,7 @@ void attention_backward_tc_atomic_dq(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_
                                      const __nv_bfloat16* k, const __nv_bfloat16* v,
                                      const __nv_bfloat16* out, const float* lse, int64_t n_tokens,
                                      int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                                     const AttnMask& mask, void* workspace, cudaStream_t stream);
+                                     const AttentionPattern& mask, void* workspace, cudaStream_t stream);
 
 // attention_backward_tc with the mma.sync kernels whatever the device (benchmarks compare them).
 void attention_backward_tc_sm80(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
@@ -83,6 +83,6 @@ void attention_backward_tc_sm80(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloa
                                 const __nv_bfloat16* k, const __nv_bfloat16* v,
                                 const __nv_bfloat16* out, const float* lse, int64_t n_tokens,
                                 int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                                const AttnMask& mask, void* workspace, cudaStream_t stream);
+                                const AttentionPattern& mask, void* workspace, cudaStream_t stream);
 
 }  // namespace ll::cuda

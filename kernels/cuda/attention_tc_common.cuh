@@ -1,7 +1,7 @@
 #pragma once
 // Device helpers shared by the tensor-core attention kernels (internal; device code only):
 // swizzled shared-memory addressing, the block's key-visit range and the K/V tile loader; used
-// by the forward (attention_tc_forward.cuh) and the dQ pass of the backward
+// by the forward (attention_tc.cuh) and the dQ pass of the backward
 // (attention_tc_backward.cuh). The PTX primitives they build on are in tc_ptx.cuh.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

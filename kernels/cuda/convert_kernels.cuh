@@ -1,7 +1,7 @@
 #pragma once
 // Conversion and fill kernels (see convert.cuh) and their host launch sequences. Internal:
 // included by convert.cu (nvcc) and by the SIMT emulator tests (tests/kernels/cuda/emu, host
-// compiler after kernels/cuda/emu/cuda_prelude.h), which run the same kernels and sequences.
+// compiler after tests/cuda_emu/cuda_prelude.h), which run the same kernels and sequences.
 //
 // Each is one grid-stride loop, one element per thread and step, over at most 2^20 blocks of
 // 256 threads (host_detail::grid_for).
@@ -10,7 +10,7 @@
 
 #include <cstdint>
 
-#include "kernels/cuda/ew_device.cuh"
+#include "kernels/cuda/bf16_vector_device.cuh"
 
 namespace ll::cuda::convert_dev {
 

@@ -16,7 +16,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/cross_entropy.cuh"
-#include "kernels/cuda/ew_device.cuh"
+#include "kernels/cuda/bf16_vector_device.cuh"
 
 namespace ll::cuda::cross_entropy_dev {
 

@@ -28,7 +28,7 @@
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/swiglu.cuh"
 #include "kernels/cuda_attention_choice.h"
-#include "model/memory_plan.h"
+#include "kernels/cuda/gemm_workspace.h"
 
 namespace ll {
 namespace {
@@ -88,7 +88,7 @@ struct CudaBackend::State {
   cudaStream_t stream = nullptr;
   int64_t in_use = 0;  // bytes of live tensors (as requested) and the cuBLASLt workspace
   int64_t peak = 0;
-  void* gemm_workspace = nullptr;   // [kCublasLtWorkspaceBytes]
+  void* gemm_workspace = nullptr;   // [cuda::kGemmWorkspaceBytes]
   double* sum_result = nullptr;     // [1] sum_squares result
   double* sum_scratch = nullptr;    // [sum_squares_scratch_bytes / 8]
   int* status = nullptr;            // [1] classifier error bits
@@ -142,13 +142,13 @@ CudaBackend::CudaBackend(int device) : st_(std::make_shared<State>()) {
   uint64_t threshold = std::numeric_limits<uint64_t>::max();
   LL_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
 
-  LL_CUDA_CHECK(cudaMalloc(&s.gemm_workspace, size_t(kCublasLtWorkspaceBytes)));
-  s.count(kCublasLtWorkspaceBytes);
+  LL_CUDA_CHECK(cudaMalloc(&s.gemm_workspace, size_t(cuda::kGemmWorkspaceBytes)));
+  s.count(cuda::kGemmWorkspaceBytes);
   LL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&s.sum_result), sizeof(double)));
   LL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&s.sum_scratch),
                            cuda::sum_squares_scratch_bytes()));
   LL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&s.status), sizeof(int)));
-  s.gemm = std::make_unique<cuda::GemmRunner>(s.gemm_workspace, size_t(kCublasLtWorkspaceBytes),
+  s.gemm = std::make_unique<cuda::GemmRunner>(s.gemm_workspace, size_t(cuda::kGemmWorkspaceBytes),
                                               s.stream);
 }
 
@@ -333,7 +333,7 @@ bool CudaBackend::use_tensor_cores(int64_t head_dim) const {
 }
 
 void CudaBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
-                                    const Tensor& k, const Tensor& v, const AttnMask& mask) {
+                                    const Tensor& k, const Tensor& v, const AttentionPattern& mask) {
   const shapes::AttnDims d = shapes::attention_forward(out, lse, q, k, v);
   float* lse_ptr = lse.data == nullptr ? nullptr : f32_ptr(lse, "attention log-sum-exp");
   const auto launch = use_tensor_cores(d.hd) ? cuda::attention_forward_tc : cuda::attention_forward;
@@ -358,7 +358,7 @@ void CudaBackend::attention_forward_cached(const Tensor& out, const Tensor& q, c
 void CudaBackend::attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                                      const Tensor& dout, const Tensor& q, const Tensor& k,
                                      const Tensor& v, const Tensor& out, const Tensor& lse,
-                                     const AttnMask& mask) {
+                                     const AttentionPattern& mask) {
   const shapes::AttnDims d = shapes::attention_backward(dq, dk, dv, dout, q, k, v, out, lse);
   // D = rowsum(dout * out) per head and token: [H, N] fp32 (with atomic dQ then the dQ
   // accumulator, [N, H, hd] fp32), counted like any tensor.

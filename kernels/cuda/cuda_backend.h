@@ -32,7 +32,7 @@ class CudaBackend final : public Backend {
   // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)"
   std::string device_description() const;
   // The GPU this backend runs on, and the stream every op is enqueued on: work on another stream
-  // (NCCL's, dist/cuda/nccl_shard_transport.h) orders itself against it with CUDA events.
+  // (NCCL's, engine/parallel/cuda/nccl_shard_transport.h) orders itself against it with CUDA events.
   int device() const;
   cudaStream_t stream() const;
 
@@ -48,7 +48,7 @@ class CudaBackend final : public Backend {
   void rope_forward(const Tensor& x, int64_t position_offset, double scale,
                     double theta) override;
   void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
-                         const Tensor& v, const AttnMask& mask) override;
+                         const Tensor& v, const AttentionPattern& mask) override;
   void attention_forward_cached(const Tensor& out, const Tensor& q, const Tensor& k,
                                 const Tensor& v, int64_t past) override;
   void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) override;
@@ -72,7 +72,7 @@ class CudaBackend final : public Backend {
                      double theta) override;
   void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                           const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                          const Tensor& out, const Tensor& lse, const AttnMask& mask) override;
+                          const Tensor& out, const Tensor& lse, const AttentionPattern& mask) override;
   void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout,
                        const Tensor& gate, const Tensor& up) override;
   void embedding_backward(const Tensor& dtable, const Tensor& dout,

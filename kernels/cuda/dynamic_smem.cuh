@@ -1,16 +1,16 @@
 #pragma once
 // The block's dynamic shared memory (the launch's smem bytes), 128-byte aligned, as a typed
 // pointer. Kernels call this instead of declaring `extern __shared__` themselves so that the
-// SIMT emulator (LL_CUDA_EMULATION, kernels/cuda/emu) can supply its own.
+// SIMT emulator (LL_SIMT_EMULATOR_DEVICE_CODE, tests/cuda_emu) can supply its own.
 #include <cuda_runtime.h>
 
-#if defined(LL_CUDA_EMULATION)
-#include "kernels/cuda/emu/simt_emulator.h"
+#if defined(LL_SIMT_EMULATOR_DEVICE_CODE)
+#include "tests/cuda_emu/simt_emulator.h"
 #endif
 
 namespace ll::cuda {
 
-#if !defined(LL_CUDA_EMULATION)
+#if !defined(LL_SIMT_EMULATOR_DEVICE_CODE)
 template <typename T = unsigned char>
 __device__ __forceinline__ T* dynamic_smem() {
   extern __shared__ __align__(128) unsigned char ll_dynamic_smem[];

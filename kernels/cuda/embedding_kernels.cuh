@@ -15,7 +15,7 @@
 #include <cstdint>
 
 #include "common/error.h"
-#include "kernels/cuda/ew_device.cuh"
+#include "kernels/cuda/bf16_vector_device.cuh"
 
 namespace ll::cuda::embedding_dev {
 

@@ -1,9 +1,9 @@
 #pragma once
 // Launches a kernel by function pointer on a stream, every call checked. Kernels whose host
 // launch sequence is a template over the launcher (tc::run_forward_tc, tc::run_backward_tc)
-// get this one on the GPU and the SIMT emulator's (kernels/cuda/emu) on the host, so both run
+// get this one on the GPU and the SIMT emulator's (tests/cuda_emu) on the host, so both run
 // the same sequence. In the emulated CUDA build (kernels compiled by the host compiler,
-// LL_CUDA_EMULATION) this launcher itself runs the kernel in the emulator.
+// LL_SIMT_EMULATOR_DEVICE_CODE) this launcher itself runs the kernel in the emulator.
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -12,8 +12,8 @@
 
 #include "kernels/cuda/cuda_check.h"
 
-#if defined(LL_CUDA_EMULATION)
-#include "kernels/cuda/emu/simt_emulator.h"
+#if defined(LL_SIMT_EMULATOR_DEVICE_CODE)
+#include "tests/cuda_emu/simt_emulator.h"
 #endif
 
 namespace ll::cuda {
@@ -28,8 +28,8 @@ struct StreamLauncher {
   void operator()(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
                   A&&... args) const {
     static_assert(sizeof...(P) == sizeof...(A), "argument count does not match the kernel");
-#if defined(LL_CUDA_EMULATION)
-    // The emulated CUDA build (LL_CUDA_EMULATED): the kernel runs now, in the SIMT emulator.
+#if defined(LL_SIMT_EMULATOR_DEVICE_CODE)
+    // The emulated CUDA build (LL_CUDA_BACKEND_EMULATED): the kernel runs now, in the SIMT emulator.
     (void)emu::launch(name, kernel, grid, block, smem, std::forward<A>(args)...);
 #else
     (void)name;

@@ -4,7 +4,7 @@
 // its description of the last error (which says what was wrong: a peer's address, a bad
 // argument's name). ncclInProgress is not an error: nonblocking communicators return it while
 // the call completes in the background (callers poll ncclCommGetAsyncError, see
-// dist/cuda/nccl_communicator.cpp), so it passes this check.
+// engine/parallel/cuda/nccl_communicator.cpp), so it passes this check.
 #include <nccl.h>
 
 #include <string>

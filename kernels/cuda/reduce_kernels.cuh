@@ -1,7 +1,7 @@
 #pragma once
 // sum_squares kernels (see reduce.cuh) and their host launch sequence. Internal: included by
 // reduce.cu (nvcc) and by the SIMT emulator tests (tests/kernels/cuda/emu, host compiler after
-// kernels/cuda/emu/cuda_prelude.h), which run the same kernels and sequence.
+// tests/cuda_emu/cuda_prelude.h), which run the same kernels and sequence.
 //
 // Two passes, deterministic: min(ceil(n / 256), 512) blocks of 256 threads each sum a fixed
 // grid-stride subset of x^2 in double (fma, then a fixed-order block reduction) into
@@ -10,7 +10,7 @@
 
 #include <cstdint>
 
-#include "kernels/cuda/ew_device.cuh"
+#include "kernels/cuda/bf16_vector_device.cuh"
 
 namespace ll::cuda::reduce_dev {
 

@@ -3,7 +3,7 @@
 #include <climits>
 
 #include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/ew_device.cuh"
+#include "kernels/cuda/bf16_vector_device.cuh"
 #include "kernels/cuda/kernel_launch.cuh"
 #include "kernels/cuda/rmsnorm.cuh"
 #include "kernels/cuda/rmsnorm_kernels.cuh"

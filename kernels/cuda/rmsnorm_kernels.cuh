@@ -1,7 +1,7 @@
 #pragma once
 // RMSNorm forward / backward kernels (see rmsnorm.cuh) and their host launch sequences.
 // Internal: included by rmsnorm.cu (nvcc) and by the SIMT emulator tests
-// (tests/kernels/cuda/emu, host compiler after kernels/cuda/emu/cuda_prelude.h), which run the
+// (tests/kernels/cuda/emu, host compiler after tests/cuda_emu/cuda_prelude.h), which run the
 // same kernels and sequences.
 //
 // Forward and dx: one block of 256 threads per row; each thread walks the row in steps of
@@ -16,7 +16,7 @@
 
 #include <cstdint>
 
-#include "kernels/cuda/ew_device.cuh"
+#include "kernels/cuda/bf16_vector_device.cuh"
 
 namespace ll::cuda::rmsnorm_dev {
 

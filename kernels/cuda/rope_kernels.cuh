@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "kernels/cpu/rope.h"
-#include "kernels/cuda/ew_device.cuh"
+#include "kernels/cuda/bf16_vector_device.cuh"
 #include "kernels/cuda/rope.cuh"
 
 namespace ll::cuda::rope_dev {

@@ -1,7 +1,7 @@
 #pragma once
 // The PTX primitives of the tensor-core kernels (internal; device code only): cp.async, ldmatrix, mma.sync m16n8k16 bf16 -> fp32 and bf16x2 packing.
-// nvcc compiles them as inline PTX. Under the SIMT emulator (LL_CUDA_EMULATION, set by
-// kernels/cuda/emu/cuda_prelude.h in a host translation unit) the same functions call the
+// nvcc compiles them as inline PTX. Under the SIMT emulator (LL_SIMT_EMULATOR_DEVICE_CODE, set by
+// tests/cuda_emu/cuda_prelude.h in a host translation unit) the same functions call the
 // emulator, which implements each instruction from the PTX ISA; so the emulator tests
 // everything above these wrappers, and the asm operand lists below only a GPU run proves.
 #include <cuda_bf16.h>
@@ -11,13 +11,13 @@
 
 #include "kernels/cuda/dynamic_smem.cuh"
 
-#if defined(LL_CUDA_EMULATION)
-#include "kernels/cuda/emu/simt_emulator.h"
+#if defined(LL_SIMT_EMULATOR_DEVICE_CODE)
+#include "tests/cuda_emu/simt_emulator.h"
 #endif
 
 namespace ll::cuda::tc {
 
-#if !defined(LL_CUDA_EMULATION)
+#if !defined(LL_SIMT_EMULATOR_DEVICE_CODE)
 
 // 16-byte global -> shared copy; valid == false writes 16 zero bytes and reads nothing.
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
@@ -64,7 +64,7 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return r;
 }
 
-#else  // LL_CUDA_EMULATION
+#else  // LL_SIMT_EMULATOR_DEVICE_CODE
 
 inline void cp_async_16(uint32_t dst, const void* src, bool valid) {
   emu::cp_async_16(dst, src, valid);
@@ -81,6 +81,6 @@ inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_
 }
 inline uint32_t pack_bf16(float lo, float hi) { return emu::pack_bf16x2(lo, hi); }
 
-#endif  // LL_CUDA_EMULATION
+#endif  // LL_SIMT_EMULATOR_DEVICE_CODE
 
 }  // namespace ll::cuda::tc

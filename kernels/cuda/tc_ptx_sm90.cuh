@@ -2,20 +2,20 @@
 // The Hopper (sm_90a) PTX primitives of the wgmma attention kernels (internal; device code
 // only): mbarrier, the bulk tensor copy (TMA), wgmma and its fences. nvcc compiles them as inline
 // PTX, usable only in code compiled for sm_90a (the kernels guard their bodies with
-// LL_SM90A_DEVICE_CODE). Under the SIMT emulator (LL_CUDA_EMULATION) they call the emulator,
-// which implements each instruction from the PTX ISA (kernels/cuda/emu/simt_emulator.h); the
+// LL_SM90A_DEVICE_CODE). Under the SIMT emulator (LL_SIMT_EMULATOR_DEVICE_CODE) they call the emulator,
+// which implements each instruction from the PTX ISA (tests/cuda_emu/simt_emulator.h); the
 // asm operand lists below only a GPU run proves.
 #include <cuda.h>  // CUtensorMap
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
-#if defined(LL_CUDA_EMULATION)
-#include "kernels/cuda/emu/simt_emulator.h"
+#if defined(LL_SIMT_EMULATOR_DEVICE_CODE)
+#include "tests/cuda_emu/simt_emulator.h"
 #endif
 
 // True where the Hopper instructions may be compiled: the sm_90a device pass, or the emulator.
-#if defined(LL_CUDA_EMULATION) || (defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL))
+#if defined(LL_SIMT_EMULATOR_DEVICE_CODE) || (defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL))
 #define LL_SM90A_DEVICE_CODE 1
 #else
 #define LL_SM90A_DEVICE_CODE 0
@@ -31,7 +31,7 @@ __host__ __device__ constexpr uint64_t smem_desc_sw128(uint32_t addr, uint32_t l
          (uint64_t((sbo & 0x3ffffu) >> 4) << 32) | (uint64_t(1) << 62);
 }
 
-#if !defined(LL_CUDA_EMULATION)
+#if !defined(LL_SIMT_EMULATOR_DEVICE_CODE)
 
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
@@ -151,7 +151,7 @@ __device__ __forceinline__ void wgmma_m64n64k16_rs_nmajor(float (&d)[32], const 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
 }
 
-#else  // LL_CUDA_EMULATION
+#else  // LL_SIMT_EMULATOR_DEVICE_CODE
 
 inline void mbar_init(uint32_t bar, uint32_t count) { emu::mbarrier_init(bar, count); }
 inline void fence_mbar_init() {}
@@ -187,6 +187,6 @@ inline void wgmma_m64n64k16_rs_nmajor(float (&d)[32], const uint32_t (&a)[4], ui
   emu::wgmma_bf16(d, 64, 0, a, desc_b, scale_d != 0, true);
 }
 
-#endif  // LL_CUDA_EMULATION
+#endif  // LL_SIMT_EMULATOR_DEVICE_CODE
 
 }  // namespace ll::cuda::tc::sm90

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace ll::test {
@@ -25,8 +25,8 @@ struct AttnCase {
   int64_t n, h, hkv, hd, g;  // N, query heads, kv heads, head dim, S2 group size (0: dense)
 };
 
-inline AttnMask mask_of(const AttnCase& c) {
-  return AttnMask{c.mode, c.n, c.mode == AttnMode::Dense ? 0 : c.g, c.h};
+inline AttentionPattern mask_of(const AttnCase& c) {
+  return AttentionPattern{c.mode, c.n, c.mode == AttnMode::Dense ? 0 : c.g, c.h};
 }
 
 // Group sizes for N: 2, 16, 64, N/4 (even), one that does not divide N, one larger than N.

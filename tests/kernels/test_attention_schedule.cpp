@@ -1,5 +1,5 @@
 // kernels/attention_schedule.h (tile schedule of the tiled attention kernels, work counts)
-// against brute force over kernels/attention_mask.h: the tiles the scheduler visits are exactly
+// against brute force over kernels/attention_pattern.h: the tiles the scheduler visits are exactly
 // the tiles holding visible (query, key) pairs, the fast-path flag is exact, the backward's query
 // tiles are the transpose, and the counts match closed forms (S2 tiles, pairs, FLOPs).
 #include <doctest/doctest.h>
@@ -12,13 +12,13 @@
 #include <string>
 #include <vector>
 
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "kernels/attention_schedule.h"
 #include "kernels/cuda/attention_ranges.h"
 
 namespace {
 
-using ll::AttnMask;
+using ll::AttentionPattern;
 using ll::AttnMode;
 using ll::TileRange;
 
@@ -30,7 +30,7 @@ struct TileCounts {
   int64_t at(int64_t q, int64_t k) const { return c[size_t(q * nk + k)]; }
 };
 
-TileCounts tile_counts(const AttnMask& m, int64_t head, int64_t bq, int64_t bk) {
+TileCounts tile_counts(const AttentionPattern& m, int64_t head, int64_t bq, int64_t bk) {
   TileCounts t;
   t.nq = (m.seq_len + bq - 1) / bq;
   t.nk = (m.seq_len + bk - 1) / bk;
@@ -46,7 +46,7 @@ TileCounts tile_counts(const AttnMask& m, int64_t head, int64_t bq, int64_t bk) 
 }
 
 // The same counts pair by pair over positions (i, j), for small N: cross-checks tile_counts.
-TileCounts tile_counts_pairwise(const AttnMask& m, int64_t head, int64_t bq, int64_t bk) {
+TileCounts tile_counts_pairwise(const AttentionPattern& m, int64_t head, int64_t bq, int64_t bk) {
   TileCounts t;
   t.nq = (m.seq_len + bq - 1) / bq;
   t.nk = (m.seq_len + bk - 1) / bk;
@@ -66,7 +66,7 @@ struct Stats {
   int64_t configs = 0, visited = 0, masked = 0;
 };
 
-std::string describe(const AttnMask& m, int64_t head, int64_t bq, int64_t bk) {
+std::string describe(const AttentionPattern& m, int64_t head, int64_t bq, int64_t bk) {
   std::ostringstream s;
   s << "mode " << int(m.mode) << " N " << m.seq_len << " G " << m.group_size << " H "
     << m.n_heads << " head " << head << " bq " << bq << " bk " << bk;
@@ -74,7 +74,7 @@ std::string describe(const AttnMask& m, int64_t head, int64_t bq, int64_t bk) {
 }
 
 // All the schedule's claims for one configuration, against the brute-force tile counts.
-void check_schedule(const AttnMask& m, int64_t head, int64_t bq, int64_t bk, Stats& stats,
+void check_schedule(const AttentionPattern& m, int64_t head, int64_t bq, int64_t bk, Stats& stats,
                     bool pairwise) {
   const TileCounts t = tile_counts(m, head, bq, bk);
   if (pairwise) {
@@ -141,10 +141,10 @@ void check_schedule(const AttnMask& m, int64_t head, int64_t bq, int64_t bk, Sta
 template <class Fn>
 void for_each_mask(int64_t n, const std::vector<int64_t>& groups, Fn fn) {
   const int64_t heads = 4;  // heads 0, 1 unshifted; 2, 3 shifted
-  fn(AttnMask{AttnMode::Dense, n, 2, heads}, int64_t{0});
+  fn(AttentionPattern{AttnMode::Dense, n, 2, heads}, int64_t{0});
   for (AttnMode mode : {AttnMode::S2, AttnMode::S2Roll})
     for (int64_t g : groups)
-      for (int64_t head : {int64_t{0}, heads - 1}) fn(AttnMask{mode, n, g, heads}, head);
+      for (int64_t head : {int64_t{0}, heads - 1}) fn(AttentionPattern{mode, n, g, heads}, head);
 }
 
 TEST_CASE("schedule is exact for every small N, G and tile shape (pairwise brute force)") {
@@ -153,7 +153,7 @@ TEST_CASE("schedule is exact for every small N, G and tile shape (pairwise brute
   for (int64_t n = 1; n <= 64; ++n) {
     std::vector<int64_t> groups;
     for (int64_t g = 2; g <= 2 * n + 4; g += 2) groups.push_back(g);
-    for_each_mask(n, groups, [&](const AttnMask& m, int64_t head) {
+    for_each_mask(n, groups, [&](const AttentionPattern& m, int64_t head) {
       for (int64_t bq : tiles)
         for (int64_t bk : tiles) check_schedule(m, head, bq, bk, stats, /*pairwise=*/true);
     });
@@ -173,7 +173,7 @@ TEST_CASE("schedule is exact for N up to a few thousand, tiles 16..128, bq != bk
     std::set<int64_t> gs = {2, 6, 16, 30, 64, 128, 250, 256, even(n / 4), even(n / 3),
                             even(n / 2), even(n), n + 2 - n % 2, 2 * n + 2};
     const std::vector<int64_t> groups(gs.begin(), gs.end());
-    for_each_mask(n, groups, [&](const AttnMask& m, int64_t head) {
+    for_each_mask(n, groups, [&](const AttentionPattern& m, int64_t head) {
       for (int64_t bq : tiles)
         for (int64_t bk : tiles) check_schedule(m, head, bq, bk, stats, /*pairwise=*/n <= 129);
     });
@@ -202,7 +202,7 @@ TEST_CASE("S2 with G | N and bq = bk | G: tiles visited match the per-segment cl
     for (int64_t t : {1, 2, 3, 4, 5, 6, 8})
       for (int64_t k : {1, 2, 3, 5}) {
         const int64_t g = t * b, n = k * g;
-        const AttnMask m{AttnMode::S2, n, g, 8};
+        const AttentionPattern m{AttnMode::S2, n, g, 8};
         CAPTURE(b);
         CAPTURE(g);
         CAPTURE(n);
@@ -212,7 +212,7 @@ TEST_CASE("S2 with G | N and bq = bk | G: tiles visited match the per-segment cl
         CHECK(ll::attn_visible_pairs(m, 0) == k * tri(g));
         CHECK(ll::attn_visible_pairs(m, 7) == 2 * tri(g / 2) + (k - 1) * tri(g));
         // S2Roll does the unshifted half's work in both halves (in rolled order).
-        const AttnMask roll{AttnMode::S2Roll, n, g, 8};
+        const AttentionPattern roll{AttnMode::S2Roll, n, g, 8};
         CHECK(ll::attn_tiles_visited(roll, 7, b, b) == s2_tiles_closed_form(n, g, b, false));
       }
 }
@@ -223,7 +223,7 @@ TEST_CASE("S2 at N = 32768, G = N/4 visits about a quarter of the dense tiles (1
   // -> (4 + 2/4 + 3) t^2 / (2 * 16 t^2) = 15/64 as b/G -> 0 (the shifted half does 7/8 of the
   // unshifted half's work: its two end segments are half size).
   const int64_t n = 32768, g = n / 4;
-  const AttnMask s2{AttnMode::S2, n, g, 2}, dense{AttnMode::Dense, n, 2, 2};
+  const AttentionPattern s2{AttnMode::S2, n, g, 2}, dense{AttnMode::Dense, n, 2, 2};
   const auto tri = [](int64_t x) { return x * (x + 1) / 2; };
   for (int64_t b : {64, 128}) {
     const int64_t big_t = n / b, t = big_t / 4;
@@ -249,11 +249,11 @@ TEST_CASE("S2 at N = 32768, G = N/4 visits about a quarter of the dense tiles (1
 
 TEST_CASE("attn_flops follows DESIGN.md section 6 with exact visible pairs") {
   const int64_t n = 4096, d = 128, h = 32;
-  const AttnMask dense{AttnMode::Dense, n, 2, h};
+  const AttentionPattern dense{AttnMode::Dense, n, 2, h};
   // "4 N^2 D H, halved for causal" plus the diagonal's 2 N D H.
   CHECK(ll::attn_flops(dense, h, d, false) == 2 * n * n * d * h + 2 * n * d * h);
   CHECK(ll::attn_flops(dense, h, d, true) * 2 == 5 * ll::attn_flops(dense, h, d, false));
-  const AttnMask s2{AttnMode::S2, n, n / 4, h};
+  const AttentionPattern s2{AttnMode::S2, n, n / 4, h};
   const int64_t fwd = ll::attn_flops(s2, h, d, false);
   const int64_t pairs = ll::attn_visible_pairs(s2, 0) + ll::attn_visible_pairs(s2, h - 1);
   CHECK(fwd == 4 * d * (h / 2) * pairs);
@@ -264,13 +264,13 @@ TEST_CASE("attn_flops follows DESIGN.md section 6 with exact visible pairs") {
   CHECK(ll::attn_flops(s2, h / 2, d, false) == 4 * d * (h / 2) * ll::attn_visible_pairs(s2, 0));
   CHECK(ll::attn_flops(s2, 0, d, true) == 0);
   // S2Roll: both halves do the unshifted work.
-  const AttnMask roll{AttnMode::S2Roll, n, n / 4, h};
+  const AttentionPattern roll{AttnMode::S2Roll, n, n / 4, h};
   CHECK(ll::attn_flops(roll, h, d, false) == 4 * d * h * ll::attn_visible_pairs(s2, 0));
 }
 
 TEST_CASE("worked examples: S2 boundaries, the straddling tile, the S2Roll wrap") {
   // S2, N = 20, G = 8, tiles of 4. Shifted segments [0, 4), [4, 12), [12, 20).
-  const AttnMask s2{AttnMode::S2, 20, 8, 2};
+  const AttentionPattern s2{AttnMode::S2, 20, 8, 2};
   auto eq = [](TileRange a, int64_t f, int64_t l) { return a.first == f && a.last == l; };
   CHECK(eq(ll::attn_key_tiles(s2, 0, 2, 4, 4), 2, 2));  // unshifted: queries 8..11 see 8..11
   CHECK(eq(ll::attn_key_tiles(s2, 1, 2, 4, 4), 1, 2));  // shifted: 8..11 see 4..11
@@ -282,14 +282,14 @@ TEST_CASE("worked examples: S2 boundaries, the straddling tile, the S2Roll wrap"
   CHECK(ll::attn_key_tile_needs_mask(s2, 1, 1, 1, 8, 4));  // queries 12..15 do not see 4..7
   CHECK(eq(ll::attn_query_tiles(s2, 1, 1, 8, 4), 0, 1));   // keys 4..7 seen by queries 4..11
   // Ragged N: the last query tile is always masked.
-  const AttnMask dense{AttnMode::Dense, 18, 2, 2};
+  const AttentionPattern dense{AttnMode::Dense, 18, 2, 2};
   CHECK(eq(ll::attn_key_tiles(dense, 0, 4, 4, 4), 0, 4));
   CHECK(ll::attn_key_tile_needs_mask(dense, 0, 4, 0, 4, 4));
   CHECK(!ll::attn_key_tile_needs_mask(dense, 0, 3, 0, 4, 4));
 
   // S2Roll, N = 24, G = 8, shifted head: rolled tile 2 (rolled 16..23) holds positions 20..23
   // then 0..3 (the wrap) and visits only rolled key tile 2, which is contiguous.
-  const AttnMask roll{AttnMode::S2Roll, 24, 8, 2};
+  const AttentionPattern roll{AttnMode::S2Roll, 24, 8, 2};
   CHECK(eq(ll::attn_key_tiles(roll, 1, 2, 8, 8), 2, 2));
   CHECK(eq(ll::attn_query_tiles(roll, 1, 2, 8, 8), 2, 2));
   std::vector<int64_t> rows;
@@ -305,7 +305,7 @@ TEST_CASE("GQA: kv heads share a key visit space unless an S2Roll group straddle
     for (int64_t h = 1; h <= 16; ++h)
       for (int64_t kv = 1; kv <= h; ++kv) {
         if (h % kv != 0) continue;
-        const AttnMask m{mode, 64, 16, h};
+        const AttentionPattern m{mode, 64, 16, h};
         const int64_t group = h / kv;
         bool uniform = true;
         for (int64_t hk = 0; hk < kv; ++hk)

@@ -20,7 +20,7 @@
 #include "common/error.h"
 #include "model/llama_config.h"
 #include "model/llama_weights.h"
-#include "model/safetensors.h"
+#include "model/formats/safetensors.h"
 
 namespace ll::test {
 

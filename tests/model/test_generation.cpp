@@ -14,11 +14,11 @@
 #include "common/error.h"
 #include "common/random.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "model/adapter_io.h"
+#include "model/formats/adapter_io.h"
 #include "model/generation.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
-#include "model/tensor_source.h"
+#include "model/formats/tensor_source.h"
 #include "tests/model/model_fixtures.h"
 #include "tests/test_paths.h"
 

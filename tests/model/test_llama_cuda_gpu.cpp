@@ -18,8 +18,9 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda_attention_choice.h"
 #include "model/llama_model.h"
+#include "kernels/cuda/gemm_workspace.h"
 #include "model/memory_plan.h"
-#include "model/tensor_source.h"
+#include "model/formats/tensor_source.h"
 #include "optim/grad_clip.h"
 #include "tests/model/model_fixtures.h"
 #include "tests/scoped_env.h"
@@ -127,7 +128,7 @@ void check_training_step(const LlamaWeights& weights) {
   in.seq_len = n;
   in.classifier_chunk = spec.classifier_chunk;
   in.activation_dtype = DType::BF16;
-  in.cublaslt_workspace_bytes = kCublasLtWorkspaceBytes;
+  in.cublaslt_workspace_bytes = cuda::kGemmWorkspaceBytes;
   in.attention_dq_accumulator =
       cuda_attention_choice_from_env().atomic_dq_for(weights.config.head_dim());
   const MemoryPlan plan = plan_training_memory(in);

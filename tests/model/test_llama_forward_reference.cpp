@@ -8,12 +8,12 @@
 #include <fstream>
 
 #include "data/token_file.h"
-#include "engine/perplexity.h"
+#include "engine/eval/perplexity.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
 #include "model/position_interpolation.h"
-#include "model/safetensors.h"
+#include "model/formats/safetensors.h"
 #include "tests/test_paths.h"
 
 namespace {

@@ -8,7 +8,7 @@
 
 #include "common/error.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "model/adapter_io.h"
+#include "model/formats/adapter_io.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
 #include "model/lora_merge.h"

@@ -10,8 +10,8 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "model/llama_model.h"
-#include "model/safetensors.h"
-#include "model/tensor_source.h"
+#include "model/formats/safetensors.h"
+#include "model/formats/tensor_source.h"
 #include "optim/adamw.h"
 #include "optim/grad_clip.h"
 #include "tests/test_paths.h"

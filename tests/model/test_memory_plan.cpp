@@ -5,10 +5,11 @@
 
 #include <vector>
 
-#include "dist/communicator.h"
-#include "dist/sharded_optimizer.h"
+#include "engine/parallel/communicator.h"
+#include "engine/parallel/sharded_optimizer.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "model/llama_model.h"
+#include "kernels/cuda/gemm_workspace.h"
 #include "model/memory_plan.h"
 
 namespace {
@@ -110,7 +111,7 @@ TEST_CASE("Llama-2-7B at 100k tokens: the plan's parts") {
   in.lora = LoraConfig{};
   in.seq_len = 100000;
   in.activation_dtype = DType::BF16;
-  in.cublaslt_workspace_bytes = kCublasLtWorkspaceBytes;
+  in.cublaslt_workspace_bytes = cuda::kGemmWorkspaceBytes;
   const MemoryPlan plan = plan_training_memory(in);
   // Frozen: every weight but embed_tokens and the norms, bf16.
   const int64_t linear = int64_t(32) * (4 * 4096 * 4096 + 3 * 4096 * 11008) + int64_t(32000) * 4096;

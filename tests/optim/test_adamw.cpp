@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "common/error.h"
-#include "model/safetensors.h"
+#include "model/formats/safetensors.h"
 #include "optim/adamw.h"
 #include "tests/test_paths.h"
 

@@ -6,7 +6,7 @@
 #include <cstdlib>
 
 #include "model/llama_weights.h"
-#include "model/tensor_source.h"
+#include "model/formats/tensor_source.h"
 #include "tests/model/model_fixtures.h"
 
 using ll::DType;

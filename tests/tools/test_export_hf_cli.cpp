@@ -11,11 +11,11 @@
 #include <set>
 
 #include "kernels/cpu/cpu_backend.h"
-#include "model/adapter_io.h"
+#include "model/formats/adapter_io.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
-#include "model/safetensors.h"
-#include "model/tensor_source.h"
+#include "model/formats/safetensors.h"
+#include "model/formats/tensor_source.h"
 #include "tests/kernels/kernel_test_util.h"
 #include "tests/model/model_fixtures.h"
 #include "tests/test_paths.h"

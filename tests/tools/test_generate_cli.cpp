@@ -19,7 +19,7 @@
 #include "model/generation.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
-#include "model/tensor_source.h"
+#include "model/formats/tensor_source.h"
 #include "tests/kernels/kernel_test_util.h"
 #include "tests/model/model_fixtures.h"
 #include "tests/test_paths.h"

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "model/safetensors.h"
+#include "model/formats/safetensors.h"
 #include "tests/test_paths.h"
 
 namespace {

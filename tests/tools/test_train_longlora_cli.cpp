@@ -13,9 +13,9 @@
 #include <sstream>
 #include <thread>
 
-#include "engine/checkpoint.h"
-#include "engine/metrics_log.h"
-#include "model/adapter_io.h"
+#include "engine/train/checkpoint.h"
+#include "engine/train/metrics_log.h"
+#include "model/formats/adapter_io.h"
 #include "tests/test_paths.h"
 
 namespace {

@@ -21,10 +21,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/metrics_log.h"
-#include "model/adapter_io.h"
+#include "engine/train/metrics_log.h"
+#include "model/formats/adapter_io.h"
 #include "kernels/cuda/device_info.h"
-#include "tests/dist/mpirun_util.h"
+#include "tests/engine/parallel/mpirun_util.h"
 #include "tests/test_paths.h"
 
 namespace {

@@ -23,10 +23,10 @@
 
 #include <fmt/format.h>
 
-#include "engine/checkpoint.h"
-#include "engine/metrics_log.h"
-#include "model/adapter_io.h"
-#include "tests/dist/mpirun_util.h"
+#include "engine/train/checkpoint.h"
+#include "engine/train/metrics_log.h"
+#include "model/formats/adapter_io.h"
+#include "tests/engine/parallel/mpirun_util.h"
 #include "tests/test_paths.h"
 
 namespace {

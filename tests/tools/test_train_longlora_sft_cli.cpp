@@ -14,13 +14,13 @@
 
 #include "data/sft_dataset.h"
 #include "data/tokenizer.h"
-#include "engine/metrics_log.h"
-#include "kernels/attention_mask.h"
+#include "engine/train/metrics_log.h"
+#include "kernels/attention_pattern.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
 #include "model/lora_config.h"
-#include "model/tensor_source.h"
+#include "model/formats/tensor_source.h"
 #include "tests/test_paths.h"
 
 namespace {

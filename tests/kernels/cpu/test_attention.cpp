@@ -1,6 +1,6 @@
 // Attention (dense, S2, S2Roll; MHA/GQA/MQA) against independent double references that
 // implement S2-Attn the way LongLoRA describes it: explicit segments for S2, and
-// torch.roll-style data movement for S2Roll. Neither reference uses kernels/attention_mask.h.
+// torch.roll-style data movement for S2Roll. Neither reference uses kernels/attention_pattern.h.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -167,7 +167,7 @@ TEST_CASE("attention_forward matches segment / roll references") {
           INFO("N=" << s.n << " H=" << s.h << " Hkv=" << s.hkv << " hd=" << s.hd << " G=" << s.g
                     << " mode " << std::string(mode_name(mode)) << " sharpness " << sharpness);
           const Result ref = reference(s, mode, heads);
-          const ll::AttnMask mask{mode, s.n, s.g, s.h};
+          const ll::AttentionPattern mask{mode, s.n, s.g, s.h};
           auto out = ll::test::poisoned(size_t(s.n * s.h * s.hd));  // [N, H, hd]
           auto lse = ll::test::poisoned(size_t(s.h * s.n));         // [H, N]
           ll::cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), s.n, s.h,
@@ -190,7 +190,7 @@ TEST_CASE("attention_forward rejects inconsistent shapes and masks") {
   const int64_t n = 8, hd = 4;
   std::vector<float> q(size_t(n * 4 * hd), 0.5f), kv(size_t(n * 4 * hd), 0.5f);
   std::vector<float> out(q.size());
-  auto run = [&](int64_t h, int64_t hkv, ll::AttnMask mask) {
+  auto run = [&](int64_t h, int64_t hkv, ll::AttentionPattern mask) {
     ll::cpu::attention_forward(out.data(), nullptr, q.data(), kv.data(), kv.data(), n, h, hkv, hd,
                                mask);
   };

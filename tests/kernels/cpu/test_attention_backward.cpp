@@ -1,6 +1,6 @@
 // attention_backward (dense, S2, S2Roll; MHA/GQA/MQA) against central finite differences of
 // L = sum(dout * out) through a double-precision forward written here from the S2-Attn
-// definition (DESIGN.md section 3), not from kernels/attention_mask.h. Also: bitwise
+// definition (DESIGN.md section 3), not from kernels/attention_pattern.h. Also: bitwise
 // determinism across thread counts, and exact zeros where no query reaches a key.
 #include <doctest/doctest.h>
 #include <omp.h>
@@ -124,7 +124,7 @@ Grads run_backward(const Shape& s, AttnMode mode, const std::vector<float>& q,
                    const std::vector<float>& k, const std::vector<float>& v,
                    const std::vector<float>& dout, std::vector<float>* out_saved = nullptr,
                    std::vector<float>* lse_saved = nullptr) {
-  const ll::AttnMask mask{mode, s.n, s.g, s.h};
+  const ll::AttentionPattern mask{mode, s.n, s.g, s.h};
   auto out = ll::test::poisoned(size_t(s.n * s.h * s.hd));  // [N, H, hd]
   auto lse = ll::test::poisoned(size_t(s.h * s.n));         // [H, N]
   ll::cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), s.n, s.h, s.hkv,
@@ -328,7 +328,7 @@ TEST_CASE("attention_backward rejects inconsistent shapes and masks") {
   const int64_t n = 8, hd = 4;
   std::vector<float> x(size_t(n * 4 * hd), 0.5f), lse(size_t(4 * n), 1.0f);
   std::vector<float> dq(x.size()), dk(x.size()), dv(x.size());
-  auto run = [&](int64_t tokens, int64_t h, int64_t hkv, ll::AttnMask mask) {
+  auto run = [&](int64_t tokens, int64_t h, int64_t hkv, ll::AttentionPattern mask) {
     ll::cpu::attention_backward(dq.data(), dk.data(), dv.data(), x.data(), x.data(), x.data(),
                                 x.data(), x.data(), lse.data(), tokens, h, hkv, hd, mask);
   };

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "common/error.h"
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "kernels/cpu/attention.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -29,7 +29,7 @@ TEST_CASE("cpu attention_forward_cached equals the matching rows of the dense fo
         std::vector<float> full(size_t(total * q_row)), lse(size_t(s.h * total));
         ll::cpu::attention_forward(full.data(), lse.data(), q.data(), k.data(), v.data(), total,
                                    s.h, s.hkv, s.hd,
-                                   ll::AttnMask{ll::AttnMode::Dense, total, 0, s.h});
+                                   ll::AttentionPattern{ll::AttnMode::Dense, total, 0, s.h});
         std::vector<float> out = ll::test::poisoned(size_t(n * q_row));
         ll::cpu::attention_forward_cached(out.data(), q.data() + past * q_row, k.data(),
                                           v.data(), n, past, s.h, s.hkv, s.hd);

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "kernels/cpu/attention.h"
-#include "model/safetensors.h"
+#include "model/formats/safetensors.h"
 #include "tests/test_paths.h"
 
 namespace {
@@ -42,7 +42,7 @@ TEST_CASE("attention_forward matches the PyTorch S2-Attn reference") {
       CAPTURE(p + name);
       const auto ref = fx.read_f32(p + name, {n, h, hd});
       std::vector<float> out(ref.size(), std::numeric_limits<float>::quiet_NaN());  // poisoned
-      const ll::AttnMask mask{mode, n, g, h};
+      const ll::AttentionPattern mask{mode, n, g, h};
       ll::cpu::attention_forward(out.data(), nullptr, q.data(), k.data(), v.data(), n, h, hkv, hd, mask);
       int64_t outside_tolerance = 0;  // |out - ref| <= atol + rtol * |ref| per element
       for (size_t i = 0; i < ref.size(); ++i) {

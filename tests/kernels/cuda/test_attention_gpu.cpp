@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "common/error.h"
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "kernels/cpu/attention.h"
 #include "tests/gpu_skip.h"
 #include "tests/kernels/attention_test_cases.h"
@@ -100,7 +100,7 @@ void run_case(const Case& c, uint64_t seed) {
   const auto v_b = to_bf16(ll::test::random_uniform(rng, nkv, -1.0f, 1.0f));
   const auto do_b = to_bf16(ll::test::random_uniform(rng, nq, -1.0f, 1.0f));
   const auto q = from_bf16(q_b), k = from_bf16(k_b), v = from_bf16(v_b), dout = from_bf16(do_b);
-  const ll::AttnMask mask{c.mode, n, c.mode == ll::AttnMode::Dense ? 0 : c.g, h};
+  const ll::AttentionPattern mask{c.mode, n, c.mode == ll::AttnMode::Dense ? 0 : c.g, h};
 
   std::vector<float> out_ref(nq), lse_ref(size_t(h * n));
   ll::cpu::attention_forward(out_ref.data(), lse_ref.data(), q.data(), k.data(), v.data(), n, h,
@@ -215,23 +215,23 @@ TEST_CASE("cuda attention rejects unsupported shapes and accepts N = 0") {
   using bf = __nv_bfloat16;
   DeviceBuffer buf(1 << 16);
   bf* p = buf.as<bf>();
-  const ll::AttnMask dense{ll::AttnMode::Dense, 8, 0, 4};
+  const ll::AttentionPattern dense{ll::AttnMode::Dense, 8, 0, 4};
   CHECK_THROWS_AS(ll::cuda::attention_forward(p, nullptr, p, p, p, 8, 4, 4, 96, dense, nullptr),
                   ll::Error);
   CHECK_THROWS_AS(ll::cuda::attention_forward(p, nullptr, p, p, p, 8, 4, 3, 64, dense, nullptr),
                   ll::Error);
   CHECK_THROWS_AS(ll::cuda::attention_forward(p, nullptr, p, p, p, 9, 4, 4, 64, dense, nullptr),
                   ll::Error);  // mask is for N = 8
-  const ll::AttnMask odd{ll::AttnMode::S2, 8, 3, 4};
+  const ll::AttentionPattern odd{ll::AttnMode::S2, 8, 3, 4};
   CHECK_THROWS_AS(ll::cuda::attention_forward(p, nullptr, p, p, p, 8, 4, 4, 64, odd, nullptr),
                   ll::Error);
-  const ll::AttnMask odd_heads{ll::AttnMode::S2Roll, 8, 4, 3};
+  const ll::AttentionPattern odd_heads{ll::AttnMode::S2Roll, 8, 4, 3};
   CHECK_THROWS_AS(ll::cuda::attention_forward(p, nullptr, p, p, p, 8, 3, 3, 64, odd_heads, nullptr),
                   ll::Error);
   CHECK_THROWS_AS(ll::cuda::attention_backward(p, p, p, p, p, p, p, p, nullptr, 8, 4, 4, 64,
                                                dense, nullptr, nullptr),
                   ll::Error);  // lse is required
-  const ll::AttnMask empty{ll::AttnMode::S2, 0, 4, 4};
+  const ll::AttentionPattern empty{ll::AttnMode::S2, 0, 4, 4};
   ll::cuda::attention_forward(nullptr, nullptr, nullptr, nullptr, nullptr, 0, 4, 2, 128, empty,
                               nullptr);
   ll::cuda::attention_backward(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,

@@ -1,12 +1,12 @@
 // kernels/cuda/attention_ranges.h (the query ranges the CUDA attention backward loops over)
-// against brute force over kernels/attention_mask.h: for every key, the queries whose key range
+// against brute force over kernels/attention_pattern.h: for every key, the queries whose key range
 // contains it are exactly attn_query_range's run of query visit indices. Runs on the CPU.
 #include <doctest/doctest.h>
 
 #include <cstdint>
 #include <initializer_list>
 
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "kernels/cuda/attention_ranges.h"
 
 TEST_CASE("attention query ranges invert the key ranges (dense, S2, S2Roll)") {
@@ -16,7 +16,7 @@ TEST_CASE("attention query ranges invert the key ranges (dense, S2, S2Roll)") {
       for (int64_t g = 2; g <= 2 * n + 4; g += 2) {
         if (mode == AttnMode::Dense && g > 2) break;
         const int64_t heads = 4;
-        const ll::AttnMask mask{mode, n, g, heads};
+        const ll::AttentionPattern mask{mode, n, g, heads};
         for (int64_t h = 0; h < heads; ++h) {
           for (int64_t j = 0; j < n; ++j) {
             const int64_t vj = ll::attn_visit_of_key(mask, h, j);

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "common/error.h"
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "tests/gpu_skip.h"
 #include "tests/kernels/attention_test_cases.h"
 #include "tests/kernels/kernel_test_util.h"
@@ -112,7 +112,7 @@ void run_case(const Case& c, uint64_t seed) {
   INFO("mode " << mode_name(c.mode) << " N " << c.n << " H " << c.h << " Hkv " << c.hkv << " hd "
                << c.hd << " G " << c.g << " seed " << seed);
   const Inputs in = make_inputs(c, seed);
-  const ll::AttnMask mask = mask_of(c);
+  const ll::AttentionPattern mask = mask_of(c);
 
   std::vector<float> out_ref(in.q.size()), lse_ref(size_t(c.h * c.n));
   ll::cpu::attention_forward(out_ref.data(), lse_ref.data(), in.q.data(), in.k.data(), in.v.data(),
@@ -144,7 +144,7 @@ void run_case(const Case& c, uint64_t seed) {
 }
 
 // out row (head, i) and its lse in double, straight from the mask definition.
-void row_reference(const Inputs& in, const Case& c, const ll::AttnMask& mask, int64_t head,
+void row_reference(const Inputs& in, const Case& c, const ll::AttentionPattern& mask, int64_t head,
                    int64_t i, std::vector<double>& out_row, double& lse) {
   const int64_t hd = c.hd, kvh = head / (c.h / c.hkv);
   const ll::KeyRange r = ll::attn_key_range(mask, head, i);
@@ -217,7 +217,7 @@ TEST_CASE("tensor-core attention forward: long sequences (N 16384 .. 65536)") {
   ll::test::require_gpu();
 #if defined(LL_HAVE_CUDA)
   if (ll::test::emulated_gpu()) {
-    MESSAGE("skipped on the SIMT emulator (LL_CUDA_EMULATED): too long there");
+    MESSAGE("skipped on the SIMT emulator (LL_CUDA_BACKEND_EMULATED): too long there");
     return;
   }
   const auto seeds = ll::test::test_seeds();
@@ -235,7 +235,7 @@ TEST_CASE("tensor-core attention forward: long sequences (N 16384 .. 65536)") {
     INFO("mode " << mode_name(c.mode) << " N " << c.n << " G " << c.g << " H " << c.h << " Hkv "
                  << c.hkv << " hd " << hd << " seed " << seed);
     const Inputs in = make_inputs(c, seed);
-    const ll::AttnMask mask = mask_of(c);
+    const ll::AttentionPattern mask = mask_of(c);
     const Result tc = run_tc(c, in);
     check_against_simt(tc, run_simt(c, in));
     const Result again = run_tc(c, in);
@@ -281,7 +281,7 @@ TEST_CASE("tensor-core attention forward rejects unsupported shapes and accepts 
   using ll::cuda::attention_forward_tc;
   DeviceBuffer<bf16> buf(1 << 15);
   bf16* p = buf.get();
-  const ll::AttnMask dense{ll::AttnMode::Dense, 8, 0, 4};
+  const ll::AttentionPattern dense{ll::AttnMode::Dense, 8, 0, 4};
   CHECK_THROWS_AS(attention_forward_tc(p, nullptr, p, p, p, 8, 4, 4, 32, dense, nullptr),
                   ll::Error);  // head_dim 32 is the CUDA-core kernel's only
   CHECK_THROWS_AS(attention_forward_tc(p, nullptr, p, p, p, 8, 4, 4, 96, dense, nullptr),
@@ -290,9 +290,9 @@ TEST_CASE("tensor-core attention forward rejects unsupported shapes and accepts 
                   ll::Error);
   CHECK_THROWS_AS(attention_forward_tc(p, nullptr, p, p, p, 9, 4, 4, 64, dense, nullptr),
                   ll::Error);  // mask is for N = 8
-  const ll::AttnMask odd{ll::AttnMode::S2, 8, 3, 4};
+  const ll::AttentionPattern odd{ll::AttnMode::S2, 8, 3, 4};
   CHECK_THROWS_AS(attention_forward_tc(p, nullptr, p, p, p, 8, 4, 4, 64, odd, nullptr), ll::Error);
-  const ll::AttnMask odd_heads{ll::AttnMode::S2Roll, 8, 4, 3};
+  const ll::AttentionPattern odd_heads{ll::AttnMode::S2Roll, 8, 4, 3};
   CHECK_THROWS_AS(attention_forward_tc(p, nullptr, p, p, p, 8, 3, 3, 64, odd_heads, nullptr),
                   ll::Error);
   CHECK_THROWS_AS(attention_forward_tc(p + 1, nullptr, p, p, p, 8, 4, 4, 64, dense, nullptr),
@@ -301,7 +301,7 @@ TEST_CASE("tensor-core attention forward rejects unsupported shapes and accepts 
                   ll::Error);  // k not 16-byte aligned
   CHECK_THROWS_AS(attention_forward_tc(nullptr, nullptr, p, p, p, 8, 4, 4, 64, dense, nullptr),
                   ll::Error);
-  const ll::AttnMask empty{ll::AttnMode::S2, 0, 4, 4};
+  const ll::AttentionPattern empty{ll::AttnMode::S2, 0, 4, 4};
   attention_forward_tc(nullptr, nullptr, nullptr, nullptr, nullptr, 0, 4, 2, 128, empty, nullptr);
   ll::test::device_sync();
 #endif

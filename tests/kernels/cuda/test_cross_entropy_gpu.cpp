@@ -151,7 +151,7 @@ TEST_CASE("cross_entropy_chunk (cuda) strides over more rows than blocks") {
   ll::test::require_gpu();
 #if defined(LL_HAVE_CUDA)
   if (ll::test::emulated_gpu()) {  // 70001 blocks; tests/kernels/cuda/emu caps the grid instead
-    MESSAGE("skipped on the SIMT emulator (LL_CUDA_EMULATED): too long there");
+    MESSAGE("skipped on the SIMT emulator (LL_CUDA_BACKEND_EMULATED): too long there");
     return;
   }
   using namespace ll::test;

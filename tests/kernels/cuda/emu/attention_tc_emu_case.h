@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "kernels/cpu/attention.h"
-#include "kernels/cuda/emu/attention_tc_emulated.h"
+#include "tests/cuda_emu/attention_tc_emulated.h"
 #include "tests/kernels/attention_test_cases.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
@@ -75,7 +75,7 @@ template <typename Backward>
 void check_backward(const Case& c, const Inputs& in, std::mt19937_64& rng, Backward backward,
                     bool dq_deterministic = true) {
   const size_t nq = size_t(c.n * c.h * c.hd), nkv = size_t(c.n * c.hkv * c.hd);
-  const ll::AttnMask mask = mask_of(c);
+  const ll::AttentionPattern mask = mask_of(c);
   const auto dout = ll::test::round_bf16(ll::test::random_uniform(rng, nq, -1.0f, 1.0f));
   const auto out = ll::test::round_bf16(in.out_ref);  // what the GPU backward reads (bf16)
   std::vector<float> dq(nq), dk(nkv), dv(nkv);

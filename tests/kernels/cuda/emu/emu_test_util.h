@@ -2,7 +2,7 @@
 // Helpers shared by the tests that run CUDA kernels in the SIMT emulator (test_*_emu.cpp):
 // both fiber orders, bf16 bits <-> float vectors, poisoned and misaligned host buffers standing
 // in for device memory, and the seeds of numbered cases. CUDA-emulator builds only (include it
-// under #if defined(LL_HAVE_CUDA_EMU), after the kernel headers); it needs no prelude itself.
+// under #if defined(LL_HAVE_SIMT_EMULATOR), after the kernel headers); it needs no prelude itself.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>  // uint4
 
@@ -12,8 +12,8 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/cuda/emu/emu_launcher.h"
-#include "kernels/cuda/emu/host_buffer.h"
+#include "tests/cuda_emu/emu_launcher.h"
+#include "tests/cuda_emu/host_buffer.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 

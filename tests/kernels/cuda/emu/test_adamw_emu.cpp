@@ -5,8 +5,8 @@
 // bf16(master) bit for bit, and a null parameter pointer skips it. The bf16 copy starts
 // poisoned (NaN); each step runs again with the fibers in reverse order and must give the same
 // bytes. Not reachable here: the grid-stride loop's second pass (n > 2^28 elements).
-#if defined(LL_HAVE_CUDA_EMU)
-#include "kernels/cuda/emu/cuda_prelude.h"
+#if defined(LL_HAVE_SIMT_EMULATOR)
+#include "tests/cuda_emu/cuda_prelude.h"
 #endif
 
 #include <doctest/doctest.h>
@@ -18,9 +18,9 @@
 #include <random>
 #include <vector>
 
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
 #include "kernels/cuda/adamw_kernels.cuh"
-#include "kernels/cuda/emu/emu_launcher.h"
+#include "tests/cuda_emu/emu_launcher.h"
 #include "optim/adamw.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"

@@ -5,8 +5,8 @@
 // no writes outside [x, x + n) nor to y. Each case runs again with the fibers in reverse order
 // and must give the same bytes. Not reachable here: the grid-stride loop's second pass
 // (more than 2^28 vectors).
-#if defined(LL_HAVE_CUDA_EMU)
-#include "kernels/cuda/emu/cuda_prelude.h"
+#if defined(LL_HAVE_SIMT_EMULATOR)
+#include "tests/cuda_emu/cuda_prelude.h"
 #endif
 
 #include <doctest/doctest.h>
@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
 #include "kernels/cuda/add_kernels.cuh"
-#include "kernels/cuda/emu/emu_launcher.h"
+#include "tests/cuda_emu/emu_launcher.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"

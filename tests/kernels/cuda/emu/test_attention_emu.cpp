@@ -5,8 +5,8 @@
 // dims 32, 64 and 128, N around the 32-row tiles; cached: one and several queries, short and
 // split caches, GQA groups larger than one pass. Outputs and workspaces start poisoned; both
 // fiber orders must give the same bytes.
-#if defined(LL_HAVE_CUDA_EMU)
-#include "kernels/cuda/emu/cuda_prelude.h"
+#if defined(LL_HAVE_SIMT_EMULATOR)
+#include "tests/cuda_emu/cuda_prelude.h"
 #endif
 
 #include <doctest/doctest.h>
@@ -18,16 +18,16 @@
 #include <random>
 #include <vector>
 
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "tests/kernels/attention_test_cases.h"
 #include "tests/kernels/kernel_test_util.h"
 
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
 #include "kernels/cpu/attention.h"
 #include "kernels/cuda/attention_cached_kernels.cuh"
 #include "kernels/cuda/attention_kernels.cuh"
-#include "kernels/cuda/emu/emu_launcher.h"
-#include "kernels/cuda/emu/host_buffer.h"
+#include "tests/cuda_emu/emu_launcher.h"
+#include "tests/cuda_emu/host_buffer.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 
@@ -54,7 +54,7 @@ struct Outputs {
 
 Outputs run_emulated(const Case& c, const std::vector<float>& q, const std::vector<float>& k,
                      const std::vector<float>& v, const std::vector<float>& dout) {
-  const ll::AttnMask mask = ll::test::mask_of(c);
+  const ll::AttentionPattern mask = ll::test::mask_of(c);
   const size_t nq = q.size(), nkv = k.size(), rows = size_t(c.n * c.h);
   HostBuffer bq(to_bf16_bits(q)), bk(to_bf16_bits(k)), bv(to_bf16_bits(v)), bdo(to_bf16_bits(dout));
   HostBuffer bout(nq * 2, true), blse(rows * 4, true);
@@ -79,7 +79,7 @@ void run_case(const Case& c, uint64_t seed) {
   const auto k = ll::test::round_bf16(ll::test::random_uniform(rng, nkv, -1.5f, 1.5f));
   const auto v = ll::test::round_bf16(ll::test::random_uniform(rng, nkv, -1.0f, 1.0f));
   const auto dout = ll::test::round_bf16(ll::test::random_uniform(rng, nq, -1.0f, 1.0f));
-  const ll::AttnMask mask = ll::test::mask_of(c);
+  const ll::AttentionPattern mask = ll::test::mask_of(c);
 
   std::vector<float> out_ref(nq), lse_ref(size_t(c.h * c.n));
   ll::cpu::attention_forward(out_ref.data(), lse_ref.data(), q.data(), k.data(), v.data(), c.n, c.h,
@@ -159,7 +159,7 @@ void run_cached_case(const CachedCase& c, uint64_t seed) {
 #endif
 
 TEST_CASE("emulated CUDA-core attention forward and backward match the CPU reference") {
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
   const auto seeds = ll::test::test_seeds();
   std::vector<Case> cases;
   for (int64_t hd : {32, 64, 128}) {
@@ -183,7 +183,7 @@ TEST_CASE("emulated CUDA-core attention forward and backward match the CPU refer
 }
 
 TEST_CASE("emulated cached (decoding) attention matches the CPU reference") {
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
   const auto seeds = ll::test::test_seeds();
   // (past, n): one token into a short cache; into a cache long enough for 3 key splits (plus
   // the combine kernel); several queries over a split cache. Heads: MHA, GQA 4, and a group

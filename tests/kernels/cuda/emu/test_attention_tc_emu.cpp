@@ -1,5 +1,5 @@
 // The tensor-core attention kernels (forward and the three backward kernels) run in the SIMT
-// emulator (kernels/cuda/emu) against the fp32 CPU reference (kernels/cpu/attention.h), on a
+// emulator (tests/cuda_emu) against the fp32 CPU reference (kernels/cpu/attention.h), on a
 // machine without a GPU: dense, S2 and S2Roll (both halves of heads), MHA and GQA, head dims
 // 64 and 128, N around the tile sizes (64-row key tiles, 64- or 128-row query tiles), G
 // dividing N, not dividing it and larger than N. Outputs start poisoned (NaN), so an unwritten
@@ -18,15 +18,15 @@
 #include <cstdlib>
 #include <vector>
 
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "tests/kernels/kernel_test_util.h"
 
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
 #include "tests/kernels/cuda/emu/attention_tc_emu_case.h"
 #endif
 
 TEST_CASE("emulated tensor-core attention forward and backward match the CPU reference") {
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
   using ll::test::emu_case::Case;
   const auto seeds = ll::test::test_seeds();
   // MHA and GQA 2 and 4; N: one row, ragged in every tile, one row past a 64-row tile.

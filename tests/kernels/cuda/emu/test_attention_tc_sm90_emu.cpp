@@ -1,4 +1,4 @@
-// The Hopper tensor-core attention kernels (kernels/cuda/attention_tc_forward_sm90.cuh,
+// The Hopper tensor-core attention kernels (kernels/cuda/attention_tc_forward_sm90_kernels.cuh,
 // attention_tc_backward_sm90.cuh: wgmma, bulk tensor copies on mbarriers), forward and
 // backward, run in the SIMT emulator against the fp32 CPU reference, in both fiber orders: dense
 // and S2 (both halves of heads), MHA and GQA, head dims 64 and 128, N around the 128-row tiles
@@ -17,14 +17,14 @@
 #include <cstdlib>
 #include <vector>
 
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "tests/kernels/kernel_test_util.h"
 
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
 #include "tests/kernels/cuda/emu/attention_tc_emu_case.h"
 #endif
 
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
 namespace {
 
 namespace ec = ll::test::emu_case;
@@ -54,7 +54,7 @@ void run_cases(const std::vector<Case>& cases, size_t first_seed_index, ec::Kern
 #endif
 
 TEST_CASE("emulated Hopper tensor-core attention forward and backward match the CPU reference") {
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
   std::vector<Case> cases = base_cases();
   for (int64_t hd : {64, 128}) {
     cases.push_back({ll::AttnMode::Dense, 130, 2, 1, hd, 0});
@@ -70,7 +70,7 @@ TEST_CASE("emulated Hopper tensor-core attention forward and backward match the 
 }
 
 TEST_CASE("emulated Hopper attention backward with atomic dQ matches the CPU reference") {
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
   std::vector<Case> cases = base_cases();
   // Segments of 32 queries: query tiles where one warpgroup's keys see nothing (its dS panel
   // is zeroed for the other's dQ columns at hd 128).

@@ -1,5 +1,5 @@
 // The emulated tensor-core attention kernels (see test_attention_tc_emu.cpp) over the shapes of
-// the GPU tests (test_attention_tc_gpu.cpp, test_attention_tc_bwd_gpu.cpp): every mode, N from
+// the GPU tests (test_attention_tc_gpu.cpp, test_attention_tc_backward_gpu.cpp): every mode, N from
 // 1 to 1000 around the tile sizes, every S2 group size class (2, 16, 64, N/4, not dividing N,
 // larger than N), head dims 64 and 128, MHA and GQA 2 and 4, forward and backward, both fiber
 // orders; the mma.sync kernels and the Hopper ones (all but S2Roll, which they leave to
@@ -12,16 +12,16 @@
 #include <cstdlib>
 #include <vector>
 
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "tests/kernels/kernel_test_util.h"
 
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
 #include "tests/kernels/cuda/emu/attention_tc_emu_case.h"
 #endif
 
 namespace {
 
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
 void sweep(ll::test::emu_case::Kernels kernels) {
   using ll::test::emu_case::Case;
   const bool hopper = kernels != ll::test::emu_case::Kernels::Sm80;
@@ -61,7 +61,7 @@ void sweep(ll::test::emu_case::Kernels kernels) {
 // The sweep through one kernel family (0 mma.sync, 1 Hopper, 2 Hopper with atomic dQ), or the
 // skip exit in a build without the emulator.
 void sweep_family(int family) {
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
   using K = ll::test::emu_case::Kernels;
   sweep(family == 0 ? K::Sm80 : family == 1 ? K::Hopper : K::HopperAtomicDq);
 #else

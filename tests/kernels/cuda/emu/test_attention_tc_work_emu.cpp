@@ -29,13 +29,13 @@
 #include <string>
 #include <vector>
 
-#include "kernels/attention_mask.h"
+#include "kernels/attention_pattern.h"
 #include "kernels/cuda/attention_ranges.h"
 #include "tests/kernels/attention_test_cases.h"
 #include "tests/kernels/kernel_test_util.h"
 
-#if defined(LL_HAVE_CUDA_EMU)
-#include "kernels/cuda/emu/attention_tc_emulated.h"
+#if defined(LL_HAVE_SIMT_EMULATOR)
+#include "tests/cuda_emu/attention_tc_emulated.h"
 
 namespace {
 
@@ -53,18 +53,18 @@ struct Work {
 };
 
 // Visible [first, last] (visit indices of the other side) of own row `r` of head `head`.
-using RangeOf = ll::KeyRange (*)(const ll::AttnMask&, int64_t head, int64_t r);
-ll::KeyRange key_side(const ll::AttnMask& m, int64_t head, int64_t i) {
+using RangeOf = ll::KeyRange (*)(const ll::AttentionPattern&, int64_t head, int64_t r);
+ll::KeyRange key_side(const ll::AttentionPattern& m, int64_t head, int64_t i) {
   return ll::attn_key_range(m, head, i);
 }
-ll::KeyRange query_side(const ll::AttnMask& m, int64_t head, int64_t j) {
+ll::KeyRange query_side(const ll::AttentionPattern& m, int64_t head, int64_t j) {
   const ll::QueryRange q = ll::attn_query_range(m, head, j);
   return {q.first, q.last};
 }
 
 // Blocks of `block_rows` own rows (positions), warps of `warp_rows`; `heads` lists the heads
 // one block serves (its union spans all of them per head, loaded per head).
-void count_blocks(const ll::AttnMask& m, const std::vector<int64_t>& heads, int64_t block_rows,
+void count_blocks(const ll::AttentionPattern& m, const std::vector<int64_t>& heads, int64_t block_rows,
                   int64_t warp_rows, RangeOf range_of, Work& w, int64_t tile = kTile) {
   const int64_t n = m.seq_len;
   for (int64_t r0 = 0; r0 < n; r0 += block_rows) {
@@ -137,7 +137,7 @@ struct Totals {
 Totals run_and_count(const Case& c) {
   INFO("mode " << std::string(ll::test::mode_name(c.mode)) << " N " << c.n << " H " << c.h
                << " Hkv " << c.hkv << " hd " << c.hd << " G " << c.g);
-  const ll::AttnMask mask = ll::test::mask_of(c);
+  const ll::AttentionPattern mask = ll::test::mask_of(c);
   const size_t nq = size_t(c.n * c.h * c.hd), nkv = size_t(c.n * c.hkv * c.hd);
   std::mt19937_64 rng(uint64_t(c.n * 31 + c.hd));
   auto bits = [&](size_t count) {
@@ -201,7 +201,7 @@ Totals run_and_count(const Case& c) {
 int64_t run_and_count_sm90(const Case& c) {
   INFO("Hopper forward: mode " << std::string(ll::test::mode_name(c.mode)) << " N " << c.n << " H "
                                << c.h << " Hkv " << c.hkv << " hd " << c.hd << " G " << c.g);
-  const ll::AttnMask mask = ll::test::mask_of(c);
+  const ll::AttentionPattern mask = ll::test::mask_of(c);
   const size_t nq = size_t(c.n * c.h * c.hd), nkv = size_t(c.n * c.hkv * c.hd);
   const emu::Bf16Bits q(nq, 0x3c00), k(nkv, 0x3c00), v(nkv, 0x3c00);  // values do not matter
   const emu::ForwardResult f =
@@ -278,7 +278,7 @@ int64_t run_and_count_sm90(const Case& c) {
 #endif
 
 TEST_CASE("the Hopper attention kernels do exactly the work the S2-Attn segments need") {
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
   for (int64_t hd : {64, 128}) {
     const int64_t dense = run_and_count_sm90(Case{ll::AttnMode::Dense, 1024, 2, 1, hd, 0});
     const int64_t s2 = run_and_count_sm90(Case{ll::AttnMode::S2, 1024, 2, 1, hd, 256});
@@ -296,7 +296,7 @@ TEST_CASE("the Hopper attention kernels do exactly the work the S2-Attn segments
 }
 
 TEST_CASE("tensor-core attention kernels do exactly the work the S2-Attn segments need") {
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
   const int64_t n = 512, g = 128;  // G = N/4
   for (int64_t hd : {64, 128}) {
     INFO("hd " << hd);

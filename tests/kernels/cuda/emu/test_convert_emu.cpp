@@ -6,8 +6,8 @@
 // the same bytes. The emulated conversions are cuda_bf16.h's host implementations, so what this
 // proves is the kernels' indexing and coverage; the device rounding is the GPU test's.
 // Not reachable here: the grid-stride loop's second pass (n > 2^28 elements).
-#if defined(LL_HAVE_CUDA_EMU)
-#include "kernels/cuda/emu/cuda_prelude.h"
+#if defined(LL_HAVE_SIMT_EMULATOR)
+#include "tests/cuda_emu/cuda_prelude.h"
 #endif
 
 #include <doctest/doctest.h>
@@ -21,9 +21,9 @@
 #include <random>
 #include <vector>
 
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
 #include "kernels/cuda/convert_kernels.cuh"
-#include "kernels/cuda/emu/emu_launcher.h"
+#include "tests/cuda_emu/emu_launcher.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"

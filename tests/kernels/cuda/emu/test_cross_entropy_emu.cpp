@@ -8,8 +8,8 @@
 // count). The 32-warp block reductions (max, sum, __syncthreads_and) run in every case. Losses
 // start as NaN bytes; every write_grad case also runs with the fibers in reverse order and must
 // give the same bytes.
-#if defined(LL_HAVE_CUDA_EMU)
-#include "kernels/cuda/emu/cuda_prelude.h"
+#if defined(LL_HAVE_SIMT_EMULATOR)
+#include "tests/cuda_emu/cuda_prelude.h"
 #endif
 
 #include <doctest/doctest.h>
@@ -26,10 +26,10 @@
 #include <string>
 #include <vector>
 
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
 #include "kernels/cuda/cross_entropy_kernels.cuh"
-#include "kernels/cuda/emu/emu_launcher.h"
-#include "kernels/cuda/emu/host_buffer.h"
+#include "tests/cuda_emu/emu_launcher.h"
+#include "tests/cuda_emu/host_buffer.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/cross_entropy_test_cases.h"

@@ -8,8 +8,8 @@
 // blocks) and reports it with the message the GPU test expects. Grid-stride loops run on grids
 // capped below the work. Outputs start as NaN bytes; every case also runs with the fibers in
 // reverse order and must give the same bytes.
-#if defined(LL_HAVE_CUDA_EMU)
-#include "kernels/cuda/emu/cuda_prelude.h"
+#if defined(LL_HAVE_SIMT_EMULATOR)
+#include "tests/cuda_emu/cuda_prelude.h"
 #endif
 
 #include <doctest/doctest.h>
@@ -23,11 +23,11 @@
 #include <string>
 #include <vector>
 
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
 #include "kernels/cpu/embedding.h"
 #include "kernels/cuda/embedding_kernels.cuh"
-#include "kernels/cuda/emu/emu_launcher.h"
-#include "kernels/cuda/emu/host_buffer.h"
+#include "tests/cuda_emu/emu_launcher.h"
+#include "tests/cuda_emu/host_buffer.h"
 #include "tests/error_text.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"

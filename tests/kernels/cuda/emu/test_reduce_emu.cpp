@@ -5,8 +5,8 @@
 // (final) block reductions. The result and the partial scratch start poisoned (NaN); each case
 // runs again with the fibers in reverse order and must give the same bytes (the sum order is
 // fixed). n == 0 is reduce.cu's memset, not a kernel, and is left to the GPU test.
-#if defined(LL_HAVE_CUDA_EMU)
-#include "kernels/cuda/emu/cuda_prelude.h"
+#if defined(LL_HAVE_SIMT_EMULATOR)
+#include "tests/cuda_emu/cuda_prelude.h"
 #endif
 
 #include <doctest/doctest.h>
@@ -20,8 +20,8 @@
 #include <random>
 #include <vector>
 
-#if defined(LL_HAVE_CUDA_EMU)
-#include "kernels/cuda/emu/emu_launcher.h"
+#if defined(LL_HAVE_SIMT_EMULATOR)
+#include "tests/cuda_emu/emu_launcher.h"
 #include "kernels/cuda/reduce_kernels.cuh"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"

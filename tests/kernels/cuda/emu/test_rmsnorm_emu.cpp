@@ -6,8 +6,8 @@
 // several row chunks (a ragged last chunk and ragged column blocks), and dweight skipped.
 // Outputs and the dweight scratch start poisoned (NaN), so an unwritten element fails; each
 // case runs again with the fibers in reverse order and must give the same bytes.
-#if defined(LL_HAVE_CUDA_EMU)
-#include "kernels/cuda/emu/cuda_prelude.h"
+#if defined(LL_HAVE_SIMT_EMULATOR)
+#include "tests/cuda_emu/cuda_prelude.h"
 #endif
 
 #include <doctest/doctest.h>
@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
 #include "kernels/cpu/rmsnorm.h"
-#include "kernels/cuda/emu/emu_launcher.h"
+#include "tests/cuda_emu/emu_launcher.h"
 #include "kernels/cuda/rmsnorm_kernels.cuh"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"

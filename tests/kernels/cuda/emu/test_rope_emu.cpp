@@ -7,8 +7,8 @@
 // Every case also runs with the fibers in reverse order and must give the same bytes.
 // Not covered: the device's own sincospi (the emulator's is computed in double on the host,
 // not the device's implementation).
-#if defined(LL_HAVE_CUDA_EMU)
-#include "kernels/cuda/emu/cuda_prelude.h"
+#if defined(LL_HAVE_SIMT_EMULATOR)
+#include "tests/cuda_emu/cuda_prelude.h"
 #endif
 
 #include <doctest/doctest.h>
@@ -21,10 +21,10 @@
 #include <random>
 #include <vector>
 
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
 #include "kernels/cpu/rope.h"
-#include "kernels/cuda/emu/emu_launcher.h"
-#include "kernels/cuda/emu/host_buffer.h"
+#include "tests/cuda_emu/emu_launcher.h"
+#include "tests/cuda_emu/host_buffer.h"
 #include "kernels/cuda/rope_kernels.cuh"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"

@@ -6,8 +6,8 @@
 // own grids cover it at any testable size). Outputs start as NaN bytes, so an unwritten
 // element fails; every case also runs with the fibers in reverse order and must give the same
 // bytes.
-#if defined(LL_HAVE_CUDA_EMU)
-#include "kernels/cuda/emu/cuda_prelude.h"
+#if defined(LL_HAVE_SIMT_EMULATOR)
+#include "tests/cuda_emu/cuda_prelude.h"
 #endif
 
 #include <doctest/doctest.h>
@@ -20,10 +20,10 @@
 #include <random>
 #include <vector>
 
-#if defined(LL_HAVE_CUDA_EMU)
+#if defined(LL_HAVE_SIMT_EMULATOR)
 #include "kernels/cpu/swiglu.h"
-#include "kernels/cuda/emu/emu_launcher.h"
-#include "kernels/cuda/emu/host_buffer.h"
+#include "tests/cuda_emu/emu_launcher.h"
+#include "tests/cuda_emu/host_buffer.h"
 #include "kernels/cuda/swiglu_kernels.cuh"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"

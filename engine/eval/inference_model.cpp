@@ -1,0 +1,108 @@
+#include "engine/eval/inference_model.h"
+
+#include <cmath>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "common/error.h"
+#include "kernels/make_backend.h"
+#include "model/llama_weights.h"
+#include "model/position_interpolation.h"
+#include "model/formats/tensor_source.h"
+
+namespace ll {
+
+namespace {
+
+// Decides the rope factor and the context by the rules in the header.
+void choose_positions(InferenceModel& m, const InferenceModelOptions& o) {
+  const LlamaConfig& c = m.config;
+  const LongLoraRecord* trained =
+      m.adapter && m.adapter->longlora ? &*m.adapter->longlora : nullptr;
+  if (o.rope_factor > 0.0) {
+    m.rope_scale = o.rope_factor;
+    m.rope_source = "--rope-factor";
+  } else if (o.context_size > 0) {
+    m.rope_scale = position_interpolation_factor(c, o.context_size);
+    m.rope_source = o.context_size > c.max_position_embeddings
+                        ? fmt::format("--context-size {}: ceil({} / {})", o.context_size,
+                                      o.context_size, c.max_position_embeddings)
+                        : fmt::format("model config (--context-size {} is within "
+                                      "max_position_embeddings)", o.context_size);
+  } else if (trained != nullptr) {
+    m.rope_scale = trained->rope_factor;
+    m.rope_source = fmt::format("adapter's longlora.json (trained at {} tokens)",
+                                trained->context_length);
+  } else {
+    m.rope_scale = c.rope_scaling_factor;
+    m.rope_source = "model config";
+  }
+  if (o.context_size > 0) {
+    m.context = o.context_size;
+  } else if (trained != nullptr) {
+    m.context = trained->context_length;
+  } else {
+    m.context = int64_t(std::floor(double(c.max_position_embeddings) * m.rope_scale));
+  }
+}
+
+// The adapter's recorded base model, for messages ("" when PEFT recorded none).
+std::string recorded_base(const AdapterDir& a) {
+  return a.base_model.empty() ? std::string("no base model recorded")
+                              : fmt::format("recorded base model {}", a.base_model);
+}
+
+}  // namespace
+
+InferenceModel load_inference_model(
+    const InferenceModelOptions& o,
+    const std::function<void(const InferenceModel&)>& before_weights) {
+  LL_CHECK(o.context_size >= 0, "--context-size must be positive, got {}", o.context_size);
+  LL_CHECK(o.rope_factor == 0.0 || (std::isfinite(o.rope_factor) && o.rope_factor >= 1.0),
+           "--rope-factor must be a number >= 1 (linear position interpolation), got {}",
+           o.rope_factor);
+  InferenceModel m;
+  std::unique_ptr<ModelFiles> files = open_model_files(o.model);
+  m.config = files->config;
+  if (!o.lora.empty()) m.adapter = read_adapter_dir(o.lora);
+  choose_positions(m, o);
+  if (before_weights) before_weights(m);
+  m.backend = make_backend(o.device);
+  ModelSetup setup;
+  if (m.adapter && !m.adapter->lora_tensors.empty()) setup.lora = m.adapter->lora;
+  m.model = std::make_unique<LlamaModel>(*m.backend, load_llama_weights(*files), setup);
+  files.reset();  // the weights are in backend memory now; unmap the files
+  if (m.adapter) {
+    try {
+      m.model->load_adapter(*m.adapter);
+    } catch (const Error& e) {
+      // Names and shapes decide whether it fits; the recorded name only helps the user.
+      fail("adapter {} does not fit model {} ({}): {}", o.lora, o.model,
+           recorded_base(*m.adapter), e.what());
+    }
+  }
+  return m;
+}
+
+std::string describe_inference_model(const InferenceModel& m, const InferenceModelOptions& o) {
+  const LlamaConfig& c = m.config;
+  std::string s = fmt::format(
+      "model          {} ({} layers, hidden {}, {} heads / {} kv, vocab {})\n", o.model,
+      c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
+      c.vocab_size);
+  if (m.adapter) {
+    const AdapterDir& a = *m.adapter;
+    s += fmt::format("adapter        {} (LoRA r {} alpha {} on {}; {} LoRA matrices, {} trained "
+                     "base tensors; {})\n", o.lora, a.lora.rank, a.lora.alpha,
+                     fmt::join(a.lora.targets, ","), a.lora_tensors.size(),
+                     a.trainable_params.size(), recorded_base(a));
+  }
+  s += fmt::format("positions      interpolation factor {} (from {}; max_position_embeddings "
+                   "{}), context {} tokens, dense causal attention\n", m.rope_scale,
+                   m.rope_source, c.max_position_embeddings, m.context);
+  s += fmt::format("backend        {}\n", describe_backend(*m.backend));
+  return s;
+}
+
+}  // namespace ll

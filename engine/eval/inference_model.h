@@ -1,0 +1,52 @@
+#pragma once
+// Loading a model for inference (ppl_eval, generate, passkey): the base model, an optional
+// adapter directory from train_longlora or PEFT, the backend, and the position interpolation
+// factor and usable context, decided the same way by every tool:
+//   rope factor: --rope-factor when given; else from --context-size C (ceil(C / max_pos)
+//     when C exceeds max_position_embeddings); else the adapter's longlora.json factor; else
+//     the model config's own rope_scaling.
+//   context: --context-size when given; else longlora.json's training context; else
+//     max_position_embeddings x rope factor.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "kernels/backend.h"
+#include "model/formats/adapter_io.h"
+#include "model/llama_config.h"
+#include "model/llama_model.h"
+
+namespace ll {
+
+struct InferenceModelOptions {
+  std::string model;          // HF directory or our .bin
+  std::string lora;           // adapter directory ("" = none)
+  std::string device = "auto";
+  int64_t context_size = 0;   // 0: not given
+  double rope_factor = 0.0;   // 0: not given
+};
+
+struct InferenceModel {
+  std::unique_ptr<Backend> backend;
+  LlamaConfig config;
+  std::optional<AdapterDir> adapter;
+  std::unique_ptr<LlamaModel> model;  // on *backend, adapter applied
+  double rope_scale = 1.0;
+  int64_t context = 0;                // tokens the model is meant to handle
+  std::string rope_source;            // where rope_scale came from, for the tools' log line
+};
+
+// Throws ll::Error naming the file for a missing or damaged model, or an adapter that does
+// not fit the model (shape or base-model name mismatch). before_weights (optional) runs once
+// config, adapter, rope_scale and context are known but before the backend starts and the
+// weights load (minutes for 7B): the place for checks against the context or the vocabulary.
+InferenceModel load_inference_model(
+    const InferenceModelOptions& options,
+    const std::function<void(const InferenceModel&)>& before_weights = {});
+
+// The setup lines every inference tool prints (model, adapter, positions, backend).
+std::string describe_inference_model(const InferenceModel& m, const InferenceModelOptions& o);
+
+}  // namespace ll
