@@ -135,7 +135,7 @@ int run(int argc, char** argv) {
   setup.lora = ll::LoraConfig{};
   setup.lora->rank = lora_rank;
   setup.lora->alpha = 2.0 * double(lora_rank);
-  setup.trainable = ll::TrainableSet{true, true, false};
+  setup.trainable = ll::TrainableSet::lora_plus();
   setup.seed = 1;
   setup.training = true;
   setup.optimizer_moments = !sharded;  // the sharded optimizer holds its own

@@ -1,11 +1,18 @@
 // The decoder block schedule, forward and backward, and the training pass with layer-wise
 // recomputation. Every op goes through the Backend, so CPU and CUDA run this same code.
+#include <array>
 #include <cmath>
 
 #include "common/error.h"
 #include "model/llama_model.h"
 
 namespace ll {
+
+// u = x A^T of each projection's LoRA pair, [N, r] each, kept for the backward.
+struct LoraProducts {
+  OwnedTensor q, k, v, o, gate, up, down;
+  std::array<OwnedTensor*, 7> all() { return {&q, &k, &v, &o, &gate, &up, &down}; }
+};
 
 // One block's intermediates, kept for its backward (recomputed per layer in training).
 struct LlamaModel::BlockWorkspace {
@@ -16,8 +23,7 @@ struct LlamaModel::BlockWorkspace {
   OwnedTensor xn2, rstd2;   // [N, D], [N]
   OwnedTensor gate, up, h;  // [N, F] each; h = silu(gate) * up
   OwnedTensor x_out;        // [N, D] block output
-  // x A^T of each LoRA layer, [N, r], in the order q, k, v, o, gate, up, down (empty: none).
-  OwnedTensor u[7];
+  LoraProducts lora_u;      // x A^T of each LoRA layer (empty without LoRA)
 };
 
 // Gradient scratch for one block's backward.
@@ -28,12 +34,6 @@ struct LlamaModel::BlockGrads {
   OwnedTensor dq, dk, dv;  // [N, H*hd], [N, Hkv*hd], [N, Hkv*hd]
   OwnedTensor du;          // [N, r] LoRA scratch (empty without LoRA)
 };
-
-namespace {
-
-enum LinearSlot { kQ, kK, kV, kO, kGate, kUp, kDown };
-
-}  // namespace
 
 void LlamaModel::linear_forward(const Linear& lin, const Tensor& out, const Tensor& x,
                                 const Tensor& u, bool accumulate) {
@@ -69,9 +69,9 @@ void LlamaModel::block_forward(const Layer& layer, const Tensor& x_in, BlockWork
   const float eps = float(c.rms_norm_eps);
   // Attention sub-block: x_mid = x + o_proj(attn(rope(q), rope(k), v)).
   backend_.rmsnorm_forward(*ws.xn1, *ws.rstd1, x_in, *layer.input_layernorm.value, eps);
-  linear_forward(layer.q_proj, *ws.q, *ws.xn1, *ws.u[kQ], false);
-  linear_forward(layer.k_proj, *ws.k, *ws.xn1, *ws.u[kK], false);
-  linear_forward(layer.v_proj, *ws.v, *ws.xn1, *ws.u[kV], false);
+  linear_forward(layer.q_proj, *ws.q, *ws.xn1, *ws.lora_u.q, false);
+  linear_forward(layer.k_proj, *ws.k, *ws.xn1, *ws.lora_u.k, false);
+  linear_forward(layer.v_proj, *ws.v, *ws.xn1, *ws.lora_u.v, false);
   const Tensor q3 = reshaped(*ws.q, {n, h, hd}), k3 = reshaped(*ws.k, {n, hkv, hd});
   backend_.rope_forward(q3, spec.position_offset, spec.rope_scale, c.rope_theta);
   backend_.rope_forward(k3, spec.position_offset, spec.rope_scale, c.rope_theta);
@@ -87,15 +87,15 @@ void LlamaModel::block_forward(const Layer& layer, const Tensor& x_in, BlockWork
                                       reshaped(cache->v, {past + n, hkv, hd}), past);
   }
   backend_.copy(*ws.x_mid, x_in);
-  linear_forward(layer.o_proj, *ws.x_mid, *ws.att, *ws.u[kO], true);
+  linear_forward(layer.o_proj, *ws.x_mid, *ws.att, *ws.lora_u.o, true);
   // MLP sub-block: x_out = x_mid + down_proj(silu(gate_proj(xn2)) * up_proj(xn2)).
   backend_.rmsnorm_forward(*ws.xn2, *ws.rstd2, *ws.x_mid, *layer.post_attention_layernorm.value,
                            eps);
-  linear_forward(layer.gate_proj, *ws.gate, *ws.xn2, *ws.u[kGate], false);
-  linear_forward(layer.up_proj, *ws.up, *ws.xn2, *ws.u[kUp], false);
+  linear_forward(layer.gate_proj, *ws.gate, *ws.xn2, *ws.lora_u.gate, false);
+  linear_forward(layer.up_proj, *ws.up, *ws.xn2, *ws.lora_u.up, false);
   backend_.swiglu_forward(*ws.h, *ws.gate, *ws.up);
   backend_.copy(*ws.x_out, *ws.x_mid);
-  linear_forward(layer.down_proj, *ws.x_out, *ws.h, *ws.u[kDown], true);
+  linear_forward(layer.down_proj, *ws.x_out, *ws.h, *ws.lora_u.down, true);
 }
 
 void LlamaModel::block_backward(const Layer& layer, const Tensor& x_in, BlockWorkspace& ws,
@@ -105,15 +105,15 @@ void LlamaModel::block_backward(const Layer& layer, const Tensor& x_in, BlockWor
   const int64_t n = x_in.dim(0), h = c.num_attention_heads, hkv = c.num_key_value_heads;
   const int64_t hd = c.head_dim();
   // MLP sub-block. dx holds the gradient at x_out = x_mid + down(h).
-  linear_backward(layer.down_proj, *g.dh, dx, *ws.h, *ws.u[kDown], *g.du, false);
+  linear_backward(layer.down_proj, *g.dh, dx, *ws.h, *ws.lora_u.down, *g.du, false);
   // The gate/up buffers are not needed after this: their gradients overwrite them.
   backend_.swiglu_backward(*ws.gate, *ws.up, *g.dh, *ws.gate, *ws.up);
-  linear_backward(layer.gate_proj, *g.dxn, *ws.gate, *ws.xn2, *ws.u[kGate], *g.du, false);
-  linear_backward(layer.up_proj, *g.dxn, *ws.up, *ws.xn2, *ws.u[kUp], *g.du, true);
+  linear_backward(layer.gate_proj, *g.dxn, *ws.gate, *ws.xn2, *ws.lora_u.gate, *g.du, false);
+  linear_backward(layer.up_proj, *g.dxn, *ws.up, *ws.xn2, *ws.lora_u.up, *g.du, true);
   backend_.rmsnorm_backward(dx, grad_of(layer.post_attention_layernorm), *g.dxn, *ws.x_mid,
                             *layer.post_attention_layernorm.value, *ws.rstd2);
   // Attention sub-block. dx now holds the gradient at x_mid = x_in + o(att).
-  linear_backward(layer.o_proj, *g.datt, dx, *ws.att, *ws.u[kO], *g.du, false);
+  linear_backward(layer.o_proj, *g.datt, dx, *ws.att, *ws.lora_u.o, *g.du, false);
   const Tensor dq3 = reshaped(*g.dq, {n, h, hd}), dk3 = reshaped(*g.dk, {n, hkv, hd});
   backend_.attention_backward(dq3, dk3, reshaped(*g.dv, {n, hkv, hd}),
                               reshaped(*g.datt, {n, h, hd}), reshaped(*ws.q, {n, h, hd}),
@@ -121,9 +121,9 @@ void LlamaModel::block_backward(const Layer& layer, const Tensor& x_in, BlockWor
                               reshaped(*ws.att, {n, h, hd}), *ws.lse, mask);
   backend_.rope_backward(dq3, spec.position_offset, spec.rope_scale, c.rope_theta);
   backend_.rope_backward(dk3, spec.position_offset, spec.rope_scale, c.rope_theta);
-  linear_backward(layer.q_proj, *g.dxn, *g.dq, *ws.xn1, *ws.u[kQ], *g.du, false);
-  linear_backward(layer.k_proj, *g.dxn, *g.dk, *ws.xn1, *ws.u[kK], *g.du, true);
-  linear_backward(layer.v_proj, *g.dxn, *g.dv, *ws.xn1, *ws.u[kV], *g.du, true);
+  linear_backward(layer.q_proj, *g.dxn, *g.dq, *ws.xn1, *ws.lora_u.q, *g.du, false);
+  linear_backward(layer.k_proj, *g.dxn, *g.dk, *ws.xn1, *ws.lora_u.k, *g.du, true);
+  linear_backward(layer.v_proj, *g.dxn, *g.dv, *ws.xn1, *ws.lora_u.v, *g.du, true);
   backend_.rmsnorm_backward(dx, grad_of(layer.input_layernorm), *g.dxn, x_in,
                             *layer.input_layernorm.value, *ws.rstd1);
 }
@@ -149,7 +149,7 @@ LlamaModel::BlockWorkspace LlamaModel::make_workspace(int64_t n) {
   ws.h = backend_.allocate({n, f}, act);
   ws.x_out = backend_.allocate({n, d}, act);
   if (setup_.lora) {
-    for (OwnedTensor& u : ws.u) u = backend_.allocate({n, setup_.lora->rank}, act);
+    for (OwnedTensor* u : ws.lora_u.all()) *u = backend_.allocate({n, setup_.lora->rank}, act);
   }
   return ws;
 }

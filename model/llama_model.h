@@ -31,9 +31,9 @@ struct ForwardSpec {
 // What is added to and trained in the base model.
 struct ModelSetup {
   std::optional<LoraConfig> lora;  // LoRA adapters (PEFT init: A Kaiming-uniform, B zero)
-  TrainableSet trainable{false, false, false};  // base tensors trained (LoRA+: embed, norms)
-  uint64_t seed = 0;                            // LoRA A initialisation
-  bool training = false;                        // allocate gradients and AdamW moments
+  TrainableSet trainable;          // base tensors trained (LoRA+: TrainableSet::lora_plus())
+  uint64_t seed = 0;               // LoRA A initialisation
+  bool training = false;           // allocate gradients and AdamW moments
   // With training: allocate the full AdamW moments per parameter. A data-parallel run keeps
   // them sharded in engine/parallel/sharded_optimizer.h instead and sets this to false.
   bool optimizer_moments = true;

@@ -74,9 +74,9 @@ std::vector<std::string> parse_lora_targets(const std::string& list) {
 TrainableSet parse_trainable(const std::string& list) {
   const std::vector<std::string> words = split_words(list);
   constexpr const char* kUsage = "use a comma-separated list of embed, norm, linear, or none, or all";
-  if (words.size() == 1 && words[0] == "none") return {false, false, false};
-  if (words.size() == 1 && words[0] == "all") return {true, true, true};
-  TrainableSet set{false, false, false};
+  if (words.size() == 1 && words[0] == "none") return TrainableSet::nothing();
+  if (words.size() == 1 && words[0] == "all") return TrainableSet::everything();
+  TrainableSet set;
   for (const std::string& w : words) {
     bool* flag = w == "embed" ? &set.embed_tokens : w == "norm" ? &set.norms
                  : w == "linear" ? &set.linear : nullptr;

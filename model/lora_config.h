@@ -27,11 +27,19 @@ struct LoraConfig {
 // "q_proj,k_proj" -> {"q_proj", "k_proj"}; "all-linear" -> every name of lora_target_names().
 std::vector<std::string> parse_lora_targets(const std::string& list);
 
-// Base-model tensors trained next to the adapters.
+// Base-model tensors trained next to the adapters: none unless named, by a designated
+// initializer ({.norms = true}) or by one of the sets below.
 struct TrainableSet {
-  bool embed_tokens = true;  // model.embed_tokens.weight
-  bool norms = true;         // every input/post_attention_layernorm and model.norm
-  bool linear = false;       // every frozen linear weight (full fine-tuning / pretraining)
+  bool embed_tokens = false;  // model.embed_tokens.weight
+  bool norms = false;         // every input/post_attention_layernorm and model.norm
+  bool linear = false;        // every frozen linear weight (full fine-tuning / pretraining)
+
+  static constexpr TrainableSet nothing() { return {}; }
+  // The paper's LoRA+: embeddings and norms (train_longlora's default).
+  static constexpr TrainableSet lora_plus() { return {.embed_tokens = true, .norms = true}; }
+  static constexpr TrainableSet everything() {
+    return {.embed_tokens = true, .norms = true, .linear = true};
+  }
 };
 
 // "embed,norm" (default), "none", "all" (embed, norm and every linear weight: full

@@ -17,7 +17,7 @@ namespace ll {
 struct MemoryPlanInput {
   LlamaConfig config;
   std::optional<LoraConfig> lora;
-  TrainableSet trainable{true, true, false};
+  TrainableSet trainable = TrainableSet::lora_plus();
   int64_t seq_len = 0;                      // N
   int64_t classifier_chunk = 2048;          // tokens per LM-head chunk
   DType activation_dtype = DType::F32;      // F32 (CPU) or BF16 (CUDA)

@@ -345,7 +345,7 @@ TEST_CASE("the prompt carries no loss and no gradient; the loss is the answer's 
   const ll::LlamaWeights weights = ll::load_llama_weights(*ll::open_model_files(kKjvModel));
   ll::ModelSetup setup;
   setup.lora = ll::LoraConfig{};
-  setup.trainable = ll::TrainableSet{true, true, false};
+  setup.trainable = ll::TrainableSet::lora_plus();
   setup.training = true;
   setup.seed = 5;
   ll::LlamaModel model(backend, weights, setup);

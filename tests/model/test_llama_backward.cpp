@@ -70,7 +70,7 @@ TEST_CASE("model gradients match finite differences (LoRA, embeddings, norms, li
       setup.lora->rank = 3;
       setup.lora->alpha = 6.0;
       setup.lora->targets = lora_target_names();  // every linear
-      setup.trainable = TrainableSet{true, true, true};
+      setup.trainable = TrainableSet::everything();
       setup.seed = seed;
       setup.training = true;
       LlamaModel model(backend, weights, setup);
@@ -141,7 +141,7 @@ TEST_CASE("LoRA with B = 0 leaves the model unchanged; recomputed loss equals th
   LlamaModel base(backend, weights);
   ModelSetup setup;
   setup.lora = LoraConfig{};
-  setup.trainable = TrainableSet{true, true, false};
+  setup.trainable = TrainableSet::lora_plus();
   setup.training = true;
   setup.seed = 3;
   LlamaModel lora(backend, weights, setup);
@@ -187,7 +187,7 @@ TEST_CASE("the gradients-ready hook reports every trained tensor once, final, in
     setup.lora->rank = 2;
     setup.lora->alpha = 4.0;
     setup.lora->targets = all ? lora_target_names() : std::vector<std::string>{"q_proj", "v_proj"};
-    setup.trainable = all ? TrainableSet{true, true, true} : TrainableSet{true, true, false};
+    setup.trainable = all ? TrainableSet::everything() : TrainableSet::lora_plus();
     setup.training = true;
     setup.optimizer_moments = false;
     LlamaModel model(backend, weights, setup);

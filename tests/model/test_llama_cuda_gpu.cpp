@@ -51,7 +51,7 @@ ModelSetup lora_plus_setup() {
   ModelSetup setup;
   setup.lora = LoraConfig{};
   setup.lora->targets = parse_lora_targets("all-linear");  // attention and MLP adapters
-  setup.trainable = TrainableSet{true, true, false};
+  setup.trainable = TrainableSet::lora_plus();
   setup.seed = 11;
   setup.training = true;
   return setup;
@@ -124,7 +124,7 @@ void check_training_step(const LlamaWeights& weights) {
   MemoryPlanInput in;
   in.config = weights.config;
   in.lora = lora_plus_setup().lora;
-  in.trainable = TrainableSet{true, true, false};
+  in.trainable = TrainableSet::lora_plus();
   in.seq_len = n;
   in.classifier_chunk = spec.classifier_chunk;
   in.activation_dtype = DType::BF16;

@@ -96,12 +96,12 @@ TEST_CASE("parse_trainable and trainable_name are inverse over all eight sets") 
   const TrainableSet defaults;
   CHECK(same(ll::parse_trainable("embed,norm"), defaults));
   CHECK(ll::trainable_name(defaults) == "embed,norm");
-  CHECK(same(ll::parse_trainable("none"), TrainableSet{false, false, false}));
-  CHECK(same(ll::parse_trainable("all"), TrainableSet{true, true, true}));
+  CHECK(same(ll::parse_trainable("none"), TrainableSet::nothing()));
+  CHECK(same(ll::parse_trainable("all"), TrainableSet::everything()));
   CHECK(same(ll::parse_trainable("norm, embed"), defaults));
-  CHECK(same(ll::parse_trainable("embed"), TrainableSet{true, false, false}));
-  CHECK(same(ll::parse_trainable("norm"), TrainableSet{false, true, false}));
-  CHECK(same(ll::parse_trainable("embed,norm,linear"), TrainableSet{true, true, true}));
+  CHECK(same(ll::parse_trainable("embed"), TrainableSet{.embed_tokens = true}));
+  CHECK(same(ll::parse_trainable("norm"), TrainableSet{.norms = true}));
+  CHECK(same(ll::parse_trainable("embed,norm,linear"), TrainableSet::everything()));
   CHECK(ll::trainable_name({false, false, false}) == "none");
   CHECK(ll::trainable_name({true, true, true}) == "all");
   CHECK(ll::trainable_name({false, true, true}) == "norm,linear");

@@ -43,7 +43,7 @@ struct Fixture {
 LlamaModel make_model(CpuBackend& backend, const Fixture& f) {
   ModelSetup setup;
   setup.lora = LoraConfig{};
-  setup.trainable = TrainableSet{true, true, false};
+  setup.trainable = TrainableSet::lora_plus();
   setup.training = true;
   LlamaModel model(backend, f.weights, setup);
   for (TrainableParam& p : model.params()) {

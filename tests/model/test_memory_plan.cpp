@@ -47,11 +47,11 @@ TEST_CASE("the memory plan equals the CPU backend's allocations and peak") {
     AttnMode mode;
   };
   const Case cases[] = {
-      {"LoRA+ q,k,v,o S2", true, {"q_proj", "k_proj", "v_proj", "o_proj"}, {true, true, false},
-       AttnMode::S2},
-      {"LoRA all-linear, nothing else", true, lora_target_names(), {false, false, false},
+      {"LoRA+ q,k,v,o S2", true, {"q_proj", "k_proj", "v_proj", "o_proj"},
+       TrainableSet::lora_plus(), AttnMode::S2},
+      {"LoRA all-linear, nothing else", true, lora_target_names(), TrainableSet::nothing(),
        AttnMode::Dense},
-      {"full training", false, {}, {true, true, true}, AttnMode::Dense},
+      {"full training", false, {}, TrainableSet::everything(), AttnMode::Dense},
   };
   for (const Case& cs : cases) {
     for (const int64_t n : {int64_t(16), int64_t(37)}) {
@@ -138,7 +138,7 @@ TEST_CASE("the data-parallel rank footprint equals the CPU backend's allocations
   ModelSetup setup;
   setup.lora = LoraConfig{};
   setup.lora->rank = 5;
-  setup.trainable = {true, true, false};
+  setup.trainable = TrainableSet::lora_plus();
   setup.training = true;
   setup.optimizer_moments = false;  // as the trainer sets it for the sharded step
   const int64_t n = 29;
