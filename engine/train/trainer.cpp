@@ -34,6 +34,7 @@
 #include "engine/train/metrics_log.h"
 #include "engine/train/optimizer_step.h"
 #include "engine/train/progress.h"
+#include "kernels/attention_pattern.h"
 #include "kernels/cuda_attention_choice.h"
 #include "kernels/make_backend.h"
 #include "model/formats/adapter_io.h"
@@ -506,14 +507,11 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
     spec.attn_mode = AttnMode::Dense;
   } else {
     spec.attn_mode = o.attn_mode == "s2-roll" ? AttnMode::S2Roll : AttnMode::S2;
-    const double g = double(o.ctx) * o.group_ratio;
-    LL_CHECK(g >= 2.0,
-             "S2-Attn group size -ctx x --group-ratio = {} x {} = {} is below 2 tokens: use a "
-             "larger --group-ratio or -ctx, or --full-attn",
-             o.ctx, o.group_ratio, g);
-    LL_CHECK(config.num_attention_heads % 2 == 0,
-             "S2-Attn shifts half of the heads, but the model has {} heads: use --full-attn",
-             config.num_attention_heads);
+    S2GroupInput s2;
+    s2.ratio = o.group_ratio;
+    s2.seq_len = o.ctx;
+    s2.n_heads = config.num_attention_heads;
+    check_s2_group(s2);
     spec.group_size = s2_group_size(o.ctx, o.group_ratio);
   }
 
