@@ -47,9 +47,12 @@ void inject_test_fault(int rank, int64_t step) {
 class SharedReads {
  public:
   SharedReads(SequenceSource& source, int world, int rank, int64_t per_rank)
-      : source_(source), world_(world), rank_(rank), per_rank_(per_rank),
-        per_epoch_(source.per_epoch()), read_(dist::read_of_position(source.position(),
-                                                                     per_epoch_)) {}
+      : source_(source),
+        world_(world),
+        rank_(rank),
+        per_rank_(per_rank),
+        per_epoch_(source.per_epoch()),
+        read_(dist::read_of_position(source.position(), per_epoch_)) {}
   // Where the next step starts, as a checkpoint records it.
   LoaderPosition position() const {
     return world_ == 1 ? source_.position() : dist::loader_position(read_, per_epoch_);
