@@ -13,6 +13,7 @@
 //          [floor(r/G)*G, r]; rolled key r' is original token (r' + G/2) mod N. The last
 //          group therefore joins [N-G/2, N) with [0, G/2) (the known leak).
 #include <cstdint>
+#include <optional>
 
 #if defined(__CUDACC__)
 #define LL_HOST_DEVICE __host__ __device__
@@ -71,5 +72,20 @@ inline int64_t s2_group_size(int64_t seq_len, double ratio) {
   g -= g % 2;
   return g < 2 ? 2 : g;
 }
+
+// What a caller knows of an S2-Attn setup; an empty field is not checked (the options know no
+// head count yet, the model's mask no ratio).
+struct S2GroupInput {
+  std::optional<double> ratio;        // --group-ratio: G = N x ratio
+  std::optional<int64_t> seq_len;     // N; with ratio, N x ratio must reach 2 tokens
+  std::optional<int64_t> group_size;  // G itself
+  std::optional<int64_t> n_heads;     // H (query heads)
+};
+
+// The S2 group rules, the one check every caller uses (options, trainer, model mask): a finite
+// ratio in (0, 1]; N x ratio >= 2 tokens (s2_group_size would round a smaller group up to 2);
+// G even and >= 2 (G/2 whole); H even (half of the heads shift). Throws ll::Error naming the
+// rule, the values and what to change. s2_group_size's results always pass.
+void check_s2_group(const S2GroupInput& in);
 
 }  // namespace ll

@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "common/random.h"
+#include "kernels/attention_pattern.h"
 
 namespace ll {
 
@@ -237,11 +238,10 @@ AttentionPattern LlamaModel::make_mask(int64_t n_tokens, const ForwardSpec& spec
   mask.n_heads = config_.num_attention_heads;
   mask.group_size = spec.group_size;
   if (spec.attn_mode != AttnMode::Dense) {
-    LL_CHECK(spec.group_size >= 2 && spec.group_size % 2 == 0,
-             "S2-Attn group size must be even and at least 2, got {}", spec.group_size);
-    LL_CHECK(config_.num_attention_heads % 2 == 0,
-             "S2-Attn splits heads into two halves; the model has {} heads",
-             config_.num_attention_heads);
+    S2GroupInput s2;
+    s2.group_size = spec.group_size;
+    s2.n_heads = config_.num_attention_heads;
+    check_s2_group(s2);
   }
   return mask;
 }

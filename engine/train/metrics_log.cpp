@@ -249,121 +249,150 @@ std::string svg_header(const std::string& title) {
       kWidth, kHeight, xml_escape(title), kWidth / 2);
 }
 
+// The loss points of the run: every step's (x, y), and the range of the finite ones.
+struct LossPoints {
+  std::vector<double> xs, ys;  // [steps] step, loss
+  double x_min = 0, x_max = 0, y_min = 0, y_max = 0;
+  size_t finite = 0;
+};
+
+LossPoints loss_points(const std::vector<StepMetrics>& steps) {
+  LossPoints p;
+  for (const StepMetrics& m : steps) {
+    p.xs.push_back(double(m.step));
+    p.ys.push_back(m.loss);
+    if (!std::isfinite(m.loss)) continue;
+    if (p.finite == 0) {
+      p.x_min = p.x_max = double(m.step);
+      p.y_min = p.y_max = m.loss;
+    }
+    p.x_min = std::min(p.x_min, double(m.step));
+    p.x_max = std::max(p.x_max, double(m.step));
+    p.y_min = std::min(p.y_min, m.loss);
+    p.y_max = std::max(p.y_max, m.loss);
+    ++p.finite;
+  }
+  return p;
+}
+
+// The plot area and its axes' ticks; px / py map a step / a loss to picture coordinates.
+struct PlotArea {
+  double plot_w = kWidth - kLeft - kRight, plot_h = kHeight - kTop - kBottom;
+  Ticks tx{}, ty{};
+  double px(double x) const { return kLeft + (x - tx.lo) / (tx.hi - tx.lo) * plot_w; }
+  double py(double y) const { return kTop + (ty.hi - y) / (ty.hi - ty.lo) * plot_h; }
+};
+
+// Grid, ticks and tick labels, the frame and the axis labels.
+std::string svg_axes(const PlotArea& a) {
+  const Ticks &tx = a.tx, &ty = a.ty;
+  const double plot_w = a.plot_w, plot_h = a.plot_h;
+  std::string svg = "<g stroke=\"#e5e5e5\" stroke-width=\"1\">\n";
+  for (int i = 0; i < tx.count(); ++i)
+    svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\"/>\n",
+                       a.px(tx.at(i)), kTop, kTop + plot_h);
+  for (int i = 0; i < ty.count(); ++i)
+    svg += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\"/>\n", kLeft,
+                       a.py(ty.at(i)), kLeft + plot_w);
+  svg += "</g>\n<g fill=\"#333\">\n";
+  for (int i = 0; i < tx.count(); ++i)
+    svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+                       a.px(tx.at(i)), kTop + plot_h + 18, tick_label(tx.at(i), tx.decimals));
+  for (int i = 0; i < ty.count(); ++i)
+    svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>\n", kLeft - 8,
+                       a.py(ty.at(i)) + 4, tick_label(ty.at(i), ty.decimals));
+  svg += "</g>\n";
+  svg += fmt::format(
+      "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#333\"/>\n",
+      kLeft, kTop, plot_w, plot_h);
+  // Axis labels.
+  svg +=
+      fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"13\">step</text>\n",
+                  kLeft + plot_w / 2, kHeight - 14);
+  svg += fmt::format(
+      "<text x=\"20\" y=\"{0}\" text-anchor=\"middle\" font-size=\"13\" "
+      "transform=\"rotate(-90 20 {0})\">loss</text>\n",
+      kTop + plot_h / 2);
+  return svg;
+}
+
+// Raw points: a light line, and dots while there are few enough to tell apart.
+std::string svg_raw_points(const PlotArea& a, const LossPoints& p) {
+  std::string raw;
+  for (size_t i = 0; i < p.xs.size(); ++i)
+    if (std::isfinite(p.ys[i]))
+      raw += fmt::format("{}{:.1f},{:.1f}", raw.empty() ? "" : " ", a.px(p.xs[i]), a.py(p.ys[i]));
+  std::string svg = fmt::format(
+      "<polyline class=\"raw\" fill=\"none\" stroke=\"#9ecae1\" stroke-width=\"1\" "
+      "points=\"{}\"/>\n",
+      raw);
+  if (p.finite <= 60) {
+    svg += "<g class=\"raw-points\" fill=\"#6baed6\">\n";
+    for (size_t i = 0; i < p.xs.size(); ++i)
+      if (std::isfinite(p.ys[i]))
+        svg += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"2.5\"/>\n", a.px(p.xs[i]),
+                           a.py(p.ys[i]));
+    svg += "</g>\n";
+  }
+  return svg;
+}
+
+// The smoothed line on top, and the legend that names its span.
+std::string svg_smoothed_and_legend(const PlotArea& a, const LossPoints& p) {
+  // EMA with a span of about a twentieth of the run (at least 2, so that it never just
+  // repeats the raw line).
+  const double span = std::max(2.0, std::round(double(p.finite) / 20.0));
+  const double weight = 1.0 - 2.0 / (span + 1.0);
+  const std::vector<double> ema = smoothed(p.ys, weight);
+  std::string smooth;
+  for (size_t i = 0; i < p.xs.size(); ++i)
+    if (std::isfinite(ema[i]))
+      smooth +=
+          fmt::format("{}{:.1f},{:.1f}", smooth.empty() ? "" : " ", a.px(p.xs[i]), a.py(ema[i]));
+  std::string svg = fmt::format(
+      "<polyline class=\"smoothed\" fill=\"none\" stroke=\"#08519c\" stroke-width=\"2\" "
+      "points=\"{}\"/>\n",
+      smooth);
+  const double lx = kLeft + a.plot_w - 222, ly = kTop + 12;
+  svg += fmt::format(
+      "<g font-size=\"11\">\n"
+      "<rect x=\"{0}\" y=\"{1}\" width=\"210\" height=\"40\" fill=\"white\" "
+      "fill-opacity=\"0.85\" stroke=\"#ccc\"/>\n"
+      "<line x1=\"{2}\" y1=\"{3}\" x2=\"{4}\" y2=\"{3}\" stroke=\"#9ecae1\" "
+      "stroke-width=\"1\"/>\n"
+      "<text x=\"{5}\" y=\"{6}\">loss per step</text>\n"
+      "<line x1=\"{2}\" y1=\"{7}\" x2=\"{4}\" y2=\"{7}\" stroke=\"#08519c\" "
+      "stroke-width=\"2\"/>\n"
+      "<text x=\"{5}\" y=\"{8}\">moving average (span {9:.0f})</text>\n"
+      "</g>\n",
+      lx, ly, lx + 8, ly + 13, lx + 32, lx + 40, ly + 17, ly + 29, ly + 33, span);
+  return svg;
+}
+
 }  // namespace
 
 void write_loss_curve_svg(const std::string& path, const std::vector<StepMetrics>& steps,
                           const std::string& title) {
   std::string svg = svg_header(title);
-  const double plot_w = kWidth - kLeft - kRight, plot_h = kHeight - kTop - kBottom;
-
-  std::vector<double> xs, ys;
-  double x_min = 0, x_max = 0, y_min = 0, y_max = 0;
-  size_t finite = 0;
-  for (const StepMetrics& m : steps) {
-    xs.push_back(double(m.step));
-    ys.push_back(m.loss);
-    if (!std::isfinite(m.loss)) continue;
-    if (finite == 0) {
-      x_min = x_max = double(m.step);
-      y_min = y_max = m.loss;
-    }
-    x_min = std::min(x_min, double(m.step));
-    x_max = std::max(x_max, double(m.step));
-    y_min = std::min(y_min, m.loss);
-    y_max = std::max(y_max, m.loss);
-    ++finite;
-  }
-
-  if (finite == 0) {
+  const LossPoints points = loss_points(steps);
+  PlotArea area;
+  if (points.finite == 0) {
     svg += fmt::format(
         "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#bbb\"/>\n"
         "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"14\" fill=\"#666\">{}</text>\n",
-        kLeft, kTop, plot_w, plot_h, kLeft + plot_w / 2, kTop + plot_h / 2,
+        kLeft, kTop, area.plot_w, area.plot_h, kLeft + area.plot_w / 2, kTop + area.plot_h / 2,
         steps.empty() ? "no steps" : "no steps with a finite loss");
   } else {
-    const Ticks tx = nice_ticks(x_min, x_max, 8, /*integer=*/true);
-    const Ticks ty = nice_ticks(y_min, y_max, 6, /*integer=*/false);
-    auto px = [&](double x) { return kLeft + (x - tx.lo) / (tx.hi - tx.lo) * plot_w; };
-    auto py = [&](double y) { return kTop + (ty.hi - y) / (ty.hi - ty.lo) * plot_h; };
-
-    // Grid, ticks and tick labels.
-    svg += "<g stroke=\"#e5e5e5\" stroke-width=\"1\">\n";
-    for (int i = 0; i < tx.count(); ++i)
-      svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\"/>\n",
-                         px(tx.at(i)), kTop, kTop + plot_h);
-    for (int i = 0; i < ty.count(); ++i)
-      svg += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\"/>\n", kLeft,
-                         py(ty.at(i)), kLeft + plot_w);
-    svg += "</g>\n<g fill=\"#333\">\n";
-    for (int i = 0; i < tx.count(); ++i)
-      svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-                         px(tx.at(i)), kTop + plot_h + 18, tick_label(tx.at(i), tx.decimals));
-    for (int i = 0; i < ty.count(); ++i)
-      svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>\n", kLeft - 8,
-                         py(ty.at(i)) + 4, tick_label(ty.at(i), ty.decimals));
-    svg += "</g>\n";
-    svg += fmt::format(
-        "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#333\"/>\n",
-        kLeft, kTop, plot_w, plot_h);
-    // Axis labels.
-    svg +=
-        fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"13\">step</text>\n",
-                    kLeft + plot_w / 2, kHeight - 14);
-    svg += fmt::format(
-        "<text x=\"20\" y=\"{0}\" text-anchor=\"middle\" font-size=\"13\" "
-        "transform=\"rotate(-90 20 {0})\">loss</text>\n",
-        kTop + plot_h / 2);
-
-    // Raw points: a light line, and dots while there are few enough to tell apart.
-    std::string raw;
-    for (size_t i = 0; i < xs.size(); ++i)
-      if (std::isfinite(ys[i]))
-        raw += fmt::format("{}{:.1f},{:.1f}", raw.empty() ? "" : " ", px(xs[i]), py(ys[i]));
-    svg += fmt::format(
-        "<polyline class=\"raw\" fill=\"none\" stroke=\"#9ecae1\" stroke-width=\"1\" "
-        "points=\"{}\"/>\n",
-        raw);
-    if (finite <= 60) {
-      svg += "<g class=\"raw-points\" fill=\"#6baed6\">\n";
-      for (size_t i = 0; i < xs.size(); ++i)
-        if (std::isfinite(ys[i]))
-          svg += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"2.5\"/>\n", px(xs[i]),
-                             py(ys[i]));
-      svg += "</g>\n";
-    }
-    // Smoothed line on top: EMA with a span of about a twentieth of the run (at least 2, so
-    // that it never just repeats the raw line).
-    const double span = std::max(2.0, std::round(double(finite) / 20.0));
-    const double weight = 1.0 - 2.0 / (span + 1.0);
-    const std::vector<double> ema = smoothed(ys, weight);
-    std::string smooth;
-    for (size_t i = 0; i < xs.size(); ++i)
-      if (std::isfinite(ema[i]))
-        smooth += fmt::format("{}{:.1f},{:.1f}", smooth.empty() ? "" : " ", px(xs[i]), py(ema[i]));
-    svg += fmt::format(
-        "<polyline class=\"smoothed\" fill=\"none\" stroke=\"#08519c\" stroke-width=\"2\" "
-        "points=\"{}\"/>\n",
-        smooth);
-
-    // Legend.
-    const double lx = kLeft + plot_w - 222, ly = kTop + 12;
-    svg += fmt::format(
-        "<g font-size=\"11\">\n"
-        "<rect x=\"{0}\" y=\"{1}\" width=\"210\" height=\"40\" fill=\"white\" "
-        "fill-opacity=\"0.85\" stroke=\"#ccc\"/>\n"
-        "<line x1=\"{2}\" y1=\"{3}\" x2=\"{4}\" y2=\"{3}\" stroke=\"#9ecae1\" "
-        "stroke-width=\"1\"/>\n"
-        "<text x=\"{5}\" y=\"{6}\">loss per step</text>\n"
-        "<line x1=\"{2}\" y1=\"{7}\" x2=\"{4}\" y2=\"{7}\" stroke=\"#08519c\" "
-        "stroke-width=\"2\"/>\n"
-        "<text x=\"{5}\" y=\"{8}\">moving average (span {9:.0f})</text>\n"
-        "</g>\n",
-        lx, ly, lx + 8, ly + 13, lx + 32, lx + 40, ly + 17, ly + 29, ly + 33, span);
-    if (finite < steps.size())
+    area.tx = nice_ticks(points.x_min, points.x_max, 8, /*integer=*/true);
+    area.ty = nice_ticks(points.y_min, points.y_max, 6, /*integer=*/false);
+    svg += svg_axes(area);
+    svg += svg_raw_points(area, points);
+    svg += svg_smoothed_and_legend(area, points);
+    if (points.finite < steps.size())
       svg += fmt::format(
           "<text x=\"{}\" y=\"{}\" fill=\"#b00\">{} step(s) with a non-finite loss not "
           "drawn</text>\n",
-          kLeft + 8, kTop + plot_h - 8, steps.size() - finite);
+          kLeft + 8, kTop + area.plot_h - 8, steps.size() - points.finite);
   }
   svg += "</svg>\n";
 

@@ -17,6 +17,7 @@
 #include <variant>
 
 #include "common/error.h"
+#include "kernels/attention_pattern.h"
 #include "model/lora_config.h"
 
 namespace ll {
@@ -394,15 +395,10 @@ void validate_train_options(const TrainOptions& o) {
            "--ctx must be at least 2 tokens (got {}); it sets the training context "
            "length and is required",
            o.ctx);
-  check_finite("group-ratio", o.group_ratio);
-  LL_CHECK(o.group_ratio > 0 && o.group_ratio <= 1,
-           "--group-ratio must be in (0, 1] (got {}); the S2-Attn group is ctx * ratio tokens",
-           o.group_ratio);
-  if (!o.full_attn)
-    LL_CHECK(double(o.ctx) * o.group_ratio >= 2,
-             "--group-ratio {} with --ctx {} gives an S2-Attn group under 2 tokens; raise the "
-             "ratio or use --full-attn",
-             o.group_ratio, o.ctx);
+  S2GroupInput s2;  // the ratio always; the group it gives at --ctx where S2-Attn runs
+  s2.ratio = o.group_ratio;
+  if (!o.full_attn) s2.seq_len = o.ctx;
+  check_s2_group(s2);
   check_finite("rope-factor", o.rope_factor);
   LL_CHECK(o.rope_factor >= 0,
            "--rope-factor must be >= 0 (got {}; 0 = ceil(ctx / max_position_embeddings))",

@@ -1,0 +1,279 @@
+#include "engine/train/training_setup.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "engine/parallel/run_agreement.h"
+#include "engine/train/step_strategy.h"
+#include "kernels/attention_pattern.h"
+#include "kernels/cuda_attention_choice.h"
+#include "kernels/make_backend.h"
+#include "kernels/cuda/gemm_workspace.h"
+#include "model/formats/tensor_source.h"
+#include "model/llama_weights.h"
+#include "model/memory_plan.h"
+#include "model/model_fingerprint.h"
+#include "model/position_interpolation.h"
+
+namespace ll {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Options that change what a resumed run computes; a checkpoint written with other values
+// cannot continue this run. "sft": an SFT run never continues a pretraining checkpoint (nor the
+// reverse, nor another SFT file).
+const char* const kResumeKeys[] = {"ctx",        "grad-accum",   "seed",      "shuffle",
+                                   "lora-rank",  "lora-alpha",   "lora-targets", "trainable",
+                                   "full-attn",  "attn-mode",    "group-ratio", "data-format",
+                                   "rope-factor", "sft"};
+
+void check_resume_options(const std::string& saved_json, const std::string& current_json,
+                          const std::string& checkpoint, int saved_world, int current_world) {
+  nlohmann::json saved, current;
+  try {
+    saved = nlohmann::json::parse(saved_json);
+    current = nlohmann::json::parse(current_json);
+  } catch (const nlohmann::json::exception&) {
+    return;  // an older or foreign checkpoint without options: nothing to compare
+  }
+  if (!saved.is_object()) return;
+  // Checkpoints from before --sft existed are pretraining ones.
+  if (!saved.contains("sft")) saved["sft"] = "";
+  const bool saved_sft = saved["sft"] != "", current_sft = current.value("sft", "") != "";
+  const auto kind = [](bool sft) {
+    return sft ? "supervised fine-tuning (--sft)" : "training on token shards (--data)";
+  };
+  LL_CHECK(saved_sft == current_sft,
+           "cannot resume from {}: it is a checkpoint of {}, this run is {}; use a new --out "
+           "directory (with --init-adapter {} to start from its weights)",
+           checkpoint, kind(saved_sft), kind(current_sft), checkpoint);
+  for (const char* key : kResumeKeys) {
+    if (current_sft && std::string_view(key) == "data-format") continue;  // unused by --sft
+    if (!saved.contains(key) || !current.contains(key)) continue;
+    if (std::string_view(key) == "grad-accum" && saved[key].is_number_integer() &&
+        current[key].is_number_integer()) {
+      // What a step computes is the global batch W x k: another split over ranks continues it.
+      const int64_t saved_batch = saved[key].get<int64_t>() * saved_world;
+      const int64_t current_batch = current[key].get<int64_t>() * current_world;
+      LL_CHECK(saved_batch == current_batch,
+               "cannot resume from {}: it was trained with {} sequences per step (--grad-accum {} "
+               "on {} rank{}), this run has {} (--grad-accum {} on {} rank{}); keep ranks x "
+               "--grad-accum the same, or use a new --out directory",
+               checkpoint, saved_batch, saved[key].dump(), saved_world,
+               saved_world == 1 ? "" : "s", current_batch, current[key].dump(), current_world,
+               current_world == 1 ? "" : "s");
+      continue;
+    }
+    LL_CHECK(saved[key] == current[key],
+             "cannot resume from {}: it was trained with --{} {}, this run has --{} {} (use the "
+             "same options, or a new --out directory to start a new run)",
+             checkpoint, key, saved[key].dump(), key, current[key].dump());
+  }
+}
+
+// The adapters the options ask for; none with --lora-rank 0 (full training).
+std::optional<LoraConfig> lora_config_of(const TrainOptions& o) {
+  if (o.lora_rank == 0) return std::nullopt;
+  LoraConfig lora;
+  lora.rank = o.lora_rank;
+  lora.alpha = o.lora_alpha;
+  lora.targets = parse_lora_targets(o.lora_targets);
+  return lora;
+}
+
+LlamaConfig read_config_only(const std::string& model) {
+  // A directory needs only config.json: plans for models whose weights are not here.
+  if (fs::is_directory(model)) return llama_config_from_file(model + "/config.json");
+  return open_model_files(model)->config;
+}
+
+// The memory plan of this run's options on the CUDA (bf16 activations and frozen weights, fp32
+// master, gradients and moments, cuBLASLt workspace) or CPU (fp32 everywhere) backend.
+MemoryPlan memory_plan_of(const TrainOptions& o, const LlamaConfig& config, bool cuda) {
+  MemoryPlanInput in;
+  in.config = config;
+  in.lora = lora_config_of(o);
+  in.trainable = parse_trainable(o.trainable);
+  in.seq_len = o.ctx;
+  in.classifier_chunk = o.classifier_chunk;
+  in.activation_dtype = cuda ? DType::BF16 : DType::F32;
+  in.cublaslt_workspace_bytes = cuda ? cuda::kGemmWorkspaceBytes : 0;
+  in.attention_dq_accumulator =
+      cuda && cuda_attention_choice_from_env().atomic_dq_for(config.head_dim());
+  return plan_training_memory(in);
+}
+
+// The per-rank memory of the data-parallel step (model/memory_plan.h), for --dry-run.
+std::string format_rank_footprint(const MemoryPlan& plan, int world, bool cuda) {
+  const RankFootprint f = sharded_rank_footprint(plan, world, cuda);
+  return fmt::format(
+      "  data parallel {:>4} rank{} {:>10}   per rank: AdamW moments {} replaced by shards {} "
+      "(fp32 master, exp_avg, exp_avg_sq, gradient: at most {} of {} elements), plus gathered "
+      "parameters{} {}\n",
+      world, world == 1 ? " " : "s", format_bytes(f.total), format_bytes(f.full_moments),
+      format_bytes(f.shard_bytes), f.shard, f.trained,
+      cuda ? " and NCCL's padded buffers" : "", format_bytes(f.flat_bytes));
+}
+
+// Names and sizes of the data files, for the ranks' agreement check: a rank that sees other
+// files (another node's copy, a stale directory) must not train on them silently.
+std::string describe_data_files(const TrainOptions& o) {
+  std::string out;
+  auto add = [&](const fs::path& path) {
+    std::error_code ec;
+    const auto size = fs::file_size(path, ec);
+    out += fmt::format("{} {}\n", path.string(), ec ? -1 : int64_t(size));
+  };
+  std::vector<std::string> paths = o.data;
+  if (!o.sft.empty()) paths.push_back(o.sft);
+  for (const std::string& p : paths) {
+    std::error_code ec;
+    if (!fs::is_directory(p, ec)) {
+      add(p);
+      continue;
+    }
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(p, ec))
+      if (e.is_regular_file(ec)) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    for (const fs::path& f : files) add(f);
+  }
+  return out;
+}
+
+// OpenMP threads per rank: the node's cores shared by its ranks, unless OMP_NUM_THREADS says.
+void set_rank_threads(const dist::Communicator& communicator) {
+  if (communicator.world_size() == 1 || std::getenv("OMP_NUM_THREADS") != nullptr) return;
+  int local_ranks = communicator.world_size();
+  if (const char* env = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"))
+    local_ranks = std::max(1, std::atoi(env));
+  omp_set_num_threads(std::max(1, omp_get_num_procs() / local_ranks));
+}
+
+// Position interpolation and the attention pattern at -ctx.
+ForwardSpec forward_spec_of(const TrainOptions& o, const LlamaConfig& config) {
+  ForwardSpec spec;
+  spec.rope_scale =
+      o.rope_factor > 0 ? o.rope_factor : position_interpolation_factor(config, o.ctx);
+  spec.classifier_chunk = o.classifier_chunk;
+  if (o.full_attn) {
+    spec.attn_mode = AttnMode::Dense;
+    return spec;
+  }
+  spec.attn_mode = o.attn_mode == "s2-roll" ? AttnMode::S2Roll : AttnMode::S2;
+  S2GroupInput s2;
+  s2.ratio = o.group_ratio;
+  s2.seq_len = o.ctx;
+  s2.n_heads = config.num_attention_heads;
+  check_s2_group(s2);
+  spec.group_size = s2_group_size(o.ctx, o.group_ratio);
+  return spec;
+}
+
+// Base model, and the data before the weights load: bad data (or SFT records) fail fast. Then
+// the memory plan reserved, the spec, and the model with LoRA+.
+void load_model_and_data(const TrainOptions& o, dist::Communicator& communicator,
+                         TrainingSetup& s) {
+  LlamaWeights weights = [&] {
+    auto files = open_model_files(o.model);
+    s.source = make_sequence_source(o, files->config, s.data_line, s.lead);
+    return load_llama_weights(*files);
+  }();
+  s.config = weights.config;
+  s.fingerprint = model_fingerprint(weights);
+  // Every rank must train the same model with the same options on the same data.
+  dist::check_ranks_agree(
+      communicator,
+      dist::fnv1a_64(s.fingerprint + "\n" + train_options_json(o) + "\n" +
+                     describe_data_files(o)),
+      "model, options and data (model fingerprint, every option, data file names and sizes)");
+  // The whole run's memory, reserved before the weights go to the device: a run that cannot
+  // fit says so now, with the plan's numbers.
+  const bool cuda = s.backend->name() == "cuda";
+  const MemoryPlan plan = memory_plan_of(o, s.config, cuda);
+  s.planned_bytes =
+      s.sharded_step ? sharded_rank_footprint(plan, s.world, cuda).total : plan.total();
+  s.backend->reserve(s.planned_bytes - s.backend->memory().in_use);
+
+  s.spec = forward_spec_of(o, s.config);
+
+  // Model with LoRA+.
+  ModelSetup setup;
+  setup.lora = lora_config_of(o);
+  setup.trainable = parse_trainable(o.trainable);
+  setup.seed = o.seed;
+  setup.training = true;
+  setup.optimizer_moments = !s.sharded_step;  // the sharded optimizer holds them, per rank
+  s.model = std::make_unique<LlamaModel>(*s.backend, weights, setup);
+  weights = LlamaWeights{};  // the backend holds its own copy now
+  if (!o.init_adapter.empty()) s.model->load_adapter(read_adapter_dir(o.init_adapter));
+}
+
+// --resume: the checkpoint to continue (the latest in --out for "auto"), read and checked
+// against this run; none for a new run, nor for "auto" where --out has none.
+void read_resume_checkpoint(const TrainOptions& o, TrainingSetup& s) {
+  if (o.resume.empty()) return;
+  std::string dir = o.resume;
+  if (o.resume == "auto") {
+    const std::optional<std::string> latest = latest_checkpoint(o.out);
+    dir = latest ? *latest : "";
+    if (!latest && s.lead)
+      fmt::print("resume         no checkpoint in {}: starting a new run\n", o.out);
+  }
+  if (dir.empty()) return;
+  Checkpoint ck = read_checkpoint(dir);
+  LL_CHECK(ck.state.model_fingerprint == s.fingerprint,
+           "cannot resume from {}: it was trained on another base model (fingerprint {}, "
+           "this model {})",
+           dir, ck.state.model_fingerprint, s.fingerprint);
+  check_resume_options(ck.state.run_options_json, train_options_json(o), dir,
+                       ck.state.world_size, s.world);
+  s.resume = std::move(ck);
+  s.resumed_from = dir;
+}
+
+}  // namespace
+
+TrainingSetup set_up_training(const TrainOptions& o, dist::Communicator& communicator) {
+  TrainingSetup s;
+  s.t_start = std::chrono::steady_clock::now();
+  s.world = communicator.world_size();
+  s.rank = communicator.rank();
+  s.lead = s.rank == 0;
+  set_rank_threads(communicator);
+  // One GPU per rank of a node (its local rank); a world of one takes GPU 0.
+  s.backend = make_backend(o.device, communicator.local_rank());
+  s.sharded_step = uses_sharded_step(o, s.world);
+  load_model_and_data(o, communicator, s);
+  read_resume_checkpoint(o, s);
+  return s;
+}
+
+void print_memory_plan(const TrainOptions& o, int world) {
+  const LlamaConfig config = read_config_only(o.model);
+  // auto plans for the backend a real run would take on this machine.
+  const bool cuda = resolve_device(o.device) == "cuda";
+  const MemoryPlan plan = memory_plan_of(o, config, cuda);
+  fmt::print("memory plan    {} at -ctx {} on {} ({} layers, hidden {}, vocab {}; {})\n", o.model,
+             o.ctx, cuda ? "cuda" : "cpu", config.num_hidden_layers, config.hidden_size,
+             config.vocab_size,
+             cuda ? "bf16 activations and frozen weights, fp32 master/gradients/moments"
+                  : "fp32 everywhere");
+  fmt::print("{}", format_memory_plan(plan));
+  if (world > 1 || o.sharded_optimizer)
+    fmt::print("{}", format_rank_footprint(plan, world, cuda));
+}
+
+}  // namespace ll
