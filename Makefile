@@ -37,7 +37,7 @@ test-all: build
 # build-emulated. Slow: on a 2-core VM about 30 min of build, then 7 min of GPU tests (they
 # skip their longest cases there, each with a message).
 test-emulated: setup
-	@test -f build-emulated/CMakeCache.txt || cmake -S . -B build-emulated -G "$(GENERATOR)" -DLL_CUDA_EMULATED=ON -DLL_ENABLE_MPI=OFF
+	@test -f build-emulated/CMakeCache.txt || cmake -S . -B build-emulated -G "$(GENERATOR)" -DLL_CUDA_BACKEND_EMULATED=ON -DLL_ENABLE_MPI=OFF
 	@cmake --build build-emulated -j $(JOBS)
 	@cd build-emulated && ctest -L gpu -j $(JOBS) --output-on-failure --timeout 7200
 

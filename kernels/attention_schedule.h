@@ -1,31 +1,10 @@
 #pragma once
-// Tile schedule of the tiled (tensor-core) attention kernels for every AttnMode, and the work
+// Tile schedule of the tiled (tensor-core) attention kernels for every mask, and the work
 // counts (visible pairs, FLOPs) that benchmarks report. Plain header: host and device code.
-//
-// Visit space. All ranges here are in visit indices (kernels/attention_pattern.h and
-// kernels/cuda/attention_ranges.h): for Dense and S2 a visit index is the position itself; for
-// S2Roll it is the head's rolled index r = (position - shift) mod N. A forward block owns query
-// tile q = query visit indices [q*bq, q*bq + bq) (clipped to N) of one query head and loops over
-// key tiles k = key visit indices [k*bk, k*bk + bk); a dK/dV block does the transpose. In visit
-// space every mode looks the same: the indices [0, N) are cut into consecutive segments
-//   Dense: [0, N);  S2 unshifted and S2Roll (both halves): [0, G), [G, 2G), ...;
-//   S2 shifted: [0, G/2), [G/2, 3G/2), ...   (each clipped to N, so the last one is ragged)
-// and query u sees keys [segment_start(u), u]. segment_start is non-decreasing in u, which
-// makes every range below contiguous and exact:
-//   * the keys a query tile [u0, u1] needs are [segment_start(u0), u1]: for a tile straddling
-//     a segment boundary b this is the union [segment_start(u0), b) U [b, u1], contiguous
-//     because segments are consecutive (also true for S2: its segments are consecutive
-//     positions). Every key tile meeting that run holds a visible pair (key v <= u0 is seen by
-//     u0, key v in (u0, u1] by query v), so no tile outside the segments is ever visited.
-//   * S2Roll wrap: the last rolled group joins positions [N - G/2, N) and [0, G/2) (the known
-//     leak). In rolled coordinates it is just the last segment, so the ranges stay contiguous;
-//     only the row gathers wrap: a tile's rows are positions attn_query_of_visit(u) /
-//     attn_key_of_visit(v), which jump from N - 1 to 0 inside the one tile holding rolled
-//     index N - shift. Kernels must load/store rows through those maps, not as one block.
-//
-// GQA: the schedule depends only on the query head (through its shift). A dK/dV block that
-// serves all query heads of one kv head needs those heads to share one key visit space; see
-// attn_kv_heads_share_visit_space.
+// All ranges are in visit indices (kernels/attention_pattern.h): every mask is a run of
+// consecutive segments there, query u sees keys [segment_start(u), u], so the key tiles of a
+// query tile (and the query tiles of a key tile) form one contiguous, exact range.
+// Why that holds, the S2Roll wrap and GQA: docs/subsystems/attention-kernels.md.
 #include <cstdint>
 
 #include "kernels/attention_pattern.h"

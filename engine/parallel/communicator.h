@@ -1,23 +1,11 @@
 #pragma once
 // Collectives between the ranks of a data-parallel run, as the sharded optimizer needs them.
-//
-// Launch: `mpirun -np W ./train_longlora ...` (one node, or several with a hostfile) gives W
-// ranks; a plain `./train_longlora` is a world of one and never initialises MPI.
-// make_communicator() decides from the environment mpirun sets.
-//
-// Buffers (the layout is in engine/parallel/shard_layout.h): the trainable parameters are one flat fp32
-// vector of T elements split into W contiguous shards whose sizes may differ by one. Every rank
-// passes the same `shard_sizes` (one count per rank, summing to T).
-//
-// Failure: a rank that dies or hangs must not leave the others waiting forever. Every MPI
-// collective is started nonblocking and polled until `timeout_s`; past it, the call throws
-// ll::Error ("rank R: all_reduce_sum (step 12 gradients) did not complete within 600 s: another
-// rank died or hangs"). The `context` argument of each call is what the caller was doing, so the
-// message names the step. After such an error the communicator is unusable (the abandoned
-// collective may still write into the buffers it was given): further calls throw, and the
-// process must end through abort_world(), which stops every rank (MPI_Abort) instead of waiting
-// in MPI_Finalize for a rank that will never come. A communicator destroyed after a failure
-// aborts the world itself. Errors returned by MPI become ll::Error with MPI's own text.
+// `mpirun -np W ./train_longlora ...` gives W ranks; a plain run is a world of one and never
+// initialises MPI (make_communicator() decides from mpirun's environment). The trained
+// parameters are one flat fp32 vector split into W contiguous shards (shard_layout.h).
+// Failure: every collective is polled until `timeout_s`, then throws ll::Error naming the rank
+// and `context`; the communicator is unusable afterwards and the process must end through
+// abort_world(). Design: docs/subsystems/data-parallel.md.
 #include <cstddef>
 #include <cstdint>
 #include <memory>

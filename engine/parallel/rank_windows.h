@@ -1,27 +1,10 @@
 #pragma once
-// Which training windows each rank of a data-parallel run reads.
-//
-// Every rank walks the same shared stream of reads: read i is entry i % n of epoch i / n's
-// order (n windows per epoch; the order is the loader's seeded permutation, the same on every
-// rank, or the identity with --shuffle off). With W ranks and gradient accumulation k (per
-// rank), step s consumes the W*k reads [s*W*k, (s+1)*W*k), and rank r takes the contiguous
-// block
-//     reads [s*W*k + r*k, s*W*k + (r+1)*k),  micro-batch j = read s*W*k + r*k + j.
-// Contiguous blocks (rather than interleaving r, r+W, ...) let a rank seek its loader once per
-// step and read k windows with next(), which already rolls over epoch boundaries.
-//
-// Equivalence: one process with accumulation W*k reads, in its micro-batch m of step s, read
-// s*W*k + m. The map (r, j) -> m = r*k + j is a bijection from the ranks' micro-batches of a
-// step onto [0, W*k), so the W ranks together read exactly the single process's windows of
-// that step, each once (for any epoch order: both sides look windows up through the same
-// read index). With loss scale 1/(k * labels) per micro-batch on each rank and the optimizer
-// taking the mean over ranks of the summed gradients (engine/parallel/sharded_optimizer.h), the step's
-// gradient is (1/W) sum_r sum_j g_rj / (k L) = sum_m g_m / (W k L): the single process's. Only
-// the fp32 summation order differs (W partial sums added by the reduce-scatter instead of one
-// running sum), so the two agree to rounding, not to the bit.
-//
-// A checkpoint after step s records the shared position (s+1)*W*k reads; resuming with another
-// world size W' continues from that read (the new step boundaries follow W'*k).
+// Which training windows each rank of a data-parallel run reads. All ranks walk one shared
+// stream of reads (the loader's seeded epoch order); with W ranks and per-rank accumulation k,
+// step s consumes reads [s*W*k, (s+1)*W*k) and rank r takes the contiguous block
+// [s*W*k + r*k, s*W*k + (r+1)*k). Together the ranks read exactly the windows one process with
+// accumulation W*k reads in that step, so the two agree up to fp32 summation order. A checkpoint
+// records the shared read position, so a resume may change W. Proof: docs/subsystems/data-parallel.md.
 #include <cstdint>
 #include <functional>
 

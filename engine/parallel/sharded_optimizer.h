@@ -1,43 +1,13 @@
 #pragma once
-// The data-parallel optimizer step, ZeRO-1/2 style: gradients are summed over the ranks into
-// per-rank shards of the flat trainable vector (engine/parallel/shard_layout.h), each rank runs AdamW on
-// its shard only, keeping that shard's fp32 master weights and moments, and the updated shards
-// are all-gathered back into every rank's parameters. The buffers move through a ShardTransport
-// (engine/parallel/shard_transport.h): host collectives for the CPU backend, NCCL for the CUDA backend.
-//
-// Gradients: at construction every parameter's grad tensor becomes a view into one flat buffer
-// [T] (params order), so the backward writes the flat vector the collectives read and nothing is
-// packed. Overlap: the trainer passes gradients_ready as the model's backward hook on a step's
-// last micro-batch (LlamaModel::forward_backward), so each layer's range is reduced (on NCCL's
-// own stream) while the backward computes the layers below it.
-//
-// Step, on every rank with the same arguments:
-//   1. reduce whatever gradients_ready did not start (all of them without the hook), wait.
-//   2. clip norm: each rank's sum of squares of its shard (per piece, in flat order), summed
-//      over ranks; the norm of the mean gradient is sqrt(sum) / W; coefficient from
-//      optim/grad_clip.h.
-//   3. AdamW (backend.adamw_step) on the shard with grad_scale = coefficient / W (the shard
-//      holds the sum over ranks: this makes it the mean). Its `param` output is the master shard.
-//   4. all-gather the master shards into a flat buffer [T] and copy it into every parameter's
-//      master and value (converted to the value's dtype, bf16 on the GPU), so the full
-//      parameters stay identical on every rank (export_adapter and checkpoints read them).
-//
-// Loss scaling: each rank scales its micro-batch losses by 1 / (k * labels) with its own
-// accumulation k, as a single process does, so its gradients are the mean over its k
-// micro-batches, and the mean over W ranks gives the gradient a single process with
-// accumulation W*k computes. With rank_windows.h's data order, W ranks x k equals one process x
-// W*k up to fp32 summation order (relative 1e-7). The norm returned is that of the mean
-// gradient, i.e. what the single process would log.
-//
-// World of one: the pieces are whole tensors in params order, the reduce is a copy and the
-// division by W is exact, so the norm and the update are the same operations as
-// engine/train/optimizer_step.h's gradient_norm + adamw_update_all, bit for bit.
-//
-// State: the params' exp_avg / exp_avg_sq tensors, when present, are read once at construction
-// to seed the shards (a model fresh from a single-process checkpoint carries its moments over);
-// a model set up without moments (ModelSetup::optimizer_moments = false, as the trainer does for
-// sharded runs, so that no rank ever holds the full moments) starts from zeros. Checkpoints take
-// the moments from export_shard().
+// The data-parallel optimizer step, ZeRO-1/2 style: gradients (views into one flat [T] buffer)
+// are summed over the ranks into per-rank shards (shard_layout.h), each rank clips and runs
+// AdamW on its shard only (fp32 master weights and moments), and the updated shards are
+// all-gathered into every rank's parameters, through a ShardTransport (host over MPI, or NCCL).
+// gradients_ready, passed as the model's backward hook on a step's last micro-batch, starts each
+// layer's reduction while the backward goes on. Each rank scales its losses as a single process
+// with its own accumulation k does; the step takes the mean over ranks. The params' moments, when
+// present, seed the shards; without them the shards start from zeros. A world of one updates
+// bit for bit like engine/train/optimizer_step.h. Design: docs/subsystems/data-parallel.md.
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -66,7 +36,7 @@ class ShardedOptimizer {
  public:
   // params: the trained tensors in the fixed order every rank uses (LlamaModel::params()); each
   // must have F32 master and grad tensors of its shape and a value of its shape (F32 or BF16);
-  // exp_avg / exp_avg_sq are optional (see State above). Kept by
+  // exp_avg / exp_avg_sq are optional (see the top of this file). Kept by
   // reference: the vector must outlive this object, and its grad tensors are replaced by views
   // of the optimizer's flat gradient buffer (their values kept). Construct after the params hold
   // their starting values (adapter loaded, checkpoint restored). Throws ll::Error for a

@@ -1,26 +1,11 @@
 #pragma once
-// Training checkpoints. A checkpoint is a directory <out>/checkpoint-<step, 8 digits>/ holding
-//   adapter_model.safetensors, adapter_config.json, trainable_params.safetensors
-//                              (model/formats/adapter_io.h: the parameters, fp32 master values)
-//   optimizer_state.safetensors  AdamW moments "exp_avg.<name>" / "exp_avg_sq.<name>" for
-//                              every trained tensor (name as in the adapter files), fp32
-//   trainer_state.json         format "ll-train-state" version 1: step, loader position,
-//                              seed, tokens seen, model fingerprint, run options, ...
-// It is built in <out>/.checkpoint-<step>.tmp-<pid>/, every file flushed, then the directory
-// is renamed to its final name and <out> is fsynced: a run killed at any moment leaves every
-// earlier checkpoint intact, and a directory named checkpoint-* is always complete.
-//
-// Data-parallel runs (W > 1 ranks, engine/parallel/sharded_optimizer.h) write a sharded checkpoint
-// instead of optimizer_state.safetensors: every rank writes its optimizer shard
-//   optimizer_shard-<rank>-of-<W>.safetensors  "master", "exp_avg", "exp_avg_sq": [shard] fp32
-//                              (metadata format "ll-optimizer-shard" version 1, rank, world_size)
-// rank 0 the adapter files and trainer_state.json (version 2: adds "world_size"), and, after a
-// barrier has seen every shard on disk, checkpoint_manifest.json ("ll-checkpoint-manifest"
-// version 1: step, world size, every file and its size) last: the manifest commits the step.
-// The directory is built under rank 0's temporary name and renamed like a single-process one
-// (the ranks share the output directory's filesystem). A world of one writes today's format
-// (version 1, full moments), which is also "a world of one" for any reader: either kind
-// resumes under any world size (the trainer re-shards, engine/parallel/shard_layout.h).
+// Training checkpoints: <out>/checkpoint-<step, 8 digits>/ with the adapter files (fp32 master
+// values), the AdamW moments (optimizer_state.safetensors, or one optimizer_shard-<r>-of-<W>
+// per rank plus checkpoint_manifest.json, written last, in a data-parallel run) and
+// trainer_state.json. Built in a temporary directory, every file flushed, then renamed: a run
+// killed at any moment leaves every earlier checkpoint intact, and a checkpoint-* directory is
+// always complete. Either kind resumes under any world size. Files and fields:
+// docs/formats/checkpoint.md; writing and resuming: docs/subsystems/checkpoints.md.
 #include <cstdint>
 #include <map>
 #include <optional>

@@ -1,28 +1,10 @@
 #pragma once
-// Tiled flash-style attention kernels on CUDA cores, forward and backward (see attention.cuh),
-// and their host launch sequences. Internal: included by attention.cu (nvcc) and by the SIMT
+// Tiled flash-style attention kernels on CUDA cores, forward and backward (contract in
+// attention.cuh), and their host launch sequences: 128 threads, 32-row tiles, fp32 tiles in
+// shared memory, online softmax; the backward recomputes P and sums every gradient in a fixed
+// order (deterministic, no atomics). Internal: included by attention.cu (nvcc) and by the SIMT
 // emulator's tests (tests/cuda_emu), which run the same kernels and sequences.
-//
-// Tiling: every kernel uses 128 threads and square tiles of kB = 32 rows (queries or keys).
-// __launch_bounds__(128, 1): without the minimum-blocks hint ptxas capped the hd=128 forward
-// at 168 registers and spilled.
-// Tiles live in dynamic shared memory as fp32 with a row stride of HD + 1 floats (odd, so a
-// warp reading one column of 32 different rows hits 32 different banks).
-//   forward: one block per (query tile, head). Keys are walked in tiles of 32 consecutive
-//            key visit indices over the union of the tile's key ranges (attn_key_range);
-//            visit index -> key position via attn_key_of_visit (S2Roll wraps). Each element is
-//            masked by the exact per-query range, so the union only bounds the work.
-//            Online softmax (running max m, sum l per row), output accumulated in registers:
-//            thread t owns elements e = t + 128 * r of the [32, HD] output tile.
-//   backward: D = rowsum(dout * out) into fp32 scratch [H, N] (one warp per row); then
-//            dK/dV: one block per (key tile, kv head), K/V stationary in shared memory; it
-//            loops over the query heads of its group and over query tiles (query visit
-//            indices, attention_ranges.h) covering every query that sees one of its keys;
-//            then dQ: one block per (query tile, head) looping over key tiles like the forward.
-//            P = exp(s - lse) is recomputed; dS = P * (dP - D). All sums are per-thread
-//            register accumulations in a fixed order: deterministic, no atomics.
-// S2Roll: the one query (or key) tile per head whose rolled indices wrap past N - 1 gets the
-// union [0, N - 1] and so walks every tile; correct (exact per-element masking), just slower.
+// Design: docs/subsystems/attention-kernels.md.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 

@@ -1,41 +1,11 @@
 #pragma once
-// Tensor-core flash attention backward kernels (see attention_tc.cuh) and their host launch
-// sequence, FlashAttention-2 style, deterministic variant (no atomics: every output element is owned by one block and summed in
-// a fixed order). Internal: included by attention_tc_backward.cu (nvcc) and by the SIMT emulator's
-// host build (tests/cuda_emu), which run the same kernels and sequence.
-//
-// Three kernels, 4 warps each, 64-row tiles on both sides, mma.sync m16n8k16 bf16 -> fp32:
-//   rowdot: D[h, i] = sum_d dout[i, h, d] * out[i, h, d] into the fp32 workspace [H, N].
-//   dK/dV:  one block per (key tile of 64 positions, kv head). K and V stay in shared memory;
-//           each warp owns 16 key rows and works on the transposed problem (keys as mma rows):
-//             S^T = K Q^T, dP^T = V dO^T, P^T = exp2(S^T scale log2e - lse log2e),
-//             dS^T = P^T (dP^T - D), dV += P^T dO, dK += dS^T Q,
-//           so P^T and dS^T go from C fragments straight into A fragments (no transpose
-//           through shared memory; P^T is kept only as bf16 and dS^T uses that rounded P);
-//           Q and dO tiles are the B operands (ldmatrix for the products with K / V,
-//           ldmatrix.trans for the products into dV / dK). The block
-//           loops over the query heads of its kv group and, per head, over the query visit
-//           indices [u_lo, u_hi] that see any of its keys (union of attn_query_range, 64 at a
-//           time); query visit u is gathered from position u + shift mod N (S2Roll wraps; each
-//           row is loaded on its own). Q, dO (cp.async), lse and D tiles are double-buffered.
-//   dQ:     one block per (query tile of 64 positions, head), like the forward: loops over key
-//           visit indices of the union of its rows' attn_key_range, K, V double-buffered;
-//           S = Q K^T, dP = dO V^T, dS = P (dP - D), dQ += dS K (K by ldmatrix.trans).
-// Q / dO fragments (dQ kernel) and K / V fragments (dK/dV kernel) are re-read from shared
-// memory with ldmatrix for every tile instead of being kept in registers: that keeps the
-// hd 128 kernels (64 fp32 dK + 64 dV accumulators per thread, plus S and dP) under the
-// 255-register cap without spills.
-// Masking as in the forward: each warp classifies a tile against its own 16 rows: nothing
-// visible -> skipped, everything visible -> no per-element test, otherwise per element
-// (an invisible pair gets P = 0, hence dS = 0). Padded rows / columns (past N or past the
-// union) are zero-filled by cp.async and never visible on a masked tile; on a full tile only
-// rows past N can be padded (their results are never stored).
-// Dynamic shared memory 6 tiles of [64, HD] bf16 (hd 64: 48 KiB, hd 128: 96 KiB), XOR-swizzled
-// as in the forward. __launch_bounds__(128, 2); ptxas (nvcc 13), registers sm_80 / sm_90a:
-// dK/dV hd 64 196 / 203, hd 128 255 / 255; dQ hd 64 185 / 196, hd 128 228 / 239; no spills,
-// no stack.
-// dK is scaled by the softmax scale at the end, dQ likewise; all outputs are staged as bf16
-// through the warp's own rows of a shared tile and written with 16-byte stores.
+// Tensor-core (mma.sync, sm_80+) flash attention backward, deterministic (no atomics: every
+// output element is owned by one block and summed in a fixed order): the rowdot, dK/dV and dQ
+// kernels and their host launch sequence; contract in attention_tc.cuh. Internal: included by
+// attention_tc_backward.cu (nvcc) and by the SIMT emulator's host build (tests/cuda_emu), which
+// run the same kernels and sequence.
+// Design (tiles, fragments, masking, shared memory): docs/subsystems/attention-kernels.md;
+// registers and spills: bench/RESULTS.md.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 

@@ -1,33 +1,11 @@
 #pragma once
-// Hopper (sm_90a) flash attention backward kernels: the mma.sync backward's algorithm
-// (attention_tc_backward.cuh: deterministic, no atomics, every output element owned by one
-// block) with wgmma and bulk tensor copies, and their launch sequence (after the mma.sync
-// rowdot kernel: D = rowsum(dO * O)). Or, with atomic dQ, one dK/dV/dQ kernel that adds each
-// tile's dQ = dS K to an fp32 accumulator: 5 matmuls per tile instead of the deterministic
-// pair's 7 (the dQ kernel recomputes S and dP), at the price of run-to-run rounding
-// differences in dQ and an [N, H, hd] fp32 workspace. Internal: included by attention_tc_backward.cu
-// (nvcc; bodies compiled for sm_90a only) and by the SIMT emulator's host build.
-//
-// Both kernels: 2 warpgroups (256 threads), each warpgroup 64 rows of the block's side (wgmma's
-// M = 64), each warp 16; tiles of the other side double-buffered by bulk copies on mbarriers;
-// shared tiles in the panel layout of attention_tc_sm90_common.cuh; a block barrier ends every
-// tile. Tile skipping per warpgroup, the full-tile test per warp, per-element masking
-// otherwise, as in the mma.sync kernels. No S2Roll (its wrapped tiles would need two copies):
-// attention_backward_tc gives S2Roll to the mma.sync kernels.
-//   dK/dV: one block per (128 keys, kv head); K, V copied once; for each query head of the kv
-//     group, query tiles of 64 over the union of the keys' attn_query_range. Per tile and
-//     warpgroup (keys as rows, the transposed problem):
-//       S^T = K Q^T and dP^T = V dO^T   wgmma m64n64k16, A and B K-major in shared memory
-//       P^T = exp2(S^T scale log2e - lse log2e) (bf16), dS^T = P^T (dP^T - D) (bf16)
-//       dV += P^T dO, dK += dS^T Q       wgmma m64n64k16 per 64-wide head-dim panel, A in
-//                                        registers (C fragments of tiles 2kc, 2kc + 1 are A's
-//                                        k16 step kc), B (dO, Q) N-major in shared memory
-//     lse * log2 e and D of a query tile are staged in shared memory by 64 threads.
-//   dQ: one block per (128 queries, head), like the forward: K, V tiles of 64 keys;
-//       S = Q K^T, dP = dO V^T (m64n64k16, shared A and B), dS = P (dP - D), dQ += dS K
-//       (A in registers, K N-major).
-// dK and dQ are scaled by the softmax scale at the end; outputs are staged as bf16 through the
-// warp's own rows of a shared tile and written with 16-byte stores.
+// Hopper (sm_90a) flash attention backward kernels and their launch sequence (after the
+// mma.sync rowdot kernel, D = rowsum(dO * O)): the deterministic dK/dV and dQ pair, or, with
+// atomic dQ, one dK/dV/dQ kernel adding each tile's dQ to an [N, H, hd] fp32 accumulator (dQ
+// may then differ between runs in its last bits). No S2Roll (attention_backward_tc gives it to
+// the mma.sync kernels). Internal: included by attention_tc_backward.cu (nvcc; bodies compiled
+// for sm_90a only) and by the SIMT emulator's host build.
+// Design (warpgroups, transposed dK/dV problem, operands): docs/subsystems/attention-kernels.md.
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

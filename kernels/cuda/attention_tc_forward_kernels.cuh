@@ -1,31 +1,10 @@
 #pragma once
-// Tensor-core flash attention forward kernel (see attention_tc.cuh), FlashAttention-2 style,
-// and its host launch sequence. Internal: included by attention_tc_forward.cu (nvcc) and by the SIMT
-// emulator's host build (tests/cuda_emu), which run the same kernel and sequence.
-//
-// One block of 4 warps per (query tile, head). Tiles: hd 64 -> 128 query rows (each warp two
-// m16 row tiles), hd 128 -> 64 query rows (one m16 tile per warp; two would need ~256
-// registers for O, S and the Q fragments and spill). Keys in tiles of kBk = 64.
-// __launch_bounds__(128, 2) (255-register cap); ptxas (nvcc 13): hd 64 239 / 244 registers,
-// hd 128 206 / 209 (sm_80 / sm_90a), no spills, no stack.
-// Shared memory (dynamic, bf16, rows of HD elements in 16-byte chunks, chunk c of row r stored
-// at chunk c ^ (r & 7): the 8 rows an ldmatrix phase reads hit 8 different bank groups):
-//   Q [Bq, HD] | K0 [64, HD] | V0 [64, HD] | K1 | V1     (hd 64: 48 KiB, hd 128: 80 KiB)
-// Q is loaded once (cp.async) and kept in registers as mma A fragments (ldmatrix.x4). K and V
-// tiles are double-buffered: tile t + 1 is in flight (cp.async) while tile t is computed.
-// S = Q K^T with mma.m16n8k16 (bf16 in, fp32 accumulate); online softmax in the exp2 domain
-// (scale * log2 e folded into one FMA), row statistics reduced over the 4 lanes of a quad;
-// P is rounded to bf16 in registers and used directly as the A operand of O += P V (the C
-// fragment of two n8 tiles is the A fragment of one k16 step); V fragments by ldmatrix.trans.
-// The output is scaled by 1/l, staged through the (by then unused) Q tile and written with
-// 16-byte stores; lse = m * scale + log(l).
-//
-// Masking: the block walks key visit indices over the union of its rows' ranges
-// (attn_key_range), 64 at a time; visit index -> key position is vis + shift mod N (S2Roll
-// wraps; each key row is loaded on its own, so a tile straddling the wrap is fine). Each warp
-// classifies a tile against its own rows: none visible -> skipped, all visible -> no per-element
-// test, otherwise each score is tested against its row's [first, last] and set to -inf.
-// Keys past the union and rows past N are zero-filled by cp.async (src-size 0), never read.
+// Tensor-core (mma.sync, sm_80+) flash attention forward kernel, FlashAttention-2 style, and its
+// host launch sequence; contract in attention_tc.cuh. Internal: included by
+// attention_tc_forward.cu (nvcc) and by the SIMT emulator's host build (tests/cuda_emu), which
+// run the same kernel and sequence.
+// Design (tiles, fragments, masking, shared memory): docs/subsystems/attention-kernels.md;
+// registers and spills: bench/RESULTS.md.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 

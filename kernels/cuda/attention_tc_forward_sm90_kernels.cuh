@@ -1,32 +1,10 @@
 #pragma once
-// Hopper (sm_90a) flash attention forward kernel: the same masks and contract as the mma.sync
-// forward (attention_tc.cuh) with wgmma and the bulk tensor copy engine (TMA), and its
-// host launch sequence. Internal: included by attention_tc_forward.cu (nvcc; the body is compiled for
-// sm_90a only) and by the SIMT emulator's host build, which run the same kernel and sequence.
-//
-// One block of 2 warpgroups (256 threads) per (128-query tile, head): warpgroup w owns query
-// rows 64w..64w+63 (wgmma's M = 64), each warp 16 of them. Keys in tiles of kBk = 128.
-// Shared memory (dynamic, rounded up to 1024 bytes, the 128-byte swizzle's atom): every tile is
-// stored as head-dim panels of 64 elements, rows of 128 bytes, 16-byte chunk c of row r at
-// chunk c ^ (r % 8) (the TMA's CU_TENSOR_MAP_SWIZZLE_128B, the layout wgmma reads with
-// swizzle mode 1):
-//   Q [HD/64][128][64] | K0 [HD/64][128][64] | V0 | K1 | V1 | 3 mbarriers
-//   (hd 64: 80 KiB, hd 128: 160 KiB; + 1 KiB alignment slack)
-// Thread 0 issues every copy: Q once, then K/V tile t + 1 while tile t is computed (two stages,
-// each completing on its own mbarrier with the box bytes as transaction count; rows past N
-// are zero-filled by the copy engine). Per tile and warpgroup:
-//   S[64 x 128] = Q K^T: HD/16 wgmma m64n128k16, A (Q) and B (K) K-major from shared memory;
-//   masking and online softmax in registers exactly as the mma.sync kernel (exp2 domain, quad
-//   shuffles; the accumulator layout per warp is mma.m16n8's C fragment, tile after tile);
-//   O[64 x HD] += P V: P rounded to bf16 in registers is wgmma's A fragment (the C fragments of
-//   S tiles 2kc, 2kc+1 are A's k16 step kc); per k16 step and 64-wide head-dim panel one
-//   wgmma m64n64k16 with B (V) N-major from shared memory. (One n64 per panel keeps the
-//   descriptor's leading byte offset out of play: a panel is one swizzle atom wide.)
-// A block barrier ends every tile: the next iteration's copy refills the stage it read.
-// Masking: as the mma.sync kernel, over key visit indices = key positions (no S2Roll here:
-// its wrapped tiles would need two copies per tile; attention_forward_tc sends S2Roll to the
-// mma.sync kernel). Tile skipping is per warpgroup (wgmma is a warpgroup collective), the
-// full-tile test per warp.
+// Hopper (sm_90a) flash attention forward kernel: the mma.sync forward's masks and contract
+// (attention_tc.cuh) with wgmma and bulk tensor copies (TMA) on mbarriers, and its host launch
+// sequence. No S2Roll (attention_forward_tc sends it to the mma.sync kernel). Internal:
+// included by attention_tc_forward.cu (nvcc; the body is compiled for sm_90a only) and by the
+// SIMT emulator's host build, which run the same kernel and sequence.
+// Design (warpgroups, panel layout, copy stages): docs/subsystems/attention-kernels.md.
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

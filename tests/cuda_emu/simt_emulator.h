@@ -1,37 +1,11 @@
 #pragma once
-// A host emulator for the small subset of CUDA / PTX the tensor-core attention kernels use, so
-// that their device code (compiled as host C++ through tests/cuda_emu/cuda_prelude.h) runs
-// on a machine without a GPU and is tested against the CPU reference.
-//
-// Execution model: the blocks of a grid run one after another; the threads of a block are
-// cooperative fibers (fiber_switch.h) on the calling OS thread, scheduled round-robin until each
-// one blocks at a barrier or a warp collective. A warp collective (shfl, ldmatrix, mma, __syncwarp)
-// completes when all 32 lanes of the warp have arrived at the same operation; __syncthreads
-// when every running thread of the block has. Anything else is reported as an error (a
-// divergent collective, a deadlock) with the block and the threads involved.
-//
-// Semantics follow the PTX ISA, written from its specification (not from the kernels):
-//   mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32: lane = 4 g + t; A regs (g, 2t..2t+1),
-//     (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..); B regs (k 2t..2t+1, n g), (k 2t+8.., n g);
-//     C/D (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1); the lower column / row in the low half.
-//     Products are exact (bf16 x bf16 fits fp32); sums are fp32 in k order after C.
-//   ldmatrix.sync.m8n8.x4[.trans].b16: lanes 8j..8j+7 give the row addresses of matrix j;
-//     lane l receives of matrix j row l/4, elements 2(l%4), 2(l%4)+1 (transposed: rows
-//     2(l%4), 2(l%4)+1 of column l/4).
-//   cp.async.cg 16 bytes with src-size 0 or 16: queued per thread, performed when a
-//     cp.async.wait_group retires its group (the latest moment the hardware may do it), so a
-//     read before the wait sees the poison the shared memory starts with.
-// Checks beyond the hardware's: dynamic shared memory starts filled with 0xFF bytes (NaN as
-// bf16 and fp32); every shared address is bounds-checked against the launch's dynamic size;
-// cp.async sources must lie in a registered global range when any is registered; a shared
-// byte read by ldmatrix in the same barrier interval (block epoch) in which another thread's
-// cp.async completed it, or overwritten by a cp.async issued in the interval in which another
-// warp read it, is reported as a race.
-//
-// Not emulated: timing, occupancy, register limits, memory-model subtleties beyond the race
-// check above, and the inline-asm wrappers themselves (kernels/cuda/tc_ptx.cuh): under the
-// emulator those wrappers are replaced by calls into this file, so their operand lists are
-// proven only by a run on a GPU.
+// A host emulator for the subset of CUDA / PTX the kernels use (warps of cooperative fibers;
+// shuffles, barriers, ldmatrix, mma.sync, cp.async; on sm_90a wgmma, mbarriers, bulk tensor
+// copies), so that their device code, compiled as host C++ through
+// tests/cuda_emu/cuda_prelude.h, runs without a GPU and is tested against the CPU reference.
+// Errors (divergent collectives, deadlocks, out-of-bounds shared memory, races, reads of
+// poisoned shared memory) throw ll::Error naming the block and threads. The inline-PTX wrappers
+// themselves are not emulated. Execution model and semantics: docs/subsystems/simt-emulator.md.
 #include <cuda.h>          // CUtensorMap and its enums (types only; no driver library)
 #include <cuda_runtime.h>  // dim3, uint3
 

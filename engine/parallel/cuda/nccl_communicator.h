@@ -1,37 +1,10 @@
 #pragma once
-// Collectives between GPUs over NCCL, for device buffers (gradients, parameters, norms).
-//
-// One NCCL rank per process and GPU, bootstrapped over the host communicator
-// (engine/parallel/communicator.h): rank 0 creates NCCL's unique id and broadcasts it (MPI under mpirun;
-// a world of one needs no MPI). Every rank of the host communicator must construct its
-// NcclCommunicator at the same point of the run.
-//
-// Asynchronous: every collective is enqueued on the stream given at construction and returns;
-// wait() blocks until all enqueued collectives are done. So a caller can enqueue a layer's
-// reduce-scatter on a communication stream and keep computing on another.
-//
-// Buffers: reduce_scatter_sum and all_gather use the padded layout of engine/parallel/nccl_padding.h
-// (W blocks of B = max shard size elements), since NCCL moves equal counts per rank;
-// pack_padded / unpack_padded convert from and to the flat [T] layout on the stream where the
-// caller's buffers are flat (a device copy of T elements, skipped when padding.is_flat()).
-// reduce_scatter_sum and all_gather take fp32 or bf16 (NCCL sums bf16 in fp32 per step, but
-// every partial sum is rounded to bf16: keep fp32 for gradients); all_reduce_sum takes fp32 or
-// fp64 (the squared norms for clipping); broadcast and reduce_sum take any element type.
-// reduce_sum is the bucketed gradient reduction (engine/parallel/cuda/nccl_shard_transport.h): a few
-// ncclReduce calls, one per rank owning part of a bucket, fused into one NCCL group, so a
-// bucket is summed straight into the owners' shards without the padded layout.
-//
-// Failure: the communicator is nonblocking (ncclConfig_t blocking = 0), so no NCCL call and no
-// wait can hang: setup, enqueue and wait() poll ncclCommGetAsyncError and the stream's progress
-// until `timeout_s`. On an NCCL error or a timeout the communicator is aborted (ncclCommAbort)
-// and the call throws ll::Error naming the rank, the collective and its context: "rank 1:
-// reduce_scatter_sum (step 12 gradients) did not complete within 600 s: another rank died or
-// hangs". After that every call throws; buffers given to the abandoned collectives must stay
-// allocated until the stream is idle (an aborted collective may still write them). Host MPI
-// should then end the run (Communicator::abort_world).
-//
-// Timing: each collective is bracketed by CUDA events; wait() adds their durations to per-kind
-// totals (totals(), timing_summary()), the communication time the GPU check reports.
+// Collectives between GPUs over NCCL, for device buffers (gradients, parameters, norms). One
+// NCCL rank per process and GPU, bootstrapped over the host communicator; every rank constructs
+// it at the same point. Collectives are enqueued on the construction stream and return; wait()
+// blocks. Nonblocking NCCL: no call or wait hangs; an NCCL error or a timeout aborts the
+// communicator and throws ll::Error naming the rank, collective and context, and every later
+// call throws. Buffers, element types and timing: docs/subsystems/nccl-transport.md.
 #include <array>
 #include <cstddef>
 #include <cstdint>

@@ -1,43 +1,10 @@
 #pragma once
-// The sharded optimizer's transport for the CUDA backend (engine/parallel/shard_transport.h): its flat
-// buffers stay in device memory and move over NCCL (engine/parallel/cuda/nccl_communicator.h).
-//
-// Streams. The transport owns a non-blocking communication stream on the backend's GPU; every
-// collective runs there, so the gradient reduction of a bucket overlaps the backward work the
-// backend keeps enqueueing on its own stream. The two streams are ordered by CUDA events only:
-//   - each call first records an event on the backend's stream and makes the communication
-//     stream wait for it (the gradients computed so far are final; buffers the backend still
-//     reads are not overwritten early);
-//   - finish_reduces and all_gather record an event on the communication stream once the
-//     collectives are done and make the backend's stream wait for it (later backend work sees
-//     the results).
-//
-// start_reduce: one NCCL group of ncclReduce calls (NcclCommunicator::reduce_sum), one per rank
-// whose shard meets the bucket [begin, end), rooted at that rank and writing straight into its
-// grad_shard. No padding or staging copy is needed, and over a step the buckets add up to the
-// reduce-scatter of the whole flat gradient. finish_reduces blocks the host until they are done
-// (or throws after the timeout).
-//
-// all_gather: the shard is copied into a persistent staging block [B], all-gathered into a
-// persistent padded buffer [W * B] and unpacked into flat [T] (engine/parallel/nccl_padding.h); when every
-// shard has the same size the gather goes straight from the shard into flat. The call returns
-// when flat is written.
-//
-// all_reduce_sum (host doubles, the clipping norm) goes through the host communicator.
-//
-// Timing (timing_summary()):
-//   - per collective kind, the GPU time between the CUDA events around each call
-//     (NcclCommunicator::timing_summary);
-//   - "exposed" reduce time: for each finish_reduces, the GPU time from the moment the backend's
-//     stream reached the finish_reduces call (the backward was done) to the moment the last
-//     reduce completed, or zero when the reduces were done first. That is the communication the
-//     backward did not hide; "hidden" is 1 - exposed / (reduce_sum GPU time). Hidden reduces
-//     still share the GPU's SMs and memory bandwidth with the backward: hidden is not free;
-//   - the host's wall time blocked in finish_reduces (it also covers backend work still queued
-//     when finish_reduces was called, since the host runs ahead of the GPU).
-//
-// Failure: as NcclCommunicator (a rank that dies or hangs past the timeout throws ll::Error
-// naming the rank and context; the transport is unusable afterwards).
+// The sharded optimizer's transport for the CUDA backend (engine/parallel/shard_transport.h):
+// its flat buffers stay in device memory and move over NCCL (nccl_communicator.h) on a
+// communication stream the transport owns, ordered against the backend's stream by CUDA events
+// only, so bucketed gradient reductions overlap the backward. Failure as NcclCommunicator (a
+// rank that dies or hangs past the timeout throws; the transport is unusable afterwards).
+// Streams, buckets, padding and the exposed / hidden timing: docs/subsystems/nccl-transport.md.
 #include <memory>
 #include <span>
 #include <string>
