@@ -31,15 +31,14 @@
 #include "engine/parallel/shard_layout.h"
 #include "engine/parallel/sharded_optimizer.h"
 #include "engine/train/checkpoint.h"
+#include "engine/train/attention_record.h"
 #include "engine/train/metrics_log.h"
 #include "engine/train/optimizer_step.h"
 #include "engine/train/progress.h"
-#include "kernels/cuda_attention_choice.h"
 #include "kernels/make_backend.h"
 #include "model/formats/adapter_io.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
-#include "kernels/cuda/gemm_workspace.h"
 #include "model/memory_plan.h"
 #include "model/model_fingerprint.h"
 #include "model/position_interpolation.h"
@@ -151,6 +150,7 @@ Checkpoint make_checkpoint(const LlamaModel& model, const TrainOptions& o, int64
   ck.state.model_fingerprint = fingerprint;
   ck.state.run_options_json = train_options_json(o);
   ck.state.world_size = world_size;
+  ck.state.attention_kernel = attention_kernel_name(backend.traits().attention_kernel);
   return ck;
 }
 
@@ -357,19 +357,18 @@ LlamaConfig read_config_only(const std::string& model) {
   return open_model_files(model)->config;
 }
 
-// The memory plan of this run's options on the CUDA (bf16 activations and frozen weights, fp32
-// master, gradients and moments, cuBLASLt workspace) or CPU (fp32 everywhere) backend.
-MemoryPlan memory_plan_of(const TrainOptions& o, const LlamaConfig& config, bool cuda) {
+// The memory plan of this run's options on a backend with these traits: CUDA (bf16 activations
+// and frozen weights, fp32 master, gradients and moments, cuBLASLt workspace, the attention
+// family's accumulators) or CPU (fp32 everywhere).
+MemoryPlan memory_plan_of(const TrainOptions& o, const LlamaConfig& config,
+                          const BackendTraits& backend) {
   MemoryPlanInput in;
   in.config = config;
   in.lora = lora_config_of(o);
   in.trainable = parse_trainable(o.trainable);
   in.seq_len = o.ctx;
   in.classifier_chunk = o.classifier_chunk;
-  in.activation_dtype = cuda ? DType::BF16 : DType::F32;
-  in.cublaslt_workspace_bytes = cuda ? cuda::kGemmWorkspaceBytes : 0;
-  in.attention_dq_accumulator =
-      cuda && cuda_attention_choice_from_env().atomic_dq_for(config.head_dim());
+  in.backend = backend;
   return plan_training_memory(in);
 }
 
@@ -388,13 +387,16 @@ std::string format_rank_footprint(const MemoryPlan& plan, int world, bool cuda) 
 void print_memory_plan(const TrainOptions& o, int world) {
   const LlamaConfig config = read_config_only(o.model);
   // auto plans for the backend a real run would take on this machine.
-  const bool cuda = resolve_device(o.device) == "cuda";
-  const MemoryPlan plan = memory_plan_of(o, config, cuda);
+  const BackendTraits traits =
+      backend_traits(resolve_device(o.device), parse_attention_kernel(o.attention_kernel));
+  const bool cuda = traits.kind == BackendKind::Cuda;
+  const MemoryPlan plan = memory_plan_of(o, config, traits);
   fmt::print("memory plan    {} at -ctx {} on {} ({} layers, hidden {}, vocab {}; {})\n", o.model,
-             o.ctx, cuda ? "cuda" : "cpu", config.num_hidden_layers, config.hidden_size,
+             o.ctx, backend_kind_name(traits.kind), config.num_hidden_layers, config.hidden_size,
              config.vocab_size,
-             cuda ? "bf16 activations and frozen weights, fp32 master/gradients/moments"
-                  : "fp32 everywhere");
+             cuda ? "bf16 activations and frozen weights, fp32 master/gradients/moments, "
+                        "attention " + std::string(attention_kernel_name(traits.attention_kernel))
+                  : std::string("fp32 everywhere"));
   fmt::print("{}", format_memory_plan(plan));
   if (world > 1 || o.sharded_optimizer)
     fmt::print("{}", format_rank_footprint(plan, world, cuda));
@@ -469,7 +471,8 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
   const auto t_start = std::chrono::steady_clock::now();
   set_rank_threads(communicator);
   // One GPU per rank of a node (its local rank); a world of one takes GPU 0.
-  std::unique_ptr<Backend> backend = make_backend(o.device, communicator.local_rank());
+  std::unique_ptr<Backend> backend = make_backend(o.device, communicator.local_rank(),
+                                                  parse_attention_kernel(o.attention_kernel));
   // The data-parallel step (engine/parallel/sharded_optimizer.h): always with several ranks, on request
   // in a world of one (the same path through NCCL on one GPU).
   const bool sharded_step = world > 1 || o.sharded_optimizer;
@@ -492,8 +495,8 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
       "model, options and data (model fingerprint, every option, data file names and sizes)");
   // The whole run's memory, reserved before the weights go to the device: a run that cannot
   // fit says so now, with the plan's numbers.
-  const bool cuda = backend->name() == "cuda";
-  const MemoryPlan plan = memory_plan_of(o, config, cuda);
+  const bool cuda = backend->kind() == BackendKind::Cuda;
+  const MemoryPlan plan = memory_plan_of(o, config, backend->traits());
   const int64_t planned_bytes =
       sharded_step ? sharded_rank_footprint(plan, world, cuda).total : plan.total();
   backend->reserve(planned_bytes - backend->memory().in_use);
@@ -531,6 +534,7 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
   // Resume.
   int64_t step = 0, tokens_seen = 0;
   std::string resumed_from;
+  std::string resumed_attention;  // the attention family the checkpoint recorded
   std::optional<Checkpoint> sharded_resume;  // the checkpoint the sharded optimizer resumes
   if (!o.resume.empty()) {
     std::string dir = o.resume;
@@ -559,6 +563,7 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
       step = ck.state.step;
       tokens_seen = ck.state.tokens_seen;
       resumed_from = dir;
+      resumed_attention = ck.state.attention_kernel;
       if (sharded_step) sharded_resume = std::move(ck);
     }
   }
@@ -587,6 +592,9 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
   if (lead) {
     fs::create_directories(o.out);
     metrics.emplace(o.out + "/metrics.jsonl", resumed_from.empty() ? -1 : step);
+    metrics->log_event("attention", attention_event_fields(o.attention_kernel,
+                                                           backend->traits().attention_kernel,
+                                                           resumed_attention));
   }
   const int64_t n_trained = count_params(model.params());
   if (lead) {
@@ -622,6 +630,9 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
                  sharded->transport_name(), o.grad_accum, source->unit(), world * o.grad_accum,
                  sharded->layout().shard_size(world - 1), sharded->layout().shard_size(0));
     if (!resumed_from.empty()) fmt::print("resume         from {} (step {})\n", resumed_from, step);
+    const std::string attention_note =
+        attention_resume_note(resumed_attention, backend->traits().attention_kernel);
+    if (!attention_note.empty()) fmt::print("resume         {}\n", attention_note);
     std::fflush(stdout);
   }
 
