@@ -8,7 +8,7 @@
 #include "kernels/cuda/attention_device_support.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernel_launch.cuh"
-#include "kernels/cuda/tc_ptx_sm90.cuh"  // LL_SM90A_DEVICE_CODE
+#include "kernels/cuda/sm90a_device_code.h"
 #include "kernels/cuda/tensor_map.h"
 
 namespace ll::cuda {
