@@ -15,8 +15,11 @@ namespace ll::cuda {
 namespace {
 
 // Writes 1 where the code the runtime picked for this device was compiled for sm_90a (the
-// pass in which the Hopper kernels have bodies), else 0.
-__global__ void sm90a_code_probe_kernel(int* has_sm90a) { *has_sm90a = LL_SM90A_DEVICE_CODE; }
+// pass in which the Hopper kernels have bodies), else 0. One warp (the emulator runs whole
+// warps), one writer.
+__global__ void sm90a_code_probe_kernel(int* has_sm90a) {
+  if (threadIdx.x == 0) *has_sm90a = LL_SM90A_DEVICE_CODE;
+}
 
 // One int of device memory, freed however the probe ends.
 struct DeviceInt {
@@ -30,7 +33,7 @@ struct DeviceInt {
 bool loaded_code_has_sm90a() {
   DeviceInt flag;
   LL_CUDA_CHECK(cudaMemset(flag.p, 0, sizeof(int)));
-  StreamLauncher{nullptr}("sm90a_code_probe_kernel", sm90a_code_probe_kernel, dim3(1), dim3(1),
+  StreamLauncher{nullptr}("sm90a_code_probe_kernel", sm90a_code_probe_kernel, dim3(1), dim3(32),
                           0, flag.p);
   int value = 0;
   LL_CUDA_CHECK(cudaMemcpy(&value, flag.p, sizeof(int), cudaMemcpyDeviceToHost));
