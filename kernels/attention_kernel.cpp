@@ -98,8 +98,9 @@ void check_attention_kernel_head_dim(AttentionKernel kernel, int64_t head_dim) {
   LL_CHECK(attention_kernel_has_head_dim(kernel, head_dim),
            "--attention-kernel {}: its kernels take head dims 64 and 128, this model has head "
            "dim {}; families for it: {} (or auto)",
-           attention_kernel_name(kernel), head_dim,
-           families_where([&](AttentionKernel k) { return attention_kernel_has_head_dim(k, head_dim); }));
+           attention_kernel_name(kernel), head_dim, families_where([&](AttentionKernel k) {
+             return attention_kernel_has_head_dim(k, head_dim);
+           }));
 }
 
 bool attention_kernel_available(AttentionKernel kernel, const AttentionDeviceSupport& device,
@@ -131,8 +132,9 @@ AttentionKernel resolve_attention_kernel(AttentionKernel requested,
   std::string why;
   LL_CHECK(attention_kernel_available(kernel, device, &why),
            "--attention-kernel {}: not possible on this device ({}); possible here: {} (or auto)",
-           attention_kernel_name(kernel), why,
-           families_where([&](AttentionKernel k) { return attention_kernel_available(k, device); }));
+           attention_kernel_name(kernel), why, families_where([&](AttentionKernel k) {
+             return attention_kernel_available(k, device);
+           }));
   return kernel;
 }
 

@@ -89,7 +89,8 @@ if ((build_ok)) && [[ "$arch" == 90a ]]; then
         --budget-s 2 > "$out/atomic_dq_smoke.txt" 2>&1; then
       atomic_smoke=ok
     else
-      atomic_smoke="FAIL($?): the rest of the check ran with LL_ATTENTION_KERNEL_DENY=tc-sm90-atomic-dq"
+      atomic_smoke="FAIL($?): the rest of the check ran with"
+      atomic_smoke+=" LL_ATTENTION_KERNEL_DENY=tc-sm90-atomic-dq"
       export LL_ATTENTION_KERNEL_DENY=tc-sm90-atomic-dq
     fi
     echo "atomic-dQ smoke: $atomic_smoke" >> "$log"

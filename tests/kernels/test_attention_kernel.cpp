@@ -88,7 +88,8 @@ TEST_CASE("an impossible choice names what is missing and what is possible") {
       "sm_90a code (build with CMAKE_CUDA_ARCHITECTURES including 90a)); possible here: simt, "
       "tc-sm80 (or auto)",
       ll::Error);
-  CHECK_THROWS_WITH_AS(ll::resolve_attention_kernel(AttentionKernel::Simt, {7, 0, false, false, {}}),
+  const AttentionDeviceSupport turing = {7, 5, false, false, {}};
+  CHECK_THROWS_WITH_AS(ll::resolve_attention_kernel(AttentionKernel::Simt, turing),
                        doctest::Contains("the CUDA backend needs sm_80 or newer"), ll::Error);
 }
 
