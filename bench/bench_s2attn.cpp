@@ -22,7 +22,9 @@
 // the tensor-core forward and backward (kernels/cuda/attention_tc.cuh: the Hopper wgmma kernels
 // on an sm_90 device for s2 and dense masks, mma.sync otherwise); --impl tc-atomic the same
 // with the atomic-dQ backward where the Hopper kernels run (dQ summed with fp32 atomics, not
-// bitwise reproducible); --impl tc-sm80 the mma.sync kernels everywhere. Each implementation
+// bitwise reproducible); --impl tc-sm80 the mma.sync kernels everywhere. --attention-kernel
+// names the same kernels as the training tools do (simt, tc-sm80, tc-sm90 = tc checked to run
+// the Hopper kernels here, tc-sm90-atomic-dq = tc-atomic likewise). Each implementation
 // is an AttnImpl below (a forward / backward launcher pair with the same signatures, plus the
 // backward workspace size).
 //
@@ -50,7 +52,9 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "kernels/attention_kernel.h"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_device_support.h"
 #include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_info.h"
@@ -219,6 +223,7 @@ struct Options {
   std::string json_path;
   std::string mask_form = "s2";
   std::string impl = "simt";
+  std::string attention_kernel;  // "" = --impl
   bool markdown = false;
   bool self_check = false;
 };
@@ -367,6 +372,19 @@ const AttnImpl& find_impl(const std::string& name) {
   for (const AttnImpl& impl : kImpls)
     if (name == impl.name) return impl;
   ll::fail("unknown --impl {}", name);
+}
+
+// The --impl of an --attention-kernel family, checked against GPU 0 (an impossible family is
+// an error naming the possible ones, as in the training tools).
+std::string impl_of_kernel(const std::string& name) {
+  const ll::AttentionKernel kernel = ll::resolve_attention_kernel(
+      ll::parse_attention_kernel(name), ll::cuda::attention_device_support(0));
+  switch (kernel) {
+    case ll::AttentionKernel::TcSm80: return "tc-sm80";
+    case ll::AttentionKernel::TcSm90: return "tc";
+    case ll::AttentionKernel::TcSm90AtomicDq: return "tc-atomic";
+    default: return "simt";
+  }
 }
 
 // ---- device memory -------------------------------------------------------------------------
@@ -571,10 +589,11 @@ Measured measure(const AttnImpl& impl, Tensors& t, const Shape& s, const ll::Att
 std::string cuda_version_text(int v) { return fmt::format("{}.{}", v / 1000, (v % 1000) / 10); }
 
 int run_bench(const Options& o) {
-  const AttnImpl& impl = find_impl(o.impl);
   if (ll::cuda::device_count() == 0)
     ll::fail("no CUDA device found (no GPU visible or no driver); bench_s2attn needs a GPU "
              "(--self-check runs without one)");
+  const AttnImpl& impl =
+      find_impl(o.attention_kernel.empty() ? o.impl : impl_of_kernel(o.attention_kernel));
   const ll::cuda::DeviceInfo info = ll::cuda::device_info(0);
   int driver = 0, runtime = 0, l2_bytes = 0;
   LL_CUDA_CHECK(cudaDriverGetVersion(&driver));
@@ -592,7 +611,7 @@ int run_bench(const Options& o) {
              double(info.total_bytes) / double(1 << 30), cuda_version_text(driver),
              cuda_version_text(runtime), double(l2_bytes) / double(1 << 20));
   fmt::print("impl      {}: {}\n", impl.name, impl.description);
-  if (o.impl == "tc" || o.impl == "tc-atomic")
+  if (std::string(impl.name) == "tc" || std::string(impl.name) == "tc-atomic")
     fmt::print("          kernels here: {}\n",
                ll::cuda::attention_tc_uses_hopper(ll::AttentionPattern{s2_mode, 2, 2, 2})
                    ? "Hopper (wgmma + bulk tensor copies)"
@@ -754,6 +773,10 @@ int run(int argc, char** argv) {
                  "cores, mma.sync everywhere)")
       ->capture_default_str()
       ->check(CLI::IsMember({"simt", "tc", "tc-atomic", "tc-sm80"}));
+  app.add_option("--attention-kernel", o.attention_kernel,
+                 "the kernels by the training tools' names instead of --impl: simt, tc-sm80, "
+                 "tc-sm90, tc-sm90-atomic-dq (an error where they cannot run) or auto")
+      ->check(CLI::IsMember({"auto", "simt", "tc-sm80", "tc-sm90", "tc-sm90-atomic-dq"}));
   app.add_option("--json", o.json_path,
                  "also write the rows as JSON (with device, driver/runtime, date, $LL_COMMIT)");
   app.add_flag("--markdown", o.markdown,

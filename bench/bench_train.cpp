@@ -35,11 +35,10 @@
 #include "engine/train/optimizer_step.h"
 #include "common/tool_main.h"
 #include "kernels/attention_pattern.h"
-#include "kernels/cuda_attention_choice.h"
+#include "kernels/attention_kernel.h"
 #include "kernels/make_backend.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
-#include "kernels/cuda/gemm_workspace.h"
 #include "model/memory_plan.h"
 #include "model/position_interpolation.h"
 
@@ -84,6 +83,7 @@ double gib(int64_t bytes) { return double(bytes) / double(int64_t(1) << 30); }
 
 int run(int argc, char** argv) {
   std::string device = "auto";
+  std::string attention_kernel = "auto";
   std::vector<int64_t> contexts = {8192, 32768};
   int64_t layers = 32;
   int steps = 3;
@@ -97,6 +97,9 @@ int run(int argc, char** argv) {
   CLI::App app{"Training-step speed and memory of LongLoRA on a Llama-2-7B-shaped model "
                "(random weights).\nExample: ./bench_train --ctx 8192,32768 --json out.json"};
   app.add_option("--device", device, "auto, cpu or cuda")->capture_default_str();
+  app.add_option("--attention-kernel", attention_kernel, ll::kAttentionKernelHelp)
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "simt", "tc-sm80", "tc-sm90", "tc-sm90-atomic-dq"}));
   app.add_option("--ctx", contexts, "context lengths (tokens per step)")
       ->delimiter(',')
       ->capture_default_str();
@@ -129,7 +132,8 @@ int run(int argc, char** argv) {
   if (sharded) comm = ll::dist::make_communicator();
   const int world = comm ? comm->world_size() : 1;
   const bool lead = !comm || comm->rank() == 0;  // prints and writes
-  std::unique_ptr<ll::Backend> backend = ll::make_backend(device, comm ? comm->local_rank() : 0);
+  std::unique_ptr<ll::Backend> backend = ll::make_backend(
+      device, comm ? comm->local_rank() : 0, ll::parse_attention_kernel(attention_kernel));
   const std::string desc = ll::describe_backend(*backend);
   ll::ModelSetup setup;
   setup.lora = ll::LoraConfig{};
@@ -188,15 +192,11 @@ int run(int argc, char** argv) {
     in.trainable = setup.trainable;
     in.seq_len = n;
     in.classifier_chunk = classifier_chunk;
-    in.activation_dtype = backend->activation_dtype();
-    in.cublaslt_workspace_bytes = backend->name() == "cuda" ? ll::cuda::kGemmWorkspaceBytes : 0;
-    in.attention_dq_accumulator =
-        backend->name() == "cuda" &&
-        ll::cuda_attention_choice_from_env().atomic_dq_for(config.head_dim());
+    in.backend = backend->traits();
     const ll::MemoryPlan plan = ll::plan_training_memory(in);
+    const bool nccl = backend->kind() == ll::BackendKind::Cuda;
     const int64_t plan_bytes =
-        sharded ? ll::sharded_rank_footprint(plan, world, backend->name() == "cuda").total
-                : plan.total();
+        sharded ? ll::sharded_rank_footprint(plan, world, nccl).total : plan.total();
 
     backend->reset_peak();
     std::vector<double> times;

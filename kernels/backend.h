@@ -9,6 +9,7 @@
 
 #include "common/tensor.h"
 #include "kernels/attention_pattern.h"
+#include "kernels/backend_traits.h"
 #include "optim/adamw.h"
 
 namespace ll {
@@ -26,9 +27,13 @@ struct BackendMemory {
 class Backend {
  public:
   virtual ~Backend() = default;
-  virtual std::string name() const = 0;
+  // What this backend is (code branches on kind(), never on name()) and what it stores and
+  // allocates (kernels/backend_traits.h); name() is for display.
+  virtual BackendTraits traits() const = 0;
+  BackendKind kind() const { return traits().kind; }
+  std::string name() const { return std::string(backend_kind_name(kind())); }
   // The dtype activations and frozen weights are stored in (F32 on CPU, BF16 on CUDA).
-  virtual DType activation_dtype() const = 0;
+  DType activation_dtype() const { return traits().activation_dtype; }
   virtual BackendMemory memory() const = 0;
   virtual void reset_peak() = 0;  // peak = in_use
   // Waits until every queued operation has finished (for timing; a no-op on the CPU).

@@ -24,16 +24,19 @@ bool gpu_visible() {
 
 }  // namespace
 
-std::string resolve_device(const std::string& device) {
-  if (device == "auto") return gpu_visible() ? "cuda" : "cpu";
+BackendKind resolve_device(const std::string& device) {
+  if (device == "auto") return gpu_visible() ? BackendKind::Cuda : BackendKind::Cpu;
   LL_CHECK(device == "cpu" || device == "cuda", "--device must be auto, cpu or cuda, got '{}'",
            device);
-  return device;
+  return device == "cuda" ? BackendKind::Cuda : BackendKind::Cpu;
 }
 
-std::unique_ptr<Backend> make_backend(const std::string& device, int gpu) {
-  const std::string resolved = resolve_device(device);
-  if (resolved == "cpu") return std::make_unique<CpuBackend>();
+std::unique_ptr<Backend> make_backend(const std::string& device, int gpu,
+                                      AttentionKernel attention) {
+  if (resolve_device(device) == BackendKind::Cpu) {
+    (void)backend_traits(BackendKind::Cpu, attention);  // a non-auto choice: a clear error
+    return std::make_unique<CpuBackend>();
+  }
 #if defined(LL_HAVE_CUDA)
   LL_CHECK(gpu_visible(),
            "--device cuda: no CUDA device is visible (driver missing, no GPU, or "
@@ -43,9 +46,10 @@ std::unique_ptr<Backend> make_backend(const std::string& device, int gpu) {
            "--device cuda: GPU {} was asked for (one GPU per rank on a node: the rank's local "
            "rank), but {} GPU{} visible; start at most {} rank{} per node",
            gpu, count, count == 1 ? " is" : "s are", count, count == 1 ? "" : "s");
-  return std::make_unique<CudaBackend>(gpu);
+  return std::make_unique<CudaBackend>(gpu, attention);
 #else
   (void)gpu;
+  (void)attention;
   fail("--device cuda: this build has no CUDA backend (nvcc was not found when it was "
        "configured); use --device cpu");
 #endif

@@ -34,8 +34,12 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
   const int64_t n = in.seq_len, d = c.hidden_size, f = c.intermediate_size, v = c.vocab_size;
   const int64_t layers = c.num_hidden_layers, h = c.num_attention_heads;
   const int64_t q_dim = h * c.head_dim(), kv_dim = c.kv_dim();
-  const int64_t act = int64_t(dtype_size(in.activation_dtype));
-  const bool separate_value = in.activation_dtype != DType::F32;  // else value == master
+  const BackendTraits& bt = in.backend;
+  // An explicit attention family without kernels for this head dim fails here, before a run.
+  if (bt.kind == BackendKind::Cuda)
+    check_attention_kernel_head_dim(bt.attention_kernel, c.head_dim());
+  const int64_t act = int64_t(dtype_size(bt.activation_dtype));
+  const bool separate_value = bt.activation_dtype != DType::F32;  // else value == master
   const int64_t r = in.lora ? in.lora->rank : 0;
 
   // Parameters: every base tensor frozen (act dtype) or trained (value + fp32 master, grad,
@@ -70,7 +74,7 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
     plan.items.push_back({std::move(name), bytes, std::move(detail)});
     (parameter ? plan.parameter_bytes : plan.step_bytes) += bytes;
   };
-  const std::string act_name(dtype_name(in.activation_dtype));
+  const std::string act_name(dtype_name(bt.activation_dtype));
   item("frozen weights", frozen * act, fmt::format("{} elements, {}", frozen, act_name),
        true);
   item("trained parameters", trained * (4 + (separate_value ? act : 0)),
@@ -96,18 +100,17 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
   item("backward scratch", scratch,
        "gradients of the residual stream and of one block's intermediates, token ids, losses",
        false);
-  if (in.attention_dq_accumulator)
+  if (bt.attention_dq_accumulator)
     item("attention dQ accum.", 4 * n * q_dim,
-         fmt::format("[{}, {}] fp32: the atomic-dQ attention backward (LL_CUDA_ATTENTION_DQ)", n,
-                     q_dim),
+         fmt::format("[{}, {}] fp32: the atomic-dQ attention backward (--attention-kernel {})",
+                     n, q_dim, attention_kernel_name(bt.attention_kernel)),
          false);
   const int64_t chunk = std::min(std::max<int64_t>(1, in.classifier_chunk), n);
   item("classifier chunk", chunk * v * 4,
        fmt::format("logits of {} tokens x {} vocab, fp32 (never the full [N, V])", chunk, v),
        false);
-  if (in.cublaslt_workspace_bytes > 0) {
-    item("cuBLASLt workspace", in.cublaslt_workspace_bytes, "GEMM algorithm scratch", false);
-  }
+  if (bt.fixed_workspace_bytes > 0)
+    item("cuBLASLt workspace", bt.fixed_workspace_bytes, "GEMM algorithm scratch", false);
   return plan;
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "kernels/backend_traits.h"
 #include "model/llama_config.h"
 #include "model/lora_config.h"
 
@@ -20,11 +21,9 @@ struct MemoryPlanInput {
   TrainableSet trainable = TrainableSet::lora_plus();
   int64_t seq_len = 0;                      // N
   int64_t classifier_chunk = 2048;          // tokens per LM-head chunk
-  DType activation_dtype = DType::F32;      // F32 (CPU) or BF16 (CUDA)
-  int64_t cublaslt_workspace_bytes = 0;
-  // The attention backward's fp32 dQ accumulator ([N, H * hd]; the CUDA backend's atomic-dQ
-  // tensor-core backward, kernels/cuda_attention_choice.h).
-  bool attention_dq_accumulator = false;
+  // The backend's activation dtype, fixed workspace and attention accumulators:
+  // backend_traits(kind, attention kernel) or an existing backend's traits().
+  BackendTraits backend = backend_traits(BackendKind::Cpu);
 };
 
 struct MemoryItem {

@@ -67,7 +67,8 @@ sanitizer=()
 # The Hopper attention kernels (sm_90a) first, briefly: a wrong mbarrier or descriptor can hang
 # a kernel, and a hang would eat the time budget test after test. If this tiny run (dense and
 # S2, forward and backward: every Hopper kernel) fails or hangs, the rest of the check runs
-# with LL_CUDA_TC_HOPPER=0 (the mma.sync kernels) and the report says so.
+# with LL_ATTENTION_KERNEL_DENY=tc-sm90 (the one override of the attention-kernel choice,
+# kernels/attention_kernel.h: the mma.sync kernels instead) and the report says so.
 hopper_smoke="not run (no sm_90a build)"
 atomic_smoke="not run (needs the Hopper smoke to pass)"
 if ((build_ok)) && [[ "$arch" == 90a ]]; then
@@ -76,20 +77,21 @@ if ((build_ok)) && [[ "$arch" == 90a ]]; then
       > "$out/hopper_smoke.txt" 2>&1; then
     hopper_smoke=ok
   else
-    hopper_smoke="FAIL($?): the rest of the check ran with LL_CUDA_TC_HOPPER=0"
-    export LL_CUDA_TC_HOPPER=0
+    hopper_smoke="FAIL($?): the rest of the check ran with LL_ATTENTION_KERNEL_DENY=tc-sm90"
+    export LL_ATTENTION_KERNEL_DENY=tc-sm90
   fi
   echo "hopper smoke: $hopper_smoke" >> "$log"
-  # The atomic-dQ backward kernel the same way; on failure LL_CUDA_TC_ATOMIC_DQ=0 sends its
-  # entry point to the deterministic kernels for the rest of the check.
+  # The atomic-dQ backward kernel the same way; on failure LL_ATTENTION_KERNEL_DENY=
+  # tc-sm90-atomic-dq sends its entry point to the deterministic kernels for the rest.
   if [[ "$hopper_smoke" == ok ]]; then
     step "Hopper atomic-dQ smoke: bench_s2attn --impl tc-atomic --dir bwd --n 1024 (30 s limit)"
     if timeout 30 build-gpu/bench_s2attn --impl tc-atomic --dir bwd --n 1024 --iters 2 --warmup 1 \
         --budget-s 2 > "$out/atomic_dq_smoke.txt" 2>&1; then
       atomic_smoke=ok
     else
-      atomic_smoke="FAIL($?): the rest of the check ran with LL_CUDA_TC_ATOMIC_DQ=0"
-      export LL_CUDA_TC_ATOMIC_DQ=0
+      atomic_smoke="FAIL($?): the rest of the check ran with"
+      atomic_smoke+=" LL_ATTENTION_KERNEL_DENY=tc-sm90-atomic-dq"
+      export LL_ATTENTION_KERNEL_DENY=tc-sm90-atomic-dq
     fi
     echo "atomic-dQ smoke: $atomic_smoke" >> "$log"
   fi
@@ -107,10 +109,10 @@ if ((build_ok)); then
   }
   for t in build-gpu/*_gpu; do
     name=$(basename "$t")
-    run_gpu_test "$name" "$name" LL_CUDA_ATTENTION=simt
+    run_gpu_test "$name" "$name"
   done
   # The tensor-core attention inside the backend: the training-step test builds its hd-64
-  # backends under each attention choice itself (CUDA cores, tensor cores, atomic dQ). The other
+  # backends with each --attention-kernel family the device runs itself. The other
   # whole-model tests would not reach those kernels (train_longlora's demo model has head dim
   # 32; generation attends through the cached-attention kernel).
   # The NCCL communicator in a world of one (issue 7): its timing case once more on its own, and
@@ -142,10 +144,15 @@ if ((build_ok)); then
       timeout 120 python3 bench/torch_s2attn.py --n 8192,32768 --json "$out/torch_s2attn.json" \
         > "$out/torch_s2attn.txt" 2>&1 || echo "torch_s2attn exit $?" >> "$out/torch_s2attn.txt"
     fi
+    # The best tensor-core family the smokes left on: tc-sm90 on an H100 with sm_90a code.
+    tc_kernel=tc-sm80
+    [[ "$hopper_smoke" == ok ]] && tc_kernel=tc-sm90
     for attn in tc simt; do
+      kernel=simt
+      [[ $attn == tc ]] && kernel=$tc_kernel
       if (($(left) > 90)); then
-        step "benchmark: bench_train (Llama-2-7B shape, LoRA+, S2-Attn; $attn attention)"
-        LL_CUDA_ATTENTION=$attn timeout 240 build-gpu/bench_train --device cuda --ctx 8192,32768 --steps 2 --warmup 1 \
+        step "benchmark: bench_train (Llama-2-7B shape, LoRA+, S2-Attn; --attention-kernel $kernel)"
+        timeout 240 build-gpu/bench_train --device cuda --attention-kernel $kernel --ctx 8192,32768 --steps 2 --warmup 1 \
           --json "$out/bench_train_$attn.json" > "$out/bench_train_$attn.txt" 2>&1 || echo "bench_train exit $?" >> "$out/bench_train_$attn.txt"
       fi
     done
@@ -153,7 +160,7 @@ if ((build_ok)); then
     # step above, the collectives' time and the share of it hidden behind the backward.
     if (($(left) > 90)); then
       step "benchmark: bench_train --sharded (world of one through NCCL; tc attention)"
-      LL_CUDA_ATTENTION=tc timeout 150 build-gpu/bench_train --device cuda --sharded --ctx 8192 --steps 2 --warmup 1 \
+      timeout 150 build-gpu/bench_train --device cuda --attention-kernel $tc_kernel --sharded --ctx 8192 --steps 2 --warmup 1 \
         --json "$out/bench_train_sharded.json" > "$out/bench_train_sharded.txt" 2>&1 || echo "bench_train exit $?" >> "$out/bench_train_sharded.txt"
       sharded_collectives=$(grep -h 'collectives so far' "$out/bench_train_sharded.txt" | tail -1)
       echo "${sharded_collectives:-no collectives line}" >> "$log"
@@ -172,7 +179,7 @@ if ((build_ok)); then
     for t in build-gpu/kernels_cuda_*_gpu; do
       name=$(basename "$t")
       if (($(left) < 30)); then sanitizer+=("| $name | skipped (time budget) |"); continue; fi
-      if (cd "$root" && LL_CUDA_ATTENTION=simt timeout 240 compute-sanitizer --error-exitcode 9 "build-gpu/$name" --test-case-exclude='*long sequences*') > "$out/$name.sanitizer.txt" 2>&1; then san=clean; else san="FAIL($?)"; fi
+      if (cd "$root" && timeout 240 compute-sanitizer --error-exitcode 9 "build-gpu/$name" --test-case-exclude='*long sequences*') > "$out/$name.sanitizer.txt" 2>&1; then san=clean; else san="FAIL($?)"; fi
       sanitizer+=("| $name | $san |")
     done
   else

@@ -18,6 +18,7 @@
 #include "data/tokenizer.h"
 #include "data/tokenizer_path.h"
 #include "engine/eval/inference_model.h"
+#include "kernels/attention_kernel.h"
 #include "common/tool_main.h"
 #include "model/generation.h"
 
@@ -105,6 +106,9 @@ int run(int argc, char** argv) {
                  "backend: auto (cuda when a GPU is present, else cpu), cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("--attention-kernel", o.model.attention_kernel, ll::kAttentionKernelHelp)
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "simt", "tc-sm80", "tc-sm90", "tc-sm90-atomic-dq"}));
   app.add_option("--context-size", o.model.context_size,
                  "context the model was fine-tuned to (default: the adapter's longlora.json, "
                  "else max_position_embeddings x rope factor); position interpolation factor "

@@ -18,6 +18,7 @@
 #include "data/tokenizer.h"
 #include "data/tokenizer_path.h"
 #include "engine/eval/inference_model.h"
+#include "kernels/attention_kernel.h"
 #include "engine/eval/passkey.h"
 #include "engine/train/progress.h"
 #include "common/tool_main.h"
@@ -137,6 +138,9 @@ int main(int argc, char** argv) {
                  "backend: auto (cuda when a GPU is present, else cpu), cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("--attention-kernel", o.model.attention_kernel, ll::kAttentionKernelHelp)
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "simt", "tc-sm80", "tc-sm90", "tc-sm90-atomic-dq"}));
   app.add_option("--context-size", o.model.context_size,
                  "context the model was fine-tuned to: position interpolation factor "
                  "ceil(C / max_position_embeddings) and the usable context (default: the "

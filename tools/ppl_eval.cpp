@@ -12,6 +12,7 @@
 #include "common/atomic_file.h"
 #include "data/token_file.h"
 #include "engine/eval/inference_model.h"
+#include "kernels/attention_kernel.h"
 #include "engine/eval/perplexity.h"
 #include "engine/train/progress.h"
 #include "common/tool_main.h"
@@ -73,6 +74,9 @@ int run(int argc, char** argv) {
   app.add_option("--device", o.model.device, "backend: auto (cuda when a GPU is present, else cpu), cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("--attention-kernel", o.model.attention_kernel, ll::kAttentionKernelHelp)
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "simt", "tc-sm80", "tc-sm90", "tc-sm90-atomic-dq"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -67,8 +67,11 @@ InferenceModel load_inference_model(
   m.config = files->config;
   if (!o.lora.empty()) m.adapter = read_adapter_dir(o.lora);
   choose_positions(m, o);
+  // A family without this head dim fails before the weights load.
+  const AttentionKernel attention = parse_attention_kernel(o.attention_kernel);
+  check_attention_kernel_head_dim(attention, m.config.head_dim());
   if (before_weights) before_weights(m);
-  m.backend = make_backend(o.device);
+  m.backend = make_backend(o.device, 0, attention);
   ModelSetup setup;
   if (m.adapter && !m.adapter->lora_tensors.empty()) setup.lora = m.adapter->lora;
   m.model = std::make_unique<LlamaModel>(*m.backend, load_llama_weights(*files), setup);

@@ -24,6 +24,7 @@ struct InferenceModelOptions {
   std::string model;          // HF directory or our .bin
   std::string lora;           // adapter directory ("" = none)
   std::string device = "auto";
+  std::string attention_kernel = "auto";  // --attention-kernel (kernels/attention_kernel.h)
   int64_t context_size = 0;   // 0: not given
   double rope_factor = 0.0;   // 0: not given
 };

@@ -15,7 +15,7 @@ std::span<float> host_span(const Tensor& t, int64_t offset, int64_t count) {
 HostShardTransport::HostShardTransport(Backend& backend, Communicator& host,
                                        const ShardLayout& layout)
     : host_(host), layout_(layout), shard_sizes_(layout.shard_sizes()) {
-  LL_CHECK(backend.name() == "cpu",
+  LL_CHECK(backend.kind() == BackendKind::Cpu,
            "the host shard transport moves host memory, but the {} backend keeps its tensors "
            "on the device",
            backend.name());

@@ -51,9 +51,11 @@ std::unique_ptr<ShardTransport> make_shard_transport(Backend& backend, Communica
   LL_CHECK(layout.world_size() == host.world_size(),
            "sharded optimizer: the layout has {} shards but the world {} ranks",
            layout.world_size(), host.world_size());
-  if (backend.name() == "cpu") return std::make_unique<HostShardTransport>(backend, host, layout);
+  if (backend.kind() == BackendKind::Cpu)
+    return std::make_unique<HostShardTransport>(backend, host, layout);
 #if defined(LL_HAVE_NCCL)
-  if (backend.name() == "cuda") return make_nccl_shard_transport(backend, host, layout, options);
+  if (backend.kind() == BackendKind::Cuda)
+    return make_nccl_shard_transport(backend, host, layout, options);
 #else
   (void)options;
 #endif

@@ -196,6 +196,7 @@ ordered_json state_json(const TrainerState& s) {
   doc["seed"] = std::to_string(s.seed);  // a uint64 does not survive JSON readers as a number
   doc["tokens_seen"] = s.tokens_seen;
   doc["model_fingerprint"] = s.model_fingerprint;
+  if (!s.attention_kernel.empty()) doc["attention_kernel"] = s.attention_kernel;
   ordered_json options = ordered_json::parse(s.run_options_json, nullptr, /*allow_exceptions=*/false);
   if (!options.is_discarded() && (options.is_object() || options.is_array())) {
     doc["run_options"] = std::move(options);
@@ -277,6 +278,11 @@ TrainerState parse_state(const std::string& path) {
   LL_CHECK(fingerprint != doc.end() && fingerprint->is_string(), "{}: \"model_fingerprint\" must "
            "be a string; the checkpoint is damaged", path);
   s.model_fingerprint = fingerprint->get<std::string>();
+  if (auto kernel = doc.find("attention_kernel"); kernel != doc.end()) {
+    LL_CHECK(kernel->is_string(), "{}: \"attention_kernel\" must be a string, found {}; the "
+             "checkpoint is damaged", path, kernel->dump());
+    s.attention_kernel = kernel->get<std::string>();
+  }
   if (auto options = doc.find("run_options"); options != doc.end() && !options->is_null()) {
     s.run_options_json = options->is_string() ? options->get<std::string>() : options->dump();
   }

@@ -27,6 +27,9 @@ struct TrainerState {
   std::string model_fingerprint;     // see model_fingerprint() in the trainer; must match on resume
   std::string run_options_json;      // the resolved options of the run that wrote it (information)
   int world_size = 1;                // ranks of the run that wrote it (1 before data parallelism)
+  // The attention family it trained with (resolved --attention-kernel; "auto" on the CPU
+  // backend; "" in checkpoints from before it was recorded). Information: a resume may change it.
+  std::string attention_kernel;
 };
 
 struct OptimizerMoments {

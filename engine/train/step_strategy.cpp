@@ -2,6 +2,7 @@
 
 #include "engine/train/local_step.h"
 #include "engine/train/sharded_step.h"
+#include "kernels/attention_kernel.h"
 
 namespace ll {
 
@@ -40,6 +41,7 @@ Checkpoint checkpoint_without_moments(const LlamaModel& model, const TrainOption
   ck.state.model_fingerprint = fingerprint;
   ck.state.run_options_json = train_options_json(o);
   ck.state.world_size = world_size;
+  ck.state.attention_kernel = attention_kernel_name(model.backend().traits().attention_kernel);
   return ck;
 }
 

@@ -17,6 +17,7 @@
 #include <variant>
 
 #include "common/error.h"
+#include "kernels/attention_kernel.h"
 #include "kernels/attention_pattern.h"
 #include "model/lora_config.h"
 
@@ -110,6 +111,8 @@ const std::vector<Field>& fields() {
       {"device", "--device", &O::device,
        "backend: auto (cuda when a GPU is present, else cpu), cpu or cuda",
        {"auto", "cpu", "cuda"}},
+      {"attention-kernel", "--attention-kernel", &O::attention_kernel, kAttentionKernelHelp,
+       {"auto", "simt", "tc-sm80", "tc-sm90", "tc-sm90-atomic-dq"}},
       {"classifier-chunk", "--classifier-chunk", &O::classifier_chunk,
        "tokens per LM-head chunk (memory: chunk x vocab floats)", {}},
       {"dist-timeout", "--dist-timeout", &O::dist_timeout,
@@ -390,6 +393,10 @@ void validate_train_options(const TrainOptions& o) {
     for (const std::string& c : f.choices) known = known || c == value;
     LL_CHECK(known, "--{} must be one of {} (got \"{}\")", f.key, join(f.choices, ", "), value);
   }
+  LL_CHECK(o.device != "cpu" || o.attention_kernel == "auto",
+           "--attention-kernel {} is a CUDA kernel family; the CPU backend (--device cpu) has "
+           "one attention kernel: use --attention-kernel auto",
+           o.attention_kernel);
 
   LL_CHECK(o.ctx >= 2,
            "--ctx must be at least 2 tokens (got {}); it sets the training context "

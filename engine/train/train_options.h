@@ -46,6 +46,7 @@ struct TrainOptions {
   uint64_t seed = 42;                 // --seed
   // Runtime
   std::string device = "auto";        // --device auto|cpu|cuda
+  std::string attention_kernel = "auto";  // --attention-kernel (kernels/attention_kernel.h)
   int64_t classifier_chunk = 2048;    // --classifier-chunk: tokens per LM-head chunk
   double dist_timeout = 600.0;        // --dist-timeout: seconds a collective waits for the ranks
   int64_t world_size = 0;             // --world-size: ranks the --dry-run plan is for (0: this launch's)

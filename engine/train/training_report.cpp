@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "engine/train/attention_record.h"
 #include "kernels/make_backend.h"
 #include "model/formats/adapter_io.h"
 #include "model/memory_plan.h"
@@ -31,6 +32,9 @@ TrainingReport::TrainingReport(const TrainOptions& o, const TrainingSetup& setup
   if (!setup_.lead) return;
   std::filesystem::create_directories(o.out);
   metrics_.emplace(o.out + "/metrics.jsonl", setup_.resumed_from.empty() ? -1 : first_step);
+  metrics_->log_event("attention", attention_event_fields(
+                                       o.attention_kernel, setup_.backend->traits().attention_kernel,
+                                       setup_.resumed_attention));
 }
 
 void TrainingReport::print_setup(const StepStrategy& strategy) const {
@@ -68,6 +72,9 @@ void TrainingReport::print_setup(const StepStrategy& strategy) const {
   fmt::print("{}", strategy.setup_line(unit));
   if (!setup_.resumed_from.empty())
     fmt::print("resume         from {} (step {})\n", setup_.resumed_from, first_step_);
+  const std::string attention_note = attention_resume_note(
+      setup_.resumed_attention, setup_.backend->traits().attention_kernel);
+  if (!attention_note.empty()) fmt::print("resume         {}\n", attention_note);
   std::fflush(stdout);
 }
 

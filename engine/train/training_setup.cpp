@@ -16,10 +16,10 @@
 #include "common/error.h"
 #include "engine/parallel/run_agreement.h"
 #include "engine/train/step_strategy.h"
+#include "kernels/attention_kernel.h"
+#include "kernels/backend_traits.h"
 #include "kernels/attention_pattern.h"
-#include "kernels/cuda_attention_choice.h"
 #include "kernels/make_backend.h"
-#include "kernels/cuda/gemm_workspace.h"
 #include "model/formats/tensor_source.h"
 #include "model/llama_weights.h"
 #include "model/memory_plan.h"
@@ -99,19 +99,18 @@ LlamaConfig read_config_only(const std::string& model) {
   return open_model_files(model)->config;
 }
 
-// The memory plan of this run's options on the CUDA (bf16 activations and frozen weights, fp32
-// master, gradients and moments, cuBLASLt workspace) or CPU (fp32 everywhere) backend.
-MemoryPlan memory_plan_of(const TrainOptions& o, const LlamaConfig& config, bool cuda) {
+// The memory plan of this run's options on a backend with these traits: CUDA (bf16 activations
+// and frozen weights, fp32 master, gradients and moments, cuBLASLt workspace, the attention
+// family's accumulators) or CPU (fp32 everywhere).
+MemoryPlan memory_plan_of(const TrainOptions& o, const LlamaConfig& config,
+                          const BackendTraits& backend) {
   MemoryPlanInput in;
   in.config = config;
   in.lora = lora_config_of(o);
   in.trainable = parse_trainable(o.trainable);
   in.seq_len = o.ctx;
   in.classifier_chunk = o.classifier_chunk;
-  in.activation_dtype = cuda ? DType::BF16 : DType::F32;
-  in.cublaslt_workspace_bytes = cuda ? cuda::kGemmWorkspaceBytes : 0;
-  in.attention_dq_accumulator =
-      cuda && cuda_attention_choice_from_env().atomic_dq_for(config.head_dim());
+  in.backend = backend;
   return plan_training_memory(in);
 }
 
@@ -201,8 +200,8 @@ void load_model_and_data(const TrainOptions& o, dist::Communicator& communicator
       "model, options and data (model fingerprint, every option, data file names and sizes)");
   // The whole run's memory, reserved before the weights go to the device: a run that cannot
   // fit says so now, with the plan's numbers.
-  const bool cuda = s.backend->name() == "cuda";
-  const MemoryPlan plan = memory_plan_of(o, s.config, cuda);
+  const bool cuda = s.backend->kind() == BackendKind::Cuda;
+  const MemoryPlan plan = memory_plan_of(o, s.config, s.backend->traits());
   s.planned_bytes =
       s.sharded_step ? sharded_rank_footprint(plan, s.world, cuda).total : plan.total();
   s.backend->reserve(s.planned_bytes - s.backend->memory().in_use);
@@ -240,6 +239,7 @@ void read_resume_checkpoint(const TrainOptions& o, TrainingSetup& s) {
            dir, ck.state.model_fingerprint, s.fingerprint);
   check_resume_options(ck.state.run_options_json, train_options_json(o), dir,
                        ck.state.world_size, s.world);
+  s.resumed_attention = ck.state.attention_kernel;
   s.resume = std::move(ck);
   s.resumed_from = dir;
 }
@@ -254,7 +254,8 @@ TrainingSetup set_up_training(const TrainOptions& o, dist::Communicator& communi
   s.lead = s.rank == 0;
   set_rank_threads(communicator);
   // One GPU per rank of a node (its local rank); a world of one takes GPU 0.
-  s.backend = make_backend(o.device, communicator.local_rank());
+  s.backend = make_backend(o.device, communicator.local_rank(),
+                           parse_attention_kernel(o.attention_kernel));
   s.sharded_step = uses_sharded_step(o, s.world);
   load_model_and_data(o, communicator, s);
   read_resume_checkpoint(o, s);
@@ -264,13 +265,16 @@ TrainingSetup set_up_training(const TrainOptions& o, dist::Communicator& communi
 void print_memory_plan(const TrainOptions& o, int world) {
   const LlamaConfig config = read_config_only(o.model);
   // auto plans for the backend a real run would take on this machine.
-  const bool cuda = resolve_device(o.device) == "cuda";
-  const MemoryPlan plan = memory_plan_of(o, config, cuda);
+  const BackendTraits traits =
+      backend_traits(resolve_device(o.device), parse_attention_kernel(o.attention_kernel));
+  const bool cuda = traits.kind == BackendKind::Cuda;
+  const MemoryPlan plan = memory_plan_of(o, config, traits);
   fmt::print("memory plan    {} at -ctx {} on {} ({} layers, hidden {}, vocab {}; {})\n", o.model,
-             o.ctx, cuda ? "cuda" : "cpu", config.num_hidden_layers, config.hidden_size,
+             o.ctx, backend_kind_name(traits.kind), config.num_hidden_layers, config.hidden_size,
              config.vocab_size,
-             cuda ? "bf16 activations and frozen weights, fp32 master/gradients/moments"
-                  : "fp32 everywhere");
+             cuda ? "bf16 activations and frozen weights, fp32 master/gradients/moments, "
+                        "attention " + std::string(attention_kernel_name(traits.attention_kernel))
+                  : std::string("fp32 everywhere"));
   fmt::print("{}", format_memory_plan(plan));
   if (world > 1 || o.sharded_optimizer)
     fmt::print("{}", format_rank_footprint(plan, world, cuda));

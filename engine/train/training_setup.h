@@ -36,6 +36,7 @@ struct TrainingSetup {
   std::unique_ptr<LlamaModel> model;  // on *backend; --init-adapter loaded
   std::optional<Checkpoint> resume;   // the checkpoint this run continues, read and checked
   std::string resumed_from;           // its directory ("" for a new run)
+  std::string resumed_attention;      // the attention family that checkpoint recorded
 };
 
 // Sets up the run `options` (validated) describes as rank `communicator.rank()`: every rank

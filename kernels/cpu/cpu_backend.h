@@ -15,8 +15,7 @@ class CpuBackend final : public Backend {
   void reset_peak() override { stats_->peak = stats_->in_use; }
   BackendMemory memory() const override { return {stats_->in_use, stats_->peak, -1, -1}; }
 
-  std::string name() const override { return "cpu"; }
-  DType activation_dtype() const override { return DType::F32; }
+  BackendTraits traits() const override { return backend_traits(BackendKind::Cpu); }
   OwnedTensor allocate(std::vector<int64_t> shape, DType dtype) override;
   void upload_f32(const Tensor& dst, const float* src) override;
   void upload_i32(const Tensor& dst, const int32_t* src) override;

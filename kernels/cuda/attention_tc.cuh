@@ -2,8 +2,8 @@
 // Tensor-core flash attention, forward and backward, for sm_80 and newer: on Hopper (compute
 // capability 9.x, built with sm_90a) the wgmma + bulk-tensor-copy kernels
 // (attention_tc_forward_sm90.cuh, attention_tc_backward_sm90.cuh) for dense and S2 masks,
-// otherwise (and for S2Roll, or with LL_CUDA_TC_HOPPER=0) the FlashAttention-2 style mma.sync
-// kernels (attention_tc.cuh, attention_tc_backward.cuh). Same semantics as
+// otherwise (and for S2Roll, or with LL_ATTENTION_KERNEL_DENY=tc-sm90) the FlashAttention-2
+// style mma.sync kernels (attention_tc.cuh, attention_tc_backward.cuh). Same semantics as
 // attention_forward in attention.cuh (dense, S2, S2Roll masks; GQA); bf16 storage, fp32 scores,
 // softmax statistics and accumulation.
 //
@@ -37,8 +37,7 @@ void attention_forward_tc_sm80(__nv_bfloat16* out, float* lse, const __nv_bfloat
                                const AttentionPattern& mask, cudaStream_t stream);
 
 // Whether attention_forward_tc and attention_backward_tc run their Hopper kernels for `mask` on
-// the current device (compute capability 9.x, a binary with sm_90a code, a driver that encodes
-// tensor maps, LL_CUDA_TC_HOPPER not 0, mask not S2Roll).
+// the current device (tc-sm90 available there, attention_device_support.h; mask not S2Roll).
 bool attention_tc_uses_hopper(const AttentionPattern& mask);
 
 // Tensor-core backward of attention_forward_tc (FlashAttention-2 style, bf16 -> fp32): on Hopper
@@ -67,8 +66,8 @@ size_t attention_backward_tc_atomic_dq_workspace_bytes(int64_t n_tokens, int64_t
 // attention_tc_uses_hopper): one kernel computes dK, dV and each tile's dQ share, added to an
 // fp32 accumulator with atomics (5 matmuls per tile instead of 7, an [N, H, hd] fp32
 // workspace); dQ may then differ from run to run in the last bits (the order of the additions),
-// dK and dV stay deterministic. Elsewhere (and with LL_CUDA_TC_ATOMIC_DQ=0) it is
-// attention_backward_tc. workspace:
+// dK and dV stay deterministic. Elsewhere (and with LL_ATTENTION_KERNEL_DENY=tc-sm90-atomic-dq)
+// it is attention_backward_tc. workspace:
 // attention_backward_tc_atomic_dq_workspace_bytes(N, H, hd) bytes, 16-byte aligned, or null.
 void attention_backward_tc_atomic_dq(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
                                      const __nv_bfloat16* dout, const __nv_bfloat16* q,

@@ -2,13 +2,13 @@
 // workspace, the choice between the Hopper kernels (attention_tc_backward_sm90.cuh) and the
 // mma.sync ones (attention_tc_backward.cuh), and the launches on a stream.
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
+#include <optional>
 
 #include "common/error.h"
 #include "kernels/attention_pattern.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_args.h"
+#include "kernels/cuda/attention_device_support.h"
 #include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/attention_tc_backward_kernels.cuh"
 #include "kernels/cuda/attention_tc_backward_sm90_kernels.cuh"
@@ -38,15 +38,28 @@ size_t dq_accum_offset(int64_t n_tokens, int64_t n_heads) {
 
 enum class DqOrder { Deterministic, Atomic };
 
-// LL_CUDA_TC_ATOMIC_DQ=0 sends attention_backward_tc_atomic_dq to the deterministic kernels: the
-// GPU check's fallback should the atomic kernel fail on a device (scripts/gpu_check.sh).
-bool atomic_dq_kernel_enabled() {
-  static const bool enabled = [] {
-    const char* env = std::getenv("LL_CUDA_TC_ATOMIC_DQ");
-    return env == nullptr || std::strcmp(env, "0") != 0;
-  }();
-  return enabled;
-}
+// Device scratch from the stream-ordered pool, returned however the launch ends.
+class AsyncScratch {
+ public:
+  AsyncScratch(size_t bytes, cudaStream_t stream) : stream_(stream) {
+    LL_CUDA_CHECK(cudaMallocAsync(&p_, bytes, stream));
+  }
+  ~AsyncScratch() {
+    if (p_ != nullptr) (void)cudaFreeAsync(p_, stream_);  // unwinding: report nothing
+  }
+  AsyncScratch(const AsyncScratch&) = delete;
+  AsyncScratch& operator=(const AsyncScratch&) = delete;
+  void* get() const { return p_; }
+  void release() {  // the normal path: the free is checked
+    void* p = p_;
+    p_ = nullptr;
+    LL_CUDA_CHECK(cudaFreeAsync(p, stream_));
+  }
+
+ private:
+  void* p_ = nullptr;
+  cudaStream_t stream_;
+};
 
 void backward(bool allow_hopper, DqOrder order, bf16* dq, bf16* dk, bf16* dv, const bf16* dout,
               const bf16* q, const bf16* k, const bf16* v, const bf16* out, const float* lse,
@@ -61,19 +74,23 @@ void backward(bool allow_hopper, DqOrder order, bf16* dq, bf16* dk, bf16* dv, co
                aligned16(k) && aligned16(v) && aligned16(out),
            "cuda attention_backward_tc: dq, dk, dv, dout, q, k, v and out must be 16-byte "
            "aligned");
-  // The contract (workspace size and alignment) is the caller's choice, the kernels may fall back.
+  // The contract (workspace size and alignment) is the caller's choice, the kernels may fall back
+  // (LL_ATTENTION_KERNEL_DENY=tc-sm90-atomic-dq: the GPU check's fallback should the atomic
+  // kernel fail on a device, scripts/gpu_check.sh).
   const bool atomic_contract = order == DqOrder::Atomic;
-  const bool atomic = atomic_contract && atomic_dq_kernel_enabled();
+  const bool atomic =
+      atomic_contract && attention_kernel_available(AttentionKernel::TcSm90AtomicDq,
+                                                    current_attention_device_support());
   LL_CHECK((reinterpret_cast<uintptr_t>(workspace) & (atomic_contract ? 15u : 3u)) == 0,
            "cuda attention_backward_tc: workspace must be {}-byte aligned",
            atomic_contract ? 16 : 4);
-  void* scratch = workspace;
-  if (scratch == nullptr)
-    LL_CUDA_CHECK(cudaMallocAsync(
-        &scratch,
-        atomic ? attention_backward_tc_atomic_dq_workspace_bytes(n_tokens, n_heads, head_dim)
-               : attention_backward_workspace_bytes(n_tokens, n_heads),
-        stream));
+  std::optional<AsyncScratch> owned;
+  if (workspace == nullptr)
+    owned.emplace(atomic ? attention_backward_tc_atomic_dq_workspace_bytes(n_tokens, n_heads,
+                                                                           head_dim)
+                         : attention_backward_workspace_bytes(n_tokens, n_heads),
+                  stream);
+  void* scratch = owned ? owned->get() : workspace;
   float* dvec = static_cast<float*>(scratch);
   float* dq_accum = atomic ? reinterpret_cast<float*>(static_cast<unsigned char*>(scratch) +
                                                       dq_accum_offset(n_tokens, n_heads))
@@ -86,7 +103,7 @@ void backward(bool allow_hopper, DqOrder order, bf16* dq, bf16* dk, bf16* dv, co
   else
     tc::run_backward_tc(StreamLauncher{stream}, dq, dk, dv, dout, q, k, v, out, lse, dvec,
                         int(n_tokens), int(n_heads), int(n_kv_heads), int(head_dim), mask);
-  if (workspace == nullptr) LL_CUDA_CHECK(cudaFreeAsync(scratch, stream));
+  if (owned) owned->release();
   LL_CHECK(
       ok,
       "cuda attention_backward_tc: the driver rejected a tensor map (N {}, H {}, Hkv {}, hd {})",

@@ -336,6 +336,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_backward_sm90_dkv_kerne
                             kv_stride);
   store_acc_rows<HD, kKeys>(smem + S::kOwnBytes, dv_acc, v_mul, lane, warp_row0, k0, n,
                             dv + int64_t(hk) * HD, kv_stride);
+#elif defined(__CUDA_ARCH__)
+  __trap();  // code without sm_90a is never picked (attention_device_support.h); loud if it is
 #endif  // LL_SM90A_DEVICE_CODE
 }
 
@@ -488,6 +490,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float mul[2] = {scale, scale};
   store_acc_rows<HD, kQRows>(smem, dq_acc, mul, lane, warp_row0, q0, n, dq + int64_t(h) * HD,
                              q_stride);
+#elif defined(__CUDA_ARCH__)
+  __trap();  // code without sm_90a is never picked (attention_device_support.h); loud if it is
 #endif  // LL_SM90A_DEVICE_CODE
 }
 

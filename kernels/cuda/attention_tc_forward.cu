@@ -1,14 +1,12 @@
 // Tensor-core flash attention forward (see attention_tc.cuh): argument checks, the choice
 // between the Hopper kernel (attention_tc_forward_sm90.cuh) and the mma.sync one
 // (attention_tc.cuh), and the launch on a stream.
-#include <array>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 
 #include "common/error.h"
 #include "kernels/attention_pattern.h"
 #include "kernels/cuda/attention_args.h"
+#include "kernels/cuda/attention_device_support.h"
 #include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/attention_tc_forward_kernels.cuh"
 #include "kernels/cuda/attention_tc_forward_sm90_kernels.cuh"
@@ -38,37 +36,10 @@ void check_pointers(const bf16* out, const bf16* q, const bf16* k, const bf16* v
            "cuda attention_forward_tc: q, k, v and out must be 16-byte aligned");
 }
 
-// Whether the current device runs the Hopper kernels (forward and backward): compute capability
-// 9.x, the binary holds their sm_90a code (binaryVersion 90; a build without 90a has only the
-// empty bodies), the driver encodes tensor maps, and LL_CUDA_TC_HOPPER is not 0. Decided once
-// per device.
-bool hopper_kernels_available() {
-  static std::array<signed char, 64> cached{};  // 0 unknown, 1 yes, -1 no
-  int device = 0;
-  LL_CUDA_CHECK(cudaGetDevice(&device));
-  if (device < 0 || device >= int(cached.size())) return false;
-  if (cached[size_t(device)] == 0) {
-    bool ok = true;
-    const char* env = std::getenv("LL_CUDA_TC_HOPPER");
-    if (env != nullptr && std::strcmp(env, "0") == 0) ok = false;
-    int major = 0;
-    LL_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    ok = ok && major == 9 && tensor_map_encoder() != nullptr;
-    if (ok) {
-      cudaFuncAttributes attr{};
-      LL_CUDA_CHECK(cudaFuncGetAttributes(
-          &attr, reinterpret_cast<const void*>(tc::sm90::fwd::attention_forward_sm90_kernel<128>)));
-      ok = attr.binaryVersion == 90;
-    }
-    cached[size_t(device)] = ok ? 1 : -1;
-  }
-  return cached[size_t(device)] == 1;
-}
-
 }  // namespace
 
 bool attention_tc_uses_hopper(const AttentionPattern& mask) {
-  return mask.mode != AttnMode::S2Roll && hopper_kernels_available();
+  return mask.mode != AttnMode::S2Roll && hopper_attention_available();
 }
 
 void attention_forward_tc_sm80(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,

@@ -234,6 +234,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   store_acc_rows<HD, kBq>(smem, o_acc, inv, lane, warp_row0, q0, n, out + int64_t(h) * HD,
                           q_stride);
+#elif defined(__CUDA_ARCH__)
+  __trap();  // code without sm_90a is never picked (attention_device_support.h); loud if it is
 #endif  // LL_SM90A_DEVICE_CODE
 }
 

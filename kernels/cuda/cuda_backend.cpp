@@ -16,6 +16,7 @@
 #include "kernels/cuda/add.cuh"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_cached.cuh"
+#include "kernels/cuda/attention_device_support.h"
 #include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cross_entropy.cuh"
@@ -27,7 +28,6 @@
 #include "kernels/cuda/rmsnorm.cuh"
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/swiglu.cuh"
-#include "kernels/cuda_attention_choice.h"
 #include "kernels/cuda/gemm_workspace.h"
 
 namespace ll {
@@ -93,9 +93,8 @@ struct CudaBackend::State {
   double* sum_scratch = nullptr;    // [sum_squares_scratch_bytes / 8]
   int* status = nullptr;            // [1] classifier error bits
   std::unique_ptr<cuda::GemmRunner> gemm;
-  // Training attention: the tensor-core kernels (head dims 64 and 128) or the CUDA-core ones,
-  // and the tensor-core backward's dQ summation (kernels/cuda_attention_choice.h).
-  CudaAttentionChoice attention;
+  // backend_traits(Cuda, the resolved attention family).
+  BackendTraits traits;
 
   ~State() {
     // Destructors must not throw: report and go on.
@@ -119,7 +118,8 @@ struct CudaBackend::State {
   }
 };
 
-CudaBackend::CudaBackend(int device) : st_(std::make_shared<State>()) {
+CudaBackend::CudaBackend(int device, AttentionKernel attention)
+    : st_(std::make_shared<State>()) {
   const int n_devices = cuda::device_count();
   LL_CHECK(device >= 0 && device < n_devices,
            "--device cuda: no CUDA device {} (this machine has {} usable)", device, n_devices);
@@ -130,9 +130,9 @@ CudaBackend::CudaBackend(int device) : st_(std::make_shared<State>()) {
            info.name, info.sm_major, info.sm_minor);
   State& s = *st_;
   s.device = device;
-  // The CUDA-core kernel stays the default until the tensor-core kernels have passed on a GPU
-  // (the training-step GPU test runs every attention path).
-  s.attention = cuda_attention_choice_from_env();
+  // The one place the attention family is decided for this backend's life.
+  const AttentionDeviceSupport support = cuda::attention_device_support(device);
+  s.traits = backend_traits(BackendKind::Cuda, resolve_attention_kernel(attention, support));
   LL_CUDA_CHECK(cudaSetDevice(device));
   LL_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
   // Keep freed blocks in the pool across synchronizations: the model frees and re-allocates
@@ -189,10 +189,10 @@ std::string CudaBackend::device_description() const {
   const cuda::DeviceInfo info = cuda::device_info(st_->device);
   return fmt::format("{} (sm_{}{}, {} SMs, {:.1f} GiB); attention: {}", info.name, info.sm_major,
                      info.sm_minor, info.sm_count, gib(info.total_bytes),
-                     !st_->attention.tensor_cores ? "CUDA cores"
-                     : st_->attention.atomic_dq   ? "tensor cores (hd 64/128), atomic dQ"
-                                                  : "tensor cores (hd 64/128)");
+                     describe_attention_kernel(st_->traits.attention_kernel));
 }
+
+BackendTraits CudaBackend::traits() const { return st_->traits; }
 
 int CudaBackend::device() const { return st_->device; }
 
@@ -328,15 +328,16 @@ void CudaBackend::rope_backward(const Tensor& dx, int64_t position_offset, doubl
                       theta, st_->stream);
 }
 
-bool CudaBackend::use_tensor_cores(int64_t head_dim) const {
-  return st_->attention.tensor_cores_for(head_dim);
-}
-
 void CudaBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
                                     const Tensor& k, const Tensor& v, const AttentionPattern& mask) {
   const shapes::AttnDims d = shapes::attention_forward(out, lse, q, k, v);
   float* lse_ptr = lse.data == nullptr ? nullptr : f32_ptr(lse, "attention log-sum-exp");
-  const auto launch = use_tensor_cores(d.hd) ? cuda::attention_forward_tc : cuda::attention_forward;
+  const AttentionKernel kernel = st_->traits.attention_kernel;
+  check_attention_kernel_head_dim(kernel, d.hd);
+  // tc-sm90: the Hopper kernels (resolved: available here), S2Roll on the mma.sync ones.
+  const auto launch = kernel == AttentionKernel::Simt     ? cuda::attention_forward
+                      : kernel == AttentionKernel::TcSm80 ? cuda::attention_forward_tc_sm80
+                                                          : cuda::attention_forward_tc;
   launch(bf16_ptr(out, "attention output"), lse_ptr, bf16_ptr(q, "queries"), bf16_ptr(k, "keys"),
          bf16_ptr(v, "values"), d.n, d.h, d.hkv, d.hd, mask, st_->stream);
 }
@@ -362,14 +363,21 @@ void CudaBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
   const shapes::AttnDims d = shapes::attention_backward(dq, dk, dv, dout, q, k, v, out, lse);
   // D = rowsum(dout * out) per head and token: [H, N] fp32 (with atomic dQ then the dQ
   // accumulator, [N, H, hd] fp32), counted like any tensor.
-  const bool tc = use_tensor_cores(d.hd), atomic = st_->attention.atomic_dq_for(d.hd);
+  const AttentionKernel kernel = st_->traits.attention_kernel;
+  check_attention_kernel_head_dim(kernel, d.hd);
+  const bool atomic = st_->traits.attention_dq_accumulator;
   const size_t ws_bytes =
       atomic ? cuda::attention_backward_tc_atomic_dq_workspace_bytes(d.n, d.h, d.hd)
              : cuda::attention_backward_workspace_bytes(d.n, d.h);
   OwnedTensor ws = allocate({int64_t((ws_bytes + 3) / 4)}, DType::F32);
-  const auto launch = atomic ? cuda::attention_backward_tc_atomic_dq
-                      : tc   ? cuda::attention_backward_tc
-                             : cuda::attention_backward;
+  decltype(&cuda::attention_backward) launch = nullptr;
+  switch (kernel) {
+    case AttentionKernel::Simt: launch = cuda::attention_backward; break;
+    case AttentionKernel::TcSm80: launch = cuda::attention_backward_tc_sm80; break;
+    case AttentionKernel::TcSm90: launch = cuda::attention_backward_tc; break;  // Hopper
+    case AttentionKernel::TcSm90AtomicDq: launch = cuda::attention_backward_tc_atomic_dq; break;
+    case AttentionKernel::Auto: fail("cuda backend: the attention kernel was not resolved");
+  }
   launch(bf16_ptr(dq, "query gradient"), bf16_ptr(dk, "key gradient"),
          bf16_ptr(dv, "value gradient"), bf16_ptr(dout, "attention gradient"),
          bf16_ptr(q, "queries"), bf16_ptr(k, "keys"), bf16_ptr(v, "values"),

@@ -19,17 +19,18 @@ namespace ll {
 
 class CudaBackend final : public Backend {
  public:
-  // Uses GPU `device`; throws ll::Error when it does not exist or is older than sm_80.
-  explicit CudaBackend(int device = 0);
+  // Uses GPU `device` and trains with the `attention` family (auto: attention_kernel_auto()),
+  // resolved here once; throws ll::Error when the device does not exist, is older than sm_80
+  // or cannot run that family (kernels/attention_kernel.h says why and what it can run).
+  explicit CudaBackend(int device = 0, AttentionKernel attention = AttentionKernel::Auto);
   ~CudaBackend() override;
 
-  std::string name() const override { return "cuda"; }
-  DType activation_dtype() const override { return DType::BF16; }
+  BackendTraits traits() const override;
   BackendMemory memory() const override;
   void reset_peak() override;
   void synchronize() override;
   void reserve(int64_t bytes) override;
-  // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)"
+  // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB); attention: tc-sm90 (Hopper ...)"
   std::string device_description() const;
   // The GPU this backend runs on, and the stream every op is enqueued on: work on another stream
   // (NCCL's, engine/parallel/cuda/nccl_shard_transport.h) orders itself against it with CUDA events.
@@ -86,7 +87,6 @@ class CudaBackend final : public Backend {
   struct State;
   // Shared with every tensor's deleter: the stream and pool outlive the last tensor.
   std::shared_ptr<State> st_;
-  bool use_tensor_cores(int64_t head_dim) const;  // for training attention of this head dim
   int64_t classifier(const Tensor& losses, const Tensor* dx, const Tensor* dlm_head,
                      const Tensor& x, const Tensor& lm_head, const Tensor& targets,
                      int64_t chunk_rows, float loss_scale);

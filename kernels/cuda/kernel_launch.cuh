@@ -18,12 +18,18 @@
 
 namespace ll::cuda {
 
+namespace launch_detail {
+// Opts `kernel` in to `smem` bytes of dynamic shared memory on the current device, calling
+// cudaFuncSetAttribute only when a launch needs more than it was last given (once per kernel).
+void allow_dynamic_smem(const void* kernel, size_t smem);
+}  // namespace launch_detail
+
 struct StreamLauncher {
   cudaStream_t stream;
 
   // Arguments are converted to the kernel's parameter types first (as <<<>>> would).
-  // Kernels with dynamic shared memory are opted in to `smem` bytes first: more than 48 KiB
-  // (with the kernel's static shared memory) needs it.
+  // Kernels with dynamic shared memory are opted in to `smem` bytes first (more than 48 KiB,
+  // with the kernel's static shared memory, needs it), once per kernel and device.
   template <typename... P, typename... A>
   void operator()(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
                   A&&... args) const {
@@ -33,9 +39,7 @@ struct StreamLauncher {
     (void)emu::launch(name, kernel, grid, block, smem, std::forward<A>(args)...);
 #else
     (void)name;
-    if (smem > 0)
-      LL_CUDA_CHECK(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    if (smem > 0) launch_detail::allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
     std::tuple<P...> values(static_cast<P>(args)...);
     std::apply(
         [&](auto&... v) {

@@ -14,12 +14,7 @@
 #include "tests/cuda_emu/simt_emulator.h"
 #endif
 
-// True where the Hopper instructions may be compiled: the sm_90a device pass, or the emulator.
-#if defined(LL_SIMT_EMULATOR_DEVICE_CODE) || (defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL))
-#define LL_SM90A_DEVICE_CODE 1
-#else
-#define LL_SM90A_DEVICE_CODE 0
-#endif
+#include "kernels/cuda/sm90a_device_code.h"  // LL_SM90A_DEVICE_CODE
 
 namespace ll::cuda::tc::sm90 {
 

@@ -1,8 +1,9 @@
 // One whole LoRA+ training step on the CUDA backend against the CPU backend: loss, the gradient
 // of every trainable tensor, the memory plan against the backend's peak, and the weights after
 // an AdamW step with clipping. Of the bundled demo model (models/kjv-tiny: 4 layers, head dim
-// 32, vocab 2000), and of a random head-dim-64 GQA model under each training attention path
-// (CUDA cores, tensor cores, tensor cores with the atomic-dQ backward). The 10-step run through
+// 32, vocab 2000), and of a random head-dim-64 GQA model under each attention kernel family the
+// device can run (kernels/attention_kernel.h: simt, tc-sm80, and on Hopper tc-sm90 and
+// tc-sm90-atomic-dq). The 10-step run through
 // train_longlora is tests/tools/test_train_longlora_cuda_gpu.cpp.
 #include <doctest/doctest.h>
 
@@ -16,14 +17,13 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
-#include "kernels/cuda_attention_choice.h"
+#include "kernels/attention_kernel.h"
+#include "kernels/cuda/attention_device_support.h"
 #include "model/llama_model.h"
-#include "kernels/cuda/gemm_workspace.h"
 #include "model/memory_plan.h"
 #include "model/formats/tensor_source.h"
 #include "optim/grad_clip.h"
 #include "tests/model/model_fixtures.h"
-#include "tests/scoped_env.h"
 #include "tests/test_paths.h"
 
 namespace {
@@ -70,13 +70,14 @@ void randomize_lora_b(LlamaModel& model, uint64_t seed) {
   }
 }
 
-// One LoRA+ training step of `weights` on a CUDA backend (constructed here: it reads the
-// attention choice from the environment) against the CPU backend: loss, every gradient, the
+// One LoRA+ training step of `weights` on a CUDA backend training with the `attention` family
+// against the CPU backend: loss, every gradient, the
 // memory plan against the backend's peak, one AdamW step and the next loss.
-void check_training_step(const LlamaWeights& weights) {
+void check_training_step(const LlamaWeights& weights,
+                         AttentionKernel attention = AttentionKernel::Auto) {
   const uint64_t seed = 5;
   CpuBackend cpu;
-  CudaBackend gpu;
+  CudaBackend gpu(0, attention);
   MESSAGE(gpu.device_description());
   LlamaModel cpu_model(cpu, weights, lora_plus_setup());
   LlamaModel gpu_model(gpu, weights, lora_plus_setup());
@@ -127,10 +128,7 @@ void check_training_step(const LlamaWeights& weights) {
   in.trainable = TrainableSet::lora_plus();
   in.seq_len = n;
   in.classifier_chunk = spec.classifier_chunk;
-  in.activation_dtype = DType::BF16;
-  in.cublaslt_workspace_bytes = cuda::kGemmWorkspaceBytes;
-  in.attention_dq_accumulator =
-      cuda_attention_choice_from_env().atomic_dq_for(weights.config.head_dim());
+  in.backend = gpu.traits();
   const MemoryPlan plan = plan_training_memory(in);
   MESSAGE("memory plan " << plan.total() << " bytes, cuda backend peak " << gpu.memory().peak);
   CHECK(double(gpu.memory().peak) <= 1.05 * double(plan.total()));
@@ -177,18 +175,17 @@ void check_training_step(const LlamaWeights& weights) {
 
 TEST_CASE("a LoRA+ training step on the CUDA backend matches the CPU backend") {
   ll::test::require_gpu();
-  // The bundled demo model: head dim 32, so the CUDA-core attention kernels whatever
-  // LL_CUDA_ATTENTION says.
+  // The bundled demo model: head dim 32, so only the CUDA-core attention kernels (auto).
   auto files = open_model_files(ll::test::source_path("models/kjv-tiny"));
   check_training_step(load_llama_weights(*files));
 }
 
 TEST_CASE("a LoRA+ training step at head dim 64 matches the CPU backend on every attention path") {
   ll::test::require_gpu();
-  // A random GQA model with head dim 64: the tensor-core attention kernels apply. Each backend
-  // is built under one attention choice (kernels/cuda_attention_choice.h): the CUDA-core
-  // kernels, the tensor-core ones (Hopper kernels on an sm_90 device, the emulated one too) and
-  // those with the atomic-dQ backward, whose fp32 accumulator the memory plan must count.
+  // A random GQA model with head dim 64: the tensor-core attention kernels apply. One backend
+  // per family this device runs (the emulated device runs them all): the CUDA-core kernels,
+  // mma.sync, the Hopper ones and those with the atomic-dQ backward, whose fp32 accumulator
+  // the memory plan must count.
   nlohmann::json cfg = ll::test::tiny_config_json();
   cfg["hidden_size"] = 256;  // head dim 64
   cfg["intermediate_size"] = 512;
@@ -196,13 +193,17 @@ TEST_CASE("a LoRA+ training step at head dim 64 matches the CPU backend on every
   cfg["max_position_embeddings"] = 256;
   const LlamaWeights weights = random_llama_weights(llama_config_from_json(cfg, "gqa"), 3, 0.1f);
   REQUIRE(weights.config.head_dim() == 64);
-  const char* choices[][2] = {{"simt", "deterministic"}, {"tc", "deterministic"}, {"tc", "atomic"}};
-  for (const auto& choice : choices) {
-    INFO("LL_CUDA_ATTENTION=" << std::string(choice[0])
-                              << " LL_CUDA_ATTENTION_DQ=" << std::string(choice[1]));
-    ll::test::ScopedEnv attn("LL_CUDA_ATTENTION", choice[0]);
-    ll::test::ScopedEnv dq("LL_CUDA_ATTENTION_DQ", choice[1]);
-    check_training_step(weights);
+  const AttentionDeviceSupport device = cuda::attention_device_support(0);
+  for (AttentionKernel kernel : {AttentionKernel::Simt, AttentionKernel::TcSm80,
+                                 AttentionKernel::TcSm90, AttentionKernel::TcSm90AtomicDq}) {
+    const std::string name(attention_kernel_name(kernel));
+    std::string why;
+    if (!attention_kernel_available(kernel, device, &why)) {
+      MESSAGE("--attention-kernel " << name << " skipped: " << why);
+      continue;
+    }
+    INFO("--attention-kernel " << name);
+    check_training_step(weights, kernel);
   }
 }
 

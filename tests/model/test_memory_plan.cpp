@@ -110,8 +110,7 @@ TEST_CASE("Llama-2-7B at 100k tokens: the plan's parts") {
   in.config = c;
   in.lora = LoraConfig{};
   in.seq_len = 100000;
-  in.activation_dtype = DType::BF16;
-  in.cublaslt_workspace_bytes = cuda::kGemmWorkspaceBytes;
+  in.backend = backend_traits(BackendKind::Cuda);
   const MemoryPlan plan = plan_training_memory(in);
   // Frozen: every weight but embed_tokens and the norms, bf16.
   const int64_t linear = int64_t(32) * (4 * 4096 * 4096 + 3 * 4096 * 11008) + int64_t(32000) * 4096;
@@ -127,10 +126,49 @@ TEST_CASE("Llama-2-7B at 100k tokens: the plan's parts") {
 
   // The atomic-dQ attention backward's accumulator: [100000, 4096] fp32, 1.6 GB more.
   CHECK(format_memory_plan(plan).find("attention dQ") == std::string::npos);
-  in.attention_dq_accumulator = true;
+  in.backend = backend_traits(BackendKind::Cuda, AttentionKernel::TcSm90AtomicDq);
   const MemoryPlan atomic = plan_training_memory(in);
   CHECK(item_bytes(atomic, "attention dQ accum.") == int64_t(100000) * 4096 * 4);
   CHECK(atomic.total() == plan.total() + int64_t(100000) * 4096 * 4);
+}
+
+TEST_CASE("the plan's CUDA items come from the backend traits") {
+  MemoryPlanInput in;
+  in.config = small_config();  // head dim 6
+  in.lora = LoraConfig{};
+  in.seq_len = 40;
+  const MemoryPlan cpu = plan_training_memory(in);  // default: the CPU backend's traits
+  CHECK(format_memory_plan(cpu).find("cuBLASLt") == std::string::npos);
+  CHECK(format_memory_plan(cpu).find("F32") != std::string::npos);
+
+  BackendTraits traits = backend_traits(BackendKind::Cuda);
+  traits.fixed_workspace_bytes = 12345;  // whatever the traits say, not a constant of the plan
+  in.backend = traits;
+  const MemoryPlan cuda = plan_training_memory(in);
+  CHECK(item_bytes(cuda, "cuBLASLt workspace") == 12345);
+  CHECK(format_memory_plan(cuda).find("BF16") != std::string::npos);
+  CHECK(2 * item_bytes(cuda, "saved activations") == item_bytes(cpu, "saved activations"));
+  CHECK(backend_traits(BackendKind::Cuda).fixed_workspace_bytes == cuda::kGemmWorkspaceBytes);
+
+  // An explicit tensor-core family without kernels for head dim 6 fails at the plan, before a
+  // run (train_longlora --dry-run too); auto and simt plan it.
+  in.backend = backend_traits(BackendKind::Cuda, AttentionKernel::TcSm80);
+  CHECK_THROWS_WITH_AS(plan_training_memory(in),
+                       doctest::Contains("--attention-kernel tc-sm80: its kernels take head dims "
+                                         "64 and 128, this model has head dim 6"),
+                       Error);
+  in.backend = backend_traits(BackendKind::Cuda, AttentionKernel::Simt);
+  CHECK_NOTHROW(plan_training_memory(in));
+  // The dQ accumulator is the atomic-dQ family's: named with the flag that asks for it.
+  in.config.hidden_size = 256;  // head dim 64
+  in.backend = backend_traits(BackendKind::Cuda, AttentionKernel::TcSm90);
+  const MemoryPlan deterministic = plan_training_memory(in);
+  in.backend = backend_traits(BackendKind::Cuda, AttentionKernel::TcSm90AtomicDq);
+  const MemoryPlan atomic = plan_training_memory(in);
+  CHECK(item_bytes(atomic, "attention dQ accum.") == 40 * 256 * 4);
+  CHECK(atomic.total() == deterministic.total() + 40 * 256 * 4);
+  CHECK(format_memory_plan(atomic).find("--attention-kernel tc-sm90-atomic-dq") !=
+        std::string::npos);
 }
 
 TEST_CASE("the data-parallel rank footprint equals the CPU backend's allocations (world of one)") {

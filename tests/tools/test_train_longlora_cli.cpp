@@ -1,6 +1,7 @@
 // ./train_longlora end to end on the fixture model: outputs, bit-exact resume in a new
 // process, survival of SIGKILL during checkpointing, and clear errors for bad input.
 #include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -327,4 +328,66 @@ TEST_CASE("--dry-run prints the memory plan from config.json alone") {
   }
   // 2 layers x [100000, 64] bf16 block inputs.
   CHECK(r.output.find("2 block inputs [100000, 64] BF16") != std::string::npos);
+}
+
+TEST_CASE("--attention-kernel: recorded in checkpoints and metrics; a resume may change it") {
+  const fs::path dir = ll::test::fresh_temp_dir("train_cli_attention");
+  const fs::path data = make_data(dir, 256 * 4);
+  const auto a = run(base_args(data, dir / "a") + " --steps 1", dir);
+  INFO(a.output);
+  REQUIRE(a.exit_code == 0);
+  const auto latest = ll::latest_checkpoint((dir / "a").string());
+  REQUIRE(latest.has_value());
+  CHECK(ll::read_checkpoint(*latest).state.attention_kernel == "auto");  // the CPU's one kernel
+  const nlohmann::json options =
+      nlohmann::json::parse(ll::read_checkpoint(*latest).state.run_options_json);
+  CHECK(options.at("attention-kernel") == "auto");
+  // As if a CUDA run with tc-sm80 had written it: resuming on another family is allowed, the
+  // setup lines and the metrics log say so.
+  const fs::path state = fs::path(*latest) / "trainer_state.json";
+  nlohmann::json s = nlohmann::json::parse(read_bytes(state));
+  s["attention_kernel"] = "tc-sm80";
+  std::ofstream(state) << s.dump(2);
+  const auto b = run(base_args(data, dir / "a") + " --steps 2 --resume", dir);
+  INFO(b.output);
+  REQUIRE(b.exit_code == 0);
+  CHECK(b.output.find("the checkpoint was trained with attention kernel tc-sm80, this run uses "
+                      "auto") != std::string::npos);
+  std::ifstream metrics(dir / "a/metrics.jsonl");
+  std::vector<nlohmann::json> events;
+  for (std::string line; std::getline(metrics, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (j.value("event", "") == "attention") events.push_back(j);
+  }
+  REQUIRE(events.size() == 2);  // the first run's and the resumed one's
+  CHECK(events[0].at("kernel") == "auto");
+  CHECK_FALSE(events[0].contains("checkpoint_kernel"));
+  CHECK(events[1].at("requested") == "auto");
+  CHECK(events[1].at("checkpoint_kernel") == "tc-sm80");
+}
+
+TEST_CASE("--attention-kernel: impossible choices fail before a run, naming what is possible") {
+  const fs::path dir = ll::test::fresh_temp_dir("train_cli_attention_bad");
+  fs::create_directories(dir / "cfg");
+  fs::copy_file(kModel + "/config.json", dir / "cfg/config.json");
+  const std::string model = " -m " + (dir / "cfg").string() + " -ctx 1024 --dry-run";
+  // The fixture's head dim has no tensor-core kernels.
+  auto r = run("--device cuda --attention-kernel tc-sm80" + model, dir);
+  CHECK(r.exit_code != 0);
+  CHECK(r.output.find("--attention-kernel tc-sm80: its kernels take head dims 64 and 128") !=
+        std::string::npos);
+  r = run("--device cpu --attention-kernel simt" + model, dir);
+  CHECK(r.exit_code != 0);
+  CHECK(r.output.find("the CPU backend (--device cpu) has one attention kernel") !=
+        std::string::npos);
+  // Head dim 64: the plan counts the atomic-dQ family's accumulator and names the family.
+  nlohmann::json cfg = nlohmann::json::parse(read_bytes(dir / "cfg/config.json"));
+  cfg["hidden_size"] = 64 * cfg["num_attention_heads"].get<int>();
+  cfg["head_dim"] = 64;
+  std::ofstream(dir / "cfg/config.json") << cfg.dump(2);
+  r = run("--device cuda --attention-kernel tc-sm90-atomic-dq" + model, dir);
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.find("attention tc-sm90-atomic-dq") != std::string::npos);
+  CHECK(r.output.find("attention dQ accum.") != std::string::npos);
 }

@@ -94,6 +94,7 @@ Checkpoint make_checkpoint(int64_t step, uint64_t seed, int64_t embed_rows = 32,
   c.state.tokens_seen = step * 8192;
   c.state.model_fingerprint = fmt::format("fingerprint-{}", seed);
   c.state.run_options_json = kRunOptions;
+  c.state.attention_kernel = "tc-sm80";
   return c;
 }
 
@@ -122,7 +123,8 @@ bool same_checkpoint(const Checkpoint& a, const Checkpoint& b) {
          a.state.step == b.state.step && a.state.loader == b.state.loader &&
          a.state.seed == b.state.seed && a.state.tokens_seen == b.state.tokens_seen &&
          a.state.model_fingerprint == b.state.model_fingerprint &&
-         a.state.run_options_json == b.state.run_options_json;
+         a.state.run_options_json == b.state.run_options_json &&
+         a.state.attention_kernel == b.state.attention_kernel;
 }
 
 std::set<std::string> entries(const fs::path& dir) {
@@ -205,6 +207,7 @@ TEST_CASE("write then read a checkpoint gives identical bits and state") {
   CHECK(state.at("seed") == std::to_string(std::numeric_limits<uint64_t>::max() - 5));
   CHECK(state.at("tokens_seen") == 12 * 8192);
   CHECK(state.at("model_fingerprint") == "fingerprint-5");
+  CHECK(state.at("attention_kernel") == "tc-sm80");  // the family it trained with
   CHECK(state.at("run_options").is_object());  // embedded, not a string
   CHECK(state.at("run_options").at("ctx") == 8192);
 
@@ -223,6 +226,14 @@ TEST_CASE("write then read a checkpoint gives identical bits and state") {
       const json s = json::parse(ll::test::read_bytes(fs::path(p) / "trainer_state.json"));
       CHECK(s.at("run_options") == options);
     }
+  }
+  SUBCASE("a checkpoint from before the attention kernel was recorded reads back without one") {
+    Checkpoint d = make_checkpoint(15, 8);
+    d.state.attention_kernel.clear();
+    const std::string p = ll::write_checkpoint(out, d, 0);
+    const json s = json::parse(ll::test::read_bytes(fs::path(p) / "trainer_state.json"));
+    CHECK_FALSE(s.contains("attention_kernel"));
+    CHECK(ll::read_checkpoint(p).state.attention_kernel.empty());
   }
   SUBCASE("seed 0 and a step beyond 8 digits") {
     Checkpoint d = make_checkpoint(123456789, 6);
@@ -438,6 +449,7 @@ TEST_CASE("read_checkpoint refuses damaged checkpoints, naming the file and the 
         {[](json& s) { s["version"] = 2; }, "\"world_size\" is missing"},
         {[](json& s) { s["version"] = "1"; }, "version \"1\" is not supported"},
         {[](json& s) { s.erase("version"); }, "version (none) is not supported"},
+        {[](json& s) { s["attention_kernel"] = 3; }, "\"attention_kernel\" must be a string"},
     };
     for (const auto& [edit, fragment] : cases) {
       const fs::path d = fresh();

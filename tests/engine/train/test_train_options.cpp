@@ -92,6 +92,7 @@ TEST_CASE("defaults are the paper's recipe and nothing is resumed") {
   CHECK(o.adam_eps == 1e-8);
   CHECK(o.seed == 42);
   CHECK(o.device == "auto");
+  CHECK(o.attention_kernel == "auto");
   CHECK(o.classifier_chunk == 2048);
   CHECK(o.dist_timeout == 600.0);
   CHECK(o.world_size == 0);
@@ -435,6 +436,40 @@ TEST_CASE("config file errors name the file, the key and the line") {
   }
 }
 
+TEST_CASE("--attention-kernel: every family by flag and YAML key; a CUDA family needs CUDA") {
+  for (const char* name : {"auto", "simt", "tc-sm80", "tc-sm90", "tc-sm90-atomic-dq"}) {
+    CAPTURE(name);
+    CHECK(Parsed({"--attention-kernel", name}).options.attention_kernel == name);
+    const std::string path =
+        write_file("opts_attention", "run.yaml", std::string("attention-kernel: ") + name + "\n");
+    CHECK(Parsed({"--config", path}).options.attention_kernel == name);
+  }
+  CHECK_THROWS_AS(Parsed({"--attention-kernel", "tc"}), CLI::ParseError);
+  CHECK(Parsed({"--attention-kernel", "tc-sm80", "--config",
+                write_file("opts_attention_win", "run.yaml", "attention-kernel: simt\n")})
+            .options.attention_kernel == "tc-sm80");  // the flag beats the file
+
+  ll::TrainOptions o = valid_options();
+  o.attention_kernel = "flash";
+  CHECK_THROWS_WITH_AS(ll::validate_train_options(o),
+                       doctest::Contains("--attention-kernel must be one of auto, simt, tc-sm80, "
+                                         "tc-sm90, tc-sm90-atomic-dq"),
+                       ll::Error);
+  // The CPU backend has one attention kernel; auto and cuda devices take any family.
+  o.device = "cpu";
+  o.attention_kernel = "tc-sm80";
+  CHECK_THROWS_WITH_AS(ll::validate_train_options(o),
+                       doctest::Contains("the CPU backend (--device cpu) has one attention kernel"),
+                       ll::Error);
+  o.attention_kernel = "auto";
+  CHECK_NOTHROW(ll::validate_train_options(o));
+  o.device = "cuda";
+  o.attention_kernel = "tc-sm90-atomic-dq";
+  CHECK_NOTHROW(ll::validate_train_options(o));
+  CHECK(nlohmann::json::parse(ll::train_options_json(o))["attention-kernel"] ==
+        "tc-sm90-atomic-dq");
+}
+
 TEST_CASE("validation names the option and the accepted values") {
   CHECK_NOTHROW(ll::validate_train_options(valid_options()));
   struct Case {
@@ -531,7 +566,8 @@ TEST_CASE("the JSON record parses and holds the resolved values") {
   o.resume = "auto";
   const nlohmann::json j = nlohmann::json::parse(ll::train_options_json(o));
   REQUIRE(j.is_object());
-  CHECK(j.size() == 39);  // one key per TrainOptions field
+  CHECK(j.size() == 40);  // one key per TrainOptions field
+  CHECK(j["attention-kernel"] == "auto");
   CHECK(j["sharded-optimizer"] == false);
   CHECK(j["dist-timeout"].get<double>() == 600.0);
   CHECK(j["world-size"] == 0);
