@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Unix Makefiles")
 export PATH := $(PATH):/usr/local/cuda/bin
 
-.PHONY: all setup configure build tools test test-all test-slow test-emulated demo bench gpu-check clean
+.PHONY: all setup configure build tools test test-all test-slow test-emulated demo bench gpu-check format format-check clean
 
 all: build
 
@@ -52,6 +52,13 @@ bench: build
 # On a GPU machine: build for its card, run the GPU tests (and compute-sanitizer), report.
 gpu-check:
 	@scripts/gpu_check.sh gpu-check
+
+# The sources' format (.clang-format); `make test` runs the check too (ctest format_check).
+format-check:
+	@scripts/format_check.sh
+
+format:
+	@scripts/format_check.sh --fix
 
 clean:
 	rm -rf $(BUILD_DIR) ppl_eval convert tokenize train_longlora init_model bench_s2attn bench_cpu_forward bench_train

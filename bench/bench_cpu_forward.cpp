@@ -1,9 +1,9 @@
 // bench_cpu_forward: forward-pass throughput (tokens/s) of the CPU reference backend on a
 // small random Llama, the same shapes bench/torch_cpu_forward.py runs in PyTorch.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <omp.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>

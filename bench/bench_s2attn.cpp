@@ -29,8 +29,8 @@
 // backward workspace size).
 //
 // Example: ./bench_s2attn --n 8192,32768 --dir fwd --json s2attn.json --markdown
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -170,8 +170,8 @@ int self_check() {
       ++checks;
       if (visible_pairs(m) != pairs_from_key_ranges(m)) {
         ++failures;
-        fmt::print("FAIL mode {} N {} G {} H 32: closed form {}, key ranges {}\n", int(mode), n,
-                   g, visible_pairs(m), pairs_from_key_ranges(m));
+        fmt::print("FAIL mode {} N {} G {} H 32: closed form {}, key ranges {}\n", int(mode), n, g,
+                   visible_pairs(m), pairs_from_key_ranges(m));
       }
     }
   }
@@ -189,7 +189,8 @@ int self_check() {
   anchor(ll::AttnMode::S2, 36);
   anchor(ll::AttnMode::S2Roll, 40);
   ++checks;
-  if (forward_flops(ll::AttentionPattern{ll::AttnMode::S2, 8, 4, 2}, 128, 2) != 4.0 * 36 * 128 * 2) {
+  if (forward_flops(ll::AttentionPattern{ll::AttnMode::S2, 8, 4, 2}, 128, 2) !=
+      4.0 * 36 * 128 * 2) {
     ++failures;
     fmt::print("FAIL forward_flops\n");
   }
@@ -198,10 +199,11 @@ int self_check() {
   // A worked example, for the eye.
   const ll::AttentionPattern dense{ll::AttnMode::Dense, 8192, 0, 32};
   const ll::AttentionPattern s2{ll::AttnMode::S2, 8192, 2048, 32};
-  fmt::print("example: N 8192, H 32, hd 128: dense fwd {:.4g} FLOP, S2 (G 2048) fwd {:.4g} FLOP "
-             "(ratio {:.3f})\n",
-             forward_flops(dense, 128, 1), forward_flops(s2, 128, 1),
-             forward_flops(s2, 128, 1) / forward_flops(dense, 128, 1));
+  fmt::print(
+      "example: N 8192, H 32, hd 128: dense fwd {:.4g} FLOP, S2 (G 2048) fwd {:.4g} FLOP "
+      "(ratio {:.3f})\n",
+      forward_flops(dense, 128, 1), forward_flops(s2, 128, 1),
+      forward_flops(s2, 128, 1) / forward_flops(dense, 128, 1));
   return failures == 0 ? 0 : 1;
 }
 
@@ -310,7 +312,7 @@ void print_markdown(const std::vector<Row>& rows, const std::string& card, const
   for (const Row& r : rows) {
     const std::string g = r.g > 0 ? fmt::format("{}", r.g) : std::string("-");
     const std::string heads = r.kv_heads == r.heads ? fmt::format("{}", r.heads)
-                                                     : fmt::format("{}/{}", r.heads, r.kv_heads);
+                                                    : fmt::format("{}/{}", r.heads, r.kv_heads);
     fmt::print("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", card, date,
                commit, r.n, g, heads, r.hd, r.dir, r.mode,
                r.oom ? std::string("OOM") : fmt::format("{:.3f}", r.ms),
@@ -328,13 +330,12 @@ double median(std::vector<double> v) {
 
 using bf16 = __nv_bfloat16;
 using ForwardFn = void (*)(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
-                           int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads,
-                           int64_t head_dim, const ll::AttentionPattern& mask, cudaStream_t stream);
+                           int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                           const ll::AttentionPattern& mask, cudaStream_t stream);
 using BackwardFn = void (*)(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
                             const bf16* k, const bf16* v, const bf16* out, const float* lse,
-                            int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads,
-                            int64_t head_dim, const ll::AttentionPattern& mask, void* workspace,
-                            cudaStream_t stream);
+                            int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                            const ll::AttentionPattern& mask, void* workspace, cudaStream_t stream);
 using WorkspaceFn = size_t (*)(int64_t n_tokens, int64_t n_heads, int64_t head_dim);
 
 size_t d_workspace_bytes(int64_t n_tokens, int64_t n_heads, int64_t) {
@@ -351,13 +352,11 @@ struct AttnImpl {
 
 const AttnImpl kImpls[] = {
     {"simt", "CUDA-core flash-style kernel (kernels/cuda/attention.cuh)",
-     &ll::cuda::attention_forward, &ll::cuda::attention_backward,
-     &d_workspace_bytes},
+     &ll::cuda::attention_forward, &ll::cuda::attention_backward, &d_workspace_bytes},
     {"tc",
      "tensor-core forward and backward (kernels/cuda/attention_tc.cuh: wgmma on sm_90 for s2 / "
      "dense, else mma.sync)",
-     &ll::cuda::attention_forward_tc, &ll::cuda::attention_backward_tc,
-     &d_workspace_bytes},
+     &ll::cuda::attention_forward_tc, &ll::cuda::attention_backward_tc, &d_workspace_bytes},
     {"tc-atomic",
      "tensor-core forward and backward, atomic dQ where the Hopper kernels run "
      "(kernels/cuda/attention_tc.cuh)",
@@ -380,10 +379,14 @@ std::string impl_of_kernel(const std::string& name) {
   const ll::AttentionKernel kernel = ll::resolve_attention_kernel(
       ll::parse_attention_kernel(name), ll::cuda::attention_device_support(0));
   switch (kernel) {
-    case ll::AttentionKernel::TcSm80: return "tc-sm80";
-    case ll::AttentionKernel::TcSm90: return "tc";
-    case ll::AttentionKernel::TcSm90AtomicDq: return "tc-atomic";
-    default: return "simt";
+    case ll::AttentionKernel::TcSm80:
+      return "tc-sm80";
+    case ll::AttentionKernel::TcSm90:
+      return "tc";
+    case ll::AttentionKernel::TcSm90AtomicDq:
+      return "tc-atomic";
+    default:
+      return "simt";
   }
 }
 
@@ -492,7 +495,7 @@ struct Tensors {
 
 struct Shape {
   int64_t n, heads, kv_heads, hd, batch;
-  size_t q_elems() const { return size_t(n * heads * hd); }     // per sequence
+  size_t q_elems() const { return size_t(n * heads * hd); }      // per sequence
   size_t kv_elems() const { return size_t(n * kv_heads * hd); }  // per sequence
   size_t lse_elems() const { return size_t(heads * n); }
 };
@@ -590,8 +593,9 @@ std::string cuda_version_text(int v) { return fmt::format("{}.{}", v / 1000, (v 
 
 int run_bench(const Options& o) {
   if (ll::cuda::device_count() == 0)
-    ll::fail("no CUDA device found (no GPU visible or no driver); bench_s2attn needs a GPU "
-             "(--self-check runs without one)");
+    ll::fail(
+        "no CUDA device found (no GPU visible or no driver); bench_s2attn needs a GPU "
+        "(--self-check runs without one)");
   const AttnImpl& impl =
       find_impl(o.attention_kernel.empty() ? o.impl : impl_of_kernel(o.attention_kernel));
   const ll::cuda::DeviceInfo info = ll::cuda::device_info(0);
@@ -619,13 +623,14 @@ int run_bench(const Options& o) {
   fmt::print("shape     bf16, heads {}, kv heads {}, hd {}, batch {}{}; S2 mask {}, G = {}\n",
              o.heads, kv_heads, o.hd, o.batch,
              o.batch > 1 ? " (one launch per sequence, all inside the timed region)" : "",
-             o.mask_form,
-             o.g > 0 ? fmt::format("{}", o.g) : fmt::format("N x {} (even)", o.ratio));
-  fmt::print("timing    CUDA events, L2 flushed ({:.0f} MiB memset) before each timed launch, "
-             "median of up to {} runs after {} warm-up (--budget-s {}); commit {}, {}\n",
-             2.0 * double(l2_bytes) / double(1 << 20), o.iters, o.warmup, o.budget_s, commit, date);
-  fmt::print("FLOPs     fwd 4 x hd x visible pairs (all heads), bwd 2.5 x fwd; speedup = dense ms "
-             "/ S2 ms\n");
+             o.mask_form, o.g > 0 ? fmt::format("{}", o.g) : fmt::format("N x {} (even)", o.ratio));
+  fmt::print(
+      "timing    CUDA events, L2 flushed ({:.0f} MiB memset) before each timed launch, "
+      "median of up to {} runs after {} warm-up (--budget-s {}); commit {}, {}\n",
+      2.0 * double(l2_bytes) / double(1 << 20), o.iters, o.warmup, o.budget_s, commit, date);
+  fmt::print(
+      "FLOPs     fwd 4 x hd x visible pairs (all heads), bwd 2.5 x fwd; speedup = dense ms "
+      "/ S2 ms\n");
   print_header();
 
   cudaStream_t stream = nullptr;

@@ -10,32 +10,32 @@
 // Memory: the plan (--dry-run's total) beside the measured peak of live tensors and the
 // device's own count (cudaMemGetInfo).
 //
-// --sharded: the data-parallel step of engine/parallel/sharded_optimizer.h instead (bucketed gradient
-// reduction started from the backward hook, sharded AdamW, all-gather): alone a world of one
-// (NCCL on a GPU), under `mpirun -np W` W ranks with one GPU each. Times are rank 0's, tokens/s
+// --sharded: the data-parallel step of engine/parallel/sharded_optimizer.h instead (bucketed
+// gradient reduction started from the backward hook, sharded AdamW, all-gather): alone a world of
+// one (NCCL on a GPU), under `mpirun -np W` W ranks with one GPU each. Times are rank 0's, tokens/s
 // per rank; the collectives' time and the share hidden behind the backward come from the
 // transport (its timing summary, cumulative over all steps of all contexts).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <memory>
-#include <span>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "common/tool_main.h"
 #include "engine/parallel/communicator.h"
 #include "engine/parallel/sharded_optimizer.h"
 #include "engine/train/optimizer_step.h"
-#include "common/tool_main.h"
-#include "kernels/attention_pattern.h"
 #include "kernels/attention_kernel.h"
+#include "kernels/attention_pattern.h"
 #include "kernels/make_backend.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
@@ -94,8 +94,9 @@ int run(int argc, char** argv) {
   int64_t classifier_chunk = 2048;
   std::string json_path;
   bool sharded = false;
-  CLI::App app{"Training-step speed and memory of LongLoRA on a Llama-2-7B-shaped model "
-               "(random weights).\nExample: ./bench_train --ctx 8192,32768 --json out.json"};
+  CLI::App app{
+      "Training-step speed and memory of LongLoRA on a Llama-2-7B-shaped model "
+      "(random weights).\nExample: ./bench_train --ctx 8192,32768 --json out.json"};
   app.add_option("--device", device, "auto, cpu or cuda")->capture_default_str();
   app.add_option("--attention-kernel", attention_kernel, ll::kAttentionKernelHelp)
       ->capture_default_str()
@@ -149,7 +150,8 @@ int run(int argc, char** argv) {
   const double init_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_init).count();
   std::unique_ptr<ll::dist::ShardedOptimizer> optimizer;
-  if (sharded) optimizer = std::make_unique<ll::dist::ShardedOptimizer>(*backend, *comm, model.params());
+  if (sharded)
+    optimizer = std::make_unique<ll::dist::ShardedOptimizer>(*backend, *comm, model.params());
   const double p_through = params_through(config);
   const std::optional<double> peak = peak_tflops(desc);
   if (!lead) {  // one report: rank 0's
@@ -159,10 +161,11 @@ int run(int argc, char** argv) {
   if (sharded)
     fmt::print("optimizer sharded over {} rank{} ({}), tokens/s per rank\n", world,
                world == 1 ? "" : "s", optimizer->transport_name());
-  fmt::print("model     Llama-2-7B shape, {} layers, random weights (built in {:.1f}s); "
-             "LoRA r {} on q,k,v,o + embeddings and norms; {} attention\n",
-             layers, init_s, lora_rank,
-             attn == "s2" ? fmt::format("S2-Attn (G = N x {})", group_ratio) : "dense causal");
+  fmt::print(
+      "model     Llama-2-7B shape, {} layers, random weights (built in {:.1f}s); "
+      "LoRA r {} on q,k,v,o + embeddings and norms; {} attention\n",
+      layers, init_s, lora_rank,
+      attn == "s2" ? fmt::format("S2-Attn (G = N x {})", group_ratio) : "dense causal");
   fmt::print("MFU       6 x {:.3g} params x tokens/s / {} TFLOP/s\n", p_through,
              peak ? fmt::format("{:.0f}", *peak) : std::string("(unknown peak)"));
   fmt::print("{:>7} {:>6} {:>10} {:>10} {:>7} {:>10} {:>10} {:>10}\n", "ctx", "G", "step_ms",
@@ -219,7 +222,8 @@ int run(int argc, char** argv) {
                              float(std::min(1.0, 1.0 / std::max(norm, 1e-12))));
       }
       backend->synchronize();
-      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double dt =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (s >= warmup) times.push_back(dt);
       loss = ls.sum / double(ls.count);
     }
@@ -227,11 +231,11 @@ int run(int argc, char** argv) {
     const double t = median(times);
     const double tok_s = double(n) / t;
     const double mfu = peak ? 6.0 * p_through * tok_s / (*peak * 1e12) : -1.0;  // -1: unknown
-    fmt::print("{:>7} {:>6} {:>10.1f} {:>10.0f} {:>7} {:>10.2f} {:>10.2f} {:>10}\n", n,
-               spec.group_size, t * 1e3, tok_s,
-               mfu >= 0 ? fmt::format("{:.1f}%", mfu * 100.0) : std::string("-"), gib(mem.peak),
-               gib(plan_bytes),
-               mem.device_used < 0 ? std::string("-") : fmt::format("{:.2f}", gib(mem.device_used)));
+    fmt::print(
+        "{:>7} {:>6} {:>10.1f} {:>10.0f} {:>7} {:>10.2f} {:>10.2f} {:>10}\n", n, spec.group_size,
+        t * 1e3, tok_s, mfu >= 0 ? fmt::format("{:.1f}%", mfu * 100.0) : std::string("-"),
+        gib(mem.peak), gib(plan_bytes),
+        mem.device_used < 0 ? std::string("-") : fmt::format("{:.2f}", gib(mem.device_used)));
     std::fflush(stdout);
     rows.push_back({{"ctx", n},
                     {"group_size", spec.group_size},

@@ -44,3 +44,8 @@ foreach(src ${LL_TEST_SOURCES})
   # doctest exits 0 with "skipped" in its output for GPU tests on machines without one.
   set_tests_properties(${name} PROPERTIES LABELS "${labels}" SKIP_RETURN_CODE 77)
 endforeach()
+
+# Every C++/CUDA source follows .clang-format (skips where clang-format 14 is missing).
+add_test(NAME format_check COMMAND ${PROJECT_SOURCE_DIR}/scripts/format_check.sh
+  WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(format_check PROPERTIES LABELS cpu SKIP_RETURN_CODE 77)

@@ -8,26 +8,40 @@ namespace ll {
 
 size_t dtype_size(DType t) {
   switch (t) {
-    case DType::F32: return 4;
-    case DType::F16: return 2;
-    case DType::BF16: return 2;
-    case DType::U16: return 2;
-    case DType::U32: return 4;
-    case DType::I32: return 4;
-    case DType::I64: return 8;
+    case DType::F32:
+      return 4;
+    case DType::F16:
+      return 2;
+    case DType::BF16:
+      return 2;
+    case DType::U16:
+      return 2;
+    case DType::U32:
+      return 4;
+    case DType::I32:
+      return 4;
+    case DType::I64:
+      return 8;
   }
   fail("unknown dtype code {}", int(t));
 }
 
 std::string_view dtype_name(DType t) {
   switch (t) {
-    case DType::F32: return "F32";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
-    case DType::U16: return "U16";
-    case DType::U32: return "U32";
-    case DType::I32: return "I32";
-    case DType::I64: return "I64";
+    case DType::F32:
+      return "F32";
+    case DType::F16:
+      return "F16";
+    case DType::BF16:
+      return "BF16";
+    case DType::U16:
+      return "U16";
+    case DType::U32:
+      return "U32";
+    case DType::I32:
+      return "I32";
+    case DType::I64:
+      return "I64";
   }
   return "?";
 }

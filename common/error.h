@@ -21,7 +21,7 @@ template <typename... Args>
 }  // namespace ll
 
 // LL_CHECK(cond, "format {}", args...): throw ll::Error with the message when cond is false.
-#define LL_CHECK(cond, ...)                \
-  do {                                     \
-    if (!(cond)) ::ll::fail(__VA_ARGS__);  \
+#define LL_CHECK(cond, ...)               \
+  do {                                    \
+    if (!(cond)) ::ll::fail(__VA_ARGS__); \
   } while (0)

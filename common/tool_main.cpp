@@ -14,8 +14,7 @@ int run_tool(const char* tool_name, const std::function<int()>& body) {
   } catch (const Error& e) {
     std::fprintf(stderr, "%s: error: %s\n", tool_name, e.what());
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "%s: error: out of memory; try a smaller --seq-len or model\n",
-                 tool_name);
+    std::fprintf(stderr, "%s: error: out of memory; try a smaller --seq-len or model\n", tool_name);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: error: %s\n", tool_name, e.what());
   }

@@ -11,9 +11,9 @@
 namespace ll {
 namespace {
 
-constexpr std::array<AttentionKernel, 5> kAll = {
-    AttentionKernel::Auto, AttentionKernel::Simt, AttentionKernel::TcSm80,
-    AttentionKernel::TcSm90, AttentionKernel::TcSm90AtomicDq};
+constexpr std::array<AttentionKernel, 5> kAll = {AttentionKernel::Auto, AttentionKernel::Simt,
+                                                 AttentionKernel::TcSm80, AttentionKernel::TcSm90,
+                                                 AttentionKernel::TcSm90AtomicDq};
 
 bool is_denied(AttentionKernel kernel, const std::vector<AttentionKernel>& denied) {
   auto has = [&](AttentionKernel k) {
@@ -45,11 +45,16 @@ const char* const kAttentionKernelHelp =
 
 std::string_view attention_kernel_name(AttentionKernel kernel) {
   switch (kernel) {
-    case AttentionKernel::Auto: return "auto";
-    case AttentionKernel::Simt: return "simt";
-    case AttentionKernel::TcSm80: return "tc-sm80";
-    case AttentionKernel::TcSm90: return "tc-sm90";
-    case AttentionKernel::TcSm90AtomicDq: return "tc-sm90-atomic-dq";
+    case AttentionKernel::Auto:
+      return "auto";
+    case AttentionKernel::Simt:
+      return "simt";
+    case AttentionKernel::TcSm80:
+      return "tc-sm80";
+    case AttentionKernel::TcSm90:
+      return "tc-sm90";
+    case AttentionKernel::TcSm90AtomicDq:
+      return "tc-sm90-atomic-dq";
   }
   return "?";
 }
@@ -72,9 +77,15 @@ std::string attention_kernel_names() {
 std::string describe_attention_kernel(AttentionKernel kernel) {
   const char* what = "";
   switch (kernel) {
-    case AttentionKernel::Auto: what = "the backend's choice"; break;
-    case AttentionKernel::Simt: what = "CUDA cores"; break;
-    case AttentionKernel::TcSm80: what = "mma.sync tensor cores, head dims 64/128"; break;
+    case AttentionKernel::Auto:
+      what = "the backend's choice";
+      break;
+    case AttentionKernel::Simt:
+      what = "CUDA cores";
+      break;
+    case AttentionKernel::TcSm80:
+      what = "mma.sync tensor cores, head dims 64/128";
+      break;
     case AttentionKernel::TcSm90:
       what = "Hopper wgmma + TMA, head dims 64/128; S2Roll on mma.sync";
       break;

@@ -45,9 +45,9 @@ void check_attention_kernel_head_dim(AttentionKernel kernel, int64_t head_dim);
 
 // What a GPU and this binary can run.
 struct AttentionDeviceSupport {
-  int sm_major = 0, sm_minor = 0;   // compute capability
-  bool sm90a_code = false;          // the loaded code was compiled for sm_90a (probe kernel)
-  bool tensor_map_encoder = false;  // the driver encodes TMA tensor maps
+  int sm_major = 0, sm_minor = 0;       // compute capability
+  bool sm90a_code = false;              // the loaded code was compiled for sm_90a (probe kernel)
+  bool tensor_map_encoder = false;      // the driver encodes TMA tensor maps
   std::vector<AttentionKernel> denied;  // turned off by LL_ATTENTION_KERNEL_DENY
 };
 

@@ -60,7 +60,8 @@ LL_HOST_DEVICE inline KeyRange attn_key_range(const AttentionPattern& m, int64_t
   return {(r / g) * g, r};
 }
 
-LL_HOST_DEVICE inline int64_t attn_key_of_visit(const AttentionPattern& m, int64_t head, int64_t v) {
+LL_HOST_DEVICE inline int64_t attn_key_of_visit(const AttentionPattern& m, int64_t head,
+                                                int64_t v) {
   if (m.mode != AttnMode::S2Roll) return v;
   return (v + attn_head_shift(m, head)) % m.seq_len;
 }

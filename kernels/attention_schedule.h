@@ -23,19 +23,21 @@ LL_HOST_DEVICE inline int64_t attn_tile_count(int64_t n, int64_t tile) {
 }
 
 // First visit index of the segment holding query visit index u (0 <= u < N).
-LL_HOST_DEVICE inline int64_t attn_visit_segment_start(const AttentionPattern& m, int64_t head, int64_t u) {
+LL_HOST_DEVICE inline int64_t attn_visit_segment_start(const AttentionPattern& m, int64_t head,
+                                                       int64_t u) {
   return attn_key_range(m, head, attn_query_of_visit(m, head, u)).first;
 }
 
 // Last visit index of the segment holding key visit index v (0 <= v < N).
-LL_HOST_DEVICE inline int64_t attn_visit_segment_last(const AttentionPattern& m, int64_t head, int64_t v) {
+LL_HOST_DEVICE inline int64_t attn_visit_segment_last(const AttentionPattern& m, int64_t head,
+                                                      int64_t v) {
   return attn_query_range(m, head, attn_key_of_visit(m, head, v)).last;
 }
 
 // Key tiles (units of bk over key visit indices) that query tile q_tile (units of bq) of query
 // head `head` must visit: exactly those holding at least one visible (query, key) pair.
-LL_HOST_DEVICE inline TileRange attn_key_tiles(const AttentionPattern& m, int64_t head, int64_t q_tile,
-                                               int64_t bq, int64_t bk) {
+LL_HOST_DEVICE inline TileRange attn_key_tiles(const AttentionPattern& m, int64_t head,
+                                               int64_t q_tile, int64_t bq, int64_t bk) {
   const int64_t u0 = q_tile * bq;
   if (q_tile < 0 || u0 >= m.seq_len) return {0, -1};
   const int64_t u1 = (u0 + bq < m.seq_len ? u0 + bq : m.seq_len) - 1;
@@ -45,8 +47,8 @@ LL_HOST_DEVICE inline TileRange attn_key_tiles(const AttentionPattern& m, int64_
 // Query tiles that key tile k_tile must visit in the dK/dV backward: exactly those holding at
 // least one visible pair. The keys [v0, v1] are seen by queries [v0, end of v1's segment]
 // (union of attn_query_range over the tile, contiguous for the same reason as above).
-LL_HOST_DEVICE inline TileRange attn_query_tiles(const AttentionPattern& m, int64_t head, int64_t k_tile,
-                                                 int64_t bq, int64_t bk) {
+LL_HOST_DEVICE inline TileRange attn_query_tiles(const AttentionPattern& m, int64_t head,
+                                                 int64_t k_tile, int64_t bq, int64_t bk) {
   const int64_t v0 = k_tile * bk;
   if (k_tile < 0 || v0 >= m.seq_len) return {0, -1};
   const int64_t v1 = (v0 + bk < m.seq_len ? v0 + bk : m.seq_len) - 1;
@@ -73,7 +75,8 @@ LL_HOST_DEVICE inline bool attn_key_tile_needs_mask(const AttentionPattern& m, i
 // share one key visit space, so one dK/dV block can own one key tile for its whole group.
 // Always true for Dense and S2 (visit index = position); for S2Roll the group must not straddle
 // the shifted half at H/2, i.e. (H/2) % group == 0 (n_kv_heads even suffices).
-LL_HOST_DEVICE inline bool attn_kv_heads_share_visit_space(const AttentionPattern& m, int64_t n_kv_heads) {
+LL_HOST_DEVICE inline bool attn_kv_heads_share_visit_space(const AttentionPattern& m,
+                                                           int64_t n_kv_heads) {
   if (m.mode != AttnMode::S2Roll) return true;
   const int64_t group = m.n_heads / n_kv_heads;
   return (m.n_heads / 2) % group == 0;
@@ -108,8 +111,8 @@ LL_HOST_DEVICE inline int64_t attn_visible_pairs(const AttentionPattern& m, int6
 // estimate "N * G, halved": the unshifted half (G | N) does N * G / 2 + N / 2 pairs, the shifted
 // half about G^2 / 4 fewer (its two end segments are half size), so at ratio 1/4 the two halves
 // average 15/16 of the estimate.
-LL_HOST_DEVICE inline int64_t attn_flops(const AttentionPattern& m, int64_t n_heads, int64_t head_dim,
-                                         bool backward) {
+LL_HOST_DEVICE inline int64_t attn_flops(const AttentionPattern& m, int64_t n_heads,
+                                         int64_t head_dim, bool backward) {
   int64_t pairs = 0;
   const int64_t half = m.n_heads / 2;
   const int64_t unshifted = n_heads < half ? n_heads : half;
@@ -121,8 +124,8 @@ LL_HOST_DEVICE inline int64_t attn_flops(const AttentionPattern& m, int64_t n_he
 
 // Total (query tile, key tile) blocks the forward scheduler visits for one head (the dK/dV
 // backward visits the same set, transposed). Host-side loop over the query tiles.
-LL_HOST_DEVICE inline int64_t attn_tiles_visited(const AttentionPattern& m, int64_t head, int64_t bq,
-                                                 int64_t bk) {
+LL_HOST_DEVICE inline int64_t attn_tiles_visited(const AttentionPattern& m, int64_t head,
+                                                 int64_t bq, int64_t bk) {
   int64_t total = 0;
   const int64_t nq = attn_tile_count(m.seq_len, bq);
   for (int64_t q = 0; q < nq; ++q) {

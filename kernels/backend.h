@@ -55,14 +55,15 @@ class Backend {
   virtual void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& x,
                                const Tensor& weight, float eps) = 0;
   // out [M, Nout] (+)= alpha * x [M, K] @ w [Nout, K]^T
-  virtual void matmul_forward(const Tensor& out, const Tensor& x, const Tensor& w,
-                              bool accumulate, float alpha = 1.0f) = 0;
+  virtual void matmul_forward(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate,
+                              float alpha = 1.0f) = 0;
   // In place on x [N, heads, hd]: token n at position (position_offset + n) / scale.
   virtual void rope_forward(const Tensor& x, int64_t position_offset, double scale,
                             double theta) = 0;
   // out [N, H, hd], lse [H, N] (F32, may have null data), q [N, H, hd], k/v [N, Hkv, hd].
   virtual void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
-                                 const Tensor& k, const Tensor& v, const AttentionPattern& mask) = 0;
+                                 const Tensor& k, const Tensor& v,
+                                 const AttentionPattern& mask) = 0;
   // Inference with a key/value cache, dense causal: out [n, H, hd] for queries q [n, H, hd]
   // at positions [past, past + n) against k, v [past + n, Hkv, hd] (the cache's first
   // past + n rows); query i sees keys [0, past + i]. No log-sum-exp (no backward).
@@ -77,9 +78,8 @@ class Backend {
   virtual void copy(const Tensor& dst, const Tensor& src) = 0;
   // losses [N] (F32) = CE(x [N, D] @ lm_head [V, D]^T, targets [N] I32; < 0 = unlabelled),
   // chunk_rows tokens at a time. Returns the number of labelled positions.
-  virtual int64_t classifier_forward(const Tensor& losses, const Tensor& x,
-                                     const Tensor& lm_head, const Tensor& targets,
-                                     int64_t chunk_rows) = 0;
+  virtual int64_t classifier_forward(const Tensor& losses, const Tensor& x, const Tensor& lm_head,
+                                     const Tensor& targets, int64_t chunk_rows) = 0;
 
   // ---- Backward (training). Gradients of trainable parameters are F32 on every backend;
   // activation gradients are in activation_dtype(). "(+)=" means accumulate selects += or =.
@@ -88,9 +88,8 @@ class Backend {
   // dlm_head [V, D] (F32, may have null data: lm_head frozen) += its gradient.
   virtual int64_t classifier_forward_backward(const Tensor& losses, const Tensor& dx,
                                               const Tensor& dlm_head, const Tensor& x,
-                                              const Tensor& lm_head,
-                                              const Tensor& targets, int64_t chunk_rows,
-                                              float loss_scale) = 0;
+                                              const Tensor& lm_head, const Tensor& targets,
+                                              int64_t chunk_rows, float loss_scale) = 0;
   // dx [M, K] (+)= alpha * dout [M, Nout] @ w [Nout, K]
   virtual void matmul_backward_input(const Tensor& dx, const Tensor& dout, const Tensor& w,
                                      bool accumulate, float alpha = 1.0f) = 0;

@@ -17,9 +17,8 @@ const std::vector<int64_t>& dims(const Tensor& t, size_t rank, const char* what)
 }  // namespace
 
 void check(const Tensor& t, std::initializer_list<int64_t> expected, const char* what) {
-  LL_CHECK(t.shape == std::vector<int64_t>(expected),
-           "backend: {} has shape [{}], expected [{}]", what, fmt::join(t.shape, ", "),
-           fmt::join(expected, ", "));
+  LL_CHECK(t.shape == std::vector<int64_t>(expected), "backend: {} has shape [{}], expected [{}]",
+           what, fmt::join(t.shape, ", "), fmt::join(expected, ", "));
 }
 
 MatmulDims matmul_forward(const Tensor& out, const Tensor& x, const Tensor& w) {
@@ -78,8 +77,7 @@ EmbeddingDims embedding_forward(const Tensor& out, const Tensor& table, const Te
   return r;
 }
 
-EmbeddingDims embedding_backward(const Tensor& dtable, const Tensor& dout,
-                                 const Tensor& tokens) {
+EmbeddingDims embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& tokens) {
   const auto& ts = dims(dtable, 2, "embedding gradient");
   const EmbeddingDims r{dims(tokens, 1, "token ids")[0], ts[0], ts[1]};
   check(dout, {r.n, r.d}, "embedding output gradient");
@@ -91,8 +89,8 @@ RopeDims rope(const Tensor& x) {
   return RopeDims{s[0], s[1], s[2]};
 }
 
-AttnDims attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
-                           const Tensor& k, const Tensor& v) {
+AttnDims attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                           const Tensor& v) {
   const auto& qs = dims(q, 3, "attention queries");
   const auto& ks = dims(k, 3, "attention keys");
   const AttnDims r{qs[0], qs[1], ks[1], qs[2]};
@@ -116,8 +114,8 @@ AttnDims attention_forward_cached(const Tensor& out, const Tensor& q, const Tens
 }
 
 AttnDims attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                            const Tensor& dout, const Tensor& q, const Tensor& k,
-                            const Tensor& v, const Tensor& out, const Tensor& lse) {
+                            const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                            const Tensor& out, const Tensor& lse) {
   LL_CHECK(lse.data != nullptr, "backend: attention backward needs the forward's log-sum-exp");
   const AttnDims r = attention_forward(out, lse, q, k, v);
   check(dout, {r.n, r.h, r.hd}, "attention output gradient");

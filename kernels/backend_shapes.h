@@ -43,8 +43,7 @@ struct EmbeddingDims {
 // out [N, D], table [V, D], tokens [N]
 EmbeddingDims embedding_forward(const Tensor& out, const Tensor& table, const Tensor& tokens);
 // dtable [V, D], dout [N, D], tokens [N]
-EmbeddingDims embedding_backward(const Tensor& dtable, const Tensor& dout,
-                                 const Tensor& tokens);
+EmbeddingDims embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& tokens);
 
 struct RopeDims {
   int64_t n = 0, heads = 0, hd = 0;
@@ -59,15 +58,15 @@ struct AttnDims {
   int64_t hd = 0;   // head dim
 };
 // out, q [N, H, hd], k, v [N, Hkv, hd], lse [H, N] unless its data is null
-AttnDims attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
-                           const Tensor& k, const Tensor& v);
+AttnDims attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                           const Tensor& v);
 // cached attention: out, q [n, H, hd], k, v [past + n, Hkv, hd]; returns n as AttnDims::n
 AttnDims attention_forward_cached(const Tensor& out, const Tensor& q, const Tensor& k,
                                   const Tensor& v, int64_t past);
 // the forward's operands plus dout, dq [N, H, hd], dk, dv [N, Hkv, hd]; lse required
 AttnDims attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                            const Tensor& dout, const Tensor& q, const Tensor& k,
-                            const Tensor& v, const Tensor& out, const Tensor& lse);
+                            const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                            const Tensor& out, const Tensor& lse);
 
 struct ClassifierDims {
   int64_t n = 0;  // tokens

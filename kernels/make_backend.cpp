@@ -50,8 +50,9 @@ std::unique_ptr<Backend> make_backend(const std::string& device, int gpu,
 #else
   (void)gpu;
   (void)attention;
-  fail("--device cuda: this build has no CUDA backend (nvcc was not found when it was "
-       "configured); use --device cpu");
+  fail(
+      "--device cuda: this build has no CUDA backend (nvcc was not found when it was "
+      "configured); use --device cpu");
 #endif
 }
 

@@ -54,7 +54,7 @@ void LlamaModel::linear_backward(const Linear& lin, const Tensor& dx, const Tens
   const TrainableParam& a = params_[size_t(lin.lora_a)];
   const TrainableParam& b = params_[size_t(lin.lora_b)];
   const float s = float(setup_.lora->scaling());
-  backend_.matmul_backward_weight(*b.grad, dout, u, true, s);   // dB += s dout^T u
+  backend_.matmul_backward_weight(*b.grad, dout, u, true, s);    // dB += s dout^T u
   backend_.matmul_backward_input(du, dout, *b.value, false, s);  // du = s dout B
   backend_.matmul_backward_weight(*a.grad, du, x, true);         // dA += du^T x
   backend_.matmul_backward_input(dx, du, *a.value, true);        // dx += du A
@@ -155,8 +155,7 @@ LlamaModel::BlockWorkspace LlamaModel::make_workspace(int64_t n) {
 }
 
 OwnedTensor LlamaModel::run_blocks(const Tensor& token_ids, const ForwardSpec& spec,
-                                   std::vector<OwnedTensor>* saved_inputs,
-                                   const KvCache* cache) {
+                                   std::vector<OwnedTensor>* saved_inputs, const KvCache* cache) {
   const int64_t n = token_ids.dim(0), d = config_.hidden_size;
   const DType act = backend_.activation_dtype();
   const AttentionPattern mask = make_mask(n, spec);
@@ -206,19 +205,17 @@ LossSum LlamaModel::forward_backward(std::span<const int32_t> tokens,
   // Forward, keeping only each block's input (L x [N, D]).
   std::vector<OwnedTensor> block_inputs;
   OwnedTensor x_final = run_blocks(*token_ids, spec, &block_inputs);  // [N, D]
-  OwnedTensor xn = backend_.allocate({n, d}, act);                   // [N, D]
-  OwnedTensor rstd = backend_.allocate({n}, DType::F32);             // [N]
+  OwnedTensor xn = backend_.allocate({n, d}, act);                    // [N, D]
+  OwnedTensor rstd = backend_.allocate({n}, DType::F32);              // [N]
   backend_.rmsnorm_forward(*xn, *rstd, *x_final, *norm_.value, eps);
 
   // Loss and its gradient at the final norm's output, one classifier chunk at a time.
   OwnedTensor losses = backend_.allocate({n}, DType::F32);  // [N]
   OwnedTensor dxn = backend_.allocate({n, d}, act);         // [N, D]
   LossSum result;
-  result.count = backend_.classifier_forward_backward(*losses, *dxn, grad_of(lm_head_), *xn,
-                                                      *lm_head_.value,
-                                                      *target_ids,
-                                                      std::max<int64_t>(1, spec.classifier_chunk),
-                                                      loss_scale);
+  result.count = backend_.classifier_forward_backward(
+      *losses, *dxn, grad_of(lm_head_), *xn, *lm_head_.value, *target_ids,
+      std::max<int64_t>(1, spec.classifier_chunk), loss_scale);
   std::vector<float> host_losses(static_cast<size_t>(n));
   backend_.download_f32(host_losses.data(), *losses);
   for (float l : host_losses) result.sum += double(l);

@@ -25,8 +25,8 @@ const json* field(const json& doc, const char* key) {
 int64_t as_int(const json& v, const char* key, const std::string& source) {
   if (v.is_number_integer()) return v.get<int64_t>();
   if (v.is_number_unsigned()) {
-    LL_CHECK(v.get<uint64_t>() <= uint64_t(INT64_MAX), "{}: field \"{}\" = {} is too large",
-             source, key, v.dump());
+    LL_CHECK(v.get<uint64_t>() <= uint64_t(INT64_MAX), "{}: field \"{}\" = {} is too large", source,
+             key, v.dump());
     return int64_t(v.get<uint64_t>());
   }
   fail("{}: field \"{}\" must be an integer, found {}", source, key, v.dump());
@@ -57,8 +57,8 @@ int64_t token_id(const json& doc, const char* key, int64_t fallback, const std::
   const json* v = field(doc, key);
   if (!v) return fallback;
   if (v->is_array()) {
-    LL_CHECK(!v->empty(), "{}: field \"{}\" is an empty list; give at least one token id",
-             source, key);
+    LL_CHECK(!v->empty(), "{}: field \"{}\" is an empty list; give at least one token id", source,
+             key);
     return as_int(v->front(), key, source);
   }
   return as_int(*v, key, source);
@@ -122,8 +122,8 @@ void validate_llama_config(const LlamaConfig& c, const std::string& source) {
   };
   for (const auto& [key, value] : sizes) {
     LL_CHECK(value > 0, "{}: field \"{}\" = {} must be positive", source, key, value);
-    LL_CHECK(value <= kMaxDim, "{}: field \"{}\" = {} is implausibly large (limit {})", source,
-             key, value, kMaxDim);
+    LL_CHECK(value <= kMaxDim, "{}: field \"{}\" = {} is implausibly large (limit {})", source, key,
+             value, kMaxDim);
   }
   LL_CHECK(c.max_position_embeddings > 0 && c.max_position_embeddings <= kMaxPositions,
            "{}: field \"max_position_embeddings\" = {} must be in [1, {}]", source,
@@ -143,8 +143,7 @@ void validate_llama_config(const LlamaConfig& c, const std::string& source) {
            "{}: field \"rms_norm_eps\" = {} must be a finite positive number", source,
            c.rms_norm_eps);
   LL_CHECK(std::isfinite(c.rope_theta) && c.rope_theta > 0,
-           "{}: field \"rope_theta\" = {} must be a finite positive number", source,
-           c.rope_theta);
+           "{}: field \"rope_theta\" = {} must be a finite positive number", source, c.rope_theta);
   LL_CHECK(std::isfinite(c.rope_scaling_factor) && c.rope_scaling_factor >= 1.0,
            "{}: field \"rope_scaling.factor\" = {} must be a finite number >= 1", source,
            c.rope_scaling_factor);
@@ -204,8 +203,7 @@ LlamaConfig llama_config_from_file(const std::string& path) {
            "{}: no such file; a Hugging Face model directory needs its config.json", path);
   const MappedFile file(path);
   LL_CHECK(file.size() <= 100u * 1000u * 1000u,
-           "{}: config is {} bytes, over the 100 MB limit; the file is damaged", path,
-           file.size());
+           "{}: config is {} bytes, over the 100 MB limit; the file is damaged", path, file.size());
   const char* text = reinterpret_cast<const char*>(file.data());
   json doc;
   try {

@@ -17,7 +17,7 @@ struct LlamaConfig {
   int64_t max_position_embeddings = 0;  // the context the base model was trained on
   double rms_norm_eps = 1e-6;           // HF's class default; Llama-2 configs say 1e-5
   double rope_theta = 10000.0;
-  double rope_scaling_factor = 1.0;     // linear position interpolation from rope_scaling
+  double rope_scaling_factor = 1.0;  // linear position interpolation from rope_scaling
   bool tie_word_embeddings = false;
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;

@@ -30,7 +30,8 @@ std::vector<float> LlamaModel::forward_cached(std::span<const int32_t> tokens, K
            "the key/value cache has {} layers, the model {}", cache.k.size(), layers_.size());
   LL_CHECK(cache.length >= 0 && cache.length <= cache.capacity - n,
            "the key/value cache holds {} of {} tokens and has no room for {} more; make a larger "
-           "cache (the prompt plus the tokens to generate)", cache.length, cache.capacity, n);
+           "cache (the prompt plus the tokens to generate)",
+           cache.length, cache.capacity, n);
   for (int64_t i = 0; i < n; ++i) {
     LL_CHECK(tokens[size_t(i)] >= 0 && tokens[size_t(i)] < v,
              "token id {} at position {} is outside the vocabulary [0, {})", tokens[size_t(i)],

@@ -90,10 +90,10 @@ LlamaModel::Weight LlamaModel::make_weight(const std::vector<float>& host,
 LlamaModel::Linear LlamaModel::make_linear(const std::vector<float>& host,
                                            std::vector<int64_t> shape, int64_t layer,
                                            const std::string& module) {
-  const bool attn = module == "q_proj" || module == "k_proj" || module == "v_proj" ||
-                    module == "o_proj";
-  const std::string name = "model.layers." + std::to_string(layer) + (attn ? ".self_attn." : ".mlp.") +
-                           module + ".weight";
+  const bool attn =
+      module == "q_proj" || module == "k_proj" || module == "v_proj" || module == "o_proj";
+  const std::string name = "model.layers." + std::to_string(layer) +
+                           (attn ? ".self_attn." : ".mlp.") + module + ".weight";
   Linear lin;
   lin.module = module;
   const int64_t out = shape[0], in = shape[1];
@@ -223,8 +223,8 @@ void LlamaModel::load_adapter(const AdapterDir& adapter) {
       if (name == prefix + "post_attention_layernorm.weight")
         w = &layers_[i].post_attention_layernorm;
     }
-    LL_CHECK(w != nullptr, "trainable_params holds {}, which is not an embedding or norm of this model",
-             name);
+    LL_CHECK(w != nullptr,
+             "trainable_params holds {}, which is not an embedding or norm of this model", name);
     LL_CHECK(t.shape == w->value->shape, "trainable tensor {} has shape [{}], the model needs [{}]",
              name, fmt::join(t.shape, ", "), fmt::join(w->value->shape, ", "));
     backend_.upload_f32(*w->value, t.values.data());
@@ -258,7 +258,7 @@ OwnedTensor LlamaModel::final_hidden(std::span<const int32_t> tokens, const Forw
   check_spec(n, spec);
   OwnedTensor token_ids = backend_.allocate({n}, DType::I32);  // [N]
   backend_.upload_i32(*token_ids, tokens.data());
-  OwnedTensor x = run_blocks(*token_ids, spec, nullptr, cache);      // [N, D]
+  OwnedTensor x = run_blocks(*token_ids, spec, nullptr, cache);             // [N, D]
   OwnedTensor xn = backend_.allocate({n, d}, backend_.activation_dtype());  // [N, D]
   backend_.rmsnorm_forward(*xn, Tensor{}, *x, *norm_.value, float(config_.rms_norm_eps));
   return xn;
@@ -286,7 +286,7 @@ std::vector<float> LlamaModel::next_token_losses(std::span<const int32_t> tokens
 
 std::vector<float> LlamaModel::logits(std::span<const int32_t> tokens, const ForwardSpec& spec) {
   const int64_t n = int64_t(tokens.size()), v = config_.vocab_size;
-  OwnedTensor hidden = final_hidden(tokens, spec);  // [N, D]
+  OwnedTensor hidden = final_hidden(tokens, spec);          // [N, D]
   OwnedTensor out = backend_.allocate({n, v}, DType::F32);  // [N, V] fp32 logits on every backend
   backend_.matmul_forward(*out, *hidden, *lm_head_.value, false);
   std::vector<float> host(size_t(n * v));

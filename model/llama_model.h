@@ -184,8 +184,8 @@ class LlamaModel {
   std::vector<TrainableParam> params_;
   Weight embed_tokens_;  // [V, D]
   std::vector<Layer> layers_;
-  Weight norm_;          // [D]
-  Weight lm_head_;       // [V, D], frozen
+  Weight norm_;     // [D]
+  Weight lm_head_;  // [V, D], frozen
 };
 
 }  // namespace ll

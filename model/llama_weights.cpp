@@ -39,9 +39,7 @@ void visit_tensors(const LlamaConfig& c, LlamaWeights* w, F&& f) {
   const std::string kvd = fmt::format("num_key_value_heads = {} x head_dim = {}, {}",
                                       c.num_key_value_heads, c.head_dim(), d);
   const std::string fd = fmt::format("intermediate_size = {}, {}", F_, d);
-  auto dst = [&](std::vector<float> LlamaWeights::*member) {
-    return w ? &(w->*member) : nullptr;
-  };
+  auto dst = [&](std::vector<float> LlamaWeights::*member) { return w ? &(w->*member) : nullptr; };
   f(LlamaTensorSpec{"model.embed_tokens.weight", {V, D}, vd}, dst(&LlamaWeights::embed_tokens));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     LlamaLayerWeights* l = w ? &w->layers[size_t(i)] : nullptr;
@@ -49,14 +47,12 @@ void visit_tensors(const LlamaConfig& c, LlamaWeights* w, F&& f) {
       return l ? &(l->*member) : nullptr;
     };
     const std::string p = fmt::format("model.layers.{}.", i);
-    f(LlamaTensorSpec{p + "self_attn.q_proj.weight", {D, D}, d},
-      ldst(&LlamaLayerWeights::q_proj));
+    f(LlamaTensorSpec{p + "self_attn.q_proj.weight", {D, D}, d}, ldst(&LlamaLayerWeights::q_proj));
     f(LlamaTensorSpec{p + "self_attn.k_proj.weight", {KV, D}, kvd},
       ldst(&LlamaLayerWeights::k_proj));
     f(LlamaTensorSpec{p + "self_attn.v_proj.weight", {KV, D}, kvd},
       ldst(&LlamaLayerWeights::v_proj));
-    f(LlamaTensorSpec{p + "self_attn.o_proj.weight", {D, D}, d},
-      ldst(&LlamaLayerWeights::o_proj));
+    f(LlamaTensorSpec{p + "self_attn.o_proj.weight", {D, D}, d}, ldst(&LlamaLayerWeights::o_proj));
     f(LlamaTensorSpec{p + "mlp.gate_proj.weight", {F_, D}, fd},
       ldst(&LlamaLayerWeights::gate_proj));
     f(LlamaTensorSpec{p + "mlp.up_proj.weight", {F_, D}, fd}, ldst(&LlamaLayerWeights::up_proj));
@@ -83,8 +79,9 @@ std::string name_list(const std::vector<std::string>& names) {
 
 std::vector<LlamaTensorSpec> llama_tensor_specs(const LlamaConfig& config) {
   std::vector<LlamaTensorSpec> specs;
-  visit_tensors(config, nullptr,
-                [&](LlamaTensorSpec spec, std::vector<float>*) { specs.push_back(std::move(spec)); });
+  visit_tensors(config, nullptr, [&](LlamaTensorSpec spec, std::vector<float>*) {
+    specs.push_back(std::move(spec));
+  });
   return specs;
 }
 
@@ -140,7 +137,7 @@ LlamaWeights load_llama_weights(const ModelFiles& files) {
   std::vector<Job> jobs;
   visit_tensors(w.config, &w, [&](const LlamaTensorSpec& s, std::vector<float>* dst) {
     const TensorEntry* t = files.tensors.find(s.name);
-    if (t == nullptr) return;  // tied lm_head, copied below
+    if (t == nullptr) return;         // tied lm_head, copied below
     dst->resize(size_t(t->numel()));  // allocation stays outside the parallel region
     jobs.push_back({t, dst});
   });

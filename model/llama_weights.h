@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "model/llama_config.h"
 #include "model/formats/tensor_source.h"
+#include "model/llama_config.h"
 
 namespace ll {
 

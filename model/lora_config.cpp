@@ -18,10 +18,12 @@ std::vector<std::string> split_words(const std::string& list) {
   size_t begin = 0;
   while (true) {
     const size_t end = list.find(',', begin);
-    std::string word = list.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+    std::string word =
+        list.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
     const size_t first = word.find_first_not_of(" \t");
     const size_t last = word.find_last_not_of(" \t");
-    words.push_back(first == std::string::npos ? std::string() : word.substr(first, last - first + 1));
+    words.push_back(first == std::string::npos ? std::string()
+                                               : word.substr(first, last - first + 1));
     if (end == std::string::npos) break;
     begin = end + 1;
   }
@@ -58,12 +60,18 @@ std::vector<std::string> parse_lora_targets(const std::string& list) {
   if (words.size() == 1 && words[0] == "all-linear") return lora_target_names();
   std::vector<std::string> targets;
   for (const std::string& w : words) {
-    LL_CHECK(!w.empty(), "LoRA targets \"{}\": empty module name; give a comma-separated list "
-             "such as q_proj,k_proj,v_proj,o_proj, or all-linear", list);
-    LL_CHECK(w != "all-linear", "LoRA targets \"{}\": all-linear cannot be combined with other "
-             "names", list);
-    LL_CHECK(is_target_name(w), "LoRA targets \"{}\": unknown module \"{}\"; choose from {} or "
-             "all-linear", list, w, fmt::join(lora_target_names(), ", "));
+    LL_CHECK(!w.empty(),
+             "LoRA targets \"{}\": empty module name; give a comma-separated list "
+             "such as q_proj,k_proj,v_proj,o_proj, or all-linear",
+             list);
+    LL_CHECK(w != "all-linear",
+             "LoRA targets \"{}\": all-linear cannot be combined with other "
+             "names",
+             list);
+    LL_CHECK(is_target_name(w),
+             "LoRA targets \"{}\": unknown module \"{}\"; choose from {} or "
+             "all-linear",
+             list, w, fmt::join(lora_target_names(), ", "));
     LL_CHECK(std::find(targets.begin(), targets.end(), w) == targets.end(),
              "LoRA targets \"{}\": module \"{}\" is listed twice", list, w);
     targets.push_back(w);
@@ -73,16 +81,21 @@ std::vector<std::string> parse_lora_targets(const std::string& list) {
 
 TrainableSet parse_trainable(const std::string& list) {
   const std::vector<std::string> words = split_words(list);
-  constexpr const char* kUsage = "use a comma-separated list of embed, norm, linear, or none, or all";
+  constexpr const char* kUsage =
+      "use a comma-separated list of embed, norm, linear, or none, or all";
   if (words.size() == 1 && words[0] == "none") return TrainableSet::nothing();
   if (words.size() == 1 && words[0] == "all") return TrainableSet::everything();
   TrainableSet set;
   for (const std::string& w : words) {
-    bool* flag = w == "embed" ? &set.embed_tokens : w == "norm" ? &set.norms
-                 : w == "linear" ? &set.linear : nullptr;
+    bool* flag = w == "embed"    ? &set.embed_tokens
+                 : w == "norm"   ? &set.norms
+                 : w == "linear" ? &set.linear
+                                 : nullptr;
     LL_CHECK(!w.empty(), "trainable \"{}\": empty word; {}", list, kUsage);
-    LL_CHECK(w != "none" && w != "all", "trainable \"{}\": \"{}\" cannot be combined with other "
-             "words", list, w);
+    LL_CHECK(w != "none" && w != "all",
+             "trainable \"{}\": \"{}\" cannot be combined with other "
+             "words",
+             list, w);
     LL_CHECK(flag != nullptr, "trainable \"{}\": unknown word \"{}\"; {}", list, w, kUsage);
     LL_CHECK(!*flag, "trainable \"{}\": \"{}\" is listed twice", list, w);
     *flag = true;

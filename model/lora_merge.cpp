@@ -40,7 +40,7 @@ struct Pair {
   const HostTensor* a = nullptr;  // [r, in]
   const HostTensor* b = nullptr;  // [out, r]
   std::string a_key, b_key;
-  Target* weight = nullptr;       // [out, in]
+  Target* weight = nullptr;  // [out, in]
   std::string weight_name;
 };
 
@@ -64,12 +64,14 @@ std::vector<Pair> pair_lora(const AdapterDir& adapter, std::map<std::string, Tar
     // base_model.model.<weight path>.lora_A.weight -> <weight path>.weight
     const std::string a_key = peft_lora_key(layer, module, 'A');
     const std::string name =
-        a_key.substr(std::strlen(kPeftPrefix), a_key.size() - std::strlen(kPeftPrefix) -
-                                                   std::strlen(".lora_A.weight")) + ".weight";
+        a_key.substr(std::strlen(kPeftPrefix),
+                     a_key.size() - std::strlen(kPeftPrefix) - std::strlen(".lora_A.weight")) +
+        ".weight";
     auto it = targets.find(name);
     LL_CHECK(it != targets.end(),
              "adapter tensor \"{}\" adapts \"{}\", which the model does not have (it has {} "
-             "layers): adapter for another base model?", key, name, config.num_hidden_layers);
+             "layers): adapter for another base model?",
+             key, name, config.num_hidden_layers);
     Pair& p = pairs[name];
     p.weight_name = name;
     p.weight = &it->second;
@@ -89,15 +91,15 @@ std::vector<Pair> pair_lora(const AdapterDir& adapter, std::map<std::string, Tar
     }
     LL_CHECK(p.a->shape[0] == p.b->shape[1],
              "adapter tensors \"{}\" {} and \"{}\" {} disagree on the rank ({} vs {})", p.a_key,
-             shape_str(p.a->shape), p.b_key, shape_str(p.b->shape), p.a->shape[0],
-             p.b->shape[1]);
+             shape_str(p.a->shape), p.b_key, shape_str(p.b->shape), p.a->shape[0], p.b->shape[1]);
     LL_CHECK(p.a->shape[0] == adapter.lora.rank,
              "adapter tensor \"{}\" has rank {} but the adapter config says r = {}", p.a_key,
              p.a->shape[0], adapter.lora.rank);
     LL_CHECK(p.b->shape[0] == w.shape[0] && p.a->shape[1] == w.shape[1],
              "adapter tensors \"{}\" {} and \"{}\" {} do not fit \"{}\" {} (B A must be [out, "
-             "in]): adapter for another base model?", p.a_key, shape_str(p.a->shape), p.b_key,
-             shape_str(p.b->shape), name, shape_str(w.shape));
+             "in]): adapter for another base model?",
+             p.a_key, shape_str(p.a->shape), p.b_key, shape_str(p.b->shape), name,
+             shape_str(w.shape));
     out.push_back(p);
   }
   return out;
@@ -141,10 +143,12 @@ void merge_adapter(LlamaWeights& weights, const AdapterDir& adapter) {
     auto it = targets.find(name);
     LL_CHECK(it != targets.end(),
              "trainable tensor \"{}\" is not a tensor of the model (it has {} layers): adapter "
-             "for another base model?", name, weights.config.num_hidden_layers);
+             "for another base model?",
+             name, weights.config.num_hidden_layers);
     LL_CHECK(t.shape == it->second.shape && int64_t(t.values.size()) == numel(t.shape),
              "trainable tensor \"{}\" has shape {} but the model's is {}: adapter for another "
-             "base model?", name, shape_str(t.shape), shape_str(it->second.shape));
+             "base model?",
+             name, shape_str(t.shape), shape_str(it->second.shape));
   }
   if (!pairs.empty()) {
     LL_CHECK(adapter.lora.rank >= 1 && std::isfinite(adapter.lora.scaling()),
@@ -166,9 +170,10 @@ void merge_adapter(LlamaWeights& weights, const AdapterDir& adapter) {
   const double scaling = adapter.lora.scaling();
   for (const Pair& p : pairs) {
     const int64_t bad = merge_pair(p, scaling);
-    LL_CHECK(bad < 0, "merging \"{}\" and \"{}\" into \"{}\": element {} became {}; the adapter "
-             "is damaged or diverged", p.a_key, p.b_key, p.weight_name, bad,
-             p.weight->data[bad < 0 ? 0 : bad]);
+    LL_CHECK(bad < 0,
+             "merging \"{}\" and \"{}\" into \"{}\": element {} became {}; the adapter "
+             "is damaged or diverged",
+             p.a_key, p.b_key, p.weight_name, bad, p.weight->data[bad < 0 ? 0 : bad]);
   }
 }
 

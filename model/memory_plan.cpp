@@ -51,8 +51,8 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
     const char* module;
     int64_t out, in;
   };
-  const Lin lins[] = {{"q_proj", q_dim, d},  {"k_proj", kv_dim, d}, {"v_proj", kv_dim, d},
-                      {"o_proj", d, q_dim},  {"gate_proj", f, d},   {"up_proj", f, d},
+  const Lin lins[] = {{"q_proj", q_dim, d}, {"k_proj", kv_dim, d}, {"v_proj", kv_dim, d},
+                      {"o_proj", d, q_dim}, {"gate_proj", f, d},   {"up_proj", f, d},
                       {"down_proj", d, f}};
   int lora_layers = 0;
   for (int64_t l = 0; l < layers; ++l) {
@@ -75,8 +75,7 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
     (parameter ? plan.parameter_bytes : plan.step_bytes) += bytes;
   };
   const std::string act_name(dtype_name(bt.activation_dtype));
-  item("frozen weights", frozen * act, fmt::format("{} elements, {}", frozen, act_name),
-       true);
+  item("frozen weights", frozen * act, fmt::format("{} elements, {}", frozen, act_name), true);
   item("trained parameters", trained * (4 + (separate_value ? act : 0)),
        fmt::format("{} elements: fp32 master{}{}", trained,
                    separate_value ? " + " + act_name + " copy" : "",
@@ -89,21 +88,21 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
   // block's recomputed intermediates, the backward's scratch, the classifier chunk.
   item("saved activations", layers * n * d * act,
        fmt::format("{} block inputs [{}, {}] {}", layers, n, d, act_name), false);
-  const int64_t workspace = act * (4 * n * d + 2 * n * q_dim + 2 * n * kv_dim + 3 * n * f +
-                                   (in.lora ? 7 * n * r : 0)) +
-                            4 * (2 * n + h * n);
+  const int64_t workspace =
+      act * (4 * n * d + 2 * n * q_dim + 2 * n * kv_dim + 3 * n * f + (in.lora ? 7 * n * r : 0)) +
+      4 * (2 * n + h * n);
   item("recompute workspace", workspace,
        "one block: normed inputs, q/k/v, attention out, MLP, LoRA x A^T, rstd, lse", false);
-  const int64_t scratch = act * (2 * n * d + n * f + 2 * n * q_dim + 2 * n * kv_dim +
-                                 (in.lora ? n * r : 0)) +
-                          4 * (2 * n + 2 * n);
+  const int64_t scratch =
+      act * (2 * n * d + n * f + 2 * n * q_dim + 2 * n * kv_dim + (in.lora ? n * r : 0)) +
+      4 * (2 * n + 2 * n);
   item("backward scratch", scratch,
        "gradients of the residual stream and of one block's intermediates, token ids, losses",
        false);
   if (bt.attention_dq_accumulator)
     item("attention dQ accum.", 4 * n * q_dim,
-         fmt::format("[{}, {}] fp32: the atomic-dQ attention backward (--attention-kernel {})",
-                     n, q_dim, attention_kernel_name(bt.attention_kernel)),
+         fmt::format("[{}, {}] fp32: the atomic-dQ attention backward (--attention-kernel {})", n,
+                     q_dim, attention_kernel_name(bt.attention_kernel)),
          false);
   const int64_t chunk = std::min(std::max<int64_t>(1, in.classifier_chunk), n);
   item("classifier chunk", chunk * v * 4,
@@ -120,8 +119,8 @@ std::string format_memory_plan(const MemoryPlan& plan) {
     out += fmt::format("  {:<22} {:>12}   {}\n", it.name, format_bytes(it.bytes), it.detail);
   }
   out += fmt::format("  {:<22} {:>12}   parameters and optimizer state {}, one training step {}\n",
-                     "total (peak)", format_bytes(plan.total()),
-                     format_bytes(plan.parameter_bytes), format_bytes(plan.step_bytes));
+                     "total (peak)", format_bytes(plan.total()), format_bytes(plan.parameter_bytes),
+                     format_bytes(plan.step_bytes));
   return out;
 }
 

@@ -19,8 +19,8 @@ struct MemoryPlanInput {
   LlamaConfig config;
   std::optional<LoraConfig> lora;
   TrainableSet trainable = TrainableSet::lora_plus();
-  int64_t seq_len = 0;                      // N
-  int64_t classifier_chunk = 2048;          // tokens per LM-head chunk
+  int64_t seq_len = 0;              // N
+  int64_t classifier_chunk = 2048;  // tokens per LM-head chunk
   // The backend's activation dtype, fixed workspace and attention accumulators:
   // backend_traits(kind, attention kernel) or an existing backend's traits().
   BackendTraits backend = backend_traits(BackendKind::Cpu);
@@ -41,10 +41,10 @@ struct MemoryPlan {
 
 MemoryPlan plan_training_memory(const MemoryPlanInput& input);
 
-// One rank's memory in the data-parallel step (engine/parallel/sharded_optimizer.h) with `world` ranks,
-// from the single-process plan: no rank holds the full AdamW moments, each keeps fp32 master,
-// exp_avg, exp_avg_sq and gradient shards and a flat gathered-parameter vector of all trained
-// elements (the gradients stay where the plan has them: the flat gradient buffer is their
+// One rank's memory in the data-parallel step (engine/parallel/sharded_optimizer.h) with `world`
+// ranks, from the single-process plan: no rank holds the full AdamW moments, each keeps fp32
+// master, exp_avg, exp_avg_sq and gradient shards and a flat gathered-parameter vector of all
+// trained elements (the gradients stay where the plan has them: the flat gradient buffer is their
 // storage); on GPUs (`nccl_padding`) NCCL's padded all-gather buffers add T + T/W fp32.
 struct RankFootprint {
   int64_t trained = 0;       // trained elements T

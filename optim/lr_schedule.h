@@ -16,8 +16,8 @@ struct LrScheduleConfig {
   LrSchedule schedule = LrSchedule::Constant;
   double lr = 2e-5;
   int64_t warmup_steps = 20;
-  int64_t total_steps = 1000;   // cosine decays over [warmup_steps, total_steps)
-  double min_lr_ratio = 0.0;    // cosine floor as a fraction of lr
+  int64_t total_steps = 1000;  // cosine decays over [warmup_steps, total_steps)
+  double min_lr_ratio = 0.0;   // cosine floor as a fraction of lr
 };
 
 // The learning rate of optimizer step `step` (0-based), as transformers' schedulers give it:

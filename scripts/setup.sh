@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build pkg-config
+  build-essential cmake ninja-build pkg-config clang-format
   libsentencepiece-dev libyaml-cpp-dev libfmt-dev doctest-dev nlohmann-json3-dev
   libcli11-dev libopenblas-dev base-files bible-kjv
   libopenmpi-dev openmpi-bin  # data-parallel training (engine/parallel/): mpirun and MPI::MPI_CXX

@@ -11,8 +11,8 @@
 
 namespace ll::test {
 
-// True in the emulated CUDA build (LL_CUDA_BACKEND_EMULATED, `make test-emulated`): the "GPU" is the
-// SIMT emulator on the CPU, thousands of times slower, so tests skip their longest cases there
+// True in the emulated CUDA build (LL_CUDA_BACKEND_EMULATED, `make test-emulated`): the "GPU" is
+// the SIMT emulator on the CPU, thousands of times slower, so tests skip their longest cases there
 // (each with a message saying so).
 inline bool emulated_gpu() {
 #if defined(LL_CUDA_BACKEND_EMULATED)
@@ -25,7 +25,8 @@ inline bool emulated_gpu() {
 inline void require_gpu() {
 #if defined(LL_HAVE_CUDA)
   if (ll::cuda::device_count() > 0) return;
-  std::printf("SKIP: no CUDA device on this machine; GPU tests need one (see scripts/gpu_check.sh)\n");
+  std::printf(
+      "SKIP: no CUDA device on this machine; GPU tests need one (see scripts/gpu_check.sh)\n");
 #else
   std::printf("SKIP: built without the CUDA backend (no nvcc found at configure time)\n");
 #endif

@@ -20,16 +20,16 @@ struct Room {
 
 // Longest prefix first, so that engine/train/ wins over a shorter match.
 const std::vector<Room> kRooms = {
-    {"engine/parallel/", 4}, {"engine/train/", 5}, {"engine/eval/", 4}, {"common/", 0},
-    {"data/", 1},           {"optim/", 1},        {"kernels/", 2},     {"model/", 3},
-    {"tools/", 6},          {"bench/", 6},
+    {"engine/parallel/", 4}, {"engine/train/", 5}, {"engine/eval/", 4},
+    {"common/", 0},          {"data/", 1},         {"optim/", 1},
+    {"kernels/", 2},         {"model/", 3},        {"tools/", 6},
+    {"bench/", 6},
 };
 
 const Room* room_of(const std::string& path) {
   const Room* best = nullptr;
   for (const Room& r : kRooms)
-    if (path.rfind(r.prefix, 0) == 0 && (!best || r.prefix.size() > best->prefix.size()))
-      best = &r;
+    if (path.rfind(r.prefix, 0) == 0 && (!best || r.prefix.size() > best->prefix.size())) best = &r;
   return best;
 }
 

@@ -7,8 +7,12 @@
 
 namespace ll::test {
 
-inline std::string source_path(const std::string& rel) { return std::string(LL_SOURCE_DIR) + "/" + rel; }
-inline std::string binary_path(const std::string& rel) { return std::string(LL_BINARY_DIR) + "/" + rel; }
+inline std::string source_path(const std::string& rel) {
+  return std::string(LL_SOURCE_DIR) + "/" + rel;
+}
+inline std::string binary_path(const std::string& rel) {
+  return std::string(LL_BINARY_DIR) + "/" + rel;
+}
 
 // A directory unique to this process and name, emptied on creation.
 inline std::filesystem::path fresh_temp_dir(const std::string& name) {

@@ -13,8 +13,8 @@
 #include "common/error.h"
 #include "common/tool_main.h"
 #include "model/formats/bin_format.h"
-#include "model/llama_weights.h"
 #include "model/formats/tensor_source.h"
+#include "model/llama_weights.h"
 
 namespace {
 
@@ -92,9 +92,8 @@ int convert(const Options& o) {
   fmt::print("model      {} layers, hidden {}, {} heads / {} kv, ffn {}, vocab {}\n",
              c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
              c.intermediate_size, c.vocab_size);
-  fmt::print("wrote      {} ({} tensors, {} params, {} in {}, file {})\n", o.output,
-             tensors.size(), human_count(params),
-             human_bytes(double(params) * double(ll::dtype_size(dtype))),
+  fmt::print("wrote      {} ({} tensors, {} params, {} in {}, file {})\n", o.output, tensors.size(),
+             human_count(params), human_bytes(double(params) * double(ll::dtype_size(dtype))),
              ll::dtype_name(dtype), human_bytes(double(fs::file_size(o.output))));
   fmt::print("tokenizer  {}\n", tokenizer_note);
   return 0;

@@ -17,9 +17,9 @@
 #include "model/formats/adapter_io.h"
 #include "model/formats/bin_format.h"
 #include "model/formats/hf_export.h"
+#include "model/formats/tensor_source.h"
 #include "model/llama_weights.h"
 #include "model/lora_merge.h"
-#include "model/formats/tensor_source.h"
 
 namespace {
 
@@ -69,18 +69,22 @@ double training_factor(const Options& o, const ll::AdapterDir& adapter) {
            "trained with (PEFT's own adapters lack it); pass --rope-factor F, the factor of the "
            "training run: ceil(training context / max_position_embeddings), e.g. 2 for an 8192 "
            "fine-tune of Llama-2 (4096). Without it the merged model would produce garbage "
-           "beyond the base context", o.lora);
+           "beyond the base context",
+           o.lora);
   return adapter.longlora->rope_factor;
 }
 
 int run(const Options& o) {
-  LL_CHECK(!o.out.empty() || !o.out_bin.empty(), "nothing to write: give --out DIR and/or "
+  LL_CHECK(!o.out.empty() || !o.out_bin.empty(),
+           "nothing to write: give --out DIR and/or "
            "--out-bin FILE.bin");
   const ll::DType dtype = dtype_from_option(o.dtype);
   const uint64_t max_shard = ll::parse_byte_size(o.max_shard_size);
   if (!o.out_bin.empty()) {
-    LL_CHECK(!fs::is_directory(o.out_bin), "{}: is a directory; --out-bin takes the .bin file "
-             "to write", o.out_bin);
+    LL_CHECK(!fs::is_directory(o.out_bin),
+             "{}: is a directory; --out-bin takes the .bin file "
+             "to write",
+             o.out_bin);
   }
 
   // Never write over the inputs (an export replaces what looks like a previous export).
@@ -96,8 +100,10 @@ int run(const Options& o) {
   // The tokenizer is checked before the slow part; a Hugging Face directory must have one.
   const std::string tokenizer = o.tokenizer.empty() ? files->tokenizer_path : o.tokenizer;
   if (!o.out.empty()) {
-    LL_CHECK(!tokenizer.empty(), "{}: missing tokenizer.model next to the weights; pass "
-             "--tokenizer PATH (the base model's tokenizer.model)", o.model);
+    LL_CHECK(!tokenizer.empty(),
+             "{}: missing tokenizer.model next to the weights; pass "
+             "--tokenizer PATH (the base model's tokenizer.model)",
+             o.model);
   }
   if (!tokenizer.empty()) {
     LL_CHECK(fs::is_regular_file(tokenizer), "{}: missing tokenizer.model (no such file)",
@@ -117,22 +123,25 @@ int run(const Options& o) {
   weights.config.rope_scaling_factor = factor;
 
   const ll::LlamaConfig& c = weights.config;
-  fmt::print("base       {} ({} layers, hidden {}, {} heads / {} kv, vocab {}, "
-             "max_position_embeddings {})\n", o.model, c.num_hidden_layers, c.hidden_size,
-             c.num_attention_heads, c.num_key_value_heads, c.vocab_size,
-             c.max_position_embeddings);
-  fmt::print("adapter    {} (LoRA r {} alpha {} on {}: {} matrices merged; {} trained base "
-             "tensors replaced)\n", o.lora, adapter.lora.rank, adapter.lora.alpha,
-             fmt::join(adapter.lora.targets, ","), adapter.lora_tensors.size(),
-             adapter.trainable_params.size());
+  fmt::print(
+      "base       {} ({} layers, hidden {}, {} heads / {} kv, vocab {}, "
+      "max_position_embeddings {})\n",
+      o.model, c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
+      c.vocab_size, c.max_position_embeddings);
+  fmt::print(
+      "adapter    {} (LoRA r {} alpha {} on {}: {} matrices merged; {} trained base "
+      "tensors replaced)\n",
+      o.lora, adapter.lora.rank, adapter.lora.alpha, fmt::join(adapter.lora.targets, ","),
+      adapter.lora_tensors.size(), adapter.trainable_params.size());
   fmt::print("positions  rope_scaling linear factor {} ({}{})\n", factor,
              o.rope_factor_given ? "--rope-factor" : o.lora + "/longlora.json",
-             adapter.longlora ? fmt::format(", trained at {} tokens",
-                                            adapter.longlora->context_length)
-                              : std::string());
+             adapter.longlora
+                 ? fmt::format(", trained at {} tokens", adapter.longlora->context_length)
+                 : std::string());
   if (was_tied && !c.tie_word_embeddings) {
-    fmt::print("note       the embedding was trained: lm_head is written untied (the frozen "
-               "copy training used)\n");
+    fmt::print(
+        "note       the embedding was trained: lm_head is written untied (the frozen "
+        "copy training used)\n");
   }
 
   if (!o.out.empty()) {
@@ -173,9 +182,10 @@ int run(const Options& o) {
 
 int main(int argc, char** argv) {
   Options o;
-  CLI::App app{"Merge a LoRA adapter (and its trained embeddings and norms) into its base model "
-               "and export it as a Hugging Face directory and/or our .bin.\nExample: "
-               "./export_hf -m llama2-7b.bin --lora out/7b-8k --out llama2-7b-longlora-8k"};
+  CLI::App app{
+      "Merge a LoRA adapter (and its trained embeddings and norms) into its base model "
+      "and export it as a Hugging Face directory and/or our .bin.\nExample: "
+      "./export_hf -m llama2-7b.bin --lora out/7b-8k --out llama2-7b-longlora-8k"};
   app.add_option("-m,--model", o.model, "base model: Hugging Face directory or our .bin")
       ->required();
   app.add_option("--lora", o.lora, "adapter directory (train_longlora --out, or PEFT's)")

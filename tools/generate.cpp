@@ -2,8 +2,8 @@
 // adapter). The prompt (BOS first) is prefilled in one pass, then tokens are drawn one at a
 // time (greedy at temperature 0, else nucleus sampling) until EOS or --max-new. The text goes
 // to stdout as it is generated; setup and timing lines go to stderr.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -15,11 +15,11 @@
 
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/tool_main.h"
 #include "data/tokenizer.h"
 #include "data/tokenizer_path.h"
 #include "engine/eval/inference_model.h"
 #include "kernels/attention_kernel.h"
-#include "common/tool_main.h"
 #include "model/generation.h"
 
 namespace {
@@ -58,8 +58,8 @@ class TextStream {
   void update(const std::vector<int32_t>& ids, bool final) {
     text_ = tok_.decode(std::vector<int>(ids.begin(), ids.end()));
     static const std::string kReplacement = "\xEF\xBF\xBD";
-    const bool unfinished = text_.size() >= 3 &&
-                            text_.compare(text_.size() - 3, 3, kReplacement) == 0;
+    const bool unfinished =
+        text_.size() >= 3 && text_.compare(text_.size() - 3, 3, kReplacement) == 0;
     // Text already printed that a later piece rewrote cannot be taken back: wait until the
     // decoded text extends it again.
     if ((unfinished && !final) || text_.compare(0, printed_.size(), printed_) != 0) return;
@@ -79,9 +79,10 @@ double per_second(double count, double seconds) { return seconds > 0 ? count / s
 
 int run(int argc, char** argv) {
   Options o;
-  CLI::App app{"Text generation with a key/value cache from a Llama-2 model, optionally with a "
-               "LongLoRA adapter.\nExample: ./generate -m models/kjv-tiny --prompt \"In the "
-               "beginning\" --max-new 64 --temperature 0.8 --top-p 0.9 --seed 1"};
+  CLI::App app{
+      "Text generation with a key/value cache from a Llama-2 model, optionally with a "
+      "LongLoRA adapter.\nExample: ./generate -m models/kjv-tiny --prompt \"In the "
+      "beginning\" --max-new 64 --temperature 0.8 --top-p 0.9 --seed 1"};
   app.add_option("-m,--model", o.model.model, "Hugging Face model directory or our .bin file")
       ->required();
   app.add_option("--lora", o.model.lora,
@@ -95,7 +96,8 @@ int run(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--temperature", o.temperature, "sampling temperature; 0 is greedy decoding")
       ->capture_default_str();
-  app.add_option("--top-p", o.top_p, "nucleus sampling: keep the most likely tokens up to this "
+  app.add_option("--top-p", o.top_p,
+                 "nucleus sampling: keep the most likely tokens up to this "
                  "probability mass, in (0, 1]")
       ->capture_default_str();
   app.add_option("--seed", o.seed, "sampler seed (same seed, same text)")->capture_default_str();
@@ -144,16 +146,18 @@ int run(int argc, char** argv) {
     LL_CHECK(needed <= info.context,
              "the prompt ({} tokens with BOS) plus --max-new {} is {} tokens, more than the "
              "model's context of {} tokens; shorten the prompt, lower --max-new, or raise "
-             "--context-size (with the matching --rope-factor)", prompt.size(), o.max_new,
-             needed, info.context);
+             "--context-size (with the matching --rope-factor)",
+             prompt.size(), o.max_new, needed, info.context);
   });
 
   std::string setup = ll::describe_inference_model(m, o.model);
   setup += fmt::format("prompt         {} tokens (BOS first)\n", prompt.size());
   setup += o.temperature == 0.0
                ? fmt::format("sampling       greedy, at most {} new tokens\n", o.max_new)
-               : fmt::format("sampling       temperature {}, top-p {}, seed {}, at most {} new "
-                             "tokens\n", o.temperature, o.top_p, o.seed, o.max_new);
+               : fmt::format(
+                     "sampling       temperature {}, top-p {}, seed {}, at most {} new "
+                     "tokens\n",
+                     o.temperature, o.top_p, o.seed, o.max_new);
   std::fputs(setup.c_str(), stderr);
   std::fflush(stderr);
 
@@ -161,8 +165,8 @@ int run(int argc, char** argv) {
   g.max_new_tokens = o.max_new;
   g.sampling = sampling;
   g.rope_scale = m.rope_scale;
-  g.stop_token = tokenizer.eos_id() >= 0 ? int32_t(tokenizer.eos_id())
-                                          : int32_t(m.config.eos_token_id);
+  g.stop_token =
+      tokenizer.eos_id() >= 0 ? int32_t(tokenizer.eos_id()) : int32_t(m.config.eos_token_id);
   TextStream stream(tokenizer);
   std::vector<int32_t> so_far;
   const ll::GenerationResult r = ll::generate(*m.model, prompt, g, [&](int32_t id) {
@@ -177,10 +181,15 @@ int run(int argc, char** argv) {
   const double decode_steps = double(r.tokens.size()) - 1.0;  // the first token came from prefill
   const double decode_tps = per_second(decode_steps, r.decode_s);
   std::fputs(fmt::format("generated      {} tokens{}\n", r.tokens.size(),
-                         r.stopped ? " (stopped at EOS)" : "").c_str(), stderr);
-  std::fputs(fmt::format("time           prefill {} tokens in {:.3f}s ({:.1f} tok/s), decode {} "
-                         "tokens in {:.3f}s ({:.1f} tok/s)\n", prompt.size(), r.prefill_s,
-                         prefill_tps, decode_steps, r.decode_s, decode_tps).c_str(), stderr);
+                         r.stopped ? " (stopped at EOS)" : "")
+                 .c_str(),
+             stderr);
+  std::fputs(
+      fmt::format("time           prefill {} tokens in {:.3f}s ({:.1f} tok/s), decode {} "
+                  "tokens in {:.3f}s ({:.1f} tok/s)\n",
+                  prompt.size(), r.prefill_s, prefill_tps, decode_steps, r.decode_s, decode_tps)
+          .c_str(),
+      stderr);
 
   if (!o.json_path.empty()) {
     nlohmann::json j = {
@@ -194,10 +203,11 @@ int run(int argc, char** argv) {
         {"sampling", {{"temperature", o.temperature}, {"top_p", o.top_p}, {"seed", o.seed}}},
         {"position_interpolation_factor", m.rope_scale},
         {"context", m.context},
-        {"timing", {{"prefill_s", r.prefill_s},
-                    {"decode_s", r.decode_s},
-                    {"prefill_tokens_per_s", prefill_tps},
-                    {"decode_tokens_per_s", decode_tps}}}};
+        {"timing",
+         {{"prefill_s", r.prefill_s},
+          {"decode_s", r.decode_s},
+          {"prefill_tokens_per_s", prefill_tps},
+          {"decode_tokens_per_s", decode_tps}}}};
     const std::string text = j.dump(2) + "\n";
     ll::AtomicFileWriter out(o.json_path);
     out.write(text.data(), text.size());

@@ -11,9 +11,9 @@
 #include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/tool_main.h"
+#include "model/formats/safetensors.h"
 #include "model/llama_config.h"
 #include "model/llama_weights.h"
-#include "model/formats/safetensors.h"
 
 namespace {
 
@@ -29,9 +29,10 @@ struct Options {
 
 int run(int argc, char** argv) {
   Options o;
-  CLI::App app{"Write a randomly initialised Llama model (normal(0, std) weights, norms 1) as a "
-               "Hugging Face directory.\nExample: ./init_model --config models/kjv-tiny/"
-               "config.json --out /tmp/kjv-init --tokenizer models/kjv-tiny/tokenizer.model"};
+  CLI::App app{
+      "Write a randomly initialised Llama model (normal(0, std) weights, norms 1) as a "
+      "Hugging Face directory.\nExample: ./init_model --config models/kjv-tiny/"
+      "config.json --out /tmp/kjv-init --tokenizer models/kjv-tiny/tokenizer.model"};
   app.add_option("--config", o.config, "a Hugging Face config.json (LlamaForCausalLM)")->required();
   app.add_option("--out", o.out, "directory to write")->required();
   app.add_option("--tokenizer", o.tokenizer, "tokenizer.model to copy next to the weights");
@@ -59,8 +60,7 @@ int run(int argc, char** argv) {
   if (!o.tokenizer.empty()) {
     fs::copy_file(o.tokenizer, o.out + "/tokenizer.model", fs::copy_options::overwrite_existing);
   }
-  fmt::print("wrote {} ({} tensors, seed {}, std {})\n", o.out, tensors.size(), o.seed,
-             o.init_std);
+  fmt::print("wrote {} ({} tensors, seed {}, std {})\n", o.out, tensors.size(), o.seed, o.init_std);
   return 0;
 }
 

@@ -4,8 +4,8 @@
 // usable context (engine/eval/inference_model.h: --context-size, the adapter's training context,
 // else max_position_embeddings x rope factor) is refused before any trial runs, unless
 // --allow-beyond-context asks for extrapolation.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -15,13 +15,13 @@
 
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/tool_main.h"
 #include "data/tokenizer.h"
 #include "data/tokenizer_path.h"
 #include "engine/eval/inference_model.h"
-#include "kernels/attention_kernel.h"
 #include "engine/eval/passkey.h"
 #include "engine/train/progress.h"
-#include "common/tool_main.h"
+#include "kernels/attention_kernel.h"
 
 namespace {
 
@@ -59,33 +59,35 @@ int run(const Options& o) {
   ll::InferenceModel m = ll::load_inference_model(o.model, [&](const ll::InferenceModel& info) {
     LL_CHECK(tokenizer.vocab_size() <= info.config.vocab_size,
              "{}: the tokenizer has {} pieces but the model's vocabulary has only {} ids; pass "
-             "the model's own tokenizer.model with --tokenizer", tokenizer_path,
-             tokenizer.vocab_size(), info.config.vocab_size);
+             "the model's own tokenizer.model with --tokenizer",
+             tokenizer_path, tokenizer.vocab_size(), info.config.vocab_size);
     for (int64_t c : passkey.context_sizes) {
       LL_CHECK(o.allow_beyond_context || c <= info.context,
                "context size {} is beyond the model's usable context of {} tokens ({}); give "
                "--context-size C for a model fine-tuned to C tokens (position interpolation), "
-               "or --allow-beyond-context to test extrapolation", c, info.context,
-               info.rope_source);
+               "or --allow-beyond-context to test extrapolation",
+               c, info.context, info.rope_source);
     }
   });
   const double load_s = seconds_since(t0);
 
   fmt::print("{}", ll::describe_inference_model(m, o.model));
   fmt::print("tokenizer      {} ({} pieces)\n", tokenizer_path, tokenizer.vocab_size());
-  fmt::print("passkey        {} trial{} per context, seed {}; key in [1, {}] at a random depth "
-             "of the filler; greedy decoding of the answer's length, exact match\n",
-             o.trials, o.trials == 1 ? "" : "s", o.seed, ll::kPasskeyMaxKey);
+  fmt::print(
+      "passkey        {} trial{} per context, seed {}; key in [1, {}] at a random depth "
+      "of the filler; greedy decoding of the answer's length, exact match\n",
+      o.trials, o.trials == 1 ? "" : "s", o.seed, ll::kPasskeyMaxKey);
   std::fflush(stdout);
 
   const auto t1 = std::chrono::steady_clock::now();
   const std::vector<ll::PasskeyContextResult> results = ll::run_passkey(
       tokenizer, passkey, ll::greedy_generator(*m.model, m.rope_scale),
       [](const ll::PasskeyContextResult& r, const ll::PasskeyTrial& t) {
-        fmt::print("context {:>7} trial {:>3}: key {:>5} at depth {:.2f}, {} prompt tokens -> "
-                   "\"{}\" {} ({})\n", r.context_size, t.trial, t.prompt.key, t.prompt.depth,
-                   t.prompt.ids.size(), t.generated_text, t.correct ? "correct" : "wrong",
-                   ll::format_duration(t.seconds));
+        fmt::print(
+            "context {:>7} trial {:>3}: key {:>5} at depth {:.2f}, {} prompt tokens -> "
+            "\"{}\" {} ({})\n",
+            r.context_size, t.trial, t.prompt.key, t.prompt.depth, t.prompt.ids.size(),
+            t.generated_text, t.correct ? "correct" : "wrong", ll::format_duration(t.seconds));
         std::fflush(stdout);
       });
   const double run_s = seconds_since(t1);
@@ -116,10 +118,11 @@ int run(const Options& o) {
 
 int main(int argc, char** argv) {
   Options o;
-  CLI::App app{"Passkey retrieval (LongLoRA paper section 4): a pass key hidden at a random "
-               "depth in filler text, greedy decoding, exact match; accuracy per context "
-               "length in tokens.\nExample: ./passkey -m llama2-7b.bin --lora out/7b-8k "
-               "--context-sizes 1k,2k,4k,8k --trials 10 --json passkey.json"};
+  CLI::App app{
+      "Passkey retrieval (LongLoRA paper section 4): a pass key hidden at a random "
+      "depth in filler text, greedy decoding, exact match; accuracy per context "
+      "length in tokens.\nExample: ./passkey -m llama2-7b.bin --lora out/7b-8k "
+      "--context-sizes 1k,2k,4k,8k --trials 10 --json passkey.json"};
   app.add_option("-m,--model", o.model.model, "Hugging Face model directory or our .bin file")
       ->required();
   app.add_option("--lora", o.model.lora,

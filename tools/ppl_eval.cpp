@@ -1,8 +1,8 @@
 // ppl_eval: perplexity of a Llama model on a token stream, by the LongLoRA paper's protocol
 // (default) or the non-overlapping one. Dense causal attention.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -10,15 +10,15 @@
 #include <fstream>
 
 #include "common/atomic_file.h"
+#include "common/tool_main.h"
 #include "data/token_file.h"
 #include "engine/eval/inference_model.h"
-#include "kernels/attention_kernel.h"
 #include "engine/eval/perplexity.h"
 #include "engine/train/progress.h"
-#include "common/tool_main.h"
+#include "kernels/attention_kernel.h"
+#include "model/formats/tensor_source.h"
 #include "model/llama_config.h"
 #include "model/llama_model.h"
-#include "model/formats/tensor_source.h"
 
 namespace {
 
@@ -36,9 +36,10 @@ struct Options {
 
 int run(int argc, char** argv) {
   Options o;
-  CLI::App app{"Perplexity of a Llama-2 model (optionally position-interpolated) on tokens.\n"
-               "Example: ./ppl_eval -m llama2-7b.bin --data pg19/validation.bin "
-               "--data-format raw-u16 --seq-len 32768 --context-size 32768"};
+  CLI::App app{
+      "Perplexity of a Llama-2 model (optionally position-interpolated) on tokens.\n"
+      "Example: ./ppl_eval -m llama2-7b.bin --data pg19/validation.bin "
+      "--data-format raw-u16 --seq-len 32768 --context-size 32768"};
   app.add_option("-m,--model", o.model.model, "Hugging Face model directory or our .bin file")
       ->required();
   app.add_option("--data", o.data, "token file to score")->required();
@@ -71,7 +72,8 @@ int run(int argc, char** argv) {
   app.add_option("--lora", o.model.lora,
                  "adapter directory from train_longlora (or PEFT): LoRA matrices plus "
                  "trainable_params.safetensors (embeddings, norms) applied to the base model");
-  app.add_option("--device", o.model.device, "backend: auto (cuda when a GPU is present, else cpu), cpu or cuda")
+  app.add_option("--device", o.model.device,
+                 "backend: auto (cuda when a GPU is present, else cpu), cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("--attention-kernel", o.model.attention_kernel, ll::kAttentionKernelHelp)
@@ -90,7 +92,8 @@ int run(int argc, char** argv) {
       o.data, ll::token_file_format_from_name(o.data_format), config.vocab_size);
   const ll::PplProtocol protocol = ll::ppl_protocol_from_name(o.protocol);
   std::vector<ll::PplWindow> windows = ll::ppl_windows(data.size(), o.seq_len, o.stride, protocol);
-  if (o.max_windows > 0 && int64_t(windows.size()) > o.max_windows) windows.resize(size_t(o.max_windows));
+  if (o.max_windows > 0 && int64_t(windows.size()) > o.max_windows)
+    windows.resize(size_t(o.max_windows));
 
   const ll::InferenceModel m = ll::load_inference_model(o.model);
   ll::LlamaModel& model = *m.model;
@@ -98,14 +101,19 @@ int run(int argc, char** argv) {
   spec.attn_mode = ll::AttnMode::Dense;
   spec.rope_scale = m.rope_scale;
   spec.classifier_chunk = o.classifier_chunk;
-  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   const std::string protocol_desc =
       protocol == ll::PplProtocol::Paper
-          ? fmt::format("paper (windows of {} every {} tokens, last start dropped, mean of "
-                        "window losses)", o.seq_len, o.stride)
-          : fmt::format("non-overlapping (windows of {}, every token after the first scored "
-                        "once)", o.seq_len);
+          ? fmt::format(
+                "paper (windows of {} every {} tokens, last start dropped, mean of "
+                "window losses)",
+                o.seq_len, o.stride)
+          : fmt::format(
+                "non-overlapping (windows of {}, every token after the first scored "
+                "once)",
+                o.seq_len);
   fmt::print("{}", ll::describe_inference_model(m, o.model));
   fmt::print("data           {} ({} tokens, {})\n", o.data, data.size(), o.data_format);
   fmt::print("protocol       {}\n", protocol_desc);
@@ -115,11 +123,13 @@ int run(int argc, char** argv) {
   const auto t1 = std::chrono::steady_clock::now();
   const ll::PplResult r = ll::evaluate_perplexity(
       model, data, protocol, windows, spec, [&](int64_t done, int64_t total, int64_t scored) {
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
         progress.update(done, total, fmt::format("{:.0f} tok/s", double(scored) / s));
       });
   progress.finish();
-  const double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  const double eval_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
 
   fmt::print("windows        {}\n", r.windows);
   fmt::print("tokens scored  {}\n", r.tokens_scored);

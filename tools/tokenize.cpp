@@ -16,11 +16,11 @@
 
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/tool_main.h"
 #include "data/shard_format.h"
 #include "data/text_sources.h"
 #include "data/tokenizer.h"
 #include "engine/train/progress.h"
-#include "common/tool_main.h"
 
 namespace fs = std::filesystem;
 

@@ -2,15 +2,15 @@
 // attention projections with trainable embeddings and norms, linear position interpolation),
 // on token shards (--data) or supervised on instruction records (--sft).
 // `mpirun -np W ./train_longlora ...` trains data-parallel over W ranks (CPU backend for now).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <exception>
 #include <new>
 #include <string>
 
-#include "engine/parallel/communicator.h"
 #include "common/tool_main.h"
+#include "engine/parallel/communicator.h"
 #include "engine/train/train_options.h"
 #include "engine/train/trainer.h"
 

@@ -7,9 +7,9 @@
 
 #include "common/error.h"
 #include "kernels/make_backend.h"
+#include "model/formats/tensor_source.h"
 #include "model/llama_weights.h"
 #include "model/position_interpolation.h"
-#include "model/formats/tensor_source.h"
 
 namespace ll {
 
@@ -28,12 +28,14 @@ void choose_positions(InferenceModel& m, const InferenceModelOptions& o) {
     m.rope_source = o.context_size > c.max_position_embeddings
                         ? fmt::format("--context-size {}: ceil({} / {})", o.context_size,
                                       o.context_size, c.max_position_embeddings)
-                        : fmt::format("model config (--context-size {} is within "
-                                      "max_position_embeddings)", o.context_size);
+                        : fmt::format(
+                              "model config (--context-size {} is within "
+                              "max_position_embeddings)",
+                              o.context_size);
   } else if (trained != nullptr) {
     m.rope_scale = trained->rope_factor;
-    m.rope_source = fmt::format("adapter's longlora.json (trained at {} tokens)",
-                                trained->context_length);
+    m.rope_source =
+        fmt::format("adapter's longlora.json (trained at {} tokens)", trained->context_length);
   } else {
     m.rope_scale = c.rope_scaling_factor;
     m.rope_source = "model config";
@@ -81,8 +83,8 @@ InferenceModel load_inference_model(
       m.model->load_adapter(*m.adapter);
     } catch (const Error& e) {
       // Names and shapes decide whether it fits; the recorded name only helps the user.
-      fail("adapter {} does not fit model {} ({}): {}", o.lora, o.model,
-           recorded_base(*m.adapter), e.what());
+      fail("adapter {} does not fit model {} ({}): {}", o.lora, o.model, recorded_base(*m.adapter),
+           e.what());
     }
   }
   return m;
@@ -90,20 +92,22 @@ InferenceModel load_inference_model(
 
 std::string describe_inference_model(const InferenceModel& m, const InferenceModelOptions& o) {
   const LlamaConfig& c = m.config;
-  std::string s = fmt::format(
-      "model          {} ({} layers, hidden {}, {} heads / {} kv, vocab {})\n", o.model,
-      c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
-      c.vocab_size);
+  std::string s =
+      fmt::format("model          {} ({} layers, hidden {}, {} heads / {} kv, vocab {})\n", o.model,
+                  c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
+                  c.vocab_size);
   if (m.adapter) {
     const AdapterDir& a = *m.adapter;
-    s += fmt::format("adapter        {} (LoRA r {} alpha {} on {}; {} LoRA matrices, {} trained "
-                     "base tensors; {})\n", o.lora, a.lora.rank, a.lora.alpha,
-                     fmt::join(a.lora.targets, ","), a.lora_tensors.size(),
-                     a.trainable_params.size(), recorded_base(a));
+    s += fmt::format(
+        "adapter        {} (LoRA r {} alpha {} on {}; {} LoRA matrices, {} trained "
+        "base tensors; {})\n",
+        o.lora, a.lora.rank, a.lora.alpha, fmt::join(a.lora.targets, ","), a.lora_tensors.size(),
+        a.trainable_params.size(), recorded_base(a));
   }
-  s += fmt::format("positions      interpolation factor {} (from {}; max_position_embeddings "
-                   "{}), context {} tokens, dense causal attention\n", m.rope_scale,
-                   m.rope_source, c.max_position_embeddings, m.context);
+  s += fmt::format(
+      "positions      interpolation factor {} (from {}; max_position_embeddings "
+      "{}), context {} tokens, dense causal attention\n",
+      m.rope_scale, m.rope_source, c.max_position_embeddings, m.context);
   s += fmt::format("backend        {}\n", describe_backend(*m.backend));
   return s;
 }

@@ -21,12 +21,12 @@
 namespace ll {
 
 struct InferenceModelOptions {
-  std::string model;          // HF directory or our .bin
-  std::string lora;           // adapter directory ("" = none)
+  std::string model;  // HF directory or our .bin
+  std::string lora;   // adapter directory ("" = none)
   std::string device = "auto";
   std::string attention_kernel = "auto";  // --attention-kernel (kernels/attention_kernel.h)
-  int64_t context_size = 0;   // 0: not given
-  double rope_factor = 0.0;   // 0: not given
+  int64_t context_size = 0;               // 0: not given
+  double rope_factor = 0.0;               // 0: not given
 };
 
 struct InferenceModel {
@@ -35,8 +35,8 @@ struct InferenceModel {
   std::optional<AdapterDir> adapter;
   std::unique_ptr<LlamaModel> model;  // on *backend, adapter applied
   double rope_scale = 1.0;
-  int64_t context = 0;                // tokens the model is meant to handle
-  std::string rope_source;            // where rope_scale came from, for the tools' log line
+  int64_t context = 0;      // tokens the model is meant to handle
+  std::string rope_source;  // where rope_scale came from, for the tools' log line
 };
 
 // Throws ll::Error naming the file for a missing or damaged model, or an adapter that does

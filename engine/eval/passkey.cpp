@@ -74,11 +74,13 @@ int64_t parse_context_size(const std::string& s) {
     unit = 1024;
     digits.pop_back();
   }
-  const bool all_digits = !digits.empty() && digits.size() <= 15 &&
-                          std::all_of(digits.begin(), digits.end(),
-                                      [](char c) { return c >= '0' && c <= '9'; });
-  LL_CHECK(all_digits, "context size '{}' is not a token count: write a positive integer, "
-           "optionally with k for 1024 (e.g. 512, 1k, 100k)", s);
+  const bool all_digits =
+      !digits.empty() && digits.size() <= 15 &&
+      std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
+  LL_CHECK(all_digits,
+           "context size '{}' is not a token count: write a positive integer, "
+           "optionally with k for 1024 (e.g. 512, 1k, 100k)",
+           s);
   const int64_t value = std::stoll(digits) * unit;  // at most 15 digits x 1024: no overflow
   LL_CHECK(value > 0, "context size '{}' must be at least 1 token", s);
   return value;
@@ -124,7 +126,8 @@ PasskeyPrompt make_passkey_prompt(const Tokenizer& tokenizer, int64_t context_si
   const int64_t base = prompt_tokens(0);
   LL_CHECK(base <= context_size,
            "context size {} is too small for a passkey prompt: without any filler it already "
-           "has {} tokens (BOS, task, key line, question)", context_size, base);
+           "has {} tokens (BOS, task, key line, question)",
+           context_size, base);
   // Token counts grow by a near-constant amount per repetition: refine the estimate of n by
   // the secant through (0, base) and the last guess, then step to the exact answer
   // tokens(n) <= C < tokens(n + 1) (each step encodes the whole prompt, so few of them).
@@ -190,10 +193,9 @@ std::vector<PasskeyContextResult> run_passkey(const Tokenizer& tokenizer,
       const int64_t n_new = int64_t(trial.prompt.answer_ids.size());
       const auto t0 = std::chrono::steady_clock::now();
       trial.generated = generator(trial.prompt.ids, n_new);
-      trial.seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      trial.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       LL_CHECK(int64_t(trial.generated.size()) == n_new,
-               "passkey: the generator returned {} tokens where {} were asked", 
+               "passkey: the generator returned {} tokens where {} were asked",
                trial.generated.size(), n_new);
       trial.generated_text = decode_generated(tokenizer, trial.generated);
       trial.correct = passkey_correct(trial.generated, trial.prompt.answer_ids);
@@ -217,12 +219,11 @@ PasskeyGenerator greedy_generator(LlamaModel& model, double rope_scale) {
 }
 
 std::string format_passkey_table(const std::vector<PasskeyContextResult>& results) {
-  std::string out = fmt::format("{:>9}  {:>13}  {:>6}  {:>7}  {:>8}\n", "context",
-                                "prompt tokens", "trials", "correct", "accuracy");
+  std::string out = fmt::format("{:>9}  {:>13}  {:>6}  {:>7}  {:>8}\n", "context", "prompt tokens",
+                                "trials", "correct", "accuracy");
   for (const PasskeyContextResult& r : results) {
     out += fmt::format("{:>9}  {:>13.1f}  {:>6}  {:>7}  {:>7.1f}%\n", r.context_size,
-                       r.mean_prompt_tokens(), r.trials.size(), r.correct(),
-                       100.0 * r.accuracy());
+                       r.mean_prompt_tokens(), r.trials.size(), r.correct(), 100.0 * r.accuracy());
   }
   return out;
 }

@@ -82,7 +82,7 @@ struct PasskeyTrial {
   std::vector<int32_t> generated;  // [answer tokens]
   std::string generated_text;      // decoded
   bool correct = false;
-  double seconds = 0.0;            // generation wall time (printed, not in the JSON)
+  double seconds = 0.0;  // generation wall time (printed, not in the JSON)
 };
 
 struct PasskeyContextResult {
@@ -90,7 +90,7 @@ struct PasskeyContextResult {
   std::vector<PasskeyTrial> trials;
 
   int64_t correct() const;
-  double accuracy() const;              // correct / trials
+  double accuracy() const;  // correct / trials
   double mean_prompt_tokens() const;
 };
 

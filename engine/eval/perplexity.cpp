@@ -42,8 +42,10 @@ void PplAccumulator::add_window(const std::vector<float>& losses) {
   double sum = 0.0;
   for (float l : losses) sum += double(l);
   const double mean = sum / double(losses.size());
-  LL_CHECK(std::isfinite(mean), "window {} has a non-finite loss ({}); the model weights or "
-           "inputs are damaged", result_.windows, mean);
+  LL_CHECK(std::isfinite(mean),
+           "window {} has a non-finite loss ({}); the model weights or "
+           "inputs are damaged",
+           result_.windows, mean);
   result_.window_losses.push_back(mean);
   result_.windows += 1;
   result_.tokens_scored += int64_t(losses.size());

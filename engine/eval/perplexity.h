@@ -18,7 +18,7 @@ namespace ll {
 
 enum class PplProtocol { Paper, NonOverlapping };
 
-std::string ppl_protocol_name(PplProtocol p);             // "paper" / "non-overlapping"
+std::string ppl_protocol_name(PplProtocol p);              // "paper" / "non-overlapping"
 PplProtocol ppl_protocol_from_name(const std::string& s);  // throws on unknown names
 
 struct PplWindow {

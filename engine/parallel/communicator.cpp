@@ -11,8 +11,8 @@
 
 namespace ll::dist {
 
-void check_shard_sizes(const char* collective, std::span<const int64_t> shard_sizes,
-                       int world_size, int rank, size_t full_size, size_t shard_size) {
+void check_shard_sizes(const char* collective, std::span<const int64_t> shard_sizes, int world_size,
+                       int rank, size_t full_size, size_t shard_size) {
   LL_CHECK(shard_sizes.size() == size_t(world_size),
            "{}: {} shard sizes given for a world of {} ranks", collective, shard_sizes.size(),
            world_size);
@@ -96,8 +96,9 @@ std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& optio
 #if defined(LL_HAVE_MPI)
     return std::make_unique<MpiCommunicator>(options);
 #else
-    fail("this process was launched by mpirun, but this build has no MPI (configured with "
-         "-DLL_ENABLE_MPI=OFF): install Open MPI (make setup) and rebuild");
+    fail(
+        "this process was launched by mpirun, but this build has no MPI (configured with "
+        "-DLL_ENABLE_MPI=OFF): install Open MPI (make setup) and rebuild");
 #endif
   }
   return std::make_unique<SingleProcessCommunicator>();

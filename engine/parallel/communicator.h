@@ -44,7 +44,8 @@ class Communicator {
 
   // send: [n] fp32, this rank's contribution (same n on every rank); recv: [n] fp32 on `root`,
   // receives the sum over ranks (other ranks may pass an empty span). send and recv must not
-  // overlap. The sharded optimizer's bucketed gradient reduction (engine/parallel/shard_transport.h).
+  // overlap. The sharded optimizer's bucketed gradient reduction
+  // (engine/parallel/shard_transport.h).
   virtual void reduce_sum(std::span<const float> send, std::span<float> recv, int root,
                           const std::string& context) = 0;
 
@@ -97,8 +98,8 @@ std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& optio
 
 // Checks shared by the implementations: shard_sizes has world_size non-negative entries that sum
 // to full_size, and shard_size == shard_sizes[rank]. Throws ll::Error naming `collective`.
-void check_shard_sizes(const char* collective, std::span<const int64_t> shard_sizes,
-                       int world_size, int rank, size_t full_size, size_t shard_size);
+void check_shard_sizes(const char* collective, std::span<const int64_t> shard_sizes, int world_size,
+                       int rank, size_t full_size, size_t shard_size);
 
 // Checks shared by the implementations of reduce_sum: root exists, recv holds send.size()
 // values on the root, and the buffers do not overlap. Throws ll::Error.

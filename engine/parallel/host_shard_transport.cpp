@@ -21,9 +21,7 @@ HostShardTransport::HostShardTransport(Backend& backend, Communicator& host,
            backend.name());
 }
 
-std::string HostShardTransport::name() const {
-  return host_.backend_name() + " (host memory)";
-}
+std::string HostShardTransport::name() const { return host_.backend_name() + " (host memory)"; }
 
 void HostShardTransport::start_reduce(const Tensor& flat_grad, int64_t begin, int64_t end,
                                       const Tensor& grad_shard, const std::string& context) {
@@ -37,9 +35,9 @@ void HostShardTransport::start_reduce(const Tensor& flat_grad, int64_t begin, in
   for (int root = 0; root < layout_.world_size(); ++root) {
     const FlatRange part = owned_part(layout_, root, begin, end);
     if (part.size() == 0) continue;
-    const std::span<float> recv =
-        root == rank ? host_span(grad_shard, part.begin - shard_begin, part.size())
-                     : std::span<float>{};
+    const std::span<float> recv = root == rank
+                                      ? host_span(grad_shard, part.begin - shard_begin, part.size())
+                                      : std::span<float>{};
     host_.reduce_sum(host_span(flat_grad, part.begin, part.size()), recv, root, context);
   }
 }

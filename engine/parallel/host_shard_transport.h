@@ -1,6 +1,6 @@
 #pragma once
-// The shard transport (engine/parallel/shard_transport.h) for backends whose tensors live in host memory
-// (the CPU backend): every collective goes through the host communicator (MPI, or a world of
+// The shard transport (engine/parallel/shard_transport.h) for backends whose tensors live in host
+// memory (the CPU backend): every collective goes through the host communicator (MPI, or a world of
 // one where each is a copy). Synchronous: start_reduce has finished its reduces when it returns
 // (MPI progresses a nonblocking collective only inside MPI calls, so there is nothing to gain
 // from leaving it running while the CPU computes the backward), finish_reduces has nothing left.

@@ -28,7 +28,8 @@ std::string describe(const char* collective, const std::string& context) {
 std::string mpi_error_text(int code) {
   char text[MPI_MAX_ERROR_STRING] = {};
   int length = 0;
-  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) return fmt::format("MPI error {}", code);
+  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS)
+    return fmt::format("MPI error {}", code);
   return std::string(text, size_t(length));
 }
 
@@ -133,8 +134,9 @@ void MpiCommunicator::wait(MPI_Request& request, const char* collective,
     if (done) return;
     const double waited = std::chrono::duration<double>(Clock::now() - start).count();
     if (waited > timeout_s_) {
-      failure_ = fmt::format("rank {}: {} did not complete within {:g} s: another rank died or hangs",
-                             rank_, describe(collective, context), timeout_s_);
+      failure_ =
+          fmt::format("rank {}: {} did not complete within {:g} s: another rank died or hangs",
+                      rank_, describe(collective, context), timeout_s_);
       throw Error(failure_);
     }
     // Spin (yielding the core) for the first second: a nonblocking collective only advances
@@ -181,20 +183,19 @@ void MpiCommunicator::reduce_sum(std::span<const float> send, std::span<float> r
   require_usable(name, context);
   check_reduce_buffers(send, recv, root, world_size_, rank_);
   MPI_Request request = MPI_REQUEST_NULL;
-  check(MPI_Ireduce(send.data(), rank_ == root ? recv.data() : nullptr,
-                    mpi_count(int64_t(send.size()), name), MPI_FLOAT, MPI_SUM, root, comm_,
-                    &request),
-        name, context);
+  check(
+      MPI_Ireduce(send.data(), rank_ == root ? recv.data() : nullptr,
+                  mpi_count(int64_t(send.size()), name), MPI_FLOAT, MPI_SUM, root, comm_, &request),
+      name, context);
   wait(request, name, context);
 }
 
 void MpiCommunicator::all_gather(std::span<const float> shard, std::span<float> full,
-                                 std::span<const int64_t> shard_sizes,
-                                 const std::string& context) {
+                                 std::span<const int64_t> shard_sizes, const std::string& context) {
   const char* name = "all_gather";
   require_usable(name, context);
   check_shard_sizes(name, shard_sizes, world_size_, rank_, full.size(), shard.size());
-  mpi_count(int64_t(full.size()), name);  // displacements are ints too
+  mpi_count(int64_t(full.size()), name);                             // displacements are ints too
   std::vector<int> counts(static_cast<size_t>(world_size_));         // [world_size]
   std::vector<int> displacements(static_cast<size_t>(world_size_));  // [world_size]
   int offset = 0;
@@ -204,8 +205,8 @@ void MpiCommunicator::all_gather(std::span<const float> shard, std::span<float> 
     offset += counts[r];
   }
   MPI_Request request = MPI_REQUEST_NULL;
-  check(MPI_Iallgatherv(shard.data(), counts[size_t(rank_)], MPI_FLOAT, full.data(),
-                        counts.data(), displacements.data(), MPI_FLOAT, comm_, &request),
+  check(MPI_Iallgatherv(shard.data(), counts[size_t(rank_)], MPI_FLOAT, full.data(), counts.data(),
+                        displacements.data(), MPI_FLOAT, comm_, &request),
         name, context);
   wait(request, name, context);
 }
@@ -213,8 +214,8 @@ void MpiCommunicator::all_gather(std::span<const float> shard, std::span<float> 
 void MpiCommunicator::broadcast(std::span<std::byte> bytes, int root, const std::string& context) {
   const char* name = "broadcast";
   require_usable(name, context);
-  LL_CHECK(root >= 0 && root < world_size_, "broadcast: root rank {} does not exist in a world of {}",
-           root, world_size_);
+  LL_CHECK(root >= 0 && root < world_size_,
+           "broadcast: root rank {} does not exist in a world of {}", root, world_size_);
   MPI_Request request = MPI_REQUEST_NULL;
   check(MPI_Ibcast(bytes.data(), mpi_count(int64_t(bytes.size()), name), MPI_BYTE, root, comm_,
                    &request),

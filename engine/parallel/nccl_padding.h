@@ -2,8 +2,8 @@
 // The padded layout NCCL's reduce-scatter and all-gather need for our uneven shards.
 //
 // ncclReduceScatter and ncclAllGather move the same count to every rank, while ShardLayout's
-// shards (engine/parallel/shard_layout.h) differ by up to one element. The NCCL communicator therefore
-// works on a padded flat buffer of W blocks of B = max shard size elements:
+// shards (engine/parallel/shard_layout.h) differ by up to one element. The NCCL communicator
+// therefore works on a padded flat buffer of W blocks of B = max shard size elements:
 //
 //   padded [W * B]:  | shard 0 | pad | shard 1 | pad | ... | shard W-1 | pad |
 //                     ^ 0            ^ B                    ^ (W-1) * B
@@ -68,8 +68,8 @@ class NcclPadding {
 
  private:
   size_t checked(int rank) const {
-    LL_CHECK(rank >= 0 && rank < world_size(), "NCCL padding: rank {} outside a world of {}",
-             rank, world_size());
+    LL_CHECK(rank >= 0 && rank < world_size(), "NCCL padding: rank {} outside a world of {}", rank,
+             world_size());
     return size_t(rank);
   }
 

@@ -4,7 +4,8 @@
 // step s consumes reads [s*W*k, (s+1)*W*k) and rank r takes the contiguous block
 // [s*W*k + r*k, s*W*k + (r+1)*k). Together the ranks read exactly the windows one process with
 // accumulation W*k reads in that step, so the two agree up to fp32 summation order. A checkpoint
-// records the shared read position, so a resume may change W. Proof: docs/subsystems/data-parallel.md.
+// records the shared read position, so a resume may change W. Proof:
+// docs/subsystems/data-parallel.md.
 #include <cstdint>
 #include <functional>
 

@@ -59,10 +59,11 @@ std::unique_ptr<ShardTransport> make_shard_transport(Backend& backend, Communica
 #else
   (void)options;
 #endif
-  fail("sharded optimizer: the {} backend keeps its tensors in device memory and this build has "
-       "no NCCL to move them between ranks (install NCCL >= 2.14 with the CUDA toolkit and "
-       "rebuild), or use --device cpu",
-       backend.name());
+  fail(
+      "sharded optimizer: the {} backend keeps its tensors in device memory and this build has "
+      "no NCCL to move them between ranks (install NCCL >= 2.14 with the CUDA toolkit and "
+      "rebuild), or use --device cpu",
+      backend.name());
 }
 
 }  // namespace ll::dist

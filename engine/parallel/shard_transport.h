@@ -1,7 +1,7 @@
 #pragma once
-// How the sharded optimizer (engine/parallel/sharded_optimizer.h) moves its flat buffers between ranks,
-// in the memory of the backend that holds them: host memory over the host communicator (MPI or
-// a world of one) for the CPU backend, device memory over NCCL for the CUDA backend.
+// How the sharded optimizer (engine/parallel/sharded_optimizer.h) moves its flat buffers between
+// ranks, in the memory of the backend that holds them: host memory over the host communicator (MPI
+// or a world of one) for the CPU backend, device memory over NCCL for the CUDA backend.
 //
 // Gradient reduction is bucketed so that it can overlap the backward pass: as soon as a group of
 // parameters' gradients is final, the optimizer hands their contiguous range [begin, end) of the

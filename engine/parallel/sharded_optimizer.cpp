@@ -35,8 +35,8 @@ void check_param(const TrainableParam& p) {
   struct Role {
     const char* what;
     const OwnedTensor* tensor;
-    bool optional;   // the moments: absent means the shards start from zeros
-    bool bf16_ok;    // the value the forward reads
+    bool optional;  // the moments: absent means the shards start from zeros
+    bool bf16_ok;   // the value the forward reads
   };
   const Role roles[] = {{"master", &p.master, false, false},
                         {"value", &p.value, false, true},
@@ -109,7 +109,8 @@ ShardedOptimizer::ShardedOptimizer(Backend& backend, Communicator& communicator,
   for (const ShardPiece& piece : pieces_) {
     const TrainableParam& p = params_[size_t(piece.tensor)];
     const std::pair<const OwnedTensor*, const OwnedTensor*> from_to[] = {
-        {&p.master, &master_shard_}, {&p.exp_avg, &exp_avg_shard_},
+        {&p.master, &master_shard_},
+        {&p.exp_avg, &exp_avg_shard_},
         {&p.exp_avg_sq, &exp_avg_sq_shard_}};
     for (const auto& [source, target] : from_to) {
       if ((*source)->data == nullptr) continue;  // no moments: zeros
@@ -164,8 +165,10 @@ double ShardedOptimizer::step(const AdamWConfig& config, double lr, int64_t step
   transport_->all_reduce_sum(sum_squares, context + " gradient norm");
   // The shard holds the sum over ranks; the norm and the update are those of the mean.
   const double norm = std::sqrt(sum_squares[0]) / double(world);
-  LL_CHECK(std::isfinite(norm), "{}: the gradient norm is not finite ({}): training diverged "
-           "(lower the learning rate?) or the data or model holds NaN/Inf", context, norm);
+  LL_CHECK(std::isfinite(norm),
+           "{}: the gradient norm is not finite ({}): training diverged "
+           "(lower the learning rate?) or the data or model holds NaN/Inf",
+           context, norm);
 
   if (grad_shard_->numel() > 0) {
     AdamWStep update;
@@ -195,7 +198,8 @@ OptimizerShard ShardedOptimizer::export_shard() const {
   shard.rank = communicator_.rank();
   shard.world_size = communicator_.world_size();
   const std::pair<const OwnedTensor*, std::vector<float>*> from_to[] = {
-      {&master_shard_, &shard.master}, {&exp_avg_shard_, &shard.exp_avg},
+      {&master_shard_, &shard.master},
+      {&exp_avg_shard_, &shard.exp_avg},
       {&exp_avg_sq_shard_, &shard.exp_avg_sq}};
   for (const auto& [source, target] : from_to) {
     target->resize(size_t((*source)->numel()));
@@ -249,8 +253,8 @@ OptimizerShard full_optimizer_state(const ShardLayout& from,
 std::vector<std::vector<float>> split_by_tensor(const ShardLayout& layout,
                                                 std::span<const float> flat) {
   LL_CHECK(int64_t(flat.size()) == layout.total_size(),
-           "splitting optimizer state by tensor: {} values for {} trainable elements",
-           flat.size(), layout.total_size());
+           "splitting optimizer state by tensor: {} values for {} trainable elements", flat.size(),
+           layout.total_size());
   std::vector<std::vector<float>> tensors;  // [tensor_count][tensor size]
   for (int t = 0; t < layout.tensor_count(); ++t) {
     const auto begin = flat.begin() + layout.tensor_offset(t);

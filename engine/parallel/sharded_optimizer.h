@@ -84,14 +84,14 @@ class ShardedOptimizer {
   std::vector<TrainableParam>& params_;
   ShardLayout layout_;
   std::unique_ptr<ShardTransport> transport_;
-  std::vector<ShardPiece> pieces_;    // this rank's shard as parts of tensors
-  std::vector<bool> started_;         // [tensor_count] reduction started this step
-  OwnedTensor flat_grad_;             // [T] this rank's gradients, params order (their storage)
-  OwnedTensor flat_value_;            // [T] the gathered master weights
-  OwnedTensor grad_shard_;            // [shard] mean over ranks of this rank's slice
-  OwnedTensor master_shard_;          // [shard] fp32 master weights
-  OwnedTensor exp_avg_shard_;         // [shard]
-  OwnedTensor exp_avg_sq_shard_;      // [shard]
+  std::vector<ShardPiece> pieces_;  // this rank's shard as parts of tensors
+  std::vector<bool> started_;       // [tensor_count] reduction started this step
+  OwnedTensor flat_grad_;           // [T] this rank's gradients, params order (their storage)
+  OwnedTensor flat_value_;          // [T] the gathered master weights
+  OwnedTensor grad_shard_;          // [shard] mean over ranks of this rank's slice
+  OwnedTensor master_shard_;        // [shard] fp32 master weights
+  OwnedTensor exp_avg_shard_;       // [shard]
+  OwnedTensor exp_avg_sq_shard_;    // [shard]
 };
 
 // Rank `new_rank`'s shard of layout `to`, assembled from all the shards of layout `from`

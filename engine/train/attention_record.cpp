@@ -18,10 +18,11 @@ std::string attention_event_fields(const std::string& requested, AttentionKernel
 std::string attention_resume_note(const std::string& checkpoint_kernel, AttentionKernel kernel) {
   const std::string_view now = attention_kernel_name(kernel);
   if (checkpoint_kernel.empty() || checkpoint_kernel == now) return "";
-  return fmt::format("the checkpoint was trained with attention kernel {}, this run uses {} "
-                     "(allowed: the families compute the same attention to rounding; losses may "
-                     "differ in the last digits)",
-                     checkpoint_kernel, now);
+  return fmt::format(
+      "the checkpoint was trained with attention kernel {}, this run uses {} "
+      "(allowed: the families compute the same attention to rounding; losses may "
+      "differ in the last digits)",
+      checkpoint_kernel, now);
 }
 
 }  // namespace ll

@@ -12,8 +12,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <optional>
 #include <limits>
+#include <optional>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -157,8 +157,8 @@ void check_moment_values(const std::string& where, const std::string& tensor,
                          const std::vector<float>& values, bool second) {
   for (size_t i = 0; i < values.size(); ++i) {
     LL_CHECK(std::isfinite(values[i]) && !(second && values[i] < 0),
-             "{}: tensor \"{}\" element {} is {}; the optimizer state is damaged", where, tensor,
-             i, values[i]);
+             "{}: tensor \"{}\" element {} is {}; the optimizer state is damaged", where, tensor, i,
+             values[i]);
   }
 }
 
@@ -169,8 +169,8 @@ void check_moments_to_write(const std::string& where, const Checkpoint& c) {
     const char* prefix = second ? kExpAvgSq : kExpAvg;
     for (const auto& [name, shape] : shapes) {
       auto it = moments->find(name);
-      LL_CHECK(it != moments->end(), "{}: no {}{} moment for parameter \"{}\"", where, prefix,
-               name, name);
+      LL_CHECK(it != moments->end(), "{}: no {}{} moment for parameter \"{}\"", where, prefix, name,
+               name);
       LL_CHECK(it->second.shape == shape, "{}: moment {}{} has shape {}, the parameter {}", where,
                prefix, name, shape_str(it->second.shape), shape_str(shape));
       int64_t n = 1;
@@ -180,8 +180,8 @@ void check_moments_to_write(const std::string& where, const Checkpoint& c) {
       check_moment_values(where, prefix + name, it->second.values, second);
     }
     for (const auto& [name, t] : *moments) {
-      LL_CHECK(shapes.count(name), "{}: moment {}{} belongs to no trained parameter", where,
-               prefix, name);
+      LL_CHECK(shapes.count(name), "{}: moment {}{} belongs to no trained parameter", where, prefix,
+               name);
     }
   }
 }
@@ -197,7 +197,8 @@ ordered_json state_json(const TrainerState& s) {
   doc["tokens_seen"] = s.tokens_seen;
   doc["model_fingerprint"] = s.model_fingerprint;
   if (!s.attention_kernel.empty()) doc["attention_kernel"] = s.attention_kernel;
-  ordered_json options = ordered_json::parse(s.run_options_json, nullptr, /*allow_exceptions=*/false);
+  ordered_json options =
+      ordered_json::parse(s.run_options_json, nullptr, /*allow_exceptions=*/false);
   if (!options.is_discarded() && (options.is_object() || options.is_array())) {
     doc["run_options"] = std::move(options);
   } else {
@@ -221,8 +222,10 @@ TrainerState parse_state(const std::string& path) {
   std::error_code ec;
   const auto size = fs::file_size(path, ec);
   LL_CHECK(!ec, "{}: cannot read: {}", path, ec.message());
-  LL_CHECK(size <= kMaxStateBytes, "{}: {} bytes is too large for a trainer state; the checkpoint "
-           "is damaged", path, size);
+  LL_CHECK(size <= kMaxStateBytes,
+           "{}: {} bytes is too large for a trainer state; the checkpoint "
+           "is damaged",
+           path, size);
   std::string text(size, '\0');
   std::ifstream in(path, std::ios::binary);
   in.read(text.data(), std::streamsize(size));
@@ -245,20 +248,25 @@ TrainerState parse_state(const std::string& path) {
   LL_CHECK(version != doc.end() && version->is_number_integer() &&
                (*version == kStateVersion || *version == kShardedStateVersion),
            "{}: version {} is not supported (this build reads versions {} and {}); resume with "
-           "the engine that wrote it", path, version == doc.end() ? "(none)" : version->dump(),
-           kStateVersion, kShardedStateVersion);
+           "the engine that wrote it",
+           path, version == doc.end() ? "(none)" : version->dump(), kStateVersion,
+           kShardedStateVersion);
 
   TrainerState s;
   s.step = non_negative(doc, "step", path);
   if (*version == kShardedStateVersion) {
     const int64_t world = non_negative(doc, "world_size", path);
-    LL_CHECK(world >= 2 && world <= kMaxWorldSize, "{}: \"world_size\" {} is not a world of 2 to "
-             "{} ranks; the checkpoint is damaged", path, world, kMaxWorldSize);
+    LL_CHECK(world >= 2 && world <= kMaxWorldSize,
+             "{}: \"world_size\" {} is not a world of 2 to "
+             "{} ranks; the checkpoint is damaged",
+             path, world, kMaxWorldSize);
     s.world_size = int(world);
   }
   auto loader = doc.find("loader");
-  LL_CHECK(loader != doc.end() && loader->is_object(), "{}: \"loader\" must be an object with "
-           "epoch and index; the checkpoint is damaged", path);
+  LL_CHECK(loader != doc.end() && loader->is_object(),
+           "{}: \"loader\" must be an object with "
+           "epoch and index; the checkpoint is damaged",
+           path);
   s.loader.epoch = non_negative(*loader, "epoch", path, "loader");
   s.loader.index = non_negative(*loader, "index", path, "loader");
   auto seed = doc.find("seed");
@@ -275,12 +283,16 @@ TrainerState parse_state(const std::string& path) {
   }
   s.tokens_seen = non_negative(doc, "tokens_seen", path);
   auto fingerprint = doc.find("model_fingerprint");
-  LL_CHECK(fingerprint != doc.end() && fingerprint->is_string(), "{}: \"model_fingerprint\" must "
-           "be a string; the checkpoint is damaged", path);
+  LL_CHECK(fingerprint != doc.end() && fingerprint->is_string(),
+           "{}: \"model_fingerprint\" must "
+           "be a string; the checkpoint is damaged",
+           path);
   s.model_fingerprint = fingerprint->get<std::string>();
   if (auto kernel = doc.find("attention_kernel"); kernel != doc.end()) {
-    LL_CHECK(kernel->is_string(), "{}: \"attention_kernel\" must be a string, found {}; the "
-             "checkpoint is damaged", path, kernel->dump());
+    LL_CHECK(kernel->is_string(),
+             "{}: \"attention_kernel\" must be a string, found {}; the "
+             "checkpoint is damaged",
+             path, kernel->dump());
     s.attention_kernel = kernel->get<std::string>();
   }
   if (auto options = doc.find("run_options"); options != doc.end() && !options->is_null()) {
@@ -296,26 +308,37 @@ OptimizerMoments read_moments(const std::string& path, const AdapterDir& adapter
   for (const TensorEntry& entry : file.tensors) {
     const std::string& key = entry.name;
     const bool second = key.rfind(kExpAvgSq, 0) == 0;
-    LL_CHECK(second || key.rfind(kExpAvg, 0) == 0, "{}: tensor \"{}\" is not an optimizer moment "
-             "(exp_avg.<name> or exp_avg_sq.<name>); the checkpoint is damaged", path, key);
+    LL_CHECK(second || key.rfind(kExpAvg, 0) == 0,
+             "{}: tensor \"{}\" is not an optimizer moment "
+             "(exp_avg.<name> or exp_avg_sq.<name>); the checkpoint is damaged",
+             path, key);
     const std::string name = key.substr(std::strlen(second ? kExpAvgSq : kExpAvg));
     auto shape = shapes.find(name);
-    LL_CHECK(shape != shapes.end(), "{}: moment \"{}\" belongs to no trained parameter of the "
-             "checkpoint; the checkpoint is damaged or mixed from two runs", path, key);
-    LL_CHECK(entry.shape == shape->second, "{}: moment \"{}\" has shape {} but the parameter has "
-             "{}; the checkpoint is damaged", path, key, shape_str(entry.shape),
-             shape_str(shape->second));
-    LL_CHECK(entry.dtype == DType::F32, "{}: moment \"{}\" has dtype {}; optimizer moments are "
-             "F32", path, key, dtype_name(entry.dtype));
+    LL_CHECK(shape != shapes.end(),
+             "{}: moment \"{}\" belongs to no trained parameter of the "
+             "checkpoint; the checkpoint is damaged or mixed from two runs",
+             path, key);
+    LL_CHECK(entry.shape == shape->second,
+             "{}: moment \"{}\" has shape {} but the parameter has "
+             "{}; the checkpoint is damaged",
+             path, key, shape_str(entry.shape), shape_str(shape->second));
+    LL_CHECK(entry.dtype == DType::F32,
+             "{}: moment \"{}\" has dtype {}; optimizer moments are "
+             "F32",
+             path, key, dtype_name(entry.dtype));
     HostTensor t{entry.shape, file.read_f32(key)};
     check_moment_values(path, key, t.values, second);
     (second ? out.exp_avg_sq : out.exp_avg).emplace(name, std::move(t));
   }
   for (const auto& [name, shape] : shapes) {
-    LL_CHECK(out.exp_avg.count(name), "{}: no moment \"{}{}\" for parameter \"{}\"; the "
-             "checkpoint is damaged", path, kExpAvg, name, name);
-    LL_CHECK(out.exp_avg_sq.count(name), "{}: no moment \"{}{}\" for parameter \"{}\"; the "
-             "checkpoint is damaged", path, kExpAvgSq, name, name);
+    LL_CHECK(out.exp_avg.count(name),
+             "{}: no moment \"{}{}\" for parameter \"{}\"; the "
+             "checkpoint is damaged",
+             path, kExpAvg, name, name);
+    LL_CHECK(out.exp_avg_sq.count(name),
+             "{}: no moment \"{}{}\" for parameter \"{}\"; the "
+             "checkpoint is damaged",
+             path, kExpAvgSq, name, name);
   }
   return out;
 }
@@ -358,16 +381,22 @@ dist::OptimizerShard read_shard_file(const std::string& path, int rank, int worl
     auto it = file.metadata.find(key);
     return it == file.metadata.end() ? std::string("(none)") : it->second;
   };
-  LL_CHECK(meta("format") == kShardFormat, "{}: metadata format {} (expected {}); not an "
-           "optimizer shard of this engine", path, meta("format"), kShardFormat);
-  LL_CHECK(meta("version") == kShardVersion, "{}: optimizer shard version {} is not supported "
-           "(this build reads version {})", path, meta("version"), kShardVersion);
+  LL_CHECK(meta("format") == kShardFormat,
+           "{}: metadata format {} (expected {}); not an "
+           "optimizer shard of this engine",
+           path, meta("format"), kShardFormat);
+  LL_CHECK(meta("version") == kShardVersion,
+           "{}: optimizer shard version {} is not supported "
+           "(this build reads version {})",
+           path, meta("version"), kShardVersion);
   LL_CHECK(meta("rank") == std::to_string(rank) && meta("world_size") == std::to_string(world_size),
            "{}: holds the shard of rank {} of {}, expected rank {} of {}; the checkpoint is "
-           "damaged or mixed from two runs", path, meta("rank"), meta("world_size"), rank,
-           world_size);
-  LL_CHECK(file.tensors.size() == 3, "{}: {} tensors, expected master, exp_avg and exp_avg_sq; "
-           "the checkpoint is damaged", path, file.tensors.size());
+           "damaged or mixed from two runs",
+           path, meta("rank"), meta("world_size"), rank, world_size);
+  LL_CHECK(file.tensors.size() == 3,
+           "{}: {} tensors, expected master, exp_avg and exp_avg_sq; "
+           "the checkpoint is damaged",
+           path, file.tensors.size());
   dist::OptimizerShard shard;
   shard.rank = rank;
   shard.world_size = world_size;
@@ -375,15 +404,17 @@ dist::OptimizerShard read_shard_file(const std::string& path, int rank, int worl
       {"master", &shard.master}, {"exp_avg", &shard.exp_avg}, {"exp_avg_sq", &shard.exp_avg_sq}};
   for (const auto& [name, values] : parts) {
     const TensorEntry& entry = file.at(name);
-    LL_CHECK(entry.dtype == DType::F32 && entry.shape.size() == 1, "{}: \"{}\" must be a flat "
-             "F32 tensor, found {} {}; the checkpoint is damaged", path, name,
-             dtype_name(entry.dtype), shape_str(entry.shape));
+    LL_CHECK(entry.dtype == DType::F32 && entry.shape.size() == 1,
+             "{}: \"{}\" must be a flat "
+             "F32 tensor, found {} {}; the checkpoint is damaged",
+             path, name, dtype_name(entry.dtype), shape_str(entry.shape));
     *values = file.read_f32(name);
   }
-  LL_CHECK(shard.exp_avg.size() == shard.master.size() &&
-               shard.exp_avg_sq.size() == shard.master.size(),
-           "{}: master, exp_avg and exp_avg_sq have {}, {} and {} elements; the checkpoint is "
-           "damaged", path, shard.master.size(), shard.exp_avg.size(), shard.exp_avg_sq.size());
+  LL_CHECK(
+      shard.exp_avg.size() == shard.master.size() && shard.exp_avg_sq.size() == shard.master.size(),
+      "{}: master, exp_avg and exp_avg_sq have {}, {} and {} elements; the checkpoint is "
+      "damaged",
+      path, shard.master.size(), shard.exp_avg.size(), shard.exp_avg_sq.size());
   check_moment_values(path, "exp_avg", shard.exp_avg, false);
   check_moment_values(path, "exp_avg_sq", shard.exp_avg_sq, true);
   return shard;
@@ -419,43 +450,56 @@ void write_manifest(const std::string& dir, int64_t step, int world_size) {
 void check_manifest(const std::string& dir, const TrainerState& state) {
   const std::string path = join(dir, kManifestFile);
   std::error_code ec;
-  LL_CHECK(fs::is_regular_file(path, ec), "{}: missing; the sharded checkpoint was never "
-           "committed (a run stopped while writing it): resume from an earlier one", path);
+  LL_CHECK(fs::is_regular_file(path, ec),
+           "{}: missing; the sharded checkpoint was never "
+           "committed (a run stopped while writing it): resume from an earlier one",
+           path);
   const auto size = fs::file_size(path, ec);
-  LL_CHECK(!ec && size <= kMaxStateBytes, "{}: cannot read or too large; the checkpoint is "
-           "damaged", path);
+  LL_CHECK(!ec && size <= kMaxStateBytes,
+           "{}: cannot read or too large; the checkpoint is "
+           "damaged",
+           path);
   std::string text(size, '\0');
   std::ifstream in(path, std::ios::binary);
   in.read(text.data(), std::streamsize(size));
   LL_CHECK(!in.fail(), "{}: cannot read: {}", path, std::strerror(errno));
   ordered_json doc = ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
-  LL_CHECK(!doc.is_discarded() && doc.is_object(), "{}: not a JSON object; the checkpoint is "
-           "damaged", path);
-  LL_CHECK(doc.value("format", "") == kManifestFormat, "{}: unknown format (expected \"{}\")",
-           path, kManifestFormat);
+  LL_CHECK(!doc.is_discarded() && doc.is_object(),
+           "{}: not a JSON object; the checkpoint is "
+           "damaged",
+           path);
+  LL_CHECK(doc.value("format", "") == kManifestFormat, "{}: unknown format (expected \"{}\")", path,
+           kManifestFormat);
   auto version = doc.find("version");
   LL_CHECK(version != doc.end() && version->is_number_integer() && *version == kManifestVersion,
            "{}: version {} is not supported (this build reads version {})", path,
            version == doc.end() ? "(none)" : version->dump(), kManifestVersion);
   const int64_t step = non_negative(doc, "step", path);
   const int64_t world = non_negative(doc, "world_size", path);
-  LL_CHECK(step == state.step && world == state.world_size, "{}: step {} of {} ranks, but the "
-           "trainer state says step {} of {}; the checkpoint is mixed from two runs", path, step,
-           world, state.step, state.world_size);
+  LL_CHECK(step == state.step && world == state.world_size,
+           "{}: step {} of {} ranks, but the "
+           "trainer state says step {} of {}; the checkpoint is mixed from two runs",
+           path, step, world, state.step, state.world_size);
   auto files = doc.find("files");
-  LL_CHECK(files != doc.end() && files->is_object(), "{}: \"files\" must be an object; the "
-           "checkpoint is damaged", path);
+  LL_CHECK(files != doc.end() && files->is_object(),
+           "{}: \"files\" must be an object; the "
+           "checkpoint is damaged",
+           path);
   for (int r = 0; r < state.world_size; ++r) {
-    LL_CHECK(files->contains(shard_file_name(r, state.world_size)), "{}: does not list {}; the "
-             "checkpoint is damaged", path, shard_file_name(r, state.world_size));
+    LL_CHECK(files->contains(shard_file_name(r, state.world_size)),
+             "{}: does not list {}; the "
+             "checkpoint is damaged",
+             path, shard_file_name(r, state.world_size));
   }
   for (const auto& [name, bytes] : files->items()) {
     const std::string file = join(dir, name);
     LL_CHECK(bytes.is_number_unsigned(), "{}: the size of {} is not a number", path, name);
     const auto actual = fs::file_size(file, ec);
     LL_CHECK(!ec, "{}: missing; the checkpoint is incomplete", file);
-    LL_CHECK(actual == bytes.get<uint64_t>(), "{}: {} bytes, the manifest says {}; the "
-             "checkpoint is damaged", file, actual, bytes.get<uint64_t>());
+    LL_CHECK(actual == bytes.get<uint64_t>(),
+             "{}: {} bytes, the manifest says {}; the "
+             "checkpoint is damaged",
+             file, actual, bytes.get<uint64_t>());
   }
 }
 
@@ -556,8 +600,10 @@ std::string write_checkpoint(const std::string& out_dir, const Checkpoint& check
   const std::string final_path = join(out_dir, name);
   const std::string where = fmt::format("cannot write checkpoint {}", final_path);
   check_state_to_write(where, s);
-  LL_CHECK(s.world_size == 1, "{}: a checkpoint of {} ranks is written by "
-           "write_sharded_checkpoint", where, s.world_size);
+  LL_CHECK(s.world_size == 1,
+           "{}: a checkpoint of {} ranks is written by "
+           "write_sharded_checkpoint",
+           where, s.world_size);
   check_moments_to_write(where, checkpoint);
 
   std::error_code ec;
@@ -600,9 +646,10 @@ std::string write_sharded_checkpoint(const std::string& out_dir, const Checkpoin
   const std::string name = checkpoint_name(step);
   const std::string final_path = join(out_dir, name);
   const std::string context = fmt::format("step {} checkpoint", step);
-  LL_CHECK(shard.rank == rank && shard.world_size == world, "cannot write checkpoint {}: rank "
-           "{} of {} was given the optimizer shard of rank {} of {}", final_path, rank, world,
-           shard.rank, shard.world_size);
+  LL_CHECK(shard.rank == rank && shard.world_size == world,
+           "cannot write checkpoint {}: rank "
+           "{} of {} was given the optimizer shard of rank {} of {}",
+           final_path, rank, world, shard.rank, shard.world_size);
   // Rank 0's temporary directory: its pid names it, so clean_debris can tell a dead writer's.
   const uint64_t lead_pid = communicator.all_gather_u64(uint64_t(::getpid()), context)[0];
   const std::string tmp = join(out_dir, tmp_name(step, int64_t(lead_pid)));
@@ -655,9 +702,10 @@ Checkpoint read_checkpoint(const std::string& checkpoint_dir) {
   if (auto step = checkpoint_step(dir_name.empty()
                                       ? fs::path(checkpoint_dir).parent_path().filename().string()
                                       : dir_name)) {
-    LL_CHECK(*step == c.state.step, "{}: step {} disagrees with the directory name {}; the "
-             "checkpoint was renamed or mixed from two runs", state_path, c.state.step,
-             checkpoint_dir);
+    LL_CHECK(*step == c.state.step,
+             "{}: step {} disagrees with the directory name {}; the "
+             "checkpoint was renamed or mixed from two runs",
+             state_path, c.state.step, checkpoint_dir);
   }
   c.adapter = read_adapter_dir(checkpoint_dir);
   if (!sharded) {
@@ -666,11 +714,12 @@ Checkpoint read_checkpoint(const std::string& checkpoint_dir) {
   }
   int64_t total = 0;
   for (int r = 0; r < c.state.world_size; ++r) {
-    c.shards.push_back(read_shard_file(
-        join(checkpoint_dir, shard_file_name(r, c.state.world_size)), r, c.state.world_size));
+    c.shards.push_back(read_shard_file(join(checkpoint_dir, shard_file_name(r, c.state.world_size)),
+                                       r, c.state.world_size));
     total += int64_t(c.shards.back().master.size());
   }
-  LL_CHECK(total == total_elements(c.adapter), "{}: the optimizer shards hold {} elements, the "
+  LL_CHECK(total == total_elements(c.adapter),
+           "{}: the optimizer shards hold {} elements, the "
            "trained parameters {}; the checkpoint is damaged or mixed from two runs",
            checkpoint_dir, total, total_elements(c.adapter));
   return c;

@@ -20,13 +20,13 @@
 namespace ll {
 
 struct TrainerState {
-  int64_t step = 0;                  // optimizer steps completed
-  LoaderPosition loader;             // the next window to read
+  int64_t step = 0;       // optimizer steps completed
+  LoaderPosition loader;  // the next window to read
   uint64_t seed = 0;
-  int64_t tokens_seen = 0;           // labelled tokens trained on so far
-  std::string model_fingerprint;     // see model_fingerprint() in the trainer; must match on resume
-  std::string run_options_json;      // the resolved options of the run that wrote it (information)
-  int world_size = 1;                // ranks of the run that wrote it (1 before data parallelism)
+  int64_t tokens_seen = 0;        // labelled tokens trained on so far
+  std::string model_fingerprint;  // see model_fingerprint() in the trainer; must match on resume
+  std::string run_options_json;   // the resolved options of the run that wrote it (information)
+  int world_size = 1;             // ranks of the run that wrote it (1 before data parallelism)
   // The attention family it trained with (resolved --attention-kernel; "auto" on the CPU
   // backend; "" in checkpoints from before it was recorded). Information: a resume may change it.
   std::string attention_kernel;
@@ -38,7 +38,7 @@ struct OptimizerMoments {
 };
 
 struct Checkpoint {
-  AdapterDir adapter;  // the trained parameters
+  AdapterDir adapter;        // the trained parameters
   OptimizerMoments moments;  // a world of one: full moments by parameter name
   // A sharded checkpoint (state.world_size > 1), as read: every rank's shard, rank order. Their
   // sizes add up to the trained parameters' element count; moments is empty then.
@@ -57,7 +57,8 @@ std::string write_checkpoint(const std::string& out_dir, const Checkpoint& check
 // `checkpoint` supplies the adapter and the state (other ranks' only state.step; moments and
 // shards are ignored); `shard` is this rank's optimizer state. Returns the checkpoint's path
 // on every rank once it is committed. An error on any rank throws there; the others then wait
-// in a collective until the run is aborted (the caller ends the world, engine/parallel/communicator.h).
+// in a collective until the run is aborted (the caller ends the world,
+// engine/parallel/communicator.h).
 std::string write_sharded_checkpoint(const std::string& out_dir, const Checkpoint& checkpoint,
                                      const dist::OptimizerShard& shard,
                                      dist::Communicator& communicator, int keep_last);

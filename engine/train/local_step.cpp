@@ -59,8 +59,8 @@ double LocalStep::finish_step(StepTotals&, double lr, int64_t step) {
   Backend& backend = model_.backend();
   const double grad_norm = gradient_norm(backend, model_.params());
   if (!std::isfinite(grad_norm))
-    throw StepFailure(fmt::format(
-        "step {}: the gradient norm is not finite (diverged: lower --lr?)", step));
+    throw StepFailure(
+        fmt::format("step {}: the gradient norm is not finite (diverged: lower --lr?)", step));
   adamw_update_all(backend, model_.params(), adamw_, lr, step,
                    float(clip_coefficient(grad_norm, options_.max_grad_norm)));
   return grad_norm;

@@ -303,8 +303,8 @@ std::string svg_axes(const PlotArea& a) {
                        a.py(ty.at(i)) + 4, tick_label(ty.at(i), ty.decimals));
   svg += "</g>\n";
   svg += fmt::format(
-      "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#333\"/>\n",
-      kLeft, kTop, plot_w, plot_h);
+      "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#333\"/>\n", kLeft,
+      kTop, plot_w, plot_h);
   // Axis labels.
   svg +=
       fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"13\">step</text>\n",

@@ -10,12 +10,12 @@
 namespace ll {
 
 struct StepMetrics {
-  int64_t step = 0;          // 1-based optimizer step
-  double loss = 0.0;         // mean CE over the step's labelled tokens
+  int64_t step = 0;   // 1-based optimizer step
+  double loss = 0.0;  // mean CE over the step's labelled tokens
   double lr = 0.0;
-  double grad_norm = 0.0;    // before clipping
+  double grad_norm = 0.0;  // before clipping
   double tokens_per_s = 0.0;
-  int64_t tokens = 0;        // labelled tokens so far
+  int64_t tokens = 0;  // labelled tokens so far
   int64_t epoch = 0;
   double elapsed_s = 0.0;
 };

@@ -30,10 +30,10 @@ void ProgressLine::update(int64_t done, int64_t total, const std::string& extra)
   last_print_ = now;
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double eta = done > 0 ? elapsed / double(done) * double(total - done) : 0.0;
-  std::string line = fmt::format("{} {}/{} ({:.0f}%) elapsed {} eta {}{}{}", label_, done, total,
-                                 total > 0 ? 100.0 * double(done) / double(total) : 100.0,
-                                 format_duration(elapsed), format_duration(eta),
-                                 extra.empty() ? "" : "  ", extra);
+  std::string line =
+      fmt::format("{} {}/{} ({:.0f}%) elapsed {} eta {}{}{}", label_, done, total,
+                  total > 0 ? 100.0 * double(done) / double(total) : 100.0,
+                  format_duration(elapsed), format_duration(eta), extra.empty() ? "" : "  ", extra);
   std::fprintf(stderr, tty_ ? "\r\033[K%s" : "%s\n", line.c_str());
   std::fflush(stderr);
   printed_ = true;

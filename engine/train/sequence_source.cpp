@@ -81,8 +81,8 @@ std::unique_ptr<SequenceSource> make_sft_source(const TrainOptions& o, const Lla
                dataset.skipped_unlabelled, dataset.records);
   std::vector<std::string> notes;
   if (dataset.skipped_truncated > 0)
-    notes.push_back(fmt::format("{} skipped: prompt of -ctx tokens or more",
-                                dataset.skipped_truncated));
+    notes.push_back(
+        fmt::format("{} skipped: prompt of -ctx tokens or more", dataset.skipped_truncated));
   if (dataset.skipped_unlabelled > 0)
     notes.push_back(fmt::format("{} skipped: no answer token", dataset.skipped_unlabelled));
   if (dataset.truncated > 0)
@@ -98,16 +98,14 @@ std::unique_ptr<SequenceSource> make_sft_source(const TrainOptions& o, const Lla
   return std::make_unique<SftSource>(SftLoader(std::move(dataset), o.shuffle == "on", o.seed));
 }
 
-std::unique_ptr<SequenceSource> make_window_source(const TrainOptions& o,
-                                                   const LlamaConfig& config,
+std::unique_ptr<SequenceSource> make_window_source(const TrainOptions& o, const LlamaConfig& config,
                                                    std::string& data_line) {
-  WindowLoader loader(o.data, token_file_format_from_name(o.data_format), config.vocab_size,
-                      o.ctx, o.shuffle == "on", o.seed);
+  WindowLoader loader(o.data, token_file_format_from_name(o.data_format), config.vocab_size, o.ctx,
+                      o.shuffle == "on", o.seed);
   data_line = fmt::format("{} windows of {} tokens per epoch ({} tokens), shuffle {}",
                           loader.windows_per_epoch(), o.ctx, loader.total_tokens(), o.shuffle);
   return std::make_unique<WindowSource>(std::move(loader));
 }
-
 
 }  // namespace
 

@@ -28,7 +28,7 @@ class SequenceSource {
   virtual void next(TrainingSequence& seq) = 0;
   virtual LoaderPosition position() const = 0;
   virtual void seek(const LoaderPosition& position) = 0;
-  virtual const char* unit() const = 0;  // what one micro-batch is: "windows", "examples"
+  virtual const char* unit() const = 0;   // what one micro-batch is: "windows", "examples"
   virtual int64_t per_epoch() const = 0;  // micro-batches in one pass over the data
 };
 

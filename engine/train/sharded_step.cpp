@@ -70,14 +70,18 @@ double ShardedStep::finish_step(StepTotals& totals, double lr, int64_t step) {
   // The step's statistics over all ranks: sums, and whether every micro-batch had as many
   // labels as the first (sum of squares x W == square of sums iff all first counts agree).
   const double first = double(totals.first_count);
-  std::vector<double> stats = {totals.loss_sum,      totals.mean_loss_sum, double(totals.labelled),
-                               double(totals.tokens), totals.equal_counts ? 0.0 : 1.0,
-                               first,                first * first};
+  std::vector<double> stats = {totals.loss_sum,
+                               totals.mean_loss_sum,
+                               double(totals.labelled),
+                               double(totals.tokens),
+                               totals.equal_counts ? 0.0 : 1.0,
+                               first,
+                               first * first};
   double grad_norm = 0.0;
   try {
     communicator_.all_reduce_sum(stats, fmt::format("step {} losses", step));
-    grad_norm = sharded_->step(adamw_, lr, step, options_.max_grad_norm,
-                               fmt::format("step {}", step));
+    grad_norm =
+        sharded_->step(adamw_, lr, step, options_.max_grad_norm, fmt::format("step {}", step));
   } catch (const Error& e) {
     throw StepFailure(e.what());
   }
@@ -117,12 +121,12 @@ std::string ShardedStep::save_checkpoint(const RunPoint& at) {
 
 std::string ShardedStep::setup_line(const char* unit) const {
   const int world = communicator_.world_size();
-  return fmt::format("data parallel  {} rank{} ({}; collectives: {}), {} {} per rank and step = "
-                     "{} per step, optimizer state sharded ({} to {} elements per rank)\n",
-                     world, world == 1 ? "" : "s", communicator_.backend_name(),
-                     sharded_->transport_name(), options_.grad_accum, unit,
-                     world * options_.grad_accum, sharded_->layout().shard_size(world - 1),
-                     sharded_->layout().shard_size(0));
+  return fmt::format(
+      "data parallel  {} rank{} ({}; collectives: {}), {} {} per rank and step = "
+      "{} per step, optimizer state sharded ({} to {} elements per rank)\n",
+      world, world == 1 ? "" : "s", communicator_.backend_name(), sharded_->transport_name(),
+      options_.grad_accum, unit, world * options_.grad_accum,
+      sharded_->layout().shard_size(world - 1), sharded_->layout().shard_size(0));
 }
 
 }  // namespace ll

@@ -1,9 +1,9 @@
 #include "engine/train/train_options.h"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cerrno>
@@ -80,7 +80,8 @@ const std::vector<Field>& fields() {
       {"rope-factor", "--rope-factor", &O::rope_factor,
        "linear position interpolation factor s (0: ceil(N / max_position_embeddings))", {}},
       // LoRA+
-      {"lora-rank", "--lora-rank", &O::lora_rank, "LoRA rank r (0: no adapters, with --trainable all: full training)", {}},
+      {"lora-rank", "--lora-rank", &O::lora_rank,
+       "LoRA rank r (0: no adapters, with --trainable all: full training)", {}},
       {"lora-alpha", "--lora-alpha", &O::lora_alpha, "LoRA alpha (adapter scale alpha / r)", {}},
       {"lora-targets", "--lora-targets", &O::lora_targets,
        "comma-separated linear layers that get adapters (q_proj, k_proj, v_proj, o_proj, "

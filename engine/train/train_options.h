@@ -21,17 +21,17 @@ struct TrainOptions {
   std::string data_format = "shard";  // --data-format shard|raw-u16
   std::string shuffle = "on";         // --shuffle on|off
   // Context
-  int64_t ctx = 0;                    // -ctx, --ctx: training length N (required)
-  double group_ratio = 0.25;          // --group-ratio: S2 group G = N * ratio
-  bool full_attn = false;             // --full-attn: dense causal attention instead of S2
-  std::string attn_mode = "s2";       // --attn-mode s2|s2-roll (roll: paper pseudocode, leaks)
-  double rope_factor = 0.0;           // --rope-factor: 0 = ceil(N / max_position_embeddings)
+  int64_t ctx = 0;               // -ctx, --ctx: training length N (required)
+  double group_ratio = 0.25;     // --group-ratio: S2 group G = N * ratio
+  bool full_attn = false;        // --full-attn: dense causal attention instead of S2
+  std::string attn_mode = "s2";  // --attn-mode s2|s2-roll (roll: paper pseudocode, leaks)
+  double rope_factor = 0.0;      // --rope-factor: 0 = ceil(N / max_position_embeddings)
   // LoRA+
-  int64_t lora_rank = 8;              // --lora-rank
-  double lora_alpha = 16.0;           // --lora-alpha
+  int64_t lora_rank = 8;                                     // --lora-rank
+  double lora_alpha = 16.0;                                  // --lora-alpha
   std::string lora_targets = "q_proj,k_proj,v_proj,o_proj";  // --lora-targets
-  std::string trainable = "embed,norm";                     // --trainable embed,norm|none|all
-  std::string init_adapter;           // --init-adapter DIR
+  std::string trainable = "embed,norm";                      // --trainable embed,norm|none|all
+  std::string init_adapter;                                  // --init-adapter DIR
   // Optimisation
   int64_t steps = 1000;               // --steps: optimizer steps
   double lr = 2e-5;                   // --lr
@@ -45,20 +45,20 @@ struct TrainOptions {
   double adam_eps = 1e-8;             // --adam-eps
   uint64_t seed = 42;                 // --seed
   // Runtime
-  std::string device = "auto";        // --device auto|cpu|cuda
+  std::string device = "auto";            // --device auto|cpu|cuda
   std::string attention_kernel = "auto";  // --attention-kernel (kernels/attention_kernel.h)
-  int64_t classifier_chunk = 2048;    // --classifier-chunk: tokens per LM-head chunk
-  double dist_timeout = 600.0;        // --dist-timeout: seconds a collective waits for the ranks
-  int64_t world_size = 0;             // --world-size: ranks the --dry-run plan is for (0: this launch's)
-  bool sharded_optimizer = false;     // --sharded-optimizer: the data-parallel step in a world of one
+  int64_t classifier_chunk = 2048;        // --classifier-chunk: tokens per LM-head chunk
+  double dist_timeout = 600.0;  // --dist-timeout: seconds a collective waits for the ranks
+  int64_t world_size = 0;       // --world-size: ranks the --dry-run plan is for (0: this launch's)
+  bool sharded_optimizer = false;  // --sharded-optimizer: the data-parallel step in a world of one
   // Output
-  std::string out = "out";            // --out DIR
-  std::string resume;                 // --resume [DIR|auto]: "" = no resume
-  int64_t save_every = 0;             // --save-every: steps between checkpoints (0 = end only)
-  int keep_checkpoints = 2;           // --keep-checkpoints k
-  int64_t log_every = 1;              // --log-every: steps between metrics lines
-  std::string config;                 // --config run.yaml
-  bool dry_run = false;               // --dry-run: print the memory plan and exit
+  std::string out = "out";   // --out DIR
+  std::string resume;        // --resume [DIR|auto]: "" = no resume
+  int64_t save_every = 0;    // --save-every: steps between checkpoints (0 = end only)
+  int keep_checkpoints = 2;  // --keep-checkpoints k
+  int64_t log_every = 1;     // --log-every: steps between metrics lines
+  std::string config;        // --config run.yaml
+  bool dry_run = false;      // --dry-run: print the memory plan and exit
 };
 
 // Registers every option on `app` with its help text and default. --model, --data/--sft and

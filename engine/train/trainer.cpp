@@ -88,9 +88,15 @@ StartPoint start_point(TrainingSetup& s) {
 class TrainingLoop {
  public:
   TrainingLoop(const TrainOptions& o, TrainingSetup& s, StepStrategy& strategy)
-      : o_(o), s_(s), strategy_(strategy), start_(start_point(s)),
-        reads_(*s.source, s.world, s.rank, o.grad_accum), report_(o, s, start_.step),
-        step_(start_.step), tokens_seen_(start_.tokens_seen), last_checkpoint_(s.resumed_from) {
+      : o_(o),
+        s_(s),
+        strategy_(strategy),
+        start_(start_point(s)),
+        reads_(*s.source, s.world, s.rank, o.grad_accum),
+        report_(o, s, start_.step),
+        step_(start_.step),
+        tokens_seen_(start_.tokens_seen),
+        last_checkpoint_(s.resumed_from) {
     schedule_.schedule = lr_schedule_from_name(o.schedule);
     schedule_.lr = o.lr;
     schedule_.warmup_steps = o.warmup;
@@ -239,9 +245,8 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
     return TrainResult{};
   }
   TrainingSetup setup = set_up_training(o, communicator);
-  const std::unique_ptr<StepStrategy> strategy =
-      make_step_strategy(*setup.model, communicator, o, setup.fingerprint,
-                         setup.resume ? &*setup.resume : nullptr);
+  const std::unique_ptr<StepStrategy> strategy = make_step_strategy(
+      *setup.model, communicator, o, setup.fingerprint, setup.resume ? &*setup.resume : nullptr);
   return TrainingLoop(o, setup, *strategy).run();
 }
 

@@ -13,10 +13,10 @@
 namespace ll {
 
 struct TrainResult {
-  int64_t first_step = 0;   // optimizer steps already done when this process started
-  int64_t steps_done = 0;   // optimizer steps completed in total
-  double last_loss = 0.0;   // mean loss of the last step
-  std::string checkpoint;   // the final checkpoint directory
+  int64_t first_step = 0;  // optimizer steps already done when this process started
+  int64_t steps_done = 0;  // optimizer steps completed in total
+  double last_loss = 0.0;  // mean loss of the last step
+  std::string checkpoint;  // the final checkpoint directory
 };
 
 // Runs the job `options` describes (validated here). Progress goes to stderr, the setup and

@@ -32,9 +32,9 @@ TrainingReport::TrainingReport(const TrainOptions& o, const TrainingSetup& setup
   if (!setup_.lead) return;
   std::filesystem::create_directories(o.out);
   metrics_.emplace(o.out + "/metrics.jsonl", setup_.resumed_from.empty() ? -1 : first_step);
-  metrics_->log_event("attention", attention_event_fields(
-                                       o.attention_kernel, setup_.backend->traits().attention_kernel,
-                                       setup_.resumed_attention));
+  metrics_->log_event("attention", attention_event_fields(o.attention_kernel,
+                                                          setup_.backend->traits().attention_kernel,
+                                                          setup_.resumed_attention));
 }
 
 void TrainingReport::print_setup(const StepStrategy& strategy) const {
@@ -43,18 +43,18 @@ void TrainingReport::print_setup(const StepStrategy& strategy) const {
   const LlamaConfig& config = setup_.config;
   const ForwardSpec& spec = setup_.spec;
   const LlamaModel& model = *setup_.model;
-  fmt::print("model          {} ({} layers, hidden {}, {} heads / {} kv, vocab {}, "
-             "max_position_embeddings {})\n",
-             o.model, config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
-             config.num_key_value_heads, config.vocab_size, config.max_position_embeddings);
+  fmt::print(
+      "model          {} ({} layers, hidden {}, {} heads / {} kv, vocab {}, "
+      "max_position_embeddings {})\n",
+      o.model, config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
+      config.num_key_value_heads, config.vocab_size, config.max_position_embeddings);
   const std::string s2_kind = spec.attn_mode == AttnMode::S2Roll ? " (roll form)" : "";
   fmt::print("context        {} tokens{}, position interpolation factor {}, {}\n", o.ctx,
-             o.sft.empty() ? "" : " at most (each SFT example at its own length)",
-             spec.rope_scale,
+             o.sft.empty() ? "" : " at most (each SFT example at its own length)", spec.rope_scale,
              spec.attn_mode == AttnMode::Dense ? std::string("full attention")
              : o.sft.empty()
-                 ? fmt::format("S2-Attn{} group {} (shifted half by {})", s2_kind,
-                               spec.group_size, spec.group_size / 2)
+                 ? fmt::format("S2-Attn{} group {} (shifted half by {})", s2_kind, spec.group_size,
+                               spec.group_size / 2)
                  : fmt::format("S2-Attn{} group = example length x {} (even, >= 2; {} at -ctx)",
                                s2_kind, o.group_ratio, spec.group_size));
   fmt::print("trained        {}; base tensors: {}; {} parameters in {} tensors\n",
@@ -64,16 +64,17 @@ void TrainingReport::print_setup(const StepStrategy& strategy) const {
              o.trainable, count_params(model.params()), model.params().size());
   fmt::print("data           {}\n", setup_.data_line);
   const char* unit = setup_.source->unit();
-  fmt::print("optimizer      AdamW lr {} ({} warmup {}), betas {}/{}, eps {}, wd {}, clip {}, "
-             "{} {} per step\n"
-             "backend        {}\n",
-             o.lr, o.schedule, o.warmup, o.adam_beta1, o.adam_beta2, o.adam_eps, o.weight_decay,
-             o.max_grad_norm, o.grad_accum, unit, describe_backend(*setup_.backend));
+  fmt::print(
+      "optimizer      AdamW lr {} ({} warmup {}), betas {}/{}, eps {}, wd {}, clip {}, "
+      "{} {} per step\n"
+      "backend        {}\n",
+      o.lr, o.schedule, o.warmup, o.adam_beta1, o.adam_beta2, o.adam_eps, o.weight_decay,
+      o.max_grad_norm, o.grad_accum, unit, describe_backend(*setup_.backend));
   fmt::print("{}", strategy.setup_line(unit));
   if (!setup_.resumed_from.empty())
     fmt::print("resume         from {} (step {})\n", setup_.resumed_from, first_step_);
-  const std::string attention_note = attention_resume_note(
-      setup_.resumed_attention, setup_.backend->traits().attention_kernel);
+  const std::string attention_note =
+      attention_resume_note(setup_.resumed_attention, setup_.backend->traits().attention_kernel);
   if (!attention_note.empty()) fmt::print("resume         {}\n", attention_note);
   std::fflush(stdout);
 }
@@ -84,11 +85,10 @@ void TrainingReport::step_done(const StepMetrics& m, int64_t epoch_before, doubl
     // count includes the allocator's cache, the CUDA context and other processes).
     const BackendMemory mem = setup_.backend->memory();
     if (metrics_)
-      metrics_->log_event("memory",
-                          fmt::format("\"planned_bytes\": {}, \"peak_bytes\": {}, "
-                                      "\"device_used_bytes\": {}, \"device_total_bytes\": {}",
-                                      setup_.planned_bytes, mem.peak, mem.device_used,
-                                      mem.device_total));
+      metrics_->log_event(
+          "memory", fmt::format("\"planned_bytes\": {}, \"peak_bytes\": {}, "
+                                "\"device_used_bytes\": {}, \"device_total_bytes\": {}",
+                                setup_.planned_bytes, mem.peak, mem.device_used, mem.device_total));
   }
   const TrainOptions& o = options_;
   if (metrics_ && (m.step % o.log_every == 0 || m.step == o.steps)) metrics_->log_step(m);
@@ -106,8 +106,8 @@ void TrainingReport::step_done(const StepMetrics& m, int64_t epoch_before, doubl
 
 void TrainingReport::checkpoint_written(int64_t step, const std::string& path) {
   if (metrics_)
-    metrics_->log_event("checkpoint", fmt::format("\"step\": {}, \"path\": {}", step,
-                                                  nlohmann::json(path).dump()));
+    metrics_->log_event(
+        "checkpoint", fmt::format("\"step\": {}, \"path\": {}", step, nlohmann::json(path).dump()));
 }
 
 void TrainingReport::finish_progress() {
@@ -131,16 +131,16 @@ void TrainingReport::summary(int64_t steps_done, double last_loss, int64_t run_t
   const BackendMemory mem = setup_.backend->memory();
   fmt::print("memory         peak {} of tensors (plan {}){}\n", format_bytes(mem.peak),
              format_bytes(setup_.planned_bytes),
-             mem.device_used < 0 ? std::string()
-                                 : fmt::format("; device in use {} of {} (cudaMemGetInfo)",
-                                               format_bytes(mem.device_used),
-                                               format_bytes(mem.device_total)));
+             mem.device_used < 0
+                 ? std::string()
+                 : fmt::format("; device in use {} of {} (cudaMemGetInfo)",
+                               format_bytes(mem.device_used), format_bytes(mem.device_total)));
   if (!strategy.timing_summary().empty())
     fmt::print("collectives    {}\n", strategy.timing_summary());
-  fmt::print("output         {}/{}trainable_params.safetensors, longlora.json, metrics.jsonl, "
-             "loss_curve.svg; checkpoint {}\n",
-             o.out, o.lora_rank > 0 ? "adapter_model.safetensors, adapter_config.json, " : "",
-             checkpoint);
+  fmt::print(
+      "output         {}/{}trainable_params.safetensors, longlora.json, metrics.jsonl, "
+      "loss_curve.svg; checkpoint {}\n",
+      o.out, o.lora_rank > 0 ? "adapter_model.safetensors, adapter_config.json, " : "", checkpoint);
 }
 
 }  // namespace ll

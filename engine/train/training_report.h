@@ -41,7 +41,7 @@ class TrainingReport {
   const TrainOptions& options_;
   const TrainingSetup& setup_;
   int64_t first_step_;
-  std::optional<MetricsLog> metrics_;  // rank 0's
+  std::optional<MetricsLog> metrics_;    // rank 0's
   ProgressLine progress_{"train step"};  // updated by rank 0 only
 };
 

@@ -17,8 +17,8 @@
 #include "engine/parallel/run_agreement.h"
 #include "engine/train/step_strategy.h"
 #include "kernels/attention_kernel.h"
-#include "kernels/backend_traits.h"
 #include "kernels/attention_pattern.h"
+#include "kernels/backend_traits.h"
 #include "kernels/make_backend.h"
 #include "model/formats/tensor_source.h"
 #include "model/llama_weights.h"
@@ -34,9 +34,9 @@ namespace fs = std::filesystem;
 // Options that change what a resumed run computes; a checkpoint written with other values
 // cannot continue this run. "sft": an SFT run never continues a pretraining checkpoint (nor the
 // reverse, nor another SFT file).
-const char* const kResumeKeys[] = {"ctx",        "grad-accum",   "seed",      "shuffle",
-                                   "lora-rank",  "lora-alpha",   "lora-targets", "trainable",
-                                   "full-attn",  "attn-mode",    "group-ratio", "data-format",
+const char* const kResumeKeys[] = {"ctx",         "grad-accum", "seed",         "shuffle",
+                                   "lora-rank",   "lora-alpha", "lora-targets", "trainable",
+                                   "full-attn",   "attn-mode",  "group-ratio",  "data-format",
                                    "rope-factor", "sft"};
 
 void check_resume_options(const std::string& saved_json, const std::string& current_json,
@@ -71,9 +71,8 @@ void check_resume_options(const std::string& saved_json, const std::string& curr
                "cannot resume from {}: it was trained with {} sequences per step (--grad-accum {} "
                "on {} rank{}), this run has {} (--grad-accum {} on {} rank{}); keep ranks x "
                "--grad-accum the same, or use a new --out directory",
-               checkpoint, saved_batch, saved[key].dump(), saved_world,
-               saved_world == 1 ? "" : "s", current_batch, current[key].dump(), current_world,
-               current_world == 1 ? "" : "s");
+               checkpoint, saved_batch, saved[key].dump(), saved_world, saved_world == 1 ? "" : "s",
+               current_batch, current[key].dump(), current_world, current_world == 1 ? "" : "s");
       continue;
     }
     LL_CHECK(saved[key] == current[key],
@@ -122,8 +121,8 @@ std::string format_rank_footprint(const MemoryPlan& plan, int world, bool cuda) 
       "(fp32 master, exp_avg, exp_avg_sq, gradient: at most {} of {} elements), plus gathered "
       "parameters{} {}\n",
       world, world == 1 ? " " : "s", format_bytes(f.total), format_bytes(f.full_moments),
-      format_bytes(f.shard_bytes), f.shard, f.trained,
-      cuda ? " and NCCL's padded buffers" : "", format_bytes(f.flat_bytes));
+      format_bytes(f.shard_bytes), f.shard, f.trained, cuda ? " and NCCL's padded buffers" : "",
+      format_bytes(f.flat_bytes));
 }
 
 // Names and sizes of the data files, for the ranks' agreement check: a rank that sees other
@@ -195,8 +194,7 @@ void load_model_and_data(const TrainOptions& o, dist::Communicator& communicator
   // Every rank must train the same model with the same options on the same data.
   dist::check_ranks_agree(
       communicator,
-      dist::fnv1a_64(s.fingerprint + "\n" + train_options_json(o) + "\n" +
-                     describe_data_files(o)),
+      dist::fnv1a_64(s.fingerprint + "\n" + train_options_json(o) + "\n" + describe_data_files(o)),
       "model, options and data (model fingerprint, every option, data file names and sizes)");
   // The whole run's memory, reserved before the weights go to the device: a run that cannot
   // fit says so now, with the plan's numbers.
@@ -237,8 +235,8 @@ void read_resume_checkpoint(const TrainOptions& o, TrainingSetup& s) {
            "cannot resume from {}: it was trained on another base model (fingerprint {}, "
            "this model {})",
            dir, ck.state.model_fingerprint, s.fingerprint);
-  check_resume_options(ck.state.run_options_json, train_options_json(o), dir,
-                       ck.state.world_size, s.world);
+  check_resume_options(ck.state.run_options_json, train_options_json(o), dir, ck.state.world_size,
+                       s.world);
   s.resumed_attention = ck.state.attention_kernel;
   s.resume = std::move(ck);
   s.resumed_from = dir;
@@ -254,8 +252,8 @@ TrainingSetup set_up_training(const TrainOptions& o, dist::Communicator& communi
   s.lead = s.rank == 0;
   set_rank_threads(communicator);
   // One GPU per rank of a node (its local rank); a world of one takes GPU 0.
-  s.backend = make_backend(o.device, communicator.local_rank(),
-                           parse_attention_kernel(o.attention_kernel));
+  s.backend =
+      make_backend(o.device, communicator.local_rank(), parse_attention_kernel(o.attention_kernel));
   s.sharded_step = uses_sharded_step(o, s.world);
   load_model_and_data(o, communicator, s);
   read_resume_checkpoint(o, s);
@@ -273,11 +271,11 @@ void print_memory_plan(const TrainOptions& o, int world) {
              o.ctx, backend_kind_name(traits.kind), config.num_hidden_layers, config.hidden_size,
              config.vocab_size,
              cuda ? "bf16 activations and frozen weights, fp32 master/gradients/moments, "
-                        "attention " + std::string(attention_kernel_name(traits.attention_kernel))
+                    "attention " +
+                        std::string(attention_kernel_name(traits.attention_kernel))
                   : std::string("fp32 everywhere"));
   fmt::print("{}", format_memory_plan(plan));
-  if (world > 1 || o.sharded_optimizer)
-    fmt::print("{}", format_rank_footprint(plan, world, cuda));
+  if (world > 1 || o.sharded_optimizer) fmt::print("{}", format_rank_footprint(plan, world, cuda));
 }
 
 }  // namespace ll

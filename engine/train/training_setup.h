@@ -21,7 +21,7 @@
 namespace ll {
 
 struct TrainingSetup {
-  int world = 1;              // ranks
+  int world = 1;  // ranks
   int rank = 0;
   bool lead = true;           // rank 0: prints and writes what the run has once
   bool sharded_step = false;  // the data-parallel step (uses_sharded_step)
@@ -32,7 +32,7 @@ struct TrainingSetup {
   int64_t planned_bytes = 0;  // the memory plan (this rank's, for the sharded step)
   ForwardSpec spec;           // group_size: the one at -ctx (SFT examples get their own)
   std::unique_ptr<SequenceSource> source;
-  std::string data_line;      // the setup's description of the data
+  std::string data_line;              // the setup's description of the data
   std::unique_ptr<LlamaModel> model;  // on *backend; --init-adapter loaded
   std::optional<Checkpoint> resume;   // the checkpoint this run continues, read and checked
   std::string resumed_from;           // its directory ("" for a new run)

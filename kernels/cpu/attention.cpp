@@ -144,8 +144,8 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 }
 
 void attention_forward_cached(float* out, const float* q, const float* k, const float* v,
-                              int64_t n_queries, int64_t past, int64_t n_heads,
-                              int64_t n_kv_heads, int64_t head_dim) {
+                              int64_t n_queries, int64_t past, int64_t n_heads, int64_t n_kv_heads,
+                              int64_t head_dim) {
   LL_CHECK(past >= 0 && n_queries >= 0, "cached attention: {} queries after {} cached tokens",
            n_queries, past);
   // A dense mask over the queries only validates the head counts.

@@ -18,8 +18,8 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 // Hkv, hd]; query i sees keys [0, past + i]. Same scoring and softmax as attention_forward,
 // so a cached pass reproduces the full dense forward.
 void attention_forward_cached(float* out, const float* q, const float* k, const float* v,
-                              int64_t n_queries, int64_t past, int64_t n_heads,
-                              int64_t n_kv_heads, int64_t head_dim);
+                              int64_t n_queries, int64_t past, int64_t n_heads, int64_t n_kv_heads,
+                              int64_t head_dim);
 
 // Backward of attention_forward for the same mask (all modes, GQA). Inputs: dout, q, out
 // [N, H, hd]; k, v [N, Hkv, hd]; lse [H, N] as saved by the forward. Outputs (overwritten):

@@ -82,8 +82,7 @@ void CpuBackend::attention_forward(const Tensor& out, const Tensor& lse, const T
 void CpuBackend::attention_forward_cached(const Tensor& out, const Tensor& q, const Tensor& k,
                                           const Tensor& v, int64_t past) {
   const shapes::AttnDims s = shapes::attention_forward_cached(out, q, k, v, past);
-  cpu::attention_forward_cached(out.f32(), q.f32(), k.f32(), v.f32(), s.n, past, s.h, s.hkv,
-                                s.hd);
+  cpu::attention_forward_cached(out.f32(), q.f32(), k.f32(), v.f32(), s.n, past, s.h, s.hkv, s.hd);
 }
 
 void CpuBackend::swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) {
@@ -104,51 +103,48 @@ void CpuBackend::copy(const Tensor& dst, const Tensor& src) {
     for (int64_t i = 0, n = src.numel(); i < n; ++i) out[i] = f32_to_bf16(in[i]);
     return;
   }
-  LL_CHECK(dst.dtype == src.dtype, "copy: {} into {}", dtype_name(src.dtype), dtype_name(dst.dtype));
+  LL_CHECK(dst.dtype == src.dtype, "copy: {} into {}", dtype_name(src.dtype),
+           dtype_name(dst.dtype));
   std::memcpy(dst.data, src.data, src.nbytes());
 }
 
-int64_t CpuBackend::classifier_forward(const Tensor& losses, const Tensor& x,
-                                       const Tensor& lm_head, const Tensor& targets,
-                                       int64_t chunk_rows) {
+int64_t CpuBackend::classifier_forward(const Tensor& losses, const Tensor& x, const Tensor& lm_head,
+                                       const Tensor& targets, int64_t chunk_rows) {
   const shapes::ClassifierDims s = shapes::classifier_forward(losses, x, lm_head, targets);
-  return cpu::classifier_forward(losses.f32(), x.f32(), lm_head.f32(), targets.i32(), s.n, s.d,
-                                 s.v, chunk_rows);
+  return cpu::classifier_forward(losses.f32(), x.f32(), lm_head.f32(), targets.i32(), s.n, s.d, s.v,
+                                 chunk_rows);
 }
 
 int64_t CpuBackend::classifier_forward_backward(const Tensor& losses, const Tensor& dx,
                                                 const Tensor& dlm_head, const Tensor& x,
-                                                const Tensor& lm_head,
-                                                const Tensor& targets, int64_t chunk_rows,
-                                                float loss_scale) {
+                                                const Tensor& lm_head, const Tensor& targets,
+                                                int64_t chunk_rows, float loss_scale) {
   const shapes::ClassifierDims s =
       shapes::classifier_forward_backward(losses, dx, dlm_head, x, lm_head, targets);
   float* dlm_head_ptr = dlm_head.data == nullptr ? nullptr : dlm_head.f32();
   return cpu::classifier_forward_backward(losses.f32(), dx.f32(), dlm_head_ptr, x.f32(),
-                                          lm_head.f32(), targets.i32(), s.n, s.d, s.v,
-                                          chunk_rows, loss_scale);
+                                          lm_head.f32(), targets.i32(), s.n, s.d, s.v, chunk_rows,
+                                          loss_scale);
 }
 
 void CpuBackend::matmul_backward_input(const Tensor& dx, const Tensor& dout, const Tensor& w,
                                        bool accumulate, float alpha) {
   const shapes::MatmulDims s = shapes::matmul_backward_input(dx, dout, w);
-  cpu::matmul_backward_input(dx.f32(), dout.f32(), w.f32(), s.m, s.k, s.n_out, alpha,
-                             accumulate);
+  cpu::matmul_backward_input(dx.f32(), dout.f32(), w.f32(), s.m, s.k, s.n_out, alpha, accumulate);
 }
 
 void CpuBackend::matmul_backward_weight(const Tensor& dw, const Tensor& dout, const Tensor& x,
                                         bool accumulate, float alpha) {
   const shapes::MatmulDims s = shapes::matmul_backward_weight(dw, dout, x);
-  cpu::matmul_backward_weight(dw.f32(), dout.f32(), x.f32(), s.m, s.k, s.n_out, alpha,
-                              accumulate);
+  cpu::matmul_backward_weight(dw.f32(), dout.f32(), x.f32(), s.m, s.k, s.n_out, alpha, accumulate);
 }
 
 void CpuBackend::rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dout,
                                   const Tensor& x, const Tensor& weight, const Tensor& rstd) {
   const shapes::RowDims s = shapes::rmsnorm_backward(dx, dweight, dout, x, weight, rstd);
   float* dweight_ptr = dweight.data == nullptr ? nullptr : dweight.f32();
-  cpu::rmsnorm_backward(dx.f32(), dweight_ptr, dout.f32(), x.f32(), weight.f32(), rstd.f32(),
-                        s.n, s.d);
+  cpu::rmsnorm_backward(dx.f32(), dweight_ptr, dout.f32(), x.f32(), weight.f32(), rstd.f32(), s.n,
+                        s.d);
 }
 
 void CpuBackend::rope_backward(const Tensor& dx, int64_t position_offset, double scale,

@@ -21,12 +21,11 @@ class CpuBackend final : public Backend {
   void upload_i32(const Tensor& dst, const int32_t* src) override;
   void download_f32(float* dst, const Tensor& src) override;
   void embedding_forward(const Tensor& out, const Tensor& table, const Tensor& tokens) override;
-  void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& x,
-                       const Tensor& weight, float eps) override;
+  void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& x, const Tensor& weight,
+                       float eps) override;
   void matmul_forward(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate,
                       float alpha = 1.0f) override;
-  void rope_forward(const Tensor& x, int64_t position_offset, double scale,
-                    double theta) override;
+  void rope_forward(const Tensor& x, int64_t position_offset, double scale, double theta) override;
   void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                          const Tensor& v, const AttentionPattern& mask) override;
   void attention_forward_cached(const Tensor& out, const Tensor& q, const Tensor& k,
@@ -41,25 +40,25 @@ class CpuBackend final : public Backend {
                                       const Tensor& dlm_head, const Tensor& x,
                                       const Tensor& lm_head, const Tensor& targets,
                                       int64_t chunk_rows, float loss_scale) override;
-  void matmul_backward_input(const Tensor& dx, const Tensor& dout, const Tensor& w,
-                             bool accumulate, float alpha = 1.0f) override;
+  void matmul_backward_input(const Tensor& dx, const Tensor& dout, const Tensor& w, bool accumulate,
+                             float alpha = 1.0f) override;
   void matmul_backward_weight(const Tensor& dw, const Tensor& dout, const Tensor& x,
                               bool accumulate, float alpha = 1.0f) override;
   void rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dout,
                         const Tensor& x, const Tensor& weight, const Tensor& rstd) override;
   void rope_backward(const Tensor& dx, int64_t position_offset, double scale,
                      double theta) override;
-  void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                          const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                          const Tensor& out, const Tensor& lse, const AttentionPattern& mask) override;
+  void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                          const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                          const Tensor& lse, const AttentionPattern& mask) override;
   void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout,
                        const Tensor& gate, const Tensor& up) override;
-  void embedding_backward(const Tensor& dtable, const Tensor& dout,
-                          const Tensor& tokens) override;
+  void embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& tokens) override;
   void fill_zero(const Tensor& x) override;
   double sum_squares(const Tensor& x) override;
   void adamw_step(const Tensor& master, const Tensor& param, const Tensor& grad, const Tensor& m,
                   const Tensor& v, const AdamWStep& step) override;
+
  private:
   struct AllocStats {
     int64_t in_use = 0;

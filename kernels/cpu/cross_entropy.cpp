@@ -17,8 +17,8 @@ namespace {
 // is turned in place into dL/dlogits = loss_scale * (softmax - onehot) (0 on unlabelled
 // rows), then dx [chunk, D] = that @ lm_head. Peak extra memory stays chunk_rows * V floats.
 int64_t classifier_impl(float* losses, float* dx, float* dlm_head, const float* x,
-                        const float* lm_head, const int32_t* targets, int64_t n_tokens, int64_t dim, int64_t vocab,
-                        int64_t chunk_rows, float loss_scale) {
+                        const float* lm_head, const int32_t* targets, int64_t n_tokens, int64_t dim,
+                        int64_t vocab, int64_t chunk_rows, float loss_scale) {
   LL_CHECK(n_tokens >= 0 && dim >= 0 && vocab >= 1,
            "classifier: bad shape (tokens {}, dim {}, vocab {})", n_tokens, dim, vocab);
   LL_CHECK(chunk_rows >= 1, "classifier: chunk_rows must be >= 1, got {}", chunk_rows);
@@ -81,12 +81,10 @@ int64_t classifier_impl(float* losses, float* dx, float* dlm_head, const float* 
     if (first_bad != no_error) break;
     // dx [cnt, D] = dlogits [cnt, V] @ lm_head [V, D]
     if (dx != nullptr)
-      matmul_backward_input(dx + start * dim, logits.data(), lm_head, cnt, dim, vocab, 1.0f,
-                            false);
+      matmul_backward_input(dx + start * dim, logits.data(), lm_head, cnt, dim, vocab, 1.0f, false);
     // dlm_head [V, D] += dlogits [cnt, V]^T @ x [cnt, D] (only when lm_head is trained)
     if (dlm_head != nullptr)
-      matmul_backward_weight(dlm_head, logits.data(), x + start * dim, cnt, dim, vocab, 1.0f,
-                             true);
+      matmul_backward_weight(dlm_head, logits.data(), x + start * dim, cnt, dim, vocab, 1.0f, true);
   }
   LL_CHECK(first_bad == no_error,
            "classifier: non-finite logit (NaN or Inf) at position {}: the hidden states or "
@@ -105,9 +103,9 @@ int64_t classifier_forward(float* losses, const float* x, const float* lm_head,
 }
 
 int64_t classifier_forward_backward(float* losses, float* dx, float* dlm_head, const float* x,
-                                    const float* lm_head, const int32_t* targets,
-                                    int64_t n_tokens, int64_t dim, int64_t vocab,
-                                    int64_t chunk_rows, float loss_scale) {
+                                    const float* lm_head, const int32_t* targets, int64_t n_tokens,
+                                    int64_t dim, int64_t vocab, int64_t chunk_rows,
+                                    float loss_scale) {
   LL_CHECK(dx != nullptr || n_tokens * dim == 0, "classifier_forward_backward: dx is null");
   return classifier_impl(losses, dx, dlm_head, x, lm_head, targets, n_tokens, dim, vocab,
                          chunk_rows, loss_scale);

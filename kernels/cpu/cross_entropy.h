@@ -19,8 +19,8 @@ int64_t classifier_forward(float* losses, const float* x, const float* lm_head,
 // dlm_head is non-null (lm_head trained: full pretraining), dlm_head [V, D] += that^T @ x.
 // Same errors and return value as classifier_forward.
 int64_t classifier_forward_backward(float* losses, float* dx, float* dlm_head, const float* x,
-                                    const float* lm_head, const int32_t* targets,
-                                    int64_t n_tokens, int64_t dim, int64_t vocab,
-                                    int64_t chunk_rows, float loss_scale);
+                                    const float* lm_head, const int32_t* targets, int64_t n_tokens,
+                                    int64_t dim, int64_t vocab, int64_t chunk_rows,
+                                    float loss_scale);
 
 }  // namespace ll::cpu

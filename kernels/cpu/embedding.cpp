@@ -34,8 +34,8 @@ void embedding_forward(float* out, const float* table, const int32_t* tokens, in
   }
 }
 
-void embedding_backward(float* dtable, const float* dout, const int32_t* tokens,
-                        int64_t n_tokens, int64_t vocab, int64_t dim) {
+void embedding_backward(float* dtable, const float* dout, const int32_t* tokens, int64_t n_tokens,
+                        int64_t vocab, int64_t dim) {
   check_tokens("embedding_backward", tokens, n_tokens, vocab, dim);
   // Repeated ids make rows collide, so rows cannot be split between threads without atomics.
   // Split the columns instead: each thread owns a block of columns of every row and adds the

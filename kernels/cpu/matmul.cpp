@@ -15,8 +15,7 @@ namespace {
 // The three products below are one row-major sgemm each; this checks their sizes once.
 // cblas takes int dimensions.
 void check_sizes(const char* op, int64_t m, int64_t k, int64_t n_out) {
-  LL_CHECK(m >= 0 && k >= 0 && n_out >= 0, "{}: negative size (m {}, k {}, n {})", op, m, k,
-           n_out);
+  LL_CHECK(m >= 0 && k >= 0 && n_out >= 0, "{}: negative size (m {}, k {}, n {})", op, m, k, n_out);
   LL_CHECK(m <= INT_MAX && k <= INT_MAX && n_out <= INT_MAX,
            "{}: dimension too large for BLAS (m {}, k {}, n {})", op, m, k, n_out);
 }
@@ -34,9 +33,8 @@ void empty_sum(float* c, int64_t count, bool accumulate) {
 // threads and OpenMP's fought over the cores (a 3x slowdown measured on 2 cores), and one
 // pool keeps every result independent of which library scheduled it. Each element of C is
 // still one BLAS dot-product order, so results do not depend on the block split.
-void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-           int64_t ldc) {
+void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   static const bool single_threaded_blas = [] {
     openblas_set_num_threads(1);
     return true;

@@ -36,10 +36,9 @@ size_t attention_backward_workspace_bytes(int64_t n_tokens, int64_t n_heads);
 // cudaFreeAsync on `stream` (stream-ordered; no device synchronisation).
 // Deterministic: no atomics; every output element is summed by one thread in a fixed order.
 void attention_backward(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
-                        const __nv_bfloat16* dout, const __nv_bfloat16* q,
-                        const __nv_bfloat16* k, const __nv_bfloat16* v,
-                        const __nv_bfloat16* out, const float* lse, int64_t n_tokens,
-                        int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                        const __nv_bfloat16* dout, const __nv_bfloat16* q, const __nv_bfloat16* k,
+                        const __nv_bfloat16* v, const __nv_bfloat16* out, const float* lse,
+                        int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                         const AttentionPattern& mask, void* workspace, cudaStream_t stream);
 
 }  // namespace ll::cuda

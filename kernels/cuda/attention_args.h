@@ -11,9 +11,9 @@ namespace ll::cuda {
 
 // head_dim must be one of `head_dims` (a description like "64 or 128" names them in the
 // message); n at most max_tokens; heads split into kv groups; the mask matches the call.
-inline void check_attention_args(int64_t n, int64_t n_heads, int64_t n_kv_heads,
-                                 int64_t head_dim, const AttentionPattern& mask, const char* op,
-                                 bool head_dim_ok, const char* head_dims, int64_t max_tokens) {
+inline void check_attention_args(int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                                 const AttentionPattern& mask, const char* op, bool head_dim_ok,
+                                 const char* head_dims, int64_t max_tokens) {
   LL_CHECK(head_dim_ok, "cuda {}: head_dim {} is not supported ({})", op, head_dim, head_dims);
   LL_CHECK(n >= 0, "cuda {}: negative token count {}", op, n);
   LL_CHECK(n_heads > 0 && n_kv_heads > 0 && n_heads % n_kv_heads == 0,

@@ -34,9 +34,10 @@ void attention_forward_cached(bf16* out, const bf16* q, const bf16* k, const bf1
                               int64_t n_queries, int64_t past, int64_t n_heads, int64_t n_kv_heads,
                               int64_t head_dim, void* workspace, cudaStream_t stream) {
   const char* op = "attention_forward_cached";
-  check_attention_args(
-      n_queries, n_heads, n_kv_heads, head_dim, AttentionPattern{AttnMode::Dense, n_queries, 0, n_heads},
-      op, head_dim == 32 || head_dim == 64 || head_dim == 128, "32, 64 or 128", int64_t(INT32_MAX));
+  check_attention_args(n_queries, n_heads, n_kv_heads, head_dim,
+                       AttentionPattern{AttnMode::Dense, n_queries, 0, n_heads}, op,
+                       head_dim == 32 || head_dim == 64 || head_dim == 128, "32, 64 or 128",
+                       int64_t(INT32_MAX));
   LL_CHECK(past >= 0, "cuda {}: {} cached tokens", op, past);
   if (n_queries == 0) return;
   LL_CHECK(out != nullptr && q != nullptr && k != nullptr && v != nullptr, "cuda {}: null tensor",

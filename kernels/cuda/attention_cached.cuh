@@ -25,18 +25,17 @@ namespace ll::cuda {
 
 // Bytes of fp32 scratch for the chunk partials (0 when one chunk per query suffices):
 // splits x [n, H] x (hd + 2) floats.
-size_t attention_forward_cached_workspace_bytes(int64_t n_queries, int64_t past,
-                                                int64_t n_heads, int64_t n_kv_heads,
-                                                int64_t head_dim);
+size_t attention_forward_cached_workspace_bytes(int64_t n_queries, int64_t past, int64_t n_heads,
+                                                int64_t n_kv_heads, int64_t head_dim);
 
 // out: [n, H, hd] bf16, every element written. q: [n, H, hd]; k, v: [past + n, Hkv, hd]
 // (query head h reads kv head h / (H / Hkv)); scores scaled by 1/sqrt(hd).
 // workspace: attention_forward_cached_workspace_bytes(...) bytes of device memory, 4-byte
 // aligned, or null, in which case the launcher takes it with cudaMallocAsync and releases it
 // with cudaFreeAsync on `stream`. Deterministic: fixed summation order, no atomics.
-void attention_forward_cached(__nv_bfloat16* out, const __nv_bfloat16* q,
-                              const __nv_bfloat16* k, const __nv_bfloat16* v, int64_t n_queries,
-                              int64_t past, int64_t n_heads, int64_t n_kv_heads,
-                              int64_t head_dim, void* workspace, cudaStream_t stream);
+void attention_forward_cached(__nv_bfloat16* out, const __nv_bfloat16* q, const __nv_bfloat16* k,
+                              const __nv_bfloat16* v, int64_t n_queries, int64_t past,
+                              int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                              void* workspace, cudaStream_t stream);
 
 }  // namespace ll::cuda

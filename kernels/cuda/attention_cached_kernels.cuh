@@ -201,17 +201,17 @@ __global__ void __launch_bounds__(HD)
 // argument checks, through `launch(name, kernel, grid, block, smem, args...)`. scratch: the
 // plan's workspace (attention_forward_cached_workspace_bytes), unused with one split.
 template <int HD, typename Launcher>
-void run_cached_hd(const Launcher& launch, bf16* out, const bf16* q, const bf16* k,
-                   const bf16* v, int64_t n, int64_t past, int n_heads, int n_kv_heads,
-                   const CachedPlan& plan, float* scratch) {
+void run_cached_hd(const Launcher& launch, bf16* out, const bf16* q, const bf16* k, const bf16* v,
+                   int64_t n, int64_t past, int n_heads, int n_kv_heads, const CachedPlan& plan,
+                   float* scratch) {
   const float scale = 1.0f / std::sqrt(float(HD));
   const int64_t rows = n * n_heads;
   float* part_acc = plan.splits > 1 ? scratch : nullptr;
   float* part_ml = plan.splits > 1 ? scratch + plan.splits * rows * HD : nullptr;
   const dim3 grid(unsigned(n * n_kv_heads * plan.passes), unsigned(plan.splits));
   launch("attention_cached_partial_kernel", attention_cached_partial_kernel<HD>, grid,
-         dim3(kThreads), size_t(0), out, part_acc, part_ml, q, k, v, n, past, n_heads,
-         n_kv_heads, int(plan.passes), plan.keys_per_split, scale);
+         dim3(kThreads), size_t(0), out, part_acc, part_ml, q, k, v, n, past, n_heads, n_kv_heads,
+         int(plan.passes), plan.keys_per_split, scale);
   if (plan.splits == 1) return;
   launch("attention_cached_combine_kernel", attention_cached_combine_kernel<HD>,
          dim3(unsigned(rows)), dim3(HD), size_t(0), out, part_acc, part_ml, rows, plan.splits);

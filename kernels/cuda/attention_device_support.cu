@@ -33,8 +33,8 @@ struct DeviceInt {
 bool loaded_code_has_sm90a() {
   DeviceInt flag;
   LL_CUDA_CHECK(cudaMemset(flag.p, 0, sizeof(int)));
-  StreamLauncher{nullptr}("sm90a_code_probe_kernel", sm90a_code_probe_kernel, dim3(1), dim3(32),
-                          0, flag.p);
+  StreamLauncher{nullptr}("sm90a_code_probe_kernel", sm90a_code_probe_kernel, dim3(1), dim3(32), 0,
+                          flag.p);
   int value = 0;
   LL_CUDA_CHECK(cudaMemcpy(&value, flag.p, sizeof(int), cudaMemcpyDeviceToHost));
   return value == 1;

@@ -19,16 +19,15 @@ namespace ll::cuda::attn_dev {
 
 using bf16 = __nv_bfloat16;
 
-
-constexpr int kB = 32;          // rows per query tile and per key tile
-constexpr int kThreads = 128;   // threads per block
+constexpr int kB = 32;         // rows per query tile and per key tile
+constexpr int kThreads = 128;  // threads per block
 constexpr int kWarps = kThreads / 32;
-constexpr int kSLd = kB + 1;    // row stride of the [32, 32] score tiles
+constexpr int kSLd = kB + 1;  // row stride of the [32, 32] score tiles
 
 template <int HD>
 struct Tile {
-  static constexpr int kLd = HD + 1;                // row stride of a [32, HD] tile
-  static constexpr int kFloats = kB * kLd;          // floats of one [32, HD] tile
+  static constexpr int kLd = HD + 1;                     // row stride of a [32, HD] tile
+  static constexpr int kFloats = kB * kLd;               // floats of one [32, HD] tile
   static constexpr int kPerThread = kB * HD / kThreads;  // tile elements each thread owns
   static_assert(HD % 32 == 0 && (kB * HD) % kThreads == 0, "head dim must be a multiple of 32");
 };
@@ -225,8 +224,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   float* sK = smem;
   float* sV = sK + T::kFloats;
   float* sQ = sV + T::kFloats;
-  float* sO = sQ + T::kFloats;  // dO tile
-  float* sP = sO + T::kFloats;  // [32 keys, 33] probabilities
+  float* sO = sQ + T::kFloats;    // dO tile
+  float* sP = sO + T::kFloats;    // [32 keys, 33] probabilities
   float* sG = sP + kScoreFloats;  // [32 keys, 33] dS
   __shared__ int64_t sVis[kB], sQFirst[kB], sQLast[kB], sRange[2];
   __shared__ int64_t sFirst[kB], sLast[kB];
@@ -238,9 +237,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t k0 = int64_t(blockIdx.x) * kB;
   const int64_t q_stride = int64_t(n_heads) * HD, kv_stride = int64_t(n_kv_heads) * HD;
 
-  auto kv_row = [&](int r) -> int64_t {
-    return k0 + r < n ? (k0 + r) * kv_stride + hk * HD : -1;
-  };
+  auto kv_row = [&](int r) -> int64_t { return k0 + r < n ? (k0 + r) * kv_stride + hk * HD : -1; };
   load_tile<HD>(sK, k, kv_row);
   load_tile<HD>(sV, v, kv_row);
 
@@ -384,9 +381,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       sD[tid] = 0.0f;
     }
   }
-  auto q_row = [&](int r) -> int64_t {
-    return q0 + r < n ? (q0 + r) * q_stride + h * HD : -1;
-  };
+  auto q_row = [&](int r) -> int64_t { return q0 + r < n ? (q0 + r) * q_stride + h * HD : -1; };
   load_tile<HD>(sQ, q, q_row);
   load_tile<HD>(sO, dout, q_row);
   __syncthreads();
@@ -467,7 +462,8 @@ constexpr size_t dq_smem() {
 // `launch(name, kernel, grid, block, smem, args...)`.
 template <int HD, typename Launcher>
 void run_forward_hd(const Launcher& launch, bf16* out, float* lse, const bf16* q, const bf16* k,
-                    const bf16* v, int64_t n, int n_heads, int n_kv_heads, const AttentionPattern& mask) {
+                    const bf16* v, int64_t n, int n_heads, int n_kv_heads,
+                    const AttentionPattern& mask) {
   const float scale = 1.0f / std::sqrt(float(HD));
   const dim3 grid(unsigned((n + kB - 1) / kB), unsigned(n_heads));
   launch("attention_forward_kernel", attention_forward_kernel<HD>, grid, dim3(kThreads),
@@ -490,8 +486,8 @@ void run_forward(const Launcher& launch, bf16* out, float* lse, const bf16* q, c
 // workspace.
 template <int HD, typename Launcher>
 void run_backward_hd(const Launcher& launch, bf16* dq, bf16* dk, bf16* dv, const bf16* dout,
-                     const bf16* q, const bf16* k, const bf16* v, const bf16* out,
-                     const float* lse, float* dvec, int64_t n, int n_heads, int n_kv_heads,
+                     const bf16* q, const bf16* k, const bf16* v, const bf16* out, const float* lse,
+                     float* dvec, int64_t n, int n_heads, int n_kv_heads,
                      const AttentionPattern& mask) {
   const float scale = 1.0f / std::sqrt(float(HD));
   const int64_t rows = n * n_heads;
@@ -513,14 +509,14 @@ void run_backward(const Launcher& launch, bf16* dq, bf16* dk, bf16* dv, const bf
                   float* dvec, int64_t n, int n_heads, int n_kv_heads, int64_t head_dim,
                   const AttentionPattern& mask) {
   if (head_dim == 32)
-    run_backward_hd<32>(launch, dq, dk, dv, dout, q, k, v, out, lse, dvec, n, n_heads,
-                        n_kv_heads, mask);
+    run_backward_hd<32>(launch, dq, dk, dv, dout, q, k, v, out, lse, dvec, n, n_heads, n_kv_heads,
+                        mask);
   else if (head_dim == 64)
-    run_backward_hd<64>(launch, dq, dk, dv, dout, q, k, v, out, lse, dvec, n, n_heads,
-                        n_kv_heads, mask);
+    run_backward_hd<64>(launch, dq, dk, dv, dout, q, k, v, out, lse, dvec, n, n_heads, n_kv_heads,
+                        mask);
   else
-    run_backward_hd<128>(launch, dq, dk, dv, dout, q, k, v, out, lse, dvec, n, n_heads,
-                         n_kv_heads, mask);
+    run_backward_hd<128>(launch, dq, dk, dv, dout, q, k, v, out, lse, dvec, n, n_heads, n_kv_heads,
+                         mask);
 }
 
 }  // namespace ll::cuda::attn_dev

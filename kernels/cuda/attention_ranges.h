@@ -20,19 +20,22 @@ struct QueryRange {
 };
 
 // The key visit index of key position j for head `head` (inverse of attn_key_of_visit).
-LL_HOST_DEVICE inline int64_t attn_visit_of_key(const AttentionPattern& m, int64_t head, int64_t j) {
+LL_HOST_DEVICE inline int64_t attn_visit_of_key(const AttentionPattern& m, int64_t head,
+                                                int64_t j) {
   if (m.mode != AttnMode::S2Roll) return j;
   const int64_t shift = attn_head_shift(m, head);
   return ((j - shift) % m.seq_len + m.seq_len) % m.seq_len;
 }
 
 // The query position of query visit index u.
-LL_HOST_DEVICE inline int64_t attn_query_of_visit(const AttentionPattern& m, int64_t head, int64_t u) {
+LL_HOST_DEVICE inline int64_t attn_query_of_visit(const AttentionPattern& m, int64_t head,
+                                                  int64_t u) {
   if (m.mode != AttnMode::S2Roll) return u;
   return (u + attn_head_shift(m, head)) % m.seq_len;
 }
 
-LL_HOST_DEVICE inline QueryRange attn_query_range(const AttentionPattern& m, int64_t head, int64_t j) {
+LL_HOST_DEVICE inline QueryRange attn_query_range(const AttentionPattern& m, int64_t head,
+                                                  int64_t j) {
   const int64_t n = m.seq_len;
   if (m.mode == AttnMode::Dense) return {j, n - 1};
   const int64_t g = m.group_size;

@@ -74,7 +74,8 @@ void attention_backward_tc_atomic_dq(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_
                                      const __nv_bfloat16* k, const __nv_bfloat16* v,
                                      const __nv_bfloat16* out, const float* lse, int64_t n_tokens,
                                      int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                                     const AttentionPattern& mask, void* workspace, cudaStream_t stream);
+                                     const AttentionPattern& mask, void* workspace,
+                                     cudaStream_t stream);
 
 // attention_backward_tc with the mma.sync kernels whatever the device (benchmarks compare them).
 void attention_backward_tc_sm80(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,

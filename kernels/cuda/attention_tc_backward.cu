@@ -12,8 +12,8 @@
 #include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/attention_tc_backward_kernels.cuh"
 #include "kernels/cuda/attention_tc_backward_sm90_kernels.cuh"
-#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/bf16_vector_device.cuh"
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernel_launch.cuh"
 #include "kernels/cuda/tensor_map.h"
 
@@ -86,9 +86,9 @@ void backward(bool allow_hopper, DqOrder order, bf16* dq, bf16* dk, bf16* dv, co
            atomic_contract ? 16 : 4);
   std::optional<AsyncScratch> owned;
   if (workspace == nullptr)
-    owned.emplace(atomic ? attention_backward_tc_atomic_dq_workspace_bytes(n_tokens, n_heads,
-                                                                           head_dim)
-                         : attention_backward_workspace_bytes(n_tokens, n_heads),
+    owned.emplace(atomic
+                      ? attention_backward_tc_atomic_dq_workspace_bytes(n_tokens, n_heads, head_dim)
+                      : attention_backward_workspace_bytes(n_tokens, n_heads),
                   stream);
   void* scratch = owned ? owned->get() : workspace;
   float* dvec = static_cast<float*>(scratch);
@@ -138,8 +138,9 @@ size_t attention_backward_tc_atomic_dq_workspace_bytes(int64_t n_tokens, int64_t
 void attention_backward_tc_atomic_dq(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
                                      const bf16* k, const bf16* v, const bf16* out,
                                      const float* lse, int64_t n_tokens, int64_t n_heads,
-                                     int64_t n_kv_heads, int64_t head_dim, const AttentionPattern& mask,
-                                     void* workspace, cudaStream_t stream) {
+                                     int64_t n_kv_heads, int64_t head_dim,
+                                     const AttentionPattern& mask, void* workspace,
+                                     cudaStream_t stream) {
   backward(true, DqOrder::Atomic, dq, dk, dv, dout, q, k, v, out, lse, n_tokens, n_heads,
            n_kv_heads, head_dim, mask, workspace, stream);
 }

@@ -70,8 +70,8 @@ __device__ __forceinline__ uint32_t step_off(uint32_t base, int step) {
 // dst + row * stride (rows counted from the tile's first position p0).
 template <int HD>
 __device__ __forceinline__ void store_rows(unsigned char* tile, const float (&acc)[HD / 8][4],
-                                           float mul, int lane, int row0, int p0, int n,
-                                           bf16* dst, int64_t stride) {
+                                           float mul, int lane, int row0, int p0, int n, bf16* dst,
+                                           int64_t stride) {
   using S = BwdShape<HD>;
   const int g = lane >> 2, t4 = lane & 3;
 #pragma unroll
@@ -112,10 +112,10 @@ __global__ void __launch_bounds__(kThreads)
     float s = 0.0f;
 #pragma unroll
     for (int d0 = 0; d0 < HD; d0 += 64) {
-      const float2 a = __bfloat1622float2(
-          *reinterpret_cast<const __nv_bfloat162*>(dout + base + d0 + 2 * lane));
-      const float2 b = __bfloat1622float2(
-          *reinterpret_cast<const __nv_bfloat162*>(out + base + d0 + 2 * lane));
+      const float2 a =
+          __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(dout + base + d0 + 2 * lane));
+      const float2 b =
+          __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(out + base + d0 + 2 * lane));
       s = fmaf(a.x, b.x, s);
       s = fmaf(a.y, b.y, s);
     }
@@ -135,10 +135,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     attention_backward_tc_dkv_kernel(bf16* __restrict__ dk, bf16* __restrict__ dv,
                                      const bf16* __restrict__ dout, const bf16* __restrict__ q,
                                      const bf16* __restrict__ k, const bf16* __restrict__ v,
-                                     const float* __restrict__ lse,
-                                     const float* __restrict__ dvec, int n, int n_heads,
-                                     int n_kv_heads, AttentionPattern mask, float scale,
-                                     float scale_log2) {
+                                     const float* __restrict__ lse, const float* __restrict__ dvec,
+                                     int n, int n_heads, int n_kv_heads, AttentionPattern mask,
+                                     float scale, float scale_log2) {
   using S = BwdShape<HD>;
   unsigned char* const smem = dynamic_smem();
   __shared__ int s_range[kWarps][2];
@@ -211,7 +210,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       s_range[warp][1] = l_max;
     }
     __syncthreads();  // also: the previous head's last tile is no longer read
-    int u_lo, u_hi;  // key k0 < N is valid: the union is non-empty
+    int u_lo, u_hi;   // key k0 < N is valid: the union is non-empty
     block_visit_union(s_range, u_lo, u_hi);
     const int n_tiles = (u_hi - u_lo) / kB + 1;
     const int64_t q_shift =
@@ -590,9 +589,9 @@ void run_backward_tc_hd(const Launcher& launch, bf16* dq, bf16* dk, bf16* dv, co
 
 template <typename Launcher>
 void run_backward_tc(const Launcher& launch, bf16* dq, bf16* dk, bf16* dv, const bf16* dout,
-                     const bf16* q, const bf16* k, const bf16* v, const bf16* out,
-                     const float* lse, float* dvec, int n, int n_heads, int n_kv_heads,
-                     int head_dim, const AttentionPattern& mask) {
+                     const bf16* q, const bf16* k, const bf16* v, const bf16* out, const float* lse,
+                     float* dvec, int n, int n_heads, int n_kv_heads, int head_dim,
+                     const AttentionPattern& mask) {
   if (head_dim == 64)
     bwd::run_backward_tc_hd<64>(launch, dq, dk, dv, dout, q, k, v, out, lse, dvec, n, n_heads,
                                 n_kv_heads, mask);

@@ -233,7 +233,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_backward_sm90_dkv_kerne
 #pragma unroll
         for (int i = 0; i < 32; ++i) fence_operand(dpt[i]);
 
-        // dS^T = P^T (dP^T - D), in place of P^T (invisible pairs: P = 0, so dS = 0).
+          // dS^T = P^T (dP^T - D), in place of P^T (invisible pairs: P = 0, so dS = 0).
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
           const float2 dd = *reinterpret_cast<const float2*>(&s_d[stage][8 * j + 2 * q4]);

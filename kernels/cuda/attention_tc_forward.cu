@@ -10,8 +10,8 @@
 #include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/attention_tc_forward_kernels.cuh"
 #include "kernels/cuda/attention_tc_forward_sm90_kernels.cuh"
-#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/bf16_vector_device.cuh"
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernel_launch.cuh"
 #include "kernels/cuda/tensor_map.h"
 
@@ -44,7 +44,8 @@ bool attention_tc_uses_hopper(const AttentionPattern& mask) {
 
 void attention_forward_tc_sm80(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                                int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads,
-                               int64_t head_dim, const AttentionPattern& mask, cudaStream_t stream) {
+                               int64_t head_dim, const AttentionPattern& mask,
+                               cudaStream_t stream) {
   check_args(n_tokens, n_heads, n_kv_heads, head_dim, mask);
   if (n_tokens == 0) return;
   check_pointers(out, q, k, v);

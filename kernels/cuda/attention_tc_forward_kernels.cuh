@@ -343,8 +343,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 // The launch sequence (grid, block, shared memory, scales) of attention_forward_tc after its
 // argument checks, through `launch(name, kernel, grid, block, smem, args...)`.
 template <int HD, int kMT, typename Launcher>
-void run_forward_tc_hd(const Launcher& launch, bf16* out, float* lse, const bf16* q,
-                       const bf16* k, const bf16* v, int n, int n_heads, int n_kv_heads,
+void run_forward_tc_hd(const Launcher& launch, bf16* out, float* lse, const bf16* q, const bf16* k,
+                       const bf16* v, int n, int n_heads, int n_kv_heads,
                        const AttentionPattern& mask) {
   using S = TcShape<HD, kMT>;
   const float scale = float(1.0 / std::sqrt(double(HD)));

@@ -55,7 +55,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                                   const __grid_constant__ CUtensorMap tm_q,
                                   const __grid_constant__ CUtensorMap tm_k,
                                   const __grid_constant__ CUtensorMap tm_v, int n, int n_heads,
-                                  int n_kv_heads, AttentionPattern mask, float scale, float scale_log2) {
+                                  int n_kv_heads, AttentionPattern mask, float scale,
+                                  float scale_log2) {
 #if LL_SM90A_DEVICE_CODE
   using S = Sm90Shape<HD>;
   __shared__ int s_range[kWarps][2];  // per warp: first and last visit of its rows

@@ -12,8 +12,8 @@
 namespace ll::cuda {
 
 // Status bits OR-ed into *status by cross_entropy_chunk.
-inline constexpr int kCrossEntropyNonFinite = 1;    // a labelled row's loss is not finite
-inline constexpr int kCrossEntropyBadTarget = 2;    // a target >= vocab (row skipped)
+inline constexpr int kCrossEntropyNonFinite = 1;  // a labelled row's loss is not finite
+inline constexpr int kCrossEntropyBadTarget = 2;  // a target >= vocab (row skipped)
 
 // logits: [rows, vocab] fp32, row-major, contiguous (row r at logits + r * vocab), device.
 // targets: [rows] int32, device; target < 0 = unlabelled. Callers guarantee target < vocab

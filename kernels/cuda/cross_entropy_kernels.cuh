@@ -15,8 +15,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/cuda/cross_entropy.cuh"
 #include "kernels/cuda/bf16_vector_device.cuh"
+#include "kernels/cuda/cross_entropy.cuh"
 
 namespace ll::cuda::cross_entropy_dev {
 

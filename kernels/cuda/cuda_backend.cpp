@@ -24,11 +24,11 @@
 #include "kernels/cuda/device_info.h"
 #include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/gemm_workspace.h"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/rmsnorm.cuh"
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/swiglu.cuh"
-#include "kernels/cuda/gemm_workspace.h"
 
 namespace ll {
 namespace {
@@ -88,10 +88,10 @@ struct CudaBackend::State {
   cudaStream_t stream = nullptr;
   int64_t in_use = 0;  // bytes of live tensors (as requested) and the cuBLASLt workspace
   int64_t peak = 0;
-  void* gemm_workspace = nullptr;   // [cuda::kGemmWorkspaceBytes]
-  double* sum_result = nullptr;     // [1] sum_squares result
-  double* sum_scratch = nullptr;    // [sum_squares_scratch_bytes / 8]
-  int* status = nullptr;            // [1] classifier error bits
+  void* gemm_workspace = nullptr;  // [cuda::kGemmWorkspaceBytes]
+  double* sum_result = nullptr;    // [1] sum_squares result
+  double* sum_scratch = nullptr;   // [sum_squares_scratch_bytes / 8]
+  int* status = nullptr;           // [1] classifier error bits
   std::unique_ptr<cuda::GemmRunner> gemm;
   // backend_traits(Cuda, the resolved attention family).
   BackendTraits traits;
@@ -118,8 +118,7 @@ struct CudaBackend::State {
   }
 };
 
-CudaBackend::CudaBackend(int device, AttentionKernel attention)
-    : st_(std::make_shared<State>()) {
+CudaBackend::CudaBackend(int device, AttentionKernel attention) : st_(std::make_shared<State>()) {
   const int n_devices = cuda::device_count();
   LL_CHECK(device >= 0 && device < n_devices,
            "--device cuda: no CUDA device {} (this machine has {} usable)", device, n_devices);
@@ -145,8 +144,8 @@ CudaBackend::CudaBackend(int device, AttentionKernel attention)
   LL_CUDA_CHECK(cudaMalloc(&s.gemm_workspace, size_t(cuda::kGemmWorkspaceBytes)));
   s.count(cuda::kGemmWorkspaceBytes);
   LL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&s.sum_result), sizeof(double)));
-  LL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&s.sum_scratch),
-                           cuda::sum_squares_scratch_bytes()));
+  LL_CUDA_CHECK(
+      cudaMalloc(reinterpret_cast<void**>(&s.sum_scratch), cuda::sum_squares_scratch_bytes()));
   LL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&s.status), sizeof(int)));
   s.gemm = std::make_unique<cuda::GemmRunner>(s.gemm_workspace, size_t(cuda::kGemmWorkspaceBytes),
                                               s.stream);
@@ -175,10 +174,11 @@ void CudaBackend::reserve(int64_t bytes) {
     (void)cudaGetLastError();
     size_t free_bytes = 0, total_bytes = 0;
     (void)cudaMemGetInfo(&free_bytes, &total_bytes);
-    fail("the memory plan needs {:.2f} GiB on the GPU, but only {:.2f} GiB of its {:.2f} GiB "
-         "are free: use a smaller -ctx or --classifier-chunk (train_longlora --dry-run prints "
-         "the plan)",
-         gib(bytes), gib(int64_t(free_bytes)), gib(int64_t(total_bytes)));
+    fail(
+        "the memory plan needs {:.2f} GiB on the GPU, but only {:.2f} GiB of its {:.2f} GiB "
+        "are free: use a smaller -ctx or --classifier-chunk (train_longlora --dry-run prints "
+        "the plan)",
+        gib(bytes), gib(int64_t(free_bytes)), gib(int64_t(total_bytes)));
   }
   LL_CUDA_CHECK(err);
   LL_CUDA_CHECK(cudaFreeAsync(p, st_->stream));
@@ -210,11 +210,12 @@ OwnedTensor CudaBackend::allocate(std::vector<int64_t> shape, DType dtype) {
     (void)cudaGetLastError();  // clear the sticky-free error state of this call
     size_t free_bytes = 0, total_bytes = 0;
     (void)cudaMemGetInfo(&free_bytes, &total_bytes);
-    fail("out of GPU memory: asked for {:.2f} GiB for a [{}] {} tensor; this run holds "
-         "{:.2f} GiB, the device has {:.2f} GiB free of {:.2f} GiB. Use a smaller -ctx or "
-         "--classifier-chunk (train_longlora --dry-run prints the memory plan)",
-         gib(bytes), fmt::join(t.view.shape, ", "), dtype_name(dtype), gib(st_->in_use),
-         gib(int64_t(free_bytes)), gib(int64_t(total_bytes)));
+    fail(
+        "out of GPU memory: asked for {:.2f} GiB for a [{}] {} tensor; this run holds "
+        "{:.2f} GiB, the device has {:.2f} GiB free of {:.2f} GiB. Use a smaller -ctx or "
+        "--classifier-chunk (train_longlora --dry-run prints the memory plan)",
+        gib(bytes), fmt::join(t.view.shape, ", "), dtype_name(dtype), gib(st_->in_use),
+        gib(int64_t(free_bytes)), gib(int64_t(total_bytes)));
   }
   LL_CUDA_CHECK(err);
   st_->count(bytes);
@@ -241,7 +242,8 @@ void CudaBackend::upload_f32(const Tensor& dst, const float* src) {
   OwnedTensor staging = allocate({std::min(n, kStagingElems)}, DType::F32);  // [chunk]
   for (int64_t i = 0; i < n; i += kStagingElems) {
     const int64_t c = std::min(kStagingElems, n - i);
-    LL_CUDA_CHECK(cudaMemcpyAsync(staging->data, src + i, size_t(c) * 4, cudaMemcpyHostToDevice, s));
+    LL_CUDA_CHECK(
+        cudaMemcpyAsync(staging->data, src + i, size_t(c) * 4, cudaMemcpyHostToDevice, s));
     cuda::convert_f32_to_bf16(out + i, staging->f32(), c, s);
   }
   LL_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -266,7 +268,8 @@ void CudaBackend::download_f32(float* dst, const Tensor& src) {
   for (int64_t i = 0; i < n; i += kStagingElems) {
     const int64_t c = std::min(kStagingElems, n - i);
     cuda::convert_bf16_to_f32(staging->f32(), in + i, c, s);
-    LL_CUDA_CHECK(cudaMemcpyAsync(dst + i, staging->data, size_t(c) * 4, cudaMemcpyDeviceToHost, s));
+    LL_CUDA_CHECK(
+        cudaMemcpyAsync(dst + i, staging->data, size_t(c) * 4, cudaMemcpyDeviceToHost, s));
   }
   LL_CUDA_CHECK(cudaStreamSynchronize(s));
 }
@@ -310,15 +313,15 @@ void CudaBackend::matmul_backward_weight(const Tensor& dw, const Tensor& dout, c
   f32_ptr(dw, "matmul weight gradient");
   // dw [Nout, K] = alpha * (dout [M, Nout])^T @ x [M, K] + beta * dw
   st_->gemm->run(gemm_matrix(dw, "matmul weight gradient"),
-                 gemm_matrix(dout, "matmul output gradient"), true,
-                 gemm_matrix(x, "matmul input"), false, alpha, accumulate ? 1.0f : 0.0f);
+                 gemm_matrix(dout, "matmul output gradient"), true, gemm_matrix(x, "matmul input"),
+                 false, alpha, accumulate ? 1.0f : 0.0f);
 }
 
 void CudaBackend::rope_forward(const Tensor& x, int64_t position_offset, double scale,
                                double theta) {
   const shapes::RopeDims d = shapes::rope(x);
-  cuda::rope_forward(bf16_ptr(x, "rope input"), d.n, d.heads, d.hd, position_offset, scale,
-                     theta, st_->stream);
+  cuda::rope_forward(bf16_ptr(x, "rope input"), d.n, d.heads, d.hd, position_offset, scale, theta,
+                     st_->stream);
 }
 
 void CudaBackend::rope_backward(const Tensor& dx, int64_t position_offset, double scale,
@@ -329,7 +332,8 @@ void CudaBackend::rope_backward(const Tensor& dx, int64_t position_offset, doubl
 }
 
 void CudaBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
-                                    const Tensor& k, const Tensor& v, const AttentionPattern& mask) {
+                                    const Tensor& k, const Tensor& v,
+                                    const AttentionPattern& mask) {
   const shapes::AttnDims d = shapes::attention_forward(out, lse, q, k, v);
   float* lse_ptr = lse.data == nullptr ? nullptr : f32_ptr(lse, "attention log-sum-exp");
   const AttentionKernel kernel = st_->traits.attention_kernel;
@@ -350,10 +354,9 @@ void CudaBackend::attention_forward_cached(const Tensor& out, const Tensor& q, c
       cuda::attention_forward_cached_workspace_bytes(d.n, past, d.h, d.hkv, d.hd);
   OwnedTensor ws;
   if (ws_bytes > 0) ws = allocate({int64_t((ws_bytes + 3) / 4)}, DType::F32);
-  cuda::attention_forward_cached(bf16_ptr(out, "cached attention output"),
-                                 bf16_ptr(q, "queries"), bf16_ptr(k, "cached keys"),
-                                 bf16_ptr(v, "cached values"), d.n, past, d.h, d.hkv, d.hd,
-                                 ws.view.data, st_->stream);
+  cuda::attention_forward_cached(bf16_ptr(out, "cached attention output"), bf16_ptr(q, "queries"),
+                                 bf16_ptr(k, "cached keys"), bf16_ptr(v, "cached values"), d.n,
+                                 past, d.h, d.hkv, d.hd, ws.view.data, st_->stream);
 }
 
 void CudaBackend::attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
@@ -372,11 +375,20 @@ void CudaBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
   OwnedTensor ws = allocate({int64_t((ws_bytes + 3) / 4)}, DType::F32);
   decltype(&cuda::attention_backward) launch = nullptr;
   switch (kernel) {
-    case AttentionKernel::Simt: launch = cuda::attention_backward; break;
-    case AttentionKernel::TcSm80: launch = cuda::attention_backward_tc_sm80; break;
-    case AttentionKernel::TcSm90: launch = cuda::attention_backward_tc; break;  // Hopper
-    case AttentionKernel::TcSm90AtomicDq: launch = cuda::attention_backward_tc_atomic_dq; break;
-    case AttentionKernel::Auto: fail("cuda backend: the attention kernel was not resolved");
+    case AttentionKernel::Simt:
+      launch = cuda::attention_backward;
+      break;
+    case AttentionKernel::TcSm80:
+      launch = cuda::attention_backward_tc_sm80;
+      break;
+    case AttentionKernel::TcSm90:
+      launch = cuda::attention_backward_tc;
+      break;  // Hopper
+    case AttentionKernel::TcSm90AtomicDq:
+      launch = cuda::attention_backward_tc_atomic_dq;
+      break;
+    case AttentionKernel::Auto:
+      fail("cuda backend: the attention kernel was not resolved");
   }
   launch(bf16_ptr(dq, "query gradient"), bf16_ptr(dk, "key gradient"),
          bf16_ptr(dv, "value gradient"), bf16_ptr(dout, "attention gradient"),
@@ -421,8 +433,8 @@ void CudaBackend::copy(const Tensor& dst, const Tensor& src) {
   LL_CHECK(dst.dtype == src.dtype,
            "copy: {} into {} is not supported (same dtype, or F32 into BF16)",
            dtype_name(src.dtype), dtype_name(dst.dtype));
-  LL_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyDeviceToDevice,
-                                st_->stream));
+  LL_CUDA_CHECK(
+      cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyDeviceToDevice, st_->stream));
 }
 
 int64_t CudaBackend::classifier_forward(const Tensor& losses, const Tensor& x,
@@ -454,8 +466,8 @@ int64_t CudaBackend::classifier(const Tensor& losses, const Tensor* dx, const Te
   // Labels are checked on the host first, with the CPU backend's message (one small copy).
   std::vector<int32_t> host_targets(static_cast<size_t>(n));  // [N]
   const int32_t* target_ptr = i32_ptr(targets, "targets");
-  LL_CUDA_CHECK(cudaMemcpyAsync(host_targets.data(), target_ptr, size_t(n) * 4,
-                                cudaMemcpyDeviceToHost, s));
+  LL_CUDA_CHECK(
+      cudaMemcpyAsync(host_targets.data(), target_ptr, size_t(n) * 4, cudaMemcpyDeviceToHost, s));
   LL_CUDA_CHECK(cudaStreamSynchronize(s));
   const int64_t n_labelled = count_labelled_targets(host_targets.data(), n, v);
   if (n == 0) return 0;
@@ -491,8 +503,10 @@ int64_t CudaBackend::classifier(const Tensor& losses, const Tensor* dx, const Te
   LL_CHECK((status & 1) == 0,
            "classifier: non-finite logit (NaN or Inf) at a labelled position: the hidden states "
            "or lm_head hold NaN/Inf (diverged training or a corrupt checkpoint?)");
-  LL_CHECK(status == 0, "classifier: internal error: a target outside the vocabulary reached the "
-                        "GPU after the host check (status {})", status);
+  LL_CHECK(status == 0,
+           "classifier: internal error: a target outside the vocabulary reached the "
+           "GPU after the host check (status {})",
+           status);
   return n_labelled;
 }
 
@@ -528,11 +542,11 @@ void CudaBackend::fill_zero(const Tensor& x) {
 }
 
 double CudaBackend::sum_squares(const Tensor& x) {
-  cuda::sum_squares(st_->sum_result, f32_ptr(x, "sum_squares input"), x.numel(),
-                    st_->sum_scratch, st_->stream);
+  cuda::sum_squares(st_->sum_result, f32_ptr(x, "sum_squares input"), x.numel(), st_->sum_scratch,
+                    st_->stream);
   double result = 0.0;
-  LL_CUDA_CHECK(cudaMemcpyAsync(&result, st_->sum_result, sizeof(double),
-                                cudaMemcpyDeviceToHost, st_->stream));
+  LL_CUDA_CHECK(cudaMemcpyAsync(&result, st_->sum_result, sizeof(double), cudaMemcpyDeviceToHost,
+                                st_->stream));
   LL_CUDA_CHECK(cudaStreamSynchronize(st_->stream));
   return result;
 }

@@ -5,11 +5,11 @@
 
 #include "common/error.h"
 
-#define LL_CUDA_CHECK(call)                                                           \
-  do {                                                                                \
-    cudaError_t ll_cuda_status_ = (call);                                             \
-    if (ll_cuda_status_ != cudaSuccess)                                               \
-      ::ll::fail("{}:{}: {} failed: {} ({})", __FILE__, __LINE__, #call,              \
+#define LL_CUDA_CHECK(call)                                                               \
+  do {                                                                                    \
+    cudaError_t ll_cuda_status_ = (call);                                                 \
+    if (ll_cuda_status_ != cudaSuccess)                                                   \
+      ::ll::fail("{}:{}: {} failed: {} ({})", __FILE__, __LINE__, #call,                  \
                  cudaGetErrorString(ll_cuda_status_), cudaGetErrorName(ll_cuda_status_)); \
   } while (0)
 

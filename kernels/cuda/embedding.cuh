@@ -12,8 +12,7 @@ namespace ll::cuda {
 // Throws ll::Error naming the first position whose id is outside [0, vocab) and that id (the
 // same message as the CPU backend). One small device->host copy: synchronizes `stream`.
 // The engine calls it once per batch upload; the kernels below stay safe without it.
-void check_token_ids(const int32_t* tokens, int64_t n_tokens, int64_t vocab,
-                     cudaStream_t stream);
+void check_token_ids(const int32_t* tokens, int64_t n_tokens, int64_t vocab, cudaStream_t stream);
 
 // out[n, :] = table[tokens[n], :] (bf16 copy). out: [N, D], table: [V, D], tokens: [N]
 // (device). An id outside [0, V) never reads outside the table: its row of out is zeroed and,

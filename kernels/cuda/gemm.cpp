@@ -11,11 +11,11 @@
 #include "kernels/cuda/cuda_check.h"
 
 // Every cuBLASLt call: a failure becomes an ll::Error naming file:line, the call and the status.
-#define LL_CUBLASLT_CHECK(call)                                                              \
-  do {                                                                                       \
-    const cublasStatus_t ll_lt_status_ = (call);                                             \
-    if (ll_lt_status_ != CUBLAS_STATUS_SUCCESS)                                              \
-      ::ll::fail("{}:{}: {} failed: {} ({})", __FILE__, __LINE__, #call,                     \
+#define LL_CUBLASLT_CHECK(call)                                                                 \
+  do {                                                                                          \
+    const cublasStatus_t ll_lt_status_ = (call);                                                \
+    if (ll_lt_status_ != CUBLAS_STATUS_SUCCESS)                                                 \
+      ::ll::fail("{}:{}: {} failed: {} ({})", __FILE__, __LINE__, #call,                        \
                  cublasLtGetStatusName(ll_lt_status_), cublasLtGetStatusString(ll_lt_status_)); \
   } while (0)
 
@@ -83,10 +83,10 @@ LtPlan build_plan(cublasLtHandle_t handle, const ColumnMajorGemm& g, const GemmP
   LL_CUBLASLT_CHECK(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const int32_t transa = g.transa ? CUBLAS_OP_T : CUBLAS_OP_N;
   const int32_t transb = g.transb ? CUBLAS_OP_T : CUBLAS_OP_N;
-  LL_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA,
-                                                   &transa, sizeof(transa)));
-  LL_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB,
-                                                   &transb, sizeof(transb)));
+  LL_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transa,
+                                                   sizeof(transa)));
+  LL_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &transb,
+                                                   sizeof(transb)));
   plan.a = make_layout(g.a);
   plan.b = make_layout(g.b);
   plan.d = make_layout(g.d);
@@ -145,7 +145,7 @@ void GemmRunner::run(const GemmMatrix& d, const GemmMatrix& a, bool trans_a, con
   const ColumnMajorGemm g = to_column_major(d, a, trans_a, b, trans_b);  // validates
   if (g.m == 0 || g.n == 0) return;
   void* d_data = const_cast<void*>(d.data);  // [M, ld] row-major, written
-  if (g.k == 0) {  // D = beta * D without cuBLASLt
+  if (g.k == 0) {                            // D = beta * D without cuBLASLt
     if (beta == 1.0f) return;
     LL_CHECK(beta == 0.0f, "gemm: K == 0 with beta {} (only 0 or 1 are supported): {}", beta,
              describe(g));

@@ -53,7 +53,8 @@ struct ColumnMajorGemm {
 
 namespace gemm_detail {
 inline void check_matrix(const GemmMatrix& x, const char* name) {
-  LL_CHECK(x.rows >= 0 && x.cols >= 0, "gemm: {} has negative shape [{}, {}]", name, x.rows, x.cols);
+  LL_CHECK(x.rows >= 0 && x.cols >= 0, "gemm: {} has negative shape [{}, {}]", name, x.rows,
+           x.cols);
   LL_CHECK(x.ld >= x.cols, "gemm: {} [{}, {}] has ld {} < cols {}", name, x.rows, x.cols, x.ld,
            x.cols);
   const bool empty = x.rows == 0 || x.cols == 0;

@@ -14,8 +14,8 @@ void allow_dynamic_smem(const void* kernel, size_t smem) {
   const std::lock_guard<std::mutex> lock(mutex);
   size_t& bytes = allowed[{device, kernel}];
   if (smem <= bytes) return;
-  LL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     int(smem)));
+  LL_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   bytes = smem;
 }
 

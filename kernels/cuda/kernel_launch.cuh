@@ -35,7 +35,8 @@ struct StreamLauncher {
                   A&&... args) const {
     static_assert(sizeof...(P) == sizeof...(A), "argument count does not match the kernel");
 #if defined(LL_SIMT_EMULATOR_DEVICE_CODE)
-    // The emulated CUDA build (LL_CUDA_BACKEND_EMULATED): the kernel runs now, in the SIMT emulator.
+    // The emulated CUDA build (LL_CUDA_BACKEND_EMULATED): the kernel runs now, in the SIMT
+    // emulator.
     (void)emu::launch(name, kernel, grid, block, smem, std::forward<A>(args)...);
 #else
     (void)name;

@@ -23,10 +23,10 @@ inline std::string describe_result(ncclResult_t result, ncclComm_t comm = nullpt
 
 }  // namespace ll::nccl
 
-#define LL_NCCL_CHECK(call)                                                                \
-  do {                                                                                     \
-    ncclResult_t ll_nccl_status_ = (call);                                                 \
-    if (ll_nccl_status_ != ncclSuccess && ll_nccl_status_ != ncclInProgress)               \
-      ::ll::fail("{}:{}: {} failed: {}", __FILE__, __LINE__, #call,                        \
-                 ::ll::nccl::describe_result(ll_nccl_status_));                            \
+#define LL_NCCL_CHECK(call)                                                  \
+  do {                                                                       \
+    ncclResult_t ll_nccl_status_ = (call);                                   \
+    if (ll_nccl_status_ != ncclSuccess && ll_nccl_status_ != ncclInProgress) \
+      ::ll::fail("{}:{}: {} failed: {}", __FILE__, __LINE__, #call,          \
+                 ::ll::nccl::describe_result(ll_nccl_status_));              \
   } while (0)

@@ -15,7 +15,6 @@ size_t sum_squares_scratch_bytes();
 // number of blocks, each summing a fixed grid-stride subset into scratch, then one block
 // summing the partials in a fixed order. scratch: sum_squares_scratch_bytes() of device
 // memory, or null (then cudaMallocAsync / cudaFreeAsync on `stream`). n == 0 writes 0.
-void sum_squares(double* result, const float* x, int64_t n, double* scratch,
-                 cudaStream_t stream);
+void sum_squares(double* result, const float* x, int64_t n, double* scratch, cudaStream_t stream);
 
 }  // namespace ll::cuda

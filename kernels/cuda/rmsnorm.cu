@@ -2,8 +2,8 @@
 // on a stream. The kernels and their launch sequences are in rmsnorm_kernels.cuh.
 #include <climits>
 
-#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/bf16_vector_device.cuh"
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernel_launch.cuh"
 #include "kernels/cuda/rmsnorm.cuh"
 #include "kernels/cuda/rmsnorm_kernels.cuh"

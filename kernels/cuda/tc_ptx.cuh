@@ -1,9 +1,10 @@
 #pragma once
-// The PTX primitives of the tensor-core kernels (internal; device code only): cp.async, ldmatrix, mma.sync m16n8k16 bf16 -> fp32 and bf16x2 packing.
-// nvcc compiles them as inline PTX. Under the SIMT emulator (LL_SIMT_EMULATOR_DEVICE_CODE, set by
-// tests/cuda_emu/cuda_prelude.h in a host translation unit) the same functions call the
-// emulator, which implements each instruction from the PTX ISA; so the emulator tests
-// everything above these wrappers, and the asm operand lists below only a GPU run proves.
+// The PTX primitives of the tensor-core kernels (internal; device code only): cp.async, ldmatrix,
+// mma.sync m16n8k16 bf16 -> fp32 and bf16x2 packing. nvcc compiles them as inline PTX. Under the
+// SIMT emulator (LL_SIMT_EMULATOR_DEVICE_CODE, set by tests/cuda_emu/cuda_prelude.h in a host
+// translation unit) the same functions call the emulator, which implements each instruction from
+// the PTX ISA; so the emulator tests everything above these wrappers, and the asm operand lists
+// below only a GPU run proves.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 

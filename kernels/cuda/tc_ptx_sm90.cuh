@@ -2,9 +2,9 @@
 // The Hopper (sm_90a) PTX primitives of the wgmma attention kernels (internal; device code
 // only): mbarrier, the bulk tensor copy (TMA), wgmma and its fences. nvcc compiles them as inline
 // PTX, usable only in code compiled for sm_90a (the kernels guard their bodies with
-// LL_SM90A_DEVICE_CODE). Under the SIMT emulator (LL_SIMT_EMULATOR_DEVICE_CODE) they call the emulator,
-// which implements each instruction from the PTX ISA (tests/cuda_emu/simt_emulator.h); the
-// asm operand lists below only a GPU run proves.
+// LL_SM90A_DEVICE_CODE). Under the SIMT emulator (LL_SIMT_EMULATOR_DEVICE_CODE) they call the
+// emulator, which implements each instruction from the PTX ISA (tests/cuda_emu/simt_emulator.h);
+// the asm operand lists below only a GPU run proves.
 #include <cuda.h>  // CUtensorMap
 #include <cuda_runtime.h>
 
@@ -104,13 +104,13 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t des
 
 // The 32 fp32 accumulators of an m64n64 wgmma: the asm output operands %0..%31 and their
 // PTX vector.
-#define LL_WGMMA_D32_OUTPUTS(d)                                                                 \
-  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),         \
-      "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),  \
-      "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),            \
-      "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]),            \
-      "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-#define LL_WGMMA_D32_PTX                                                                       \
+#define LL_WGMMA_D32_OUTPUTS(d)                                                                   \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+      "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),    \
+      "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),  \
+      "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),  \
+      "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define LL_WGMMA_D32_PTX                                                                        \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
   "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
 

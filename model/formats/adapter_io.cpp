@@ -70,15 +70,13 @@ int64_t first_non_finite(const std::vector<float>& values) {
 }
 
 // A tensor we are about to write: values match the shape and are finite.
-void check_tensor_to_write(const std::string& where, const std::string& name,
-                           const HostTensor& t) {
+void check_tensor_to_write(const std::string& where, const std::string& name, const HostTensor& t) {
   const int64_t n = numel_of(t.shape);
-  LL_CHECK(n >= 0 && size_t(n) == t.values.size(),
-           "{}: tensor \"{}\" has shape {} but {} values", where, name, shape_str(t.shape),
-           t.values.size());
+  LL_CHECK(n >= 0 && size_t(n) == t.values.size(), "{}: tensor \"{}\" has shape {} but {} values",
+           where, name, shape_str(t.shape), t.values.size());
   const int64_t bad = first_non_finite(t.values);
-  LL_CHECK(bad < 0, "{}: tensor \"{}\" element {} is {}; refusing to save a diverged model",
-           where, name, bad, bad < 0 ? 0.0f : t.values[size_t(bad)]);
+  LL_CHECK(bad < 0, "{}: tensor \"{}\" element {} is {}; refusing to save a diverged model", where,
+           name, bad, bad < 0 ? 0.0f : t.values[size_t(bad)]);
 }
 
 // Reads a floating tensor as fp32 and rejects NaN/Inf, naming the file and the tensor.
@@ -87,8 +85,10 @@ HostTensor read_checked(const SafetensorsFile& file, const TensorEntry& entry) {
   t.shape = entry.shape;
   t.values = file.read_f32(entry.name);
   const int64_t bad = first_non_finite(t.values);
-  LL_CHECK(bad < 0, "{}: tensor \"{}\" element {} is {}; the adapter is damaged or its training "
-           "diverged", file.file.path(), entry.name, bad, bad < 0 ? 0.0f : t.values[size_t(bad)]);
+  LL_CHECK(bad < 0,
+           "{}: tensor \"{}\" element {} is {}; the adapter is damaged or its training "
+           "diverged",
+           file.file.path(), entry.name, bad, bad < 0 ? 0.0f : t.values[size_t(bad)]);
   return t;
 }
 
@@ -112,10 +112,12 @@ void check_lora_tensors(const std::string& where, const LoraConfig& lora,
              "{}: tensor \"{}\" is not a LoRA matrix (expected names like {})", where, key,
              peft_lora_key(0, "q_proj", 'A'));
     LL_CHECK(lora.targets_module(module),
-             "{}: tensor \"{}\" adapts {}, which is not in target_modules [{}]", where, key,
-             module, fmt::join(lora.targets, ", "));
-    LL_CHECK(!layers || layers->count(layer), "{}: tensor \"{}\" adapts layer {}, which is not in "
-             "layers_to_transform", where, key, layer);
+             "{}: tensor \"{}\" adapts {}, which is not in target_modules [{}]", where, key, module,
+             fmt::join(lora.targets, ", "));
+    LL_CHECK(!layers || layers->count(layer),
+             "{}: tensor \"{}\" adapts layer {}, which is not in "
+             "layers_to_transform",
+             where, key, layer);
     LL_CHECK(t.shape.size() == 2, "{}: tensor \"{}\" has shape {}; a LoRA matrix is 2-D", where,
              key, shape_str(t.shape));
     Pair& p = pairs[{layer, module}];
@@ -161,8 +163,10 @@ std::string read_text_file(const std::string& path) {
   std::error_code ec;
   const auto size = fs::file_size(path, ec);
   LL_CHECK(!ec, "{}: cannot read: {}", path, ec.message());
-  LL_CHECK(size <= kMaxConfigBytes, "{}: {} bytes is too large for a config file; the file is "
-           "damaged or not an adapter config", path, size);
+  LL_CHECK(size <= kMaxConfigBytes,
+           "{}: {} bytes is too large for a config file; the file is "
+           "damaged or not an adapter config",
+           path, size);
   std::ifstream in(path, std::ios::binary);
   std::string text(size, '\0');
   in.read(text.data(), std::streamsize(size));
@@ -188,8 +192,8 @@ struct ParsedConfig {
 
 ParsedConfig parse_adapter_config(const std::string& path) {
   const std::string text = read_text_file(path);
-  const json config = parse_json_header(reinterpret_cast<const uint8_t*>(text.data()),
-                                        text.size(), path, "adapter config");
+  const json config = parse_json_header(reinterpret_cast<const uint8_t*>(text.data()), text.size(),
+                                        path, "adapter config");
   LL_CHECK(config.is_object(), "{}: must be a JSON object, found {}", path, config.type_name());
   ParsedConfig out;
 
@@ -200,8 +204,10 @@ ParsedConfig parse_adapter_config(const std::string& path) {
            peft_type->get<std::string>());
 
   auto r = config.find("r");
-  LL_CHECK(r != config.end() && r->is_number_integer(), "{}: \"r\" (the LoRA rank) must be an "
-           "integer, found {}", path, r == config.end() ? "nothing" : r->dump());
+  LL_CHECK(r != config.end() && r->is_number_integer(),
+           "{}: \"r\" (the LoRA rank) must be an "
+           "integer, found {}",
+           path, r == config.end() ? "nothing" : r->dump());
   LL_CHECK(r->is_number_unsigned() && r->get<uint64_t>() >= 1 && r->get<uint64_t>() <= (1u << 20),
            "{}: \"r\" = {} is not a valid LoRA rank", path, r->dump());
   out.lora.rank = int64_t(r->get<uint64_t>());
@@ -216,12 +222,16 @@ ParsedConfig parse_adapter_config(const std::string& path) {
   auto targets = config.find("target_modules");
   LL_CHECK(targets != config.end() && !targets->is_null(), "{}: no \"target_modules\"", path);
   if (targets->is_string()) {
-    LL_CHECK(*targets == "all-linear", "{}: target_modules \"{}\" is a regular expression, which "
-             "is not supported; list the module names", path, targets->get<std::string>());
+    LL_CHECK(*targets == "all-linear",
+             "{}: target_modules \"{}\" is a regular expression, which "
+             "is not supported; list the module names",
+             path, targets->get<std::string>());
     out.lora.targets = lora_target_names();
   } else {
-    LL_CHECK(targets->is_array(), "{}: \"target_modules\" must be a list of module names, found "
-             "{}", path, targets->dump());
+    LL_CHECK(targets->is_array(),
+             "{}: \"target_modules\" must be a list of module names, found "
+             "{}",
+             path, targets->dump());
     out.lora.targets.clear();
     for (const json& t : *targets) {
       LL_CHECK(t.is_string(), "{}: target_modules entry {} is not a module name", path, t.dump());
@@ -259,8 +269,10 @@ ParsedConfig parse_adapter_config(const std::string& path) {
   }
 
   if (auto base = config.find("base_model_name_or_path"); base != config.end()) {
-    LL_CHECK(base->is_string() || base->is_null(), "{}: \"base_model_name_or_path\" must be a "
-             "string, found {}", path, base->dump());
+    LL_CHECK(base->is_string() || base->is_null(),
+             "{}: \"base_model_name_or_path\" must be a "
+             "string, found {}",
+             path, base->dump());
     if (base->is_string()) out.base_model = base->get<std::string>();
   }
   return out;
@@ -276,8 +288,8 @@ json adapter_config_json(const AdapterDir& adapter) {
   // json.dumps(sort_keys=True) does); absent keys take PEFT's defaults when it loads.
   return json{
       {"alpha_pattern", json::object()},
-      {"base_model_name_or_path", adapter.base_model.empty() ? json(nullptr)
-                                                             : json(adapter.base_model)},
+      {"base_model_name_or_path",
+       adapter.base_model.empty() ? json(nullptr) : json(adapter.base_model)},
       {"bias", "none"},
       {"fan_in_fan_out", false},
       {"inference_mode", true},
@@ -327,11 +339,13 @@ LongLoraRecord parse_longlora_json(const std::string& path) {
            version == doc.end() ? "nothing" : version->dump());
   LL_CHECK(*version == kLongLoraVersion,
            "{}: version {} is not supported (this engine reads version {}); a newer engine wrote "
-           "it", path, version->dump(), kLongLoraVersion);
+           "it",
+           path, version->dump(), kLongLoraVersion);
   auto scaling = doc.find("rope_scaling");
   LL_CHECK(scaling != doc.end() && scaling->is_object(),
            "{}: \"rope_scaling\" must be an object {{\"type\": \"linear\", \"factor\": f}}, "
-           "found {}", path, scaling == doc.end() ? "nothing" : scaling->dump());
+           "found {}",
+           path, scaling == doc.end() ? "nothing" : scaling->dump());
   auto type = scaling->find("type");
   LL_CHECK(type != scaling->end() && *type == "linear",
            "{}: rope_scaling type {} is not supported; only \"linear\" is", path,
@@ -373,8 +387,7 @@ std::string peft_lora_key(int64_t layer, const std::string& module, char which) 
   return fmt::format("{}{}.{}.{}.lora_{}.weight", kLayersPrefix, layer, part, module, which);
 }
 
-bool parse_peft_lora_key(const std::string& key, int64_t* layer, std::string* module,
-                         char* which) {
+bool parse_peft_lora_key(const std::string& key, int64_t* layer, std::string* module, char* which) {
   const std::string prefix = kLayersPrefix;
   if (key.compare(0, prefix.size(), prefix) != 0) return false;
   size_t pos = prefix.size();
@@ -428,7 +441,8 @@ void write_adapter_dir(const std::string& dir, const AdapterDir& adapter) {
     LL_CHECK(!name.empty() && name.rfind(kPeftPrefix, 0) != 0 &&
                  !parse_peft_lora_key(name, nullptr, nullptr, nullptr),
              "{}: trainable parameter \"{}\" must be named as in the base model (e.g. "
-             "model.embed_tokens.weight)", where, name);
+             "model.embed_tokens.weight)",
+             where, name);
     check_tensor_to_write(where, name, t);
   }
   if (adapter.longlora) check_longlora_record(where, *adapter.longlora);
@@ -484,8 +498,10 @@ static void read_trainable_params(const std::string& trainable_path, AdapterDir&
     if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
     LL_CHECK(!name.empty() && !parse_peft_lora_key(prefix + name, nullptr, nullptr, nullptr),
              "{}: tensor \"{}\" is not a base-model parameter", trainable_path, entry.name);
-    LL_CHECK(!out.trainable_params.count(name), "{}: tensor \"{}\" appears twice (with and "
-             "without the \"{}\" prefix)", trainable_path, name, prefix);
+    LL_CHECK(!out.trainable_params.count(name),
+             "{}: tensor \"{}\" appears twice (with and "
+             "without the \"{}\" prefix)",
+             trainable_path, name, prefix);
     out.trainable_params.emplace(name, read_checked(file, entry));
   }
 }
@@ -507,14 +523,17 @@ AdapterDir read_adapter_dir(const std::string& dir) {
     read_trainable_params(trainable_path, out);
     return out;
   }
-  LL_CHECK(fs::exists(config_path, ec), "{}: missing; {} is not a PEFT/LongLoRA adapter "
-           "directory", config_path, dir);
+  LL_CHECK(fs::exists(config_path, ec),
+           "{}: missing; {} is not a PEFT/LongLoRA adapter "
+           "directory",
+           config_path, dir);
   if (!fs::exists(lora_path, ec)) {
     const std::string bin_path = join(dir, "adapter_model.bin");
     LL_CHECK(!fs::exists(bin_path, ec),
              "{}: missing, and adapter_model.bin (a PyTorch pickle) is not supported; convert it "
              "with: python -c \"import torch; from safetensors.torch import save_file; "
-             "save_file(torch.load('{}'), '{}')\"", lora_path, bin_path, lora_path);
+             "save_file(torch.load('{}'), '{}')\"",
+             lora_path, bin_path, lora_path);
     fail("{}: missing; the adapter directory holds no LoRA weights", lora_path);
   }
 
@@ -529,11 +548,13 @@ AdapterDir read_adapter_dir(const std::string& dir) {
     char which = 0;
     LL_CHECK(parse_peft_lora_key(entry.name, &layer, &module, &which),
              "{}: tensor \"{}\" is not a LoRA matrix (expected names like {}); modules_to_save "
-             "and other PEFT extras are not supported", lora_path, entry.name,
-             peft_lora_key(0, "q_proj", 'A'));
+             "and other PEFT extras are not supported",
+             lora_path, entry.name, peft_lora_key(0, "q_proj", 'A'));
     const std::string key = peft_lora_key(layer, module, which);  // drops ".default"
-    LL_CHECK(!out.lora_tensors.count(key), "{}: tensor \"{}\" appears twice (with and without "
-             "the adapter name)", lora_path, key);
+    LL_CHECK(!out.lora_tensors.count(key),
+             "{}: tensor \"{}\" appears twice (with and without "
+             "the adapter name)",
+             lora_path, key);
     out.lora_tensors.emplace(key, read_checked(lora_file, entry));
   }
   check_lora_tensors(lora_path, out.lora, out.lora_tensors, config.layers);

@@ -30,8 +30,7 @@ namespace ll {
 std::string peft_lora_key(int64_t layer, const std::string& module, char which);
 // Inverse of peft_lora_key; also accepts PEFT's older keys that carry the adapter name
 // (".lora_A.default.weight"). Returns false for a key that is not a LoRA matrix.
-bool parse_peft_lora_key(const std::string& key, int64_t* layer, std::string* module,
-                         char* which);
+bool parse_peft_lora_key(const std::string& key, int64_t* layer, std::string* module, char* which);
 
 struct HostTensor {
   std::vector<int64_t> shape;
@@ -46,8 +45,8 @@ struct LongLoraRecord {
 
 struct AdapterDir {
   LoraConfig lora;
-  std::string base_model;                             // base_model_name_or_path
-  std::map<std::string, HostTensor> lora_tensors;     // PEFT keys as peft_lora_key writes them
+  std::string base_model;                              // base_model_name_or_path
+  std::map<std::string, HostTensor> lora_tensors;      // PEFT keys as peft_lora_key writes them
   std::map<std::string, HostTensor> trainable_params;  // HF names (a "base_model.model." prefix
                                                        // in the file is stripped on reading)
   std::optional<LongLoraRecord> longlora;              // longlora.json, when present

@@ -39,10 +39,10 @@ bool is_float_dtype(DType t) { return t == DType::F32 || t == DType::F16 || t ==
 uint64_t header_uint(const json& t, const char* key, const std::string& path,
                      const std::string& name) {
   auto v = t.find(key);
-  LL_CHECK(v != t.end() && (v->is_number_unsigned() ||
-                            (v->is_number_integer() && v->get<int64_t>() >= 0)),
-           "{}: tensor \"{}\" needs a non-negative integer \"{}\"; the file is damaged", path,
-           name, key);
+  LL_CHECK(v != t.end() &&
+               (v->is_number_unsigned() || (v->is_number_integer() && v->get<int64_t>() >= 0)),
+           "{}: tensor \"{}\" needs a non-negative integer \"{}\"; the file is damaged", path, name,
+           key);
   return v->get<uint64_t>();
 }
 
@@ -104,8 +104,7 @@ std::unique_ptr<ModelFiles> open_model_bin(const std::string& path) {
            path, version, kBinVersion);
   const uint64_t header_len = read_le32(bytes + 12);
   LL_CHECK(header_len <= kMaxHeaderBytes,
-           "{}: header length {} exceeds the 100 MB limit; the file is damaged", path,
-           header_len);
+           "{}: header length {} exceeds the 100 MB limit; the file is damaged", path, header_len);
   LL_CHECK(kBinPreambleBytes + header_len <= size,
            "{}: header length {} runs past the end of the file ({} bytes); the file is truncated",
            path, header_len, size);
@@ -167,15 +166,17 @@ std::unique_ptr<ModelFiles> open_model_bin(const std::string& path) {
 
 void write_model_bin(const std::string& path, const LlamaConfig& config, DType dtype,
                      const std::vector<TensorEntry>& tensors) {
-  LL_CHECK(is_float_dtype(dtype), "{}: cannot write a .bin with dtype {} (F32, F16 or BF16)",
-           path, dtype_name(dtype));
+  LL_CHECK(is_float_dtype(dtype), "{}: cannot write a .bin with dtype {} (F32, F16 or BF16)", path,
+           dtype_name(dtype));
   validate_llama_config(config, path);
   std::set<std::string> names;
   for (const TensorEntry& t : tensors) {
     LL_CHECK(!t.name.empty() && names.insert(t.name).second,
              "{}: cannot write duplicate or unnamed tensor \"{}\"", path, t.name);
-    LL_CHECK(is_float_dtype(t.dtype), "{}: tensor \"{}\" has dtype {}; only F32, F16 and BF16 "
-             "weights go into a .bin", t.file, t.name, dtype_name(t.dtype));
+    LL_CHECK(is_float_dtype(t.dtype),
+             "{}: tensor \"{}\" has dtype {}; only F32, F16 and BF16 "
+             "weights go into a .bin",
+             t.file, t.name, dtype_name(t.dtype));
     LL_CHECK(t.nbytes == size_t(t.numel()) * dtype_size(t.dtype) && (t.nbytes == 0 || t.data),
              "{}: tensor \"{}\" has {} bytes of data for shape [{}]", t.file, t.name, t.nbytes,
              fmt::join(t.shape, ", "));
@@ -222,8 +223,8 @@ void write_model_bin(const std::string& path, const LlamaConfig& config, DType d
   uint64_t pos = kBinPreambleBytes + text.size();
 
   const std::vector<uint8_t> zeros(kBinAlignment, 0);
-  std::vector<float> f32(kChunkElems);       // [chunk] source values as fp32
-  std::vector<uint16_t> half(kChunkElems);   // [chunk] values in the 16-bit target dtype
+  std::vector<float> f32(kChunkElems);      // [chunk] source values as fp32
+  std::vector<uint16_t> half(kChunkElems);  // [chunk] values in the 16-bit target dtype
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TensorEntry& t = tensors[i];
     writer.write(zeros.data(), size_t(offsets[i] - pos));

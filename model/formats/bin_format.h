@@ -21,8 +21,8 @@
 #include <vector>
 
 #include "common/dtype.h"
-#include "model/llama_config.h"
 #include "model/formats/tensor_source.h"
+#include "model/llama_config.h"
 
 namespace ll {
 

@@ -40,11 +40,11 @@ std::map<std::string, std::set<std::string>> read_index(const std::string& index
              index_path, tensor, shard.dump());
     const std::string name = shard.get<std::string>();
     // Shards live next to the index; a path that climbs out or is absolute is refused.
-    LL_CHECK(!name.empty() && fs::path(name).filename() == fs::path(name) && name != "." &&
-                 name != "..",
-             "{}: weight_map entry \"{}\" names shard \"{}\", which is not a plain file name in "
-             "the model directory",
-             index_path, tensor, name);
+    LL_CHECK(
+        !name.empty() && fs::path(name).filename() == fs::path(name) && name != "." && name != "..",
+        "{}: weight_map entry \"{}\" names shard \"{}\", which is not a plain file name in "
+        "the model directory",
+        index_path, tensor, name);
     shards[name].insert(tensor);
   }
   LL_CHECK(!shards.empty(), "{}: weight_map is empty; the index lists no tensors", index_path);
@@ -95,9 +95,10 @@ std::unique_ptr<ModelFiles> open_hf_checkpoint(const std::string& dir_str) {
   } else if (fs::exists(index)) {
     add_sharded(*model, dir, index.string());
   } else {
-    fail("{}: no model.safetensors or model.safetensors.index.json in this directory "
-         "(PyTorch .bin checkpoints are not read: save the model as safetensors first)",
-         dir_str);
+    fail(
+        "{}: no model.safetensors or model.safetensors.index.json in this directory "
+        "(PyTorch .bin checkpoints are not read: save the model as safetensors first)",
+        dir_str);
   }
   const fs::path tokenizer = dir / "tokenizer.model";
   if (fs::is_regular_file(tokenizer)) model->tokenizer_path = tokenizer.string();

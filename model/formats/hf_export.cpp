@@ -46,9 +46,12 @@ bool is_export_file(const std::string& name) {
 
 const char* torch_dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::F32: return "float32";
-    case DType::F16: return "float16";
-    default: return "bfloat16";
+    case DType::F32:
+      return "float32";
+    case DType::F16:
+      return "float16";
+    default:
+      return "bfloat16";
   }
 }
 
@@ -102,8 +105,10 @@ Encoded encode(const TensorEntry& t, DType dtype) {
   }
   if (bad >= 0) {
     const int64_t at = n - bad;
-    LL_CHECK(!std::isfinite(src[at]), "tensor \"{}\" element {} = {} does not fit in {}; export "
-             "with --dtype bf16 or f32", t.name, at, src[at], dtype_name(dtype));
+    LL_CHECK(!std::isfinite(src[at]),
+             "tensor \"{}\" element {} = {} does not fit in {}; export "
+             "with --dtype bf16 or f32",
+             t.name, at, src[at], dtype_name(dtype));
     fail("tensor \"{}\" holds {} at element {}; the merged weights are damaged", t.name,
          std::isnan(src[at]) ? "NaN" : "Inf", at);
   }
@@ -135,7 +140,8 @@ void check_destination(const std::string& dir) {
     const std::string name = e.path().filename().string();
     LL_CHECK(is_export_file(name),
              "{}: exists and holds {}, which an export does not write; remove the directory or "
-             "choose another --out (a previous export is replaced)", dir, name);
+             "choose another --out (a previous export is replaced)",
+             dir, name);
   }
   LL_CHECK(!ec, "{}: cannot list: {}", dir, ec.message());
 }
@@ -173,11 +179,14 @@ HfExportSummary write_hf_model_dir(const std::string& dir_arg, const LlamaWeight
   LL_CHECK(o.dtype == DType::F32 || o.dtype == DType::F16 || o.dtype == DType::BF16,
            "cannot export weights as {} (F32, F16 or BF16)", dtype_name(o.dtype));
   LL_CHECK(o.max_shard_bytes > 0, "the shard size limit must be positive");
-  LL_CHECK(!o.tokenizer_path.empty(), "missing tokenizer.model: the base model has none next to "
+  LL_CHECK(!o.tokenizer_path.empty(),
+           "missing tokenizer.model: the base model has none next to "
            "its weights; pass --tokenizer PATH");
   std::error_code ec;
-  LL_CHECK(fs::is_regular_file(o.tokenizer_path, ec), "{}: missing tokenizer.model (no such "
-           "file)", o.tokenizer_path);
+  LL_CHECK(fs::is_regular_file(o.tokenizer_path, ec),
+           "{}: missing tokenizer.model (no such "
+           "file)",
+           o.tokenizer_path);
   LlamaConfig config = weights.config;
   config.rope_scaling_factor = o.rope_factor;
   validate_llama_config(config, dir + "/config.json");
@@ -206,8 +215,10 @@ HfExportSummary write_hf_model_dir(const std::string& dir_arg, const LlamaWeight
     summary.weight_bytes += bytes;
   }
   summary.shards = int(shards.size());
-  LL_CHECK(shards.size() <= 99999, "{} shards is more than the file names allow; raise "
-           "--max-shard-size", shards.size());
+  LL_CHECK(shards.size() <= 99999,
+           "{} shards is more than the file names allow; raise "
+           "--max-shard-size",
+           shards.size());
 
   const std::string tmp = fmt::format("{}.tmp.{}", dir, ::getpid());
   fs::remove_all(tmp, ec);
@@ -252,15 +263,22 @@ uint64_t parse_byte_size(const std::string& text) {
   }
   std::string unit = text.substr(digits);
   for (char& c : unit) c = char(std::toupper(static_cast<unsigned char>(c)));
-  static const std::pair<const char*, uint64_t> units[] = {
-      {"", 1},          {"B", 1},
-      {"KB", 1000ull},  {"MB", 1000000ull},  {"GB", 1000000000ull},  {"TB", 1000000000000ull},
-      {"KIB", 1ull << 10}, {"MIB", 1ull << 20}, {"GIB", 1ull << 30}, {"TIB", 1ull << 40}};
+  static const std::pair<const char*, uint64_t> units[] = {{"", 1},
+                                                           {"B", 1},
+                                                           {"KB", 1000ull},
+                                                           {"MB", 1000000ull},
+                                                           {"GB", 1000000000ull},
+                                                           {"TB", 1000000000000ull},
+                                                           {"KIB", 1ull << 10},
+                                                           {"MIB", 1ull << 20},
+                                                           {"GIB", 1ull << 30},
+                                                           {"TIB", 1ull << 40}};
   const auto* match = std::find_if(std::begin(units), std::end(units),
                                    [&](const auto& u) { return unit == u.first; });
   LL_CHECK(digits > 0 && digits <= 15 && match != std::end(units),
            "size \"{}\" is not understood; write a whole number with an optional unit: 5GB, "
-           "500MB, 64KB, 2GiB or bytes", text);
+           "500MB, 64KB, 2GiB or bytes",
+           text);
   const uint64_t value = std::stoull(text.substr(0, digits));
   LL_CHECK(value > 0, "size \"{}\" must be positive", text);
   LL_CHECK(value <= UINT64_MAX / match->second, "size \"{}\" is too large", text);

@@ -201,16 +201,24 @@ std::vector<int32_t> SafetensorsFile::read_i32(const std::string& name) const {
     for (size_t i = 0; i < n; ++i) {
       T v;
       std::memcpy(&v, t.data + i * sizeof(T), sizeof(T));
-      LL_CHECK(std::in_range<int32_t>(v),
-               "{}: tensor \"{}\" element {} = {} does not fit in int32", file.path(), name, i, v);
+      LL_CHECK(std::in_range<int32_t>(v), "{}: tensor \"{}\" element {} = {} does not fit in int32",
+               file.path(), name, i, v);
       out[i] = int32_t(v);
     }
   };
   switch (t.dtype) {
-    case DType::I32: convert(int32_t{}); break;
-    case DType::I64: convert(int64_t{}); break;
-    case DType::U16: convert(uint16_t{}); break;
-    case DType::U32: convert(uint32_t{}); break;
+    case DType::I32:
+      convert(int32_t{});
+      break;
+    case DType::I64:
+      convert(int64_t{});
+      break;
+    case DType::U16:
+      convert(uint16_t{});
+      break;
+    case DType::U32:
+      convert(uint32_t{});
+      break;
     default:
       fail("{}: tensor \"{}\" has dtype {}; an integer tensor (I32, I64, U16, U32) is needed",
            file.path(), name, dtype_name(t.dtype));
@@ -226,10 +234,9 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsTen
   std::set<std::string> names;
   uint64_t offset = 0;
   for (const SafetensorsTensor& t : tensors) {
-    LL_CHECK(t.name != "__metadata__" && !t.name.empty(),
-             "{}: cannot write a tensor named \"{}\"", path, t.name);
-    LL_CHECK(names.insert(t.name).second, "{}: cannot write duplicate tensor \"{}\"", path,
-             t.name);
+    LL_CHECK(t.name != "__metadata__" && !t.name.empty(), "{}: cannot write a tensor named \"{}\"",
+             path, t.name);
+    LL_CHECK(names.insert(t.name).second, "{}: cannot write duplicate tensor \"{}\"", path, t.name);
     int64_t numel = 1;
     for (int64_t d : t.shape) {
       LL_CHECK(d >= 0, "{}: cannot write tensor \"{}\" with negative shape {}", path, t.name,

@@ -14,7 +14,7 @@ namespace ll {
 
 struct SafetensorsFile {
   MappedFile file;
-  std::vector<TensorEntry> tensors;  // in file order; data points into `file`
+  std::vector<TensorEntry> tensors;             // in file order; data points into `file`
   std::map<std::string, std::string> metadata;  // the optional "__metadata__" object
 
   const TensorEntry& at(const std::string& name) const;  // throws naming file and tensor

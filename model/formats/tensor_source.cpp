@@ -48,9 +48,10 @@ std::unique_ptr<ModelFiles> open_model_files(const std::string& path) {
            "{}: a single safetensors file has no config; pass the directory that holds it and "
            "its config.json",
            path);
-  fail("{}: not a model: bad magic (a .bin model starts with \"LLORABIN\"); pass a Hugging "
-       "Face model directory or a .bin made by ./convert",
-       path);
+  fail(
+      "{}: not a model: bad magic (a .bin model starts with \"LLORABIN\"); pass a Hugging "
+      "Face model directory or a .bin made by ./convert",
+      path);
 }
 
 }  // namespace ll

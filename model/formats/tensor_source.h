@@ -46,7 +46,7 @@ class TensorSource {
 struct ModelFiles {
   LlamaConfig config;
   TensorSource tensors;
-  std::string path;          // the directory or .bin path given by the user
+  std::string path;            // the directory or .bin path given by the user
   std::string tokenizer_path;  // tokenizer.model next to the weights, "" when absent
 };
 

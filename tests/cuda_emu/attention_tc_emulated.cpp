@@ -72,7 +72,8 @@ ForwardResult forward(bool hopper, const Bf16Bits& q, const Bf16Bits& k, const B
 
 ForwardResult attention_forward_tc_emulated(const Bf16Bits& q, const Bf16Bits& k, const Bf16Bits& v,
                                             int64_t n, int64_t n_heads, int64_t n_kv_heads,
-                                            int64_t head_dim, const AttentionPattern& mask, bool with_lse) {
+                                            int64_t head_dim, const AttentionPattern& mask,
+                                            bool with_lse) {
   return forward(false, q, k, v, n, n_heads, n_kv_heads, head_dim, mask, with_lse);
 }
 

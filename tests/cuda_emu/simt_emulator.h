@@ -113,8 +113,9 @@ uint32_t pack_bf16x2(float lo, float hi);  // cvt.rn.bf16x2.f32 (lo in the low h
 // (PTX ISA "matrix descriptor"): start address bits 0-13, leading byte offset (LBO) 16-29,
 // stride byte offset (SBO) 32-45 (all >> 4), base offset 49-51 (must be 0), swizzle 62-63
 // (must be 1: 128B). Element addresses before the swizzle:
-//   K-major (A, or B with trans_b 0), row r of M / N, k < 16:  start + (r / 8) SBO + (r % 8) 128 + 2k
-//   N-major B (trans_b 1), k < 16, column n:  start + (n / 64) LBO + 2 (n % 64) + (k % 8) 128 + (k / 8) SBO
+//   K-major (A, or B with trans_b 0), row r of M / N, k < 16:  start + (r / 8) SBO + (r % 8) 128 +
+//   2k N-major B (trans_b 1), k < 16, column n:  start + (n / 64) LBO + 2 (n % 64) + (k % 8) 128 +
+//   (k / 8) SBO
 // Register fragments (thread t of the warpgroup, warp w = t / 32, lane = 4 g + q):
 //   A (bf16x2 a0..a3): rows 16w + g, 16w + g + 8, 16w + g, 16w + g + 8; columns 2q, 2q, 2q + 8,
 //   2q + 8 (and + 1 in the high half).  D[i], i < N / 2: row 16w + g + 8 ((i % 4) / 2), column

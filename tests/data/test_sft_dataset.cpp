@@ -12,9 +12,9 @@
 #include "data/tokenizer.h"
 #include "kernels/attention_pattern.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "model/formats/tensor_source.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
-#include "model/formats/tensor_source.h"
 #include "tests/data/scratch.h"
 
 using ll::SftExample;

@@ -45,8 +45,8 @@ TEST_CASE("head dims: simt and auto take any, the tensor-core families 64 and 12
     CAPTURE(hd);
     CHECK(ll::attention_kernel_has_head_dim(AttentionKernel::Auto, hd));
     CHECK(ll::attention_kernel_has_head_dim(AttentionKernel::Simt, hd));
-    for (AttentionKernel k : {AttentionKernel::TcSm80, AttentionKernel::TcSm90,
-                              AttentionKernel::TcSm90AtomicDq})
+    for (AttentionKernel k :
+         {AttentionKernel::TcSm80, AttentionKernel::TcSm90, AttentionKernel::TcSm90AtomicDq})
       CHECK(ll::attention_kernel_has_head_dim(k, hd) == (hd == 64 || hd == 128));
   }
   CHECK_NOTHROW(ll::check_attention_kernel_head_dim(AttentionKernel::TcSm80, 128));

@@ -68,8 +68,8 @@ struct Stats {
 
 std::string describe(const AttentionPattern& m, int64_t head, int64_t bq, int64_t bk) {
   std::ostringstream s;
-  s << "mode " << int(m.mode) << " N " << m.seq_len << " G " << m.group_size << " H "
-    << m.n_heads << " head " << head << " bq " << bq << " bk " << bk;
+  s << "mode " << int(m.mode) << " N " << m.seq_len << " G " << m.group_size << " H " << m.n_heads
+    << " head " << head << " bq " << bq << " bk " << bk;
   return s.str();
 }
 
@@ -104,8 +104,8 @@ void check_schedule(const AttentionPattern& m, int64_t head, int64_t bq, int64_t
         stats.masked += mask;
       }
       if (!err.empty()) {
-        err += " for q tile " + std::to_string(q) + " k tile " + std::to_string(k) +
-               " holding " + std::to_string(c) + " visible pairs";
+        err += " for q tile " + std::to_string(q) + " k tile " + std::to_string(k) + " holding " +
+               std::to_string(c) + " visible pairs";
         break;
       }
     }
@@ -166,12 +166,13 @@ TEST_CASE("schedule is exact for every small N, G and tile shape (pairwise brute
 TEST_CASE("schedule is exact for N up to a few thousand, tiles 16..128, bq != bk") {
   Stats stats;
   const int64_t tiles[] = {16, 32, 64, 128};
-  const int64_t sizes[] = {1, 2, 15, 16, 17, 100, 127, 128, 129, 255, 640, 1000, 1024, 1537, 2048,
-                           3000};
+  const int64_t sizes[] = {1,   2,   15,  16,   17,   100,  127,  128,
+                           129, 255, 640, 1000, 1024, 1537, 2048, 3000};
   for (int64_t n : sizes) {
     const auto even = [](int64_t x) { return std::max<int64_t>(2, x - x % 2); };
-    std::set<int64_t> gs = {2, 6, 16, 30, 64, 128, 250, 256, even(n / 4), even(n / 3),
-                            even(n / 2), even(n), n + 2 - n % 2, 2 * n + 2};
+    std::set<int64_t> gs = {
+        2,   6,           16,          30,          64,      128,           250,
+        256, even(n / 4), even(n / 3), even(n / 2), even(n), n + 2 - n % 2, 2 * n + 2};
     const std::vector<int64_t> groups(gs.begin(), gs.end());
     for_each_mask(n, groups, [&](const AttentionPattern& m, int64_t head) {
       for (int64_t bq : tiles)
@@ -272,9 +273,9 @@ TEST_CASE("worked examples: S2 boundaries, the straddling tile, the S2Roll wrap"
   // S2, N = 20, G = 8, tiles of 4. Shifted segments [0, 4), [4, 12), [12, 20).
   const AttentionPattern s2{AttnMode::S2, 20, 8, 2};
   auto eq = [](TileRange a, int64_t f, int64_t l) { return a.first == f && a.last == l; };
-  CHECK(eq(ll::attn_key_tiles(s2, 0, 2, 4, 4), 2, 2));  // unshifted: queries 8..11 see 8..11
-  CHECK(eq(ll::attn_key_tiles(s2, 1, 2, 4, 4), 1, 2));  // shifted: 8..11 see 4..11
-  CHECK(eq(ll::attn_key_tiles(s2, 1, 3, 4, 4), 3, 3));  // 12..15 start a segment
+  CHECK(eq(ll::attn_key_tiles(s2, 0, 2, 4, 4), 2, 2));      // unshifted: queries 8..11 see 8..11
+  CHECK(eq(ll::attn_key_tiles(s2, 1, 2, 4, 4), 1, 2));      // shifted: 8..11 see 4..11
+  CHECK(eq(ll::attn_key_tiles(s2, 1, 3, 4, 4), 3, 3));      // 12..15 start a segment
   CHECK(!ll::attn_key_tile_needs_mask(s2, 1, 2, 1, 4, 4));  // keys 4..7 for queries 8..11
   CHECK(ll::attn_key_tile_needs_mask(s2, 1, 2, 2, 4, 4));   // diagonal
   // bq = 8: query tile 1 = 8..15 straddles the shifted boundary at 12 -> keys 4..15.

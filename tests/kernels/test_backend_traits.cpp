@@ -31,9 +31,9 @@ TEST_CASE("CPU traits: fp32, no fixed workspace, its one attention kernel") {
 }
 
 TEST_CASE("CUDA traits: bf16, the cuBLASLt workspace, the dQ accumulator of atomic dQ only") {
-  for (ll::AttentionKernel k : {ll::AttentionKernel::Auto, ll::AttentionKernel::Simt,
-                                ll::AttentionKernel::TcSm80, ll::AttentionKernel::TcSm90,
-                                ll::AttentionKernel::TcSm90AtomicDq}) {
+  for (ll::AttentionKernel k :
+       {ll::AttentionKernel::Auto, ll::AttentionKernel::Simt, ll::AttentionKernel::TcSm80,
+        ll::AttentionKernel::TcSm90, ll::AttentionKernel::TcSm90AtomicDq}) {
     CAPTURE(ll::attention_kernel_name(k));
     const ll::BackendTraits t = ll::backend_traits(ll::BackendKind::Cuda, k);
     CHECK(t.kind == ll::BackendKind::Cuda);

@@ -18,9 +18,9 @@
 
 #include "common/dtype.h"
 #include "common/error.h"
+#include "model/formats/safetensors.h"
 #include "model/llama_config.h"
 #include "model/llama_weights.h"
-#include "model/formats/safetensors.h"
 
 namespace ll::test {
 
@@ -120,7 +120,8 @@ inline void write_hf_model(const fs::path& dir, const LlamaWeights& weights, DTy
     write_safetensors((dir / "model.safetensors").string(), views(encoded), {{"format", "pt"}});
     return;
   }
-  nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+  nlohmann::json index = {{"metadata", {{"total_size", 0}}},
+                          {"weight_map", nlohmann::json::object()}};
   const size_t per = (encoded.size() + size_t(shards) - 1) / size_t(shards);
   for (int s = 0; s < shards; ++s) {
     const std::string name = fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, shards);
@@ -166,9 +167,9 @@ inline bool weights_equal(const LlamaWeights& a, const LlamaWeights& b) {
   }
   for (size_t i = 0; i < a.layers.size(); ++i) {
     const LlamaLayerWeights &x = a.layers[i], &y = b.layers[i];
-    if (!bitwise_equal(x.input_layernorm, y.input_layernorm) || !bitwise_equal(x.q_proj, y.q_proj) ||
-        !bitwise_equal(x.k_proj, y.k_proj) || !bitwise_equal(x.v_proj, y.v_proj) ||
-        !bitwise_equal(x.o_proj, y.o_proj) ||
+    if (!bitwise_equal(x.input_layernorm, y.input_layernorm) ||
+        !bitwise_equal(x.q_proj, y.q_proj) || !bitwise_equal(x.k_proj, y.k_proj) ||
+        !bitwise_equal(x.v_proj, y.v_proj) || !bitwise_equal(x.o_proj, y.o_proj) ||
         !bitwise_equal(x.post_attention_layernorm, y.post_attention_layernorm) ||
         !bitwise_equal(x.gate_proj, y.gate_proj) || !bitwise_equal(x.up_proj, y.up_proj) ||
         !bitwise_equal(x.down_proj, y.down_proj)) {

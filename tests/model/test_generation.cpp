@@ -15,10 +15,10 @@
 #include "common/random.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "model/formats/adapter_io.h"
+#include "model/formats/tensor_source.h"
 #include "model/generation.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
-#include "model/formats/tensor_source.h"
 #include "tests/model/model_fixtures.h"
 #include "tests/test_paths.h"
 
@@ -135,9 +135,11 @@ TEST_CASE("the cache's K/V make a difference: a fresh cache at the same position
   ll::ForwardSpec spec;
   LlamaModel::KvCache a = m->model->make_kv_cache(3);
   m->model->forward_cached(std::span(tokens.data(), 2), a, spec);
-  const std::vector<float> with_past = m->model->forward_cached(std::span(tokens.data() + 2, 1), a, spec);
+  const std::vector<float> with_past =
+      m->model->forward_cached(std::span(tokens.data() + 2, 1), a, spec);
   LlamaModel::KvCache b = m->model->make_kv_cache(3);
-  const std::vector<float> alone = m->model->forward_cached(std::span(tokens.data() + 2, 1), b, spec);
+  const std::vector<float> alone =
+      m->model->forward_cached(std::span(tokens.data() + 2, 1), b, spec);
   CHECK(relative_error(with_past.data(), alone.data(), with_past.size()) > 1e-3);
 }
 
@@ -194,11 +196,12 @@ TEST_CASE("greedy generation follows the full forward's argmax at every step") {
       }
       // A stop token ends generation right after it appears, and is kept.
       o.stop_token = r.tokens[4];
-      const size_t first = size_t(std::find(r.tokens.begin(), r.tokens.end(), o.stop_token) -
-                                  r.tokens.begin());
+      const size_t first =
+          size_t(std::find(r.tokens.begin(), r.tokens.end(), o.stop_token) - r.tokens.begin());
       const ll::GenerationResult stopped = ll::generate(model, prompt, o);
       CHECK(stopped.stopped);
-      CHECK(stopped.tokens == std::vector<int32_t>(r.tokens.begin(), r.tokens.begin() + long(first) + 1));
+      CHECK(stopped.tokens ==
+            std::vector<int32_t>(r.tokens.begin(), r.tokens.begin() + long(first) + 1));
     }
   }
 }

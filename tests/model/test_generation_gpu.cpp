@@ -16,10 +16,10 @@
 #include "common/random.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "model/formats/tensor_source.h"
 #include "model/generation.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
-#include "model/formats/tensor_source.h"
 #include "tests/model/model_fixtures.h"
 #include "tests/test_paths.h"
 

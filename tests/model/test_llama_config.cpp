@@ -8,8 +8,8 @@
 #include "model/llama_config.h"
 #include "tests/model/model_fixtures.h"
 
-using nlohmann::json;
 using ll::test::tiny_config_json;
+using nlohmann::json;
 
 namespace {
 
@@ -33,11 +33,18 @@ void check_rejected(const json& doc, const std::string& word) {
 }  // namespace
 
 TEST_CASE("a Llama-2 7B config parses with its values") {
-  json doc = {{"architectures", {"LlamaForCausalLM"}}, {"hidden_size", 4096},
-              {"intermediate_size", 11008}, {"num_hidden_layers", 32},
-              {"num_attention_heads", 32}, {"max_position_embeddings", 4096},
-              {"rms_norm_eps", 1e-5}, {"vocab_size", 32000}, {"bos_token_id", 1},
-              {"eos_token_id", 2}, {"rope_scaling", nullptr}, {"tie_word_embeddings", false}};
+  json doc = {{"architectures", {"LlamaForCausalLM"}},
+              {"hidden_size", 4096},
+              {"intermediate_size", 11008},
+              {"num_hidden_layers", 32},
+              {"num_attention_heads", 32},
+              {"max_position_embeddings", 4096},
+              {"rms_norm_eps", 1e-5},
+              {"vocab_size", 32000},
+              {"bos_token_id", 1},
+              {"eos_token_id", 2},
+              {"rope_scaling", nullptr},
+              {"tie_word_embeddings", false}};
   const ll::LlamaConfig c = ll::llama_config_from_json(doc, "7b");
   CHECK(c.hidden_size == 4096);
   CHECK(c.intermediate_size == 11008);
@@ -166,8 +173,8 @@ TEST_CASE("each bad field is rejected naming the file and the field") {
 TEST_CASE("config files: missing, invalid JSON, and good") {
   ll::test::TempDir dir("config_file");
   const std::string missing = dir.file("nope.json");
-  CHECK_THROWS_WITH_AS(ll::llama_config_from_file(missing),
-                       doctest::Contains(missing.c_str()), ll::Error);
+  CHECK_THROWS_WITH_AS(ll::llama_config_from_file(missing), doctest::Contains(missing.c_str()),
+                       ll::Error);
   const std::string bad = dir.file("bad.json");
   ll::test::write_text(bad, "{\"hidden_size\": 16,");
   CHECK_THROWS_WITH_AS(ll::llama_config_from_file(bad), doctest::Contains("not valid JSON"),

@@ -15,13 +15,13 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/cpu_backend.h"
-#include "kernels/cuda/cuda_backend.h"
 #include "kernels/attention_kernel.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/attention_device_support.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "model/formats/tensor_source.h"
 #include "model/llama_model.h"
 #include "model/memory_plan.h"
-#include "model/formats/tensor_source.h"
 #include "optim/grad_clip.h"
 #include "tests/model/model_fixtures.h"
 #include "tests/test_paths.h"

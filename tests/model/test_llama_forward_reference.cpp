@@ -10,10 +10,10 @@
 #include "data/token_file.h"
 #include "engine/eval/perplexity.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "model/formats/safetensors.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
 #include "model/position_interpolation.h"
-#include "model/formats/safetensors.h"
 #include "tests/test_paths.h"
 
 namespace {
@@ -36,7 +36,8 @@ double max_relative_error(const std::vector<float>& out, const std::vector<float
 double rel(double a, double b) { return std::fabs(a - b) / std::fabs(b); }
 
 struct Fixture {
-  ll::SafetensorsFile ref = ll::read_safetensors(source_path("tests/fixtures/tiny_llama_reference.safetensors"));
+  ll::SafetensorsFile ref =
+      ll::read_safetensors(source_path("tests/fixtures/tiny_llama_reference.safetensors"));
   double scalar(const std::string& name) const { return ref.read_f32(name).at(0); }
   int64_t count(const std::string& name) const { return ref.read_i32(name).at(0); }
 };
@@ -67,11 +68,13 @@ TEST_CASE("tiny Llama logits and losses match Hugging Face") {
   const std::vector<int32_t> tokens(all.begin(), all.begin() + 64);
   ll::ForwardSpec spec;
 
-  const double logits_err = max_relative_error(model.logits(tokens, spec), fx.ref.read_f32("logits"));
+  const double logits_err =
+      max_relative_error(model.logits(tokens, spec), fx.ref.read_f32("logits"));
   MESSAGE("logits max relative error " << logits_err);
   CHECK(logits_err <= 1e-4);
 
-  const double loss_err = max_relative_error(model.next_token_losses(tokens, spec), fx.ref.read_f32("losses"));
+  const double loss_err =
+      max_relative_error(model.next_token_losses(tokens, spec), fx.ref.read_f32("losses"));
   MESSAGE("losses max relative error " << loss_err);
   CHECK(loss_err <= 1e-4);
 
@@ -89,20 +92,23 @@ TEST_CASE("perplexity protocols match the reference") {
   ll::CpuBackend backend;
   ll::LlamaModel model(backend, load("tests/fixtures/tiny_llama"));
   const std::vector<int32_t> tokens = fx.ref.read_i32("tokens");
-  const ll::TokenFile data = ll::TokenFile::open(write_raw_u16(tokens, "ppl_protocols"),
-                                                 ll::TokenFileFormat::RawU16, model.config().vocab_size);
+  const ll::TokenFile data =
+      ll::TokenFile::open(write_raw_u16(tokens, "ppl_protocols"), ll::TokenFileFormat::RawU16,
+                          model.config().vocab_size);
   REQUIRE(data.size() == int64_t(tokens.size()));
 
   SUBCASE("paper protocol, seq_len 64") {
     const auto windows = ll::ppl_windows(data.size(), 64, 256, ll::PplProtocol::Paper);
     CHECK(int64_t(windows.size()) == fx.count("paper_s64_windows"));
-    const ll::PplResult r = ll::evaluate_perplexity(model, data, ll::PplProtocol::Paper, windows, {});
+    const ll::PplResult r =
+        ll::evaluate_perplexity(model, data, ll::PplProtocol::Paper, windows, {});
     MESSAGE("ppl " << r.ppl << " reference " << fx.scalar("paper_s64_ppl"));
     CHECK(rel(r.ppl, fx.scalar("paper_s64_ppl")) <= 1e-5);
     CHECK(rel(r.mean_loss, fx.scalar("paper_s64_mean_loss")) <= 1e-5);
     const auto ref_windows = fx.ref.read_f32("paper_s64_window_losses");
     REQUIRE(r.window_losses.size() == ref_windows.size());
-    for (size_t w = 0; w < ref_windows.size(); ++w) CHECK(rel(r.window_losses[w], ref_windows[w]) <= 1e-5);
+    for (size_t w = 0; w < ref_windows.size(); ++w)
+      CHECK(rel(r.window_losses[w], ref_windows[w]) <= 1e-5);
   }
   SUBCASE("paper protocol, seq_len 256 interpolated from context 256") {
     ll::ForwardSpec spec;
@@ -110,13 +116,15 @@ TEST_CASE("perplexity protocols match the reference") {
     CHECK(spec.rope_scale == 2.0);
     const auto windows = ll::ppl_windows(data.size(), 256, 256, ll::PplProtocol::Paper);
     CHECK(int64_t(windows.size()) == fx.count("paper_s256_c256_windows"));
-    const ll::PplResult r = ll::evaluate_perplexity(model, data, ll::PplProtocol::Paper, windows, spec);
+    const ll::PplResult r =
+        ll::evaluate_perplexity(model, data, ll::PplProtocol::Paper, windows, spec);
     MESSAGE("ppl " << r.ppl << " reference " << fx.scalar("paper_s256_c256_ppl"));
     CHECK(rel(r.ppl, fx.scalar("paper_s256_c256_ppl")) <= 1e-5);
   }
   SUBCASE("non-overlapping protocol, seq_len 64") {
     const auto windows = ll::ppl_windows(data.size(), 64, 256, ll::PplProtocol::NonOverlapping);
-    const ll::PplResult r = ll::evaluate_perplexity(model, data, ll::PplProtocol::NonOverlapping, windows, {});
+    const ll::PplResult r =
+        ll::evaluate_perplexity(model, data, ll::PplProtocol::NonOverlapping, windows, {});
     CHECK(r.tokens_scored == fx.count("nonoverlap_s64_tokens_scored"));
     CHECK(r.tokens_scored == data.size() - 1);
     MESSAGE("ppl " << r.ppl << " reference " << fx.scalar("nonoverlap_s64_ppl"));

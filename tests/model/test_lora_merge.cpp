@@ -75,8 +75,8 @@ HostTensor random_tensor(std::vector<int64_t> shape, std::mt19937_64& rng, float
 
 // A random LoRA+ adapter for `config`: every target in `targets` on every layer (B non-zero),
 // plus trained embeddings and norms.
-AdapterDir random_adapter(const ll::LlamaConfig& c, std::vector<std::string> targets,
-                          int64_t rank, std::mt19937_64& rng) {
+AdapterDir random_adapter(const ll::LlamaConfig& c, std::vector<std::string> targets, int64_t rank,
+                          std::mt19937_64& rng) {
   AdapterDir a;
   a.lora.rank = rank;
   a.lora.alpha = 32;
@@ -184,16 +184,16 @@ TEST_CASE("merge: an adapter of another base model is refused, weights untouched
   SUBCASE("another model's shapes (tiny_llama_rope2: hidden 32, 1 layer)") {
     const LlamaWeights other = load("tests/fixtures/tiny_llama_rope2");
     AdapterDir layer0 = peft;  // layer 0 exists in both; its shapes do not fit
-    std::erase_if(layer0.lora_tensors, [](const auto& kv) {
-      return kv.first.find("layers.1.") != std::string::npos;
-    });
+    std::erase_if(layer0.lora_tensors,
+                  [](const auto& kv) { return kv.first.find("layers.1.") != std::string::npos; });
     expect_error(other, layer0, {"adapter for another base model?", "[8, 64]", "[32, 32]"});
     // All of it: layer 1 does not exist there.
     expect_error(other, peft, {"adapter for another base model?", "model.layers.1.", "1 layers"});
   }
   SUBCASE("a trained tensor the model does not have, or of another shape") {
     AdapterDir a = peft;
-    a.trainable_params["model.layers.7.input_layernorm.weight"] = HostTensor{{64}, std::vector<float>(64, 1)};
+    a.trainable_params["model.layers.7.input_layernorm.weight"] =
+        HostTensor{{64}, std::vector<float>(64, 1)};
     expect_error(base, a, {"model.layers.7.input_layernorm.weight", "another base model?"});
     AdapterDir b = peft;
     b.trainable_params["model.norm.weight"] = HostTensor{{32}, std::vector<float>(32, 1)};

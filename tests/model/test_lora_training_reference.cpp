@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
-#include "model/llama_model.h"
 #include "model/formats/safetensors.h"
 #include "model/formats/tensor_source.h"
+#include "model/llama_model.h"
 #include "optim/adamw.h"
 #include "optim/grad_clip.h"
 #include "tests/test_paths.h"
@@ -31,7 +31,8 @@ double rel_error(const std::vector<float>& out, const std::vector<float>& ref) {
 }
 
 struct Fixture {
-  SafetensorsFile ref = read_safetensors(test::source_path("tests/fixtures/tiny_llama_lora_reference.safetensors"));
+  SafetensorsFile ref =
+      read_safetensors(test::source_path("tests/fixtures/tiny_llama_lora_reference.safetensors"));
   LlamaWeights weights = [] {
     auto files = open_model_files(test::source_path("tests/fixtures/tiny_llama"));
     return load_llama_weights(*files);
@@ -75,7 +76,8 @@ TEST_CASE("loss and gradients of every trainable tensor match peft (S2-Attn and 
     int64_t group;
     double rope;
   };
-  for (const Case& c : {Case{"s2", AttnMode::S2, 64, 2.0}, Case{"dense", AttnMode::Dense, 0, 1.0}}) {
+  for (const Case& c :
+       {Case{"s2", AttnMode::S2, 64, 2.0}, Case{"dense", AttnMode::Dense, 0, 1.0}}) {
     CAPTURE(c.name);
     CpuBackend backend;
     LlamaModel model = make_model(backend, f);
@@ -128,8 +130,8 @@ TEST_CASE("three AdamW steps with accumulation and clipping match torch") {
       const auto begin = all_tokens.begin() + (2 * step + micro) * n;
       const std::vector<int32_t> window(begin, begin + n);
       // Mean over the step's labelled tokens (both windows have N-1 labels).
-      const LossSum ls =
-          model.forward_backward(window, shifted_targets(window), spec, float(1.0 / (2.0 * (n - 1))));
+      const LossSum ls = model.forward_backward(window, shifted_targets(window), spec,
+                                                float(1.0 / (2.0 * (n - 1))));
       loss_sum += ls.sum;
       count += ls.count;
     }

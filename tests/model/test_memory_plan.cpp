@@ -8,8 +8,8 @@
 #include "engine/parallel/communicator.h"
 #include "engine/parallel/sharded_optimizer.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "model/llama_model.h"
 #include "kernels/cuda/gemm_workspace.h"
+#include "model/llama_model.h"
 #include "model/memory_plan.h"
 
 namespace {
@@ -47,8 +47,11 @@ TEST_CASE("the memory plan equals the CPU backend's allocations and peak") {
     AttnMode mode;
   };
   const Case cases[] = {
-      {"LoRA+ q,k,v,o S2", true, {"q_proj", "k_proj", "v_proj", "o_proj"},
-       TrainableSet::lora_plus(), AttnMode::S2},
+      {"LoRA+ q,k,v,o S2",
+       true,
+       {"q_proj", "k_proj", "v_proj", "o_proj"},
+       TrainableSet::lora_plus(),
+       AttnMode::S2},
       {"LoRA all-linear, nothing else", true, lora_target_names(), TrainableSet::nothing(),
        AttnMode::Dense},
       {"full training", false, {}, TrainableSet::everything(), AttnMode::Dense},
@@ -211,6 +214,7 @@ TEST_CASE("the data-parallel rank footprint equals the CPU backend's allocations
   model.forward_backward(tokens, targets, spec, 1.0f,
                          [&](std::span<const int> ps) { optimizer.gradients_ready(ps, "step 1"); });
   optimizer.step(AdamWConfig{}, 1e-3, 1, 1.0, "step 1");
-  CHECK(backend.peak_bytes() - parameters == plan.step_bytes - item_bytes(plan, "classifier chunk"));
+  CHECK(backend.peak_bytes() - parameters ==
+        plan.step_bytes - item_bytes(plan, "classifier chunk"));
   CHECK(backend.bytes_in_use() == parameters);
 }

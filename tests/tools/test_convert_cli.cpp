@@ -5,8 +5,8 @@
 
 #include <cstdlib>
 
-#include "model/llama_weights.h"
 #include "model/formats/tensor_source.h"
+#include "model/llama_weights.h"
 #include "tests/model/model_fixtures.h"
 
 using ll::DType;
@@ -74,7 +74,8 @@ TEST_CASE("convert: hostile inputs exit 1 with the file named on stderr") {
   // 1. a truncated safetensors file
   const fs::path truncated = dir.path / "truncated";
   ll::test::write_hf_model(truncated, w, DType::BF16);
-  fs::resize_file(truncated / "model.safetensors", fs::file_size(truncated / "model.safetensors") - 3);
+  fs::resize_file(truncated / "model.safetensors",
+                  fs::file_size(truncated / "model.safetensors") - 3);
   // 2. a config whose heads do not divide the hidden size
   const fs::path heads = dir.path / "heads";
   nlohmann::json cfg = ll::test::tiny_config_json();

@@ -12,17 +12,17 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "model/formats/adapter_io.h"
-#include "model/llama_model.h"
-#include "model/llama_weights.h"
 #include "model/formats/safetensors.h"
 #include "model/formats/tensor_source.h"
+#include "model/llama_model.h"
+#include "model/llama_weights.h"
 #include "tests/kernels/kernel_test_util.h"
 #include "tests/model/model_fixtures.h"
 #include "tests/test_paths.h"
 
-using ll::test::TempDir;
 using ll::test::contains;
 using ll::test::source_path;
+using ll::test::TempDir;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -83,7 +83,8 @@ TEST_CASE("export_hf: sharded f32 export equals base + adapter, config and token
   // tiny_llama is 640 KB in f32: 100KB shards force several files and the index.
   const RunResult r = run_export(
       dir, fmt::format("-m {} --lora {} --out '{}' --out-bin '{}' --dtype f32 --max-shard-size "
-                       "100KB --rope-factor 2", kBase, kPeftAdapter, out.string(), bin.string()));
+                       "100KB --rope-factor 2",
+                       kBase, kPeftAdapter, out.string(), bin.string()));
   INFO("stdout: ", r.out, "\nstderr: ", r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(contains(r.out, "rope_scaling linear factor 2"));
@@ -139,15 +140,14 @@ TEST_CASE("export_hf: sharded f32 export equals base + adapter, config and token
     const std::vector<float> ref = logits_of(source_path(kBase), &adapter, tokens, 2.0);
     for (const fs::path& merged : {out, bin}) {
       CAPTURE(merged.string());
-      ll::test::check_close(logits_of(merged.string(), nullptr, tokens, 2.0), to_double(ref),
-                            2e-5, 1e-5, 1e-5);
+      ll::test::check_close(logits_of(merged.string(), nullptr, tokens, 2.0), to_double(ref), 2e-5,
+                            1e-5, 1e-5);
     }
   }
 
   // Exporting again over a previous export replaces it (default bf16, one file).
-  const RunResult again = run_export(
-      dir, fmt::format("-m {} --lora {} --out '{}' --rope-factor 2", kBase, kPeftAdapter,
-                       out.string()));
+  const RunResult again = run_export(dir, fmt::format("-m {} --lora {} --out '{}' --rope-factor 2",
+                                                      kBase, kPeftAdapter, out.string()));
   INFO("stderr: ", again.err);
   REQUIRE(again.exit_code == 0);
   CHECK_FALSE(fs::exists(out / "model.safetensors.index.json"));
@@ -182,8 +182,7 @@ TEST_CASE("export_hf: the factor comes from longlora.json; logits match transfor
     const std::vector<float> expected = ref.read_f32(fmt::format("{}.logits", c.name));
     const fs::path out = dir.path / c.name;
     const RunResult r = run_export(dir, fmt::format("-m {} --lora {} --out '{}' --dtype f32 {}",
-                                                    kBase, c.adapter, out.string(),
-                                                    c.extra_args));
+                                                    kBase, c.adapter, out.string(), c.extra_args));
     INFO("stderr: ", r.err);
     REQUIRE(r.exit_code == 0);
     const json config = json::parse(ll::test::read_bytes(out / "config.json"));
@@ -225,8 +224,8 @@ TEST_CASE("export_hf: bad inputs exit 1 with a clear message and write nothing")
   const std::string peft = "--lora " + kPeftAdapter;
   const Case cases[] = {
       {fmt::format("-m tests/fixtures/tiny_llama_rope2 {} --rope-factor 2 --tokenizer {}/"
-                   "tokenizer.model --out '{}' --out-bin '{}'", peft, kBase, out.string(),
-                   bin.string()),
+                   "tokenizer.model --out '{}' --out-bin '{}'",
+                   peft, kBase, out.string(), bin.string()),
        {"cannot merge tests/fixtures/tiny_llama_peft_adapter into tests/fixtures/tiny_llama_rope2",
         "adapter for another base model?", "model.layers.1."}},
       {fmt::format("-m '{}' {} --rope-factor 2 --out '{}'", no_tok.string(), peft, out.string()),
@@ -259,8 +258,8 @@ TEST_CASE("export_hf: bad inputs exit 1 with a clear message and write nothing")
     CHECK_FALSE(fs::exists(bin));
     CHECK(fs::exists(no_tok / "model.safetensors"));  // the input is never replaced
   }
-  const RunResult r = run_export(dir, fmt::format("-m {} {} --rope-factor 2 --out '{}'", kBase,
-                                                  peft, foreign.string()));
+  const RunResult r = run_export(
+      dir, fmt::format("-m {} {} --rope-factor 2 --out '{}'", kBase, peft, foreign.string()));
   CHECK(r.exit_code == 1);
   CHECK(contains(r.err, "notes.txt"));
   CHECK(ll::test::read_bytes(foreign / "notes.txt") == "mine");
@@ -268,8 +267,8 @@ TEST_CASE("export_hf: bad inputs exit 1 with a clear message and write nothing")
 
   // Only a .bin: no tokenizer needed (none to copy).
   const RunResult bin_only = run_export(dir, fmt::format("-m '{}' {} --rope-factor 2 --out-bin "
-                                                         "'{}'", no_tok.string(), peft,
-                                                         bin.string()));
+                                                         "'{}'",
+                                                         no_tok.string(), peft, bin.string()));
   INFO("stderr: ", bin_only.err);
   CHECK(bin_only.exit_code == 0);
   CHECK(ll::open_model_files(bin.string())->config.rope_scaling_factor == 2.0);

@@ -5,7 +5,6 @@
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 
-
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -16,17 +15,17 @@
 
 #include "data/tokenizer.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "model/formats/tensor_source.h"
 #include "model/generation.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
-#include "model/formats/tensor_source.h"
 #include "tests/kernels/kernel_test_util.h"
 #include "tests/model/model_fixtures.h"
 #include "tests/test_paths.h"
 
-using ll::test::TempDir;
 using ll::test::contains;
 using ll::test::source_path;
+using ll::test::TempDir;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -61,9 +60,9 @@ std::vector<int32_t> ids_of(const json& j) { return j.get<std::vector<int32_t>>(
 TEST_CASE("generate: greedy text equals the library's generate, --json holds ids and text") {
   TempDir dir("generate_cli_greedy");
   const std::string model = source_path(kModel);
-  const RunResult r = run_generate(
-      dir, fmt::format("-m '{}' --prompt '{}' --max-new 12 --json '{}'", model, kPrompt,
-                       dir.file("out.json")));
+  const RunResult r =
+      run_generate(dir, fmt::format("-m '{}' --prompt '{}' --max-new 12 --json '{}'", model,
+                                    kPrompt, dir.file("out.json")));
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   const json j = read_json(dir.file("out.json"));
@@ -101,9 +100,9 @@ TEST_CASE("generate: greedy text equals the library's generate, --json holds ids
 
   // --prompt-file gives the same result as --prompt.
   ll::test::write_text(dir.path / "prompt.txt", kPrompt);
-  const RunResult f = run_generate(
-      dir, fmt::format("-m '{}' --prompt-file '{}' --max-new 12 --json '{}'", model,
-                       dir.file("prompt.txt"), dir.file("file.json")));
+  const RunResult f =
+      run_generate(dir, fmt::format("-m '{}' --prompt-file '{}' --max-new 12 --json '{}'", model,
+                                    dir.file("prompt.txt"), dir.file("file.json")));
   REQUIRE(f.exit_code == 0);
   CHECK(ids_of(read_json(dir.file("file.json"))["tokens"]) == tokens);
 }
@@ -114,7 +113,8 @@ TEST_CASE("generate: the same seed gives the same sampled text, another seed ano
   auto sample = [&](uint64_t seed, const std::string& name) {
     const RunResult r = run_generate(
         dir, fmt::format("-m '{}' --prompt '{}' --max-new 16 --temperature 0.8 --top-p 0.95 "
-                         "--seed {} --json '{}'", model, kPrompt, seed, dir.file(name)));
+                         "--seed {} --json '{}'",
+                         model, kPrompt, seed, dir.file(name)));
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
     CHECK(contains(r.err, "temperature 0.8"));
@@ -143,8 +143,7 @@ TEST_CASE("generate: bad input exits 1 with a clear message") {
   fails_with(m + " --prompt hi --top-p 1.5", {"--top-p", "1.5"});
   fails_with(m + " --prompt hi --max-new 0", {"--max-new"});
   ll::test::write_text(dir.path / "p.txt", "hi");
-  fails_with(m + " --prompt hi --prompt-file '" + dir.file("p.txt") + "'",
-             {"exactly one", "both"});
+  fails_with(m + " --prompt hi --prompt-file '" + dir.file("p.txt") + "'", {"exactly one", "both"});
   fails_with(m + " --max-new 4", {"exactly one"});
   fails_with(m + " --prompt-file '" + dir.file("missing.txt") + "'", {"missing.txt"});
   // The model's context is 128 tokens: prompt + --max-new beyond it names both numbers.
@@ -158,8 +157,10 @@ TEST_CASE("generate: bad input exits 1 with a clear message") {
   for (const char* f : {"config.json", "model.safetensors"})
     fs::create_symlink(fs::path(model) / f, bare / f);
   fails_with("-m '" + bare.string() + "' --prompt hi", {"tokenizer.model", "--tokenizer"});
-  const RunResult ok = run_generate(dir, "-m '" + bare.string() + "' --prompt hi --max-new 2 "
-                                         "--tokenizer '" + model + "/tokenizer.model'");
+  const RunResult ok = run_generate(dir, "-m '" + bare.string() +
+                                             "' --prompt hi --max-new 2 "
+                                             "--tokenizer '" +
+                                             model + "/tokenizer.model'");
   INFO(ok.err);
   CHECK(ok.exit_code == 0);
   // An adapter for another model.

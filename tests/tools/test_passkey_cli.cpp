@@ -16,8 +16,8 @@
 #include "tests/kernels/kernel_test_util.h"
 #include "tests/model/model_fixtures.h"
 
-using ll::test::TempDir;
 using ll::test::contains;
+using ll::test::TempDir;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -32,8 +32,8 @@ struct RunResult {
 
 RunResult run_passkey(const TempDir& dir, const std::string& args) {
   const fs::path out = dir.path / "stdout.txt", err = dir.path / "stderr.txt";
-  const std::string cmd = fmt::format("'{}/passkey' {} >'{}' 2>'{}'", LL_BINARY_DIR, args,
-                                      out.string(), err.string());
+  const std::string cmd =
+      fmt::format("'{}/passkey' {} >'{}' 2>'{}'", LL_BINARY_DIR, args, out.string(), err.string());
   const int status = std::system(cmd.c_str());
   RunResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -44,8 +44,10 @@ RunResult run_passkey(const TempDir& dir, const std::string& args) {
 
 // kjv-tiny was pretrained at 128 tokens: --context-size 512 interpolates positions x4.
 std::string good_args(const std::string& json_path, int seed) {
-  return fmt::format("-m '{}' --device cpu --context-size 512 --context-sizes 256,512 "
-                     "--trials 2 --seed {} --json '{}'", kModel, seed, json_path);
+  return fmt::format(
+      "-m '{}' --device cpu --context-size 512 --context-sizes 256,512 "
+      "--trials 2 --seed {} --json '{}'",
+      kModel, seed, json_path);
 }
 
 }  // namespace
@@ -161,21 +163,23 @@ TEST_CASE("passkey: bad input exits non-zero with a clear message") {
   fs::create_symlink(kModel + "/model.safetensors", bare / "model.safetensors");
   expect_error("-m '" + bare.string() + "' --device cpu --context-sizes 128 --trials 1",
                {(bare / "tokenizer.model").string(), "--tokenizer"});
-  expect_error("-m '" + bare.string() + "' --context-sizes 128 --tokenizer '" +
-                   dir.file("nope.model") + "'",
-               {dir.file("nope.model")});
+  expect_error(
+      "-m '" + bare.string() + "' --context-sizes 128 --tokenizer '" + dir.file("nope.model") + "'",
+      {dir.file("nope.model")});
   const RunResult fixed = run_passkey(
       dir, "-m '" + bare.string() + "' --device cpu --context-sizes 128 --trials 1 --tokenizer '" +
                kModel + "/tokenizer.model'");
   INFO(fixed.out << fixed.err);
   CHECK(fixed.exit_code == 0);
   // A tokenizer with more pieces (kjv-tiny's 2000) than the model's vocabulary (512) is refused.
-  expect_error("-m '" + std::string(LL_SOURCE_DIR) + "/tests/fixtures/tiny_llama' --device cpu "
-               "--context-sizes 128 --tokenizer '" + kModel + "/tokenizer.model'",
+  expect_error("-m '" + std::string(LL_SOURCE_DIR) +
+                   "/tests/fixtures/tiny_llama' --device cpu "
+                   "--context-sizes 128 --tokenizer '" +
+                   kModel + "/tokenizer.model'",
                {"2000 pieces", "only 512"});
   // A bigger context with --allow-beyond-context runs (extrapolation).
-  const RunResult beyond = run_passkey(
-      dir, m + "--context-sizes 256 --trials 1 --allow-beyond-context");
+  const RunResult beyond =
+      run_passkey(dir, m + "--context-sizes 256 --trials 1 --allow-beyond-context");
   INFO(beyond.out << beyond.err);
   CHECK(beyond.exit_code == 0);
   CHECK(contains(beyond.out, "      256"));

@@ -21,7 +21,8 @@ struct RunResult {
 
 RunResult run(const std::string& args, const std::filesystem::path& dir) {
   const std::string log = (dir / "log.txt").string();
-  const std::string cmd = ll::test::binary_path("ppl_eval") + " --device cpu " + args + " > " + log + " 2>&1";
+  const std::string cmd =
+      ll::test::binary_path("ppl_eval") + " --device cpu " + args + " > " + log + " 2>&1";
   const int status = std::system(cmd.c_str());
   REQUIRE(WIFEXITED(status));  // a signal (crash) fails the test
   std::ifstream f(log);
@@ -49,9 +50,10 @@ TEST_CASE("ppl_eval reproduces the reference perplexity and reports bad input") 
   const std::string model = ll::test::source_path("tests/fixtures/tiny_llama");
 
   SUBCASE("paper protocol") {
-    const auto r = run("-m " + model + " --data " + (dir / "tokens.bin").string() +
-                           " --data-format raw-u16 --seq-len 64 --json " + (dir / "out.json").string(),
-                       dir);
+    const auto r =
+        run("-m " + model + " --data " + (dir / "tokens.bin").string() +
+                " --data-format raw-u16 --seq-len 64 --json " + (dir / "out.json").string(),
+            dir);
     INFO(r.output);
     REQUIRE(r.exit_code == 0);
     nlohmann::json j;
@@ -68,7 +70,8 @@ TEST_CASE("ppl_eval reproduces the reference perplexity and reports bad input") 
     tokens[700] = 600;  // vocab is 512
     write_u16(dir / "bad.bin", tokens);
     const auto r = run("-m " + model + " --data " + (dir / "bad.bin").string() +
-                           " --data-format raw-u16 --seq-len 64", dir);
+                           " --data-format raw-u16 --seq-len 64",
+                       dir);
     INFO(r.output);
     CHECK(r.exit_code == 1);
     CHECK(r.output.find("bad.bin") != std::string::npos);
@@ -76,13 +79,15 @@ TEST_CASE("ppl_eval reproduces the reference perplexity and reports bad input") 
   }
   SUBCASE("data too short for one window") {
     const auto r = run("-m " + model + " --data " + (dir / "tokens.bin").string() +
-                           " --data-format raw-u16 --seq-len 1000", dir);
+                           " --data-format raw-u16 --seq-len 1000",
+                       dir);
     CHECK(r.exit_code == 1);
     CHECK(r.output.find("needs more than") != std::string::npos);
   }
   SUBCASE("a missing model") {
-    const auto r = run("-m " + (dir / "nope").string() + " --data " + (dir / "tokens.bin").string() +
-                           " --data-format raw-u16 --seq-len 64", dir);
+    const auto r = run("-m " + (dir / "nope").string() + " --data " +
+                           (dir / "tokens.bin").string() + " --data-format raw-u16 --seq-len 64",
+                       dir);
     CHECK(r.exit_code == 1);
     CHECK(r.output.find("nope") != std::string::npos);
   }
@@ -101,8 +106,9 @@ TEST_CASE("ppl_eval --lora applies a PEFT adapter: the loss equals peft's") {
   const std::string adapter = ll::test::source_path("tests/fixtures/tiny_llama_peft_adapter");
   const std::string common = " --data " + (dir / "tokens.bin").string() +
                              " --data-format raw-u16 --seq-len 64 --protocol non-overlapping";
-  const auto r = run("-m " + model + " --lora " + adapter + common + " --json " +
-                         (dir / "lora.json").string(), dir);
+  const auto r =
+      run("-m " + model + " --lora " + adapter + common + " --json " + (dir / "lora.json").string(),
+          dir);
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   CHECK(r.output.find("adapter") != std::string::npos);
@@ -117,8 +123,9 @@ TEST_CASE("ppl_eval --lora applies a PEFT adapter: the loss equals peft's") {
   std::ifstream(dir / "base.json") >> jb;
   CHECK(std::fabs(jb["mean_loss"].get<double>() - ref_loss) > 1e-3);
   // An adapter for another model is refused with a message.
-  const auto bad = run("-m " + ll::test::source_path("tests/fixtures/tiny_llama_rope2") + " --lora " +
-                           adapter + common, dir);
+  const auto bad = run("-m " + ll::test::source_path("tests/fixtures/tiny_llama_rope2") +
+                           " --lora " + adapter + common,
+                       dir);
   CHECK(bad.exit_code == 1);
   CHECK(bad.output.find("adapter") != std::string::npos);
 }
@@ -141,8 +148,8 @@ TEST_CASE("ppl_eval takes the position interpolation factor from the adapter's l
   const std::string common = " --data " + (dir / "tokens.bin").string() +
                              " --data-format raw-u16 --seq-len 64 --protocol non-overlapping";
   auto eval = [&](const std::string& args, const std::string& name) {
-    const auto r = run("-m " + model + common + " " + args + " --json " + (dir / name).string(),
-                       dir);
+    const auto r =
+        run("-m " + model + common + " " + args + " --json " + (dir / name).string(), dir);
     INFO(r.output);
     REQUIRE(r.exit_code == 0);
     nlohmann::json j;
@@ -161,7 +168,8 @@ TEST_CASE("ppl_eval takes the position interpolation factor from the adapter's l
   CHECK(std::fabs(plain["mean_loss"].get<double>() - from_record["mean_loss"].get<double>()) >
         1e-4);
   // --context-size wins over the record (64 is within max_position_embeddings: factor 1).
-  const auto [sized, log4] = eval("--lora " + adapter.string() + " --context-size 64", "sized.json");
+  const auto [sized, log4] =
+      eval("--lora " + adapter.string() + " --context-size 64", "sized.json");
   CHECK(sized["position_interpolation_factor"] == 1.0);
   CHECK(sized["mean_loss"].get<double>() == plain["mean_loss"].get<double>());
   // A factor below 1 is refused.

@@ -1,10 +1,10 @@
 // ./train_longlora end to end on the fixture model: outputs, bit-exact resume in a new
 // process, survival of SIGKILL during checkpointing, and clear errors for bad input.
 #include <doctest/doctest.h>
-#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdlib>
@@ -73,7 +73,8 @@ fs::path make_data(const fs::path& dir, size_t n_tokens, int32_t max_id = 511) {
   std::uniform_int_distribution<int32_t> tok(3, max_id);
   std::vector<int32_t> tokens(n_tokens);
   // A learnable stream: mostly a repeating pattern, some noise.
-  for (size_t i = 0; i < n_tokens; ++i) tokens[i] = (i % 7 == 0) ? tok(rng) : int32_t(3 + (i * 5) % 40);
+  for (size_t i = 0; i < n_tokens; ++i)
+    tokens[i] = (i % 7 == 0) ? tok(rng) : int32_t(3 + (i * 5) % 40);
   const fs::path path = dir / "train.bin";
   write_u16(path, tokens);
   return path;
@@ -97,7 +98,7 @@ TEST_CASE("train_longlora trains, writes PEFT outputs and resumes bit for bit") 
   }
   REQUIRE(ll::latest_checkpoint((dir / "a").string()).has_value());
   const ll::AdapterDir adapter = ll::read_adapter_dir((dir / "a").string());
-  CHECK(adapter.lora_tensors.size() == 16);    // 2 layers x q,k,v,o x A,B
+  CHECK(adapter.lora_tensors.size() == 16);     // 2 layers x q,k,v,o x A,B
   CHECK(adapter.trainable_params.size() == 6);  // embeddings + 5 norms
   CHECK(adapter.lora_tensors.count(
             "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight") == 1);
@@ -106,7 +107,7 @@ TEST_CASE("train_longlora trains, writes PEFT outputs and resumes bit for bit") 
   CHECK(adapter.longlora->context_length == 256);
   const auto steps_a = ll::MetricsLog::read_steps((dir / "a/metrics.jsonl").string());
   REQUIRE(steps_a.size() == 10);
-  CHECK(steps_a[0].lr == 0.0);  // warmup starts at 0 as in HF's schedulers
+  CHECK(steps_a[0].lr == 0.0);                   // warmup starts at 0 as in HF's schedulers
   CHECK(steps_a.back().loss < steps_a[1].loss);  // it learns the pattern
   CHECK(steps_a.back().epoch == 2);              // 20 windows from 9: epochs are counted
 
@@ -139,7 +140,8 @@ TEST_CASE("--sharded-optimizer in a world of one is the plain run bit for bit; c
   const auto plain = run(base_args(data, dir / "plain") + " --steps 6", dir);
   INFO(plain.output);
   REQUIRE(plain.exit_code == 0);
-  const auto sharded = run(base_args(data, dir / "sharded") + " --steps 6 --sharded-optimizer", dir);
+  const auto sharded =
+      run(base_args(data, dir / "sharded") + " --steps 6 --sharded-optimizer", dir);
   INFO(sharded.output);
   REQUIRE(sharded.exit_code == 0);
   CHECK(sharded.output.find("data parallel  1 rank (single process; collectives: single process "
@@ -201,7 +203,8 @@ TEST_CASE("--init-adapter starts from a PEFT adapter directory") {
     CHECK(out.lora_tensors.at(name).values == t.values);
   }
   // A rank that differs from the adapter's is refused.
-  const auto bad = run(base_args(data, dir / "o2") + " --steps 1 --lora-rank 4 --init-adapter " + peft, dir);
+  const auto bad =
+      run(base_args(data, dir / "o2") + " --steps 1 --lora-rank 4 --init-adapter " + peft, dir);
   CHECK(bad.exit_code == 1);
   CHECK(bad.output.find("rank") != std::string::npos);
 }
@@ -234,7 +237,8 @@ TEST_CASE("a run killed with SIGKILL while checkpointing resumes from the last g
   std::mt19937 rng(std::random_device{}());
   for (int trial = 0; trial < 2; ++trial) {
     const fs::path out = dir / ("killed" + std::to_string(trial));
-    const std::string args = base_args(data, out) + " --steps 8 --save-every 1 --keep-checkpoints 2";
+    const std::string args =
+        base_args(data, out) + " --steps 8 --save-every 1 --keep-checkpoints 2";
     const pid_t pid = fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
@@ -246,10 +250,12 @@ TEST_CASE("a run killed with SIGKILL while checkpointing resumes from the last g
     // Wait for a checkpoint or two, then kill at a random moment (often mid-write: every step
     // writes one).
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    while (!fs::exists(out / "checkpoint-00000002") && std::chrono::steady_clock::now() < deadline) {
+    while (!fs::exists(out / "checkpoint-00000002") &&
+           std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 300)(rng)));
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 300)(rng)));
     kill(pid, SIGKILL);
     int status = 0;
     waitpid(pid, &status, 0);
@@ -293,7 +299,8 @@ TEST_CASE("train_longlora rejects bad input with a clear message") {
   SUBCASE("a diverging run stops at a NaN with the step named and keeps its checkpoint") {
     const auto r = run("-m " + kModel + " --data " + data.string() +
                            " --data-format raw-u16 -ctx 256 --grad-accum 1 --steps 30 --warmup 0 "
-                           "--lr 1e30 --save-every 1 --out " + (dir / "o4").string(),
+                           "--lr 1e30 --save-every 1 --out " +
+                           (dir / "o4").string(),
                        dir);
     INFO(r.output);
     CHECK(r.exit_code == 1);
@@ -321,9 +328,9 @@ TEST_CASE("--dry-run prints the memory plan from config.json alone") {
   const auto r = run("-m " + (dir / "cfg").string() + " -ctx 100000 --device cuda --dry-run", dir);
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
-  for (const char* part : {"frozen weights", "trained parameters", "AdamW moments",
-                           "saved activations", "recompute workspace", "classifier chunk",
-                           "cuBLASLt workspace", "total (peak)", "BF16"}) {
+  for (const char* part :
+       {"frozen weights", "trained parameters", "AdamW moments", "saved activations",
+        "recompute workspace", "classifier chunk", "cuBLASLt workspace", "total (peak)", "BF16"}) {
     CHECK_MESSAGE(r.output.find(part) != std::string::npos, part);
   }
   // 2 layers x [100000, 64] bf16 block inputs.

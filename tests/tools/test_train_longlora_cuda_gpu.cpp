@@ -22,8 +22,8 @@
 #include <vector>
 
 #include "engine/train/metrics_log.h"
-#include "model/formats/adapter_io.h"
 #include "kernels/cuda/device_info.h"
+#include "model/formats/adapter_io.h"
 #include "tests/engine/parallel/mpirun_util.h"
 #include "tests/test_paths.h"
 
@@ -38,7 +38,8 @@ struct RunResult {
 
 RunResult run(const std::string& args, const fs::path& log_dir) {
   const std::string log = (log_dir / "log.txt").string();
-  const std::string cmd = ll::test::binary_path("train_longlora") + " " + args + " > " + log + " 2>&1";
+  const std::string cmd =
+      ll::test::binary_path("train_longlora") + " " + args + " > " + log + " 2>&1";
   const int status = std::system(cmd.c_str());
   REQUIRE(WIFEXITED(status));  // a signal (crash) fails the test
   std::ifstream f(log);
@@ -70,8 +71,8 @@ fs::path make_data(const fs::path& dir, size_t n_tokens) {
 std::string args_for(const fs::path& data, const fs::path& out, const char* device, int steps) {
   return "-m " + ll::test::source_path("models/kjv-tiny") + " --data " + data.string() +
          " --data-format raw-u16 -ctx 512 --grad-accum 2 --lr 2e-3 --warmup 2 --seed 3 "
-         "--lora-targets all-linear --classifier-chunk 200 --device " + device +
-         " --steps " + std::to_string(steps) + " --out " + out.string();
+         "--lora-targets all-linear --classifier-chunk 200 --device " +
+         device + " --steps " + std::to_string(steps) + " --out " + out.string();
 }
 
 double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
@@ -169,7 +170,8 @@ TEST_CASE("train_longlora --device cuda trains like --device cpu and resumes bit
   fs::remove_all(dir);
 }
 
-TEST_CASE("--sharded-optimizer on one GPU (NCCL, a world of one) is the plain GPU run bit for bit") {
+TEST_CASE(
+    "--sharded-optimizer on one GPU (NCCL, a world of one) is the plain GPU run bit for bit") {
   // Issue 7's 1-GPU path: gradients reduced bucket by bucket through NCCL on its own stream while
   // the backward runs, sharded AdamW, parameters all-gathered and converted to bf16. With one
   // rank every collective is a copy, the norm sums the same tensors in the same order and AdamW
@@ -184,7 +186,8 @@ TEST_CASE("--sharded-optimizer on one GPU (NCCL, a world of one) is the plain GP
   const auto plain = run(args_for(data, dir / "plain", "cuda", 6), dir);
   INFO(plain.output);
   REQUIRE(plain.exit_code == 0);
-  const auto sharded = run(args_for(data, dir / "sharded", "cuda", 6) + " --sharded-optimizer", dir);
+  const auto sharded =
+      run(args_for(data, dir / "sharded", "cuda", 6) + " --sharded-optimizer", dir);
   INFO(sharded.output);
   REQUIRE(sharded.exit_code == 0);
   CHECK(sharded.output.find("collectives: NCCL") != std::string::npos);
@@ -228,9 +231,9 @@ TEST_CASE("mpirun -np 2 on two GPUs trains what one GPU does with twice the accu
   const auto one = run(with_accum(args_for(data, dir / "one", "cuda", 6), 4), dir);
   INFO(one.output);
   REQUIRE(one.exit_code == 0);
-  const ll::test::MpiRun two = ll::test::run_shell(
-      ll::test::mpirun_prefix(2, 600) + ll::test::binary_path("train_longlora") + " " +
-      args_for(data, dir / "two", "cuda", 6));
+  const ll::test::MpiRun two = ll::test::run_shell(ll::test::mpirun_prefix(2, 600) +
+                                                   ll::test::binary_path("train_longlora") + " " +
+                                                   args_for(data, dir / "two", "cuda", 6));
   INFO(two.output);
   REQUIRE(two.exit_code == 0);
   CHECK(two.output.find("collectives: NCCL") != std::string::npos);

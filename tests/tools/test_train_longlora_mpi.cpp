@@ -66,15 +66,16 @@ fs::path make_data(const fs::path& dir) {
 
 // The run's options, --grad-accum and the output directory aside.
 std::string base_args(const fs::path& data, const std::string& shuffle) {
-  return fmt::format("-m {} --data {} --data-format raw-u16 -ctx 64 --lr 1e-4 --warmup 1 --seed 7 "
-                     "--device cpu --shuffle {}",
-                     ll::test::source_path("tests/fixtures/tiny_llama"), data.string(), shuffle);
+  return fmt::format(
+      "-m {} --data {} --data-format raw-u16 -ctx 64 --lr 1e-4 --warmup 1 --seed 7 "
+      "--device cpu --shuffle {}",
+      ll::test::source_path("tests/fixtures/tiny_llama"), data.string(), shuffle);
 }
 
 Run train(int ranks, int64_t grad_accum, const std::string& args, const fs::path& out,
           const std::string& extra = "", const std::string& env = "") {
-  return shell(fmt::format("{}{} {} --grad-accum {} --out {} {}", launcher(ranks, env), kTool,
-                           args, grad_accum, out.string(), extra));
+  return shell(fmt::format("{}{} {} --grad-accum {} --out {} {}", launcher(ranks, env), kTool, args,
+                           grad_accum, out.string(), extra));
 }
 
 std::vector<ll::StepMetrics> steps_of(const fs::path& out) {
@@ -106,8 +107,7 @@ void check_losses(const fs::path& run, const fs::path& reference, int64_t from, 
 // for bit). Each tensor alone within 10 x tol: a LoRA B matrix starts at zero, so its error is
 // relative to a few AdamW updates, where fp32 summation order shows most (AdamW divides
 // gradients that cancel to near zero by their own magnitude).
-void check_weights(const fs::path& run, const fs::path& reference, double tol,
-                   int tensors = 22) {
+void check_weights(const fs::path& run, const fs::path& reference, double tol, int tensors = 22) {
   const ll::AdapterDir a = ll::read_adapter_dir(run.string());
   const ll::AdapterDir b = ll::read_adapter_dir(reference.string());
   int compared = 0;
@@ -164,8 +164,8 @@ TEST_CASE("W ranks x --grad-accum k train what one process with W*k does; checkp
     const std::string args = base_args(data, shuffle) + " --steps 4 --save-every 2";
     const fs::path single = dir / ("single_" + shuffle), two = dir / ("two_" + shuffle),
                    three = dir / ("three_" + shuffle);
-    for (const auto& [ranks, k, out] : {std::tuple{1, 6, single}, std::tuple{2, 3, two},
-                                        std::tuple{3, 2, three}}) {
+    for (const auto& [ranks, k, out] :
+         {std::tuple{1, 6, single}, std::tuple{2, 3, two}, std::tuple{3, 2, three}}) {
       const Run r = train(ranks, k, args, out);
       INFO(r.output);
       REQUIRE(r.exit_code == 0);
@@ -221,8 +221,9 @@ TEST_CASE("W ranks x --grad-accum k train what one process with W*k does; checkp
     const fs::path other = fresh_out_with(ck3, dir / "other_batch");
     r = train(2, 2, args, other, "--resume");
     CHECK(r.exit_code != 0);
-    CHECK(contains(r.output, "it was trained with 6 sequences per step (--grad-accum 2 on 3 "
-                             "ranks), this run has 4 (--grad-accum 2 on 2 ranks)"));
+    CHECK(contains(r.output,
+                   "it was trained with 6 sequences per step (--grad-accum 2 on 3 "
+                   "ranks), this run has 4 (--grad-accum 2 on 2 ranks)"));
   }
   fs::remove_all(dir);
 }
@@ -262,9 +263,10 @@ TEST_CASE("a rank that hangs or dies ends the run; the last committed checkpoint
     CHECK(r.exit_code != 0);
     CHECK(r.seconds < 30.0);
     // Rank 0 waits in the first gradient bucket its backward hands over (the model's head).
-    CHECK(contains(r.output, "train_longlora: error: rank 0: reduce_sum (step 2 gradients) did "
-                             "not complete within 2 s: another rank died or hangs; the last good "
-                             "checkpoint is"));
+    CHECK(contains(r.output,
+                   "train_longlora: error: rank 0: reduce_sum (step 2 gradients) did "
+                   "not complete within 2 s: another rank died or hangs; the last good "
+                   "checkpoint is"));
   }
   SUBCASE("kill: mpirun ends the run, naming the rank") {
     const fs::path out = dir / "kill";

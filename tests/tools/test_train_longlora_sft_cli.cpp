@@ -17,10 +17,10 @@
 #include "engine/train/metrics_log.h"
 #include "kernels/attention_pattern.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "model/formats/tensor_source.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
 #include "model/lora_config.h"
-#include "model/formats/tensor_source.h"
 #include "tests/test_paths.h"
 
 namespace {

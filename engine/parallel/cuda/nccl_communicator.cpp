@@ -41,9 +41,12 @@ std::string describe(const char* collective, const std::string& context) {
 
 ncclDataType_t nccl_type(NcclElement element) {
   switch (element) {
-    case NcclElement::F32: return ncclFloat32;
-    case NcclElement::BF16: return ncclBfloat16;
-    case NcclElement::F64: return ncclFloat64;
+    case NcclElement::F32:
+      return ncclFloat32;
+    case NcclElement::BF16:
+      return ncclBfloat16;
+    case NcclElement::F64:
+      return ncclFloat64;
   }
   fail("unknown NCCL element type {}", int(element));
 }
@@ -68,29 +71,40 @@ struct PendingCollective {
 
 size_t nccl_element_size(NcclElement element) {
   switch (element) {
-    case NcclElement::F32: return 4;
-    case NcclElement::BF16: return 2;
-    case NcclElement::F64: return 8;
+    case NcclElement::F32:
+      return 4;
+    case NcclElement::BF16:
+      return 2;
+    case NcclElement::F64:
+      return 8;
   }
   fail("unknown NCCL element type {}", int(element));
 }
 
 const char* nccl_element_name(NcclElement element) {
   switch (element) {
-    case NcclElement::F32: return "fp32";
-    case NcclElement::BF16: return "bf16";
-    case NcclElement::F64: return "fp64";
+    case NcclElement::F32:
+      return "fp32";
+    case NcclElement::BF16:
+      return "bf16";
+    case NcclElement::F64:
+      return "fp64";
   }
   return "unknown";
 }
 
 const char* nccl_collective_name(NcclCollective collective) {
   switch (collective) {
-    case NcclCollective::ReduceScatterSum: return "reduce_scatter_sum";
-    case NcclCollective::AllGather: return "all_gather";
-    case NcclCollective::AllReduceSum: return "all_reduce_sum";
-    case NcclCollective::Broadcast: return "broadcast";
-    case NcclCollective::ReduceSum: return "reduce_sum";
+    case NcclCollective::ReduceScatterSum:
+      return "reduce_scatter_sum";
+    case NcclCollective::AllGather:
+      return "all_gather";
+    case NcclCollective::AllReduceSum:
+      return "all_reduce_sum";
+    case NcclCollective::Broadcast:
+      return "broadcast";
+    case NcclCollective::ReduceSum:
+      return "reduce_sum";
   }
   return "unknown collective";
 }
@@ -102,7 +116,7 @@ struct NcclCommunicator::State {
   int world = 1;
   int device = 0;
   double timeout_s = 600.0;
-  std::string failure;  // the first failure's message; non-empty = unusable
+  std::string failure;                     // the first failure's message; non-empty = unusable
   std::vector<PendingCollective> pending;  // enqueue order
   std::vector<cudaEvent_t> spare_events;   // recycled after wait()
   std::array<NcclCollectiveTotals, kNcclCollectiveKinds> totals{};
@@ -142,9 +156,10 @@ struct NcclCommunicator::State {
       check(state, what, context);
       const double waited = seconds_since(start);
       if (waited > timeout_s) {
-        abort_with(fmt::format("rank {}: {} did not complete within {:g} s: another rank died or "
-                               "hangs",
-                               rank, describe(what, context), timeout_s));
+        abort_with(
+            fmt::format("rank {}: {} did not complete within {:g} s: another rank died or "
+                        "hangs",
+                        rank, describe(what, context), timeout_s));
       }
       pause_while_polling(waited);
     }
@@ -172,8 +187,8 @@ struct NcclCommunicator::State {
     if (status != cudaSuccess) (void)cudaGetLastError();  // not sticky; clear it
     LL_CHECK(status == cudaSuccess && (attributes.type == cudaMemoryTypeDevice ||
                                        attributes.type == cudaMemoryTypeManaged),
-             "rank {}: {}: the {} buffer is not device memory (NCCL needs GPU buffers)", rank,
-             what, role);
+             "rank {}: {}: the {} buffer is not device memory (NCCL needs GPU buffers)", rank, what,
+             role);
   }
 
   void check_padding(const NcclPadding& padding, NcclCollective kind,
@@ -228,8 +243,7 @@ NcclCommunicator::NcclCommunicator(Communicator& host, cudaStream_t stream,
   s.stream = stream;
   s.timeout_s = options.timeout_s;
   LL_CHECK(std::isfinite(s.timeout_s) && s.timeout_s > 0.0,
-           "NCCL communication timeout must be a positive number of seconds, got {}",
-           s.timeout_s);
+           "NCCL communication timeout must be a positive number of seconds, got {}", s.timeout_s);
   int device_count = 0;
   if (cudaGetDeviceCount(&device_count) != cudaSuccess) {
     (void)cudaGetLastError();  // no driver: report it as no GPU below
@@ -372,8 +386,7 @@ void NcclCommunicator::broadcast(void* buffer, int64_t count, NcclElement elemen
   s.check_device_buffer(buffer, bytes, "data", kind, context);
   if (count == 0) return;
   s.enqueue(kind, bytes, context, [&] {
-    return ncclBroadcast(buffer, buffer, size_t(count), nccl_type(element), root, s.comm,
-                         s.stream);
+    return ncclBroadcast(buffer, buffer, size_t(count), nccl_type(element), root, s.comm, s.stream);
   });
 }
 
@@ -494,9 +507,10 @@ void NcclCommunicator::wait(const std::string& context) {
       std::string what = describe(nccl_collective_name(stuck->kind), stuck->context);
       if (!context.empty() && context != stuck->context)
         what += fmt::format(", waiting for {}", context);
-      s.abort_with(fmt::format("rank {}: {} did not complete within {:g} s: another rank died or "
-                               "hangs",
-                               s.rank, what, s.timeout_s));
+      s.abort_with(
+          fmt::format("rank {}: {} did not complete within {:g} s: another rank died or "
+                      "hangs",
+                      s.rank, what, s.timeout_s));
     }
     pause_while_polling(waited);
   }
@@ -525,9 +539,9 @@ std::string NcclCommunicator::timing_summary() const {
     const NcclCollectiveTotals& t = st_->totals[size_t(k)];
     if (t.calls == 0) continue;
     if (!text.empty()) text += "; ";
-    text += fmt::format("{} {} calls, {:.1f} MiB, {:.3f} ms",
-                        nccl_collective_name(NcclCollective(k)), t.calls,
-                        double(t.bytes) / (1 << 20), t.seconds * 1e3);
+    text +=
+        fmt::format("{} {} calls, {:.1f} MiB, {:.3f} ms", nccl_collective_name(NcclCollective(k)),
+                    t.calls, double(t.bytes) / (1 << 20), t.seconds * 1e3);
   }
   return text.empty() ? std::string("no collectives") : text;
 }

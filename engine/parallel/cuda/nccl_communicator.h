@@ -86,8 +86,7 @@ class NcclCommunicator {
                   NcclElement element, const std::string& context);
 
   // values: [count] device, fp32 or fp64, summed over ranks in place.
-  void all_reduce_sum(void* values, int64_t count, NcclElement element,
-                      const std::string& context);
+  void all_reduce_sum(void* values, int64_t count, NcclElement element, const std::string& context);
 
   // buffer: [count] device; on completion every rank holds root's values.
   void broadcast(void* buffer, int64_t count, NcclElement element, int root,
@@ -102,8 +101,7 @@ class NcclCommunicator {
 
   // Stream-ordered copies between the layouts (not collectives; no wait needed before the next
   // call on the stream). flat: [T] device; padded: [W * B] device (padding zeroed by pack).
-  void pack_padded(const void* flat, void* padded, const NcclPadding& padding,
-                   NcclElement element);
+  void pack_padded(const void* flat, void* padded, const NcclPadding& padding, NcclElement element);
   void unpack_padded(const void* padded, void* flat, const NcclPadding& padding,
                      NcclElement element);
 

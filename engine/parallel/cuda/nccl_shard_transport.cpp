@@ -218,8 +218,7 @@ void NcclShardTransport::all_gather(const Tensor& shard, const Tensor& flat,
                                     const std::string& context) {
   State& s = *st_;
   check_transport_vector(shard, s.own.size(), "shard", s.rank, "all_gather", context);
-  check_transport_vector(flat, s.layout.total_size(), "flat buffer", s.rank, "all_gather",
-                         context);
+  check_transport_vector(flat, s.layout.total_size(), "flat buffer", s.rank, "all_gather", context);
   s.comm_after_backend();  // the shard is final; nothing on the backend still reads flat
   if (s.padding.is_flat()) {
     // Equal shards: the flat buffer is the padded layout; gather straight into it.
@@ -257,9 +256,10 @@ std::string NcclShardTransport::timing_summary() const {
   if (s.nccl->totals(NcclCollective::ReduceSum).calls > 0) {
     const double reduce = reduce_seconds();
     const double hidden = reduce > 0.0 ? std::clamp(1.0 - s.exposed_s / reduce, 0.0, 1.0) : 1.0;
-    text += fmt::format("; reduces exposed {:.3f} ms of {:.3f} ms ({:.0f}% hidden behind "
-                        "compute); host waited {:.3f} ms in finish_reduces",
-                        s.exposed_s * 1e3, reduce * 1e3, hidden * 100.0, s.host_wait_s * 1e3);
+    text += fmt::format(
+        "; reduces exposed {:.3f} ms of {:.3f} ms ({:.0f}% hidden behind "
+        "compute); host waited {:.3f} ms in finish_reduces",
+        s.exposed_s * 1e3, reduce * 1e3, hidden * 100.0, s.host_wait_s * 1e3);
   }
   return text;
 }

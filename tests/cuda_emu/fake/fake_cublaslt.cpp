@@ -116,10 +116,9 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmulPreferenceSetAttribute(
 
 // Shapes must agree: op(A) m x k, op(B) k x n, C and D m x n.
 cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoGetHeuristic(
-    cublasLtHandle_t, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
-    cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
-    cublasLtMatmulPreference_t, int requested, cublasLtMatmulHeuristicResult_t results[],
-    int* returned) {
+    cublasLtHandle_t, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+    cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d, cublasLtMatmulPreference_t, int requested,
+    cublasLtMatmulHeuristicResult_t results[], int* returned) {
   if (desc == nullptr || a == nullptr || b == nullptr || c == nullptr || d == nullptr ||
       returned == nullptr || (requested > 0 && results == nullptr))
     return CUBLAS_STATUS_INVALID_VALUE;
@@ -142,14 +141,11 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoGetHeuristic(
   return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t CUBLASWINAPI cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc,
-                                           const void* alpha, const void* a,
-                                           cublasLtMatrixLayout_t adesc, const void* b,
-                                           cublasLtMatrixLayout_t bdesc, const void* beta,
-                                           const void* c, cublasLtMatrixLayout_t cdesc, void* d,
-                                           cublasLtMatrixLayout_t ddesc,
-                                           const cublasLtMatmulAlgo_t*, void*, size_t,
-                                           cudaStream_t) {
+cublasStatus_t CUBLASWINAPI cublasLtMatmul(
+    cublasLtHandle_t, cublasLtMatmulDesc_t desc, const void* alpha, const void* a,
+    cublasLtMatrixLayout_t adesc, const void* b, cublasLtMatrixLayout_t bdesc, const void* beta,
+    const void* c, cublasLtMatrixLayout_t cdesc, void* d, cublasLtMatrixLayout_t ddesc,
+    const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t) {
   if (desc == nullptr || alpha == nullptr || beta == nullptr || adesc == nullptr ||
       bdesc == nullptr || cdesc == nullptr || ddesc == nullptr)
     return CUBLAS_STATUS_INVALID_VALUE;
@@ -177,18 +173,26 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_
 
 const char* CUBLASWINAPI cublasLtGetStatusName(cublasStatus_t s) {
   switch (s) {
-    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
-    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
-    default: return "CUBLAS_STATUS (emulated cuBLASLt)";
+    case CUBLAS_STATUS_SUCCESS:
+      return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default:
+      return "CUBLAS_STATUS (emulated cuBLASLt)";
   }
 }
 const char* CUBLASWINAPI cublasLtGetStatusString(cublasStatus_t s) {
   switch (s) {
-    case CUBLAS_STATUS_SUCCESS: return "success";
-    case CUBLAS_STATUS_INVALID_VALUE: return "an invalid value was used as an argument";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported by the emulated cuBLASLt";
-    default: return "error (emulated cuBLASLt)";
+    case CUBLAS_STATUS_SUCCESS:
+      return "success";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "an invalid value was used as an argument";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "not supported by the emulated cuBLASLt";
+    default:
+      return "error (emulated cuBLASLt)";
   }
 }
 

@@ -1,6 +1,6 @@
 // A host stand-in for the CUDA runtime API calls the engine makes, for the emulated CUDA build
-// (LL_CUDA_BACKEND_EMULATED): "device" memory is host memory, every stream operation runs at once on
-// the calling thread (kernels through the SIMT emulator, kernels/cuda/kernel_launch.cuh), so
+// (LL_CUDA_BACKEND_EMULATED): "device" memory is host memory, every stream operation runs at once
+// on the calling thread (kernels through the SIMT emulator, kernels/cuda/kernel_launch.cuh), so
 // streams and events only order what is already ordered. One device, reported as an 80 GiB
 // sm_90 part. New allocations are filled with 0xFF bytes (NaN as bf16 and fp32) so code that
 // reads memory it never wrote fails visibly, as it could on a GPU. Declarations come from the
@@ -119,11 +119,21 @@ cudaError_t CUDARTAPI cudaGetDeviceProperties(cudaDeviceProp* prop, int device) 
 cudaError_t CUDARTAPI cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   if (value == nullptr || device != 0) return fail(cudaErrorInvalidValue);
   switch (attr) {
-    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
-    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
-    case cudaDevAttrMultiProcessorCount: *value = 132; break;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = 227 * 1024; break;
-    default: *value = 0; break;
+    case cudaDevAttrComputeCapabilityMajor:
+      *value = 9;
+      break;
+    case cudaDevAttrComputeCapabilityMinor:
+      *value = 0;
+      break;
+    case cudaDevAttrMultiProcessorCount:
+      *value = 132;
+      break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = 227 * 1024;
+      break;
+    default:
+      *value = 0;
+      break;
   }
   return cudaSuccess;
 }
@@ -191,7 +201,8 @@ cudaError_t CUDARTAPI cudaMemsetAsync(void* dst, int value, size_t n, cudaStream
 cudaError_t CUDARTAPI cudaMemset2DAsync(void* dst, size_t pitch, int value, size_t width,
                                         size_t height, cudaStream_t) {
   if (width > pitch && height > 1) return fail(cudaErrorInvalidValue);
-  for (size_t r = 0; r < height; ++r) std::memset(static_cast<char*>(dst) + r * pitch, value, width);
+  for (size_t r = 0; r < height; ++r)
+    std::memset(static_cast<char*>(dst) + r * pitch, value, width);
   return cudaSuccess;
 }
 
@@ -258,8 +269,8 @@ cudaError_t CUDARTAPI cudaFuncGetAttributes(cudaFuncAttributes* attr, const void
   return cudaSuccess;
 }
 // The driver entry point of the bulk tensor copy descriptors is the emulator's encoder.
-cudaError_t CUDARTAPI cudaGetDriverEntryPointByVersion(const char* symbol, void** fn,
-                                                       unsigned int, unsigned long long,
+cudaError_t CUDARTAPI cudaGetDriverEntryPointByVersion(const char* symbol, void** fn, unsigned int,
+                                                       unsigned long long,
                                                        cudaDriverEntryPointQueryResult* status) {
   if (symbol == nullptr || fn == nullptr) return fail(cudaErrorInvalidValue);
   const bool known = std::strcmp(symbol, "cuTensorMapEncodeTiled") == 0;
@@ -280,24 +291,38 @@ cudaError_t CUDARTAPI cudaGetLastError() {
 cudaError_t CUDARTAPI cudaPeekAtLastError() { return g_last_error; }
 const char* CUDARTAPI cudaGetErrorName(cudaError_t e) {
   switch (e) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
-    case cudaErrorNotSupported: return "cudaErrorNotSupported";
-    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
-    default: return "cudaError (emulated runtime)";
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidDevice:
+      return "cudaErrorInvalidDevice";
+    case cudaErrorNotSupported:
+      return "cudaErrorNotSupported";
+    case cudaErrorInvalidResourceHandle:
+      return "cudaErrorInvalidResourceHandle";
+    default:
+      return "cudaError (emulated runtime)";
   }
 }
 const char* CUDARTAPI cudaGetErrorString(cudaError_t e) {
   switch (e) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInvalidDevice: return "invalid device ordinal";
-    case cudaErrorNotSupported: return "operation not supported (emulated runtime)";
-    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
-    default: return "unknown error (emulated runtime)";
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorInvalidDevice:
+      return "invalid device ordinal";
+    case cudaErrorNotSupported:
+      return "operation not supported (emulated runtime)";
+    case cudaErrorInvalidResourceHandle:
+      return "invalid resource handle";
+    default:
+      return "unknown error (emulated runtime)";
   }
 }
 

@@ -20,9 +20,9 @@
 #include "data/tokenizer.h"
 #include "engine/eval/passkey.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "model/formats/tensor_source.h"
 #include "model/llama_model.h"
 #include "model/llama_weights.h"
-#include "model/formats/tensor_source.h"
 #include "tests/data/scratch.h"
 
 using ll::test::contains;
@@ -79,8 +79,8 @@ TEST_CASE("context sizes: k is 1024, plain integers, anything else is an error")
   CHECK(ll::parse_context_sizes("256,1k,4k") == std::vector<int64_t>{256, 1024, 4096});
   CHECK(ll::parse_context_sizes("300") == std::vector<int64_t>{300});
 
-  for (const std::string bad : {"", "k", "1.5k", "-1", "0", "0k", "1kk", "abc", "1 k", " 1k",
-                                "1m", "1e3", "99999999999999999999"}) {
+  for (const std::string bad : {"", "k", "1.5k", "-1", "0", "0k", "1kk", "abc", "1 k", " 1k", "1m",
+                                "1e3", "99999999999999999999"}) {
     INFO("'" << bad << "'");
     const std::string msg = error_of([&] { ll::parse_context_size(bad); });
     CHECK(contains(msg, "'" + bad + "'"));
@@ -105,8 +105,8 @@ TEST_CASE("the trial seed and draws follow the documented derivation") {
   ll::SplitMix64 rng{s};
   CHECK(p.key == 1 + int64_t(rng.below(50000)));
   CHECK(p.depth_draw == rng.uniform());
-  CHECK(p.key_after ==
-        std::min(p.filler_repeats, int64_t(std::floor(p.depth_draw * double(p.filler_repeats + 1)))));
+  CHECK(p.key_after == std::min(p.filler_repeats,
+                                int64_t(std::floor(p.depth_draw * double(p.filler_repeats + 1)))));
 
   // Keys cover [1, 50000] and nothing else (the draw alone, no prompt needed).
   int64_t lo = 1 << 30, hi = 0;
@@ -128,7 +128,8 @@ TEST_CASE("a prompt fills its token budget, one more repetition would not fit") 
     for (int64_t c : {int64_t(200), int64_t(256), int64_t(1000), int64_t(4096), int64_t(8192)}) {
       for (int64_t t = 0; t < 4; ++t) {
         INFO(model << " context " << c << " trial " << t);
-        const ll::PasskeyPrompt p = ll::make_passkey_prompt(tok, c, ll::passkey_trial_seed(5, c, t));
+        const ll::PasskeyPrompt p =
+            ll::make_passkey_prompt(tok, c, ll::passkey_trial_seed(5, c, t));
         // The ids are BOS + the text's encoding, and the text is the documented layout.
         REQUIRE(!p.ids.empty());
         CHECK(p.ids.front() == tok.bos_id());
@@ -157,7 +158,8 @@ TEST_CASE("the key line appears once, after key_after repetitions, at the record
   std::set<int64_t> depths_seen;
   int64_t n_seen = -1;
   for (int64_t t = 0; t < 120; ++t) {
-    const ll::PasskeyPrompt p = ll::make_passkey_prompt(tok, 400, ll::passkey_trial_seed(1, 400, t));
+    const ll::PasskeyPrompt p =
+        ll::make_passkey_prompt(tok, 400, ll::passkey_trial_seed(1, 400, t));
     INFO("trial " << t << " key " << p.key);
     const std::string line = ll::passkey_key_line(p.key);
     CHECK(line == "The pass key is " + std::to_string(p.key) + ". Remember it. " +
@@ -187,8 +189,10 @@ TEST_CASE("the same seed gives the same prompts, other seeds other prompts") {
   std::set<int64_t> keys;
   std::set<std::string> texts;
   for (uint64_t seed = 0; seed < 8; ++seed) {
-    const ll::PasskeyPrompt a = ll::make_passkey_prompt(tok, 512, ll::passkey_trial_seed(seed, 512, 0));
-    const ll::PasskeyPrompt b = ll::make_passkey_prompt(tok, 512, ll::passkey_trial_seed(seed, 512, 0));
+    const ll::PasskeyPrompt a =
+        ll::make_passkey_prompt(tok, 512, ll::passkey_trial_seed(seed, 512, 0));
+    const ll::PasskeyPrompt b =
+        ll::make_passkey_prompt(tok, 512, ll::passkey_trial_seed(seed, 512, 0));
     CHECK(a.ids == b.ids);
     CHECK(a.key == b.key);
     CHECK(a.depth == b.depth);
@@ -207,7 +211,8 @@ TEST_CASE("the answer ids are the key's encoding without BOS") {
   for (const std::string& model : {kKjv, kTinyLlama}) {
     const ll::Tokenizer tok(model + "/tokenizer.model");
     for (int64_t t = 0; t < 6; ++t) {
-      const ll::PasskeyPrompt p = ll::make_passkey_prompt(tok, 300, ll::passkey_trial_seed(2, 300, t));
+      const ll::PasskeyPrompt p =
+          ll::make_passkey_prompt(tok, 300, ll::passkey_trial_seed(2, 300, t));
       CHECK(p.answer_ids == encode32(tok, std::to_string(p.key)));
       CHECK(!p.answer_ids.empty());
       CHECK(p.answer_ids.front() != tok.bos_id());
@@ -260,8 +265,8 @@ TEST_CASE("the run loop scores, counts and reports every trial") {
     if (calls++ % 3 == 2) ids.back() = ids.back() == 5 ? 6 : 5;
     return ids;
   };
-  const auto results = ll::run_passkey(tok, options, answerer,
-      [&](const ll::PasskeyContextResult& r, const ll::PasskeyTrial& t) {
+  const auto results = ll::run_passkey(
+      tok, options, answerer, [&](const ll::PasskeyContextResult& r, const ll::PasskeyTrial& t) {
         progress_calls.push_back(r.context_size * 100 + t.trial);
       });
   CHECK(calls == 6);
@@ -278,8 +283,8 @@ TEST_CASE("the run loop scores, counts and reports every trial") {
       CHECK(trial.correct == (t != 2));
       CHECK(trial.correct == (trial.generated == trial.prompt.answer_ids));
       // The same prompt as built directly from the documented seed.
-      const ll::PasskeyPrompt direct =
-          ll::make_passkey_prompt(tok, r.context_size, ll::passkey_trial_seed(42, r.context_size, int64_t(t)));
+      const ll::PasskeyPrompt direct = ll::make_passkey_prompt(
+          tok, r.context_size, ll::passkey_trial_seed(42, r.context_size, int64_t(t)));
       CHECK(trial.prompt.ids == direct.ids);
       CHECK(trial.generated_text ==
             tok.decode(std::vector<int>(trial.generated.begin(), trial.generated.end())));
@@ -303,7 +308,8 @@ TEST_CASE("the run loop scores, counts and reports every trial") {
   CHECK(j[1]["trials"] == 3);
   CHECK(j[1]["correct"] == 2);
   CHECK(j[1]["accuracy"].get<double>() == doctest::Approx(2.0 / 3.0));
-  CHECK(j[1]["prompt_tokens_mean"].get<double>() == doctest::Approx(results[1].mean_prompt_tokens()));
+  CHECK(j[1]["prompt_tokens_mean"].get<double>() ==
+        doctest::Approx(results[1].mean_prompt_tokens()));
   const nlohmann::json& d = j[1]["details"][2];
   const ll::PasskeyTrial& t2 = results[1].trials[2];
   CHECK(d["key"] == t2.prompt.key);
@@ -340,7 +346,8 @@ TEST_CASE("end to end on kjv-tiny: the generated ids are argmax of the full forw
   REQUIRE(results.size() == 1);
   int64_t correct = 0;
   for (const ll::PasskeyTrial& t : results[0].trials) {
-    INFO("trial " << t.trial << " key " << t.prompt.key << " generated '" << t.generated_text << "'");
+    INFO("trial " << t.trial << " key " << t.prompt.key << " generated '" << t.generated_text
+                  << "'");
     // Reference: grow the sequence one argmax (lowest id on ties) at a time, no cache.
     std::vector<int32_t> seq = t.prompt.ids;
     std::vector<int32_t> expected;

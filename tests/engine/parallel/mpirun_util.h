@@ -78,8 +78,8 @@ inline MpiRun run_shell(const std::string& command) {
 
 // This executable's doctest case `test_case` as `ranks` MPI processes, with `env` ("A=1 B=2")
 // set for every rank.
-inline MpiRun run_self_under_mpirun(int ranks, const std::string& env,
-                                    const std::string& test_case, int timeout_s = 60) {
+inline MpiRun run_self_under_mpirun(int ranks, const std::string& env, const std::string& test_case,
+                                    int timeout_s = 60) {
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
   return run_shell(fmt::format("{} {}'{}' --test-case='{}'", env, mpirun_prefix(ranks, timeout_s),
                                self, test_case));

@@ -51,14 +51,14 @@ MpiRun run_under_mpirun(int ranks, const std::string& mode) {
                                          "mpi child: " + mode);
 }
 
-
 void check_collectives(Communicator& communicator) {
   const int world = communicator.world_size();
   const int rank = communicator.rank();
 
   // all_reduce_sum over doubles: values[i] = (rank + 1) * (i + 1) + 2^-rank.
   std::vector<double> values(5);  // [5]
-  for (size_t i = 0; i < values.size(); ++i) values[i] = (rank + 1) * double(i + 1) + std::ldexp(1.0, -rank);
+  for (size_t i = 0; i < values.size(); ++i)
+    values[i] = (rank + 1) * double(i + 1) + std::ldexp(1.0, -rank);
   communicator.all_reduce_sum(values, "test all_reduce_sum");
   for (size_t i = 0; i < values.size(); ++i) {
     double expected = double(i + 1) * world * (world + 1) / 2.0;
@@ -101,13 +101,15 @@ void check_collectives(Communicator& communicator) {
     const auto owned = layout.shard_range(r);
     int64_t misplaced = 0;
     for (int64_t i = owned.begin; i < owned.end; ++i) misplaced += gathered[size_t(i)] != float(r);
-    CHECK_MESSAGE(misplaced == 0, "rank " << r << "'s shard misplaced in " << misplaced << " elements");
+    CHECK_MESSAGE(misplaced == 0,
+                  "rank " << r << "'s shard misplaced in " << misplaced << " elements");
   }
 
   // broadcast from the last rank.
   const int root = world - 1;
   std::vector<std::byte> bytes(37);  // [37]
-  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = std::byte(rank == root ? (i * 31 + 5) & 0xff : 0xee);
+  for (size_t i = 0; i < bytes.size(); ++i)
+    bytes[i] = std::byte(rank == root ? (i * 31 + 5) & 0xff : 0xee);
   communicator.broadcast(bytes, root, "test broadcast");
   for (size_t i = 0; i < bytes.size(); ++i) CHECK(bytes[i] == std::byte((i * 31 + 5) & 0xff));
 
@@ -116,7 +118,8 @@ void check_collectives(Communicator& communicator) {
       0x1234000000000000ull + uint64_t(rank * rank) + (rank % 2 ? 1ull << 63 : 0), "test u64");
   REQUIRE(gathered_u64.size() == size_t(world));
   for (int r = 0; r < world; ++r)
-    CHECK(gathered_u64[size_t(r)] == 0x1234000000000000ull + uint64_t(r * r) + (r % 2 ? 1ull << 63 : 0));
+    CHECK(gathered_u64[size_t(r)] ==
+          0x1234000000000000ull + uint64_t(r * r) + (r % 2 ? 1ull << 63 : 0));
   communicator.barrier("test barrier");
 
   // Bad arguments are refused on every rank before any rank enters MPI.
@@ -144,7 +147,8 @@ void check_agreement(Communicator& communicator) {
     CHECK(contains(message, fmt::format("rank {}: rank 1 (hash {:#018x}) differs from rank 0 "
                                         "(hash {:#018x})",
                                         communicator.rank(), rank1, same)));
-    CHECK(contains(message, "in model/config/data: every rank must run the same command on the same files"));
+    CHECK(contains(message,
+                   "in model/config/data: every rank must run the same command on the same files"));
     CHECK(!contains(message, "rank 2 (hash"));
   }
 }
@@ -186,16 +190,19 @@ TEST_CASE("mpi child: timeout") {
     message = e.what();
   }
   const double waited = seconds_since(start);
-  CHECK(message == "rank 0: all_reduce_sum (step 12 gradients) did not complete within 2 s: "
-                   "another rank died or hangs");
+  CHECK(message ==
+        "rank 0: all_reduce_sum (step 12 gradients) did not complete within 2 s: "
+        "another rank died or hangs");
   CHECK(waited >= kTimeoutTestSeconds);
   CHECK(waited < kTimeoutTestSeconds + 3.0);
   // The communicator is unusable now; a later call says why.
-  CHECK_THROWS_WITH_AS(communicator->barrier("step 13"),
-                       doctest::Contains("barrier (step 13) cannot run after an earlier failure (rank 0: "
-                                         "all_reduce_sum (step 12 gradients) did not complete"),
-                       ll::Error);
-  if (message.find("did not complete within 2 s") != std::string::npos && waited >= 2.0 && waited < 5.0)
+  CHECK_THROWS_WITH_AS(
+      communicator->barrier("step 13"),
+      doctest::Contains("barrier (step 13) cannot run after an earlier failure (rank 0: "
+                        "all_reduce_sum (step 12 gradients) did not complete"),
+      ll::Error);
+  if (message.find("did not complete within 2 s") != std::string::npos && waited >= 2.0 &&
+      waited < 5.0)
     std::printf("TIMEOUT_OK rank 0 waited %.2f s\n", waited);
   std::fflush(stdout);
   communicator->abort_world(message, 3);
@@ -207,9 +214,11 @@ TEST_CASE("collectives under mpirun with 2 ranks and 3 ranks (uneven shards)") {
   for (int ranks : {2, 3}) {
     const MpiRun run = run_under_mpirun(ranks, "collectives");
     INFO("mpirun -np " << ranks << " exited with " << run.exit_code << " after " << run.seconds
-                       << " s; output:\n" << run.output);
+                       << " s; output:\n"
+                       << run.output);
     CHECK(run.exit_code == 0);
-    for (int r = 0; r < ranks; ++r) CHECK(contains(run.output, fmt::format("CHILD_OK rank {} of {}", r, ranks)));
+    for (int r = 0; r < ranks; ++r)
+      CHECK(contains(run.output, fmt::format("CHILD_OK rank {} of {}", r, ranks)));
   }
 }
 
@@ -220,8 +229,9 @@ TEST_CASE("a rank that hangs makes the others fail within the timeout, and abort
   INFO("mpirun exited with " << run.exit_code << " after " << run.seconds << " s; output:\n"
                              << run.output);
   CHECK(contains(run.output, "TIMEOUT_OK rank 0"));
-  CHECK(contains(run.output, "rank 0: all_reduce_sum (step 12 gradients) did not complete within 2 s: "
-                             "another rank died or hangs"));
+  CHECK(contains(run.output,
+                 "rank 0: all_reduce_sum (step 12 gradients) did not complete within 2 s: "
+                 "another rank died or hangs"));
   CHECK(run.exit_code == 3);  // abort_world's code, passed on by mpirun
   CHECK(!contains(run.output, "HUNG_RANK_WAS_NOT_STOPPED"));
   // The hung rank sleeps 30 s: the whole run ending well before shows that it was stopped.

@@ -37,7 +37,7 @@ TEST_CASE("single-process collectives copy and check their sizes") {
   CHECK(sums == std::vector<double>{1.5, -2.0, 3.25});
 
   const std::vector<float> full = {1.0f, 2.0f, 3.0f, 4.0f, 5.0f};  // [5]
-  const std::vector<int64_t> shard_sizes = {5};                   // [world]
+  const std::vector<int64_t> shard_sizes = {5};                    // [world]
   std::vector<float> shard(5, -1.0f);                              // [5]
   communicator.reduce_scatter_sum(full, shard, shard_sizes, "test");
   CHECK(shard == full);
@@ -55,9 +55,9 @@ TEST_CASE("single-process collectives copy and check their sizes") {
   CHECK_THROWS_WITH_AS(communicator.broadcast(bytes, 1, "test"),
                        "broadcast: root rank 1 does not exist in a world of 1", ll::Error);
   std::vector<float> short_shard(4);  // [4]
-  CHECK_THROWS_WITH_AS(
-      communicator.reduce_scatter_sum(full, short_shard, shard_sizes, "test"),
-      "reduce_scatter_sum: rank 0's shard holds 5 elements but its buffer has 4", ll::Error);
+  CHECK_THROWS_WITH_AS(communicator.reduce_scatter_sum(full, short_shard, shard_sizes, "test"),
+                       "reduce_scatter_sum: rank 0's shard holds 5 elements but its buffer has 4",
+                       ll::Error);
   CHECK_THROWS_WITH_AS(communicator.all_gather(shard, gathered, std::vector<int64_t>{2, 3}, "test"),
                        "all_gather: 2 shard sizes given for a world of 1 ranks", ll::Error);
   CHECK_THROWS_WITH_AS(communicator.all_gather(shard, gathered, std::vector<int64_t>{4}, "test"),
@@ -70,7 +70,8 @@ TEST_CASE("FNV-1a matches its published test vectors; one rank always agrees wit
   CHECK(fnv1a_64("a") == 0xaf63dc4c8601ec8cull);
   CHECK(fnv1a_64("foobar") == 0x85944171f73967e8ull);
   SingleProcessCommunicator communicator;
-  CHECK_NOTHROW(check_ranks_agree(communicator, fnv1a_64("model.bin ctx 512"), "model/config/data"));
+  CHECK_NOTHROW(
+      check_ranks_agree(communicator, fnv1a_64("model.bin ctx 512"), "model/config/data"));
 }
 
 #if defined(LL_HAVE_MPI)

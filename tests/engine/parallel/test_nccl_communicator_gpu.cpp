@@ -2,10 +2,10 @@
 //
 // World of one (any machine with a GPU): every collective is a copy, checked bitwise against
 // the host values with outputs poisoned (NaN bytes) beforehand so that an element left unwritten
-// fails; pack_padded / unpack_padded against the host reference (engine/parallel/nccl_padding.h) with the
-// uneven shards of a 3-rank layout; bad arguments become ll::Error and leave the communicator
-// usable; a collective stuck behind a stalled stream times out, names rank, collective and
-// context, and leaves the communicator aborted; and the collectives' time is accumulated and
+// fails; pack_padded / unpack_padded against the host reference (engine/parallel/nccl_padding.h)
+// with the uneven shards of a 3-rank layout; bad arguments become ll::Error and leave the
+// communicator usable; a collective stuck behind a stalled stream times out, names rank, collective
+// and context, and leaves the communicator aborted; and the collectives' time is accumulated and
 // printed as the "NCCL timing:" line that scripts/gpu_check.sh copies into its report.
 //
 // Several ranks (only where MPI is built, mpirun exists and the machine has >= 2 GPUs; skipped
@@ -34,9 +34,9 @@
 #include "engine/parallel/communicator.h"
 #include "engine/parallel/nccl_padding.h"
 #include "engine/parallel/shard_layout.h"
-#include "tests/error_text.h"
 #include "tests/engine/parallel/mpirun_util.h"
 #include "tests/engine/parallel/nccl_test_util.h"
+#include "tests/error_text.h"
 #include "tests/gpu_skip.h"
 
 #if defined(LL_HAVE_NCCL)
@@ -118,7 +118,6 @@ DeviceBuffer<ll::test::bf16> upload_bf16_now(const std::vector<float>& values) {
   return d;
 }
 
-
 }  // namespace
 #endif
 
@@ -143,8 +142,8 @@ TEST_CASE("NCCL world of one: every collective copies exactly, padding packs lik
 
   SUBCASE("reduce_scatter_sum and all_gather, fp32 and bf16, bitwise") {
     const std::vector<float> values = random_floats(rng, total);  // [T]
-    auto d_full = upload_now(values);              // [W * B] = [T]
-    auto d_shard = poisoned_buffer<float>(total);  // [B]
+    auto d_full = upload_now(values);                             // [W * B] = [T]
+    auto d_shard = poisoned_buffer<float>(total);                 // [B]
     comm.reduce_scatter_sum(d_full.get(), d_shard.get(), padding, NcclElement::F32, "test rs");
     comm.wait("test rs");
     CHECK_MESSAGE(same_bytes(download(d_shard), values), "reduce-scattered fp32 shard differs");
@@ -208,7 +207,7 @@ TEST_CASE("NCCL world of one: every collective copies exactly, padding packs lik
     for (const int64_t t : {int64_t(100025), int64_t(100026), int64_t(5), int64_t(2)}) {
       INFO("T " << t);
       const NcclPadding uneven(ShardLayout({t}, 3).shard_sizes());
-      const std::vector<float> flat = random_floats(rng, size_t(t));          // [T]
+      const std::vector<float> flat = random_floats(rng, size_t(t));  // [T]
       const std::vector<float> want = ll::dist::pad_flat<float>(flat, uneven, 0.0f);
       auto d_flat = upload_now(flat);
       auto d_padded = poisoned_buffer<float>(size_t(uneven.padded_size()));  // [3 * B]
@@ -323,11 +322,11 @@ TEST_CASE("NCCL collective timing on a LoRA+-sized fp32 buffer (world of one)") 
   const auto info = ll::cuda::device_info(comm.device());
   int version = 0;  // the library's, e.g. 22803 for 2.28.3
   LL_NCCL_CHECK(ncclGetVersion(&version));
-  std::printf("NCCL timing: %s, NCCL %d, world of 1, %lld fp32 (%.0f MiB): reduce_scatter_sum "
-              "%.3f ms (%.0f GiB/s), all_gather %.3f ms (%.0f GiB/s), mean of %d; totals: %s\n",
-              info.name.c_str(), version, static_cast<long long>(total), gib * 1024,
-              rs_ms, gib / (rs_ms * 1e-3), ag_ms, gib / (ag_ms * 1e-3), kRepeats,
-              comm.timing_summary().c_str());
+  std::printf(
+      "NCCL timing: %s, NCCL %d, world of 1, %lld fp32 (%.0f MiB): reduce_scatter_sum "
+      "%.3f ms (%.0f GiB/s), all_gather %.3f ms (%.0f GiB/s), mean of %d; totals: %s\n",
+      info.name.c_str(), version, static_cast<long long>(total), gib * 1024, rs_ms,
+      gib / (rs_ms * 1e-3), ag_ms, gib / (ag_ms * 1e-3), kRepeats, comm.timing_summary().c_str());
   std::fflush(stdout);
 #endif
 }
@@ -376,11 +375,10 @@ TEST_CASE("NCCL collective stuck behind a stalled stream times out and aborts") 
     CHECK(waited >= kTimeout);
     CHECK(waited < kTimeout + 2.5);  // the timeout, then the abort (waits for the stall's end)
     CHECK(comm.failure() == message);
-    CHECK(contains(error_of([&] {
-                     comm.all_reduce_sum(d_full.get(), 4, NcclElement::F32, "step 13");
-                   }),
-                   "rank 0: all_reduce_sum (step 13) cannot run after an earlier NCCL failure "
-                   "(rank 0: reduce_scatter_sum (step 12 gradients) did not complete"));
+    CHECK(contains(
+        error_of([&] { comm.all_reduce_sum(d_full.get(), 4, NcclElement::F32, "step 13"); }),
+        "rank 0: all_reduce_sum (step 13) cannot run after an earlier NCCL failure "
+        "(rank 0: reduce_scatter_sum (step 12 gradients) did not complete"));
   }
   // The abandoned collective may still write its buffers: let the stream drain before they go.
   sync(stream.handle);
@@ -509,8 +507,9 @@ TEST_CASE("nccl child: timeout") {
     comm.wait("step 12 gradient norm");
   });
   const double waited = seconds_since(start);
-  CHECK(message == "rank 0: all_reduce_sum (step 12 gradient norm) did not complete within 2 s: "
-                   "another rank died or hangs");
+  CHECK(message ==
+        "rank 0: all_reduce_sum (step 12 gradient norm) did not complete within 2 s: "
+        "another rank died or hangs");
   if (contains(message, "did not complete within 2 s") && waited >= kTimeout &&
       waited < kTimeout + 3.0)
     std::printf("TIMEOUT_OK rank 0 waited %.2f s\n", waited);
@@ -540,8 +539,9 @@ TEST_CASE("NCCL across 2 GPUs under mpirun: collectives, and a hung rank times o
   require_gpu_and_nccl();
 #if defined(LL_HAVE_NCCL)
 #if !defined(LL_HAVE_MPI)
-  std::printf("SKIP (this case only): multi-rank NCCL needs the MPI communicator; this build has "
-              "none (LL_ENABLE_MPI=OFF)\n");
+  std::printf(
+      "SKIP (this case only): multi-rank NCCL needs the MPI communicator; this build has "
+      "none (LL_ENABLE_MPI=OFF)\n");
   return;
 #else
   if (ll::cuda::device_count() < 2) {
@@ -567,8 +567,9 @@ TEST_CASE("NCCL across 2 GPUs under mpirun: collectives, and a hung rank times o
     INFO("mpirun exited with " << run.exit_code << " after " << run.seconds << " s; output:\n"
                                << run.output);
     CHECK(contains(run.output, "TIMEOUT_OK rank 0"));
-    CHECK(contains(run.output, "rank 0: all_reduce_sum (step 12 gradient norm) did not complete "
-                               "within 2 s: another rank died or hangs"));
+    CHECK(contains(run.output,
+                   "rank 0: all_reduce_sum (step 12 gradient norm) did not complete "
+                   "within 2 s: another rank died or hangs"));
     CHECK(run.exit_code == 3);  // abort_world's code, passed on by mpirun
     CHECK(!contains(run.output, "HUNG_RANK_WAS_NOT_STOPPED"));
     CHECK(run.seconds < 25.0);  // the hung rank sleeps 30 s: it was stopped

@@ -1,7 +1,7 @@
-// The padded layout NCCL's equal-count collectives use (engine/parallel/nccl_padding.h), against brute
-// force: for ShardLayout's uneven shards over many totals and world sizes 1..9, the block size
-// is ceil(T / W), every flat element lands in its rank's block at the offset the shard gives it,
-// pad_flat / unpad round-trip, padding positions hold the fill value and nothing else does, and
+// The padded layout NCCL's equal-count collectives use (engine/parallel/nccl_padding.h), against
+// brute force: for ShardLayout's uneven shards over many totals and world sizes 1..9, the block
+// size is ceil(T / W), every flat element lands in its rank's block at the offset the shard gives
+// it, pad_flat / unpad round-trip, padding positions hold the fill value and nothing else does, and
 // bad input (no ranks, negative sizes, wrong buffer sizes, indices out of range) is refused.
 #include <doctest/doctest.h>
 
@@ -108,9 +108,11 @@ TEST_CASE("NCCL padding refuses bad input with a clear message") {
   CHECK(message_of([&] { (void)padding.padded_offset(2); }).find("rank 2 outside a world of 2") !=
         std::string::npos);
   const std::vector<float> wrong_flat(4);
-  CHECK(message_of([&] { (void)ll::dist::pad_flat<float>(wrong_flat, padding, 0.0f); })
-            .find("flat buffer has 4 elements, the shards 3") != std::string::npos);
+  CHECK(message_of([&] {
+          (void)ll::dist::pad_flat<float>(wrong_flat, padding, 0.0f);
+        }).find("flat buffer has 4 elements, the shards 3") != std::string::npos);
   const std::vector<float> wrong_padded(3);
-  CHECK(message_of([&] { (void)ll::dist::unpad<float>(wrong_padded, padding); })
-            .find("padded buffer has 3 elements, expected 4") != std::string::npos);
+  CHECK(message_of([&] {
+          (void)ll::dist::unpad<float>(wrong_padded, padding);
+        }).find("padded buffer has 3 elements, expected 4") != std::string::npos);
 }

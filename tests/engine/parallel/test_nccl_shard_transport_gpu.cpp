@@ -1,5 +1,5 @@
-// The NCCL shard transport (engine/parallel/cuda/nccl_shard_transport.h) and the grouped reduce under it
-// (NcclCommunicator::reduce_sum), on the CUDA backend's tensors.
+// The NCCL shard transport (engine/parallel/cuda/nccl_shard_transport.h) and the grouped reduce
+// under it (NcclCommunicator::reduce_sum), on the CUDA backend's tensors.
 //
 // World of one (any machine with a GPU): buckets of the flat gradient in a shuffled order (empty
 // ones and the whole range included) land bitwise in the gradient shard, which is poisoned with
@@ -35,9 +35,9 @@
 #include "engine/parallel/communicator.h"
 #include "engine/parallel/shard_layout.h"
 #include "engine/parallel/shard_transport.h"
-#include "tests/error_text.h"
 #include "tests/engine/parallel/mpirun_util.h"
 #include "tests/engine/parallel/nccl_test_util.h"
+#include "tests/error_text.h"
 #include "tests/gpu_skip.h"
 
 #if defined(LL_HAVE_NCCL)
@@ -113,7 +113,6 @@ std::vector<FlatRange> shuffled_buckets(const ShardLayout& layout, std::mt19937_
   return buckets;
 }
 
-
 }  // namespace
 #endif
 
@@ -136,7 +135,7 @@ TEST_CASE("NCCL shard transport, world of one: buckets reduce bitwise into the s
     INFO("seed " << seed);
     std::mt19937_64 rng(seed);
     const std::vector<float> values = ll::test::random_uniform(rng, size_t(total), -3.0f, 3.0f);
-    OwnedTensor flat_grad = put(gpu, values);                     // [T]
+    OwnedTensor flat_grad = put(gpu, values);                    // [T]
     OwnedTensor grad_shard = gpu.allocate({total}, DType::F32);  // [T]: the one shard
 
     // Buckets in a shuffled order, as a backward finishes them.
@@ -247,17 +246,25 @@ TEST_CASE("NCCL reduce_sum groups several pieces into one collective (world of o
     // Bad pieces never reach NCCL.
     std::vector<float> host_buffer(16);
     const NcclReducePiece bad_root{d_values.get(), d_out.get(), 16, 1};
-    CHECK(contains(error_of([&] { comm.reduce_sum({&bad_root, 1}, NcclElement::F32, "g"); }),
+    CHECK(contains(error_of([&] {
+                     comm.reduce_sum({&bad_root, 1}, NcclElement::F32, "g");
+                   }),
                    "rank 0: reduce_sum (g): piece 0 has root rank 1, which does not exist in a "
                    "world of 1"));
     const NcclReducePiece negative{d_values.get(), d_out.get(), -1, 0};
-    CHECK(contains(error_of([&] { comm.reduce_sum({&negative, 1}, NcclElement::F32, "g"); }),
+    CHECK(contains(error_of([&] {
+                     comm.reduce_sum({&negative, 1}, NcclElement::F32, "g");
+                   }),
                    "piece 0 has negative count -1"));
     const NcclReducePiece on_host{host_buffer.data(), d_out.get(), 16, 0};
-    CHECK(contains(error_of([&] { comm.reduce_sum({&on_host, 1}, NcclElement::F32, "g"); }),
+    CHECK(contains(error_of([&] {
+                     comm.reduce_sum({&on_host, 1}, NcclElement::F32, "g");
+                   }),
                    "reduce_sum (g): the send (input) buffer is not device memory"));
     const NcclReducePiece no_recv{d_values.get(), nullptr, 16, 0};
-    CHECK(contains(error_of([&] { comm.reduce_sum({&no_recv, 1}, NcclElement::F32, "g"); }),
+    CHECK(contains(error_of([&] {
+                     comm.reduce_sum({&no_recv, 1}, NcclElement::F32, "g");
+                   }),
                    "reduce_sum (g): the recv (output) buffer is null"));
     CHECK(comm.failure().empty());
     CHECK(comm.totals(NcclCollective::ReduceSum).calls == 2);
@@ -290,13 +297,13 @@ TEST_CASE("NCCL shard transport: bad dtypes, shapes, ranges and backends are ll:
   CHECK(contains(ll::dist::make_shard_transport(gpu, host, layout)->name(), "NCCL "));
 
   auto transport = ll::dist::make_nccl_shard_transport(gpu, host, layout, {.timeout_s = 60.0});
-  const std::vector<float> values = {1,  2,  3,  4,  5,  6,  7,  8,
+  const std::vector<float> values = {1, 2,  3,  4,  5,  6,  7,  8,
                                      9, 10, 11, 12, 13, 14, 15, 16};  // [16]
-  OwnedTensor grad = put(gpu, values);                          // [16]
-  OwnedTensor shard = gpu.allocate({16}, DType::F32);           // [16]
-  OwnedTensor grad_bf16 = gpu.allocate({16}, DType::BF16);      // wrong dtype
-  OwnedTensor long_grad = gpu.allocate({17}, DType::F32);       // wrong size
-  OwnedTensor square = gpu.allocate({4, 4}, DType::F32);        // wrong rank
+  OwnedTensor grad = put(gpu, values);                                // [16]
+  OwnedTensor shard = gpu.allocate({16}, DType::F32);                 // [16]
+  OwnedTensor grad_bf16 = gpu.allocate({16}, DType::BF16);            // wrong dtype
+  OwnedTensor long_grad = gpu.allocate({17}, DType::F32);             // wrong size
+  OwnedTensor square = gpu.allocate({4, 4}, DType::F32);              // wrong rank
   const std::string ctx = "step 3 gradients";
   auto reduce = [&](const Tensor& g, int64_t b, int64_t e, const Tensor& s) {
     return error_of([&] { transport->start_reduce(g, b, e, s, ctx); });
@@ -368,8 +375,8 @@ TEST_CASE("nccl transport child: buckets") {
     // all_gather of uneven shards: shard value of flat index i is i / 4 on every rank.
     std::vector<float> mine(static_cast<size_t>(own.size()));  // [shard]
     for (int64_t k = 0; k < own.size(); ++k) mine[size_t(k)] = float(own.begin + k) / 4.0f;
-    OwnedTensor master = put(gpu, mine);                     // [shard]
-    OwnedTensor flat = gpu.allocate({total}, DType::F32);    // [T]
+    OwnedTensor master = put(gpu, mine);                   // [shard]
+    OwnedTensor flat = gpu.allocate({total}, DType::F32);  // [T]
     poison(gpu, *flat);
     transport->all_gather(*master, *flat, "test parameters");
     const std::vector<float> gathered = get(gpu, *flat);
@@ -394,8 +401,9 @@ TEST_CASE("NCCL shard transport across 2 GPUs under mpirun") {
   require_gpu_and_nccl();
 #if defined(LL_HAVE_NCCL)
 #if !defined(LL_HAVE_MPI)
-  std::printf("SKIP (this case only): multi-rank NCCL needs the MPI communicator; this build has "
-              "none (LL_ENABLE_MPI=OFF)\n");
+  std::printf(
+      "SKIP (this case only): multi-rank NCCL needs the MPI communicator; this build has "
+      "none (LL_ENABLE_MPI=OFF)\n");
   return;
 #else
   if (ll::cuda::device_count() < 2) {

@@ -33,7 +33,8 @@ bool contains(const std::string& text, const std::string& part) {
 std::vector<int64_t> ranks_reads(const RankWindows& windows, int64_t step) {
   std::vector<int64_t> reads;  // [W*k]
   for (int r = 0; r < windows.world_size(); ++r)
-    for (int64_t j = 0; j < windows.grad_accum(); ++j) reads.push_back(windows.read_index(step, r, j));
+    for (int64_t j = 0; j < windows.grad_accum(); ++j)
+      reads.push_back(windows.read_index(step, r, j));
   return reads;
 }
 
@@ -46,7 +47,8 @@ TEST_CASE("every step's reads over ranks are the single process's, disjoint, in 
       CAPTURE(world);
       CAPTURE(accum);
       REQUIRE(windows.reads_per_step() == world * accum);
-      std::vector<int64_t> all_reads;  // every read of the first 5 steps, in (step, rank, micro) order
+      std::vector<int64_t>
+          all_reads;  // every read of the first 5 steps, in (step, rank, micro) order
       for (int64_t step = 0; step < 5; ++step) {
         CAPTURE(step);
         const std::vector<int64_t> reads = ranks_reads(windows, step);
@@ -62,7 +64,8 @@ TEST_CASE("every step's reads over ranks are the single process's, disjoint, in 
         for (int r = 0; r < world; ++r) {
           CHECK(windows.first_read(step, r) == step * world * accum + r * accum);
           for (int64_t j = 0; j < accum; ++j) {
-            CHECK(windows.read_index(step, r, j) == windows.single_process_read_index(step, r * accum + j));
+            CHECK(windows.read_index(step, r, j) ==
+                  windows.single_process_read_index(step, r * accum + j));
             CHECK(windows.rank_read(windows.read_index(step, r, j)) == RankRead{step, r, j});
           }
         }
@@ -99,7 +102,8 @@ TEST_CASE("under shuffled epoch orders the ranks read the single process's windo
           // The single process's micro-batch m reads entry (s*W*k + m) of the epoch stream.
           for (int64_t m = 0; m < world * accum; ++m) {
             const int64_t read = step * world * accum + m;
-            single.push_back(ll::shuffled_epoch_order(per_epoch, seed, read / per_epoch)[size_t(read % per_epoch)]);
+            single.push_back(ll::shuffled_epoch_order(per_epoch, seed,
+                                                      read / per_epoch)[size_t(read % per_epoch)]);
           }
           CHECK(ranks == single);
         }
@@ -163,16 +167,21 @@ TEST_CASE("W loaders that seek once per step read what one loader with accumulat
 
 TEST_CASE("bad world sizes, ranks, micro-batches and positions are refused with a message") {
   CHECK(contains(error_of([] { RankWindows(0, 1); }), "the world size must be at least 1, got 0"));
-  CHECK(contains(error_of([] { RankWindows(2, 0); }), "gradient accumulation must be at least 1, got 0"));
+  CHECK(contains(error_of([] { RankWindows(2, 0); }),
+                 "gradient accumulation must be at least 1, got 0"));
   const RankWindows windows(3, 2);
   CHECK(contains(error_of([&] { windows.read_index(0, 3, 0); }), "rank 3 is outside [0, 3)"));
   CHECK(contains(error_of([&] { windows.read_index(0, -1, 0); }), "rank -1 is outside [0, 3)"));
-  CHECK(contains(error_of([&] { windows.read_index(0, 0, 2); }), "micro-batch 2 is outside [0, 2)"));
+  CHECK(
+      contains(error_of([&] { windows.read_index(0, 0, 2); }), "micro-batch 2 is outside [0, 2)"));
   CHECK(contains(error_of([&] { windows.read_index(-1, 0, 0); }), "step -1 is negative"));
   CHECK(contains(error_of([&] { windows.single_process_read_index(0, 6); }),
                  "micro-batch 6 of the single process is outside [0, 6)"));
   CHECK(contains(error_of([&] { windows.rank_read(-2); }), "read index -2 is negative"));
-  CHECK(contains(error_of([] { loader_position(3, 0); }), "an epoch must hold at least one window, got 0"));
-  CHECK(contains(error_of([] { read_of_position({1, 5}, 5); }),
+  CHECK(contains(error_of([] { loader_position(3, 0); }),
+                 "an epoch must hold at least one window, got 0"));
+  CHECK(contains(error_of([] {
+                   read_of_position({1, 5}, 5);
+                 }),
                  "loader position (epoch 1, window 5) is outside an epoch of 5 windows"));
 }

@@ -42,7 +42,8 @@ std::vector<float> shard_from_pieces(const ShardLayout& layout, int rank) {
     REQUIRE(p.offset_in_shard + p.count <= int64_t(shard.size()));
     for (int64_t k = 0; k < p.count; ++k) {
       float& slot = shard[size_t(p.offset_in_shard + k)];
-      CHECK_MESSAGE(std::isnan(slot), "shard element " << p.offset_in_shard + k << " written twice");
+      CHECK_MESSAGE(std::isnan(slot),
+                    "shard element " << p.offset_in_shard + k << " written twice");
       slot = element_value(p.tensor, p.offset_in_tensor + k);
     }
   }
@@ -124,7 +125,8 @@ TEST_CASE("re-sharding W1 -> W2 puts every element where the W2 layout wants it,
             REQUIRE(p.count > 0);
             REQUIRE(p.old_rank >= 0);
             REQUIRE(p.old_rank < w1);
-            REQUIRE(p.offset_in_old_shard + p.count <= int64_t(old_shards[size_t(p.old_rank)].size()));
+            REQUIRE(p.offset_in_old_shard + p.count <=
+                    int64_t(old_shards[size_t(p.old_rank)].size()));
             REQUIRE(p.offset_in_new_shard + p.count <= int64_t(shard.size()));
             for (int64_t k = 0; k < p.count; ++k)
               shard[size_t(p.offset_in_new_shard + k)] =
@@ -177,16 +179,16 @@ TEST_CASE("a 7B-sized layout: shard boundaries fall inside tensors and pieces su
 TEST_CASE("bad layouts and mismatched re-sharding are clear errors") {
   CHECK_THROWS_WITH_AS(ShardLayout({1, 2}, 0), "shard layout: world size must be at least 1, got 0",
                        ll::Error);
-  CHECK_THROWS_WITH_AS(ShardLayout({1, -2}, 2), "shard layout: trainable tensor 1 has negative size -2",
-                       ll::Error);
+  CHECK_THROWS_WITH_AS(ShardLayout({1, -2}, 2),
+                       "shard layout: trainable tensor 1 has negative size -2", ll::Error);
   const ShardLayout layout({4, 5}, 2);
   CHECK_THROWS_WITH_AS(layout.shard_range(2), "shard layout: rank 2 is outside [0, 2)", ll::Error);
   CHECK_THROWS_AS(layout.pieces(-1), ll::Error);
   CHECK_THROWS_WITH_AS(reshard_pieces(ShardLayout({4, 5, 1}, 3), layout, 0),
                        doctest::Contains("the checkpoint has 3 trainable tensors, this run 2"),
                        ll::Error);
-  CHECK_THROWS_WITH_AS(reshard_pieces(ShardLayout({4, 6}, 3), layout, 0),
-                       doctest::Contains("trainable tensor 1 has 6 elements in the checkpoint but 5"),
-                       ll::Error);
+  CHECK_THROWS_WITH_AS(
+      reshard_pieces(ShardLayout({4, 6}, 3), layout, 0),
+      doctest::Contains("trainable tensor 1 has 6 elements in the checkpoint but 5"), ll::Error);
   CHECK_THROWS_AS(reshard_pieces(ShardLayout({4, 5}, 3), layout, 2), ll::Error);
 }

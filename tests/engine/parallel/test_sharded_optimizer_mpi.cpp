@@ -50,8 +50,8 @@ using ll::test::require_mpirun;
 namespace {
 
 constexpr const char* kChildVariable = "LL_DIST_TEST_CHILD";
-constexpr const char* kSaveDirVariable = "LL_DIST_TEST_SAVE_DIR";        // write shards after step 3
-constexpr const char* kResumeDirVariable = "LL_DIST_TEST_RESUME_DIR";    // read them, go on at 4
+constexpr const char* kSaveDirVariable = "LL_DIST_TEST_SAVE_DIR";      // write shards after step 3
+constexpr const char* kResumeDirVariable = "LL_DIST_TEST_RESUME_DIR";  // read them, go on at 4
 constexpr const char* kResumeWorldVariable = "LL_DIST_TEST_RESUME_WORLD";  // their world size
 constexpr int64_t kSteps = 6;
 constexpr int64_t kSaveAfterStep = 3;
@@ -215,8 +215,8 @@ double check_close(const std::vector<float>& got, const std::vector<float>& want
 // Every rank holds the same bytes: FNV-1a of the flat masters, gathered and compared.
 void check_identical_on_all_ranks(Communicator& comm, const std::vector<float>& flat,
                                   const std::string& what) {
-  const uint64_t hash = fnv1a_64(std::string_view(reinterpret_cast<const char*>(flat.data()),
-                                                  flat.size() * sizeof(float)));
+  const uint64_t hash = fnv1a_64(
+      std::string_view(reinterpret_cast<const char*>(flat.data()), flat.size() * sizeof(float)));
   const std::vector<uint64_t> hashes = comm.all_gather_u64(hash, what);
   for (size_t r = 0; r < hashes.size(); ++r)
     CHECK_MESSAGE(hashes[r] == hashes[0], what << ": rank " << r << " differs from rank 0");
@@ -319,12 +319,14 @@ int run_and_compare(Communicator& comm, CpuBackend& backend, ShardedOptimizer& o
     check_close(shard.master, slice(want), fmt::format("step {} master shard", step));
     check_close(shard.exp_avg, slice(flat_state(backend, reference, &TrainableParam::exp_avg)),
                 fmt::format("step {} exp_avg shard", step));
-    check_close(shard.exp_avg_sq, slice(flat_state(backend, reference, &TrainableParam::exp_avg_sq)),
+    check_close(shard.exp_avg_sq,
+                slice(flat_state(backend, reference, &TrainableParam::exp_avg_sq)),
                 fmt::format("step {} exp_avg_sq shard", step));
-    std::printf("rank %d of %d: step %lld norm %.9g (reference %.9g)%s, weights' relative "
-                "error %.2g\n",
-                rank, world, static_cast<long long>(step), norm, reference_norm,
-                clipped ? " clipped" : "", error);
+    std::printf(
+        "rank %d of %d: step %lld norm %.9g (reference %.9g)%s, weights' relative "
+        "error %.2g\n",
+        rank, world, static_cast<long long>(step), norm, reference_norm, clipped ? " clipped" : "",
+        error);
 
     if (!save_dir.empty() && step == kSaveAfterStep) {
       // A checkpoint: every rank its optimizer shard, rank 0 the full parameters.
@@ -369,7 +371,8 @@ OptimizerShard resume_from(const std::string& dir, int from_world, CpuBackend& b
   const OptimizerShard mine = reshard_optimizer_state(from, shards, to, rank);
   // The shards' masters and rank 0's parameters are the same bytes (the all-gather made them so).
   const FlatRange range = to.shard_range(rank);
-  CHECK(mine.master == std::vector<float>(masters.begin() + range.begin, masters.begin() + range.end));
+  CHECK(mine.master ==
+        std::vector<float>(masters.begin() + range.begin, masters.begin() + range.end));
   return mine;
 }
 
@@ -424,7 +427,8 @@ MpiRun run_under_mpirun(int ranks, const std::string& mode, const std::string& e
 
 void check_run(const MpiRun& run, int ranks) {
   INFO("mpirun -np " << ranks << " exited with " << run.exit_code << " after " << run.seconds
-                     << " s; output:\n" << run.output);
+                     << " s; output:\n"
+                     << run.output);
   CHECK(run.exit_code == 0);
   for (int r = 0; r < ranks; ++r)
     CHECK(contains(run.output, fmt::format("CHILD_OK rank {} of {}", r, ranks)));
@@ -457,7 +461,7 @@ TEST_CASE("optimizer shards written by 3 ranks resume on 2 ranks and continue th
   const std::string save = fmt::format("{}='{}'", kSaveDirVariable, dir.path().string());
   check_run(run_under_mpirun(3, "steps", save), 3);
   for (int r = 0; r < 3; ++r) REQUIRE(std::filesystem::exists(shard_path(dir.path().string(), r)));
-  const std::string resume = fmt::format("{}='{}' {}=3", kResumeDirVariable, dir.path().string(),
-                                         kResumeWorldVariable);
+  const std::string resume =
+      fmt::format("{}='{}' {}=3", kResumeDirVariable, dir.path().string(), kResumeWorldVariable);
   check_run(run_under_mpirun(2, "steps", resume), 2);
 }

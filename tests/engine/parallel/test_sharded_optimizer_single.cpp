@@ -1,6 +1,6 @@
 // The sharded optimizer in a world of one (`train_longlora --sharded-optimizer`) against the
-// single-process optimizer step (engine/train/optimizer_step.h): the same gradient norm and the same
-// weights and moments bit for bit, over several steps with and without clipping, whether the
+// single-process optimizer step (engine/train/optimizer_step.h): the same gradient norm and the
+// same weights and moments bit for bit, over several steps with and without clipping, whether the
 // gradients are reported bucket by bucket (the backward hook) or not at all. Also: parameters
 // without moments start from zeros, bf16 values receive the rounded masters, the grads become
 // views of one flat buffer, the export / import round trip, re-sharding of optimizer state
@@ -157,7 +157,8 @@ TEST_CASE("a world of one equals gradient_norm + adamw_update_all bit for bit") 
     const OptimizerShard state = optimizer.export_shard();
     CHECK(same_bytes(state.master, flat_state(backend, reference, &TrainableParam::master)));
     CHECK(same_bytes(state.exp_avg, flat_state(backend, reference, &TrainableParam::exp_avg)));
-    CHECK(same_bytes(state.exp_avg_sq, flat_state(backend, reference, &TrainableParam::exp_avg_sq)));
+    CHECK(
+        same_bytes(state.exp_avg_sq, flat_state(backend, reference, &TrainableParam::exp_avg_sq)));
   }
   CHECK(clipped == 3);
 }
@@ -171,8 +172,7 @@ TEST_CASE("gradients reported in buckets, in any order, give the same step bit f
   // The grads are views of one flat buffer, params order, their values kept.
   for (size_t t = 1; t < bucketed.size(); ++t) {
     CHECK(static_cast<const char*>(bucketed[t].grad->data) ==
-          static_cast<const char*>(bucketed[t - 1].grad->data) +
-              4 * bucketed[t - 1].grad->numel());
+          static_cast<const char*>(bucketed[t - 1].grad->data) + 4 * bucketed[t - 1].grad->numel());
     CHECK(same_bytes(host(backend, bucketed[t].grad), host(backend, reference[t].grad)));
   }
   // Reports as the model's backward makes them (last layer first), some params left to step().
@@ -227,8 +227,7 @@ TEST_CASE("parameters without moments start from zero moments") {
   }
   const OptimizerShard state = optimizer.export_shard();
   CHECK(same_bytes(state.exp_avg, flat_state(backend, reference, &TrainableParam::exp_avg)));
-  CHECK(same_bytes(state.exp_avg_sq,
-                   flat_state(backend, reference, &TrainableParam::exp_avg_sq)));
+  CHECK(same_bytes(state.exp_avg_sq, flat_state(backend, reference, &TrainableParam::exp_avg_sq)));
   CHECK(same_bytes(flat_state(backend, params, &TrainableParam::master),
                    flat_state(backend, reference, &TrainableParam::master)));
 }

@@ -70,9 +70,12 @@ Checkpoint make_checkpoint(int64_t step, uint64_t seed, int64_t embed_rows = 32,
   c.adapter.base_model = "tests/fixtures/tiny_llama";
   uint64_t id = 0;
   for (int64_t l = 0; l < 2; ++l) {
-    c.adapter.lora_tensors[ll::peft_lora_key(l, "q_proj", 'A')] = tensor({4, hidden}, seed, id++, false);
-    c.adapter.lora_tensors[ll::peft_lora_key(l, "q_proj", 'B')] = tensor({hidden, 4}, seed, id++, false);
-    c.adapter.lora_tensors[ll::peft_lora_key(l, "v_proj", 'A')] = tensor({4, hidden}, seed, id++, false);
+    c.adapter.lora_tensors[ll::peft_lora_key(l, "q_proj", 'A')] =
+        tensor({4, hidden}, seed, id++, false);
+    c.adapter.lora_tensors[ll::peft_lora_key(l, "q_proj", 'B')] =
+        tensor({hidden, 4}, seed, id++, false);
+    c.adapter.lora_tensors[ll::peft_lora_key(l, "v_proj", 'A')] =
+        tensor({4, hidden}, seed, id++, false);
     c.adapter.lora_tensors[ll::peft_lora_key(l, "v_proj", 'B')] = tensor({8, 4}, seed, id++, false);
     c.adapter.trainable_params[fmt::format("model.layers.{}.input_layernorm.weight", l)] =
         tensor({hidden}, seed, id++, false);
@@ -113,15 +116,16 @@ bool same_bits(const std::map<std::string, HostTensor>& a,
 }
 
 bool same_checkpoint(const Checkpoint& a, const Checkpoint& b) {
-  return a.adapter.lora.rank == b.adapter.lora.rank && a.adapter.lora.alpha == b.adapter.lora.alpha &&
+  return a.adapter.lora.rank == b.adapter.lora.rank &&
+         a.adapter.lora.alpha == b.adapter.lora.alpha &&
          a.adapter.lora.targets == b.adapter.lora.targets &&
          a.adapter.base_model == b.adapter.base_model &&
          same_bits(a.adapter.lora_tensors, b.adapter.lora_tensors) &&
          same_bits(a.adapter.trainable_params, b.adapter.trainable_params) &&
          same_bits(a.moments.exp_avg, b.moments.exp_avg) &&
-         same_bits(a.moments.exp_avg_sq, b.moments.exp_avg_sq) &&
-         a.state.step == b.state.step && a.state.loader == b.state.loader &&
-         a.state.seed == b.state.seed && a.state.tokens_seen == b.state.tokens_seen &&
+         same_bits(a.moments.exp_avg_sq, b.moments.exp_avg_sq) && a.state.step == b.state.step &&
+         a.state.loader == b.state.loader && a.state.seed == b.state.seed &&
+         a.state.tokens_seen == b.state.tokens_seen &&
          a.state.model_fingerprint == b.state.model_fingerprint &&
          a.state.run_options_json == b.state.run_options_json &&
          a.state.attention_kernel == b.state.attention_kernel;
@@ -208,7 +212,7 @@ TEST_CASE("write then read a checkpoint gives identical bits and state") {
   CHECK(state.at("tokens_seen") == 12 * 8192);
   CHECK(state.at("model_fingerprint") == "fingerprint-5");
   CHECK(state.at("attention_kernel") == "tc-sm80");  // the family it trained with
-  CHECK(state.at("run_options").is_object());  // embedded, not a string
+  CHECK(state.at("run_options").is_object());        // embedded, not a string
   CHECK(state.at("run_options").at("ctx") == 8192);
 
   const ll::SafetensorsFile moments =
@@ -292,8 +296,8 @@ TEST_CASE("keep_last prunes the oldest checkpoints and latest_checkpoint picks t
   }
   SUBCASE("the checkpoint just written is never pruned, even when it has the lowest step") {
     ll::write_checkpoint(out.string(), make_checkpoint(50, 9), 1);
-    CHECK(entries(out) == std::set<std::string>{"checkpoint-00000050", "checkpoint-best", "logs",
-                                                "metrics.jsonl"});
+    CHECK(entries(out) ==
+          std::set<std::string>{"checkpoint-00000050", "checkpoint-best", "logs", "metrics.jsonl"});
     ll::write_checkpoint(out.string(), make_checkpoint(60, 9), 2);
     ll::write_checkpoint(out.string(), make_checkpoint(40, 9), 2);
     CHECK(fs::exists(out / "checkpoint-00000040"));
@@ -318,8 +322,9 @@ TEST_CASE("latest_checkpoint ignores debris, look-alike names and incomplete dir
   fs::copy(good, out / fmt::format(".checkpoint-900.tmp-{}", dead), fs::copy_options::recursive);
   fs::copy(good, out / fmt::format(".checkpoint-901.old-{}", dead), fs::copy_options::recursive);
   // Names that are not checkpoint-<digits> exactly.
-  for (const char* name : {"checkpoint-", "checkpoint-9x", "checkpoint-00000950.bak", "xcheckpoint-960",
-                           "Checkpoint-970", "checkpoint--980", "checkpoint-+990", "checkpoint-1e9"}) {
+  for (const char* name :
+       {"checkpoint-", "checkpoint-9x", "checkpoint-00000950.bak", "xcheckpoint-960",
+        "Checkpoint-970", "checkpoint--980", "checkpoint-+990", "checkpoint-1e9"}) {
     fs::copy(good, out / name, fs::copy_options::recursive);
   }
   // A directory without trainer_state.json, a file under a checkpoint name.
@@ -387,7 +392,8 @@ TEST_CASE("a write that fails leaves earlier checkpoints as they were and no deb
   CHECK_THROWS_WITH_AS(ll::write_checkpoint(out.string(), missing, 1),
                        doctest::Contains("no exp_avg_sq.model.norm.weight moment"), ll::Error);
   Checkpoint extra = make_checkpoint(2, 2);
-  extra.moments.exp_avg["model.layers.0.mlp.up_proj.weight"] = extra.moments.exp_avg.at("model.norm.weight");
+  extra.moments.exp_avg["model.layers.0.mlp.up_proj.weight"] =
+      extra.moments.exp_avg.at("model.norm.weight");
   CHECK_THROWS_WITH_AS(ll::write_checkpoint(out.string(), extra, 1),
                        doctest::Contains("belongs to no trained parameter"), ll::Error);
   Checkpoint shape = make_checkpoint(2, 2);
@@ -510,9 +516,14 @@ TEST_CASE("read_checkpoint refuses damaged checkpoints, naming the file and the 
         {[](auto& m) { m.erase("exp_avg_sq.model.norm.weight"); },
          "no moment \"exp_avg_sq.model.norm.weight\" for parameter \"model.norm.weight\""},
         {[&](auto& m) { m.erase("exp_avg." + q0a); }, "no moment \"exp_avg." + q0a + "\""},
-        {[](auto& m) { m["exp_avg.model.layers.5.input_layernorm.weight"] = m.at("exp_avg.model.norm.weight"); },
-         "moment \"exp_avg.model.layers.5.input_layernorm.weight\" belongs to no trained parameter"},
-        {[](auto& m) { m["exp_avg.model.norm.weight"].shape = {2, 8}; },
+        {[](auto& m) {
+           m["exp_avg.model.layers.5.input_layernorm.weight"] = m.at("exp_avg.model.norm.weight");
+         },
+         "moment \"exp_avg.model.layers.5.input_layernorm.weight\" belongs to no trained "
+         "parameter"},
+        {[](auto& m) {
+           m["exp_avg.model.norm.weight"].shape = {2, 8};
+         },
          "moment \"exp_avg.model.norm.weight\" has shape [2, 8] but the parameter has [16]"},
         {[](auto& m) { m["exp_avg.model.norm.weight"].values[2] = std::nanf(""); },
          "tensor \"exp_avg.model.norm.weight\" element 2 is nan"},
@@ -593,7 +604,7 @@ TEST_CASE("writers killed with SIGKILL at random moments never cost a complete c
   std::random_device device;
   std::mt19937_64 rng((uint64_t(device()) << 32) ^ device());
   double max_delay_us = 1.2 * write_us;  // narrowed when writers finish: the machine is faster
-  uint64_t step2_seed = 199;  // whose step 2 is on disk, complete (0: none)
+  uint64_t step2_seed = 199;             // whose step 2 is on disk, complete (0: none)
   int killed = 0, finished = 0, mid_write = 0;
   constexpr int kTrials = 12;
   for (int trial = 0; trial < kTrials; ++trial) {
@@ -639,8 +650,10 @@ TEST_CASE("writers killed with SIGKILL at random moments never cost a complete c
       CHECK(same_checkpoint(read, make_checkpoint(2, step2_seed, kRows, kHidden)));
     }
   }
-  MESSAGE(fmt::format("checkpoint write {:.0f} ms; {} writers killed ({} while writing files), "
-                      "{} finished", write_us / 1000, killed, mid_write, finished));
+  MESSAGE(
+      fmt::format("checkpoint write {:.0f} ms; {} writers killed ({} while writing files), "
+                  "{} finished",
+                  write_us / 1000, killed, mid_write, finished));
   CHECK(killed >= 1);
 
   // The next writer removes what the killed ones left and keeps the last good checkpoints.
@@ -742,9 +755,8 @@ std::vector<std::string> write_sharded(const fs::path& out, Checkpoint c, int wo
         mine.state.step = c.state.step;  // all the other ranks know
       }
       try {
-        paths[size_t(r)] = ll::write_sharded_checkpoint(out.string(), mine,
-                                                        make_shard(c, r, world, seed), communicator,
-                                                        keep_last);
+        paths[size_t(r)] = ll::write_sharded_checkpoint(
+            out.string(), mine, make_shard(c, r, world, seed), communicator, keep_last);
       } catch (const ll::Error& e) {
         errors[size_t(r)] = e.what();
       }
@@ -879,9 +891,9 @@ TEST_CASE("a sharded checkpoint without its manifest is not committed; damage is
         {"master", ll::DType::F32, {int64_t(bad.master.size())}, bad.master.data()},
         {"exp_avg", ll::DType::F32, {int64_t(bad.exp_avg.size())}, bad.exp_avg.data()},
         {"exp_avg_sq", ll::DType::F32, {int64_t(bad.exp_avg_sq.size())}, bad.exp_avg_sq.data()}};
-    ll::write_safetensors((d / shard1).string(), tensors,
-                          {{"format", "ll-optimizer-shard"}, {"version", "1"}, {"rank", "1"},
-                           {"world_size", "3"}});
+    ll::write_safetensors(
+        (d / shard1).string(), tensors,
+        {{"format", "ll-optimizer-shard"}, {"version", "1"}, {"rank", "1"}, {"world_size", "3"}});
     json m = json::parse(ll::test::read_bytes(d / "checkpoint_manifest.json"));
     m["files"][shard1] = fs::file_size(d / shard1);
     ll::test::write_text(d / "checkpoint_manifest.json", m.dump());

@@ -31,8 +31,8 @@ TEST_CASE("cpu attention_forward_cached equals the matching rows of the dense fo
                                    s.h, s.hkv, s.hd,
                                    ll::AttentionPattern{ll::AttnMode::Dense, total, 0, s.h});
         std::vector<float> out = ll::test::poisoned(size_t(n * q_row));
-        ll::cpu::attention_forward_cached(out.data(), q.data() + past * q_row, k.data(),
-                                          v.data(), n, past, s.h, s.hkv, s.hd);
+        ll::cpu::attention_forward_cached(out.data(), q.data() + past * q_row, k.data(), v.data(),
+                                          n, past, s.h, s.hkv, s.hd);
         const std::vector<double> ref(full.begin() + past * q_row, full.end());
         ll::test::check_close(out, ref, 1e-6, 1e-5, 1e-6);
       }
@@ -48,16 +48,16 @@ TEST_CASE("cpu attention_forward_cached: a query sees only the keys up to its po
   for (int64_t j = 0; j < past + n; ++j) v[size_t(j * hd)] = float(j);
   std::vector<float> out(size_t(n * hd));
   ll::cpu::attention_forward_cached(out.data(), q.data(), k.data(), v.data(), n, past, h, h, hd);
-  CHECK(out[0] == doctest::Approx((0 + 1 + 2 + 3) / 4.0));      // query at position 3
+  CHECK(out[0] == doctest::Approx((0 + 1 + 2 + 3) / 4.0));       // query at position 3
   CHECK(out[hd] == doctest::Approx((0 + 1 + 2 + 3 + 4) / 5.0));  // query at position 4
 }
 
 TEST_CASE("cpu attention_forward_cached rejects bad arguments") {
   std::vector<float> buf(64, 0.0f);
-  CHECK_THROWS_AS(ll::cpu::attention_forward_cached(buf.data(), buf.data(), buf.data(),
-                                                    buf.data(), 1, -1, 2, 2, 4),
+  CHECK_THROWS_AS(ll::cpu::attention_forward_cached(buf.data(), buf.data(), buf.data(), buf.data(),
+                                                    1, -1, 2, 2, 4),
                   ll::Error);
-  CHECK_THROWS_AS(ll::cpu::attention_forward_cached(buf.data(), buf.data(), buf.data(),
-                                                    buf.data(), 1, 0, 3, 2, 4),
+  CHECK_THROWS_AS(ll::cpu::attention_forward_cached(buf.data(), buf.data(), buf.data(), buf.data(),
+                                                    1, 0, 3, 2, 4),
                   ll::Error);
 }

@@ -36,14 +36,16 @@ TEST_CASE("attention_forward matches the PyTorch S2-Attn reference") {
     const auto q = fx.read_f32(p + "q", {n, h, hd});
     const auto k = fx.read_f32(p + "k", {n, hkv, hd});
     const auto v = fx.read_f32(p + "v", {n, hkv, hd});
-    const std::pair<ll::AttnMode, const char*> modes[] = {
-        {ll::AttnMode::Dense, "out_dense"}, {ll::AttnMode::S2, "out_s2"}, {ll::AttnMode::S2Roll, "out_roll"}};
+    const std::pair<ll::AttnMode, const char*> modes[] = {{ll::AttnMode::Dense, "out_dense"},
+                                                          {ll::AttnMode::S2, "out_s2"},
+                                                          {ll::AttnMode::S2Roll, "out_roll"}};
     for (const auto& [mode, name] : modes) {
       CAPTURE(p + name);
       const auto ref = fx.read_f32(p + name, {n, h, hd});
       std::vector<float> out(ref.size(), std::numeric_limits<float>::quiet_NaN());  // poisoned
       const ll::AttentionPattern mask{mode, n, g, h};
-      ll::cpu::attention_forward(out.data(), nullptr, q.data(), k.data(), v.data(), n, h, hkv, hd, mask);
+      ll::cpu::attention_forward(out.data(), nullptr, q.data(), k.data(), v.data(), n, h, hkv, hd,
+                                 mask);
       int64_t outside_tolerance = 0;  // |out - ref| <= atol + rtol * |ref| per element
       for (size_t i = 0; i < ref.size(); ++i) {
         REQUIRE(std::isfinite(out[i]));

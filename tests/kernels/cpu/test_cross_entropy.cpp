@@ -11,8 +11,8 @@
 
 namespace {
 
-using ll::test::Problem;
 using ll::test::make_problem;
+using ll::test::Problem;
 
 // loss_n = logsumexp(logits_n) - logits_n[target_n] with logits in double; 0 when unlabelled.
 std::vector<double> reference(const Problem& p, int64_t* n_labelled) {

@@ -13,8 +13,8 @@
 
 namespace {
 
-using ll::test::Problem;
 using ll::test::make_problem;
+using ll::test::Problem;
 
 // loss of row i at hidden state xi [D], in double (logsumexp - logit[target]).
 double row_loss(const Problem& p, const double* xi, int32_t target) {
@@ -110,9 +110,8 @@ TEST_CASE("classifier_forward_backward: forward's losses, dx by finite differenc
         for (int64_t chunk : {int64_t(1), int64_t(4), n, n + 5}) {
           CAPTURE(chunk);
           auto losses_fwd = ll::test::poisoned(size_t(n));
-          const int64_t count_fwd =
-              ll::cpu::classifier_forward(losses_fwd.data(), p.x.data(), p.lm_head.data(),
-                                          p.target.data(), n, d, v, chunk);
+          const int64_t count_fwd = ll::cpu::classifier_forward(
+              losses_fwd.data(), p.x.data(), p.lm_head.data(), p.target.data(), n, d, v, chunk);
           auto losses = ll::test::poisoned(size_t(n));  // [N]
           auto dx = ll::test::poisoned(size_t(n * d));  // [N, D]
           const int64_t count = ll::cpu::classifier_forward_backward(
@@ -191,8 +190,10 @@ TEST_CASE("classifier_forward_backward: lm_head gradient (full training) by fini
       }
       for (double l : logit) sum += std::exp(l - mx);
       for (int64_t j = 0; j < p.v; ++j) {
-        const double g = loss_scale * (std::exp(logit[size_t(j)] - mx) / sum - (j == t ? 1.0 : 0.0));
-        for (int64_t k = 0; k < p.d; ++k) analytic[size_t(j * p.d + k)] += g * double(p.x[size_t(i * p.d + k)]);
+        const double g =
+            loss_scale * (std::exp(logit[size_t(j)] - mx) / sum - (j == t ? 1.0 : 0.0));
+        for (int64_t k = 0; k < p.d; ++k)
+          analytic[size_t(j * p.d + k)] += g * double(p.x[size_t(i * p.d + k)]);
       }
     }
     std::vector<float> fd_f(fd.begin(), fd.end());
@@ -218,8 +219,9 @@ std::string error_of(const Problem& p, int64_t chunk_rows) {
   auto losses = ll::test::poisoned(size_t(p.n));
   auto dx = ll::test::poisoned(size_t(p.n * p.d));
   try {
-    ll::cpu::classifier_forward_backward(losses.data(), dx.data(), nullptr, p.x.data(), p.lm_head.data(),
-                                         p.target.data(), p.n, p.d, p.v, chunk_rows, 0.5f);
+    ll::cpu::classifier_forward_backward(losses.data(), dx.data(), nullptr, p.x.data(),
+                                         p.lm_head.data(), p.target.data(), p.n, p.d, p.v,
+                                         chunk_rows, 0.5f);
   } catch (const ll::Error& e) {
     return e.what();
   }

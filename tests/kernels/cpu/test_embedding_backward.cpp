@@ -21,7 +21,10 @@ struct Problem {
 };
 
 Problem make_problem(std::mt19937_64& rng, int64_t n, int64_t v, int64_t d) {
-  Problem p{n, v, d, std::vector<int32_t>(size_t(n)),
+  Problem p{n,
+            v,
+            d,
+            std::vector<int32_t>(size_t(n)),
             ll::test::random_uniform(rng, size_t(v * d)),
             ll::test::random_uniform(rng, size_t(n * d))};
   std::uniform_int_distribution<int32_t> pick(0, int32_t(v - 1));
@@ -75,8 +78,7 @@ TEST_CASE("embedding_backward adds dout rows into their tokens' rows of dtable")
         const auto old = from_zero ? std::vector<float>(size_t(s.v * s.d), 0.0f)
                                    : ll::test::random_uniform(rng, size_t(s.v * s.d));
         auto dtable = old;  // [V, D]
-        ll::cpu::embedding_backward(dtable.data(), p.dout.data(), p.tokens.data(), s.n, s.v,
-                                    s.d);
+        ll::cpu::embedding_backward(dtable.data(), p.dout.data(), p.tokens.data(), s.n, s.v, s.d);
         std::vector<double> ref(old.size());
         for (size_t i = 0; i < ref.size(); ++i) ref[i] = double(old[i]) + fd[i];
         // Each element is a short fp32 sum (one term per occurrence of its token).
@@ -86,12 +88,10 @@ TEST_CASE("embedding_backward adds dout rows into their tokens' rows of dtable")
         const int threads = omp_get_max_threads();
         auto serial = old;
         omp_set_num_threads(1);
-        ll::cpu::embedding_backward(serial.data(), p.dout.data(), p.tokens.data(), s.n, s.v,
-                                    s.d);
+        ll::cpu::embedding_backward(serial.data(), p.dout.data(), p.tokens.data(), s.n, s.v, s.d);
         omp_set_num_threads(3);
         auto parallel = old;
-        ll::cpu::embedding_backward(parallel.data(), p.dout.data(), p.tokens.data(), s.n, s.v,
-                                    s.d);
+        ll::cpu::embedding_backward(parallel.data(), p.dout.data(), p.tokens.data(), s.n, s.v, s.d);
         omp_set_num_threads(threads);
         CHECK(std::memcmp(serial.data(), dtable.data(), dtable.size() * sizeof(float)) == 0);
         CHECK(std::memcmp(parallel.data(), dtable.data(), dtable.size() * sizeof(float)) == 0);
@@ -104,7 +104,7 @@ TEST_CASE("embedding_backward: a repeated token gets the sum of its rows, in pos
   // Three positions of token 1: dtable[1] = old + a + b + c, added in that order.
   const std::vector<int32_t> tokens = {1, 0, 1, 1};
   const std::vector<float> dout = {1.0f, 2.0f, 10.0f, 20.0f, 0.25f, 0.5f, 1e8f, -3.0f};  // [4, 2]
-  std::vector<float> dtable = {5.0f, 5.0f, 100.0f, 200.0f};                            // [2, 2]
+  std::vector<float> dtable = {5.0f, 5.0f, 100.0f, 200.0f};                              // [2, 2]
   ll::cpu::embedding_backward(dtable.data(), dout.data(), tokens.data(), 4, 2, 2);
   CHECK(dtable[0] == 15.0f);
   CHECK(dtable[1] == 25.0f);

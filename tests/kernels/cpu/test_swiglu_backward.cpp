@@ -44,8 +44,8 @@ TEST_CASE("swiglu_backward equals central finite differences of sum(dout * silu(
       }
       auto dgate = ll::test::poisoned(size_t(n));
       auto dup = ll::test::poisoned(size_t(n));
-      ll::cpu::swiglu_backward(dgate.data(), dup.data(), p.dout.data(), p.gate.data(),
-                               p.up.data(), n);
+      ll::cpu::swiglu_backward(dgate.data(), dup.data(), p.dout.data(), p.gate.data(), p.up.data(),
+                               n);
       // A handful of fp32 roundings, and 1 + g (1 - s) cancels near g = -1.28: an absolute
       // term of a few ulps of |dout * up|.
       {
@@ -60,8 +60,8 @@ TEST_CASE("swiglu_backward equals central finite differences of sum(dout * silu(
       // In place (dgate = gate, dup = up), as the backward schedule uses it: the same bits.
       auto g_inplace = p.gate;
       auto u_inplace = p.up;
-      ll::cpu::swiglu_backward(g_inplace.data(), u_inplace.data(), p.dout.data(),
-                               g_inplace.data(), u_inplace.data(), n);
+      ll::cpu::swiglu_backward(g_inplace.data(), u_inplace.data(), p.dout.data(), g_inplace.data(),
+                               u_inplace.data(), n);
       CHECK(std::memcmp(g_inplace.data(), dgate.data(), size_t(n) * sizeof(float)) == 0);
       CHECK(std::memcmp(u_inplace.data(), dup.data(), size_t(n) * sizeof(float)) == 0);
     }

@@ -33,8 +33,8 @@ TEST_CASE("adamw_step (cuda) matches adamw_update") {
           DeviceBuffer<bf16> d_param(un);
           for (int64_t t = 1; t <= 3; ++t) {
             const auto grad = random_uniform(rng, un, -2.0f, 2.0f);
-            LL_CUDA_CHECK(cudaMemcpy(d_grad.get(), grad.data(), d_grad.bytes(),
-                                     cudaMemcpyHostToDevice));
+            LL_CUDA_CHECK(
+                cudaMemcpy(d_grad.get(), grad.data(), d_grad.bytes(), cudaMemcpyHostToDevice));
             ll::AdamWStep step;
             step.config.weight_decay = wd;
             step.lr = 1e-3 * double(t);
@@ -42,8 +42,8 @@ TEST_CASE("adamw_step (cuda) matches adamw_update") {
             step.grad_scale = grad_scale;
             ll::adamw_update(master.data(), grad.data(), m.data(), v.data(), n, step);
             d_param.poison();
-            ll::cuda::adamw_step(d_master.get(), d_grad.get(), d_m.get(), d_v.get(),
-                                 d_param.get(), n, step, 0);
+            ll::cuda::adamw_step(d_master.get(), d_grad.get(), d_m.get(), d_v.get(), d_param.get(),
+                                 n, step, 0);
             device_sync();
             // Same fp32 operations in the same order: equal up to the host's own rounding
             // choices (e.g. a contracted fma), i.e. an ulp or two.
@@ -61,8 +61,8 @@ TEST_CASE("adamw_step (cuda) matches adamw_update") {
           ll::AdamWStep step;
           step.lr = 1e-3;
           step.step = 4;
-          ll::cuda::adamw_step(d_master.get(), d_grad.get(), d_m.get(), d_v.get(), nullptr, n,
-                               step, 0);
+          ll::cuda::adamw_step(d_master.get(), d_grad.get(), d_m.get(), d_v.get(), nullptr, n, step,
+                               0);
           device_sync();
         }
       }

@@ -88,7 +88,8 @@ TEST_CASE("add_inplace_f32 (cuda) equals the host bitwise") {
         const auto x = random_values(rng, len);
         const auto y = random_values(rng, len);
         std::vector<float> want = x;
-        for (int64_t i = 0; i < n; ++i) want[size_t(o.x + i)] = x[size_t(o.x + i)] + y[size_t(o.y + i)];
+        for (int64_t i = 0; i < n; ++i)
+          want[size_t(o.x + i)] = x[size_t(o.x + i)] + y[size_t(o.y + i)];
         auto d_x = upload(x);
         auto d_y = upload(y);
         ll::cuda::add_inplace_f32(d_x.get() + o.x, d_y.get() + o.y, n, 0);

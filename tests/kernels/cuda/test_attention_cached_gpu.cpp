@@ -26,8 +26,8 @@
 
 namespace {
 
-using ll::test::DeviceBuffer;
 using ll::test::bf16;
+using ll::test::DeviceBuffer;
 
 double max_abs(const std::vector<float>& v) {
   double m = 0.0;
@@ -56,8 +56,8 @@ void run_case(const Case& c, uint64_t seed) {
              d_v = ll::test::upload_bf16(v);
   DeviceBuffer<bf16> d_out(nq);
   d_out.poison();
-  ll::cuda::attention_forward_cached(d_out.get(), d_q.get(), d_k.get(), d_v.get(), c.n, c.past,
-                                     c.h, c.hkv, c.hd, nullptr, nullptr);
+  ll::cuda::attention_forward_cached(d_out.get(), d_q.get(), d_k.get(), d_v.get(), c.n, c.past, c.h,
+                                     c.hkv, c.hd, nullptr, nullptr);
   ll::test::device_sync();
   const std::vector<float> out = ll::test::download_bf16(d_out);
   // Long caches average many values: the tolerance follows the output's scale.
@@ -87,7 +87,7 @@ TEST_CASE("cuda cached attention matches the CPU reference (decode, chunks, GQA,
   // (past, n): decode at several cache lengths (one split up to many), prefill from empty
   // (tiled path), chunks after a cache, and a chunk whose early queries end before the last
   // key splits (1, 600).
-  const int64_t pn[][2] = {{0, 1},   {0, 37},  {1, 1},     {37, 1},  {300, 1},
+  const int64_t pn[][2] = {{0, 1},    {0, 37}, {1, 1},     {37, 1},  {300, 1},
                            {5000, 1}, {63, 5}, {200, 100}, {1, 600}, {4096, 16}};
   const int64_t heads[][2] = {{4, 4}, {8, 2}, {16, 1}, {12, 4}, {32, 32}};
   int index = 0;
@@ -126,11 +126,11 @@ TEST_CASE("cuda cached attention rejects bad arguments and accepts n = 0") {
                   ll::Error);  // heads do not split into kv groups
   CHECK_THROWS_AS(ll::cuda::attention_forward_cached(p, p, p, p, 1, -1, 4, 4, 64, nullptr, nullptr),
                   ll::Error);  // negative past
-  CHECK_THROWS_AS(ll::cuda::attention_forward_cached(p, p + 1, p, p, 1, 4, 4, 4, 64, nullptr,
-                                                     nullptr),
-                  ll::Error);  // misaligned
-  ll::cuda::attention_forward_cached(nullptr, nullptr, nullptr, nullptr, 0, 10, 4, 2, 128,
-                                     nullptr, nullptr);
+  CHECK_THROWS_AS(
+      ll::cuda::attention_forward_cached(p, p + 1, p, p, 1, 4, 4, 4, 64, nullptr, nullptr),
+      ll::Error);  // misaligned
+  ll::cuda::attention_forward_cached(nullptr, nullptr, nullptr, nullptr, 0, 10, 4, 2, 128, nullptr,
+                                     nullptr);
   ll::test::device_sync();
 #endif
 }
@@ -142,8 +142,8 @@ TEST_CASE("CudaBackend::attention_forward_cached matches the CPU backend on cach
   ll::CudaBackend gpu;
   const int64_t h = 8, hkv = 2, hd = 64, capacity = 4000;
   std::mt19937_64 rng(ll::test::test_seeds().back());
-  const auto k_host = ll::test::round_bf16(
-      ll::test::random_uniform(rng, size_t(capacity * hkv * hd), -1.5f, 1.5f));
+  const auto k_host =
+      ll::test::round_bf16(ll::test::random_uniform(rng, size_t(capacity * hkv * hd), -1.5f, 1.5f));
   const auto v_host =
       ll::test::round_bf16(ll::test::random_uniform(rng, size_t(capacity * hkv * hd)));
   auto put = [](ll::Backend& b, std::vector<int64_t> shape, const std::vector<float>& host) {
@@ -161,7 +161,8 @@ TEST_CASE("CudaBackend::attention_forward_cached matches the CPU backend on cach
     INFO("past " << past << " n " << n);
     const auto q_host =
         ll::test::round_bf16(ll::test::random_uniform(rng, size_t(n * h * hd), -1.5f, 1.5f));
-    const ll::OwnedTensor q_cpu = put(cpu, {n, h, hd}, q_host), q_gpu = put(gpu, {n, h, hd}, q_host);
+    const ll::OwnedTensor q_cpu = put(cpu, {n, h, hd}, q_host),
+                          q_gpu = put(gpu, {n, h, hd}, q_host);
     const ll::OwnedTensor o_cpu = cpu.allocate({n, h, hd}, ll::DType::F32);
     const ll::OwnedTensor o_gpu = gpu.allocate({n, h, hd}, ll::DType::BF16);
     gpu.upload_f32(*o_gpu, ll::test::poisoned(size_t(n * h * hd)).data());

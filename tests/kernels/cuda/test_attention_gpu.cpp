@@ -73,7 +73,9 @@ struct DeviceBuffer {
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   template <typename T>
-  T* as() const { return static_cast<T*>(ptr); }
+  T* as() const {
+    return static_cast<T*>(ptr);
+  }
   template <typename T>
   void upload(const std::vector<T>& v) {
     REQUIRE(v.size() * sizeof(T) == bytes);
@@ -183,9 +185,8 @@ TEST_CASE("cuda attention matches the CPU reference (dense, S2, S2Roll; GQA; hd 
 #if defined(LL_HAVE_CUDA)
   const auto seeds = ll::test::test_seeds();
   // (N, G): G dividing N, not dividing N, and G > N.
-  const int64_t ng[][2] = {{1, 2},    {7, 2},    {7, 8},     {64, 16},  {64, 128}, {100, 20},
-                           {100, 24}, {257, 64}, {257, 2},   {257, 512}, {1000, 250},
-                           {1000, 96}};
+  const int64_t ng[][2] = {{1, 2},    {7, 2},    {7, 8},   {64, 16},   {64, 128},   {100, 20},
+                           {100, 24}, {257, 64}, {257, 2}, {257, 512}, {1000, 250}, {1000, 96}};
   const int64_t heads[][2] = {{4, 2}, {8, 1}, {4, 4}};
   int index = 0;
   for (ll::AttnMode mode : {ll::AttnMode::Dense, ll::AttnMode::S2, ll::AttnMode::S2Roll}) {
@@ -228,8 +229,8 @@ TEST_CASE("cuda attention rejects unsupported shapes and accepts N = 0") {
   const ll::AttentionPattern odd_heads{ll::AttnMode::S2Roll, 8, 4, 3};
   CHECK_THROWS_AS(ll::cuda::attention_forward(p, nullptr, p, p, p, 8, 3, 3, 64, odd_heads, nullptr),
                   ll::Error);
-  CHECK_THROWS_AS(ll::cuda::attention_backward(p, p, p, p, p, p, p, p, nullptr, 8, 4, 4, 64,
-                                               dense, nullptr, nullptr),
+  CHECK_THROWS_AS(ll::cuda::attention_backward(p, p, p, p, p, p, p, p, nullptr, 8, 4, 4, 64, dense,
+                                               nullptr, nullptr),
                   ll::Error);  // lse is required
   const ll::AttentionPattern empty{ll::AttnMode::S2, 0, 4, 4};
   ll::cuda::attention_forward(nullptr, nullptr, nullptr, nullptr, nullptr, 0, 4, 2, 128, empty,

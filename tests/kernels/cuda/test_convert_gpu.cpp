@@ -26,9 +26,15 @@ TEST_CASE("convert and fill (cuda) are exact") {
       const size_t un = static_cast<size_t>(n);
       auto x = random_uniform(rng, un, -1000.0f, 1000.0f);
       // Special values: ties, signed zero, subnormal, infinities, largest finite.
-      const float specials[] = {0.0f, -0.0f, 1e-40f, -3.0e38f, 3.4e38f,
+      const float specials[] = {0.0f,
+                                -0.0f,
+                                1e-40f,
+                                -3.0e38f,
+                                3.4e38f,
                                 std::numeric_limits<float>::infinity(),
-                                -std::numeric_limits<float>::infinity(), 1.00390625f, 1.01171875f};
+                                -std::numeric_limits<float>::infinity(),
+                                1.00390625f,
+                                1.01171875f};
       for (size_t i = 0; i < std::size(specials) && i < un; ++i) x[i] = specials[i];
       auto d_x = upload(x);
       DeviceBuffer<bf16> d_b(un);
@@ -71,7 +77,8 @@ TEST_CASE("convert and fill (cuda) are exact") {
       ll::cuda::fill_bf16(d_fillb.get(), 1.01171875f, n, 0);  // a tie: rounds to even
       device_sync();
       CHECK(download(d_fill) == std::vector<float>(un, 0.625f));
-      CHECK(download_bf16(d_fillb) == std::vector<float>(un, bf16_bits_to_f32(f32_to_bf16_bits(1.01171875f))));
+      CHECK(download_bf16(d_fillb) ==
+            std::vector<float>(un, bf16_bits_to_f32(f32_to_bf16_bits(1.01171875f))));
     }
   }
   // NaN stays NaN.

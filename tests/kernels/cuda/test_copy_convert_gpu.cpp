@@ -43,10 +43,14 @@ bool is_bf16_nan(uint16_t bits) { return (bits & 0x7fffu) > 0x7f80u; }
 std::vector<float> special_values() {
   const float inf = std::numeric_limits<float>::infinity();
   return {
-      0.0f, -0.0f, 1.0f, -1.0f,
-      1.00390625f,    // 1 + 2^-8: tie between 1 and 1 + 2^-7, to even (down)
-      1.01171875f,    // 1 + 3 * 2^-8: tie, to even (up)
-      -1.00390625f, -1.01171875f,
+      0.0f,
+      -0.0f,
+      1.0f,
+      -1.0f,
+      1.00390625f,  // 1 + 2^-8: tie between 1 and 1 + 2^-7, to even (down)
+      1.01171875f,  // 1 + 3 * 2^-8: tie, to even (up)
+      -1.00390625f,
+      -1.01171875f,
       from_bits(0x3f808001u),  // just above a tie: up
       from_bits(0x3f807fffu),  // just below a tie: down
       from_bits(0x00000001u),  // smallest denormal: to +0
@@ -55,12 +59,16 @@ std::vector<float> special_values() {
       from_bits(0x00018000u),  // denormal tie, to even (up to 2)
       from_bits(0x007fffffu),  // largest denormal: up to the smallest normal
       from_bits(0x00800000u),  // smallest normal
-      1e-40f, -1e-40f,
+      1e-40f,
+      -1e-40f,
       from_bits(0x7f7f7fffu),  // below the overflow tie: largest finite bf16
       from_bits(0x7f7f8000u),  // the overflow tie: to even, which is infinity
-      std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(),
-      inf, -inf,
-      std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::quiet_NaN(),
+      std::numeric_limits<float>::max(),
+      -std::numeric_limits<float>::max(),
+      inf,
+      -inf,
+      std::numeric_limits<float>::quiet_NaN(),
+      -std::numeric_limits<float>::quiet_NaN(),
       from_bits(0x7f800001u),  // signalling NaN whose payload would round to infinity
       from_bits(0xff80ffffu),
   };
@@ -109,8 +117,8 @@ TEST_CASE("cuda backend copy converts F32 into BF16 with round to nearest even")
         if (!ok && wrong++ < 5) {
           uint32_t in = 0;
           std::memcpy(&in, &values[i], sizeof(in));
-          MESSAGE("element " << i << ": f32 bits 0x" << std::hex << in << " gave bf16 0x"
-                             << bits[i] << ", expected 0x" << want << std::dec);
+          MESSAGE("element " << i << ": f32 bits 0x" << std::hex << in << " gave bf16 0x" << bits[i]
+                             << ", expected 0x" << want << std::dec);
         }
       }
       CHECK_MESSAGE(wrong == 0, wrong << " of " << n << " conversions differ from the host's");
@@ -126,7 +134,7 @@ TEST_CASE("cuda backend copy: same dtype stays exact, other pairs and shapes are
   CudaBackend gpu(0);
   std::mt19937_64 rng(7);
   const std::vector<float> values = ll::test::random_uniform(rng, 1001);  // [1001]
-  OwnedTensor a = gpu.allocate({7, 143}, DType::F32);                    // [7, 143]
+  OwnedTensor a = gpu.allocate({7, 143}, DType::F32);                     // [7, 143]
   OwnedTensor b = gpu.allocate({7, 143}, DType::F32);
   gpu.upload_f32(*a, values.data());
   LL_CUDA_CHECK(cudaMemsetAsync(b->data, 0xFF, b->nbytes(), gpu.stream()));

@@ -70,8 +70,8 @@ void check_against(const std::vector<float>& losses, const std::vector<float>* g
     got.insert(got.end(), grad->begin() + long(r * v), grad->begin() + long((r + 1) * v));
     want.insert(want.end(), ref.grad.begin() + long(r * v), ref.grad.begin() + long((r + 1) * v));
   }
-  CHECK_MESSAGE(nonzero_unlabelled == 0, nonzero_unlabelled
-                                             << " gradient elements of unlabelled rows are not +0");
+  CHECK_MESSAGE(nonzero_unlabelled == 0,
+                nonzero_unlabelled << " gradient elements of unlabelled rows are not +0");
   // Within one bf16 rounding of the double value (plus the fp32 error in front of it).
   if (!got.empty()) check_close(got, want, 1e-30, kBf16Rtol, 1e-2);
 }
@@ -187,8 +187,8 @@ TEST_CASE("cross_entropy_chunk (cuda) reports non-finite logits and out-of-range
     const float loss_scale = 0.25f;
     struct Case {
       const char* what;
-      int64_t row;    // the row that gets the bad value
-      float value;    // written at column vocab / 2
+      int64_t row;     // the row that gets the bad value
+      float value;     // written at column vocab / 2
       int32_t target;  // that row's target
       int expect;      // status bits expected (status starts at 4, never cleared)
     };
@@ -211,9 +211,8 @@ TEST_CASE("cross_entropy_chunk (cuda) reports non-finite logits and out-of-range
         DeviceBuffer<float> d_losses(static_cast<size_t>(rows));
         d_losses.poison();
         set_status(status, 4);
-        ll::cuda::cross_entropy_chunk(d_losses.get(), d_logits.get(), d_targets.get(), rows,
-                                      vocab, loss_scale, true, use_status ? status.get() : nullptr,
-                                      0);
+        ll::cuda::cross_entropy_chunk(d_losses.get(), d_logits.get(), d_targets.get(), rows, vocab,
+                                      loss_scale, true, use_status ? status.get() : nullptr, 0);
         device_sync();
         const auto losses = download(d_losses);
         const auto grad = gradient_rows(d_logits.get(), rows, vocab);
@@ -233,7 +232,8 @@ TEST_CASE("cross_entropy_chunk (cuda) reports non-finite logits and out-of-range
         if (labelled) {
           CHECK_MESSAGE(std::isnan(losses[size_t(c.row)]), "loss " << losses[size_t(c.row)]);
           size_t not_nan = 0;
-          for (int64_t j = 0; j < vocab; ++j) not_nan += !std::isnan(grad[size_t(c.row * vocab + j)]);
+          for (int64_t j = 0; j < vocab; ++j)
+            not_nan += !std::isnan(grad[size_t(c.row * vocab + j)]);
           CHECK_MESSAGE(not_nan == 0, not_nan << " gradient elements of the bad row are not NaN");
         } else {
           CHECK(losses[size_t(c.row)] == 0.0f);

@@ -223,7 +223,8 @@ TEST_CASE("cuda backend uploads, copies, adds and runs the optimizer ops") {
     CHECK(ll::test::same_bytes(get(b.gpu, gm), get(b.cpu, cm)));
     CHECK(ll::test::same_bytes(get(b.gpu, g1), get(b.cpu, c1)));
     CHECK(ll::test::same_bytes(get(b.gpu, g2), get(b.cpu, c2)));
-    if (bf16_param) CHECK(ll::test::same_bytes(get(b.gpu, gp), ll::test::round_bf16(get(b.cpu, cm))));
+    if (bf16_param)
+      CHECK(ll::test::same_bytes(get(b.gpu, gp), ll::test::round_bf16(get(b.cpu, cm))));
   }
 }
 

@@ -61,8 +61,10 @@ TEST_CASE("embedding (cuda) forward and backward match the CPU reference bitwise
         device_sync();
         const auto got = download(d_dt);
         check_close(got, to_double(dt_ref), 0.0, 0.0, 1e-12);
-        if (run == 0) first = got;
-        else CHECK_MESSAGE(same_bytes(first, got), "dtable differs between two runs");
+        if (run == 0)
+          first = got;
+        else
+          CHECK_MESSAGE(same_bytes(first, got), "dtable differs between two runs");
       }
       CHECK(download(d_flag)[0] == 0);
       CHECK_NOTHROW(ll::cuda::check_token_ids(d_tokens.get(), s.n, s.vocab, 0));
@@ -100,8 +102,8 @@ TEST_CASE("embedding (cuda) flags out-of-range ids without reading outside the t
   auto d_flag2 = upload(std::vector<int>{0});
   auto d_dt = upload(std::vector<float>(size_t(vocab * dim), 0.0f));
   auto d_g = upload_bf16(std::vector<float>(size_t(n * dim), 1.0f));
-  ll::cuda::embedding_backward(d_dt.get(), d_g.get(), d_tokens.get(), n, vocab, dim,
-                               d_flag2.get(), 0);
+  ll::cuda::embedding_backward(d_dt.get(), d_g.get(), d_tokens.get(), n, vocab, dim, d_flag2.get(),
+                               0);
   device_sync();
   CHECK(download(d_flag2)[0] == 1);
   const auto dt = download(d_dt);

@@ -112,7 +112,8 @@ std::vector<float> run_and_check(GemmRunner& runner, cudaStream_t stream, std::m
     for (int64_t j = 0; j < d0.ld; ++j) {
       const float out = got[size_t(i * d0.ld + j)];
       if (j >= c.n) {
-        if (out != kSentinel && bad++ == 0) FAIL_CHECK("padding of D written at " << i << ", " << j);
+        if (out != kSentinel && bad++ == 0)
+          FAIL_CHECK("padding of D written at " << i << ", " << j);
         continue;
       }
       double ref = 0.0, scale = 0.0;
@@ -191,8 +192,8 @@ TEST_CASE("GemmRunner reuses plans and repeats bitwise; K == 0 and bad shapes") 
   GemmRunner runner(workspace.get(), workspace.bytes(), stream.s);
   std::mt19937_64 rng(test_seeds().back());
   const int64_t M = 128, N = 96, K = 200;
-  const HostMatrix a = make_matrix(rng, M, K, K, 0.0f);  // [M, K]
-  const HostMatrix b = make_matrix(rng, N, K, K, 0.0f);  // [N, K], used transposed
+  const HostMatrix a = make_matrix(rng, M, K, K, 0.0f);         // [M, K]
+  const HostMatrix b = make_matrix(rng, N, K, K, 0.0f);         // [N, K], used transposed
   const HostMatrix d0 = make_matrix(rng, M, N, N, 0.0f, true);  // [M, N] NaN
   const DeviceMatrix da = to_device(a, GemmType::BF16), db = to_device(b, GemmType::BF16);
   for (const GemmType out : {GemmType::BF16, GemmType::F32}) {
@@ -211,7 +212,8 @@ TEST_CASE("GemmRunner reuses plans and repeats bitwise; K == 0 and bad shapes") 
 
   // K == 0: beta 0 zeroes D (not its padding), beta 1 leaves it, other betas throw.
   const HostMatrix e0 = make_matrix(rng, 5, 7, 9, kSentinel, true);  // [5, 7] NaN, ld 9
-  const GemmMatrix a_empty{nullptr, GemmType::BF16, 5, 0, 0}, b_empty{nullptr, GemmType::BF16, 0, 7, 7};
+  const GemmMatrix a_empty{nullptr, GemmType::BF16, 5, 0, 0},
+      b_empty{nullptr, GemmType::BF16, 0, 7, 7};
   for (const GemmType out : {GemmType::BF16, GemmType::F32}) {
     const DeviceMatrix de = to_device(e0, out);
     runner.run(de.view(e0), a_empty, false, b_empty, false, 1.0f, 1.0f);
@@ -221,7 +223,8 @@ TEST_CASE("GemmRunner reuses plans and repeats bitwise; K == 0 and bad shapes") 
     LL_CUDA_CHECK(cudaStreamSynchronize(stream.s));
     const auto zeroed = de.download_all();
     for (int64_t i = 0; i < 5; ++i)
-      for (int64_t j = 0; j < 9; ++j) CHECK(zeroed[size_t(i * 9 + j)] == (j < 7 ? 0.0f : kSentinel));
+      for (int64_t j = 0; j < 9; ++j)
+        CHECK(zeroed[size_t(i * 9 + j)] == (j < 7 ? 0.0f : kSentinel));
     CHECK_THROWS_AS(runner.run(de.view(e0), a_empty, false, b_empty, false, 1.0f, 0.5f), ll::Error);
   }
   // M == 0 does nothing; shape mismatches throw before anything is enqueued.

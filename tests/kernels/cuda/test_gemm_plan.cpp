@@ -56,7 +56,8 @@ double lt_at(const LtLayout& l, int64_t r, int64_t c) {
 }
 
 // C = op(A) @ op(B) exactly as BLAS defines it for column-major operands:
-// op(A)(i, l) = transa ? A[l + i * lda] : A[i + l * lda], A stored [transa ? k : m, transa ? m : k].
+// op(A)(i, l) = transa ? A[l + i * lda] : A[i + l * lda], A stored [transa ? k : m, transa ? m :
+// k].
 void naive_column_major_gemm(const ColumnMajorGemm& g) {
   REQUIRE(g.a.rows == (g.transa ? g.k : g.m));
   REQUIRE(g.a.cols == (g.transa ? g.m : g.k));
@@ -85,7 +86,8 @@ struct Dims {
 const Dims kDims[] = {{1, 1, 1}, {7, 5, 3}, {3, 7, 5}, {5, 3, 7}, {1, 9, 4}, {6, 1, 2}, {4, 4, 1}};
 }  // namespace
 
-TEST_CASE("gemm mapping: BLAS column-major on the mapped description equals row-major op(A)@op(B)") {
+TEST_CASE(
+    "gemm mapping: BLAS column-major on the mapped description equals row-major op(A)@op(B)") {
   std::mt19937_64 rng(20240611);
   for (const Dims s : kDims) {
     for (const int64_t pad : {0, 2}) {
@@ -132,9 +134,9 @@ TEST_CASE("gemm mapping: BLAS column-major on the mapped description equals row-
 TEST_CASE("gemm mapping: bad shapes, types and pointers throw") {
   using ll::cuda::to_column_major;
   alignas(256) static uint8_t buf[4096];
-  const GemmMatrix a{buf, GemmType::BF16, 7, 3, 3};   // [7, 3]
-  const GemmMatrix b{buf, GemmType::BF16, 3, 5, 5};   // [3, 5]
-  const GemmMatrix d{buf, GemmType::F32, 7, 5, 5};    // [7, 5]
+  const GemmMatrix a{buf, GemmType::BF16, 7, 3, 3};  // [7, 3]
+  const GemmMatrix b{buf, GemmType::BF16, 3, 5, 5};  // [3, 5]
+  const GemmMatrix d{buf, GemmType::F32, 7, 5, 5};   // [7, 5]
   CHECK_NOTHROW(to_column_major(d, a, false, b, false));
   CHECK_NOTHROW(to_column_major({buf, GemmType::BF16, 7, 5, 5}, a, false, b, false));
   // Inner dimensions differ.
@@ -154,22 +156,27 @@ TEST_CASE("gemm mapping: bad shapes, types and pointers throw") {
   // Null pointers with a non-zero size; null is fine for an empty matrix.
   CHECK_THROWS_WITH_AS(to_column_major(d, {nullptr, GemmType::BF16, 7, 3, 3}, false, b, false),
                        doctest::Contains("null"), ll::Error);
-  CHECK_THROWS_AS(to_column_major({nullptr, GemmType::F32, 7, 5, 5}, a, false, b, false), ll::Error);
+  CHECK_THROWS_AS(to_column_major({nullptr, GemmType::F32, 7, 5, 5}, a, false, b, false),
+                  ll::Error);
   CHECK_NOTHROW(to_column_major(d, {nullptr, GemmType::BF16, 7, 0, 0}, false,
                                 {nullptr, GemmType::BF16, 0, 5, 5}, false));
   // Negative shapes; pointers not aligned to the element size.
   CHECK_THROWS_AS(to_column_major({buf, GemmType::F32, -7, 5, 5}, {buf, GemmType::BF16, -7, 3, 3},
                                   false, b, false),
                   ll::Error);
-  CHECK_THROWS_AS(to_column_major(d, {buf + 1, GemmType::BF16, 7, 3, 3}, false, b, false), ll::Error);
-  CHECK_THROWS_AS(to_column_major({buf + 2, GemmType::F32, 7, 5, 5}, a, false, b, false), ll::Error);
-  CHECK_NOTHROW(to_column_major({buf + 4, GemmType::F32, 7, 5, 5}, {buf + 2, GemmType::BF16, 7, 3, 3},
-                                false, b, false));
+  CHECK_THROWS_AS(to_column_major(d, {buf + 1, GemmType::BF16, 7, 3, 3}, false, b, false),
+                  ll::Error);
+  CHECK_THROWS_AS(to_column_major({buf + 2, GemmType::F32, 7, 5, 5}, a, false, b, false),
+                  ll::Error);
+  CHECK_NOTHROW(to_column_major({buf + 4, GemmType::F32, 7, 5, 5},
+                                {buf + 2, GemmType::BF16, 7, 3, 3}, false, b, false));
 }
 
 TEST_CASE("gemm alignment_class is min(256, largest power of two dividing the address)") {
   using ll::cuda::alignment_class;
-  const auto at = [](uintptr_t addr) { return alignment_class(reinterpret_cast<const void*>(addr)); };
+  const auto at = [](uintptr_t addr) {
+    return alignment_class(reinterpret_cast<const void*>(addr));
+  };
   CHECK(alignment_class(nullptr) == 256);
   CHECK(at(0x1) == 1);
   CHECK(at(0x102) == 2);
@@ -217,7 +224,8 @@ TEST_CASE("gemm plan cache: the same key hits, a different ld, type or alignment
   CHECK(get(key_of({buf + 8192, GemmType::F32, 37, 45, 45}, a, b)) == 3);
   CHECK(get(key_of(d, {buf + 2, GemmType::BF16, 37, 19, 19}, b)) == 4);
   CHECK(get(key_of(d, a, {buf + 4096 + 16, GemmType::BF16, 19, 45, 48})) == 5);
-  CHECK(get(make_plan_key(to_column_major(d, {buf, GemmType::BF16, 19, 37, 37}, true, b, false))) == 6);
+  CHECK(get(make_plan_key(to_column_major(d, {buf, GemmType::BF16, 19, 37, 37}, true, b, false))) ==
+        6);
   CHECK(cache.built() == 6);
   CHECK(cache.hits() == 2);
   CHECK(cache.size() == 6);

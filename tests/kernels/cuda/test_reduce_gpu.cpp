@@ -37,8 +37,8 @@ TEST_CASE("sum_squares (cuda) matches the host sum and is deterministic") {
       }
       CHECK(std::isfinite(results[0]));
       const double err = std::fabs(results[0] - double(ref));
-      CHECK_MESSAGE(err <= 1e-13 * double(ref) + 1e-300, "sum " << results[0] << " ref "
-                                                                 << double(ref));
+      CHECK_MESSAGE(err <= 1e-13 * double(ref) + 1e-300,
+                    "sum " << results[0] << " ref " << double(ref));
       CHECK_MESSAGE(same_bytes(std::vector<double>{results[0]}, std::vector<double>{results[1]}),
                     "two runs differ");
     }

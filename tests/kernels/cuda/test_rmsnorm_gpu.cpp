@@ -73,11 +73,11 @@ TEST_CASE("rmsnorm_backward (cuda) matches the CPU reference and is deterministi
     for (const Shape s : kShapes) {
       INFO("seed " << seed << " shape [" << s.n << ", " << s.d << "]");
       const size_t nd = size_t(s.n * s.d);
-      const auto x = round_bf16(random_uniform(rng, nd, -2.0f, 2.0f));      // [N, D]
+      const auto x = round_bf16(random_uniform(rng, nd, -2.0f, 2.0f));          // [N, D]
       const auto w = round_bf16(random_uniform(rng, size_t(s.d), 0.5f, 1.5f));  // [D]
-      const auto g = round_bf16(random_uniform(rng, nd, -1.0f, 1.0f));      // [N, D] dout
-      const auto dx0 = round_bf16(random_uniform(rng, nd, -1.0f, 1.0f));    // [N, D] residual grad
-      const auto dw0 = random_uniform(rng, size_t(s.d), -1.0f, 1.0f);       // [D]
+      const auto g = round_bf16(random_uniform(rng, nd, -1.0f, 1.0f));          // [N, D] dout
+      const auto dx0 = round_bf16(random_uniform(rng, nd, -1.0f, 1.0f));  // [N, D] residual grad
+      const auto dw0 = random_uniform(rng, size_t(s.d), -1.0f, 1.0f);     // [D]
       std::vector<float> y(nd), rstd(size_t(s.n));
       ll::cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), s.n, s.d, eps);
       std::vector<float> dx_ref = dx0, dw_ref = dw0;
@@ -88,7 +88,8 @@ TEST_CASE("rmsnorm_backward (cuda) matches the CPU reference and is deterministi
       auto d_w = upload_bf16(w);
       auto d_g = upload_bf16(g);
       auto d_rstd = upload(rstd);
-      DeviceBuffer<float> scratch(ll::cuda::rmsnorm_backward_scratch_bytes(s.n, s.d) / sizeof(float));
+      DeviceBuffer<float> scratch(ll::cuda::rmsnorm_backward_scratch_bytes(s.n, s.d) /
+                                  sizeof(float));
       std::vector<float> first_dx, first_dw;
       for (int run = 0; run < 2; ++run) {
         auto d_dx = upload_bf16(dx0);
@@ -112,12 +113,13 @@ TEST_CASE("rmsnorm_backward (cuda) matches the CPU reference and is deterministi
       }
       // Frozen norm: dweight null, dx the same.
       auto d_dx = upload_bf16(dx0);
-      ll::cuda::rmsnorm_backward(d_dx.get(), nullptr, d_g.get(), d_x.get(), d_w.get(),
-                                 d_rstd.get(), s.n, s.d, nullptr, 0);
+      ll::cuda::rmsnorm_backward(d_dx.get(), nullptr, d_g.get(), d_x.get(), d_w.get(), d_rstd.get(),
+                                 s.n, s.d, nullptr, 0);
       device_sync();
       CHECK(same_bytes(download_bf16(d_dx), first_dx));
     }
   }
-  ll::cuda::rmsnorm_backward(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8, nullptr, 0);
+  ll::cuda::rmsnorm_backward(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8, nullptr,
+                             0);
 #endif
 }

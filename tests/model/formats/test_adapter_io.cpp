@@ -139,8 +139,8 @@ TEST_CASE("peft_lora_key formats PEFT's names for attention and MLP modules") {
 }
 
 TEST_CASE("parse_peft_lora_key inverts peft_lora_key and accepts the .default form") {
-  for (int64_t layer : {int64_t(0), int64_t(1), int64_t(9), int64_t(10), int64_t(79),
-                        int64_t(123456789)}) {
+  for (int64_t layer :
+       {int64_t(0), int64_t(1), int64_t(9), int64_t(10), int64_t(79), int64_t(123456789)}) {
     for (const std::string& module : ll::lora_target_names()) {
       for (char which : {'A', 'B'}) {
         const std::string key = ll::peft_lora_key(layer, module, which);
@@ -154,8 +154,7 @@ TEST_CASE("parse_peft_lora_key inverts peft_lora_key and accepts the .default fo
         CHECK(w == which);
         // PEFT before 0.3 kept the adapter name in the saved key.
         std::string old = key;
-        old.replace(old.size() - std::strlen(".weight"), std::strlen(".weight"),
-                    ".default.weight");
+        old.replace(old.size() - std::strlen(".weight"), std::strlen(".weight"), ".default.weight");
         l = -1;
         m.clear();
         w = 0;
@@ -170,13 +169,13 @@ TEST_CASE("parse_peft_lora_key inverts peft_lora_key and accepts the .default fo
 
   const std::string p = kPrefix;
   for (const std::string& bad : {
-           p + "0.mlp.q_proj.lora_A.weight",             // q_proj lives in self_attn
-           p + "0.self_attn.gate_proj.lora_A.weight",    // gate_proj lives in mlp
-           p + "01.self_attn.q_proj.lora_A.weight",      // leading zero
+           p + "0.mlp.q_proj.lora_A.weight",           // q_proj lives in self_attn
+           p + "0.self_attn.gate_proj.lora_A.weight",  // gate_proj lives in mlp
+           p + "01.self_attn.q_proj.lora_A.weight",    // leading zero
            p + "-1.self_attn.q_proj.lora_A.weight",
            p + ".self_attn.q_proj.lora_A.weight",
            p + "1234567890.self_attn.q_proj.lora_A.weight",  // absurd layer index
-           p + "0.self_attn.q_proj.weight",              // the base weight
+           p + "0.self_attn.q_proj.weight",                  // the base weight
            p + "0.self_attn.q_proj.lora_C.weight",
            p + "0.self_attn.q_proj.lora_A.other.weight",  // another adapter's name
            p + "0.self_attn.q_proj.lora_A.weight.x",
@@ -224,7 +223,8 @@ TEST_CASE("write then read gives identical bits, config and names") {
     CHECK(same_tensors(a.trainable_params, b.trainable_params));
 
     // What is on disk is F32 under PEFT's names and the HF names.
-    const ll::SafetensorsFile lora = ll::read_safetensors((dir / "adapter_model.safetensors").string());
+    const ll::SafetensorsFile lora =
+        ll::read_safetensors((dir / "adapter_model.safetensors").string());
     CHECK(lora.tensors.size() == a.lora_tensors.size());
     CHECK(lora.metadata.at("format") == "pt");
     for (const ll::TensorEntry& t : lora.tensors) {
@@ -317,8 +317,7 @@ TEST_CASE("an adapter directory written by PEFT 0.21 reads back with PEFT's valu
   }
   CHECK(a.lora_tensors.at(ll::peft_lora_key(1, "down_proj", 'A')).shape ==
         std::vector<int64_t>{4, 40});
-  CHECK(a.lora_tensors.at(ll::peft_lora_key(1, "v_proj", 'B')).shape ==
-        std::vector<int64_t>{8, 4});
+  CHECK(a.lora_tensors.at(ll::peft_lora_key(1, "v_proj", 'B')).shape == std::vector<int64_t>{8, 4});
   // LongLoRA's trainable_params carry the PeftModel prefix; it is stripped.
   REQUIRE(a.trainable_params.size() == expected.at("trainable").size());
   CHECK(a.trainable_params.size() == 1 + 1 + 2 * 2);
@@ -351,7 +350,7 @@ TEST_CASE("an adapter directory written by PEFT 0.21 reads back with PEFT's valu
     write_raw((old / "adapter_model.safetensors").string(), renamed);
     const AdapterDir b = ll::read_adapter_dir(old.string());
     CHECK(same_tensors(a.lora_tensors, b.lora_tensors));  // keys as peft_lora_key writes them
-    CHECK(b.trainable_params.empty());                     // the file is optional
+    CHECK(b.trainable_params.empty());                    // the file is optional
   }
 }
 
@@ -366,7 +365,8 @@ TEST_CASE("the reference adapter saved by PEFT for tiny_llama reads") {
   CHECK(a.lora.rank == config.at("r").get<int64_t>());
   CHECK(a.lora.alpha == config.at("lora_alpha").get<double>());
   CHECK(a.lora.targets == config.at("target_modules").get<std::vector<std::string>>());
-  const ll::SafetensorsFile file = ll::read_safetensors((dir / "adapter_model.safetensors").string());
+  const ll::SafetensorsFile file =
+      ll::read_safetensors((dir / "adapter_model.safetensors").string());
   CHECK(a.lora_tensors.size() == file.tensors.size());
   for (const ll::TensorEntry& t : file.tensors) {
     CAPTURE(t.name);
@@ -537,13 +537,12 @@ TEST_CASE("damaged or unsupported adapter directories are refused, naming the fi
     edit_lora(d, [&](auto& t) {
       t["base_model.model.model.embed_tokens.weight"] = random_tensor({32, 16}, rng);
     });
-    check_read_error(d, model, "\"base_model.model.model.embed_tokens.weight\" is not a LoRA matrix");
+    check_read_error(d, model,
+                     "\"base_model.model.model.embed_tokens.weight\" is not a LoRA matrix");
   }
   SUBCASE("the same matrix with and without the adapter name") {
     const fs::path d = fresh();
-    edit_lora(d, [&](auto& t) {
-      t[q0a.substr(0, q0a.size() - 7) + ".default.weight"] = t[q0a];
-    });
+    edit_lora(d, [&](auto& t) { t[q0a.substr(0, q0a.size() - 7) + ".default.weight"] = t[q0a]; });
     check_read_error(d, model, "appears twice");
   }
   SUBCASE("an integer tensor") {
@@ -599,14 +598,26 @@ TEST_CASE("damaged or unsupported adapter directories are refused, naming the fi
         {[](json& c) { c.erase("target_modules"); }, "no \"target_modules\""},
         {[](json& c) { c["target_modules"] = nullptr; }, "no \"target_modules\""},
         {[](json& c) { c["target_modules"] = ".*q_proj"; }, "is a regular expression"},
-        {[](json& c) { c["target_modules"] = {"q_proj", 3}; }, "entry 3 is not a module name"},
-        {[](json& c) { c["target_modules"] = {"q_proj", "q_proj"}; }, "listed twice"},
+        {[](json& c) {
+           c["target_modules"] = {"q_proj", 3};
+         },
+         "entry 3 is not a module name"},
+        {[](json& c) {
+           c["target_modules"] = {"q_proj", "q_proj"};
+         },
+         "listed twice"},
         {[](json& c) { c["use_rslora"] = true; }, "\"use_rslora\" is true"},
         {[](json& c) { c["use_dora"] = true; }, "\"use_dora\" is true: DoRA is not supported"},
         {[](json& c) { c["fan_in_fan_out"] = true; }, "\"fan_in_fan_out\" is true"},
         {[](json& c) { c["use_rslora"] = "yes"; }, "\"use_rslora\" must be true or false"},
-        {[](json& c) { c["rank_pattern"] = {{"q_proj", 16}}; }, "\"rank_pattern\""},
-        {[](json& c) { c["alpha_pattern"] = {{"q_proj", 16}}; }, "\"alpha_pattern\""},
+        {[](json& c) {
+           c["rank_pattern"] = {{"q_proj", 16}};
+         },
+         "\"rank_pattern\""},
+        {[](json& c) {
+           c["alpha_pattern"] = {{"q_proj", 16}};
+         },
+         "\"alpha_pattern\""},
         {[](json& c) { c["base_model_name_or_path"] = 7; }, "\"base_model_name_or_path\" must be"},
         {[](json& c) { c["layers_to_transform"] = {"a"}; }, "layers_to_transform entry"},
     };
@@ -699,7 +710,8 @@ TEST_CASE("write_adapter_dir refuses what it could not read back") {
   a.lora_tensors["model.layers.0.self_attn.q_proj.weight"] = good.lora_tensors.at(q0a);
   refuses(a, "is not a LoRA matrix");
   a = good;
-  a.trainable_params["base_model.model.model.norm.weight"] = good.trainable_params.at("model.norm.weight");
+  a.trainable_params["base_model.model.model.norm.weight"] =
+      good.trainable_params.at("model.norm.weight");
   refuses(a, "must be named as in the base model");
   a = good;
   a.lora_tensors.at(q0a).shape = {2, 32};
@@ -736,13 +748,48 @@ TEST_CASE("longlora.json records the training's position interpolation, versione
   const json good = doc;
   const std::pair<json, std::string> bad[] = {
       {json{{"format", "something-else"}, {"version", 1}}, "\"format\" must be"},
-      {[&] { json j = good; j["version"] = 2; return j; }(), "version 2 is not supported"},
-      {[&] { json j = good; j.erase("version"); return j; }(), "\"version\" must be an integer"},
-      {[&] { json j = good; j["rope_scaling"]["factor"] = 0.5; return j; }(), "must be a finite number >= 1"},
-      {[&] { json j = good; j["rope_scaling"]["factor"] = "2"; return j; }(), "factor must be a number"},
-      {[&] { json j = good; j["rope_scaling"]["type"] = "dynamic"; return j; }(), "\"dynamic\" is not supported"},
-      {[&] { json j = good; j["context_length"] = 0; return j; }(), "context_length 0 must be at least 1"},
-      {[&] { json j = good; j.erase("context_length"); return j; }(), "\"context_length\" must be an integer"},
+      {[&] {
+         json j = good;
+         j["version"] = 2;
+         return j;
+       }(),
+       "version 2 is not supported"},
+      {[&] {
+         json j = good;
+         j.erase("version");
+         return j;
+       }(),
+       "\"version\" must be an integer"},
+      {[&] {
+         json j = good;
+         j["rope_scaling"]["factor"] = 0.5;
+         return j;
+       }(),
+       "must be a finite number >= 1"},
+      {[&] {
+         json j = good;
+         j["rope_scaling"]["factor"] = "2";
+         return j;
+       }(),
+       "factor must be a number"},
+      {[&] {
+         json j = good;
+         j["rope_scaling"]["type"] = "dynamic";
+         return j;
+       }(),
+       "\"dynamic\" is not supported"},
+      {[&] {
+         json j = good;
+         j["context_length"] = 0;
+         return j;
+       }(),
+       "context_length 0 must be at least 1"},
+      {[&] {
+         json j = good;
+         j.erase("context_length");
+         return j;
+       }(),
+       "\"context_length\" must be an integer"},
       {json::array(), "must be a JSON object"},
   };
   for (const auto& [content, fragment] : bad) {

@@ -8,8 +8,8 @@
 #include <cstring>
 
 #include "model/formats/bin_format.h"
-#include "model/llama_weights.h"
 #include "model/formats/tensor_source.h"
+#include "model/llama_weights.h"
 #include "tests/model/model_fixtures.h"
 
 using ll::DType;
@@ -57,10 +57,11 @@ TEST_CASE(".bin from a HF directory equals the HF load, for each source and targ
     for (DType dst : {DType::F32, DType::BF16, DType::F16}) {
       CAPTURE(ll::dtype_name(src));
       CAPTURE(ll::dtype_name(dst));
-      const std::string bin = dir.file(fmt::format("m_{}_{}.bin", ll::dtype_name(src),
-                                                   ll::dtype_name(dst)));
+      const std::string bin =
+          dir.file(fmt::format("m_{}_{}.bin", ll::dtype_name(src), ll::dtype_name(dst)));
       std::vector<ll::TensorEntry> tensors;
-      for (const auto& s : ll::llama_tensor_specs(hf->config)) tensors.push_back(*hf->tensors.find(s.name));
+      for (const auto& s : ll::llama_tensor_specs(hf->config))
+        tensors.push_back(*hf->tensors.find(s.name));
       ll::write_model_bin(bin, hf->config, dst, tensors);
       auto files = ll::open_model_files(bin);
       CHECK(files->path == bin);
@@ -127,7 +128,8 @@ TEST_CASE("the writer refuses values the target dtype cannot hold, leaving no fi
 }
 
 TEST_CASE("a checkpoint written by Hugging Face transformers converts losslessly") {
-  const std::filesystem::path hf = std::filesystem::path(LL_SOURCE_DIR) / "tests/fixtures/tiny_llama";
+  const std::filesystem::path hf =
+      std::filesystem::path(LL_SOURCE_DIR) / "tests/fixtures/tiny_llama";
   if (!std::filesystem::exists(hf / "model.safetensors")) {
     MESSAGE("skipped: no ", hf.string());
     return;
@@ -136,7 +138,8 @@ TEST_CASE("a checkpoint written by Hugging Face transformers converts losslessly
   auto files = ll::open_model_files(hf.string());
   CHECK(!files->tokenizer_path.empty());
   std::vector<ll::TensorEntry> tensors;
-  for (const auto& s : ll::llama_tensor_specs(files->config)) tensors.push_back(*files->tensors.find(s.name));
+  for (const auto& s : ll::llama_tensor_specs(files->config))
+    tensors.push_back(*files->tensors.find(s.name));
   const std::string bin = dir.file("tiny.bin");
   ll::write_model_bin(bin, files->config, DType::F32, tensors);
   const ll::LlamaWeights a = ll::load_llama_weights(*files);

@@ -6,8 +6,8 @@
 #include <set>
 
 #include "model/formats/hf_checkpoint.h"
-#include "model/llama_weights.h"
 #include "model/formats/tensor_source.h"
+#include "model/llama_weights.h"
 #include "tests/model/model_fixtures.h"
 
 using ll::DType;
@@ -60,14 +60,18 @@ TEST_CASE("rotary_emb.inv_freq buffers of old checkpoints are ignored") {
   TempDir dir("hf_inv_freq");
   const ll::LlamaWeights w = ll::random_llama_weights(ll::test::tiny_config(), 10);
   std::vector<ll::test::EncodedTensor> enc;
-  for (const ll::TensorEntry& t : ll::llama_weights_tensors(w)) enc.push_back(ll::test::encode(t, DType::F32));
+  for (const ll::TensorEntry& t : ll::llama_weights_tensors(w))
+    enc.push_back(ll::test::encode(t, DType::F32));
   const std::vector<float> inv_freq(2, 0.5f);
-  enc.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq", DType::F32, {2},
+  enc.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq",
+                 DType::F32,
+                 {2},
                  std::vector<uint8_t>(reinterpret_cast<const uint8_t*>(inv_freq.data()),
                                       reinterpret_cast<const uint8_t*>(inv_freq.data()) + 8)});
   ll::test::write_text(dir.path / "config.json", ll::llama_config_to_json(w.config).dump());
   ll::write_safetensors((dir.path / "model.safetensors").string(), ll::test::views(enc));
-  CHECK(ll::test::weights_equal(ll::load_llama_weights(*ll::open_model_files(dir.path.string())), w));
+  CHECK(
+      ll::test::weights_equal(ll::load_llama_weights(*ll::open_model_files(dir.path.string())), w));
 }
 
 TEST_CASE("specs follow the config: GQA shapes and HF order") {
@@ -76,7 +80,7 @@ TEST_CASE("specs follow the config: GQA shapes and HF order") {
   CHECK(specs.front().name == "model.embed_tokens.weight");
   CHECK(specs.front().shape == std::vector<int64_t>{32, 16});
   CHECK(specs[2].name == "model.layers.0.self_attn.k_proj.weight");
-  CHECK(specs[2].shape == std::vector<int64_t>{8, 16});  // 2 kv heads x head_dim 4
+  CHECK(specs[2].shape == std::vector<int64_t>{8, 16});   // 2 kv heads x head_dim 4
   CHECK(specs[7].shape == std::vector<int64_t>{16, 40});  // down_proj [D, F]
   CHECK(specs.back().name == "lm_head.weight");
   CHECK(!specs.back().optional);

@@ -8,9 +8,9 @@
 #include <functional>
 
 #include "model/formats/bin_format.h"
-#include "model/llama_weights.h"
 #include "model/formats/safetensors.h"
 #include "model/formats/tensor_source.h"
+#include "model/llama_weights.h"
 #include "tests/model/model_fixtures.h"
 
 using ll::DType;
@@ -150,8 +150,8 @@ TEST_CASE("safetensors structure: size, header length, UTF-8, JSON") {
 
 TEST_CASE("safetensors entries: dtype, shape, offsets, sizes, duplicates") {
   Corpus c;
-  fs::path d = c.raw_model(
-      "{\"t\":{\"dtype\":\"F8_E4M3\",\"shape\":[4],\"data_offsets\":[0,4]}}", "abcd");
+  fs::path d =
+      c.raw_model("{\"t\":{\"dtype\":\"F8_E4M3\",\"shape\":[4],\"data_offsets\":[0,4]}}", "abcd");
   expect_refused([&] { load(d); }, d / "model.safetensors", "unsupported dtype \"F8_E4M3\"");
 
   d = c.raw_model("{\"t\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", "abcd");
@@ -193,8 +193,7 @@ TEST_CASE("safetensors entries: dtype, shape, offsets, sizes, duplicates") {
   d = c.raw_model("{" + f32_entry("a", 1, 0, 4) + "}", "abcdefgh");
   expect_refused([&] { load(d); }, d / "model.safetensors", "trailing bytes");
 
-  d = c.raw_model("{" + f32_entry("a", 1, 0, 4) + "," + f32_entry("a", 1, 4, 8) + "}",
-                  "abcdefgh");
+  d = c.raw_model("{" + f32_entry("a", 1, 0, 4) + "," + f32_entry("a", 1, 4, 8) + "}", "abcdefgh");
   expect_refused([&] { load(d); }, d / "model.safetensors", "duplicate");
 
   d = c.raw_model("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", "abcd");
@@ -287,7 +286,8 @@ TEST_CASE("sharded checkpoints: missing shard, disagreeing index, escaping shard
     std::vector<ll::SafetensorsTensor> t;
     for (const auto* f : {&f1, &f2}) {
       for (const auto& e : f->tensors) {
-        if (f == &f1 || e.name == "model.norm.weight") t.push_back({e.name, e.dtype, e.shape, e.data});
+        if (f == &f1 || e.name == "model.norm.weight")
+          t.push_back({e.name, e.dtype, e.shape, e.data});
       }
     }
     ll::write_safetensors(s1.string() + ".new", t);
@@ -368,8 +368,7 @@ TEST_CASE(".bin files: magic, version, truncation, alignment, trailing bytes") {
   const fs::path layers = c.dir.path / "layers.bin";
   ll::LlamaConfig one_layer = c.weights.config;
   one_layer.num_hidden_layers = 1;
-  ll::write_model_bin(layers.string(), one_layer, DType::F32,
-                      ll::llama_weights_tensors(c.weights));
+  ll::write_model_bin(layers.string(), one_layer, DType::F32, ll::llama_weights_tensors(c.weights));
   expect_refused([&] { load(layers); }, layers, "unexpected tensor");
 
   const fs::path safetensors = c.dir.path / "model.safetensors";

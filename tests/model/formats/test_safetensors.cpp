@@ -29,9 +29,9 @@ TEST_CASE("round trip of every dtype, metadata, scalars and empty tensors") {
     std::vector<int64_t> shape;
   };
   const std::vector<Spec> specs = {
-      {"f32", DType::F32, {3, 5}},  {"f16", DType::F16, {7}},     {"bf16", DType::BF16, {2, 3, 2}},
-      {"i32", DType::I32, {4}},     {"i64", DType::I64, {2, 2}},  {"u16", DType::U16, {9}},
-      {"u32", DType::U32, {1, 3}},  {"scalar", DType::F32, {}},   {"empty", DType::F16, {0, 4}},
+      {"f32", DType::F32, {3, 5}}, {"f16", DType::F16, {7}},    {"bf16", DType::BF16, {2, 3, 2}},
+      {"i32", DType::I32, {4}},    {"i64", DType::I64, {2, 2}}, {"u16", DType::U16, {9}},
+      {"u32", DType::U32, {1, 3}}, {"scalar", DType::F32, {}},  {"empty", DType::F16, {0, 4}},
   };
   std::vector<std::vector<uint8_t>> data;
   std::vector<ll::SafetensorsTensor> tensors;
@@ -112,8 +112,9 @@ TEST_CASE("a file with no tensors and the writer's own refusals") {
   const ll::SafetensorsFile f = ll::read_safetensors(path);
   CHECK(f.tensors.empty());
   float x = 1;
-  CHECK_THROWS_AS(ll::write_safetensors(path, {{"a", DType::F32, {1}, &x}, {"a", DType::F32, {1}, &x}}),
-                  ll::Error);
+  CHECK_THROWS_AS(
+      ll::write_safetensors(path, {{"a", DType::F32, {1}, &x}, {"a", DType::F32, {1}, &x}}),
+      ll::Error);
   CHECK_THROWS_AS(ll::write_safetensors(path, {{"__metadata__", DType::F32, {1}, &x}}), ll::Error);
   CHECK(ll::read_safetensors(path).tensors.empty());  // the failed writes left the old file
 }

@@ -20,8 +20,8 @@
 
 #if defined(LL_HAVE_SIMT_EMULATOR)
 #include "kernels/cuda/adamw_kernels.cuh"
-#include "tests/cuda_emu/emu_launcher.h"
 #include "optim/adamw.h"
+#include "tests/cuda_emu/emu_launcher.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"

@@ -64,8 +64,9 @@ ll::KeyRange query_side(const ll::AttentionPattern& m, int64_t head, int64_t j) 
 
 // Blocks of `block_rows` own rows (positions), warps of `warp_rows`; `heads` lists the heads
 // one block serves (its union spans all of them per head, loaded per head).
-void count_blocks(const ll::AttentionPattern& m, const std::vector<int64_t>& heads, int64_t block_rows,
-                  int64_t warp_rows, RangeOf range_of, Work& w, int64_t tile = kTile) {
+void count_blocks(const ll::AttentionPattern& m, const std::vector<int64_t>& heads,
+                  int64_t block_rows, int64_t warp_rows, RangeOf range_of, Work& w,
+                  int64_t tile = kTile) {
   const int64_t n = m.seq_len;
   for (int64_t r0 = 0; r0 < n; r0 += block_rows) {
     const int64_t r1 = std::min(n, r0 + block_rows);

@@ -30,9 +30,9 @@
 #include "kernels/cuda/cross_entropy_kernels.cuh"
 #include "tests/cuda_emu/emu_launcher.h"
 #include "tests/cuda_emu/host_buffer.h"
+#include "tests/kernels/cross_entropy_test_cases.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
-#include "tests/kernels/cross_entropy_test_cases.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace {

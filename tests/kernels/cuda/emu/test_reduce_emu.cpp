@@ -21,8 +21,8 @@
 #include <vector>
 
 #if defined(LL_HAVE_SIMT_EMULATOR)
-#include "tests/cuda_emu/emu_launcher.h"
 #include "kernels/cuda/reduce_kernels.cuh"
+#include "tests/cuda_emu/emu_launcher.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 

@@ -23,9 +23,9 @@
 
 #if defined(LL_HAVE_SIMT_EMULATOR)
 #include "kernels/cpu/rope.h"
+#include "kernels/cuda/rope_kernels.cuh"
 #include "tests/cuda_emu/emu_launcher.h"
 #include "tests/cuda_emu/host_buffer.h"
-#include "kernels/cuda/rope_kernels.cuh"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
