@@ -375,7 +375,10 @@ void apply_train_config_file(const CLI::App& app, TrainOptions& options) {
 
 // --- Validation ------------------------------------------------------------------------------
 
-void validate_train_options(const TrainOptions& o) {
+namespace {
+
+// The model, the data and the choices among fixed values.
+void check_inputs(const TrainOptions& o) {
   LL_CHECK(!o.model.empty(),
            "--model is required: a Hugging Face model directory or our .bin file");
   LL_CHECK(o.data.empty() || o.sft.empty(),
@@ -398,7 +401,10 @@ void validate_train_options(const TrainOptions& o) {
            "--attention-kernel {} is a CUDA kernel family; the CPU backend (--device cpu) has "
            "one attention kernel: use --attention-kernel auto",
            o.attention_kernel);
+}
 
+// The context, S2-Attn group and position interpolation.
+void check_context(const TrainOptions& o) {
   LL_CHECK(o.ctx >= 2,
            "--ctx must be at least 2 tokens (got {}); it sets the training context "
            "length and is required",
@@ -411,7 +417,10 @@ void validate_train_options(const TrainOptions& o) {
   LL_CHECK(o.rope_factor >= 0,
            "--rope-factor must be >= 0 (got {}; 0 = ceil(ctx / max_position_embeddings))",
            o.rope_factor);
+}
 
+// The adapters and the base tensors trained.
+void check_lora(const TrainOptions& o) {
   LL_CHECK(o.lora_rank >= 0,
            "--lora-rank must be at least 1, or 0 for no adapters (full training) (got {})",
            o.lora_rank);
@@ -440,7 +449,10 @@ void validate_train_options(const TrainOptions& o) {
       LL_CHECK(seen.insert(t).second, "--trainable: \"{}\" is listed twice", t);
     }
   }
+}
 
+// The optimizer and its schedule.
+void check_optimizer(const TrainOptions& o) {
   LL_CHECK(o.steps >= 1, "--steps must be at least 1 (got {})", o.steps);
   check_finite("lr", o.lr);
   LL_CHECK(o.lr > 0, "--lr must be > 0 (got {})", o.lr);
@@ -457,7 +469,10 @@ void validate_train_options(const TrainOptions& o) {
            o.adam_beta2);
   check_finite("adam-eps", o.adam_eps);
   LL_CHECK(o.adam_eps > 0, "--adam-eps must be > 0 (got {})", o.adam_eps);
+}
 
+// Memory, ranks, checkpoints and logging.
+void check_run(const TrainOptions& o) {
   LL_CHECK(o.classifier_chunk >= 1, "--classifier-chunk must be at least 1 token (got {})",
            o.classifier_chunk);
   check_finite("dist-timeout", o.dist_timeout);
@@ -472,6 +487,16 @@ void validate_train_options(const TrainOptions& o) {
   LL_CHECK(o.keep_checkpoints >= 1, "--keep-checkpoints must be at least 1 (got {})",
            o.keep_checkpoints);
   LL_CHECK(o.log_every >= 1, "--log-every must be at least 1 (got {})", o.log_every);
+}
+
+}  // namespace
+
+void validate_train_options(const TrainOptions& o) {
+  check_inputs(o);
+  check_context(o);
+  check_lora(o);
+  check_optimizer(o);
+  check_run(o);
 }
 
 // --- JSON ------------------------------------------------------------------------------------
