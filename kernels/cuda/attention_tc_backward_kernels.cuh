@@ -158,16 +158,9 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   const int copy_chunk = tid % S::kChunks, copy_row = tid / S::kChunks;
   // K, V tile (positions k0 + r, zero past N). Group 0.
-#pragma unroll
-  for (int p = 0; p < kB / S::kRowsPerPass; ++p) {
-    const int r = copy_row + p * S::kRowsPerPass;
-    const int j = k0 + r;
-    const bool ok = j < n;
-    const int64_t off = ok ? int64_t(j) * kv_stride + int64_t(hk) * HD + copy_chunk * 8 : 0;
-    const uint32_t dst = swz<S::kRowBytes>(r, copy_chunk);
-    cp_async_16(s_k + dst, k + off, ok);
-    cp_async_16(s_v + dst, v + off, ok);
-  }
+  load_tile_rows<kB, S::kRowsPerPass, S::kRowBytes>(
+      copy_row, copy_chunk, clipped_rows(k0, n, kv_stride, int64_t(hk) * HD, copy_chunk),
+      TileCopy{s_k, k}, TileCopy{s_v, v});
   cp_async_commit();
 
   const uint32_t a_base = lane_base<S::kRowBytes>(lane, warp_row0 + (lane & 15), lane >> 4);
@@ -224,18 +217,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     auto load_q = [&](int buf, int u0) {
       const uint32_t s_q = s_qbuf + uint32_t(buf) * 2u * S::kTileBytes;
       const uint32_t s_o = s_q + S::kTileBytes;
-#pragma unroll
-      for (int p = 0; p < kB / S::kRowsPerPass; ++p) {
-        const int r = copy_row + p * S::kRowsPerPass;
-        const int u = u0 + r;
-        const bool ok = u <= u_hi;
-        int64_t pos = int64_t(u) + q_shift;
-        if (pos >= n) pos -= n;
-        const int64_t off = ok ? pos * q_stride : 0;
-        const uint32_t dst = swz<S::kRowBytes>(r, copy_chunk);
-        cp_async_16(s_q + dst, q_head + off, ok);
-        cp_async_16(s_o + dst, o_head + off, ok);
-      }
+      load_tile_rows<kB, S::kRowsPerPass, S::kRowBytes>(
+          copy_row, copy_chunk, wrapped_rows(u0, u_hi, q_shift, n, q_stride), TileCopy{s_q, q_head},
+          TileCopy{s_o, o_head});
       if (tid < kB) {
         const int u = u0 + tid;
         float l2 = 0.0f, d = 0.0f;
@@ -408,16 +392,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t s_kv = s_o + S::kTileBytes;  // buffer b: K at s_kv + 2b tiles, V after
 
   const int copy_chunk = tid % S::kChunks, copy_row = tid / S::kChunks;
-#pragma unroll
-  for (int p = 0; p < kB / S::kRowsPerPass; ++p) {
-    const int r = copy_row + p * S::kRowsPerPass;
-    const int i = q0 + r;
-    const bool ok = i < n;
-    const int64_t off = ok ? int64_t(i) * q_stride + int64_t(h) * HD + copy_chunk * 8 : 0;
-    const uint32_t dst = swz<S::kRowBytes>(r, copy_chunk);
-    cp_async_16(s_q + dst, q + off, ok);
-    cp_async_16(s_o + dst, dout + off, ok);
-  }
+  load_tile_rows<kB, S::kRowsPerPass, S::kRowBytes>(
+      copy_row, copy_chunk, clipped_rows(q0, n, q_stride, int64_t(h) * HD, copy_chunk),
+      TileCopy{s_q, q}, TileCopy{s_o, dout});
   cp_async_commit();
 
   // Key visit ranges, lse * log2 e and D of this thread's rows (g, g + 8); rows past N: empty.

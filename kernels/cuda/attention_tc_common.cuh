@@ -1,8 +1,8 @@
 #pragma once
 // Device helpers shared by the tensor-core attention kernels (internal; device code only):
-// swizzled shared-memory addressing, the block's key-visit range and the K/V tile loader; used
-// by the forward (attention_tc.cuh) and the dQ pass of the backward
-// (attention_tc_backward.cuh). The PTX primitives they build on are in tc_ptx.cuh.
+// swizzled shared-memory addressing, the block's key-visit range and the cp.async tile loaders;
+// used by the mma.sync kernels (attention_tc_forward_kernels.cuh and
+// attention_tc_backward_kernels.cuh). The PTX primitives they build on are in tc_ptx.cuh.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -46,29 +46,66 @@ __device__ __forceinline__ void block_visit_union(const int (&s_range)[kWarps][2
   }
 }
 
+// One (shared tile, global source) pair of load_tile_rows.
+struct TileCopy {
+  uint32_t smem;             // shared address of the swizzled tile
+  const __nv_bfloat16* src;  // global base: row r's chunk is at src + off (off of row_off)
+};
+
+// Rows [0, kRows) of swizzled bf16 tiles from global memory: this thread copies 16-byte chunk
+// copy_chunk of rows r = copy_row + p * kRowsPerPass from src + off to smem + swz(r, copy_chunk)
+// of each pair, where ok = row_off(r, off) (off 0 when !ok); rows with !ok are zero-filled.
+template <int kRows, int kRowsPerPass, int kRowBytes, typename RowOff, typename... Copies>
+__device__ __forceinline__ void load_tile_rows(int copy_row, int copy_chunk, RowOff row_off,
+                                               Copies... copies) {
+#pragma unroll
+  for (int p = 0; p < kRows / kRowsPerPass; ++p) {
+    const int r = copy_row + p * kRowsPerPass;
+    int64_t off;
+    const bool ok = row_off(r, off);
+    const uint32_t dst = swz<kRowBytes>(r, copy_chunk);
+    (cp_async_16(copies.smem + dst, copies.src + off, ok), ...);
+  }
+}
+
+// row_off of load_tile_rows for rows row0 + r of a row-major [n, stride] tensor (rows past n
+// missing), at column head_off + 8 * copy_chunk (src then points at the tensor itself).
+__device__ __forceinline__ auto clipped_rows(int row0, int n, int64_t stride, int64_t head_off,
+                                             int copy_chunk) {
+  return [=](int r, int64_t& off) {
+    const int j = row0 + r;
+    const bool ok = j < n;
+    off = ok ? int64_t(j) * stride + head_off + copy_chunk * 8 : 0;
+    return ok;
+  };
+}
+
+// row_off of load_tile_rows for visit indices v0 + r (missing past v_hi): visit vis is row
+// vis + shift, less n past the end (the S2Roll wrap; shift is 0 otherwise), of stride `stride`.
+__device__ __forceinline__ auto wrapped_rows(int v0, int v_hi, int64_t shift, int64_t n,
+                                             int64_t stride) {
+  return [=](int r, int64_t& off) {
+    const int vis = v0 + r;
+    const bool ok = vis <= v_hi;
+    int64_t pos = int64_t(vis) + shift;
+    if (pos >= n) pos -= n;
+    off = ok ? pos * stride : 0;
+    return ok;
+  };
+}
+
 // K and V rows of one kv head for visit indices [v0, v0 + kRows) into the swizzled tiles at
-// shared addresses s_k and s_v: this thread copies 16-byte chunk copy_chunk of rows
-// copy_row + p * kRowsPerPass (k_head and v_head already point at that chunk of key 0). Visit
-// index vis is key position vis + kv_shift, less n past the end (the S2Roll wrap; kv_shift is 0
-// otherwise); visits past v_hi are zero-filled by cp.async and never read.
+// shared addresses s_k and s_v (load_tile_rows with wrapped_rows; k_head and v_head already
+// point at this thread's chunk of key 0); visits past v_hi are zero-filled and never read.
 template <int kRows, int kRowsPerPass, int kRowBytes>
 __device__ __forceinline__ void load_kv_tile(uint32_t s_k, uint32_t s_v,
                                              const __nv_bfloat16* k_head,
                                              const __nv_bfloat16* v_head, int v0, int v_hi,
                                              int64_t kv_shift, int64_t n, int64_t kv_stride,
                                              int copy_row, int copy_chunk) {
-#pragma unroll
-  for (int p = 0; p < kRows / kRowsPerPass; ++p) {
-    const int r = copy_row + p * kRowsPerPass;
-    const int vis = v0 + r;
-    const bool ok = vis <= v_hi;
-    int64_t pos = int64_t(vis) + kv_shift;
-    if (pos >= n) pos -= n;
-    const int64_t off = ok ? pos * kv_stride : 0;
-    const uint32_t dst = swz<kRowBytes>(r, copy_chunk);
-    cp_async_16(s_k + dst, k_head + off, ok);
-    cp_async_16(s_v + dst, v_head + off, ok);
-  }
+  load_tile_rows<kRows, kRowsPerPass, kRowBytes>(copy_row, copy_chunk,
+                                                 wrapped_rows(v0, v_hi, kv_shift, n, kv_stride),
+                                                 TileCopy{s_k, k_head}, TileCopy{s_v, v_head});
 }
 
 }  // namespace ll::cuda::tc

@@ -70,14 +70,9 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // Q tile -> shared (rows past N zero-filled). Group 0.
   const int copy_chunk = tid % S::kChunks, copy_row = tid / S::kChunks;
-#pragma unroll
-  for (int p = 0; p < S::kBq / S::kRowsPerPass; ++p) {
-    const int r = copy_row + p * S::kRowsPerPass;
-    const int i = q0 + r;
-    const bool ok = i < n;
-    const int64_t off = ok ? int64_t(i) * q_stride + int64_t(h) * HD + copy_chunk * 8 : 0;
-    cp_async_16(s_q + swz<S::kRowBytes>(r, copy_chunk), q + off, ok);
-  }
+  load_tile_rows<S::kBq, S::kRowsPerPass, S::kRowBytes>(
+      copy_row, copy_chunk, clipped_rows(q0, n, q_stride, int64_t(h) * HD, copy_chunk),
+      TileCopy{s_q, q});
   cp_async_commit();
 
   // Key ranges (visit indices) of this thread's rows; rows past N get the empty range [1, 0].
