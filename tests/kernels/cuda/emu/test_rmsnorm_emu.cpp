@@ -20,12 +20,12 @@
 #include <vector>
 
 #if defined(LL_HAVE_SIMT_EMULATOR)
-#include "kernels/cpu/rmsnorm.h"
 #include "kernels/cuda/rmsnorm_kernels.cuh"
 #include "tests/cuda_emu/emu_launcher.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
+#include "tests/kernels/rmsnorm_test_cases.h"
 
 namespace {
 
@@ -43,16 +43,10 @@ OffsetBuffer<uint16_t> bf16_buffer(const std::vector<float>& v, size_t offset = 
   return OffsetBuffer<uint16_t>(ll::test::emu_util::to_bf16_bits(v), offset);
 }
 
-struct Shape {
-  int64_t n, d;
-  size_t offset;  // elements every tensor is shifted off the 16-byte alignment
-};
-// The GPU test's shapes (odd D: the scalar path; multiples of 8: the 16-byte path, one and two
-// passes of 2048; 5 dweight chunks; not its 1000 x 24, slow here) and: D past one 256-element pass
-// on the scalar path, aligned D with misaligned pointers (scalar), a ragged last dweight chunk (130
-// rows: 44 + 44 + 42) with two column blocks (D = 264: 256 + 8).
-const Shape kShapes[] = {{1, 1, 0},    {3, 7, 0},   {5, 64, 0}, {17, 4096, 0}, {130, 200, 0},
-                         {300, 96, 0}, {2, 300, 0}, {4, 64, 1}, {130, 264, 0}};
+// The GPU test's table (rmsnorm_test_cases.h), without its shapes marked slow here.
+using ll::test::rmsnorm_cases::kShapes;
+using ll::test::rmsnorm_cases::Shape;
+namespace cases = ll::test::rmsnorm_cases;
 
 bool vectorized(const Shape& s) { return s.d % 8 == 0 && s.offset == 0; }
 
@@ -60,18 +54,17 @@ bool vectorized(const Shape& s) { return s.d % 8 == 0 && s.offset == 0; }
 
 TEST_CASE("emulated rmsnorm_forward matches the CPU reference, also in place") {
   using namespace ll::test;
-  const float eps = 1e-5f;
+  const float eps = cases::kEps;
   const auto seeds = test_seeds();
   for (size_t index = 0; index < std::size(kShapes); ++index) {
     const Shape s = kShapes[index];
+    if (s.emu_slow) continue;
     const uint64_t seed = case_seed(seeds, index);
     INFO("seed " << seed << " shape [" << s.n << ", " << s.d << "] offset " << s.offset);
     std::mt19937_64 rng(seed);
     const size_t nd = size_t(s.n * s.d);
-    const auto x = round_bf16(random_uniform(rng, nd, -2.0f, 2.0f));          // [N, D]
-    const auto w = round_bf16(random_uniform(rng, size_t(s.d), 0.5f, 1.5f));  // [D]
-    std::vector<float> out_ref(nd), rstd_ref(size_t(s.n));
-    ll::cpu::rmsnorm_forward(out_ref.data(), rstd_ref.data(), x.data(), w.data(), s.n, s.d, eps);
+    const cases::Forward f = cases::make_forward(s, rng);
+    const auto &x = f.x, &w = f.w;
 
     struct Result {
       std::vector<uint16_t> out, in_place;  // [N, D] bf16 bits
@@ -94,9 +87,8 @@ TEST_CASE("emulated rmsnorm_forward matches the CPU reference, also in place") {
       r.rstd = d_rstd.values();
       return r;
     });
-    check_bf16_close(got.out, out_ref, 1e-5, kBf16Rtol, 1e-2);
-    // rstd: fp32 sum of squares vs the CPU's double one.
-    check_close(got.rstd, to_double(rstd_ref), 0.0, 1e-5, 1e-5);
+    cases::check_out(emu_util::from_bf16_bits(got.out), f.out_ref);
+    cases::check_rstd(got.rstd, f.rstd_ref);
     CHECK_MESSAGE(got.in_place == got.out, "in place differs from out of place");
     CHECK_MESSAGE(rev.out == got.out, "out differs with the reverse thread order");
     CHECK_MESSAGE(rev.in_place == got.in_place, "in place differs with the reverse thread order");
@@ -115,24 +107,15 @@ TEST_CASE("emulated rmsnorm_forward matches the CPU reference, also in place") {
 
 TEST_CASE("emulated rmsnorm_backward matches the CPU reference, with and without dweight") {
   using namespace ll::test;
-  const float eps = 1e-5f;
   const auto seeds = test_seeds();
   for (size_t index = 0; index < std::size(kShapes); ++index) {
     const Shape s = kShapes[index];
+    if (s.emu_slow) continue;
     const uint64_t seed = case_seed(seeds, index) + 1;
     INFO("seed " << seed << " shape [" << s.n << ", " << s.d << "] offset " << s.offset);
     std::mt19937_64 rng(seed);
-    const size_t nd = size_t(s.n * s.d);
-    const auto x = round_bf16(random_uniform(rng, nd, -2.0f, 2.0f));          // [N, D]
-    const auto w = round_bf16(random_uniform(rng, size_t(s.d), 0.5f, 1.5f));  // [D]
-    const auto g = round_bf16(random_uniform(rng, nd, -1.0f, 1.0f));          // [N, D] dout
-    const auto dx0 = round_bf16(random_uniform(rng, nd, -1.0f, 1.0f));  // [N, D] residual grad
-    const auto dw0 = random_uniform(rng, size_t(s.d), -1.0f, 1.0f);     // [D]
-    std::vector<float> y(nd), rstd(size_t(s.n));
-    ll::cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), s.n, s.d, eps);
-    std::vector<float> dx_ref = dx0, dw_ref = dw0;
-    ll::cpu::rmsnorm_backward(dx_ref.data(), dw_ref.data(), g.data(), x.data(), w.data(),
-                              rstd.data(), s.n, s.d);
+    const cases::Backward in = cases::make_backward(s, rng);
+    const auto &x = in.x, &w = in.w, &g = in.g, &dx0 = in.dx0, &dw0 = in.dw0, &rstd = in.rstd;
 
     const dev::DwChunks chunks = dev::dweight_chunks(s.n);
     struct Result {
@@ -162,9 +145,8 @@ TEST_CASE("emulated rmsnorm_backward matches the CPU reference, with and without
       r.dw = d_dw.values();
       return r;
     });
-    check_bf16_close(got.dx, dx_ref, 1e-4, kBf16Rtol, 1e-2);
-    // dweight: fp32 partial sums over at most a few hundred rows vs the CPU's double.
-    check_close(got.dw, to_double(dw_ref), 1e-5 + 1e-6 * double(s.n), 1e-5, 1e-5);
+    cases::check_dx(emu_util::from_bf16_bits(got.dx), in.dx_ref);
+    cases::check_dw(s, got.dw, in.dw_ref);
     CHECK_MESSAGE(got.dx_frozen == got.dx, "dx differs without dweight");
     CHECK_MESSAGE(rev.dx == got.dx, "dx differs with the reverse thread order");
     CHECK_MESSAGE(rev.dx_frozen == got.dx_frozen, "dx differs with the reverse thread order");
@@ -189,7 +171,7 @@ TEST_CASE("emulated rmsnorm_backward matches the CPU reference, with and without
 
 TEST_CASE("emulated rmsnorm: any one tensor off the 16-byte alignment selects the scalar kernels") {
   using namespace ll::test;
-  const float eps = 1e-5f;
+  const float eps = cases::kEps;
   const int64_t n = 2, d = 64;
   std::mt19937_64 rng(test_seeds()[1]);
   const auto x = round_bf16(random_uniform(rng, size_t(n * d), -2.0f, 2.0f));  // [N, D]

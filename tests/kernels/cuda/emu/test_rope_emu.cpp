@@ -1,5 +1,5 @@
 // The rope kernel and launch sequences (kernels/cuda/rope_kernels.cuh) run in the SIMT emulator
-// against the CPU reference (kernels/cpu/rope.h) with the GPU test's cases and tolerances:
+// against the CPU reference (kernels/cpu/rope.h) with the GPU test's table (rope_test_cases.h):
 // forward and backward in place, long positions and non-power-of-two scales (where one fp32 ulp
 // of the angle would show), head dims from 2 to 512 (more pairs per token than threads, and at
 // 512 more pairs per head than threads), and the grid-stride over tokens (the sequence on a grid
@@ -22,13 +22,13 @@
 #include <vector>
 
 #if defined(LL_HAVE_SIMT_EMULATOR)
-#include "kernels/cpu/rope.h"
 #include "kernels/cuda/rope_kernels.cuh"
 #include "tests/cuda_emu/emu_launcher.h"
 #include "tests/cuda_emu/host_buffer.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
+#include "tests/kernels/rope_test_cases.h"
 
 namespace {
 
@@ -37,23 +37,8 @@ namespace dev = ll::cuda::rope_dev;
 using bf16 = __nv_bfloat16;
 using ll::test::emu_util::bf16_host_buffer;
 
-void check_bf16(const std::vector<uint16_t>& got, const std::vector<float>& ref) {
-  // fp32 rotation, then one bf16 rounding; atol covers outputs that cancel to ~0.
-  ll::test::emu_util::check_bf16_close(got, ref, 1e-5, ll::test::kBf16Rtol, 1e-2);
-}
-
-struct Case {
-  int64_t n, heads, hd, offset;
-  double scale, theta;
-};
-
-// The GPU test's cases, and head_dim 512 (the largest the kernel takes).
-const Case kCases[] = {
-    {1, 1, 2, 0, 1.0, 10000.0},         {3, 2, 6, 5, 1.0, 10000.0},
-    {5, 3, 64, 0, 4.0, 10000.0},        {17, 4, 128, 100000, 4.0, 10000.0},
-    {33, 2, 128, 99000, 2.5, 500000.0}, {9, 3, 256, 8191, 8.0, 1000000.0},
-    {300, 1, 10, 7, 1.0, 10000.0},      {4, 2, 512, 31, 25.0, 10000.0},
-};
+using ll::test::rope_cases::Case;
+using ll::test::rope_cases::kCases;
 
 // x [n, heads, hd] rotated forward and backward by the launch sequences on grids capped at
 // max_blocks; raw bf16 results.
@@ -76,16 +61,11 @@ Outputs run_sequences(const Case& c, const std::vector<float>& x, unsigned max_b
 void check_case(const Case& c, std::mt19937_64& rng, unsigned max_blocks) {
   INFO("[" << c.n << ", " << c.heads << ", " << c.hd << "] offset " << c.offset << " scale "
            << c.scale << " theta " << c.theta << " max blocks " << max_blocks);
-  const size_t len = size_t(c.n * c.heads * c.hd);
-  const auto x = ll::test::round_bf16(ll::test::random_uniform(rng, len, -2.0f, 2.0f));
-  std::vector<float> fwd_ref = x, bwd_ref = x;  // [N, H, hd]
-  ll::cpu::rope_forward(fwd_ref.data(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
-  ll::cpu::rope_backward(bwd_ref.data(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
-
+  const ll::test::rope_cases::Data data = ll::test::rope_cases::make_data(c, rng);
   const auto [o, rev] =
-      ll::test::emu_util::run_both_orders([&] { return run_sequences(c, x, max_blocks); });
-  check_bf16(o.fwd, fwd_ref);
-  check_bf16(o.bwd, bwd_ref);
+      ll::test::emu_util::run_both_orders([&] { return run_sequences(c, data.x, max_blocks); });
+  ll::test::rope_cases::check_output(ll::test::emu_util::from_bf16_bits(o.fwd), data.fwd);
+  ll::test::rope_cases::check_output(ll::test::emu_util::from_bf16_bits(o.bwd), data.bwd);
   // One launch each, one block per token unless capped.
   REQUIRE(o.runs.size() == 2);
   for (const emu::KernelRun& r : o.runs) {

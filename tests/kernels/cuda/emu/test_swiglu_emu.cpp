@@ -1,7 +1,7 @@
 // The SwiGLU kernels and launch sequences (kernels/cuda/swiglu_kernels.cuh) run in the SIMT
-// emulator against the CPU reference (kernels/cpu/swiglu.h) with the GPU test's sizes and
-// tolerances: the 16-byte path (aligned pointers) and the scalar path (offset by one element),
-// ragged sizes, several blocks, in place (out = gate; dgate = gate and dup = up), exp(-g)
+// emulator against the CPU reference (kernels/cpu/swiglu.h) with the GPU test's table
+// (swiglu_test_cases.h): the 16-byte path (aligned pointers) and the scalar path (offset by one
+// element), ragged sizes, several blocks, in place (out = gate; dgate = gate and dup = up), exp(-g)
 // overflowing, and the grid-stride loops (the sequences on a grid capped below the work; their
 // own grids cover it at any testable size). Outputs start as NaN bytes, so an unwritten
 // element fails; every case also runs with the fibers in reverse order and must give the same
@@ -21,13 +21,13 @@
 #include <vector>
 
 #if defined(LL_HAVE_SIMT_EMULATOR)
-#include "kernels/cpu/swiglu.h"
 #include "kernels/cuda/swiglu_kernels.cuh"
 #include "tests/cuda_emu/emu_launcher.h"
 #include "tests/cuda_emu/host_buffer.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
+#include "tests/kernels/swiglu_test_cases.h"
 
 namespace {
 
@@ -40,11 +40,7 @@ using ll::test::emu_util::read_from;
 // A host stand-in for an output: n poisoned bf16 elements.
 emu::HostBuffer poisoned_bf16(size_t n) { return emu::HostBuffer(n * sizeof(uint16_t), true); }
 
-// Inputs of one case (bf16-rounded): n elements used from `offset` on.
-struct Inputs {
-  int64_t n, offset;
-  std::vector<float> gate, up, dout;  // [offset + n]
-};
+using Inputs = ll::test::swiglu_cases::Data;
 
 // What the kernels wrote, raw bf16 [n] each.
 struct Outputs {
@@ -78,39 +74,20 @@ Outputs run_sequences(const Inputs& in, unsigned max_blocks) {
 }
 
 void check_bf16(const std::vector<uint16_t>& got, const std::vector<float>& ref) {
-  ll::test::emu_util::check_bf16_close(got, ref, 1e-5, ll::test::kBf16Rtol, 1e-2);
-}
-
-// Random inputs for n elements at `offset`, with exp(-g) overflowing at the first two.
-Inputs random_inputs(std::mt19937_64& rng, int64_t n, int64_t offset) {
-  using ll::test::random_uniform;
-  using ll::test::round_bf16;
-  const size_t len = size_t(n + offset);
-  Inputs in{n, offset, round_bf16(random_uniform(rng, len, -6.0f, 6.0f)),
-            round_bf16(random_uniform(rng, len, -2.0f, 2.0f)),
-            round_bf16(random_uniform(rng, len, -1.0f, 1.0f))};
-  in.gate[size_t(offset)] = -100.0f;  // silu = -0, dgate = 0
-  if (n > 1) in.gate[size_t(offset) + 1] = 100.0f;
-  return in;
+  ll::test::swiglu_cases::check_output(ll::test::emu_util::from_bf16_bits(got), ref);
 }
 
 // Runs the case on grids capped at max_blocks, in both fiber orders, against the reference.
 void check_case(const Inputs& in, unsigned max_blocks) {
   const int64_t n = in.n, offset = in.offset;
-  const size_t un = size_t(n);
-  std::vector<float> out_ref(un), dg_ref(un), du_ref(un);
-  ll::cpu::swiglu_forward(out_ref.data(), in.gate.data() + offset, in.up.data() + offset, n);
-  ll::cpu::swiglu_backward(dg_ref.data(), du_ref.data(), in.dout.data() + offset,
-                           in.gate.data() + offset, in.up.data() + offset, n);
-
   const auto [o, rev] =
       ll::test::emu_util::run_both_orders([&] { return run_sequences(in, max_blocks); });
-  check_bf16(o.out, out_ref);
-  check_bf16(o.dgate, dg_ref);
-  check_bf16(o.dup, du_ref);
-  check_bf16(o.out_inplace, out_ref);
-  check_bf16(o.dgate_inplace, dg_ref);
-  check_bf16(o.dup_inplace, du_ref);
+  check_bf16(o.out, in.out_ref);
+  check_bf16(o.dgate, in.dg_ref);
+  check_bf16(o.dup, in.du_ref);
+  check_bf16(o.out_inplace, in.out_ref);
+  check_bf16(o.dgate_inplace, in.dg_ref);
+  check_bf16(o.dup_inplace, in.du_ref);
 
   // One launch per call, 256 threads a block, blocks covering the pieces (8 elements on the
   // 16-byte path, 1 on the scalar one) unless capped.
@@ -135,10 +112,10 @@ void check_case(const Inputs& in, unsigned max_blocks) {
 TEST_CASE("emulated swiglu kernels match the CPU reference on both paths and in place") {
   for (const uint64_t seed : ll::test::test_seeds()) {
     std::mt19937_64 rng(seed);
-    for (const int64_t n : {1, 7, 8, 1000, 4099, 65539}) {
-      for (const int64_t offset : {0, 1}) {  // offset 1: not 16-byte aligned, scalar path
+    for (const int64_t n : ll::test::swiglu_cases::kSizes) {
+      for (const int64_t offset : ll::test::swiglu_cases::kOffsets) {
         INFO("seed " << seed << " n " << n << " offset " << offset);
-        check_case(random_inputs(rng, n, offset), UINT_MAX);
+        check_case(ll::test::swiglu_cases::make_data(rng, n, offset), UINT_MAX);
       }
     }
   }
@@ -151,7 +128,7 @@ TEST_CASE("emulated swiglu kernels stride over more pieces than the grid has thr
   for (const int64_t n : {int64_t(8 * 1280 + 3), int64_t(2000)}) {
     for (const int64_t offset : {0, 1}) {
       INFO("n " << n << " offset " << offset);
-      check_case(random_inputs(rng, n, offset), 2);
+      check_case(ll::test::swiglu_cases::make_data(rng, n, offset), 2);
     }
   }
 }
