@@ -22,6 +22,7 @@
 #if defined(LL_HAVE_SIMT_EMULATOR)
 #include "kernels/cuda/add_kernels.cuh"
 #include "tests/cuda_emu/emu_launcher.h"
+#include "tests/kernels/add_test_cases.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
@@ -40,38 +41,24 @@ using ll::test::emu_util::to_bf16_bits;
 bf16* device_type(uint16_t* p) { return ll::test::emu_util::as_bf16(p); }
 float* device_type(float* p) { return p; }
 
-// 4099: the 16-byte path in 2 (bf16) or 4 (f32) blocks, the element path in 17.
-const int64_t kSizes[] = {1, 7, 20, 4099};
-// Element offsets of x and y from a 16-byte boundary.
-struct Offsets {
-  int64_t x, y;
-};
-const Offsets kOffsets[] = {{0, 0}, {1, 1}, {3, 3}, {0, 1}, {5, 2}, {7, 0}};
-constexpr int64_t kPad = 16;  // elements around the used range, checked to stay untouched
+// The GPU test's table (add_test_cases.h), without its sizes marked slow here.
+using ll::test::add_cases::kOffsets;
+using ll::test::add_cases::kPad;
+using ll::test::add_cases::kSizes;
+using ll::test::add_cases::Offsets;
+using ll::test::add_cases::Size;
+namespace cases = ll::test::add_cases;
 
-// Random values spread over a few binades, so that the sums round.
-std::vector<float> random_values(std::mt19937_64& rng, size_t n) {
-  auto v = ll::test::random_uniform(rng, n, -4.0f, 4.0f);
-  std::uniform_int_distribution<int> e(-6, 6);
-  for (float& x : v) x = std::ldexp(x, e(rng));
-  return v;
-}
-
-float value_of(uint16_t bits) { return ll::test::bf16_bits_to_f32(bits); }
-float value_of(float f) { return f; }
-uint16_t rounded(float f, uint16_t) { return ll::test::f32_to_bf16_bits(f); }
-float rounded(float f, float) { return f; }
+// The table's values as the buffers hold them: bf16 bits (already rounded) or fp32.
+std::vector<uint16_t> held(const std::vector<float>& v, uint16_t) { return to_bf16_bits(v); }
+std::vector<float> held(const std::vector<float>& v, float) { return v; }
 
 // x[o.x + i] += y[o.y + i] (and x[o.x + i] += x[o.x + i]) for T = uint16_t (bf16) or float.
 template <typename T>
-void check_add(const char* vec_kernel, const char* scalar_kernel, const std::vector<T>& x,
-               const std::vector<T>& y, int64_t n, Offsets o) {
-  std::vector<T> want = x, twice = x;
-  for (int64_t i = 0; i < n; ++i) {
-    const size_t ix = size_t(o.x + i), iy = size_t(o.y + i);
-    want[ix] = rounded(value_of(x[ix]) + value_of(y[iy]), T());
-    twice[ix] = rounded(2.0f * value_of(x[ix]), T());
-  }
+void check_add(const char* vec_kernel, const char* scalar_kernel, const cases::Data& d, int64_t n,
+               Offsets o) {
+  const std::vector<T> x = held(d.x, T()), y = held(d.y, T());
+  const std::vector<T> want = held(d.want, T()), twice = held(d.twice, T());
   struct Result {
     std::vector<T> x, y, doubled;
     std::vector<emu::KernelRun> runs;
@@ -107,16 +94,16 @@ void check_add(const char* vec_kernel, const char* scalar_kernel, const std::vec
 TEST_CASE("emulated add_inplace_bf16 equals the host bitwise") {
   const auto seeds = ll::test::test_seeds();
   size_t index = 0;
-  for (const int64_t n : kSizes) {
+  for (const Size size : kSizes) {
+    if (size.emu_slow) continue;
     for (const Offsets o : kOffsets) {
+      const int64_t n = size.n;
       const uint64_t seed = case_seed(seeds, index);
       ++index;
       INFO("seed " << seed << " n " << n << " offsets x " << o.x << " y " << o.y);
       std::mt19937_64 rng(seed);
-      const size_t len = size_t(n + kPad);
-      const auto x = to_bf16_bits(random_values(rng, len));
-      const auto y = to_bf16_bits(random_values(rng, len));
-      check_add("add_inplace_kernel<bf16, 8>", "add_inplace_kernel<bf16, 1>", x, y, n, o);
+      check_add<uint16_t>("add_inplace_kernel<bf16, 8>", "add_inplace_kernel<bf16, 1>",
+                          cases::make_data(rng, n, o, true), n, o);
     }
   }
   // Grids: 7 head elements, 511 bf16 vectors, 4 tail elements: 2 blocks.
@@ -132,15 +119,16 @@ TEST_CASE("emulated add_inplace_bf16 equals the host bitwise") {
 TEST_CASE("emulated add_inplace_f32 equals the host bitwise") {
   const auto seeds = ll::test::test_seeds();
   size_t index = 0;
-  for (const int64_t n : kSizes) {
+  for (const Size size : kSizes) {
+    if (size.emu_slow) continue;
     for (const Offsets o : kOffsets) {
+      const int64_t n = size.n;
       const uint64_t seed = case_seed(seeds, index);
       ++index;
       INFO("seed " << seed << " n " << n << " offsets x " << o.x << " y " << o.y);
       std::mt19937_64 rng(seed);
-      const size_t len = size_t(n + kPad);
-      check_add("add_inplace_kernel<float, 4>", "add_inplace_kernel<float, 1>",
-                random_values(rng, len), random_values(rng, len), n, o);
+      check_add<float>("add_inplace_kernel<float, 4>", "add_inplace_kernel<float, 1>",
+                       cases::make_data(rng, n, o, false), n, o);
     }
   }
   std::vector<float> x(4099 + kPad, 0.0f), y(4099 + kPad, 0.0f);
