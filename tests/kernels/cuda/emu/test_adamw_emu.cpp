@@ -22,6 +22,7 @@
 #include "kernels/cuda/adamw_kernels.cuh"
 #include "optim/adamw.h"
 #include "tests/cuda_emu/emu_launcher.h"
+#include "tests/kernels/adamw_test_cases.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
@@ -59,40 +60,35 @@ State emulated_step(const State& before, const std::vector<float>& grad, const l
 
 TEST_CASE("emulated adamw_step matches adamw_update") {
   using namespace ll::test;
+  // The GPU test's table (adamw_test_cases.h), without its sizes marked slow here.
+  namespace cases = adamw_cases;
   const auto seeds = test_seeds();
   size_t index = 0;
-  for (const int64_t n : {int64_t(1), int64_t(7), int64_t(1000), int64_t(4099)}) {
-    for (const double wd : {0.0, 0.1}) {
-      for (const float grad_scale : {1.0f, 0.37f}) {
+  for (const cases::Size size : cases::kSizes) {
+    if (size.emu_slow) continue;
+    const int64_t n = size.n;
+    for (const double wd : cases::kWeightDecays) {
+      for (const float grad_scale : cases::kGradScales) {
         const uint64_t seed = emu_util::case_seed(seeds, index);
         ++index;
         INFO("seed " << seed << " n " << n << " wd " << wd << " grad_scale " << grad_scale);
         std::mt19937_64 rng(seed);
         const size_t un = size_t(n);
-        std::vector<float> master = random_uniform(rng, un), m(un, 0.0f), v(un, 0.0f);
+        std::vector<float> master = cases::initial_master(rng, un), m(un, 0.0f), v(un, 0.0f);
         State state{master, m, v, {}};
         for (int64_t t = 1; t <= 4; ++t) {
           INFO("step " << t);
-          const auto grad = random_uniform(rng, un, -2.0f, 2.0f);  // [n]
-          ll::AdamWStep step;
-          step.config.weight_decay = wd;
-          step.lr = 1e-3 * double(t);
-          step.step = t;
-          step.grad_scale = grad_scale;
+          const auto grad = cases::random_grad(rng, un);  // [n]
+          const ll::AdamWStep step = cases::make_step(t, wd, grad_scale);
           ll::adamw_update(master.data(), grad.data(), m.data(), v.data(), n, step);
           const bool with_param = t < 4;  // the last step skips the bf16 copy
           std::vector<emu::KernelRun> runs;
           const auto [got, rev] =
               run_both_orders([&] { return emulated_step(state, grad, step, with_param, &runs); });
-          // Same fp32 operations in the same order: equal up to the host's own rounding
-          // choices (e.g. a contracted fma), i.e. an ulp or two.
-          check_close(got.master, to_double(master), 1e-7, 1e-6, 1e-6);
-          check_close(got.m, to_double(m), 1e-9, 1e-6, 1e-6);
-          check_close(got.v, to_double(v), 1e-12, 1e-6, 1e-6);
-          size_t mismatched = 0;
-          for (size_t i = 0; i < got.param.size(); ++i)
-            mismatched += got.param[i] != f32_to_bf16_bits(got.master[i]);
-          CHECK_MESSAGE(mismatched == 0, mismatched << " bf16 params != bf16(master)");
+          cases::check_master(got.master, master);
+          cases::check_m(got.m, m);
+          cases::check_v(got.v, v);
+          cases::check_param(emu_util::from_bf16_bits(got.param), got.master);
           CHECK(got.param.size() == (with_param ? un : 0));
           CHECK_MESSAGE(rev == got, "the step differs with the reverse thread order");
           REQUIRE(runs.size() == 2);
