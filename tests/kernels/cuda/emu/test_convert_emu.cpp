@@ -16,7 +16,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -24,6 +23,7 @@
 #if defined(LL_HAVE_SIMT_EMULATOR)
 #include "kernels/cuda/convert_kernels.cuh"
 #include "tests/cuda_emu/emu_launcher.h"
+#include "tests/kernels/convert_test_cases.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
@@ -34,7 +34,6 @@ namespace emu = ll::cuda::emu;
 namespace dev = ll::cuda::convert_dev;
 using bf16 = __nv_bfloat16;
 using ll::test::bf16_bits_to_f32;
-using ll::test::f32_to_bf16_bits;
 using ll::test::same_bytes;
 using ll::test::emu_util::as_bf16;
 using ll::test::emu_util::case_seed;
@@ -67,47 +66,25 @@ Result run_all(const std::vector<float>& x, const std::vector<uint16_t>& b, floa
 }  // namespace
 
 TEST_CASE("emulated convert and fill are exact") {
+  // The GPU test's table (convert_test_cases.h), without its sizes marked slow here.
+  namespace cases = ll::test::convert_cases;
   const auto seeds = ll::test::test_seeds();
   size_t index = 0;
-  for (const int64_t n : {int64_t(1), int64_t(9), int64_t(1000), int64_t(4099)}) {
+  for (const cases::Size size : cases::kSizes) {
+    if (size.emu_slow) continue;
+    const int64_t n = size.n;
     const uint64_t seed = case_seed(seeds, index);
     ++index;
     INFO("seed " << seed << " n " << n);
     std::mt19937_64 rng(seed);
-    const size_t un = size_t(n);
-    auto x = ll::test::random_uniform(rng, un, -1000.0f, 1000.0f);  // [n]
-    // Special values: ties, signed zero, subnormal, infinities, largest finite.
-    const float specials[] = {0.0f,
-                              -0.0f,
-                              1e-40f,
-                              -3.0e38f,
-                              3.4e38f,
-                              std::numeric_limits<float>::infinity(),
-                              -std::numeric_limits<float>::infinity(),
-                              1.00390625f,
-                              1.01171875f};
-    for (size_t i = 0; i < std::size(specials) && i < un; ++i) x[i] = specials[i];
-    // bf16 -> f32 of arbitrary non-NaN bit patterns is exact.
-    std::uniform_int_distribution<uint32_t> pick(0, 0xffff);
-    std::vector<uint16_t> b(un);  // [n]
-    for (auto& v : b) {
-      do v = uint16_t(pick(rng));
-      while ((v & 0x7fff) > 0x7f80);
-    }
-    const float fill_bf16 = 1.01171875f;  // a tie: rounds to even
-    const auto [got, rev] = run_both_orders([&] { return run_all(x, b, 0.625f, fill_bf16); });
+    const cases::Data in = cases::make_data(rng, n);
+    const auto [got, rev] =
+        run_both_orders([&] { return run_all(in.x, in.b, cases::kFillF32, cases::kFillBf16); });
 
-    size_t bad = 0;
-    for (size_t i = 0; i < un; ++i) bad += got.to_bf16[i] != f32_to_bf16_bits(x[i]);
-    CHECK_MESSAGE(bad == 0, bad << " conversions differ from round-to-nearest-even");
-    bad = 0;
-    for (size_t i = 0; i < un; ++i) {
-      const float want = bf16_bits_to_f32(b[i]);
-      bad += std::memcmp(&got.to_f32[i], &want, sizeof(float)) != 0;
-    }
-    CHECK_MESSAGE(bad == 0, bad << " bf16 -> f32 conversions are not exact");
-    CHECK(got.fill_f32 == std::vector<float>(un, 0.625f));
-    CHECK(got.fill_bf16 == std::vector<uint16_t>(un, f32_to_bf16_bits(fill_bf16)));
+    cases::check_to_bf16(got.to_bf16, in);
+    cases::check_to_f32(got.to_f32, in);
+    cases::check_fill_f32(got.fill_f32, n);
+    cases::check_fill_bf16(got.fill_bf16, n);
     const bool same_in_reverse = rev.to_bf16 == got.to_bf16 && rev.fill_bf16 == got.fill_bf16 &&
                                  same_bytes(rev.to_f32, got.to_f32) &&
                                  same_bytes(rev.fill_f32, got.fill_f32);
