@@ -25,6 +25,7 @@
 #include "tests/cuda_emu/emu_launcher.h"
 #include "tests/kernels/cuda/emu/emu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
+#include "tests/kernels/reduce_test_cases.h"
 
 namespace {
 
@@ -37,17 +38,18 @@ using ll::test::emu_util::run_both_orders;
 }  // namespace
 
 TEST_CASE("emulated sum_squares matches the host sum and is deterministic") {
+  // The GPU test's table (reduce_test_cases.h), without its sizes marked slow here or GPU-only.
+  namespace cases = ll::test::reduce_cases;
   const auto seeds = ll::test::test_seeds();
-  // 131073: 512 blocks, one thread two elements; 300001: every thread two or three.
-  const int64_t sizes[] = {1, 255, 256, 257, 131073, 300001};
-  for (size_t index = 0; index < std::size(sizes); ++index) {
-    const int64_t n = sizes[index];
+  for (size_t index = 0; index < std::size(cases::kSizes); ++index) {
+    const cases::Size size = cases::kSizes[index];
+    if (size.emu_slow || size.gpu_only) continue;
+    const int64_t n = size.n;
     const uint64_t seed = case_seed(seeds, index);
     INFO("seed " << seed << " n " << n);
     std::mt19937_64 rng(seed);
-    const auto x = ll::test::random_uniform(rng, size_t(n), -3.0f, 3.0f);  // [n]
-    long double ref = 0.0L;
-    for (const float f : x) ref += (long double)f * (long double)f;
+    const cases::Data in = cases::make_data(rng, n);
+    const std::vector<float>& x = in.x;  // [n]
 
     struct Result {
       double sum = 0.0;
@@ -61,9 +63,7 @@ TEST_CASE("emulated sum_squares matches the host sum and is deterministic") {
       r.sum = result[0];
       return r;
     });
-    CHECK(std::isfinite(got.sum));
-    const double err = std::fabs(got.sum - double(ref));
-    CHECK_MESSAGE(err <= 1e-13 * double(ref) + 1e-300, "sum " << got.sum << " ref " << double(ref));
+    cases::check_sum(got.sum, in.ref);
     CHECK_MESSAGE(std::memcmp(&got.sum, &rev.sum, sizeof(double)) == 0,
                   "the sum differs with the reverse thread order");
 
