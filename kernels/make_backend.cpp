@@ -61,7 +61,9 @@ std::string describe_backend(const Backend& backend) {
   if (const auto* cuda = dynamic_cast<const CudaBackend*>(&backend))
     return "cuda: " + cuda->device_description();
 #endif
-  return fmt::format("{} ({} threads)", backend.name(), omp_get_max_threads());
+  // The CPU backend has one attention kernel (--attention-kernel auto).
+  return fmt::format("{} ({} threads); attention: the fp32 reference", backend.name(),
+                     omp_get_max_threads());
 }
 
 }  // namespace ll
