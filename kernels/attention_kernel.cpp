@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -20,6 +21,13 @@ bool is_denied(AttentionKernel kernel, const std::vector<AttentionKernel>& denie
     return std::find(denied.begin(), denied.end(), k) != denied.end();
   };
   return has(kernel) || (kernel == AttentionKernel::TcSm90AtomicDq && has(AttentionKernel::TcSm90));
+}
+
+// The kernel named `name`, if any.
+std::optional<AttentionKernel> find_attention_kernel(std::string_view name) {
+  for (AttentionKernel k : kAll)
+    if (attention_kernel_name(k) == name) return k;
+  return std::nullopt;
 }
 
 // The explicit families `pred` accepts, as "simt, tc-sm80".
@@ -60,8 +68,7 @@ std::string_view attention_kernel_name(AttentionKernel kernel) {
 }
 
 AttentionKernel parse_attention_kernel(std::string_view name) {
-  for (AttentionKernel k : kAll)
-    if (attention_kernel_name(k) == name) return k;
+  if (const std::optional<AttentionKernel> k = find_attention_kernel(name)) return *k;
   fail("--attention-kernel must be one of {}, got '{}'", attention_kernel_names(), name);
 }
 
@@ -159,14 +166,11 @@ std::vector<AttentionKernel> attention_kernels_denied_from_env() {
     const size_t comma = std::min(all.find(',', start), all.size());
     const std::string_view name = all.substr(start, comma - start);
     if (!name.empty()) {
-      AttentionKernel k = AttentionKernel::Auto;
-      for (AttentionKernel c : kAll)
-        if (attention_kernel_name(c) == name) k = c;
-      LL_CHECK(k != AttentionKernel::Auto,
-               "LL_ATTENTION_KERNEL_DENY={}: '{}' is not one of simt, tc-sm80, tc-sm90, "
-               "tc-sm90-atomic-dq",
-               env, name);
-      denied.push_back(k);
+      const std::optional<AttentionKernel> k = find_attention_kernel(name);
+      LL_CHECK(k && *k != AttentionKernel::Auto,
+               "LL_ATTENTION_KERNEL_DENY={}: '{}' is not one of {}", env, name,
+               families_where([](AttentionKernel) { return true; }));
+      denied.push_back(*k);
     }
     start = comma + 1;
   }

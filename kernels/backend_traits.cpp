@@ -22,7 +22,6 @@ BackendTraits backend_traits(BackendKind kind, AttentionKernel attention) {
   t.activation_dtype = DType::BF16;
   t.fixed_workspace_bytes = cuda::kGemmWorkspaceBytes;
   t.attention_kernel = attention == AttentionKernel::Auto ? attention_kernel_auto() : attention;
-  t.attention_dq_accumulator = t.attention_kernel == AttentionKernel::TcSm90AtomicDq;
   return t;
 }
 

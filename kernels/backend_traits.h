@@ -18,10 +18,14 @@ struct BackendTraits {
   BackendKind kind = BackendKind::Cpu;
   DType activation_dtype = DType::F32;  // activations and frozen weights (F32 CPU, BF16 CUDA)
   int64_t fixed_workspace_bytes = 0;    // allocated with the backend: cuBLASLt's on CUDA
-  // The training attention family (CUDA: resolved, never Auto; CPU: Auto, its one kernel) and
-  // whether its backward takes an fp32 dQ accumulator of [N, H * head_dim] beside D ([H, N]).
+  // The training attention family (CUDA: resolved, never Auto; CPU: Auto, its one kernel).
   AttentionKernel attention_kernel = AttentionKernel::Auto;
-  bool attention_dq_accumulator = false;
+
+  // Whether the attention backward takes an fp32 dQ accumulator of [N, H * head_dim] beside D
+  // ([H, N]): the atomic-dQ family's.
+  bool attention_dq_accumulator() const {
+    return attention_kernel == AttentionKernel::TcSm90AtomicDq;
+  }
 };
 
 // The traits of a `kind` backend running `attention` (auto resolves as the backend would; the

@@ -36,8 +36,7 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
   const int64_t q_dim = h * c.head_dim(), kv_dim = c.kv_dim();
   const BackendTraits& bt = in.backend;
   // An explicit attention family without kernels for this head dim fails here, before a run.
-  if (bt.kind == BackendKind::Cuda)
-    check_attention_kernel_head_dim(bt.attention_kernel, c.head_dim());
+  check_attention_kernel_head_dim(bt.attention_kernel, c.head_dim());
   const int64_t act = int64_t(dtype_size(bt.activation_dtype));
   const bool separate_value = bt.activation_dtype != DType::F32;  // else value == master
   const int64_t r = in.lora ? in.lora->rank : 0;
@@ -99,7 +98,7 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
   item("backward scratch", scratch,
        "gradients of the residual stream and of one block's intermediates, token ids, losses",
        false);
-  if (bt.attention_dq_accumulator)
+  if (bt.attention_dq_accumulator())
     item("attention dQ accum.", 4 * n * q_dim,
          fmt::format("[{}, {}] fp32: the atomic-dQ attention backward (--attention-kernel {})", n,
                      q_dim, attention_kernel_name(bt.attention_kernel)),

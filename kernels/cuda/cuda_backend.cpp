@@ -53,6 +53,29 @@ float* f32_ptr(const Tensor& t, const char* what) {
   return static_cast<float*>(t.data);
 }
 
+// The forward and backward launchers of a resolved attention family: the one place the family
+// picks kernels. tc-sm90 runs the Hopper kernels where the mask allows (S2Roll: mma.sync).
+struct AttentionLaunchers {
+  decltype(&cuda::attention_forward) forward;
+  decltype(&cuda::attention_backward) backward;
+};
+
+AttentionLaunchers attention_launchers(AttentionKernel kernel) {
+  switch (kernel) {
+    case AttentionKernel::Simt:
+      return {cuda::attention_forward, cuda::attention_backward};
+    case AttentionKernel::TcSm80:
+      return {cuda::attention_forward_tc_sm80, cuda::attention_backward_tc_sm80};
+    case AttentionKernel::TcSm90:
+      return {cuda::attention_forward_tc, cuda::attention_backward_tc};
+    case AttentionKernel::TcSm90AtomicDq:
+      return {cuda::attention_forward_tc, cuda::attention_backward_tc_atomic_dq};
+    case AttentionKernel::Auto:
+      break;
+  }
+  fail("cuda backend: the attention kernel was not resolved");
+}
+
 const int32_t* i32_ptr(const Tensor& t, const char* what) {
   LL_CHECK(t.dtype == DType::I32, "cuda backend: {} must be I32, got {}", what,
            dtype_name(t.dtype));
@@ -338,12 +361,9 @@ void CudaBackend::attention_forward(const Tensor& out, const Tensor& lse, const 
   float* lse_ptr = lse.data == nullptr ? nullptr : f32_ptr(lse, "attention log-sum-exp");
   const AttentionKernel kernel = st_->traits.attention_kernel;
   check_attention_kernel_head_dim(kernel, d.hd);
-  // tc-sm90: the Hopper kernels (resolved: available here), S2Roll on the mma.sync ones.
-  const auto launch = kernel == AttentionKernel::Simt     ? cuda::attention_forward
-                      : kernel == AttentionKernel::TcSm80 ? cuda::attention_forward_tc_sm80
-                                                          : cuda::attention_forward_tc;
-  launch(bf16_ptr(out, "attention output"), lse_ptr, bf16_ptr(q, "queries"), bf16_ptr(k, "keys"),
-         bf16_ptr(v, "values"), d.n, d.h, d.hkv, d.hd, mask, st_->stream);
+  attention_launchers(kernel).forward(
+      bf16_ptr(out, "attention output"), lse_ptr, bf16_ptr(q, "queries"), bf16_ptr(k, "keys"),
+      bf16_ptr(v, "values"), d.n, d.h, d.hkv, d.hd, mask, st_->stream);
 }
 
 void CudaBackend::attention_forward_cached(const Tensor& out, const Tensor& q, const Tensor& k,
@@ -368,33 +388,16 @@ void CudaBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
   // accumulator, [N, H, hd] fp32), counted like any tensor.
   const AttentionKernel kernel = st_->traits.attention_kernel;
   check_attention_kernel_head_dim(kernel, d.hd);
-  const bool atomic = st_->traits.attention_dq_accumulator;
+  const bool atomic = st_->traits.attention_dq_accumulator();
   const size_t ws_bytes =
       atomic ? cuda::attention_backward_tc_atomic_dq_workspace_bytes(d.n, d.h, d.hd)
              : cuda::attention_backward_workspace_bytes(d.n, d.h);
   OwnedTensor ws = allocate({int64_t((ws_bytes + 3) / 4)}, DType::F32);
-  decltype(&cuda::attention_backward) launch = nullptr;
-  switch (kernel) {
-    case AttentionKernel::Simt:
-      launch = cuda::attention_backward;
-      break;
-    case AttentionKernel::TcSm80:
-      launch = cuda::attention_backward_tc_sm80;
-      break;
-    case AttentionKernel::TcSm90:
-      launch = cuda::attention_backward_tc;
-      break;  // Hopper
-    case AttentionKernel::TcSm90AtomicDq:
-      launch = cuda::attention_backward_tc_atomic_dq;
-      break;
-    case AttentionKernel::Auto:
-      fail("cuda backend: the attention kernel was not resolved");
-  }
-  launch(bf16_ptr(dq, "query gradient"), bf16_ptr(dk, "key gradient"),
-         bf16_ptr(dv, "value gradient"), bf16_ptr(dout, "attention gradient"),
-         bf16_ptr(q, "queries"), bf16_ptr(k, "keys"), bf16_ptr(v, "values"),
-         bf16_ptr(out, "attention output"), f32_ptr(lse, "log-sum-exp"), d.n, d.h, d.hkv, d.hd,
-         mask, ws->data, st_->stream);
+  attention_launchers(kernel).backward(
+      bf16_ptr(dq, "query gradient"), bf16_ptr(dk, "key gradient"), bf16_ptr(dv, "value gradient"),
+      bf16_ptr(dout, "attention gradient"), bf16_ptr(q, "queries"), bf16_ptr(k, "keys"),
+      bf16_ptr(v, "values"), bf16_ptr(out, "attention output"), f32_ptr(lse, "log-sum-exp"), d.n,
+      d.h, d.hkv, d.hd, mask, ws->data, st_->stream);
 }
 
 void CudaBackend::swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) {

@@ -15,7 +15,7 @@ TEST_CASE("CPU traits: fp32, no fixed workspace, its one attention kernel") {
   CHECK(t.activation_dtype == ll::DType::F32);
   CHECK(t.fixed_workspace_bytes == 0);
   CHECK(t.attention_kernel == ll::AttentionKernel::Auto);
-  CHECK_FALSE(t.attention_dq_accumulator);
+  CHECK_FALSE(t.attention_dq_accumulator());
   ll::CpuBackend cpu;
   CHECK(cpu.kind() == ll::BackendKind::Cpu);
   CHECK(cpu.name() == "cpu");
@@ -40,7 +40,7 @@ TEST_CASE("CUDA traits: bf16, the cuBLASLt workspace, the dQ accumulator of atom
     CHECK(t.activation_dtype == ll::DType::BF16);
     CHECK(t.fixed_workspace_bytes == ll::cuda::kGemmWorkspaceBytes);
     CHECK(t.attention_kernel == (k == ll::AttentionKernel::Auto ? ll::AttentionKernel::Simt : k));
-    CHECK(t.attention_dq_accumulator == (k == ll::AttentionKernel::TcSm90AtomicDq));
+    CHECK(t.attention_dq_accumulator() == (k == ll::AttentionKernel::TcSm90AtomicDq));
   }
   CHECK(ll::backend_kind_name(ll::BackendKind::Cuda) == "cuda");
   CHECK(ll::resolve_device("cuda") == ll::BackendKind::Cuda);

@@ -20,14 +20,17 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "tests/kernels/attention_test_cases.h"
+#include "tests/kernels/backend_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace {
 
 using namespace ll;
+using ll::test::get;
 using ll::test::kBf16Rtol;
 using ll::test::poisoned;
+using ll::test::put;
 using ll::test::random_uniform;
 using ll::test::round_bf16;
 
@@ -59,14 +62,6 @@ void compare(const char* what, const std::vector<float>& got, const std::vector<
                         tol.rel);
 }
 
-// A tensor on `backend` holding host values (converted to dtype).
-OwnedTensor put(Backend& backend, std::vector<int64_t> shape, DType dtype,
-                const std::vector<float>& host) {
-  OwnedTensor t = backend.allocate(std::move(shape), dtype);
-  REQUIRE(size_t(t->numel()) == host.size());
-  backend.upload_f32(*t, host.data());
-  return t;
-}
 // An output the op overwrites: NaN on the CUDA side, uninitialised on the CPU.
 OwnedTensor out(Backend& backend, std::vector<int64_t> shape, DType dtype) {
   OwnedTensor t = backend.allocate(std::move(shape), dtype);
@@ -80,11 +75,6 @@ OwnedTensor put_i32(Backend& backend, const std::vector<int32_t>& host) {
   OwnedTensor t = backend.allocate({int64_t(host.size())}, DType::I32);
   backend.upload_i32(*t, host.data());
   return t;
-}
-std::vector<float> get(Backend& backend, const OwnedTensor& t) {
-  std::vector<float> v(size_t(t->numel()));
-  backend.download_f32(v.data(), *t);
-  return v;
 }
 // Activations: F32 on the CPU, BF16 on CUDA.
 DType act(const Backend& backend) { return backend.activation_dtype(); }

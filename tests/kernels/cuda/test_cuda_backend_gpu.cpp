@@ -16,27 +16,15 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "tests/kernels/backend_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace {
 
 using namespace ll;
-
-// A tensor of `shape` on `backend` holding host values (converted to dtype).
-OwnedTensor put(Backend& backend, std::vector<int64_t> shape, DType dtype,
-                const std::vector<float>& host) {
-  OwnedTensor t = backend.allocate(std::move(shape), dtype);
-  REQUIRE(size_t(t->numel()) == host.size());
-  backend.upload_f32(*t, host.data());
-  return t;
-}
-
-std::vector<float> get(Backend& backend, const OwnedTensor& t) {
-  std::vector<float> v(size_t(t->numel()));
-  backend.download_f32(v.data(), *t);
-  return v;
-}
+using ll::test::get;
+using ll::test::put;
 
 // ||a - b|| / ||b|| (Frobenius); every value of a must be finite.
 double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
