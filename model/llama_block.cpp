@@ -38,6 +38,7 @@ struct LlamaModel::BlockGrads {
 void LlamaModel::linear_forward(const Linear& lin, const Tensor& out, const Tensor& x,
                                 const Tensor& u, bool accumulate) {
   backend_.matmul_forward(out, x, *lin.weight.value, accumulate);
+  if (lin.bias.value.view.data != nullptr) backend_.add_bias(out, *lin.bias.value);
   if (lin.lora_a < 0) return;
   // y += scaling * (x A^T) B^T; u = x A^T is kept for the backward.
   backend_.matmul_forward(u, x, *params_[size_t(lin.lora_a)].value, false);
@@ -49,6 +50,7 @@ void LlamaModel::linear_backward(const Linear& lin, const Tensor& dx, const Tens
                                  const Tensor& x, const Tensor& u, const Tensor& du,
                                  bool accumulate) {
   if (lin.weight.param >= 0) backend_.matmul_backward_weight(grad_of(lin.weight), dout, x, true);
+  if (lin.bias.param >= 0) backend_.bias_backward(grad_of(lin.bias), dout);
   backend_.matmul_backward_input(dx, dout, *lin.weight.value, accumulate);
   if (lin.lora_a < 0) return;
   const TrainableParam& a = params_[size_t(lin.lora_a)];
@@ -234,7 +236,8 @@ LossSum LlamaModel::forward_backward(std::span<const int32_t> tokens,
   if (gradients_ready) {
     std::vector<int> head;
     if (norm_.param >= 0) head.push_back(norm_.param);
-    if (lm_head_.param >= 0) head.push_back(lm_head_.param);
+    // A tied lm_head is the embedding, whose gradient is final only after its lookup's backward.
+    if (lm_head_.param >= 0 && !c.tie_word_embeddings) head.push_back(lm_head_.param);
     report(head);
   }
 

@@ -64,6 +64,45 @@ int64_t token_id(const json& doc, const char* key, int64_t fallback, const std::
   return as_int(*v, key, source);
 }
 
+// eos_token_id as an integer or (Llama-3) a list of ids, every one kept.
+std::vector<int64_t> token_ids(const json& doc, const char* key, int64_t fallback,
+                               const std::string& source) {
+  const json* v = field(doc, key);
+  if (!v) return {fallback};
+  if (!v->is_array()) return {as_int(*v, key, source)};
+  LL_CHECK(!v->empty(), "{}: field \"{}\" is an empty list; give at least one token id", source,
+           key);
+  LL_CHECK(v->size() <= 1024, "{}: field \"{}\" lists {} ids; the limit is 1024", source, key,
+           v->size());
+  std::vector<int64_t> ids;
+  for (const json& id : *v) ids.push_back(as_int(id, key, source));
+  return ids;
+}
+
+bool optional_bool(const json& doc, const char* key, bool fallback, const std::string& source) {
+  const json* v = field(doc, key);
+  if (!v) return fallback;
+  LL_CHECK(v->is_boolean(), "{}: field \"{}\" must be true or false, found {}", source, key,
+           v->dump());
+  return v->get<bool>();
+}
+
+// "model_type" (absent: llama, as the oldest Llama configs). The families' own names only:
+// another architecture with a Llama-like config would load wrong weights silently.
+ModelFamily family_of(const json& doc, const std::string& source) {
+  const json* type = field(doc, "model_type");
+  if (!type) return ModelFamily::Llama;
+  LL_CHECK(type->is_string(), "{}: field \"model_type\" must be a string, found {}", source,
+           type->dump());
+  const std::string name = type->get<std::string>();
+  for (ModelFamily f : {ModelFamily::Llama, ModelFamily::Mistral, ModelFamily::Qwen2}) {
+    if (name == model_type_name(f)) return f;
+  }
+  fail("{}: model_type \"{}\" is not supported; this engine runs \"llama\" (Llama-2, Llama-3.x), "
+       "\"mistral\" and \"qwen2\" (Qwen2, Qwen2.5) models",
+       source, name);
+}
+
 // rope_scaling: null or {"type"|"rope_type": "linear", "factor": f}. Other kinds (dynamic NTK,
 // yarn, llama3) change the RoPE formula, which the kernels do not implement. transformers 5
 // writes "rope_parameters": {"rope_type": "default"|"linear", "factor"?, "rope_theta"?} instead;
@@ -128,17 +167,22 @@ void validate_llama_config(const LlamaConfig& c, const std::string& source) {
   LL_CHECK(c.max_position_embeddings > 0 && c.max_position_embeddings <= kMaxPositions,
            "{}: field \"max_position_embeddings\" = {} must be in [1, {}]", source,
            c.max_position_embeddings, kMaxPositions);
-  LL_CHECK(c.hidden_size % c.num_attention_heads == 0,
-           "{}: hidden_size = {} is not divisible by num_attention_heads = {}; fix config.json",
+  LL_CHECK(c.explicit_head_dim >= 0 && c.explicit_head_dim <= kMaxDim,
+           "{}: field \"head_dim\" = {} must be positive (limit {})", source, c.explicit_head_dim,
+           kMaxDim);
+  LL_CHECK(c.explicit_head_dim > 0 || c.hidden_size % c.num_attention_heads == 0,
+           "{}: hidden_size = {} is not divisible by num_attention_heads = {}; fix config.json "
+           "(or give head_dim)",
            source, c.hidden_size, c.num_attention_heads);
+  LL_CHECK(c.q_dim() <= kMaxDim, "{}: head_dim x num_attention_heads = {} is implausibly large",
+           source, c.q_dim());
   LL_CHECK(c.num_attention_heads % c.num_key_value_heads == 0,
            "{}: num_attention_heads = {} is not divisible by num_key_value_heads = {}; "
            "fix config.json",
            source, c.num_attention_heads, c.num_key_value_heads);
-  LL_CHECK(c.head_dim() % 2 == 0,
-           "{}: head_dim = hidden_size / num_attention_heads = {} is odd; RoPE rotates pairs "
-           "and needs an even head_dim",
-           source, c.head_dim());
+  LL_CHECK(c.head_dim() % 2 == 0 && c.head_dim() > 0,
+           "{}: head_dim = {} is odd; RoPE rotates pairs and needs an even head_dim", source,
+           c.head_dim());
   LL_CHECK(std::isfinite(c.rms_norm_eps) && c.rms_norm_eps > 0,
            "{}: field \"rms_norm_eps\" = {} must be a finite positive number", source,
            c.rms_norm_eps);
@@ -150,26 +194,84 @@ void validate_llama_config(const LlamaConfig& c, const std::string& source) {
   LL_CHECK(c.bos_token_id >= 0 && c.bos_token_id < c.vocab_size,
            "{}: field \"bos_token_id\" = {} is outside the vocabulary [0, {})", source,
            c.bos_token_id, c.vocab_size);
-  LL_CHECK(c.eos_token_id >= 0 && c.eos_token_id < c.vocab_size,
-           "{}: field \"eos_token_id\" = {} is outside the vocabulary [0, {})", source,
-           c.eos_token_id, c.vocab_size);
+  LL_CHECK(!c.eos_token_ids.empty() && c.eos_token_ids.front() == c.eos_token_id,
+           "{}: eos_token_ids must start with eos_token_id = {}", source, c.eos_token_id);
+  for (int64_t id : c.eos_token_ids) {
+    LL_CHECK(id >= 0 && id < c.vocab_size,
+             "{}: field \"eos_token_id\" = {} is outside the vocabulary [0, {})", source, id,
+             c.vocab_size);
+  }
+  LL_CHECK(c.sliding_window >= 0, "{}: field \"sliding_window\" = {} must be positive or null",
+           source, c.sliding_window);
+}
+
+const char* model_type_name(ModelFamily family) {
+  switch (family) {
+    case ModelFamily::Mistral:
+      return "mistral";
+    case ModelFamily::Qwen2:
+      return "qwen2";
+    case ModelFamily::Llama:
+      break;
+  }
+  return "llama";
+}
+
+const char* causal_lm_architecture(ModelFamily family) {
+  switch (family) {
+    case ModelFamily::Mistral:
+      return "MistralForCausalLM";
+    case ModelFamily::Qwen2:
+      return "Qwen2ForCausalLM";
+    case ModelFamily::Llama:
+      break;
+  }
+  return "LlamaForCausalLM";
+}
+
+void check_sliding_window(const LlamaConfig& c, int64_t positions, const std::string& what) {
+  LL_CHECK(c.sliding_window == 0 || positions <= c.sliding_window,
+           "{} covers {} positions, more than the model's sliding_window = {}: Mistral's "
+           "sliding-window (band) attention is not implemented; use a context of at most {} "
+           "tokens, or a model whose config has \"sliding_window\": null (Mistral v0.2 and later)",
+           what, positions, c.sliding_window, c.sliding_window);
 }
 
 LlamaConfig llama_config_from_json(const json& doc, const std::string& source) {
   LL_CHECK(doc.is_object(), "{}: a config must be a JSON object, found {}", source,
            doc.type_name());
+  const ModelFamily family = family_of(doc, source);
   if (const json* act = field(doc, "hidden_act")) {
     LL_CHECK(act->is_string() && act->get<std::string>() == "silu",
              "{}: field \"hidden_act\" = {} is not supported; Llama uses \"silu\"", source,
              act->dump());
   }
-  for (const char* key : {"attention_bias", "mlp_bias"}) {
-    const json* bias = field(doc, key);
-    LL_CHECK(!bias || (bias->is_boolean() && !bias->get<bool>()),
-             "{}: field \"{}\" = {} is not supported; Llama-2 layers have no bias terms", source,
-             key, bias ? bias->dump() : "");
-  }
+  const bool attention_bias = optional_bool(doc, "attention_bias", false, source);
+  LL_CHECK(!optional_bool(doc, "mlp_bias", false, source),
+           "{}: field \"mlp_bias\" = true is not supported; the MLP projections have no bias in "
+           "the Llama, Mistral and Qwen2 families",
+           source);
   LlamaConfig c;
+  c.family = family;
+  switch (family) {
+    case ModelFamily::Qwen2:
+      // Qwen2's q/k/v carry a bias whatever the config says (it has no attention_bias field).
+      c.qkv_bias = true;
+      LL_CHECK(!optional_bool(doc, "use_sliding_window", false, source),
+               "{}: field \"use_sliding_window\" = true is not supported: sliding-window "
+               "attention (band mask) is not implemented; Qwen2.5 checkpoints ship it false",
+               source);
+      break;
+    case ModelFamily::Mistral:
+      c.sliding_window = optional_int(doc, "sliding_window", 0, source);
+      LL_CHECK(!attention_bias, "{}: field \"attention_bias\" = true: Mistral has no bias terms",
+               source);
+      break;
+    case ModelFamily::Llama:
+      // LlamaAttention's attention_bias puts a bias on all four projections.
+      c.qkv_bias = c.o_bias = attention_bias;
+      break;
+  }
   c.hidden_size = required_int(doc, "hidden_size", source);
   c.intermediate_size = required_int(doc, "intermediate_size", source);
   c.num_hidden_layers = required_int(doc, "num_hidden_layers", source);
@@ -186,15 +288,15 @@ LlamaConfig llama_config_from_json(const json& doc, const std::string& source) {
     c.tie_word_embeddings = tie->get<bool>();
   }
   c.bos_token_id = token_id(doc, "bos_token_id", 1, source);
-  c.eos_token_id = token_id(doc, "eos_token_id", 2, source);
-  validate_llama_config(c, source);
-  // Newer configs spell head_dim out; a value other than hidden / heads is a different layout.
+  c.eos_token_ids = token_ids(doc, "eos_token_id", 2, source);
+  c.eos_token_id = c.eos_token_ids.front();
+  // Newer configs spell head_dim out (Mistral-Nemo's differs from hidden_size / heads).
   if (const json* hd = field(doc, "head_dim")) {
-    LL_CHECK(as_int(*hd, "head_dim", source) == c.head_dim(),
-             "{}: field \"head_dim\" = {} differs from hidden_size / num_attention_heads = {}; "
-             "only the standard Llama layout is supported",
-             source, hd->dump(), c.head_dim());
+    c.explicit_head_dim = as_int(*hd, "head_dim", source);
+    LL_CHECK(c.explicit_head_dim > 0, "{}: field \"head_dim\" = {} must be positive", source,
+             c.explicit_head_dim);
   }
+  validate_llama_config(c, source);
   return c;
 }
 
@@ -216,8 +318,8 @@ LlamaConfig llama_config_from_file(const std::string& path) {
 
 json llama_config_to_json(const LlamaConfig& c) {
   json doc = {
-      {"architectures", json::array({"LlamaForCausalLM"})},
-      {"model_type", "llama"},
+      {"architectures", json::array({causal_lm_architecture(c.family)})},
+      {"model_type", model_type_name(c.family)},
       {"hidden_act", "silu"},
       {"hidden_size", c.hidden_size},
       {"intermediate_size", c.intermediate_size},
@@ -230,8 +332,21 @@ json llama_config_to_json(const LlamaConfig& c) {
       {"rope_theta", c.rope_theta},
       {"tie_word_embeddings", c.tie_word_embeddings},
       {"bos_token_id", c.bos_token_id},
-      {"eos_token_id", c.eos_token_id},
+      {"eos_token_id", c.eos_token_ids.size() == 1 ? json(c.eos_token_id) : json(c.eos_token_ids)},
   };
+  if (c.explicit_head_dim > 0) doc["head_dim"] = c.explicit_head_dim;
+  switch (c.family) {
+    case ModelFamily::Llama:
+      doc["attention_bias"] = c.qkv_bias;
+      doc["mlp_bias"] = false;
+      break;
+    case ModelFamily::Mistral:
+      doc["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+      break;
+    case ModelFamily::Qwen2:
+      doc["use_sliding_window"] = false;
+      break;
+  }
   doc["rope_scaling"] = c.rope_scaling_factor == 1.0
                             ? json(nullptr)
                             : json{{"type", "linear"}, {"factor", c.rope_scaling_factor}};

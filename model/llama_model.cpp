@@ -26,20 +26,26 @@ LlamaModel::LlamaModel(Backend& backend, const LlamaWeights& w, const ModelSetup
     Layer t;
     t.input_layernorm =
         make_weight(lw.input_layernorm, {d}, prefix + "input_layernorm.weight", tr.norms);
-    t.q_proj = make_linear(lw.q_proj, {q_dim, d}, li, "q_proj");
-    t.k_proj = make_linear(lw.k_proj, {kv_dim, d}, li, "k_proj");
-    t.v_proj = make_linear(lw.v_proj, {kv_dim, d}, li, "v_proj");
-    t.o_proj = make_linear(lw.o_proj, {d, q_dim}, li, "o_proj");
+    t.q_proj = make_linear(lw.q_proj, lw.q_bias, {q_dim, d}, li, "q_proj");
+    t.k_proj = make_linear(lw.k_proj, lw.k_bias, {kv_dim, d}, li, "k_proj");
+    t.v_proj = make_linear(lw.v_proj, lw.v_bias, {kv_dim, d}, li, "v_proj");
+    t.o_proj = make_linear(lw.o_proj, lw.o_bias, {d, q_dim}, li, "o_proj");
     t.post_attention_layernorm = make_weight(lw.post_attention_layernorm, {d},
                                              prefix + "post_attention_layernorm.weight", tr.norms);
-    t.gate_proj = make_linear(lw.gate_proj, {f, d}, li, "gate_proj");
-    t.up_proj = make_linear(lw.up_proj, {f, d}, li, "up_proj");
-    t.down_proj = make_linear(lw.down_proj, {d, f}, li, "down_proj");
+    t.gate_proj = make_linear(lw.gate_proj, {}, {f, d}, li, "gate_proj");
+    t.up_proj = make_linear(lw.up_proj, {}, {f, d}, li, "up_proj");
+    t.down_proj = make_linear(lw.down_proj, {}, {d, f}, li, "down_proj");
     layers_.push_back(std::move(t));
   }
   norm_ = make_weight(w.norm, {d}, "model.norm.weight", tr.norms);
-  // lm_head stays frozen in LoRA+ (as in LongLoRA); full training (pretraining) trains it.
-  lm_head_ = make_weight(w.lm_head, {v, d}, "lm_head.weight", tr.linear);
+  if (c.tie_word_embeddings) {
+    // One tensor for both uses, as in transformers: a trained embedding (LoRA+) gets the
+    // gradient of the classifier too, and is stored and written once.
+    lm_head_ = embed_tokens_;
+  } else {
+    // lm_head stays frozen in LoRA+ (as in LongLoRA); full training (pretraining) trains it.
+    lm_head_ = make_weight(w.lm_head, {v, d}, "lm_head.weight", tr.linear);
+  }
 }
 
 int LlamaModel::add_param(const std::string& name, std::vector<int64_t> shape,
@@ -88,16 +94,18 @@ LlamaModel::Weight LlamaModel::make_weight(const std::vector<float>& host,
 }
 
 LlamaModel::Linear LlamaModel::make_linear(const std::vector<float>& host,
+                                           const std::vector<float>& bias,
                                            std::vector<int64_t> shape, int64_t layer,
                                            const std::string& module) {
   const bool attn =
       module == "q_proj" || module == "k_proj" || module == "v_proj" || module == "o_proj";
-  const std::string name = "model.layers." + std::to_string(layer) +
-                           (attn ? ".self_attn." : ".mlp.") + module + ".weight";
+  const std::string prefix =
+      "model.layers." + std::to_string(layer) + (attn ? ".self_attn." : ".mlp.") + module;
   Linear lin;
   lin.module = module;
   const int64_t out = shape[0], in = shape[1];
-  lin.weight = make_weight(host, std::move(shape), name, setup_.trainable.linear);
+  lin.weight = make_weight(host, std::move(shape), prefix + ".weight", setup_.trainable.linear);
+  if (!bias.empty()) lin.bias = make_weight(bias, {out}, prefix + ".bias", setup_.trainable.bias);
   if (setup_.lora && setup_.lora->targets_module(module)) {
     const int64_t r = setup_.lora->rank;
     // PEFT's init: A ~ kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)); B = 0, so
@@ -130,6 +138,7 @@ std::vector<int> LlamaModel::layer_params(const Layer& layer) const {
   for (const Linear* lin : {&layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.o_proj,
                             &layer.gate_proj, &layer.up_proj, &layer.down_proj}) {
     add(lin->weight.param);
+    add(lin->bias.param);
     add(lin->lora_a);
     add(lin->lora_b);
   }
@@ -218,13 +227,19 @@ void LlamaModel::load_adapter(const AdapterDir& adapter) {
     if (name == "model.embed_tokens.weight") w = &embed_tokens_;
     if (name == "model.norm.weight") w = &norm_;
     for (size_t i = 0; i < layers_.size() && w == nullptr; ++i) {
+      const Layer& l = layers_[i];
       const std::string prefix = "model.layers." + std::to_string(i) + ".";
-      if (name == prefix + "input_layernorm.weight") w = &layers_[i].input_layernorm;
-      if (name == prefix + "post_attention_layernorm.weight")
-        w = &layers_[i].post_attention_layernorm;
+      if (name == prefix + "input_layernorm.weight") w = &l.input_layernorm;
+      if (name == prefix + "post_attention_layernorm.weight") w = &l.post_attention_layernorm;
+      for (const Linear* lin : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj}) {
+        if (lin->bias.value.view.data != nullptr &&
+            name == prefix + "self_attn." + lin->module + ".bias")
+          w = &lin->bias;
+      }
     }
     LL_CHECK(w != nullptr,
-             "trainable_params holds {}, which is not an embedding or norm of this model", name);
+             "trainable_params holds {}, which is not an embedding, norm or bias of this model",
+             name);
     LL_CHECK(t.shape == w->value->shape, "trainable tensor {} has shape [{}], the model needs [{}]",
              name, fmt::join(t.shape, ", "), fmt::join(w->value->shape, ", "));
     backend_.upload_f32(*w->value, t.values.data());
@@ -248,6 +263,7 @@ AttentionPattern LlamaModel::make_mask(int64_t n_tokens, const ForwardSpec& spec
 
 void LlamaModel::check_spec(int64_t n_tokens, const ForwardSpec& spec) const {
   LL_CHECK(n_tokens > 0, "forward pass on an empty sequence");
+  check_sliding_window(config_, spec.position_offset + n_tokens, "this forward pass");
   LL_CHECK(spec.rope_scale >= 1.0, "position interpolation factor must be >= 1, got {}",
            spec.rope_scale);
 }

@@ -120,10 +120,12 @@ class LlamaModel {
     OwnedTensor value;
     int param = -1;
   };
-  // A linear layer y = x W^T (+ scaling * (x A^T) B^T with LoRA).
+  // A linear layer y = x W^T + b (+ scaling * (x A^T) B^T with LoRA; the bias is never part
+  // of the adapter, as in PEFT).
   struct Linear {
     std::string module;  // "q_proj", ... (PEFT target name)
     Weight weight;       // [out, in]
+    Weight bias;         // [out]; no value when the layer has none
     int lora_a = -1;     // params_ index of A [r, in], or -1
     int lora_b = -1;     // params_ index of B [out, r]
   };
@@ -136,8 +138,9 @@ class LlamaModel {
 
   Weight make_weight(const std::vector<float>& host, std::vector<int64_t> shape,
                      const std::string& name, bool trained);
-  Linear make_linear(const std::vector<float>& host, std::vector<int64_t> shape, int64_t layer,
-                     const std::string& module);
+  // `bias` [out] or empty (no bias).
+  Linear make_linear(const std::vector<float>& host, const std::vector<float>& bias,
+                     std::vector<int64_t> shape, int64_t layer, const std::string& module);
   int add_param(const std::string& name, std::vector<int64_t> shape,
                 const std::vector<float>& initial);
   AttentionPattern make_mask(int64_t n_tokens, const ForwardSpec& spec) const;
@@ -185,7 +188,7 @@ class LlamaModel {
   Weight embed_tokens_;  // [V, D]
   std::vector<Layer> layers_;
   Weight norm_;     // [D]
-  Weight lm_head_;  // [V, D], frozen
+  Weight lm_head_;  // [V, D]; with tie_word_embeddings the embedding itself (one tensor)
 };
 
 }  // namespace ll

@@ -33,8 +33,10 @@ bool is_norm(const std::string& name) { return name.ends_with("norm.weight"); }
 template <typename F>
 void visit_tensors(const LlamaConfig& c, LlamaWeights* w, F&& f) {
   const int64_t D = c.hidden_size, F_ = c.intermediate_size, V = c.vocab_size;
-  const int64_t KV = c.kv_dim();
+  const int64_t KV = c.kv_dim(), Q = c.q_dim();
   const std::string d = fmt::format("hidden_size = {}", D);
+  const std::string qd = fmt::format("num_attention_heads = {} x head_dim = {}, {}",
+                                     c.num_attention_heads, c.head_dim(), d);
   const std::string vd = fmt::format("vocab_size = {}, {}", V, d);
   const std::string kvd = fmt::format("num_key_value_heads = {} x head_dim = {}, {}",
                                       c.num_key_value_heads, c.head_dim(), d);
@@ -47,12 +49,20 @@ void visit_tensors(const LlamaConfig& c, LlamaWeights* w, F&& f) {
       return l ? &(l->*member) : nullptr;
     };
     const std::string p = fmt::format("model.layers.{}.", i);
-    f(LlamaTensorSpec{p + "self_attn.q_proj.weight", {D, D}, d}, ldst(&LlamaLayerWeights::q_proj));
+    f(LlamaTensorSpec{p + "self_attn.q_proj.weight", {Q, D}, qd}, ldst(&LlamaLayerWeights::q_proj));
     f(LlamaTensorSpec{p + "self_attn.k_proj.weight", {KV, D}, kvd},
       ldst(&LlamaLayerWeights::k_proj));
     f(LlamaTensorSpec{p + "self_attn.v_proj.weight", {KV, D}, kvd},
       ldst(&LlamaLayerWeights::v_proj));
-    f(LlamaTensorSpec{p + "self_attn.o_proj.weight", {D, D}, d}, ldst(&LlamaLayerWeights::o_proj));
+    f(LlamaTensorSpec{p + "self_attn.o_proj.weight", {D, Q}, qd}, ldst(&LlamaLayerWeights::o_proj));
+    if (c.qkv_bias) {
+      f(LlamaTensorSpec{p + "self_attn.q_proj.bias", {Q}, qd}, ldst(&LlamaLayerWeights::q_bias));
+      f(LlamaTensorSpec{p + "self_attn.k_proj.bias", {KV}, kvd}, ldst(&LlamaLayerWeights::k_bias));
+      f(LlamaTensorSpec{p + "self_attn.v_proj.bias", {KV}, kvd}, ldst(&LlamaLayerWeights::v_bias));
+    }
+    if (c.o_bias) {
+      f(LlamaTensorSpec{p + "self_attn.o_proj.bias", {D}, d}, ldst(&LlamaLayerWeights::o_bias));
+    }
     f(LlamaTensorSpec{p + "mlp.gate_proj.weight", {F_, D}, fd},
       ldst(&LlamaLayerWeights::gate_proj));
     f(LlamaTensorSpec{p + "mlp.up_proj.weight", {F_, D}, fd}, ldst(&LlamaLayerWeights::up_proj));
@@ -95,9 +105,10 @@ void check_llama_tensors(const ModelFiles& files) {
     if (!s.optional && files.tensors.find(s.name) == nullptr) missing.push_back(s.name);
   }
   LL_CHECK(missing.empty(),
-           "{}: missing tensor {}; the checkpoint does not match its config (num_hidden_layers "
-           "= {}, tie_word_embeddings = {})",
-           files.path, name_list(missing), c.num_hidden_layers, c.tie_word_embeddings);
+           "{}: missing tensor {}; the checkpoint does not match its config (model_type {}, "
+           "num_hidden_layers = {}, tie_word_embeddings = {})",
+           files.path, name_list(missing), model_type_name(c.family), c.num_hidden_layers,
+           c.tie_word_embeddings);
 
   std::vector<std::string> unexpected;
   const TensorEntry* first_unexpected = nullptr;
@@ -107,10 +118,11 @@ void check_llama_tensors(const ModelFiles& files) {
     if (!first_unexpected) first_unexpected = &entry;
   }
   LL_CHECK(unexpected.empty(),
-           "{}: unexpected tensor {}, which a Llama model with this config (num_hidden_layers = "
-           "{}) does not have; do the config and the weights belong together?",
+           "{}: unexpected tensor {}, which a model with this config (model_type {}, "
+           "num_hidden_layers = {}, attention_bias = {}) does not have; do the config and the "
+           "weights belong together?",
            first_unexpected ? first_unexpected->file : files.path, name_list(unexpected),
-           c.num_hidden_layers);
+           model_type_name(c.family), c.num_hidden_layers, c.qkv_bias);
 
   for (const LlamaTensorSpec& s : specs) {
     const TensorEntry* t = files.tensors.find(s.name);
@@ -123,6 +135,14 @@ void check_llama_tensors(const ModelFiles& files) {
              "checkpoint does not match its config",
              t->file, s.name, shape_str(t->shape), shape_str(s.shape), s.shape_from);
   }
+}
+
+DType llama_storage_dtype(const ModelFiles& files) {
+  std::set<DType> seen;
+  for (const LlamaTensorSpec& s : llama_tensor_specs(files.config)) {
+    if (const TensorEntry* t = files.tensors.find(s.name)) seen.insert(t->dtype);
+  }
+  return seen.size() == 1 ? *seen.begin() : DType::BF16;
 }
 
 LlamaWeights load_llama_weights(const ModelFiles& files) {
@@ -205,6 +225,7 @@ LlamaWeights random_llama_weights(const LlamaConfig& config, uint64_t seed, floa
       std::fill(v->begin(), v->end(), 1.0f);
       return;
     }
+    // Biases random too (not zero), so that tests see them.
     float* out = v->data();
 #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < (n + kBlock - 1) / kBlock; ++b) {

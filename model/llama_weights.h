@@ -16,6 +16,10 @@ struct LlamaLayerWeights {
   std::vector<float> k_proj;                    // [Hkv*hd, D]
   std::vector<float> v_proj;                    // [Hkv*hd, D]
   std::vector<float> o_proj;                    // [D, H*hd]
+  std::vector<float> q_bias;                    // [H*hd] with config.qkv_bias, else empty
+  std::vector<float> k_bias;                    // [Hkv*hd] with config.qkv_bias, else empty
+  std::vector<float> v_bias;                    // [Hkv*hd] with config.qkv_bias, else empty
+  std::vector<float> o_bias;                    // [D] with config.o_bias, else empty
   std::vector<float> post_attention_layernorm;  // [D]
   std::vector<float> gate_proj;                 // [F, D]
   std::vector<float> up_proj;                   // [F, D]
@@ -50,6 +54,10 @@ std::vector<LlamaTensorSpec> llama_tensor_specs(const LlamaConfig& config);
 // The structural half of load_llama_weights (names, shapes, floating dtypes; no data read):
 // what ./convert checks before streaming a model it never holds in memory.
 void check_llama_tensors(const ModelFiles& files);
+
+// The dtype the checkpoint stores its model tensors in when they all share one, else BF16 (the
+// training dtype): the default of ./convert and ./export_hf, so a model round-trips unchanged.
+DType llama_storage_dtype(const ModelFiles& files);
 
 // F32 views of `weights` under their HF names, in llama_tensor_specs order (lm_head included
 // even when tied), e.g. to write them with write_model_bin. The views point into `weights`.

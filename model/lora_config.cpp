@@ -82,13 +82,14 @@ std::vector<std::string> parse_lora_targets(const std::string& list) {
 TrainableSet parse_trainable(const std::string& list) {
   const std::vector<std::string> words = split_words(list);
   constexpr const char* kUsage =
-      "use a comma-separated list of embed, norm, linear, or none, or all";
+      "use a comma-separated list of embed, norm, bias, linear, or none, or all";
   if (words.size() == 1 && words[0] == "none") return TrainableSet::nothing();
   if (words.size() == 1 && words[0] == "all") return TrainableSet::everything();
   TrainableSet set;
   for (const std::string& w : words) {
     bool* flag = w == "embed"    ? &set.embed_tokens
                  : w == "norm"   ? &set.norms
+                 : w == "bias"   ? &set.bias
                  : w == "linear" ? &set.linear
                                  : nullptr;
     LL_CHECK(!w.empty(), "trainable \"{}\": empty word; {}", list, kUsage);
@@ -104,10 +105,11 @@ TrainableSet parse_trainable(const std::string& list) {
 }
 
 std::string trainable_name(const TrainableSet& set) {
-  if (set.embed_tokens && set.norms && set.linear) return "all";
+  if (set.embed_tokens && set.norms && set.bias && set.linear) return "all";
   std::vector<std::string> words;
   if (set.embed_tokens) words.push_back("embed");
   if (set.norms) words.push_back("norm");
+  if (set.bias) words.push_back("bias");
   if (set.linear) words.push_back("linear");
   if (words.empty()) return "none";
   return fmt::format("{}", fmt::join(words, ","));

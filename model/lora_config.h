@@ -32,18 +32,21 @@ std::vector<std::string> parse_lora_targets(const std::string& list);
 struct TrainableSet {
   bool embed_tokens = false;  // model.embed_tokens.weight
   bool norms = false;         // every input/post_attention_layernorm and model.norm
-  bool linear = false;        // every frozen linear weight (full fine-tuning / pretraining)
+  // The projections' biases (Qwen2's q/k/v). LoRA leaves them frozen, as PEFT does.
+  bool bias = false;
+  bool linear = false;  // every frozen linear weight (full fine-tuning / pretraining)
 
   static constexpr TrainableSet nothing() { return {}; }
   // The paper's LoRA+: embeddings and norms (train_longlora's default).
   static constexpr TrainableSet lora_plus() { return {.embed_tokens = true, .norms = true}; }
   static constexpr TrainableSet everything() {
-    return {.embed_tokens = true, .norms = true, .linear = true};
+    return {.embed_tokens = true, .norms = true, .bias = true, .linear = true};
   }
 };
 
-// "embed,norm" (default), "none", "all" (embed, norm and every linear weight: full
-// fine-tuning, used to pretrain the demo model). Throws ll::Error for unknown words.
+// "embed,norm" (default), "bias" may be added, "none", "all" (embed, norm, bias and every
+// linear weight: full fine-tuning, used to pretrain the demo model). Throws ll::Error for
+// unknown words.
 TrainableSet parse_trainable(const std::string& list);
 std::string trainable_name(const TrainableSet& set);  // inverse of parse_trainable
 

@@ -160,12 +160,16 @@ void merge_adapter(LlamaWeights& weights, const AdapterDir& adapter) {
   for (const auto& [name, t] : adapter.trainable_params) {
     std::copy(t.values.begin(), t.values.end(), targets.at(name).data);
   }
-  // A tied model whose embedding was trained: training kept the frozen lm_head (a copy of the
-  // base embedding), so the merged model keeps it too, written out as its own tensor.
+  // A tied model: training used one tensor for the embedding and the LM head, so a trained
+  // embedding is the LM head too and the model stays tied. Only an adapter that trained an
+  // lm_head of its own unties it.
   const auto& trained = adapter.trainable_params;
-  if (weights.config.tie_word_embeddings &&
-      (trained.count("model.embed_tokens.weight") || trained.count("lm_head.weight"))) {
-    weights.config.tie_word_embeddings = false;
+  if (weights.config.tie_word_embeddings) {
+    if (trained.count("lm_head.weight")) {
+      weights.config.tie_word_embeddings = false;
+    } else {
+      weights.lm_head = weights.embed_tokens;
+    }
   }
   const double scaling = adapter.lora.scaling();
   for (const Pair& p : pairs) {

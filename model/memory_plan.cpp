@@ -57,6 +57,9 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
   for (int64_t l = 0; l < layers; ++l) {
     base(d, in.trainable.norms);
     base(d, in.trainable.norms);
+    // Biases: q/k/v [H*hd], [Hkv*hd] x 2 (Qwen2, Llama attention_bias), o [D].
+    if (c.qkv_bias) base(q_dim + 2 * kv_dim, in.trainable.bias);
+    if (c.o_bias) base(d, in.trainable.bias);
     for (const Lin& lin : lins) {
       base(lin.out * lin.in, in.trainable.linear);
       if (in.lora && in.lora->targets_module(lin.module)) {
@@ -66,7 +69,7 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
     }
   }
   base(d, in.trainable.norms);
-  base(v * d, in.trainable.linear);  // lm_head
+  if (!c.tie_word_embeddings) base(v * d, in.trainable.linear);  // lm_head (tied: the embedding)
 
   MemoryPlan plan;
   auto item = [&](std::string name, int64_t bytes, std::string detail, bool parameter) {

@@ -3,7 +3,6 @@
 // (model/formats/bin_format.h), streaming tensor by tensor: a 70B model needs no extra memory.
 #include <CLI/CLI.hpp>
 #include <filesystem>
-#include <set>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -30,13 +29,6 @@ ll::DType dtype_from_option(const std::string& s) {
   if (s == "bf16") return ll::DType::BF16;
   if (s == "f16") return ll::DType::F16;
   return ll::DType::F32;
-}
-
-// The source's dtype when all its tensors share one, else BF16 (the training dtype).
-ll::DType default_dtype(const std::vector<ll::TensorEntry>& tensors) {
-  std::set<ll::DType> seen;
-  for (const ll::TensorEntry& t : tensors) seen.insert(t.dtype);
-  return seen.size() == 1 ? *seen.begin() : ll::DType::BF16;
 }
 
 // 6738415616 -> "6.74 B"; small counts stay exact.
@@ -71,7 +63,7 @@ int convert(const Options& o) {
     tensors.push_back(*t);
     params += t->numel();
   }
-  const ll::DType dtype = o.dtype.empty() ? default_dtype(tensors) : dtype_from_option(o.dtype);
+  const ll::DType dtype = o.dtype.empty() ? ll::llama_storage_dtype(*files) : dtype_from_option(o.dtype);
   ll::write_model_bin(o.output, files->config, dtype, tensors);
 
   std::string tokenizer_note = "no tokenizer.model in the source";

@@ -30,7 +30,7 @@ struct Options {
   std::string lora;
   std::string out;
   std::string out_bin;
-  std::string dtype = "bf16";
+  std::string dtype;  // "" = the base's storage dtype (as ./convert)
   std::string max_shard_size = "5GB";
   double rope_factor = 0.0;
   bool rope_factor_given = false;  // else the factor comes from the adapter's longlora.json
@@ -78,7 +78,6 @@ int run(const Options& o) {
   LL_CHECK(!o.out.empty() || !o.out_bin.empty(),
            "nothing to write: give --out DIR and/or "
            "--out-bin FILE.bin");
-  const ll::DType dtype = dtype_from_option(o.dtype);
   const uint64_t max_shard = ll::parse_byte_size(o.max_shard_size);
   if (!o.out_bin.empty()) {
     LL_CHECK(!fs::is_directory(o.out_bin),
@@ -112,6 +111,9 @@ int run(const Options& o) {
   const ll::AdapterDir adapter = ll::read_adapter_dir(o.lora);
   const double factor = training_factor(o, adapter);
 
+  // The base's own dtype by default: an F32 or F16 base exported as BF16 would no longer give
+  // the perplexity of base + adapter.
+  const ll::DType dtype = o.dtype.empty() ? ll::llama_storage_dtype(*files) : dtype_from_option(o.dtype);
   ll::LlamaWeights weights = ll::load_llama_weights(*files);
   files.reset();  // unmap: the weights are on the heap now
   const bool was_tied = weights.config.tie_word_embeddings;
@@ -139,9 +141,7 @@ int run(const Options& o) {
                  ? fmt::format(", trained at {} tokens", adapter.longlora->context_length)
                  : std::string());
   if (was_tied && !c.tie_word_embeddings) {
-    fmt::print(
-        "note       the embedding was trained: lm_head is written untied (the frozen "
-        "copy training used)\n");
+    fmt::print("note       the adapter trained an lm_head of its own: written untied\n");
   }
 
   if (!o.out.empty()) {
@@ -192,8 +192,9 @@ int main(int argc, char** argv) {
       ->required();
   app.add_option("--out", o.out, "Hugging Face directory to write (replaces a previous export)");
   app.add_option("--out-bin", o.out_bin, "also (or only) write the merged model as our .bin");
-  app.add_option("--dtype", o.dtype, "storage dtype of the exported weights")
-      ->capture_default_str()
+  app.add_option("--dtype", o.dtype,
+                 "storage dtype of the exported weights (default: the base's when all its "
+                 "tensors share one, else bf16)")
       ->check(CLI::IsMember({"bf16", "f16", "f32"}));
   app.add_option("--max-shard-size", o.max_shard_size,
                  "split model.safetensors into shards of at most this size (5GB, 500MB, 2GiB)")

@@ -88,8 +88,8 @@ const std::vector<Field>& fields() {
        "gate_proj, up_proj, down_proj) or all-linear",
        {}},
       {"trainable", "--trainable", &O::trainable,
-       "base tensors trained besides the adapters: embed,norm (LoRA+), embed, norm, none, or "
-       "all (full fine-tuning)",
+       "base tensors trained besides the adapters: embed,norm (LoRA+), any of embed, norm and "
+       "bias (the q/k/v biases of Qwen2), none, or all (full fine-tuning)",
        {}},
       {"init-adapter", "--init-adapter", &O::init_adapter,
        "start from this adapter directory instead of freshly initialised LoRA weights", {}},
@@ -442,9 +442,9 @@ void check_lora(const TrainOptions& o) {
   if (o.trainable != "none" && o.trainable != "all") {
     std::set<std::string> seen;
     for (const std::string& t : split_commas(o.trainable)) {
-      LL_CHECK(t == "embed" || t == "norm",
-               "--trainable: unknown word \"{}\" in \"{}\"; accepted: embed,norm (or either "
-               "alone), none, all",
+      LL_CHECK(t == "embed" || t == "norm" || t == "bias",
+               "--trainable: unknown word \"{}\" in \"{}\"; accepted: embed,norm (LoRA+), any "
+               "of embed, norm and bias, none, all",
                t, o.trainable);
       LL_CHECK(seen.insert(t).second, "--trainable: \"{}\" is listed twice", t);
     }

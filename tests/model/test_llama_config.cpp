@@ -163,8 +163,10 @@ TEST_CASE("each bad field is rejected naming the file and the field") {
   check_rejected(with("eos_token_id", 99), "eos_token_id");
   check_rejected(with("bos_token_id", -1), "bos_token_id");
   check_rejected(with("hidden_act", "gelu"), "hidden_act");
-  check_rejected(with("head_dim", 8), "head_dim");
-  check_rejected(with("attention_bias", true), "attention_bias");
+  check_rejected(with("head_dim", 3), "head_dim");  // odd: RoPE pairs
+  check_rejected(with("head_dim", 0), "head_dim");
+  check_rejected(with("head_dim", -2), "head_dim");
+  check_rejected(with("attention_bias", "yes"), "attention_bias");
   check_rejected(with("mlp_bias", true), "mlp_bias");
   CHECK(parse_error(with("head_dim", 4)).empty());
   CHECK(parse_error(with("attention_bias", false)).empty());

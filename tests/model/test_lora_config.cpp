@@ -89,9 +89,10 @@ TEST_CASE("parse_lora_targets: lists, blanks, all-linear") {
   CHECK_NOTHROW(c.validate());
 }
 
-TEST_CASE("parse_trainable and trainable_name are inverse over all eight sets") {
+TEST_CASE("parse_trainable and trainable_name are inverse over all sixteen sets") {
   auto same = [](const TrainableSet& a, const TrainableSet& b) {
-    return a.embed_tokens == b.embed_tokens && a.norms == b.norms && a.linear == b.linear;
+    return a.embed_tokens == b.embed_tokens && a.norms == b.norms && a.bias == b.bias &&
+           a.linear == b.linear;
   };
   const TrainableSet lora_plus = TrainableSet::lora_plus();
   CHECK(same(ll::parse_trainable("embed,norm"), lora_plus));
@@ -102,12 +103,20 @@ TEST_CASE("parse_trainable and trainable_name are inverse over all eight sets") 
   CHECK(same(ll::parse_trainable("norm, embed"), lora_plus));
   CHECK(same(ll::parse_trainable("embed"), TrainableSet{.embed_tokens = true}));
   CHECK(same(ll::parse_trainable("norm"), TrainableSet{.norms = true}));
-  CHECK(same(ll::parse_trainable("embed,norm,linear"), TrainableSet::everything()));
-  CHECK(ll::trainable_name({false, false, false}) == "none");
-  CHECK(ll::trainable_name({true, true, true}) == "all");
-  CHECK(ll::trainable_name({false, true, true}) == "norm,linear");
-  for (int bits = 0; bits < 8; ++bits) {
-    const TrainableSet s{(bits & 1) != 0, (bits & 2) != 0, (bits & 4) != 0};
+  CHECK(same(ll::parse_trainable("bias"), TrainableSet{.bias = true}));
+  CHECK(same(ll::parse_trainable("embed,norm,bias"),
+             TrainableSet{.embed_tokens = true, .norms = true, .bias = true}));
+  CHECK(same(ll::parse_trainable("embed,norm,bias,linear"), TrainableSet::everything()));
+  CHECK(ll::trainable_name({}) == "none");
+  CHECK(ll::trainable_name(TrainableSet::everything()) == "all");
+  CHECK(ll::trainable_name({.norms = true, .linear = true}) == "norm,linear");
+  CHECK(ll::trainable_name({.embed_tokens = true, .norms = true, .linear = true}) ==
+        "embed,norm,linear");
+  for (int bits = 0; bits < 16; ++bits) {
+    const TrainableSet s{.embed_tokens = (bits & 1) != 0,
+                         .norms = (bits & 2) != 0,
+                         .bias = (bits & 4) != 0,
+                         .linear = (bits & 8) != 0};
     const std::string name = ll::trainable_name(s);
     CAPTURE(name);
     CHECK(same(ll::parse_trainable(name), s));
