@@ -57,6 +57,9 @@ class Backend {
   // out [M, Nout] (+)= alpha * x [M, K] @ w [Nout, K]^T
   virtual void matmul_forward(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate,
                               float alpha = 1.0f) = 0;
+  // out [M, C] += bias [C] on every row (Qwen2's q/k/v biases, after matmul_forward). out in
+  // activation_dtype() (fp32 add, rounded once); bias in activation_dtype() or F32.
+  virtual void add_bias(const Tensor& out, const Tensor& bias) = 0;
   // In place on x [N, heads, hd]: token n at position (position_offset + n) / scale.
   virtual void rope_forward(const Tensor& x, int64_t position_offset, double scale,
                             double theta) = 0;
@@ -96,6 +99,9 @@ class Backend {
   // dw [Nout, K] (F32) (+)= alpha * dout [M, Nout]^T @ x [M, K]
   virtual void matmul_backward_weight(const Tensor& dw, const Tensor& dout, const Tensor& x,
                                       bool accumulate, float alpha = 1.0f) = 0;
+  // dbias [C] (F32) += column sums of dout [M, C]; deterministic (fixed summation order, no
+  // atomics: the same bits every run).
+  virtual void bias_backward(const Tensor& dbias, const Tensor& dout) = 0;
   // dx [N, D] += rmsnorm input gradient; dweight [D] (F32, may have null data) += its gradient.
   virtual void rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dout,
                                 const Tensor& x, const Tensor& weight, const Tensor& rstd) = 0;

@@ -48,6 +48,18 @@ MatmulDims matmul_backward_weight(const Tensor& dw, const Tensor& dout, const Te
   return r;
 }
 
+BiasDims add_bias(const Tensor& out, const Tensor& bias) {
+  const auto& os = dims(out, 2, "biased output");
+  check(bias, {os[1]}, "bias");
+  return {os[0], os[1]};
+}
+
+BiasDims bias_backward(const Tensor& dbias, const Tensor& dout) {
+  const auto& ds = dims(dout, 2, "biased output gradient");
+  check(dbias, {ds[1]}, "bias gradient");
+  return {ds[0], ds[1]};
+}
+
 RowDims rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& x,
                         const Tensor& weight) {
   const auto& xs = dims(x, 2, "rmsnorm input");

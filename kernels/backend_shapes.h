@@ -24,6 +24,15 @@ MatmulDims matmul_backward_input(const Tensor& dx, const Tensor& dout, const Ten
 // dw [Nout, K], dout [M, Nout], x [M, K]
 MatmulDims matmul_backward_weight(const Tensor& dw, const Tensor& dout, const Tensor& x);
 
+struct BiasDims {
+  int64_t m = 0;  // rows
+  int64_t c = 0;  // columns (output features)
+};
+// out [M, C], bias [C]
+BiasDims add_bias(const Tensor& out, const Tensor& bias);
+// dbias [C], dout [M, C]
+BiasDims bias_backward(const Tensor& dbias, const Tensor& dout);
+
 struct RowDims {
   int64_t n = 0;  // rows (tokens)
   int64_t d = 0;  // features

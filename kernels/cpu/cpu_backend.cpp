@@ -6,6 +6,7 @@
 
 #include "kernels/backend_shapes.h"
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/bias.h"
 #include "kernels/cpu/cross_entropy.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/embedding.h"
@@ -63,6 +64,11 @@ void CpuBackend::matmul_forward(const Tensor& out, const Tensor& x, const Tensor
                                 bool accumulate, float alpha) {
   const shapes::MatmulDims s = shapes::matmul_forward(out, x, w);
   cpu::matmul_forward_scaled(out.f32(), x.f32(), w.f32(), s.m, s.k, s.n_out, alpha, accumulate);
+}
+
+void CpuBackend::add_bias(const Tensor& out, const Tensor& bias) {
+  const shapes::BiasDims s = shapes::add_bias(out, bias);
+  cpu::add_bias(out.f32(), bias.f32(), s.m, s.c);
 }
 
 void CpuBackend::rope_forward(const Tensor& x, int64_t position_offset, double scale,
@@ -137,6 +143,11 @@ void CpuBackend::matmul_backward_weight(const Tensor& dw, const Tensor& dout, co
                                         bool accumulate, float alpha) {
   const shapes::MatmulDims s = shapes::matmul_backward_weight(dw, dout, x);
   cpu::matmul_backward_weight(dw.f32(), dout.f32(), x.f32(), s.m, s.k, s.n_out, alpha, accumulate);
+}
+
+void CpuBackend::bias_backward(const Tensor& dbias, const Tensor& dout) {
+  const shapes::BiasDims s = shapes::bias_backward(dbias, dout);
+  cpu::bias_backward(dbias.f32(), dout.f32(), s.m, s.c);
 }
 
 void CpuBackend::rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dout,

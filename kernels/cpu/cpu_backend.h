@@ -25,6 +25,7 @@ class CpuBackend final : public Backend {
                        float eps) override;
   void matmul_forward(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate,
                       float alpha = 1.0f) override;
+  void add_bias(const Tensor& out, const Tensor& bias) override;
   void rope_forward(const Tensor& x, int64_t position_offset, double scale, double theta) override;
   void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                          const Tensor& v, const AttentionPattern& mask) override;
@@ -44,6 +45,7 @@ class CpuBackend final : public Backend {
                              float alpha = 1.0f) override;
   void matmul_backward_weight(const Tensor& dw, const Tensor& dout, const Tensor& x,
                               bool accumulate, float alpha = 1.0f) override;
+  void bias_backward(const Tensor& dbias, const Tensor& dout) override;
   void rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dout,
                         const Tensor& x, const Tensor& weight, const Tensor& rstd) override;
   void rope_backward(const Tensor& dx, int64_t position_offset, double scale,

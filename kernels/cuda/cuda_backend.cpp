@@ -18,6 +18,7 @@
 #include "kernels/cuda/attention_cached.cuh"
 #include "kernels/cuda/attention_device_support.h"
 #include "kernels/cuda/attention_tc.cuh"
+#include "kernels/cuda/bias.cuh"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cross_entropy.cuh"
 #include "kernels/cuda/cuda_check.h"
@@ -321,6 +322,17 @@ void CudaBackend::matmul_forward(const Tensor& out, const Tensor& x, const Tenso
                  gemm_matrix(w, "matmul weight"), true, alpha, accumulate ? 1.0f : 0.0f);
 }
 
+void CudaBackend::add_bias(const Tensor& out, const Tensor& bias) {
+  const shapes::BiasDims d = shapes::add_bias(out, bias);
+  bf16* o = bf16_ptr(out, "biased output");
+  // The model passes the bias in the activation dtype; an F32 bias (a master copy) works too.
+  if (bias.dtype == DType::F32) {
+    cuda::add_bias(o, bias.f32(), d.m, d.c, st_->stream);
+  } else {
+    cuda::add_bias(o, bf16_ptr(bias, "bias"), d.m, d.c, st_->stream);
+  }
+}
+
 void CudaBackend::matmul_backward_input(const Tensor& dx, const Tensor& dout, const Tensor& w,
                                         bool accumulate, float alpha) {
   shapes::matmul_backward_input(dx, dout, w);
@@ -338,6 +350,17 @@ void CudaBackend::matmul_backward_weight(const Tensor& dw, const Tensor& dout, c
   st_->gemm->run(gemm_matrix(dw, "matmul weight gradient"),
                  gemm_matrix(dout, "matmul output gradient"), true, gemm_matrix(x, "matmul input"),
                  false, alpha, accumulate ? 1.0f : 0.0f);
+}
+
+void CudaBackend::bias_backward(const Tensor& dbias, const Tensor& dout) {
+  const shapes::BiasDims d = shapes::bias_backward(dbias, dout);
+  float* db = f32_ptr(dbias, "bias gradient");
+  const bf16* g = bf16_ptr(dout, "biased output gradient");
+  const size_t bytes = cuda::bias_backward_scratch_bytes(d.m, d.c);
+  if (bytes == 0) return;  // no rows or no columns: nothing to add
+  // Per-chunk partial column sums (double), counted like any tensor.
+  OwnedTensor scratch = allocate({int64_t((bytes + 3) / 4)}, DType::F32);
+  cuda::bias_backward(db, g, d.m, d.c, static_cast<double*>(scratch->data), st_->stream);
 }
 
 void CudaBackend::rope_forward(const Tensor& x, int64_t position_offset, double scale,

@@ -187,6 +187,34 @@ void matmul_ops(Backends& b, const OpCase& c, std::mt19937_64& rng) {
   }
 }
 
+// s = {M, C}: add_bias with an activation-dtype and an F32 bias, bias_backward onto prior
+// gradients.
+void bias_ops(Backends& b, const OpCase& c, std::mt19937_64& rng) {
+  const int64_t m = c.s[0], n_col = c.s[1];
+  const auto x = bf16_uniform(rng, m * n_col, -4.0f, 4.0f), bias = bf16_uniform(rng, n_col);
+  const auto bias_f32 = random_uniform(rng, size_t(n_col));
+  const auto dout = bf16_uniform(rng, m * n_col);
+  const auto dbias0 = random_uniform(rng, size_t(n_col));
+  std::vector<float> ref[3], got[3];
+  for (int side = 0; side < 2; ++side) {
+    Backend* be = b.side(side);
+    const DType a = act(*be);
+    auto o = put(*be, {m, n_col}, a, x), of = put(*be, {m, n_col}, a, x);
+    be->add_bias(*o, *put(*be, {n_col}, a, bias));
+    be->add_bias(*of, *put(*be, {n_col}, DType::F32, bias_f32));
+    auto db = put(*be, {n_col}, DType::F32, dbias0);
+    be->bias_backward(*db, *put(*be, {m, n_col}, a, dout));
+    std::vector<float>* dst = side ? got : ref;
+    dst[0] = get(*be, o);
+    dst[1] = get(*be, of);
+    dst[2] = get(*be, db);
+  }
+  compare("add_bias (activation bias)", got[0], ref[0], kBf16Out);
+  compare("add_bias (F32 bias)", got[1], ref[1], kBf16Out);
+  // Both sum the same values in double and round once.
+  compare("bias_backward dbias", got[2], ref[2], kF32Out);
+}
+
 // s = {N, heads, hd, position_offset, scale x 10, theta}
 void rope_ops(Backends& b, const OpCase& c, std::mt19937_64& rng) {
   const int64_t n = c.s[0], h = c.s[1], hd = c.s[2], offset = c.s[3];
@@ -403,6 +431,9 @@ const OpCase kCases[] = {
     {"matmul_forward/backward_input/backward_weight", {1, 1, 1}, matmul_ops},
     {"matmul_forward/backward_input/backward_weight", {37, 45, 19}, matmul_ops},
     {"matmul_forward/backward_input/backward_weight", {128, 64, 200}, matmul_ops},
+    {"add_bias/bias_backward", {1, 1}, bias_ops},
+    {"add_bias/bias_backward", {37, 13}, bias_ops},
+    {"add_bias/bias_backward", {130, 264}, bias_ops},
     {"rope_forward/backward", {3, 2, 6, 5, 10, 10000}, rope_ops},
     {"rope_forward/backward", {17, 4, 128, 100000, 40, 10000}, rope_ops},
     {"attention_forward/backward (dense)", {3, 1, 1, 32, 0}, attention_ops},
