@@ -102,7 +102,8 @@ GenerationResult generate(LlamaModel& model, std::span<const int32_t> prompt,
     const int32_t next = sample_token(logits, options.sampling, sampler);
     r.tokens.push_back(next);
     if (on_token) on_token(next);
-    r.stopped = next == options.stop_token;
+    r.stopped = std::find(options.stop_tokens.begin(), options.stop_tokens.end(), next) !=
+                options.stop_tokens.end();
   };
   const auto t0 = std::chrono::steady_clock::now();
   step(prompt);

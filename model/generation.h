@@ -22,12 +22,14 @@ struct GenerationOptions {
   int64_t max_new_tokens = 128;
   SamplingOptions sampling;
   double rope_scale = 1.0;  // position interpolation factor the model was trained with
-  int32_t stop_token = -1;  // generation ends after this token (EOS); -1: never
+  // Generation ends after any of these tokens (the family's EOS ids: Llama-3 Instruct has
+  // three); empty: never.
+  std::vector<int32_t> stop_tokens;
 };
 
 struct GenerationResult {
   std::vector<int32_t> tokens;  // the generated ids (the stop token included when reached)
-  bool stopped = false;         // ended at stop_token rather than max_new_tokens
+  bool stopped = false;         // ended at a stop token rather than max_new_tokens
   double prefill_s = 0.0;       // wall time of the prompt pass
   double decode_s = 0.0;        // wall time of the token-by-token steps
 };

@@ -98,9 +98,10 @@ ModelFamily family_of(const json& doc, const std::string& source) {
   for (ModelFamily f : {ModelFamily::Llama, ModelFamily::Mistral, ModelFamily::Qwen2}) {
     if (name == model_type_name(f)) return f;
   }
-  fail("{}: model_type \"{}\" is not supported; this engine runs \"llama\" (Llama-2, Llama-3.x), "
-       "\"mistral\" and \"qwen2\" (Qwen2, Qwen2.5) models",
-       source, name);
+  fail(
+      "{}: model_type \"{}\" is not supported; this engine runs \"llama\" (Llama-2, Llama-3.x), "
+      "\"mistral\" and \"qwen2\" (Qwen2, Qwen2.5) models",
+      source, name);
 }
 
 // rope_scaling: null or {"type"|"rope_type": "linear", "factor": f}. Other kinds (dynamic NTK,

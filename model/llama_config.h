@@ -11,8 +11,8 @@ namespace ll {
 
 // The architectures this engine runs, by config.json's "model_type".
 enum class ModelFamily { Llama, Mistral, Qwen2 };
-const char* model_type_name(ModelFamily family);           // "llama", "mistral", "qwen2"
-const char* causal_lm_architecture(ModelFamily family);    // "LlamaForCausalLM", ...
+const char* model_type_name(ModelFamily family);         // "llama", "mistral", "qwen2"
+const char* causal_lm_architecture(ModelFamily family);  // "LlamaForCausalLM", ...
 
 struct LlamaConfig {
   ModelFamily family = ModelFamily::Llama;
@@ -28,13 +28,13 @@ struct LlamaConfig {
   double rope_scaling_factor = 1.0;  // linear position interpolation from rope_scaling
   bool tie_word_embeddings = false;
   int64_t bos_token_id = 1;
-  int64_t eos_token_id = 2;                 // the first of eos_token_ids
+  int64_t eos_token_id = 2;                  // the first of eos_token_ids
   std::vector<int64_t> eos_token_ids = {2};  // every id that ends a generation (Llama-3: 3)
   // config.json's "head_dim"; 0 = hidden_size / num_attention_heads (Mistral-Nemo: 128, not
   // 5120 / 32 = 160).
   int64_t explicit_head_dim = 0;
-  bool qkv_bias = false;   // q_proj, k_proj, v_proj have a bias (Qwen2; Llama attention_bias)
-  bool o_bias = false;     // o_proj has a bias (Llama attention_bias only)
+  bool qkv_bias = false;  // q_proj, k_proj, v_proj have a bias (Qwen2; Llama attention_bias)
+  bool o_bias = false;    // o_proj has a bias (Llama attention_bias only)
   // Mistral's sliding-window attention span in tokens; 0 = none (v0.2+, Llama, Qwen2 with
   // use_sliding_window false). Attention over more positions than this is refused: the band
   // mask is not implemented.
@@ -43,7 +43,7 @@ struct LlamaConfig {
   int64_t head_dim() const {
     return explicit_head_dim > 0 ? explicit_head_dim : hidden_size / num_attention_heads;
   }
-  int64_t q_dim() const { return head_dim() * num_attention_heads; }  // H * hd
+  int64_t q_dim() const { return head_dim() * num_attention_heads; }   // H * hd
   int64_t kv_dim() const { return head_dim() * num_key_value_heads; }  // Hkv * hd
 };
 

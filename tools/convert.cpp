@@ -63,7 +63,8 @@ int convert(const Options& o) {
     tensors.push_back(*t);
     params += t->numel();
   }
-  const ll::DType dtype = o.dtype.empty() ? ll::llama_storage_dtype(*files) : dtype_from_option(o.dtype);
+  const ll::DType dtype =
+      o.dtype.empty() ? ll::llama_storage_dtype(*files) : dtype_from_option(o.dtype);
   ll::write_model_bin(o.output, files->config, dtype, tensors);
 
   std::string tokenizer_note = "no tokenizer.model in the source";

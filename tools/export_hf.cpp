@@ -113,7 +113,8 @@ int run(const Options& o) {
 
   // The base's own dtype by default: an F32 or F16 base exported as BF16 would no longer give
   // the perplexity of base + adapter.
-  const ll::DType dtype = o.dtype.empty() ? ll::llama_storage_dtype(*files) : dtype_from_option(o.dtype);
+  const ll::DType dtype =
+      o.dtype.empty() ? ll::llama_storage_dtype(*files) : dtype_from_option(o.dtype);
   ll::LlamaWeights weights = ll::load_llama_weights(*files);
   files.reset();  // unmap: the weights are on the heap now
   const bool was_tied = weights.config.tie_word_embeddings;

@@ -165,8 +165,9 @@ int run(int argc, char** argv) {
   g.max_new_tokens = o.max_new;
   g.sampling = sampling;
   g.rope_scale = m.rope_scale;
-  g.stop_token =
-      tokenizer.eos_id() >= 0 ? int32_t(tokenizer.eos_id()) : int32_t(m.config.eos_token_id);
+  // Every EOS id of the config (Llama-3 Instruct: end_of_text, eom and eot) and the tokenizer's.
+  for (int64_t id : m.config.eos_token_ids) g.stop_tokens.push_back(int32_t(id));
+  if (tokenizer.eos_id() >= 0) g.stop_tokens.push_back(int32_t(tokenizer.eos_id()));
   TextStream stream(tokenizer);
   std::vector<int32_t> so_far;
   const ll::GenerationResult r = ll::generate(*m.model, prompt, g, [&](int32_t id) {

@@ -213,7 +213,7 @@ PasskeyGenerator greedy_generator(LlamaModel& model, double rope_scale) {
     options.max_new_tokens = n_new;
     options.sampling.temperature = 0.0;  // greedy
     options.rope_scale = rope_scale;
-    options.stop_token = -1;  // exactly n_new tokens, as the official script generates
+    options.stop_tokens.clear();  // exactly n_new tokens, as the official script generates
     return generate(model, prompt, options).tokens;
   };
 }

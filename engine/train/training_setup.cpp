@@ -103,6 +103,8 @@ LlamaConfig read_config_only(const std::string& model) {
 // family's accumulators) or CPU (fp32 everywhere).
 MemoryPlan memory_plan_of(const TrainOptions& o, const LlamaConfig& config,
                           const BackendTraits& backend) {
+  // Before any plan or weights: a context Mistral's sliding window would restrict.
+  check_sliding_window(config, o.ctx, fmt::format("-ctx {}", o.ctx));
   MemoryPlanInput in;
   in.config = config;
   in.lora = lora_config_of(o);

@@ -23,8 +23,15 @@ struct Shape {
 // pass, several blocks, backward over several token tiles with repeated ids; the 16-byte-capable
 // dim with a misaligned output (the scalar path).
 inline const Shape kShapes[] = {
-    {5, 1, 3, 0, false},       {50, 7, 20, 0, false},    {1000, 64, 300, 0, false},
-    {100, 4100, 64, 0, false}, {7, 256, 1000, 0, false}, {1000, 64, 30, 1, false},
+    {5, 1, 3, 0, false},
+    {50, 7, 20, 0, false},
+    {1000, 64, 300, 0, false},
+    {100, 4100, 64, 0, false},
+    {7, 256, 1000, 0, false},
+    {1000, 64, 30, 1, false},
+    // Llama-3.x's and Qwen2.5-7B's vocabularies (ids drawn over the whole table).
+    {128256, 16, 200, 0, false},
+    {152064, 24, 150, 0, false},
 };
 
 // table [V, D] and dout [N, D] bf16-rounded, the dtable accumulator dtable0 [V, D], tokens [N]

@@ -195,9 +195,10 @@ TEST_CASE("greedy generation follows the full forward's argmax at every step") {
         seq.push_back(r.tokens[t]);
       }
       // A stop token ends generation right after it appears, and is kept.
-      o.stop_token = r.tokens[4];
-      const size_t first =
-          size_t(std::find(r.tokens.begin(), r.tokens.end(), o.stop_token) - r.tokens.begin());
+      o.stop_tokens = {r.tokens[6], r.tokens[4]};  // whichever comes first
+      const size_t first = size_t(std::find_first_of(r.tokens.begin(), r.tokens.end(),
+                                                     o.stop_tokens.begin(), o.stop_tokens.end()) -
+                                  r.tokens.begin());
       const ll::GenerationResult stopped = ll::generate(model, prompt, o);
       CHECK(stopped.stopped);
       CHECK(stopped.tokens ==

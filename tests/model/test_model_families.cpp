@@ -244,8 +244,8 @@ void check_generation(const std::string& name) {
   const std::vector<int32_t> stopped = f.ref.read_i32("gen.eos_tokens");
   const std::vector<int64_t>& eos = model.config().eos_token_ids;
   CHECK(std::find(eos.begin(), eos.end(), int64_t(stopped.back())) != eos.end());
-  // GenerationOptions holds one stop id: the one the reference reached.
-  options.stop_token = stopped.back();
+  // Every eos id of the config stops generation, as transformers' generate does.
+  for (int64_t id : eos) options.stop_tokens.push_back(int32_t(id));
   const GenerationResult s = generate(model, prompt, options);
   CHECK(s.tokens == stopped);
   CHECK(s.stopped);

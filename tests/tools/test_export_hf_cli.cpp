@@ -145,14 +145,23 @@ TEST_CASE("export_hf: sharded f32 export equals base + adapter, config and token
     }
   }
 
-  // Exporting again over a previous export replaces it (default bf16, one file).
+  // Exporting again over a previous export replaces it (by default in the base's dtype, F32
+  // here: an F32 base exported as BF16 would change its perplexity; one file).
   const RunResult again = run_export(dir, fmt::format("-m {} --lora {} --out '{}' --rope-factor 2",
                                                       kBase, kPeftAdapter, out.string()));
   INFO("stderr: ", again.err);
   REQUIRE(again.exit_code == 0);
   CHECK_FALSE(fs::exists(out / "model.safetensors.index.json"));
   const ll::SafetensorsFile single = ll::read_safetensors((out / "model.safetensors").string());
-  CHECK(single.tensors.at(0).dtype == ll::DType::BF16);
+  CHECK(single.tensors.at(0).dtype == ll::DType::F32);
+  CHECK(json::parse(ll::test::read_bytes(out / "config.json")).at("torch_dtype") == "float32");
+  // --dtype still overrides.
+  const RunResult bf16 = run_export(
+      dir, fmt::format("-m {} --lora {} --out '{}' --rope-factor 2 --dtype bf16", kBase,
+                       kPeftAdapter, out.string()));
+  REQUIRE(bf16.exit_code == 0);
+  CHECK(ll::read_safetensors((out / "model.safetensors").string()).tensors.at(0).dtype ==
+        ll::DType::BF16);
   CHECK(json::parse(ll::test::read_bytes(out / "config.json")).at("torch_dtype") == "bfloat16");
 }
 

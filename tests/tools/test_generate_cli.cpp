@@ -82,7 +82,7 @@ TEST_CASE("generate: greedy text equals the library's generate, --json holds ids
   ll::LlamaModel lib(backend, ll::load_llama_weights(*files));
   ll::GenerationOptions o;
   o.max_new_tokens = 12;
-  o.stop_token = int32_t(tok.eos_id());
+  o.stop_tokens = {int32_t(tok.eos_id())};
   const ll::GenerationResult ref = ll::generate(lib, expected_prompt, o);
   CHECK(tokens == ref.tokens);
   CHECK(j["stopped_at_eos"] == ref.stopped);

@@ -478,7 +478,7 @@ TEST_CASE("validation names the option and the accepted values") {
       {[](auto& o) { o.lora_alpha = 0; }, "--lora-alpha"},
       {[](auto& o) { o.lora_targets = "q_proj,x_proj"; }, "--lora-targets"},
       {[](auto& o) { o.lora_targets = "q_proj,q_proj"; }, "--lora-targets"},
-      {[](auto& o) { o.trainable = "embed,bias"; }, "--trainable"},
+      {[](auto& o) { o.trainable = "embed,lm_head"; }, "--trainable"},
       {[](auto& o) { o.max_grad_norm = -1; }, "--max-grad-norm"},
       {[](auto& o) { o.weight_decay = -0.1; }, "--weight-decay"},
       {[](auto& o) { o.adam_beta1 = 1.0; }, "--adam-beta1"},
@@ -530,6 +530,8 @@ TEST_CASE("validation names the option and the accepted values") {
   o.trainable = "all";
   CHECK_NOTHROW(ll::validate_train_options(o));
   o.trainable = "norm";
+  CHECK_NOTHROW(ll::validate_train_options(o));
+  o.trainable = "embed,norm,bias";  // Qwen2's q/k/v biases too
   CHECK_NOTHROW(ll::validate_train_options(o));
 }
 

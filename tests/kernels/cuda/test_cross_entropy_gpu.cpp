@@ -87,8 +87,8 @@ TEST_CASE("cross_entropy_chunk (cuda) losses and in-place bf16 gradient match a 
   for (const uint64_t seed : test_seeds()) {
     std::mt19937_64 rng(seed);
     for (const int64_t rows : {int64_t(1), int64_t(3), int64_t(130)}) {
-      for (const int64_t vocab :
-           {int64_t(1), int64_t(7), int64_t(1000), int64_t(32000), int64_t(32001)}) {
+      for (const int64_t vocab : {int64_t(1), int64_t(7), int64_t(1000), int64_t(32000),
+                                  int64_t(32001), int64_t(128256), int64_t(152064)}) {
         // offset 1: logits not 16-byte aligned (scalar path even when V % 4 == 0).
         for (const int64_t offset : {int64_t(0), int64_t(1)}) {
           INFO("seed " << seed << " rows " << rows << " vocab " << vocab << " offset " << offset);

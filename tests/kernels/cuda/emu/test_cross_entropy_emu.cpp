@@ -176,6 +176,16 @@ TEST_CASE("emulated cross_entropy kernel: losses and in-place bf16 gradient matc
   }
 }
 
+TEST_CASE("emulated cross_entropy kernel: Llama-3's and Qwen2.5's vocabularies") {
+  // 128256 (Llama-3.x) and 152064 (Qwen2.5-7B's embedding rows): rows of ~60 gradient tiles,
+  // both the 16-byte and the scalar path.
+  std::mt19937_64 rng(ll::test::test_seeds()[0]);
+  for (const int64_t vocab : {int64_t(128256), int64_t(152064)}) {
+    check_shape(rng, 2, vocab, 0, UINT_MAX);
+    check_shape(rng, 2, vocab, 1, UINT_MAX);
+  }
+}
+
 TEST_CASE("emulated cross_entropy kernel strides over more rows than blocks") {
   std::mt19937_64 rng(ll::test::test_seeds()[1]);
   check_shape(rng, 9, 1000, 0, 2);
