@@ -164,7 +164,7 @@ int run(int argc, char** argv) {
   ll::GenerationOptions g;
   g.max_new_tokens = o.max_new;
   g.sampling = sampling;
-  g.rope_scale = m.rope_scale;
+  g.rope = m.rope;
   g.stop_token =
       tokenizer.eos_id() >= 0 ? int32_t(tokenizer.eos_id()) : int32_t(m.config.eos_token_id);
   TextStream stream(tokenizer);
@@ -201,7 +201,8 @@ int run(int argc, char** argv) {
         {"model", o.model.model},
         {"lora", o.model.lora},
         {"sampling", {{"temperature", o.temperature}, {"top_p", o.top_p}, {"seed", o.seed}}},
-        {"position_interpolation_factor", m.rope_scale},
+        {"position_interpolation_factor", m.rope.factor},
+        {"rope_scaling", ll::rope_scaling_to_json(m.rope)},
         {"context", m.context},
         {"timing",
          {{"prefill_s", r.prefill_s},

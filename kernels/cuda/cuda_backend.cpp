@@ -340,18 +340,18 @@ void CudaBackend::matmul_backward_weight(const Tensor& dw, const Tensor& dout, c
                  false, alpha, accumulate ? 1.0f : 0.0f);
 }
 
-void CudaBackend::rope_forward(const Tensor& x, int64_t position_offset, double scale,
-                               double theta) {
+void CudaBackend::rope_forward(const Tensor& x, int64_t position_offset,
+                               const RopeFrequencies& freqs) {
   const shapes::RopeDims d = shapes::rope(x);
-  cuda::rope_forward(bf16_ptr(x, "rope input"), d.n, d.heads, d.hd, position_offset, scale, theta,
+  cuda::rope_forward(bf16_ptr(x, "rope input"), d.n, d.heads, d.hd, position_offset, freqs,
                      st_->stream);
 }
 
-void CudaBackend::rope_backward(const Tensor& dx, int64_t position_offset, double scale,
-                                double theta) {
+void CudaBackend::rope_backward(const Tensor& dx, int64_t position_offset,
+                                const RopeFrequencies& freqs) {
   const shapes::RopeDims d = shapes::rope(dx);
-  cuda::rope_backward(bf16_ptr(dx, "rope gradient"), d.n, d.heads, d.hd, position_offset, scale,
-                      theta, st_->stream);
+  cuda::rope_backward(bf16_ptr(dx, "rope gradient"), d.n, d.heads, d.hd, position_offset, freqs,
+                      st_->stream);
 }
 
 void CudaBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
