@@ -177,7 +177,9 @@ int run(int argc, char** argv) {
   int64_t step_number = 0;
   for (int64_t n : contexts) {
     ll::ForwardSpec spec;
-    spec.rope_scale = ll::position_interpolation_factor(config, n);
+    spec.rope = ll::rope_for_context(config.rope_scaling, config.max_position_embeddings, n,
+                                     std::nullopt, 0.0)
+                    .rope;
     spec.classifier_chunk = classifier_chunk;
     if (attn == "s2") {
       spec.attn_mode = ll::AttnMode::S2;

@@ -62,6 +62,10 @@ ll_glob(ll_kernels_sources kernels kernels/cpu)
 list(FILTER ll_kernels_sources EXCLUDE REGEX "/kernels/make_backend\\.cpp$")
 ll_layer(ll_kernels SOURCES ${ll_kernels_sources} DEPS ll_optim ll_common
   LIBS PkgConfig::OPENBLAS)
+# RoPE frequencies round every fp32 step as torch does; a contracted multiply-add (the default
+# on aarch64) would round once where torch rounds twice.
+set_source_files_properties(${PROJECT_SOURCE_DIR}/kernels/rope_scaling.cpp PROPERTIES
+  COMPILE_OPTIONS -ffp-contract=off)
 
 # The CUDA backend (kernels/cuda), when it is built: cmake/cuda_library.cmake.
 include(${CMAKE_CURRENT_LIST_DIR}/cuda_library.cmake)

@@ -10,6 +10,7 @@
 #include "common/tensor.h"
 #include "kernels/attention_pattern.h"
 #include "kernels/backend_traits.h"
+#include "kernels/rope_scaling.h"
 #include "optim/adamw.h"
 
 namespace ll {
@@ -60,9 +61,10 @@ class Backend {
   // out [M, C] += bias [C] on every row (Qwen2's q/k/v biases, after matmul_forward). out in
   // activation_dtype() (fp32 add, rounded once); bias in activation_dtype() or F32.
   virtual void add_bias(const Tensor& out, const Tensor& bias) = 0;
-  // In place on x [N, heads, hd]: token n at position (position_offset + n) / scale.
-  virtual void rope_forward(const Tensor& x, int64_t position_offset, double scale,
-                            double theta) = 0;
+  // In place on x [N, heads, hd]: token n at position p = position_offset + n, pair j rotated
+  // by float(p) * freqs.inv_freq[j], cos/sin times freqs.attention_scaling (kernels/cpu/rope.h).
+  virtual void rope_forward(const Tensor& x, int64_t position_offset,
+                            const RopeFrequencies& freqs) = 0;
   // out [N, H, hd], lse [H, N] (F32, may have null data), q [N, H, hd], k/v [N, Hkv, hd].
   virtual void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
                                  const Tensor& k, const Tensor& v,
@@ -106,8 +108,8 @@ class Backend {
   virtual void rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dout,
                                 const Tensor& x, const Tensor& weight, const Tensor& rstd) = 0;
   // In place on dx [N, heads, hd]: the transpose of rope_forward's rotation.
-  virtual void rope_backward(const Tensor& dx, int64_t position_offset, double scale,
-                             double theta) = 0;
+  virtual void rope_backward(const Tensor& dx, int64_t position_offset,
+                             const RopeFrequencies& freqs) = 0;
   // dq [N, H, hd], dk/dv [N, Hkv, hd] (overwritten) from dout, q, k, v, out, lse of the forward.
   virtual void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                                   const Tensor& dout, const Tensor& q, const Tensor& k,

@@ -93,7 +93,7 @@ GenerationResult generate(LlamaModel& model, std::span<const int32_t> prompt,
   GenerationResult r;
   if (options.max_new_tokens == 0) return r;
   ForwardSpec spec;
-  spec.rope_scale = options.rope_scale;
+  spec.rope = options.rope;
   LlamaModel::KvCache cache = model.make_kv_cache(int64_t(prompt.size()) + options.max_new_tokens);
   uint64_t sampler = options.sampling.seed;
   // Each step feeds the token sampled last; the final token is never fed back.

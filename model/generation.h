@@ -21,7 +21,7 @@ struct SamplingOptions {
 struct GenerationOptions {
   int64_t max_new_tokens = 128;
   SamplingOptions sampling;
-  double rope_scale = 1.0;  // position interpolation factor the model was trained with
+  RopeScaling rope;  // the RoPE scaling the model was trained with
   // Generation ends after any of these tokens (the family's EOS ids: Llama-3 Instruct has
   // three); empty: never.
   std::vector<int32_t> stop_tokens;

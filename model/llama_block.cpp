@@ -75,8 +75,9 @@ void LlamaModel::block_forward(const Layer& layer, const Tensor& x_in, BlockWork
   linear_forward(layer.k_proj, *ws.k, *ws.xn1, *ws.lora_u.k, false);
   linear_forward(layer.v_proj, *ws.v, *ws.xn1, *ws.lora_u.v, false);
   const Tensor q3 = reshaped(*ws.q, {n, h, hd}), k3 = reshaped(*ws.k, {n, hkv, hd});
-  backend_.rope_forward(q3, spec.position_offset, spec.rope_scale, c.rope_theta);
-  backend_.rope_forward(k3, spec.position_offset, spec.rope_scale, c.rope_theta);
+  const RopeFrequencies rope = rope_frequencies_for(c, spec, n);
+  backend_.rope_forward(q3, spec.position_offset, rope);
+  backend_.rope_forward(k3, spec.position_offset, rope);
   const Tensor att3 = reshaped(*ws.att, {n, h, hd}), v3 = reshaped(*ws.v, {n, hkv, hd});
   if (cache == nullptr) {
     backend_.attention_forward(att3, *ws.lse, q3, k3, v3, mask);
@@ -121,8 +122,9 @@ void LlamaModel::block_backward(const Layer& layer, const Tensor& x_in, BlockWor
                               reshaped(*g.datt, {n, h, hd}), reshaped(*ws.q, {n, h, hd}),
                               reshaped(*ws.k, {n, hkv, hd}), reshaped(*ws.v, {n, hkv, hd}),
                               reshaped(*ws.att, {n, h, hd}), *ws.lse, mask);
-  backend_.rope_backward(dq3, spec.position_offset, spec.rope_scale, c.rope_theta);
-  backend_.rope_backward(dk3, spec.position_offset, spec.rope_scale, c.rope_theta);
+  const RopeFrequencies rope = rope_frequencies_for(c, spec, n);
+  backend_.rope_backward(dq3, spec.position_offset, rope);
+  backend_.rope_backward(dk3, spec.position_offset, rope);
   linear_backward(layer.q_proj, *g.dxn, *g.dq, *ws.xn1, *ws.lora_u.q, *g.du, false);
   linear_backward(layer.k_proj, *g.dxn, *g.dk, *ws.xn1, *ws.lora_u.k, *g.du, true);
   linear_backward(layer.v_proj, *g.dxn, *g.dv, *ws.xn1, *ws.lora_u.v, *g.du, true);

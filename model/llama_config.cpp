@@ -104,37 +104,17 @@ ModelFamily family_of(const json& doc, const std::string& source) {
       source, name);
 }
 
-// rope_scaling: null or {"type"|"rope_type": "linear", "factor": f}. Other kinds (dynamic NTK,
-// yarn, llama3) change the RoPE formula, which the kernels do not implement. transformers 5
-// writes "rope_parameters": {"rope_type": "default"|"linear", "factor"?, "rope_theta"?} instead;
-// both are read, and must agree when both are present.
-double rope_factor_of(const json& v, const char* key, const std::string& source) {
-  LL_CHECK(v.is_object(), "{}: field \"{}\" must be null or an object, found {}", source, key,
-           v.dump());
-  const json* type = field(v, "type");
-  if (!type) type = field(v, "rope_type");
-  LL_CHECK(type && type->is_string(),
-           "{}: field \"{}\" has no \"type\"; only {{\"type\": \"linear\", "
-           "\"factor\": f}} is supported",
-           source, key);
-  if (type->get<std::string>() == "default") return 1.0;  // plain RoPE
-  LL_CHECK(type->get<std::string>() == "linear",
-           "{}: {} type \"{}\" is not supported; only linear position interpolation "
-           "is (set rope_scaling to null or {{\"type\": \"linear\", \"factor\": f}})",
-           source, key, type->get<std::string>());
-  const json* factor = field(v, "factor");
-  LL_CHECK(factor && factor->is_number(), "{}: field \"{}.factor\" must be a number, found {}",
-           source, key, factor ? factor->dump() : "nothing");
-  return factor->get<double>();
-}
-
-double rope_scaling_factor(const json& doc, const std::string& source) {
+// rope_scaling (transformers 4) or rope_parameters (transformers 5, rope_theta inside), read by
+// kernels/rope_scaling.h; both may be present and must then agree.
+RopeScaling rope_scaling_of(const json& doc, int64_t max_positions, const std::string& source) {
   const json* scaling = field(doc, "rope_scaling");
   const json* params = field(doc, "rope_parameters");
-  const double a = scaling ? rope_factor_of(*scaling, "rope_scaling", source) : 1.0;
-  const double b = params ? rope_factor_of(*params, "rope_parameters", source) : 1.0;
-  LL_CHECK(!scaling || !params || a == b,
-           "{}: rope_scaling (factor {}) and rope_parameters (factor {}) disagree", source, a, b);
+  const int64_t mpe = max_positions > 0 ? max_positions : 0;
+  RopeScaling a, b;
+  if (scaling) a = rope_scaling_from_json(*scaling, mpe, source + ": field \"rope_scaling\"");
+  if (params) b = rope_scaling_from_json(*params, mpe, source + ": field \"rope_parameters\"");
+  LL_CHECK(!scaling || !params || a == b, "{}: rope_scaling ({}) and rope_parameters ({}) disagree",
+           source, describe_rope_scaling(a), describe_rope_scaling(b));
   return params ? b : a;
 }
 
@@ -189,9 +169,7 @@ void validate_llama_config(const LlamaConfig& c, const std::string& source) {
            c.rms_norm_eps);
   LL_CHECK(std::isfinite(c.rope_theta) && c.rope_theta > 0,
            "{}: field \"rope_theta\" = {} must be a finite positive number", source, c.rope_theta);
-  LL_CHECK(std::isfinite(c.rope_scaling_factor) && c.rope_scaling_factor >= 1.0,
-           "{}: field \"rope_scaling.factor\" = {} must be a finite number >= 1", source,
-           c.rope_scaling_factor);
+  validate_rope_scaling(c.rope_scaling, source + ": field \"rope_scaling\"");
   LL_CHECK(c.bos_token_id >= 0 && c.bos_token_id < c.vocab_size,
            "{}: field \"bos_token_id\" = {} is outside the vocabulary [0, {})", source,
            c.bos_token_id, c.vocab_size);
@@ -282,7 +260,7 @@ LlamaConfig llama_config_from_json(const json& doc, const std::string& source) {
   c.max_position_embeddings = required_int(doc, "max_position_embeddings", source);
   c.rms_norm_eps = optional_number(doc, "rms_norm_eps", 1e-6, source);
   c.rope_theta = rope_theta_of(doc, source);
-  c.rope_scaling_factor = rope_scaling_factor(doc, source);
+  c.rope_scaling = rope_scaling_of(doc, c.max_position_embeddings, source);
   if (const json* tie = field(doc, "tie_word_embeddings")) {
     LL_CHECK(tie->is_boolean(), "{}: field \"tie_word_embeddings\" must be true or false, found {}",
              source, tie->dump());
@@ -348,9 +326,7 @@ json llama_config_to_json(const LlamaConfig& c) {
       doc["use_sliding_window"] = false;
       break;
   }
-  doc["rope_scaling"] = c.rope_scaling_factor == 1.0
-                            ? json(nullptr)
-                            : json{{"type", "linear"}, {"factor", c.rope_scaling_factor}};
+  doc["rope_scaling"] = rope_scaling_to_json(c.rope_scaling);
   return doc;
 }
 

@@ -7,6 +7,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "kernels/rope_scaling.h"
+
 namespace ll {
 
 // The architectures this engine runs, by config.json's "model_type".
@@ -25,7 +27,7 @@ struct LlamaConfig {
   int64_t max_position_embeddings = 0;  // the context the base model was trained on
   double rms_norm_eps = 1e-6;           // HF's class default; Llama-2 configs say 1e-5
   double rope_theta = 10000.0;
-  double rope_scaling_factor = 1.0;  // linear position interpolation from rope_scaling
+  RopeScaling rope_scaling;  // rope_scaling / rope_parameters (kernels/rope_scaling.h)
   bool tie_word_embeddings = false;
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;                  // the first of eos_token_ids
@@ -49,8 +51,9 @@ struct LlamaConfig {
 
 // Parse and validate a config.json document. `source` names the file in error messages.
 // Throws ll::Error for missing or non-integral fields, values that do not divide
-// (hidden_size % heads without head_dim, heads % kv heads), odd head_dim (RoPE pairs),
-// unsupported rope_scaling, an unknown model_type, Qwen2's use_sliding_window, MLP bias.
+// (hidden_size % heads without head_dim, heads % kv heads), odd head_dim (RoPE pairs), an
+// unsupported or invalid rope_scaling (kernels/rope_scaling.h: rope_scaling_from_json), an
+// unknown model_type, Qwen2's use_sliding_window, MLP bias.
 LlamaConfig llama_config_from_json(const nlohmann::json& doc, const std::string& source);
 LlamaConfig llama_config_from_file(const std::string& path);
 // The HF-style JSON of a config (what .bin headers and exported config.json carry).

@@ -264,8 +264,13 @@ AttentionPattern LlamaModel::make_mask(int64_t n_tokens, const ForwardSpec& spec
 void LlamaModel::check_spec(int64_t n_tokens, const ForwardSpec& spec) const {
   LL_CHECK(n_tokens > 0, "forward pass on an empty sequence");
   check_sliding_window(config_, spec.position_offset + n_tokens, "this forward pass");
-  LL_CHECK(spec.rope_scale >= 1.0, "position interpolation factor must be >= 1, got {}",
-           spec.rope_scale);
+  validate_rope_scaling(spec.rope, "forward pass RoPE scaling");
+}
+
+RopeFrequencies rope_frequencies_for(const LlamaConfig& config, const ForwardSpec& spec,
+                                     int64_t n_tokens) {
+  return rope_frequencies(spec.rope, config.rope_theta, config.head_dim(),
+                          config.max_position_embeddings, spec.position_offset + n_tokens);
 }
 
 OwnedTensor LlamaModel::final_hidden(std::span<const int32_t> tokens, const ForwardSpec& spec,

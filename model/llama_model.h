@@ -23,10 +23,17 @@ namespace ll {
 struct ForwardSpec {
   AttnMode attn_mode = AttnMode::Dense;  // S2 modes are for training; evaluation is dense
   int64_t group_size = 0;                // S2 group G (tokens); required for S2 modes
-  double rope_scale = 1.0;               // linear position interpolation factor s: p -> p / s
+  RopeScaling rope;                      // the RoPE scaling applied (kernels/rope_scaling.h)
   int64_t position_offset = 0;           // position of the first token
   int64_t classifier_chunk = 2048;       // tokens per LM-head chunk (memory: chunk * V floats)
 };
+
+// The frequencies a call over n_tokens tokens from spec.position_offset applies: spec.rope with
+// the config's rope_theta, head_dim and max_position_embeddings; dynamic scaling sees seq_len =
+// position_offset + n_tokens (the last position + 1), as transformers does in every forward,
+// cached generation included (cached keys keep the rotation of the call that made them).
+RopeFrequencies rope_frequencies_for(const LlamaConfig& config, const ForwardSpec& spec,
+                                     int64_t n_tokens);
 
 // What is added to and trained in the base model.
 struct ModelSetup {
@@ -85,7 +92,7 @@ class LlamaModel {
     std::vector<OwnedTensor> k, v;  // per layer [capacity, Hkv*hd], K after RoPE
   };
   KvCache make_kv_cache(int64_t capacity);
-  // Runs `tokens` at positions [cache.length, cache.length + n) (spec.rope_scale applies;
+  // Runs `tokens` at positions [cache.length, cache.length + n) (spec.rope applies;
   // spec.attn_mode must be Dense, spec.position_offset is ignored), appends their K/V to the
   // cache and returns fp32 logits: of the last token only [V], or of every token [n, V] with
   // all_logits. Throws ll::Error when the cache would overflow (names capacity and length).

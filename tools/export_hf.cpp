@@ -53,16 +53,18 @@ std::string human_bytes(double b) {
   return fmt::format("{:.{}f} {}", b, u == 0 ? 0 : 2, units[u]);
 }
 
-// The factor the adapter was trained with: --rope-factor, else longlora.json, else an error.
-double training_factor(const Options& o, const ll::AdapterDir& adapter) {
+// The RoPE scaling the adapter was trained with: --rope-factor (linear), else longlora.json
+// (any type), else an error.
+ll::RopeScaling training_rope(const Options& o, const ll::AdapterDir& adapter) {
   if (o.rope_factor_given) {
     LL_CHECK(std::isfinite(o.rope_factor) && o.rope_factor >= 1.0,
              "--rope-factor {} must be a finite number >= 1", o.rope_factor);
-    if (adapter.longlora && adapter.longlora->rope_factor != o.rope_factor) {
-      fmt::print(stderr, "note: --rope-factor {} overrides the factor {} in {}/longlora.json\n",
-                 o.rope_factor, adapter.longlora->rope_factor, o.lora);
+    const ll::RopeScaling given = ll::linear_rope_scaling(o.rope_factor);
+    if (adapter.longlora && adapter.longlora->rope != given) {
+      fmt::print(stderr, "note: --rope-factor {} (linear) overrides {} in {}/longlora.json\n",
+                 o.rope_factor, ll::describe_rope_scaling(adapter.longlora->rope), o.lora);
     }
-    return o.rope_factor;
+    return given;
   }
   LL_CHECK(adapter.longlora.has_value(),
            "{}: no longlora.json records the position interpolation factor this adapter was "
@@ -71,7 +73,7 @@ double training_factor(const Options& o, const ll::AdapterDir& adapter) {
            "fine-tune of Llama-2 (4096). Without it the merged model would produce garbage "
            "beyond the base context",
            o.lora);
-  return adapter.longlora->rope_factor;
+  return adapter.longlora->rope;
 }
 
 int run(const Options& o) {
@@ -109,7 +111,7 @@ int run(const Options& o) {
              tokenizer);
   }
   const ll::AdapterDir adapter = ll::read_adapter_dir(o.lora);
-  const double factor = training_factor(o, adapter);
+  const ll::RopeScaling rope = training_rope(o, adapter);
 
   // The base's own dtype by default: an F32 or F16 base exported as BF16 would no longer give
   // the perplexity of base + adapter.
@@ -123,7 +125,7 @@ int run(const Options& o) {
   } catch (const ll::Error& e) {
     ll::fail("cannot merge {} into {}: {}", o.lora, o.model, e.what());
   }
-  weights.config.rope_scaling_factor = factor;
+  weights.config.rope_scaling = rope;
 
   const ll::LlamaConfig& c = weights.config;
   fmt::print(
@@ -136,7 +138,7 @@ int run(const Options& o) {
       "tensors replaced)\n",
       o.lora, adapter.lora.rank, adapter.lora.alpha, fmt::join(adapter.lora.targets, ","),
       adapter.lora_tensors.size(), adapter.trainable_params.size());
-  fmt::print("positions  rope_scaling linear factor {} ({}{})\n", factor,
+  fmt::print("positions  rope_scaling {} ({}{})\n", ll::describe_rope_scaling(rope),
              o.rope_factor_given ? "--rope-factor" : o.lora + "/longlora.json",
              adapter.longlora
                  ? fmt::format(", trained at {} tokens", adapter.longlora->context_length)
@@ -147,7 +149,7 @@ int run(const Options& o) {
 
   if (!o.out.empty()) {
     ll::HfExportOptions options;
-    options.rope_factor = factor;
+    options.rope = rope;
     options.tokenizer_path = tokenizer;
     options.max_shard_bytes = max_shard;
     options.dtype = dtype;

@@ -164,7 +164,7 @@ int run(int argc, char** argv) {
   ll::GenerationOptions g;
   g.max_new_tokens = o.max_new;
   g.sampling = sampling;
-  g.rope_scale = m.rope_scale;
+  g.rope = m.rope;
   // Every EOS id of the config (Llama-3 Instruct: end_of_text, eom and eot) and the tokenizer's.
   for (int64_t id : m.config.eos_token_ids) g.stop_tokens.push_back(int32_t(id));
   if (tokenizer.eos_id() >= 0) g.stop_tokens.push_back(int32_t(tokenizer.eos_id()));
@@ -202,7 +202,8 @@ int run(int argc, char** argv) {
         {"model", o.model.model},
         {"lora", o.model.lora},
         {"sampling", {{"temperature", o.temperature}, {"top_p", o.top_p}, {"seed", o.seed}}},
-        {"position_interpolation_factor", m.rope_scale},
+        {"position_interpolation_factor", m.rope.factor},
+        {"rope_scaling", ll::rope_scaling_to_json(m.rope)},
         {"context", m.context},
         {"timing",
          {{"prefill_s", r.prefill_s},

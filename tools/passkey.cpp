@@ -81,7 +81,7 @@ int run(const Options& o) {
 
   const auto t1 = std::chrono::steady_clock::now();
   const std::vector<ll::PasskeyContextResult> results = ll::run_passkey(
-      tokenizer, passkey, ll::greedy_generator(*m.model, m.rope_scale),
+      tokenizer, passkey, ll::greedy_generator(*m.model, m.rope),
       [](const ll::PasskeyContextResult& r, const ll::PasskeyTrial& t) {
         fmt::print(
             "context {:>7} trial {:>3}: key {:>5} at depth {:.2f}, {} prompt tokens -> "
@@ -102,7 +102,8 @@ int run(const Options& o) {
                               {"tokenizer", tokenizer_path},
                               {"seed", o.seed},
                               {"trials", o.trials},
-                              {"position_interpolation_factor", m.rope_scale},
+                              {"position_interpolation_factor", m.rope.factor},
+                              {"rope_scaling", ll::rope_scaling_to_json(m.rope)},
                               {"usable_context", m.context},
                               {"allow_beyond_context", o.allow_beyond_context},
                               {"results", ll::passkey_results_json(results)}};

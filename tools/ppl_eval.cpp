@@ -49,10 +49,11 @@ int run(int argc, char** argv) {
       ->check(CLI::IsMember({"shard", "raw-u16"}));
   app.add_option("--seq-len", o.seq_len, "window length in tokens")->required();
   app.add_option("--context-size", o.model.context_size,
-                 "context the model was fine-tuned to: position interpolation factor "
-                 "ceil(C / max_position_embeddings) when C exceeds it (default: the factor in "
-                 "the --lora adapter's longlora.json, else the model config's own "
-                 "rope_scaling)");
+                 "context the model was fine-tuned to: RoPE scaling for C when it exceeds the "
+                 "model's context (linear: ceil(C / max_position_embeddings); the type "
+                 "longlora.json records, else the model's own), else the model config's own "
+                 "(default: the scaling in the --lora adapter's longlora.json, else the model "
+                 "config's rope_scaling)");
   app.add_option("--rope-factor", o.model.rope_factor,
                  "linear position interpolation factor (overrides --context-size and "
                  "longlora.json)");
@@ -99,7 +100,7 @@ int run(int argc, char** argv) {
   ll::LlamaModel& model = *m.model;
   ll::ForwardSpec spec;
   spec.attn_mode = ll::AttnMode::Dense;
-  spec.rope_scale = m.rope_scale;
+  spec.rope = m.rope;
   spec.classifier_chunk = o.classifier_chunk;
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -147,7 +148,8 @@ int run(int argc, char** argv) {
                         {"seq_len", o.seq_len},
                         {"stride", o.stride},
                         {"context_size", o.model.context_size},
-                        {"position_interpolation_factor", spec.rope_scale},
+                        {"position_interpolation_factor", spec.rope.factor},
+                        {"rope_scaling", ll::rope_scaling_to_json(spec.rope)},
                         {"model", o.model.model},
                         {"lora", o.model.lora},
                         {"data", o.data},

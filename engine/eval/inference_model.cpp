@@ -15,29 +15,28 @@ namespace ll {
 
 namespace {
 
-// Decides the rope factor and the context by the rules in the header.
+// Decides the RoPE scaling and the context by the rules in the header.
 void choose_positions(InferenceModel& m, const InferenceModelOptions& o) {
   const LlamaConfig& c = m.config;
   const LongLoraRecord* trained =
       m.adapter && m.adapter->longlora ? &*m.adapter->longlora : nullptr;
   if (o.rope_factor > 0.0) {
-    m.rope_scale = o.rope_factor;
+    m.rope = linear_rope_scaling(o.rope_factor);
     m.rope_source = "--rope-factor";
   } else if (o.context_size > 0) {
-    m.rope_scale = position_interpolation_factor(c, o.context_size);
-    m.rope_source = o.context_size > c.max_position_embeddings
-                        ? fmt::format("--context-size {}: ceil({} / {})", o.context_size,
-                                      o.context_size, c.max_position_embeddings)
-                        : fmt::format(
-                              "model config (--context-size {} is within "
-                              "max_position_embeddings)",
-                              o.context_size);
+    // The type the adapter was trained with, when it records one.
+    std::optional<RopeType> type;
+    if (trained != nullptr && trained->rope.type != RopeType::Default) type = trained->rope.type;
+    const RopeChoice choice =
+        rope_for_context(c.rope_scaling, c.max_position_embeddings, o.context_size, type, 0.0);
+    m.rope = choice.rope;
+    m.rope_source = fmt::format("--context-size {}: {}", o.context_size, choice.source);
   } else if (trained != nullptr) {
-    m.rope_scale = trained->rope_factor;
+    m.rope = trained->rope;
     m.rope_source =
         fmt::format("adapter's longlora.json (trained at {} tokens)", trained->context_length);
   } else {
-    m.rope_scale = c.rope_scaling_factor;
+    m.rope = c.rope_scaling;
     m.rope_source = "model config";
   }
   if (o.context_size > 0) {
@@ -45,7 +44,7 @@ void choose_positions(InferenceModel& m, const InferenceModelOptions& o) {
   } else if (trained != nullptr) {
     m.context = trained->context_length;
   } else {
-    m.context = int64_t(std::floor(double(c.max_position_embeddings) * m.rope_scale));
+    m.context = rope_context_length(m.rope, c.max_position_embeddings);
   }
 }
 
@@ -105,9 +104,9 @@ std::string describe_inference_model(const InferenceModel& m, const InferenceMod
         a.trainable_params.size(), recorded_base(a));
   }
   s += fmt::format(
-      "positions      interpolation factor {} (from {}; max_position_embeddings "
-      "{}), context {} tokens, dense causal attention\n",
-      m.rope_scale, m.rope_source, c.max_position_embeddings, m.context);
+      "rope           {} (from {}; max_position_embeddings {}), context {} tokens, dense causal "
+      "attention\n",
+      describe_rope_scaling(m.rope), m.rope_source, c.max_position_embeddings, m.context);
   s += fmt::format("backend        {}\n", describe_backend(*m.backend));
   return s;
 }

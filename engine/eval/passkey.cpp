@@ -207,12 +207,12 @@ std::vector<PasskeyContextResult> run_passkey(const Tokenizer& tokenizer,
   return results;
 }
 
-PasskeyGenerator greedy_generator(LlamaModel& model, double rope_scale) {
-  return [&model, rope_scale](std::span<const int32_t> prompt, int64_t n_new) {
+PasskeyGenerator greedy_generator(LlamaModel& model, const RopeScaling& rope) {
+  return [&model, rope](std::span<const int32_t> prompt, int64_t n_new) {
     GenerationOptions options;
     options.max_new_tokens = n_new;
     options.sampling.temperature = 0.0;  // greedy
-    options.rope_scale = rope_scale;
+    options.rope = rope;
     options.stop_tokens.clear();  // exactly n_new tokens, as the official script generates
     return generate(model, prompt, options).tokens;
   };

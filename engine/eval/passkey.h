@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/tokenizer.h"
+#include "kernels/rope_scaling.h"
 
 namespace ll {
 
@@ -115,9 +116,9 @@ std::vector<PasskeyContextResult> run_passkey(const Tokenizer& tokenizer,
                                               const PasskeyGenerator& generator,
                                               const PasskeyProgress& progress = {});
 
-// The generator for a model: model/generation.h's generate, greedy, rope_scale applied, no
+// The generator for a model: model/generation.h's generate, greedy, `rope` applied, no
 // stop token (the answer's length is what is generated, as in the official script).
-PasskeyGenerator greedy_generator(LlamaModel& model, double rope_scale);
+PasskeyGenerator greedy_generator(LlamaModel& model, const RopeScaling& rope);
 
 // A table, one row per context size: context, prompt tokens (mean), trials, correct, accuracy.
 std::string format_passkey_table(const std::vector<PasskeyContextResult>& results);

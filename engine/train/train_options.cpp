@@ -77,8 +77,14 @@ const std::vector<Field>& fields() {
        "s2 (official LongLoRA: segment boundaries) or s2-roll (the paper's pseudocode: rolls "
        "half the heads with wrap-around, which leaks; for comparison only)",
        {"s2", "s2-roll"}},
+      {"rope-scaling", "--rope-scaling", &O::rope_scaling,
+       "RoPE scaling that extends the context: linear (position interpolation), yarn or llama3; "
+       "auto: the model's own type, linear for a model without scaling. A -ctx within the "
+       "model's context keeps its scaling unchanged",
+       {"auto", "linear", "yarn", "llama3"}},
       {"rope-factor", "--rope-factor", &O::rope_factor,
-       "linear position interpolation factor s (0: ceil(N / max_position_embeddings))", {}},
+       "RoPE scaling factor (0: from -ctx: linear ceil(N / max_position_embeddings), yarn and "
+       "llama3 N / the model's original context)", {}},
       // LoRA+
       {"lora-rank", "--lora-rank", &O::lora_rank,
        "LoRA rank r (0: no adapters, with --trainable all: full training)", {}},
@@ -414,9 +420,8 @@ void check_context(const TrainOptions& o) {
   if (!o.full_attn) s2.seq_len = o.ctx;
   check_s2_group(s2);
   check_finite("rope-factor", o.rope_factor);
-  LL_CHECK(o.rope_factor >= 0,
-           "--rope-factor must be >= 0 (got {}; 0 = ceil(ctx / max_position_embeddings))",
-           o.rope_factor);
+  LL_CHECK(o.rope_factor == 0 || o.rope_factor >= 1,
+           "--rope-factor must be >= 0 (got {}; 0 = from -ctx)", o.rope_factor);
 }
 
 // The adapters and the base tensors trained.

@@ -21,11 +21,12 @@ struct TrainOptions {
   std::string data_format = "shard";  // --data-format shard|raw-u16
   std::string shuffle = "on";         // --shuffle on|off
   // Context
-  int64_t ctx = 0;               // -ctx, --ctx: training length N (required)
-  double group_ratio = 0.25;     // --group-ratio: S2 group G = N * ratio
-  bool full_attn = false;        // --full-attn: dense causal attention instead of S2
-  std::string attn_mode = "s2";  // --attn-mode s2|s2-roll (roll: paper pseudocode, leaks)
-  double rope_factor = 0.0;      // --rope-factor: 0 = ceil(N / max_position_embeddings)
+  int64_t ctx = 0;                    // -ctx, --ctx: training length N (required)
+  double group_ratio = 0.25;          // --group-ratio: S2 group G = N * ratio
+  bool full_attn = false;             // --full-attn: dense causal attention instead of S2
+  std::string attn_mode = "s2";       // --attn-mode s2|s2-roll (roll: paper pseudocode, leaks)
+  std::string rope_scaling = "auto";  // --rope-scaling auto|linear|yarn|llama3 (training_rope)
+  double rope_factor = 0.0;           // --rope-factor: 0 = from -ctx (training_rope)
   // LoRA+
   int64_t lora_rank = 8;                                     // --lora-rank
   double lora_alpha = 16.0;                                  // --lora-alpha

@@ -49,8 +49,9 @@ void TrainingReport::print_setup(const StepStrategy& strategy) const {
       o.model, config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
       config.num_key_value_heads, config.vocab_size, config.max_position_embeddings);
   const std::string s2_kind = spec.attn_mode == AttnMode::S2Roll ? " (roll form)" : "";
-  fmt::print("context        {} tokens{}, position interpolation factor {}, {}\n", o.ctx,
-             o.sft.empty() ? "" : " at most (each SFT example at its own length)", spec.rope_scale,
+  fmt::print("context        {} tokens{}, rope {}, {}\n", o.ctx,
+             o.sft.empty() ? "" : " at most (each SFT example at its own length)",
+             describe_rope_scaling(spec.rope),
              spec.attn_mode == AttnMode::Dense ? std::string("full attention")
              : o.sft.empty()
                  ? fmt::format("S2-Attn{} group {} (shifted half by {})", s2_kind, spec.group_size,
@@ -120,7 +121,7 @@ void TrainingReport::summary(int64_t steps_done, double last_loss, int64_t run_t
   if (!setup_.lead) return;
   const TrainOptions& o = options_;
   AdapterDir adapter = setup_.model->export_adapter(o.model);
-  adapter.longlora = LongLoraRecord{setup_.spec.rope_scale, o.ctx};  // longlora.json: export_hf
+  adapter.longlora = LongLoraRecord{setup_.spec.rope, o.ctx};  // longlora.json: export_hf
   write_adapter_dir(o.out, adapter);
   write_loss_curve_svg(o.out + "/loss_curve.svg", MetricsLog::read_steps(o.out + "/metrics.jsonl"),
                        fmt::format("train_longlora: {} at {} tokens", o.model, o.ctx));

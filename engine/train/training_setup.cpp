@@ -37,7 +37,7 @@ namespace fs = std::filesystem;
 const char* const kResumeKeys[] = {"ctx",         "grad-accum", "seed",         "shuffle",
                                    "lora-rank",   "lora-alpha", "lora-targets", "trainable",
                                    "full-attn",   "attn-mode",  "group-ratio",  "data-format",
-                                   "rope-factor", "sft"};
+                                   "rope-factor", "sft",        "rope-scaling"};
 
 void check_resume_options(const std::string& saved_json, const std::string& current_json,
                           const std::string& checkpoint, int saved_world, int current_world) {
@@ -165,8 +165,7 @@ void set_rank_threads(const dist::Communicator& communicator) {
 // Position interpolation and the attention pattern at -ctx.
 ForwardSpec forward_spec_of(const TrainOptions& o, const LlamaConfig& config) {
   ForwardSpec spec;
-  spec.rope_scale =
-      o.rope_factor > 0 ? o.rope_factor : position_interpolation_factor(config, o.ctx);
+  spec.rope = training_rope(o, config).rope;
   spec.classifier_chunk = o.classifier_chunk;
   if (o.full_attn) {
     spec.attn_mode = AttnMode::Dense;
@@ -245,6 +244,25 @@ void read_resume_checkpoint(const TrainOptions& o, TrainingSetup& s) {
 }
 
 }  // namespace
+
+RopeChoice training_rope(const TrainOptions& o, const LlamaConfig& config) {
+  std::optional<RopeType> type;
+  if (o.rope_scaling != "auto") {
+    type = rope_type_from_name(o.rope_scaling);
+    LL_CHECK(
+        type && (*type == RopeType::Linear || *type == RopeType::Yarn || *type == RopeType::Llama3),
+        "--rope-scaling {} is not one of auto, linear, yarn, llama3", o.rope_scaling);
+  }
+  RopeChoice c = rope_for_context(config.rope_scaling, config.max_position_embeddings, o.ctx, type,
+                                  o.rope_factor);
+  // Dynamic NTK changes its frequencies with each call's length: a model trained with it at
+  // one length would be evaluated with others. Within the model's context it is plain RoPE.
+  LL_CHECK(c.rope.type != RopeType::Dynamic || o.ctx <= config.max_position_embeddings,
+           "the model's RoPE scaling is dynamic NTK, which is not trained beyond "
+           "max_position_embeddings ({}; -ctx {}); choose --rope-scaling linear, yarn or llama3",
+           config.max_position_embeddings, o.ctx);
+  return c;
+}
 
 TrainingSetup set_up_training(const TrainOptions& o, dist::Communicator& communicator) {
   TrainingSetup s;

@@ -17,6 +17,7 @@
 #include "kernels/backend.h"
 #include "model/llama_config.h"
 #include "model/llama_model.h"
+#include "model/position_interpolation.h"
 
 namespace ll {
 
@@ -44,6 +45,11 @@ struct TrainingSetup {
 // named). Throws ll::Error for bad input, a run that does not fit the device or a checkpoint
 // this run cannot continue.
 TrainingSetup set_up_training(const TrainOptions& options, dist::Communicator& communicator);
+
+// The RoPE scaling the run applies: model/position_interpolation.h's rope_for_context for -ctx
+// with --rope-scaling (auto: the model's own type, linear without one) and --rope-factor (0:
+// from -ctx). Throws ll::Error for dynamic NTK beyond max_position_embeddings.
+RopeChoice training_rope(const TrainOptions& options, const LlamaConfig& config);
 
 // --dry-run: the memory plan of `options` for `world` ranks on the backend a real run would
 // take here, printed to stdout (only config.json is read).

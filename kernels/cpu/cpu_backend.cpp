@@ -71,10 +71,10 @@ void CpuBackend::add_bias(const Tensor& out, const Tensor& bias) {
   cpu::add_bias(out.f32(), bias.f32(), s.m, s.c);
 }
 
-void CpuBackend::rope_forward(const Tensor& x, int64_t position_offset, double scale,
-                              double theta) {
+void CpuBackend::rope_forward(const Tensor& x, int64_t position_offset,
+                              const RopeFrequencies& freqs) {
   const shapes::RopeDims s = shapes::rope(x);
-  cpu::rope_forward(x.f32(), s.n, s.heads, s.hd, position_offset, scale, theta);
+  cpu::rope_forward(x.f32(), s.n, s.heads, s.hd, position_offset, freqs);
 }
 
 void CpuBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
@@ -158,10 +158,10 @@ void CpuBackend::rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const
                         s.d);
 }
 
-void CpuBackend::rope_backward(const Tensor& dx, int64_t position_offset, double scale,
-                               double theta) {
+void CpuBackend::rope_backward(const Tensor& dx, int64_t position_offset,
+                               const RopeFrequencies& freqs) {
   const shapes::RopeDims s = shapes::rope(dx);
-  cpu::rope_backward(dx.f32(), s.n, s.heads, s.hd, position_offset, scale, theta);
+  cpu::rope_backward(dx.f32(), s.n, s.heads, s.hd, position_offset, freqs);
 }
 
 void CpuBackend::attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,

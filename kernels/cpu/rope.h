@@ -1,23 +1,21 @@
 #pragma once
 #include <cstdint>
-#include <vector>
+
+#include "kernels/rope_scaling.h"
 
 namespace ll::cpu {
 
 // Rotary position embedding, rotate-half form (pairs (j, j + hd/2)) as in HF Llama, in place.
-// x: [N, heads, hd]. Token n sits at position (position_offset + n) / scale (linear position
-// interpolation); frequency of pair j is theta^(-2j/hd). The fp32 angle is rounded exactly as
-// transformers rounds it (see rope.cpp); cos/sin are taken in double, then rounded to fp32.
-// The per-pair inverse frequencies [hd/2] (already divided by `scale`), rounded in fp32 as
-// transformers forms them; the CUDA kernel's host side uses the same values.
-std::vector<float> rope_inv_freq(int64_t head_dim, double scale, double theta);
-
+// x: [N, heads, hd]. Token n at position p = position_offset + n: pair j is rotated by the fp32
+// angle float(p) * freqs.inv_freq[j] (kernels/rope_scaling.h computes inv_freq for each
+// scaling type as transformers does), with cos and sin taken in double, rounded to fp32, then
+// multiplied by freqs.attention_scaling in fp32 (transformers' order). freqs.inv_freq: [hd/2].
 void rope_forward(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
-                  int64_t position_offset, double scale, double theta);
+                  int64_t position_offset, const RopeFrequencies& freqs);
 
-// Backward of rope_forward (the transpose of the rotation: rotate by the negative angle),
-// in place on the gradient dx [N, heads, hd], same positions and angles as the forward.
+// Backward of rope_forward (the transpose: the negative angles, the same attention_scaling),
+// in place on the gradient dx [N, heads, hd].
 void rope_backward(float* dx, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
-                   int64_t position_offset, double scale, double theta);
+                   int64_t position_offset, const RopeFrequencies& freqs);
 
 }  // namespace ll::cpu

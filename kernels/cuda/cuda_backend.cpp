@@ -363,18 +363,18 @@ void CudaBackend::bias_backward(const Tensor& dbias, const Tensor& dout) {
   cuda::bias_backward(db, g, d.m, d.c, static_cast<double*>(scratch->data), st_->stream);
 }
 
-void CudaBackend::rope_forward(const Tensor& x, int64_t position_offset, double scale,
-                               double theta) {
+void CudaBackend::rope_forward(const Tensor& x, int64_t position_offset,
+                               const RopeFrequencies& freqs) {
   const shapes::RopeDims d = shapes::rope(x);
-  cuda::rope_forward(bf16_ptr(x, "rope input"), d.n, d.heads, d.hd, position_offset, scale, theta,
+  cuda::rope_forward(bf16_ptr(x, "rope input"), d.n, d.heads, d.hd, position_offset, freqs,
                      st_->stream);
 }
 
-void CudaBackend::rope_backward(const Tensor& dx, int64_t position_offset, double scale,
-                                double theta) {
+void CudaBackend::rope_backward(const Tensor& dx, int64_t position_offset,
+                                const RopeFrequencies& freqs) {
   const shapes::RopeDims d = shapes::rope(dx);
-  cuda::rope_backward(bf16_ptr(dx, "rope gradient"), d.n, d.heads, d.hd, position_offset, scale,
-                      theta, st_->stream);
+  cuda::rope_backward(bf16_ptr(dx, "rope gradient"), d.n, d.heads, d.hd, position_offset, freqs,
+                      st_->stream);
 }
 
 void CudaBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,

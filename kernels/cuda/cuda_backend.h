@@ -48,7 +48,8 @@ class CudaBackend final : public Backend {
   void matmul_forward(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate,
                       float alpha = 1.0f) override;
   void add_bias(const Tensor& out, const Tensor& bias) override;
-  void rope_forward(const Tensor& x, int64_t position_offset, double scale, double theta) override;
+  void rope_forward(const Tensor& x, int64_t position_offset,
+                    const RopeFrequencies& freqs) override;
   void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                          const Tensor& v, const AttentionPattern& mask) override;
   void attention_forward_cached(const Tensor& out, const Tensor& q, const Tensor& k,
@@ -71,8 +72,8 @@ class CudaBackend final : public Backend {
   void bias_backward(const Tensor& dbias, const Tensor& dout) override;
   void rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dout,
                         const Tensor& x, const Tensor& weight, const Tensor& rstd) override;
-  void rope_backward(const Tensor& dx, int64_t position_offset, double scale,
-                     double theta) override;
+  void rope_backward(const Tensor& dx, int64_t position_offset,
+                     const RopeFrequencies& freqs) override;
   void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                           const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                           const Tensor& lse, const AttentionPattern& mask) override;

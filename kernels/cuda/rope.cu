@@ -14,31 +14,34 @@ namespace {
 using detail::bf16;
 
 void check_rope_args(const char* op, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
-                     double scale, double theta) {
+                     const RopeFrequencies& freqs) {
   LL_CHECK(n_tokens >= 0 && n_heads >= 0, "{}: negative size (tokens {}, heads {})", op, n_tokens,
            n_heads);
   LL_CHECK(head_dim >= 2 && head_dim % 2 == 0 && head_dim <= kRopeMaxHeadDim,
            "{}: head_dim {} must be even, >= 2 and <= {}", op, head_dim, kRopeMaxHeadDim);
-  LL_CHECK(scale > 0.0 && std::isfinite(scale), "{}: position scale {} must be > 0", op, scale);
-  LL_CHECK(theta > 0.0 && std::isfinite(theta), "{}: theta {} must be > 0", op, theta);
+  LL_CHECK(int64_t(freqs.inv_freq.size()) == head_dim / 2,
+           "{}: {} frequencies for head_dim {} (need head_dim / 2)", op, freqs.inv_freq.size(),
+           head_dim);
+  LL_CHECK(std::isfinite(freqs.attention_scaling) && freqs.attention_scaling > 0.0f,
+           "{}: attention scaling {} must be a finite number > 0", op, freqs.attention_scaling);
 }
 
 }  // namespace
 
 void rope_forward(bf16* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
-                  int64_t position_offset, double scale, double theta, cudaStream_t stream) {
-  check_rope_args("rope (cuda)", n_tokens, n_heads, head_dim, scale, theta);
+                  int64_t position_offset, const RopeFrequencies& freqs, cudaStream_t stream) {
+  check_rope_args("rope (cuda)", n_tokens, n_heads, head_dim, freqs);
   if (n_tokens == 0 || n_heads == 0) return;
   rope_dev::run_rope_forward(StreamLauncher{stream}, x, n_tokens, n_heads, head_dim,
-                             position_offset, scale, theta);
+                             position_offset, freqs);
 }
 
 void rope_backward(bf16* dx, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
-                   int64_t position_offset, double scale, double theta, cudaStream_t stream) {
-  check_rope_args("rope_backward (cuda)", n_tokens, n_heads, head_dim, scale, theta);
+                   int64_t position_offset, const RopeFrequencies& freqs, cudaStream_t stream) {
+  check_rope_args("rope_backward (cuda)", n_tokens, n_heads, head_dim, freqs);
   if (n_tokens == 0 || n_heads == 0) return;
   rope_dev::run_rope_backward(StreamLauncher{stream}, dx, n_tokens, n_heads, head_dim,
-                              position_offset, scale, theta);
+                              position_offset, freqs);
 }
 
 }  // namespace ll::cuda

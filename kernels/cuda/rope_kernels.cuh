@@ -3,8 +3,8 @@
 // included by rope.cu (nvcc) and by the SIMT emulator tests (tests/kernels/cuda/emu), which
 // run the same kernel and sequences.
 //
-// The per-pair frequencies are computed on the host (the same fp32 code as the CPU reference)
-// and travel as a kernel argument.
+// The per-pair frequencies and the attention scaling are computed on the host
+// (kernels/rope_scaling.h, as for the CPU reference) and travel as a kernel argument.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -13,7 +13,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/cpu/rope.h"
 #include "kernels/cuda/bf16_vector_device.cuh"
 #include "kernels/cuda/rope.cuh"
 
@@ -26,6 +25,7 @@ constexpr int kMaxHalf = int(kRopeMaxHeadDim / 2);
 
 struct RopeFreqs {
   float inv_freq[kMaxHalf];  // [hd/2], the first `half` used
+  float attention_scaling;   // cos and sin are multiplied by it (fp32, after rounding)
 };
 
 // One block per token (grid-stride over tokens): cos/sin of the token's angles into shared
@@ -41,8 +41,9 @@ __global__ void __launch_bounds__(kThreads)
       const float angle = __fmul_rn(pos, freqs.inv_freq[j]);
       double s, c;
       sincospi(double(angle) * kInvPi, &s, &c);
-      cs[j] = float(c);
-      sn[j] = sin_sign * float(s);  // R(-a) = R(a)^T for the backward
+      // transformers: emb.cos() * attention_scaling, in fp32.
+      cs[j] = __fmul_rn(float(c), freqs.attention_scaling);
+      sn[j] = sin_sign * __fmul_rn(float(s), freqs.attention_scaling);  // R(-a) = R(a)^T
     }
     __syncthreads();
     bf16* xt = x + n * n_heads * 2 * half;  // [heads, hd]
@@ -66,14 +67,14 @@ __global__ void __launch_bounds__(kThreads)
 // sin_sign -1 rotates by the negative angles (the backward).
 template <typename Launcher>
 void run_rope_rotation(const Launcher& launch, bf16* x, int64_t n_tokens, int64_t n_heads,
-                       int64_t head_dim, int64_t position_offset, double scale, double theta,
+                       int64_t head_dim, int64_t position_offset, const RopeFrequencies& host,
                        float sin_sign) {
-  // The CPU reference's inv_freq (host fp32), so the fp32 angles on the device are
+  // The host's fp32 inv_freq (the CPU reference's), so the device's fp32 angles are
   // bit-identical to the CPU's.
   RopeFreqs freqs{};
   const int64_t half = head_dim / 2;
-  const std::vector<float> inv_freq = cpu::rope_inv_freq(head_dim, scale, theta);  // [hd/2]
-  for (int64_t j = 0; j < half; ++j) freqs.inv_freq[j] = inv_freq[size_t(j)];
+  for (int64_t j = 0; j < half; ++j) freqs.inv_freq[j] = host.inv_freq[size_t(j)];
+  freqs.attention_scaling = host.attention_scaling;
   const unsigned blocks = unsigned(n_tokens < 65536 * 16 ? n_tokens : 65536 * 16);
   launch("rope_kernel", rope_kernel, dim3(blocks), dim3(kThreads), size_t(0), x, n_tokens, n_heads,
          int(half), position_offset, sin_sign, freqs);
@@ -81,14 +82,14 @@ void run_rope_rotation(const Launcher& launch, bf16* x, int64_t n_tokens, int64_
 
 template <typename Launcher>
 void run_rope_forward(const Launcher& launch, bf16* x, int64_t n_tokens, int64_t n_heads,
-                      int64_t head_dim, int64_t position_offset, double scale, double theta) {
-  run_rope_rotation(launch, x, n_tokens, n_heads, head_dim, position_offset, scale, theta, 1.0f);
+                      int64_t head_dim, int64_t position_offset, const RopeFrequencies& freqs) {
+  run_rope_rotation(launch, x, n_tokens, n_heads, head_dim, position_offset, freqs, 1.0f);
 }
 
 template <typename Launcher>
 void run_rope_backward(const Launcher& launch, bf16* dx, int64_t n_tokens, int64_t n_heads,
-                       int64_t head_dim, int64_t position_offset, double scale, double theta) {
-  run_rope_rotation(launch, dx, n_tokens, n_heads, head_dim, position_offset, scale, theta, -1.0f);
+                       int64_t head_dim, int64_t position_offset, const RopeFrequencies& freqs) {
+  run_rope_rotation(launch, dx, n_tokens, n_heads, head_dim, position_offset, freqs, -1.0f);
 }
 
 }  // namespace ll::cuda::rope_dev

@@ -28,7 +28,7 @@ constexpr const char* kLoraFile = "adapter_model.safetensors";
 constexpr const char* kTrainableFile = "trainable_params.safetensors";
 constexpr const char* kLongLoraFile = "longlora.json";
 constexpr const char* kLongLoraFormat = "longlora-adapter";
-constexpr int64_t kLongLoraVersion = 1;
+constexpr int64_t kLongLoraVersion = 2;  // 2: any RoPE scaling type (1: linear only)
 constexpr const char* kPeftPrefix = "base_model.model.";  // PeftModel + LlamaForCausalLM
 constexpr const char* kLayersPrefix = "base_model.model.model.layers.";
 constexpr size_t kMaxConfigBytes = 16u << 20;  // far above any real adapter_config.json
@@ -313,13 +313,12 @@ json adapter_config_json(const AdapterDir& adapter) {
 json longlora_json(const LongLoraRecord& r) {
   return json{{"format", kLongLoraFormat},
               {"version", kLongLoraVersion},
-              {"rope_scaling", {{"type", "linear"}, {"factor", r.rope_factor}}},
+              {"rope_scaling", rope_scaling_to_json(r.rope)},
               {"context_length", r.context_length}};
 }
 
 void check_longlora_record(const std::string& where, const LongLoraRecord& r) {
-  LL_CHECK(std::isfinite(r.rope_factor) && r.rope_factor >= 1.0,
-           "{}: rope_scaling factor {} must be a finite number >= 1", where, r.rope_factor);
+  validate_rope_scaling(r.rope, where + ": rope_scaling");
   LL_CHECK(r.context_length >= 1, "{}: context_length {} must be at least 1", where,
            r.context_length);
 }
@@ -337,29 +336,36 @@ LongLoraRecord parse_longlora_json(const std::string& path) {
   LL_CHECK(version != doc.end() && version->is_number_integer(),
            "{}: \"version\" must be an integer, found {}", path,
            version == doc.end() ? "nothing" : version->dump());
-  LL_CHECK(*version == kLongLoraVersion,
-           "{}: version {} is not supported (this engine reads version {}); a newer engine wrote "
-           "it",
+  LL_CHECK(*version == 1 || *version == kLongLoraVersion,
+           "{}: version {} is not supported (this engine reads versions 1 to {}); a newer engine "
+           "wrote it",
            path, version->dump(), kLongLoraVersion);
+  LongLoraRecord r;
   auto scaling = doc.find("rope_scaling");
-  LL_CHECK(scaling != doc.end() && scaling->is_object(),
-           "{}: \"rope_scaling\" must be an object {{\"type\": \"linear\", \"factor\": f}}, "
-           "found {}",
-           path, scaling == doc.end() ? "nothing" : scaling->dump());
-  auto type = scaling->find("type");
-  LL_CHECK(type != scaling->end() && *type == "linear",
-           "{}: rope_scaling type {} is not supported; only \"linear\" is", path,
-           type == scaling->end() ? "nothing" : type->dump());
-  auto factor = scaling->find("factor");
-  LL_CHECK(factor != scaling->end() && factor->is_number(),
-           "{}: rope_scaling.factor must be a number, found {}", path,
-           factor == scaling->end() ? "nothing" : factor->dump());
+  if (*version == 1) {
+    // Version 1 recorded linear position interpolation only: {"type": "linear", "factor": f}.
+    LL_CHECK(scaling != doc.end() && scaling->is_object(),
+             "{}: \"rope_scaling\" must be an object {{\"type\": \"linear\", \"factor\": f}}, "
+             "found {}",
+             path, scaling == doc.end() ? "nothing" : scaling->dump());
+    auto type = scaling->find("type");
+    LL_CHECK(type != scaling->end() && *type == "linear",
+             "{}: rope_scaling type {} is not supported in version 1; only \"linear\" is", path,
+             type == scaling->end() ? "nothing" : type->dump());
+    auto factor = scaling->find("factor");
+    LL_CHECK(factor != scaling->end() && factor->is_number(),
+             "{}: rope_scaling.factor must be a number, found {}", path,
+             factor == scaling->end() ? "nothing" : factor->dump());
+    r.rope = linear_rope_scaling(factor->get<double>());
+  } else {
+    // Version 2: any type, as kernels/rope_scaling.h writes it (null: no scaling).
+    LL_CHECK(scaling != doc.end(), "{}: \"rope_scaling\" is missing (null or an object)", path);
+    if (!scaling->is_null()) r.rope = rope_scaling_from_json(*scaling, 0, path + ": rope_scaling");
+  }
   auto context = doc.find("context_length");
   LL_CHECK(context != doc.end() && context->is_number_integer(),
            "{}: \"context_length\" must be an integer, found {}", path,
            context == doc.end() ? "nothing" : context->dump());
-  LongLoraRecord r;
-  r.rope_factor = factor->get<double>();
   r.context_length = context->is_number_unsigned()
                          ? int64_t(std::min<uint64_t>(context->get<uint64_t>(), INT64_MAX))
                          : context->get<int64_t>();

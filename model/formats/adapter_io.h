@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/rope_scaling.h"
 #include "model/lora_config.h"
 
 namespace ll {
@@ -37,9 +38,9 @@ struct HostTensor {
   std::vector<float> values;  // row-major, numel(shape) elements
 };
 
-// The LongLoRA training context of an adapter (longlora.json).
+// The LongLoRA training context of an adapter (longlora.json, docs/formats/longlora-json.md).
 struct LongLoraRecord {
-  double rope_factor = 1.0;    // linear position interpolation factor s (p -> p / s), >= 1
+  RopeScaling rope;            // the RoPE scaling the run applied (version 1 files: linear)
   int64_t context_length = 0;  // the training length N (-ctx), >= 1
 };
 

@@ -174,8 +174,7 @@ HfExportSummary write_hf_model_dir(const std::string& dir_arg, const LlamaWeight
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   LL_CHECK(!dir.empty() && dir != "." && dir != "..", "{}: not a directory name to export to",
            dir_arg);
-  LL_CHECK(std::isfinite(o.rope_factor) && o.rope_factor >= 1.0,
-           "position interpolation factor {} must be a finite number >= 1", o.rope_factor);
+  validate_rope_scaling(o.rope, "export RoPE scaling");
   LL_CHECK(o.dtype == DType::F32 || o.dtype == DType::F16 || o.dtype == DType::BF16,
            "cannot export weights as {} (F32, F16 or BF16)", dtype_name(o.dtype));
   LL_CHECK(o.max_shard_bytes > 0, "the shard size limit must be positive");
@@ -188,7 +187,7 @@ HfExportSummary write_hf_model_dir(const std::string& dir_arg, const LlamaWeight
            "file)",
            o.tokenizer_path);
   LlamaConfig config = weights.config;
-  config.rope_scaling_factor = o.rope_factor;
+  config.rope_scaling = o.rope;
   validate_llama_config(config, dir + "/config.json");
   check_destination(dir);
 

@@ -27,7 +27,7 @@
 namespace ll {
 
 struct HfExportOptions {
-  double rope_factor = 1.0;                  // linear position interpolation factor, >= 1
+  RopeScaling rope;                          // config.json rope_scaling (kernels/rope_scaling.h)
   std::string tokenizer_path;                // tokenizer.model to copy (required)
   uint64_t max_shard_bytes = 5000000000ull;  // transformers' "5GB"
   DType dtype = DType::BF16;                 // F32, F16 or BF16

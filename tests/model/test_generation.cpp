@@ -87,7 +87,7 @@ void check_cached_matches_full(LlamaModel& model, const std::vector<int32_t>& to
                                const std::vector<size_t>& chunks, double rope_scale) {
   const int64_t v = model.config().vocab_size;
   ll::ForwardSpec spec;
-  spec.rope_scale = rope_scale;
+  spec.rope = ll::linear_rope_scaling(rope_scale);
   const std::vector<float> full = model.logits(tokens, spec);  // [T, V]
   LlamaModel::KvCache cache = model.make_kv_cache(int64_t(tokens.size()));
   size_t pos = 0;
@@ -177,7 +177,7 @@ TEST_CASE("greedy generation follows the full forward's argmax at every step") {
       prompt[0] = 1;  // BOS
       ll::GenerationOptions o;
       o.max_new_tokens = 12;
-      o.rope_scale = scale;
+      o.rope = ll::linear_rope_scaling(scale);
       std::vector<int32_t> streamed;
       const ll::GenerationResult r =
           ll::generate(model, prompt, o, [&](int32_t t) { streamed.push_back(t); });
@@ -187,7 +187,7 @@ TEST_CASE("greedy generation follows the full forward's argmax at every step") {
       CHECK(r.prefill_s >= 0.0);
       CHECK(r.decode_s >= 0.0);
       ll::ForwardSpec spec;
-      spec.rope_scale = scale;
+      spec.rope = ll::linear_rope_scaling(scale);
       std::vector<int32_t> seq = prompt;
       for (size_t t = 0; t < r.tokens.size(); ++t) {
         const std::vector<float> full = model.logits(seq, spec);  // [len, V]

@@ -80,7 +80,7 @@ TEST_CASE("cached forward on the CUDA backend matches the CPU forward at every p
     for (const double scale : {1.0, 2.0}) {
       INFO("rope scale " << scale);
       ForwardSpec spec;
-      spec.rope_scale = scale;
+      spec.rope = ll::linear_rope_scaling(scale);
       const std::vector<float> full = cpu_model.logits(tokens, spec);  // [T, V]
       LlamaModel::KvCache cache = gpu_model.make_kv_cache(int64_t(tokens.size()));
       const size_t prompt = 30;

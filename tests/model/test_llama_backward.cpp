@@ -91,7 +91,7 @@ TEST_CASE("model gradients match finite differences (LoRA, embeddings, norms, li
       ForwardSpec spec;
       spec.attn_mode = cs.mode;
       spec.group_size = cs.group;
-      spec.rope_scale = cs.rope_scale;
+      spec.rope = ll::linear_rope_scaling(cs.rope_scale);
       spec.classifier_chunk = 5;  // several chunks, the last one partial
 
       const float scale = 0.5f;

@@ -97,7 +97,7 @@ void check_training_step(const LlamaWeights& weights,
   ForwardSpec spec;
   spec.attn_mode = AttnMode::S2;
   spec.group_size = 76;
-  spec.rope_scale = 3.0;
+  spec.rope = ll::linear_rope_scaling(3.0);
   spec.classifier_chunk = 64;
   const float loss_scale = float(1.0 / double(n - 1));
 

@@ -112,8 +112,11 @@ TEST_CASE("perplexity protocols match the reference") {
   }
   SUBCASE("paper protocol, seq_len 256 interpolated from context 256") {
     ll::ForwardSpec spec;
-    spec.rope_scale = ll::position_interpolation_factor(model.config(), 256);
-    CHECK(spec.rope_scale == 2.0);
+    const ll::LlamaConfig& c = model.config();
+    spec.rope =
+        ll::rope_for_context(c.rope_scaling, c.max_position_embeddings, 256, std::nullopt, 0.0)
+            .rope;
+    CHECK(spec.rope == ll::linear_rope_scaling(2.0));
     const auto windows = ll::ppl_windows(data.size(), 256, 256, ll::PplProtocol::Paper);
     CHECK(int64_t(windows.size()) == fx.count("paper_s256_c256_windows"));
     const ll::PplResult r =
@@ -135,17 +138,16 @@ TEST_CASE("perplexity protocols match the reference") {
 TEST_CASE("a config's linear rope_scaling is honoured") {
   Fixture fx;
   auto files = ll::open_model_files(source_path("tests/fixtures/tiny_llama_rope2"));
-  CHECK(files->config.rope_scaling_factor == 2.0);
+  CHECK(files->config.rope_scaling == ll::linear_rope_scaling(2.0));
   ll::CpuBackend backend;
   ll::LlamaModel model(backend, ll::load_llama_weights(*files));
   ll::ForwardSpec spec;
-  spec.rope_scale = ll::position_interpolation_factor(model.config(), 0);
-  CHECK(spec.rope_scale == 2.0);
+  spec.rope = model.config().rope_scaling;  // what the tools apply without a context size
   const double err = max_relative_error(model.logits(fx.ref.read_i32("rope2_tokens"), spec),
                                         fx.ref.read_f32("rope2_logits"));
   MESSAGE("rope2 logits max relative error " << err);
   CHECK(err <= 1e-4);
-  spec.rope_scale = 1.0;  // without interpolation the logits must differ
+  spec.rope = {};  // without interpolation the logits must differ
   CHECK(max_relative_error(model.logits(fx.ref.read_i32("rope2_tokens"), spec),
                            fx.ref.read_f32("rope2_logits")) > 1e-3);
 }

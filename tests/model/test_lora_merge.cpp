@@ -42,7 +42,7 @@ std::vector<float> unmerged_logits(const LlamaWeights& base, const AdapterDir& a
   ll::LlamaModel model(backend, base, setup);
   model.load_adapter(adapter);
   ll::ForwardSpec spec;
-  spec.rope_scale = rope_scale;
+  spec.rope = ll::linear_rope_scaling(rope_scale);
   return model.logits(tokens, spec);
 }
 
@@ -51,7 +51,7 @@ std::vector<float> plain_logits(const LlamaWeights& w, const std::vector<int32_t
   ll::CpuBackend backend;
   ll::LlamaModel model(backend, w);
   ll::ForwardSpec spec;
-  spec.rope_scale = rope_scale;
+  spec.rope = ll::linear_rope_scaling(rope_scale);
   return model.logits(tokens, spec);
 }
 

@@ -86,7 +86,7 @@ TEST_CASE("loss and gradients of every trainable tensor match peft (S2-Attn and 
     ForwardSpec spec;
     spec.attn_mode = c.mode;
     spec.group_size = c.group;
-    spec.rope_scale = c.rope;
+    spec.rope = ll::linear_rope_scaling(c.rope);
     spec.classifier_chunk = 100;  // several chunks
     model.zero_grads();
     const float scale = float(1.0 / double(tokens.size() - 1));
@@ -117,7 +117,7 @@ TEST_CASE("three AdamW steps with accumulation and clipping match torch") {
   ForwardSpec spec;
   spec.attn_mode = AttnMode::S2;
   spec.group_size = 64;
-  spec.rope_scale = 2.0;
+  spec.rope = ll::linear_rope_scaling(2.0);
   AdamWStep update;
   update.config = AdamWConfig{0.9, 0.95, 1e-8, 0.0};
   update.lr = f.ref.read_f32("train.lr")[0];

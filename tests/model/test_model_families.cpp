@@ -121,7 +121,8 @@ void check_logits_and_losses(const std::string& name) {
   CpuBackend backend;
   LlamaModel model(backend, f.weights());
   const std::vector<int32_t> tokens = f.ref.read_i32("logits.tokens");
-  const ForwardSpec spec;
+  ForwardSpec spec;
+  spec.rope = model.config().rope_scaling;  // the model's own (llama3 for Llama-3.x)
   const double logits_err =
       max_relative_error(model.logits(tokens, spec), f.ref.read_f32("logits"));
   const std::vector<float> losses = model.next_token_losses(tokens, spec);
@@ -157,7 +158,9 @@ void check_perplexity(const std::string& name) {
   const TokenFile data = TokenFile::open(write_raw_u16(tokens, "families_ppl_" + name),
                                          TokenFileFormat::RawU16, model.config().vocab_size);
   const auto windows = ppl_windows(data.size(), seq_len, 256, PplProtocol::NonOverlapping);
-  const PplResult r = evaluate_perplexity(model, data, PplProtocol::NonOverlapping, windows, {});
+  ForwardSpec spec;
+  spec.rope = model.config().rope_scaling;
+  const PplResult r = evaluate_perplexity(model, data, PplProtocol::NonOverlapping, windows, spec);
   CHECK(r.tokens_scored == f.ref.read_i32("ppl.tokens_scored").at(0));
   const double ppl_err = rel(r.ppl, f.scalar("ppl.ppl"));
   MESSAGE(name << ": ppl " << r.ppl << " reference " << f.scalar("ppl.ppl") << ", relative error "
@@ -198,7 +201,10 @@ void check_gradients(const std::string& name, const std::string& c, bool train_b
   ForwardSpec spec;
   spec.group_size = f.ref.read_i32(c + ".group_size").at(0);
   spec.attn_mode = spec.group_size > 0 ? AttnMode::S2 : AttnMode::Dense;
-  spec.rope_scale = f.scalar(c + ".rope_factor");
+  // Linear interpolation on top of the config's plain RoPE (qwen2, mistral: 2), or the model's
+  // own scaling (llama3: factor 1 here).
+  const double factor = f.scalar(c + ".rope_factor");
+  spec.rope = factor == 1.0 ? model.config().rope_scaling : linear_rope_scaling(factor);
   spec.classifier_chunk = 100;  // several chunks
   model.zero_grads();
   const LossSum ls = model.forward_backward(tokens, shifted_targets(tokens), spec,
@@ -232,6 +238,7 @@ void check_generation(const std::string& name) {
   REQUIRE(expected.size() == 32);
   GenerationOptions options;
   options.max_new_tokens = 32;
+  options.rope = model.config().rope_scaling;
   const GenerationResult r = generate(model, prompt, options);
   CHECK(r.tokens == expected);
   CHECK_FALSE(r.stopped);
@@ -255,28 +262,20 @@ void check_generation(const std::string& name) {
 
 }  // namespace
 
-// Llama-3.x: needs the llama3 RoPE scaling of branch issue18-rope (the config parser refuses
-// rope_type "llama3" until then); remove the skips when it is merged.
-TEST_CASE("llama3: config.json as transformers writes it" * doctest::skip()) {
-  check_config("llama3");
-}
-TEST_CASE("llama3: logits and losses match transformers" * doctest::skip()) {
-  check_logits_and_losses("llama3");
-}
-TEST_CASE("llama3: non-overlapping perplexity matches" * doctest::skip()) {
-  check_perplexity("llama3");
-}
-TEST_CASE("llama3: LoRA+ gradients with S2-Attn match peft" * doctest::skip()) {
+// Llama-3.x: llama3 RoPE scaling, tied embeddings, an eos list.
+TEST_CASE("llama3: config.json as transformers writes it") { check_config("llama3"); }
+TEST_CASE("llama3: logits and losses match transformers") { check_logits_and_losses("llama3"); }
+TEST_CASE("llama3: non-overlapping perplexity matches") { check_perplexity("llama3"); }
+TEST_CASE("llama3: LoRA+ gradients with S2-Attn match peft") {
   check_gradients("llama3", "s2", false);
 }
-TEST_CASE("llama3: LoRA+ gradients with full attention match peft" * doctest::skip()) {
+TEST_CASE("llama3: LoRA+ gradients with full attention match peft") {
   check_gradients("llama3", "dense", false);
 }
-TEST_CASE("llama3: greedy generation matches transformers' generate" * doctest::skip()) {
+TEST_CASE("llama3: greedy generation matches transformers' generate") {
   check_generation("llama3");
 }
-TEST_CASE("llama3: the Hub's config layout (rope_scaling, rope_theta) gives the same model" *
-          doctest::skip()) {
+TEST_CASE("llama3: the Hub's config layout (rope_scaling, rope_theta) gives the same model") {
   // Meta's config.json carries top-level rope_theta and rope_scaling, transformers 5 writes
   // rope_parameters; make_family_fixtures.py checks transformers reads both the same.
   const Family f("llama3");
@@ -291,7 +290,9 @@ TEST_CASE("llama3: the Hub's config layout (rope_scaling, rope_theta) gives the 
   std::filesystem::copy_file(f.dir + "/model.safetensors", dir.path / "model.safetensors");
   CpuBackend backend;
   LlamaModel model(backend, load_llama_weights(*open_model_files(dir.path.string())));
-  const double err = max_relative_error(model.logits(f.ref.read_i32("logits.tokens"), {}),
+  ForwardSpec spec;
+  spec.rope = model.config().rope_scaling;
+  const double err = max_relative_error(model.logits(f.ref.read_i32("logits.tokens"), spec),
                                         f.ref.read_f32("logits"));
   MESSAGE("llama3 (Hub layout): logits max relative error " << err);
   CHECK(err <= 1e-4);

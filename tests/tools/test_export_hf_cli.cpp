@@ -58,7 +58,7 @@ std::vector<float> logits_of(const std::string& model_path, const ll::AdapterDir
   ll::LlamaModel model(backend, ll::load_llama_weights(*files), setup);
   if (adapter) model.load_adapter(*adapter);
   ll::ForwardSpec spec;
-  spec.rope_scale = rope_scale;
+  spec.rope = ll::linear_rope_scaling(rope_scale);
   return model.logits(tokens, spec);
 }
 
@@ -87,7 +87,7 @@ TEST_CASE("export_hf: sharded f32 export equals base + adapter, config and token
                        kBase, kPeftAdapter, out.string(), bin.string()));
   INFO("stdout: ", r.out, "\nstderr: ", r.err);
   REQUIRE(r.exit_code == 0);
-  CHECK(contains(r.out, "rope_scaling linear factor 2"));
+  CHECK(contains(r.out, "rope_scaling linear (factor 2)"));
 
   // Layout: shards + an index as transformers writes it, no single file, no debris.
   CHECK_FALSE(fs::exists(out / "model.safetensors"));
@@ -129,10 +129,10 @@ TEST_CASE("export_hf: sharded f32 export equals base + adapter, config and token
   // Our reader loads the sharded directory and the .bin; both run at the config's factor 2
   // and equal the unmerged base + adapter at factor 2 (200 tokens: past the base's 128).
   auto files = ll::open_model_files(out.string());
-  CHECK(files->config.rope_scaling_factor == 2.0);
+  CHECK(files->config.rope_scaling == ll::linear_rope_scaling(2.0));
   CHECK(files->tokenizer_path == (out / "tokenizer.model").string());
   auto bin_files = ll::open_model_files(bin.string());
-  CHECK(bin_files->config.rope_scaling_factor == 2.0);
+  CHECK(bin_files->config.rope_scaling == ll::linear_rope_scaling(2.0));
   CHECK(fs::exists(bin.parent_path() / "tokenizer.model"));
   const ll::AdapterDir adapter = ll::read_adapter_dir(source_path(kPeftAdapter));
   for (uint64_t seed : ll::test::test_seeds()) {
@@ -156,9 +156,9 @@ TEST_CASE("export_hf: sharded f32 export equals base + adapter, config and token
   CHECK(single.tensors.at(0).dtype == ll::DType::F32);
   CHECK(json::parse(ll::test::read_bytes(out / "config.json")).at("torch_dtype") == "float32");
   // --dtype still overrides.
-  const RunResult bf16 = run_export(
-      dir, fmt::format("-m {} --lora {} --out '{}' --rope-factor 2 --dtype bf16", kBase,
-                       kPeftAdapter, out.string()));
+  const RunResult bf16 =
+      run_export(dir, fmt::format("-m {} --lora {} --out '{}' --rope-factor 2 --dtype bf16", kBase,
+                                  kPeftAdapter, out.string()));
   REQUIRE(bf16.exit_code == 0);
   CHECK(ll::read_safetensors((out / "model.safetensors").string()).tensors.at(0).dtype ==
         ll::DType::BF16);
@@ -206,8 +206,38 @@ TEST_CASE("export_hf: the factor comes from longlora.json; logits match transfor
   // Our adapter records the run: train_longlora -ctx 256 on a 128-position model.
   const ll::AdapterDir ours = ll::read_adapter_dir(source_path(kOursAdapter));
   REQUIRE(ours.longlora.has_value());
-  CHECK(ours.longlora->rope_factor == 2.0);
+  CHECK(ours.longlora->rope == ll::linear_rope_scaling(2.0));
   CHECK(ours.longlora->context_length == 256);
+}
+
+TEST_CASE("export_hf writes the recorded yarn and llama3 scalings as config.json rope_scaling") {
+  REQUIRE(fs::exists(fs::path(LL_BINARY_DIR) / "export_hf"));
+  TempDir dir("export_hf_rope_types");
+  ll::RopeScaling yarn;
+  yarn.type = ll::RopeType::Yarn;
+  yarn.factor = 4.0;
+  yarn.original_max_position_embeddings = 128;
+  yarn.beta_fast = 16.0;
+  ll::RopeScaling llama3;
+  llama3.type = ll::RopeType::Llama3;
+  llama3.factor = 2.5;
+  llama3.original_max_position_embeddings = 64;
+  for (const ll::RopeScaling& rope : {yarn, llama3}) {
+    CAPTURE(ll::describe_rope_scaling(rope));
+    ll::AdapterDir adapter = ll::read_adapter_dir(source_path(kOursAdapter));
+    adapter.longlora->rope = rope;
+    const fs::path lora = dir.path / "lora", out = dir.path / "out";
+    fs::remove_all(out);
+    ll::write_adapter_dir(lora.string(), adapter);
+    const RunResult r = run_export(dir, fmt::format("-m {} --lora '{}' --out '{}' --dtype f32",
+                                                    kBase, lora.string(), out.string()));
+    INFO("stderr: ", r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(contains(r.out, "rope_scaling " + ll::describe_rope_scaling(rope)));
+    const json config = json::parse(ll::test::read_bytes(out / "config.json"));
+    CHECK(config.at("rope_scaling") == ll::rope_scaling_to_json(rope));
+    CHECK(ll::open_model_files(out.string())->config.rope_scaling == rope);
+  }
 }
 
 TEST_CASE("export_hf: bad inputs exit 1 with a clear message and write nothing") {
@@ -280,5 +310,5 @@ TEST_CASE("export_hf: bad inputs exit 1 with a clear message and write nothing")
                                                          no_tok.string(), peft, bin.string()));
   INFO("stderr: ", bin_only.err);
   CHECK(bin_only.exit_code == 0);
-  CHECK(ll::open_model_files(bin.string())->config.rope_scaling_factor == 2.0);
+  CHECK(ll::open_model_files(bin.string())->config.rope_scaling == ll::linear_rope_scaling(2.0));
 }

@@ -59,7 +59,7 @@ TEST_CASE("passkey: table and JSON agree, the same seed gives the same JSON") {
   const RunResult r = run_passkey(dir, good_args(a, 7));
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
-  CHECK(contains(r.out, "interpolation factor 4"));
+  CHECK(contains(r.out, "rope           linear (factor 4)"));
   CHECK(contains(r.out, "prompt tokens"));
   CHECK(contains(r.out, "accuracy"));
 

@@ -90,7 +90,7 @@ TEST_CASE("train_longlora trains, writes PEFT outputs and resumes bit for bit") 
   const auto a = run(base_args(data, dir / "a") + " --steps 10", dir);
   INFO(a.output);
   REQUIRE(a.exit_code == 0);
-  CHECK(a.output.find("position interpolation factor 2") != std::string::npos);
+  CHECK(a.output.find("rope linear (factor 2)") != std::string::npos);
   CHECK(a.output.find("S2-Attn group 64") != std::string::npos);
   for (const char* f : {"adapter_model.safetensors", "adapter_config.json",
                         "trainable_params.safetensors", "metrics.jsonl", "loss_curve.svg"}) {
@@ -103,7 +103,7 @@ TEST_CASE("train_longlora trains, writes PEFT outputs and resumes bit for bit") 
   CHECK(adapter.lora_tensors.count(
             "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight") == 1);
   REQUIRE(adapter.longlora.has_value());  // longlora.json: what export_hf puts in config.json
-  CHECK(adapter.longlora->rope_factor == 2.0);
+  CHECK(adapter.longlora->rope == ll::linear_rope_scaling(2.0));
   CHECK(adapter.longlora->context_length == 256);
   const auto steps_a = ll::MetricsLog::read_steps((dir / "a/metrics.jsonl").string());
   REQUIRE(steps_a.size() == 10);

@@ -342,7 +342,8 @@ TEST_CASE("end to end on kjv-tiny: the generated ids are argmax of the full forw
   options.context_sizes = {256};
   options.trials = 2;
   options.seed = 9;
-  const auto results = ll::run_passkey(tok, options, ll::greedy_generator(model, rope_scale));
+  const auto results = ll::run_passkey(
+      tok, options, ll::greedy_generator(model, ll::linear_rope_scaling(rope_scale)));
   REQUIRE(results.size() == 1);
   int64_t correct = 0;
   for (const ll::PasskeyTrial& t : results[0].trials) {
@@ -352,7 +353,7 @@ TEST_CASE("end to end on kjv-tiny: the generated ids are argmax of the full forw
     std::vector<int32_t> seq = t.prompt.ids;
     std::vector<int32_t> expected;
     ll::ForwardSpec spec;
-    spec.rope_scale = rope_scale;
+    spec.rope = ll::linear_rope_scaling(rope_scale);
     const int64_t v = model.config().vocab_size;
     for (size_t i = 0; i < t.prompt.answer_ids.size(); ++i) {
       const std::vector<float> logits = model.logits(seq, spec);  // [N, V]

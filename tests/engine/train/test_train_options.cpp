@@ -76,6 +76,7 @@ TEST_CASE("defaults are the paper's recipe and nothing is resumed") {
   CHECK_FALSE(o.full_attn);
   CHECK(o.attn_mode == "s2");
   CHECK(o.rope_factor == 0.0);
+  CHECK(o.rope_scaling == "auto");
   CHECK(o.lora_rank == 8);
   CHECK(o.lora_alpha == 16.0);
   CHECK(o.lora_targets == "q_proj,k_proj,v_proj,o_proj");
@@ -123,6 +124,8 @@ TEST_CASE("every flag parses into its field") {
             "s2-roll",
             "--rope-factor",
             "4",
+            "--rope-scaling",
+            "yarn",
             "--lora-rank",
             "16",
             "--lora-alpha",
@@ -184,6 +187,7 @@ TEST_CASE("every flag parses into its field") {
   CHECK(o.full_attn);
   CHECK(o.attn_mode == "s2-roll");
   CHECK(o.rope_factor == 4.0);
+  CHECK(o.rope_scaling == "yarn");
   CHECK(o.lora_rank == 16);
   CHECK(o.lora_alpha == 32.0);
   CHECK(o.lora_targets == "q_proj,v_proj");
@@ -269,18 +273,42 @@ TEST_CASE("help lists every option with its default") {
   ll::TrainOptions o;
   ll::add_train_options(app, o);
   const std::string help = app.help();
-  for (const char* flag : {"-m,--model",     "--data",          "--data-format",
-                           "--shuffle",      "--ctx",           "--group-ratio",
-                           "--full-attn",    "--attn-mode",     "--rope-factor",
-                           "--lora-rank",    "--lora-alpha",    "--lora-targets",
-                           "--trainable",    "--init-adapter",  "--steps",
-                           "--lr",           "--warmup",        "--schedule",
-                           "--grad-accum",   "--max-grad-norm", "--weight-decay",
-                           "--adam-beta1",   "--adam-beta2",    "--adam-eps",
-                           "--seed",         "--device",        "--classifier-chunk",
-                           "--dist-timeout", "--world-size",    "--out",
-                           "--resume",       "--save-every",    "--keep-checkpoints",
-                           "--log-every",    "--config"})
+  for (const char* flag : {"-m,--model",
+                           "--data",
+                           "--data-format",
+                           "--shuffle",
+                           "--ctx",
+                           "--group-ratio",
+                           "--full-attn",
+                           "--attn-mode",
+                           "--rope-factor",
+                           "--rope-scaling",
+                           "--lora-rank",
+                           "--lora-alpha",
+                           "--lora-targets",
+                           "--trainable",
+                           "--init-adapter",
+                           "--steps",
+                           "--lr",
+                           "--warmup",
+                           "--schedule",
+                           "--grad-accum",
+                           "--max-grad-norm",
+                           "--weight-decay",
+                           "--adam-beta1",
+                           "--adam-beta2",
+                           "--adam-eps",
+                           "--seed",
+                           "--device",
+                           "--classifier-chunk",
+                           "--dist-timeout",
+                           "--world-size",
+                           "--out",
+                           "--resume",
+                           "--save-every",
+                           "--keep-checkpoints",
+                           "--log-every",
+                           "--config"})
     CHECK_MESSAGE(contains(help, flag), flag);
   CHECK(contains(help, "2048"));                         // --classifier-chunk
   CHECK(contains(help, "q_proj,k_proj,v_proj,o_proj"));  // --lora-targets
@@ -485,6 +513,7 @@ TEST_CASE("validation names the option and the accepted values") {
       {[](auto& o) { o.adam_beta2 = -0.1; }, "--adam-beta2"},
       {[](auto& o) { o.adam_eps = 0; }, "--adam-eps"},
       {[](auto& o) { o.rope_factor = -1; }, "--rope-factor"},
+      {[](auto& o) { o.rope_factor = 0.5; }, "--rope-factor"},
       {[](auto& o) { o.classifier_chunk = 0; }, "--classifier-chunk"},
       {[](auto& o) { o.keep_checkpoints = 0; }, "--keep-checkpoints"},
       {[](auto& o) { o.save_every = -1; }, "--save-every"},
@@ -508,6 +537,9 @@ TEST_CASE("validation names the option and the accepted values") {
       {[](auto& o) { o.attn_mode = "dense"; }, "--attn-mode", {"s2", "s2-roll"}},
       {[](auto& o) { o.schedule = "linear"; }, "--schedule", {"constant", "cosine"}},
       {[](auto& o) { o.device = "gpu"; }, "--device", {"auto", "cpu", "cuda"}},
+      {[](auto& o) { o.rope_scaling = "dynamic"; },
+       "--rope-scaling",
+       {"auto", "linear", "yarn", "llama3"}},
   };
   for (const EnumCase& c : enums) {
     ll::TrainOptions o = valid_options();
@@ -545,7 +577,7 @@ TEST_CASE("the JSON record parses and holds the resolved values") {
   o.resume = "auto";
   const nlohmann::json j = nlohmann::json::parse(ll::train_options_json(o));
   REQUIRE(j.is_object());
-  CHECK(j.size() == 40);  // one key per TrainOptions field
+  CHECK(j.size() == 41);  // one key per TrainOptions field
   CHECK(j["attention-kernel"] == "auto");
   CHECK(j["sharded-optimizer"] == false);
   CHECK(j["dist-timeout"].get<double>() == 600.0);

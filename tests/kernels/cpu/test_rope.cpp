@@ -5,6 +5,7 @@
 #include "common/error.h"
 #include "kernels/cpu/rope.h"
 #include "tests/kernels/kernel_test_util.h"
+#include "tests/kernels/rope_scalings.h"
 
 namespace {
 
@@ -60,7 +61,8 @@ TEST_CASE("rope_forward rotates pairs (j, j + hd/2) by HF's fp32 angles") {
       CAPTURE(c.scale);
       const auto x = ll::test::random_uniform(rng, size_t(c.n * c.heads * c.hd));
       auto out = x;  // in place, [N, heads, hd]
-      ll::cpu::rope_forward(out.data(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
+      ll::cpu::rope_forward(out.data(), c.n, c.heads, c.hd, c.offset,
+                            ll::test::linear_freqs(c.hd, c.scale, c.theta));
       ll::test::check_close(out, reference(x, c, hf_angle), 1e-6, 1e-6);
 
       // Against exact angles: the only extra error is the fp32 angle's rounding, a few ulps of
@@ -111,7 +113,8 @@ TEST_CASE("rope_forward reproduces transformers' LlamaRotaryEmbedding values") {
       CAPTURE(g.pos);
       CAPTURE(g.j);
       std::vector<float> x(128, 1.0f);  // [1 token, 1 head, 128]
-      ll::cpu::rope_forward(x.data(), 1, 1, 128, g.pos, scale, 10000.0);
+      ll::cpu::rope_forward(x.data(), 1, 1, 128, g.pos,
+                            ll::test::linear_freqs(128, scale, 10000.0));
       // torch's fp32 cos/sin are within an ulp of ours; the angle must be the same.
       CHECK(std::fabs(x[size_t(g.j)] - g.lo) <= 1e-6);
       CHECK(std::fabs(x[size_t(g.j + 64)] - g.hi) <= 1e-6);
@@ -119,10 +122,15 @@ TEST_CASE("rope_forward reproduces transformers' LlamaRotaryEmbedding values") {
   }
 }
 
-TEST_CASE("rope_forward rejects an odd head_dim and a non-positive scale") {
+TEST_CASE("rope_forward rejects an odd head_dim, frequencies of another size, a bad scaling") {
   std::vector<float> x(6, 1.0f);
-  CHECK_THROWS_AS(ll::cpu::rope_forward(x.data(), 1, 2, 3, 0, 1.0, 10000.0), ll::Error);
-  CHECK_THROWS_AS(ll::cpu::rope_forward(x.data(), 1, 3, 2, 0, 0.0, 10000.0), ll::Error);
+  const ll::RopeFrequencies one{{1.0f}, 1.0f};  // [1]: head_dim 2
+  CHECK_THROWS_AS(ll::cpu::rope_forward(x.data(), 1, 2, 3, 0, one), ll::Error);
+  CHECK_THROWS_AS(ll::cpu::rope_forward(x.data(), 1, 1, 6, 0, one), ll::Error);
+  CHECK_NOTHROW(ll::cpu::rope_forward(x.data(), 1, 3, 2, 0, one));
+  const ll::RopeFrequencies zero{{1.0f}, 0.0f};
+  CHECK_THROWS_AS(ll::cpu::rope_forward(x.data(), 1, 3, 2, 0, zero), ll::Error);
+  CHECK_THROWS_AS(ll::test::linear_freqs(2, 0.0, 10000.0), ll::Error);
 }
 
 }  // namespace

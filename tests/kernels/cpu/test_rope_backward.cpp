@@ -6,6 +6,7 @@
 #include "common/error.h"
 #include "kernels/cpu/rope.h"
 #include "tests/kernels/kernel_test_util.h"
+#include "tests/kernels/rope_scalings.h"
 
 namespace {
 
@@ -59,12 +60,16 @@ TEST_CASE("rope_backward after rope_forward (and before it) is the identity") {
       const std::vector<double> ref(x.begin(), x.end());
       // fp32 cos^2 + sin^2 = 1 within a few ulps, plus the roundings of two rotations.
       auto y = x;  // [N, heads, hd]
-      ll::cpu::rope_forward(y.data(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
-      ll::cpu::rope_backward(y.data(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
+      ll::cpu::rope_forward(y.data(), c.n, c.heads, c.hd, c.offset,
+                            ll::test::linear_freqs(c.hd, c.scale, c.theta));
+      ll::cpu::rope_backward(y.data(), c.n, c.heads, c.hd, c.offset,
+                             ll::test::linear_freqs(c.hd, c.scale, c.theta));
       ll::test::check_close(y, ref, 5e-7, 5e-7, 3e-7);
       auto z = x;  // [N, heads, hd]
-      ll::cpu::rope_backward(z.data(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
-      ll::cpu::rope_forward(z.data(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
+      ll::cpu::rope_backward(z.data(), c.n, c.heads, c.hd, c.offset,
+                             ll::test::linear_freqs(c.hd, c.scale, c.theta));
+      ll::cpu::rope_forward(z.data(), c.n, c.heads, c.hd, c.offset,
+                            ll::test::linear_freqs(c.hd, c.scale, c.theta));
       ll::test::check_close(z, ref, 5e-7, 5e-7, 3e-7);
     }
   }
@@ -105,13 +110,15 @@ TEST_CASE("rope_backward equals central finite differences of sum(dout * rope(x)
       }
       // The double forward is the kernel's forward (to fp32 cos/sin rounding).
       auto y = x;
-      ll::cpu::rope_forward(y.data(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
+      ll::cpu::rope_forward(y.data(), c.n, c.heads, c.hd, c.offset,
+                            ll::test::linear_freqs(c.hd, c.scale, c.theta));
       double kernel_loss = 0.0;
       for (size_t i = 0; i < count; ++i) kernel_loss += double(dout[i]) * double(y[i]);
       CHECK(std::fabs(loss(c, xd, dout, cs, sn) - kernel_loss) <= 1e-6 * double(count));
 
       auto dx = dout;  // in place
-      ll::cpu::rope_backward(dx.data(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
+      ll::cpu::rope_backward(dx.data(), c.n, c.heads, c.hd, c.offset,
+                             ll::test::linear_freqs(c.hd, c.scale, c.theta));
       ll::test::check_close(dx, fd, 5e-7, 5e-7, 3e-7);
     }
   }
@@ -124,17 +131,19 @@ TEST_CASE("rope_backward at an offset equals the same tokens inside a longer seq
   const int64_t n = 12, heads = 2, hd = 32, split = 5;
   const auto g = ll::test::random_uniform(rng, size_t(n * heads * hd));
   auto whole = g;
-  ll::cpu::rope_backward(whole.data(), n, heads, hd, 700, 4.0, 10000.0);
+  ll::cpu::rope_backward(whole.data(), n, heads, hd, 700, ll::test::linear_freqs(hd, 4.0, 10000.0));
   std::vector<float> tail(g.begin() + split * heads * hd, g.end());
-  ll::cpu::rope_backward(tail.data(), n - split, heads, hd, 700 + split, 4.0, 10000.0);
+  ll::cpu::rope_backward(tail.data(), n - split, heads, hd, 700 + split,
+                         ll::test::linear_freqs(hd, 4.0, 10000.0));
   CHECK(std::equal(tail.begin(), tail.end(), whole.begin() + split * heads * hd));
 }
 
 TEST_CASE("rope_backward rejects the arguments rope_forward rejects") {
   std::vector<float> x(6, 1.0f);
-  CHECK_THROWS_AS(ll::cpu::rope_backward(x.data(), 1, 2, 3, 0, 1.0, 10000.0), ll::Error);
-  CHECK_THROWS_AS(ll::cpu::rope_backward(x.data(), 1, 3, 2, 0, 0.0, 10000.0), ll::Error);
-  CHECK_THROWS_AS(ll::cpu::rope_backward(x.data(), 1, 3, 2, 0, 1.0, -1.0), ll::Error);
+  const ll::RopeFrequencies one{{1.0f}, 1.0f}, zero{{1.0f}, 0.0f};  // [1]: head_dim 2
+  CHECK_THROWS_AS(ll::cpu::rope_backward(x.data(), 1, 2, 3, 0, one), ll::Error);
+  CHECK_THROWS_AS(ll::cpu::rope_backward(x.data(), 1, 1, 6, 0, one), ll::Error);
+  CHECK_THROWS_AS(ll::cpu::rope_backward(x.data(), 1, 3, 2, 0, zero), ll::Error);
 }
 
 }  // namespace

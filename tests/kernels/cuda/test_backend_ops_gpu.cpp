@@ -23,6 +23,7 @@
 #include "tests/kernels/backend_test_util.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
+#include "tests/kernels/rope_scalings.h"
 
 namespace {
 
@@ -215,7 +216,7 @@ void bias_ops(Backends& b, const OpCase& c, std::mt19937_64& rng) {
   compare("bias_backward dbias", got[2], ref[2], kF32Out);
 }
 
-// s = {N, heads, hd, position_offset, scale x 10, theta}
+// s = {N, heads, hd, position_offset, factor x 10, theta, 0: linear / 1: yarn (original 1024)}
 void rope_ops(Backends& b, const OpCase& c, std::mt19937_64& rng) {
   const int64_t n = c.s[0], h = c.s[1], hd = c.s[2], offset = c.s[3];
   const double scale = double(c.s[4]) / 10.0, theta = double(c.s[5]);
@@ -224,8 +225,11 @@ void rope_ops(Backends& b, const OpCase& c, std::mt19937_64& rng) {
   for (int side = 0; side < 2; ++side) {
     Backend* be = b.side(side);
     auto f = put(*be, {n, h, hd}, act(*be), x), bw = put(*be, {n, h, hd}, act(*be), x);
-    be->rope_forward(*f, offset, scale, theta);
-    be->rope_backward(*bw, offset, scale, theta);
+    const RopeFrequencies freqs =
+        c.s.size() < 7 ? ll::test::linear_freqs(hd, scale, theta)
+                       : rope_frequencies(ll::test::yarn_rope(scale, 1024), theta, hd, 0, 0);
+    be->rope_forward(*f, offset, freqs);
+    be->rope_backward(*bw, offset, freqs);
     (side ? got : ref)[0] = get(*be, f);
     (side ? got : ref)[1] = get(*be, bw);
   }
@@ -436,6 +440,7 @@ const OpCase kCases[] = {
     {"add_bias/bias_backward", {130, 264}, bias_ops},
     {"rope_forward/backward", {3, 2, 6, 5, 10, 10000}, rope_ops},
     {"rope_forward/backward", {17, 4, 128, 100000, 40, 10000}, rope_ops},
+    {"rope_forward/backward yarn", {9, 2, 64, 5000, 40, 10000, 1}, rope_ops},
     {"attention_forward/backward (dense)", {3, 1, 1, 32, 0}, attention_ops},
     {"attention_forward/backward (dense)", {37, 4, 2, 64, 0}, attention_ops},
     {"attention_forward/backward (s2)", {64, 4, 2, 32, 16}, attention_ops},

@@ -724,18 +724,18 @@ TEST_CASE("longlora.json records the training's position interpolation, versione
   const std::string dir = tmp.file("out");
   const fs::path record = fs::path(dir) / "longlora.json";
   AdapterDir a = make_adapter(2, 4, {"q_proj", "v_proj"}, 9);
-  a.longlora = ll::LongLoraRecord{25.0, 100000};
+  a.longlora = ll::LongLoraRecord{ll::linear_rope_scaling(25.0), 100000};
   ll::write_adapter_dir(dir, a);
   const json doc = read_json(record);
   CHECK(doc == json{{"format", "longlora-adapter"},
-                    {"version", 1},
+                    {"version", 2},
                     {"rope_scaling", {{"type", "linear"}, {"factor", 25.0}}},
                     {"context_length", 100000}});
   // PEFT's config stays PEFT's: no keys of ours in it.
   CHECK_FALSE(read_json(fs::path(dir) / "adapter_config.json").contains("rope_scaling"));
   AdapterDir back = ll::read_adapter_dir(dir);
   REQUIRE(back.longlora.has_value());
-  CHECK(back.longlora->rope_factor == 25.0);
+  CHECK(back.longlora->rope == ll::linear_rope_scaling(25.0));
   CHECK(back.longlora->context_length == 100000);
 
   // Absent (PEFT's adapters): no record; a save without one removes a stale file.
@@ -750,10 +750,10 @@ TEST_CASE("longlora.json records the training's position interpolation, versione
       {json{{"format", "something-else"}, {"version", 1}}, "\"format\" must be"},
       {[&] {
          json j = good;
-         j["version"] = 2;
+         j["version"] = 3;
          return j;
        }(),
-       "version 2 is not supported"},
+       "version 3 is not supported"},
       {[&] {
          json j = good;
          j.erase("version");
@@ -771,13 +771,33 @@ TEST_CASE("longlora.json records the training's position interpolation, versione
          j["rope_scaling"]["factor"] = "2";
          return j;
        }(),
-       "factor must be a number"},
+       "\"factor\" must be a number"},
       {[&] {
          json j = good;
-         j["rope_scaling"]["type"] = "dynamic";
+         j["rope_scaling"]["type"] = "longrope";
          return j;
        }(),
-       "\"dynamic\" is not supported"},
+       "\"longrope\" is not supported"},
+      {[&] {
+         json j = good;
+         j.erase("rope_scaling");
+         return j;
+       }(),
+       "\"rope_scaling\" is missing"},
+      {[&] {
+         json j = good;
+         j["version"] = 1;
+         j["rope_scaling"] = {{"type", "yarn"}, {"factor", 2.0}};
+         return j;
+       }(),
+       "not supported in version 1"},
+      {[&] {
+         json j = good;
+         j["version"] = 1;
+         j["rope_scaling"]["factor"] = "2";
+         return j;
+       }(),
+       "rope_scaling.factor must be a number"},
       {[&] {
          json j = good;
          j["context_length"] = 0;
@@ -799,7 +819,44 @@ TEST_CASE("longlora.json records the training's position interpolation, versione
   ll::test::write_text(record, "{\"format\": ");
   check_read_error(dir, "longlora.json", "");
   // Writing refuses a record it could not read back.
-  a.longlora = ll::LongLoraRecord{std::nan(""), 10};
+  a.longlora = ll::LongLoraRecord{ll::linear_rope_scaling(2.0), 10};
+  a.longlora->rope.factor = std::nan("");
   CHECK_THROWS_WITH_AS(ll::write_adapter_dir(dir, a), doctest::Contains("finite number >= 1"),
                        ll::Error);
+}
+
+TEST_CASE("longlora.json: every RoPE scaling type round trips; version 1 files still read") {
+  TempDir tmp("adapter_longlora_types");
+  const std::string dir = tmp.file("out");
+  const fs::path record = fs::path(dir) / "longlora.json";
+  AdapterDir a = make_adapter(2, 4, {"q_proj"}, 3);
+  ll::RopeScaling yarn;
+  yarn.type = ll::RopeType::Yarn;
+  yarn.factor = 4.0;
+  yarn.original_max_position_embeddings = 32768;
+  yarn.beta_fast = 16.0;
+  yarn.mscale = 0.707;
+  yarn.truncate = false;
+  ll::RopeScaling llama3;
+  llama3.type = ll::RopeType::Llama3;
+  llama3.factor = 64.0;
+  llama3.original_max_position_embeddings = 8192;
+  for (const ll::RopeScaling& rope :
+       {ll::RopeScaling{}, ll::linear_rope_scaling(3.0), yarn, llama3}) {
+    a.longlora = ll::LongLoraRecord{rope, 524288};
+    ll::write_adapter_dir(dir, a);
+    const AdapterDir back = ll::read_adapter_dir(dir);
+    REQUIRE(back.longlora.has_value());
+    CHECK(back.longlora->rope == rope);
+    CHECK(back.longlora->context_length == 524288);
+  }
+  // A version 1 record as engines before RoPE scaling types wrote it.
+  write_json(record, json{{"format", "longlora-adapter"},
+                          {"version", 1},
+                          {"rope_scaling", {{"type", "linear"}, {"factor", 2.0}}},
+                          {"context_length", 8192}});
+  const AdapterDir old = ll::read_adapter_dir(dir);
+  REQUIRE(old.longlora.has_value());
+  CHECK(old.longlora->rope == ll::linear_rope_scaling(2.0));
+  CHECK(old.longlora->context_length == 8192);
 }

@@ -239,9 +239,9 @@ TEST_CASE("tensors that do not match the config") {
   expect_refused([&] { load(d); }, d / "config.json", "not divisible by num_attention_heads");
 
   cfg = ll::test::tiny_config_json();
-  cfg["rope_scaling"] = {{"type", "dynamic"}, {"factor", 2.0}};
+  cfg["rope_scaling"] = {{"type", "llama3"}, {"factor", 8.0}};
   ll::test::write_text(d / "config.json", cfg.dump());
-  expect_refused([&] { load(d); }, d / "config.json", "only linear");
+  expect_refused([&] { load(d); }, d / "config.json", "needs \"original_max_position_embeddings\"");
 
   ll::test::write_text(d / "config.json", "{\"hidden_size\": 16");
   expect_refused([&] { load(d); }, d / "config.json", "not valid JSON");

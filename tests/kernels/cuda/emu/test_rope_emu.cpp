@@ -1,12 +1,12 @@
 // The rope kernel and launch sequences (kernels/cuda/rope_kernels.cuh) run in the SIMT emulator
 // against the CPU reference (kernels/cpu/rope.h) with the GPU test's table (rope_test_cases.h):
 // forward and backward in place, long positions and non-power-of-two scales (where one fp32 ulp
-// of the angle would show), head dims from 2 to 512 (more pairs per token than threads, and at
-// 512 more pairs per head than threads), and the grid-stride over tokens (the sequence on a grid
-// capped below the token count, so each block reuses its shared cos/sin for several tokens).
-// Every case also runs with the fibers in reverse order and must give the same bytes.
-// Not covered: the device's own sincospi (the emulator's is computed in double on the host,
-// not the device's implementation).
+// of the angle would show), every RoPE scaling type (yarn's attention factor included), head dims
+// from 2 to 512 (more pairs per token than threads, and at 512 more pairs per head than threads),
+// and the grid-stride over tokens (the sequence on a grid capped below the token count, so each
+// block reuses its shared cos/sin for several tokens). Every case also runs with the fibers in
+// reverse order and must give the same bytes. Not covered: the device's own sincospi (the
+// emulator's is computed in double on the host, not the device's implementation).
 #if defined(LL_HAVE_SIMT_EMULATOR)
 #include "tests/cuda_emu/cuda_prelude.h"
 #endif
@@ -51,16 +51,18 @@ Outputs run_sequences(const Case& c, const std::vector<float>& x, unsigned max_b
   Outputs o;
   const emu::EmuLauncher launch{&o.runs, max_blocks};
   auto f = bf16_host_buffer(x), b = bf16_host_buffer(x);
-  dev::run_rope_forward(launch, f.as<bf16>(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
-  dev::run_rope_backward(launch, b.as<bf16>(), c.n, c.heads, c.hd, c.offset, c.scale, c.theta);
+  const ll::RopeFrequencies freqs = ll::test::rope_cases::freqs_of(c);
+  dev::run_rope_forward(launch, f.as<bf16>(), c.n, c.heads, c.hd, c.offset, freqs);
+  dev::run_rope_backward(launch, b.as<bf16>(), c.n, c.heads, c.hd, c.offset, freqs);
   o.fwd = f.read<uint16_t>(x.size());
   o.bwd = b.read<uint16_t>(x.size());
   return o;
 }
 
 void check_case(const Case& c, std::mt19937_64& rng, unsigned max_blocks) {
-  INFO("[" << c.n << ", " << c.heads << ", " << c.hd << "] offset " << c.offset << " scale "
-           << c.scale << " theta " << c.theta << " max blocks " << max_blocks);
+  INFO("[" << c.n << ", " << c.heads << ", " << c.hd << "] offset " << c.offset << " rope "
+           << ll::describe_rope_scaling(c.rope) << " theta " << c.theta << " max blocks "
+           << max_blocks);
   const ll::test::rope_cases::Data data = ll::test::rope_cases::make_data(c, rng);
   const auto [o, rev] =
       ll::test::emu_util::run_both_orders([&] { return run_sequences(c, data.x, max_blocks); });
@@ -88,9 +90,10 @@ TEST_CASE("emulated rope kernel matches the CPU reference forward and backward")
 
 TEST_CASE("emulated rope kernel strides over more tokens than blocks") {
   std::mt19937_64 rng(ll::test::test_seeds()[1]);
-  check_case({7, 3, 128, 4000, 4.0, 10000.0}, rng, 2);
-  check_case({10, 2, 512, 123, 1.0, 10000.0}, rng, 3);
-  check_case({300, 1, 10, 7, 1.0, 10000.0}, rng, 7);
+  check_case({7, 3, 128, 4000, ll::linear_rope_scaling(4.0), 10000.0}, rng, 2);
+  check_case({10, 2, 512, 123, {}, 10000.0}, rng, 3);
+  check_case({300, 1, 10, 7, {}, 10000.0}, rng, 7);
+  check_case({9, 2, 64, 5000, ll::test::yarn_rope(4.0, 1024), 10000.0}, rng, 4);
 }
 
 #else
