@@ -1,7 +1,7 @@
-// tokenizer.json against the `tokenizers` library: for each fixture tokenizer (Llama-3 and
-// Qwen2 byte-level BPE, Llama-2 Metaspace/byte-fallback in both converted forms), every id of
-// the King James Bible and of a Unicode stress text equals the library's, and decode gives the
-// library's text back (tests/reference/make_tokenizer_json_fixtures.py).
+// tokenizer.json against the `tokenizers` library: for each fixture tokenizer (Llama-3, Qwen2
+// and Mistral-Nemo byte-level BPE, Llama-2 Metaspace/byte-fallback in both converted forms),
+// every id of the King James Bible and of a Unicode stress text equals the library's, and
+// decode gives the library's text back (tests/reference/make_tokenizer_json_fixtures.py).
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
@@ -99,6 +99,14 @@ TEST_CASE("BOS/EOS per family from tokenizer_config.json and the post-processor"
   CHECK(qwen.token_id("<|im_start|>").has_value());
   CHECK(!qwen.token_id("<|no_such_token|>").has_value());
 
+  // Mistral-Nemo: control tokens at ids 0.. are both model pieces and added tokens.
+  const ll::Tokenizer nemo(tokenizer_json_dir("nemo") + "/tokenizer.json");
+  CHECK(nemo.bos_id() == 1);
+  CHECK(nemo.eos_id() == 2);
+  CHECK(nemo.add_bos());
+  CHECK(nemo.token_id("[INST]") == 3);
+  CHECK(nemo.encode("[INST]hi[/INST]").front() == 3);
+
   const ll::Tokenizer llama2(tokenizer_json_dir("llama2_legacy") + "/tokenizer.json");
   CHECK(llama2.bos_id() == 1);
   CHECK(llama2.eos_id() == 2);
@@ -122,4 +130,18 @@ TEST_CASE("invalid UTF-8 is replaced by U+FFFD per maximal subpart before encodi
   CHECK(tok.encode("\xed\xa0\x80") == tok.encode("\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"));
   CHECK(tok.encode("\xf0\x9f\x98 x") == tok.encode("\xEF\xBF\xBD x"));
   CHECK(tok.encode("").empty());
+}
+
+TEST_CASE("long runs (whitespace, one letter, digits, no pre-tokenizer split) encode and decode") {
+  for (const std::string name : {"llama3", "qwen2", "llama2_metaspace"}) {
+    INFO(name);
+    const ll::Tokenizer tok(tokenizer_json_dir(name) + "/tokenizer.json");
+    for (const std::string& text :
+         {std::string(300000, ' ') + "x", std::string(200000, '\n'), std::string(100000, 'a'),
+          std::string(100000, '7'), "a" + std::string(100000, '\t') + " b"}) {
+      const std::vector<int> ids = tok.encode(text);
+      CHECK(!ids.empty());
+      if (name != "llama2_metaspace") CHECK(tok.decode(ids) == text);  // Strip/prefix aside
+    }
+  }
 }

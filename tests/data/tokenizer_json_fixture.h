@@ -16,7 +16,7 @@ inline std::string tokenizer_json_dir(const std::string& name) {
   return std::string(LL_SOURCE_DIR) + "/tests/fixtures/tokenizer_json/" + name;
 }
 inline const std::vector<std::string>& tokenizer_json_names() {
-  static const std::vector<std::string> names{"llama3", "qwen2", "llama2_legacy",
+  static const std::vector<std::string> names{"llama3", "qwen2", "nemo", "llama2_legacy",
                                               "llama2_metaspace"};
   return names;
 }

@@ -14,6 +14,8 @@ Qwen2.5-Instruct's template).
                    special tokens (ids after the trained vocabulary), BOS added by the template
   qwen2            byte-level BPE: NFC + Split(Qwen2 regex) + ByteLevel, <|endoftext|>,
                    <|im_start|>, <|im_end|> and non-special added tokens, no BOS
+  nemo             byte-level BPE: Split(Mistral-Nemo's tekken regex) + ByteLevel, control
+                   tokens <unk> <s> </s> [INST] ... at ids 0.. inside the model vocabulary
   llama2_legacy    Llama-2 as transformers converts it (legacy=True): Prepend + Replace
                    normalizers, BPE with byte_fallback, Replace/ByteFallback/Fuse/Strip decoders
   llama2_metaspace the same vocabulary with the Metaspace pre-tokenizer (prepend_scheme first),
@@ -48,6 +50,10 @@ SP_MODEL = os.path.join(ROOT, "tests", "fixtures", "tokenizer", "tokenizer.model
 
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# Mistral-Nemo's (tekken) pattern: case-aware words, single digits.
+NEMO_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
+              r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
+              r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
                r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
@@ -89,7 +95,7 @@ def ids_bytes(ids):
     return b"".join(i.to_bytes(4, "little") for i in ids)
 
 
-def byte_level_bpe(regex, vocab_size, ignore_merges, normalizer=None):
+def byte_level_bpe(regex, vocab_size, ignore_merges, normalizer=None, special_tokens=()):
     tok = Tokenizer(models.BPE(ignore_merges=ignore_merges))
     if normalizer is not None:
         tok.normalizer = normalizer
@@ -99,7 +105,8 @@ def byte_level_bpe(regex, vocab_size, ignore_merges, normalizer=None):
     ])
     tok.decoder = decoders.ByteLevel(add_prefix_space=True, trim_offsets=True, use_regex=True)
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=list(special_tokens))
     tok.train_from_iterator(training_lines(), trainer)
     return tok
 
@@ -139,6 +146,19 @@ def make_qwen2():
               "pad_token": "<|endoftext|>", "chat_template": QWEN25_CHAT_TEMPLATE,
               "errors": "replace", "model_max_length": 131072,
               "tokenizer_class": "Qwen2Tokenizer"}
+    return tok, config
+
+
+def make_nemo():
+    # Mistral-Nemo: the control tokens come first (ids 0..), inside the model's vocabulary.
+    specials = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]"]
+    tok = byte_level_bpe(NEMO_REGEX, 1000, False, special_tokens=specials)
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
+                                                       special_tokens=[("<s>", 1)])
+    config = {"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>",
+              "eos_token": "</s>", "unk_token": "<unk>",
+              "tokenizer_class": "PreTrainedTokenizerFast"}
     return tok, config
 
 
@@ -247,7 +267,7 @@ def make_chat_fixture(family, tok_dir):
 
 def main():
     kjv, stress = kjv_text(), stress_text()
-    builders = {"llama3": make_llama3, "qwen2": make_qwen2,
+    builders = {"llama3": make_llama3, "qwen2": make_qwen2, "nemo": make_nemo,
                 "llama2_legacy": lambda: make_llama2(True),
                 "llama2_metaspace": lambda: make_llama2(False)}
     for name, build in builders.items():
