@@ -10,12 +10,15 @@ namespace {
 struct Tables {
   std::array<uint32_t, 256> code_point{};
   std::array<std::string, 256> chars;
+  std::array<int16_t, 324> byte{};  // [code point < 324] its byte, or -1
   Tables() {
+    byte.fill(-1);
     int n = 0;
     for (int b = 0; b < 256; ++b) {
       const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
       code_point[size_t(b)] = printable ? uint32_t(b) : uint32_t(256 + n++);
       utf8::append(chars[size_t(b)], code_point[size_t(b)]);
+      byte[code_point[size_t(b)]] = int16_t(b);
     }
   }
 };
@@ -38,17 +41,9 @@ std::string encode(std::string_view text) {
 }
 
 std::optional<unsigned char> byte_of(uint32_t cp) {
-  if (cp < 256) {
-    const bool printable = (cp >= 33 && cp <= 126) || (cp >= 161 && cp <= 172) || cp >= 174;
-    if (printable) return static_cast<unsigned char>(cp);
-    return std::nullopt;
-  }
-  if (cp >= 256 + 68) return std::nullopt;  // 68 bytes are not printable
-  const auto& t = tables().code_point;
-  for (int b = 0; b < 256; ++b) {
-    if (t[size_t(b)] == cp) return static_cast<unsigned char>(b);
-  }
-  return std::nullopt;
+  const auto& byte = tables().byte;
+  if (cp >= byte.size() || byte[cp] < 0) return std::nullopt;
+  return static_cast<unsigned char>(byte[cp]);
 }
 
 }  // namespace ll::byte_level

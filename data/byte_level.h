@@ -2,6 +2,7 @@
 // GPT-2's byte-to-character table that byte-level BPE vocabularies are written in (the
 // library's ByteLevel pre-tokenizer and decoder): each byte is one printable character.
 #include <array>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
