@@ -52,7 +52,8 @@ ll_layer(ll_common SOURCES ${ll_common_sources}
   LIBS fmt::fmt nlohmann_json::nlohmann_json OpenMP::OpenMP_CXX)
 
 ll_glob(ll_data_sources data)
-ll_layer(ll_data SOURCES ${ll_data_sources} DEPS ll_common LIBS PkgConfig::SENTENCEPIECE)
+ll_layer(ll_data SOURCES ${ll_data_sources} DEPS ll_common
+  LIBS PkgConfig::SENTENCEPIECE PkgConfig::PCRE2 PkgConfig::ICU)
 
 ll_glob(ll_optim_sources optim)
 ll_layer(ll_optim SOURCES ${ll_optim_sources} DEPS ll_common)

@@ -85,6 +85,7 @@ SftRecord record_from_json(json& j, const std::string& where) {
   r.instruction = take_string(j, "instruction", true, where);
   r.input = take_string(j, "input", false, where);
   r.output = take_string(j, "output", true, where);
+  r.system = take_string(j, "system", false, where);
   return r;
 }
 
@@ -183,14 +184,52 @@ std::string sft_prompt(const SftRecord& record) {
 std::vector<int32_t> sft_targets(const SftExample& example) {
   const int64_t n = int64_t(example.tokens.size());
   std::vector<int32_t> targets(size_t(n), -1);  // [N]
-  for (int64_t t = std::max<int64_t>(example.source_len, 1) - 1; t + 1 < n; ++t)
+  for (int64_t t = std::max<int64_t>(example.source_len, 1) - 1; t + 1 < example.end(); ++t)
     targets[size_t(t)] = example.tokens[size_t(t + 1)];
   return targets;
 }
 
+ChatTurns sft_chat_turns(const SftRecord& record) {
+  ChatTurns c;
+  c.system = record.system;
+  c.user = record.input.empty() ? record.instruction : record.instruction + "\n" + record.input;
+  c.assistant = record.output;
+  return c;
+}
+
+namespace {
+
+// llama3/chatml: the template's conversation as one text (its special-token text becomes the
+// special ids, as apply_chat_template's tokenization does).
+SftExample tokenize_chat_record(const SftRecord& record, const Tokenizer& tokenizer,
+                                int64_t max_tokens, ChatTemplate chat) {
+  const ChatTurns turns = sft_chat_turns(record);
+  const std::vector<int> ids = tokenizer.encode(render_chat(chat, turns, tokenizer));
+  const int64_t prompt_len =
+      int64_t(tokenizer.encode(render_chat_prompt(chat, turns, tokenizer)).size());
+  const int end_of_turn = end_of_turn_id(chat, tokenizer);
+  SftExample ex;
+  ex.tokens.assign(ids.begin(), ids.end());
+  // Just after the template's last end-of-turn token (an answer may contain its text too).
+  ex.label_end = int64_t(ex.tokens.size());
+  while (ex.label_end > 0 && ex.tokens[size_t(ex.label_end - 1)] != end_of_turn) --ex.label_end;
+  ex.source_len = prompt_len;
+  if (int64_t(ex.tokens.size()) > max_tokens) {
+    ex.tokens.resize(size_t(max_tokens));
+    ex.truncated = true;
+  }
+  ex.source_len = std::min(ex.source_len, max_tokens);
+  ex.label_end = std::min(ex.label_end, max_tokens);
+  return ex;
+}
+
+}  // namespace
+
 SftExample tokenize_sft_record(const SftRecord& record, const Tokenizer& tokenizer,
-                               int64_t max_tokens) {
+                               int64_t max_tokens, ChatTemplate chat) {
   LL_CHECK(max_tokens >= 2, "SFT examples need room for at least 2 tokens, got {}", max_tokens);
+  if (chat != ChatTemplate::Llama2)
+    return tokenize_chat_record(record, tokenizer, max_tokens, chat);
   const std::string prompt = sft_prompt(record);
   // One string, as the official code tokenizes source + target (its "</s>" text becomes the
   // EOS id); the prompt alone only gives the length of the unlabelled prefix.
@@ -211,18 +250,22 @@ SftExample tokenize_sft_record(const SftRecord& record, const Tokenizer& tokeniz
 }
 
 SftDataset build_sft_dataset(const std::vector<SftRecord>& records, const Tokenizer& tokenizer,
-                             int64_t max_tokens, const std::string& name) {
-  LL_CHECK(tokenizer.bos_id() >= 0 && tokenizer.eos_id() >= 0,
-           "the tokenizer for {} has no BOS or EOS piece (bos id {}, eos id {}); SFT examples "
-           "are BOS + prompt + answer + EOS as Llama-2 expects",
-           name, tokenizer.bos_id(), tokenizer.eos_id());
+                             int64_t max_tokens, const std::string& name, ChatTemplate chat) {
+  if (chat == ChatTemplate::Llama2) {
+    LL_CHECK(tokenizer.bos_id() >= 0 && tokenizer.eos_id() >= 0,
+             "the tokenizer for {} has no BOS or EOS piece (bos id {}, eos id {}); SFT examples "
+             "are BOS + prompt + answer + EOS as Llama-2 expects (or pick --chat-template "
+             "llama3/chatml for those families)",
+             name, tokenizer.bos_id(), tokenizer.eos_id());
+  }
+  check_chat_template(chat, tokenizer);
   std::vector<SftExample> all(records.size());
   std::string error;  // the first failure inside the parallel loop
   const int64_t n = int64_t(records.size());
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t i = 0; i < n; ++i) {
     try {
-      all[size_t(i)] = tokenize_sft_record(records[size_t(i)], tokenizer, max_tokens);
+      all[size_t(i)] = tokenize_sft_record(records[size_t(i)], tokenizer, max_tokens, chat);
       all[size_t(i)].record = i;
     } catch (const std::exception& e) {
 #pragma omp critical(sft_tokenize_error)

@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config clang-format
   libsentencepiece-dev libyaml-cpp-dev libfmt-dev doctest-dev nlohmann-json3-dev
   libcli11-dev libopenblas-dev base-files bible-kjv
+  libpcre2-dev libicu-dev  # tokenizer.json: pre-tokenizer regexes (PCRE2), NFC (ICU)
   libopenmpi-dev openmpi-bin  # data-parallel training (engine/parallel/): mpirun and MPI::MPI_CXX
 )
 

@@ -133,7 +133,8 @@ int run(int argc, char** argv) {
   LL_CHECK(o.max_new >= 1, "--max-new must be at least 1, got {}", o.max_new);
   const std::string prompt_text = read_prompt(o);
   const ll::Tokenizer tokenizer(ll::find_tokenizer_model(o.model.model, o.tokenizer));
-  std::vector<int32_t> prompt = {int32_t(tokenizer.bos_id())};
+  std::vector<int32_t> prompt;
+  if (tokenizer.add_bos()) prompt.push_back(int32_t(tokenizer.bos_id()));  // Qwen2.5 adds none
   for (int id : tokenizer.encode(prompt_text)) prompt.push_back(int32_t(id));
 
   // The vocabulary and the context are known before the weights load.

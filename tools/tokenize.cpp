@@ -1,5 +1,6 @@
 // tokenize: text (text files, .jsonl files with a "text" field, directories of them) to token
-// files. Each document becomes BOS + ids + EOS, the Llama-2 convention, and the documents are
+// files. Each document becomes ids + EOS, after BOS when the family adds one (Llama-2/3 do,
+// Qwen2.5 does not; ll::Tokenizer::add_bos), and the documents are
 // concatenated into one stream: our shard format (data/shard_format.h) by default, or the
 // paper's bare uint16 stream with --format raw-u16.
 #include <fmt/format.h>
@@ -20,6 +21,7 @@
 #include "data/shard_format.h"
 #include "data/text_sources.h"
 #include "data/tokenizer.h"
+#include "data/tokenizer_path.h"
 #include "engine/train/progress.h"
 
 namespace fs = std::filesystem;
@@ -35,20 +37,6 @@ struct Options {
   std::string format = "shard";
   std::vector<std::string> inputs;
 };
-
-std::string tokenizer_path(const Options& o) {
-  if (!o.tokenizer.empty()) return o.tokenizer;
-  LL_CHECK(fs::is_directory(o.model_dir),
-           "{}: -m expects a model directory holding tokenizer.model (or pass the file with "
-           "--tokenizer)",
-           o.model_dir);
-  const std::string path = (fs::path(o.model_dir) / "tokenizer.model").string();
-  LL_CHECK(fs::is_regular_file(path),
-           "{}: the model directory has no tokenizer.model (the SentencePiece model Llama-2 "
-           "ships); pass one with --tokenizer",
-           o.model_dir);
-  return path;
-}
 
 // Writes the token stream to one file, or to files of `shard_tokens` tokens each
 // (out.shard -> out.00000.shard, out.00001.shard, ...; a document may continue into the next
@@ -150,14 +138,17 @@ class TokenOutput {
 int run(int argc, char** argv) {
   Options o;
   CLI::App app{
-      "Tokenize text into a token file: each document becomes BOS + ids + EOS (Llama-2).\n"
+      "Tokenize text into a token file: each document becomes ids + EOS, after BOS when the\n"
+      "family adds one (Llama: yes, Qwen2.5: no; from tokenizer_config.json).\n"
       "Inputs: text files (one document each), .jsonl files (one {\"text\": ...} object per\n"
       "line), directories (their .txt and .jsonl files, recursive, sorted).\n"
       "Example: ./tokenize -m llama2-7b-hf -o data/train.shard --shard-tokens 100000000 "
       "redpajama/"};
-  auto* tok = app.add_option("--tokenizer", o.tokenizer, "SentencePiece tokenizer.model");
-  auto* model =
-      app.add_option("-m,--model", o.model_dir, "model directory; uses MODEL_DIR/tokenizer.model");
+  auto* tok = app.add_option("--tokenizer", o.tokenizer,
+                             "tokenizer.json (Hugging Face) or tokenizer.model (SentencePiece)");
+  auto* model = app.add_option(
+      "-m,--model", o.model_dir,
+      "model directory (or our .bin); uses its tokenizer.json, else its tokenizer.model");
   tok->excludes(model);
   model->excludes(tok);
   app.add_option("-o,--output", o.output, "output file (out.shard; out.bin for raw-u16)")
@@ -168,8 +159,8 @@ int run(int argc, char** argv) {
                  "corpora")
       ->capture_default_str();
   app.add_option("--dtype", o.dtype,
-                 "token width in a shard: auto (u16 when the vocabulary has <= 65536 ids), u16 "
-                 "or u32")
+                 "token width in a shard: auto (u16 when the vocabulary has <= 65536 ids, u32 "
+                 "above: Llama-3, Qwen2.5), u16 or u32")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "u16", "u32"}));
   app.add_option("--format", o.format,
@@ -184,24 +175,26 @@ int run(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   LL_CHECK(!o.tokenizer.empty() || !o.model_dir.empty(),
-           "no tokenizer: pass --tokenizer path/tokenizer.model or -m MODEL_DIR");
+           "no tokenizer: pass --tokenizer path/tokenizer.json (or tokenizer.model) or -m "
+           "MODEL_DIR");
 
   const auto t0 = std::chrono::steady_clock::now();
-  const ll::Tokenizer tokenizer(tokenizer_path(o));
+  const ll::Tokenizer tokenizer(ll::find_tokenizer(o.model_dir, o.tokenizer));
   const int vocab = tokenizer.vocab_size();
+  const bool add_bos = tokenizer.add_bos();
   const int bos = tokenizer.bos_id();
   const int eos = tokenizer.eos_id();
-  LL_CHECK(bos >= 0 && eos >= 0,
-           "the tokenizer defines no BOS or EOS id (bos {}, eos {}); Llama-2 tokenizers have "
-           "both, pass the model's tokenizer.model",
-           bos, eos);
+  LL_CHECK(eos >= 0,
+           "{}: the tokenizer names no EOS (eos_token in tokenizer_config.json, eos_token_id in "
+           "config.json); documents are separated by it, pass the model's own tokenizer",
+           tokenizer.path());
 
   ll::DocumentReader reader(o.inputs);
   const fs::path parent = fs::path(o.output).parent_path();
   if (!parent.empty()) fs::create_directories(parent);
   TokenOutput output(o, vocab);
 
-  // Documents are read in batches and encoded in parallel (SentencePiece's Encode is
+  // Documents are read in batches and encoded in parallel (ll::Tokenizer::encode is
   // thread-safe), then appended in input order so the stream does not depend on threads.
   constexpr int64_t kBatchBytes = int64_t(32) << 20;
   constexpr size_t kBatchDocs = 16384;
@@ -228,7 +221,7 @@ int run(int argc, char** argv) {
       try {
         std::vector<int>& ids = encoded[size_t(i)];
         ids.clear();
-        ids.push_back(bos);
+        if (add_bos) ids.push_back(bos);
         const std::vector<int> body = tokenizer.encode(batch[size_t(i)].text);
         ids.insert(ids.end(), body.begin(), body.end());
         ids.push_back(eos);
@@ -257,11 +250,11 @@ int run(int argc, char** argv) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   for (const auto& [path, n] : output.written()) fmt::print("wrote {} ({} tokens)\n", path, n);
   fmt::print(
-      "{} files, {} documents, {} tokens ({}, u{} ids, vocabulary {}) in {:.2f} s: "
+      "{} files, {} documents, {} tokens ({}, u{} ids, vocabulary {}, {}) in {:.2f} s: "
       "{:.0f} tokens/s, {:.1f} MB/s of text\n",
       reader.files().size(), n_docs, output.total_tokens(), o.format, 8 * output.bytes_per_token(),
-      vocab, seconds, double(output.total_tokens()) / seconds,
-      double(reader.text_bytes()) / 1e6 / seconds);
+      vocab, add_bos ? "BOS + ids + EOS" : "ids + EOS", seconds,
+      double(output.total_tokens()) / seconds, double(reader.text_bytes()) / 1e6 / seconds);
   return 0;
 }
 

@@ -120,7 +120,7 @@ PasskeyPrompt make_passkey_prompt(const Tokenizer& tokenizer, int64_t context_si
   p.depth_draw = rng.uniform();
   auto prompt_tokens = [&](int64_t n) {
     const std::string text = passkey_prompt_text(p.key, n, passkey_key_after(p.depth_draw, n));
-    return 1 + int64_t(tokenizer.encode(text).size());
+    return int64_t(tokenizer.add_bos()) + int64_t(tokenizer.encode(text).size());
   };
 
   const int64_t base = prompt_tokens(0);
@@ -148,7 +148,7 @@ PasskeyPrompt make_passkey_prompt(const Tokenizer& tokenizer, int64_t context_si
   p.key_after = passkey_key_after(p.depth_draw, n);
   p.depth = n > 0 ? double(p.key_after) / double(n) : 0.0;
   p.text = passkey_prompt_text(p.key, n, p.key_after);
-  p.ids.push_back(int32_t(tokenizer.bos_id()));
+  if (tokenizer.add_bos()) p.ids.push_back(int32_t(tokenizer.bos_id()));  // Qwen2.5 adds none
   for (int id : tokenizer.encode(p.text)) p.ids.push_back(int32_t(id));
   p.answer_ids = to_ids(tokenizer.encode(std::to_string(p.key)));
   return p;

@@ -65,7 +65,7 @@ struct PasskeyPrompt {
   double depth_draw = 0.0;          // u in [0, 1), from which k follows for any n
   double depth = 0.0;               // k / n (0 when n = 0): 0 = first, 1 = last before the question
   std::string text;                 // without BOS
-  std::vector<int32_t> ids;         // [prompt tokens]: BOS + encode(text)
+  std::vector<int32_t> ids;         // [prompt tokens]: BOS (if the family adds it) + encode(text)
   std::vector<int32_t> answer_ids;  // [answer tokens]: encode(str(K)), no BOS
 };
 

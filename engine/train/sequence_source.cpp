@@ -60,13 +60,14 @@ class SftSource final : public SequenceSource {
 // and returns the source with the setup's data line.
 std::unique_ptr<SequenceSource> make_sft_source(const TrainOptions& o, const LlamaConfig& config,
                                                 std::string& data_line, bool lead) {
-  const std::string tokenizer_path = find_tokenizer_model(o.model, o.tokenizer);
+  const std::string tokenizer_path = find_tokenizer(o.model, o.tokenizer);
   const Tokenizer tokenizer(tokenizer_path);
   LL_CHECK(tokenizer.vocab_size() <= config.vocab_size,
            "{}: the tokenizer has {} pieces but the model {} has vocab_size {}; pass the base "
-           "model's own tokenizer.model (--tokenizer)",
+           "model's own tokenizer (--tokenizer)",
            tokenizer_path, tokenizer.vocab_size(), o.model, config.vocab_size);
-  SftDataset dataset = build_sft_dataset(read_sft_records(o.sft), tokenizer, o.ctx, o.sft);
+  const ChatTemplate chat = chat_template_for(o.chat_template, tokenizer);
+  SftDataset dataset = build_sft_dataset(read_sft_records(o.sft), tokenizer, o.ctx, o.sft, chat);
   const SftDatasetSummary sum = summarize_sft_dataset(dataset);
   if (dataset.truncated > 0 && lead)
     fmt::print(stderr, "warning: {} of {} records are longer than -ctx {} and were truncated\n",
@@ -92,9 +93,10 @@ std::unique_ptr<SequenceSource> make_sft_source(const TrainOptions& o, const Lla
   if (!noted.empty()) noted += ")";
   data_line = fmt::format(
       "sft {}: {} records{}, {} examples per epoch, {} tokens of which {} labelled, lengths "
-      "min/median/max {}/{}/{}, tokenizer {}, shuffle {}",
+      "min/median/max {}/{}/{}, tokenizer {}, chat template {}, shuffle {}",
       o.sft, dataset.records, noted, dataset.examples.size(), sum.tokens, sum.labelled_tokens,
-      sum.min_len, sum.median_len, sum.max_len, tokenizer_path, o.shuffle);
+      sum.min_len, sum.median_len, sum.max_len, tokenizer_path, chat_template_name(chat),
+      o.shuffle);
   return std::make_unique<SftSource>(SftLoader(std::move(dataset), o.shuffle == "on", o.seed));
 }
 

@@ -51,12 +51,18 @@ const std::vector<Field>& fields() {
        "token shards or directories of shards, one or more (this or --sft is required)", {}},
       {"sft", "--sft", &O::sft,
        "supervised fine-tuning on this JSON file of {\"instruction\", \"input\", \"output\"} "
-       "records (LongAlpaca-12k.json; JSON Lines too): Llama-2 chat prompt, loss on the answer "
-       "and EOS only, one example per micro-batch at its own length (at most -ctx); instead of "
-       "--data", {}},
+       "records (LongAlpaca-12k.json; JSON Lines too): chat format per --chat-template, loss on "
+       "the answer and the end of turn only, one example per micro-batch at its own length (at "
+       "most -ctx); instead of --data", {}},
       {"tokenizer", "--tokenizer", &O::tokenizer,
-       "tokenizer.model for --sft (default: the one in the model directory or beside the .bin)",
+       "tokenizer.json or tokenizer.model for --sft (default: the model directory's, or the "
+       "one beside the .bin; tokenizer.json first)",
        {}},
+      {"chat-template", "--chat-template", &O::chat_template,
+       "--sft chat format: llama2 (LongLoRA's [INST] prompt, BOS/EOS), llama3 (Llama-3-Instruct "
+       "headers, <|eot_id|>), chatml (Qwen2.5 <|im_start|>/<|im_end|>); auto: llama3 for a "
+       "tokenizer with <|start_header_id|>, chatml for one with <|im_start|>, else llama2",
+       {"auto", "llama2", "llama3", "chatml"}},
       {"data-format", "--data-format", &O::data_format,
        "token file format: shard (ours, from ./tokenize) or raw-u16 (flat little-endian uint16)",
        {"shard", "raw-u16"}},
@@ -396,6 +402,9 @@ void check_inputs(const TrainOptions& o) {
   for (const std::string& d : o.data) LL_CHECK(!d.empty(), "--data: an empty file name");
   LL_CHECK(o.tokenizer.empty() || o.data.empty(),
            "--tokenizer is for --sft (token shards are already tokenized); drop it or use --sft");
+  LL_CHECK(o.chat_template == "auto" || o.data.empty(),
+           "--chat-template is for --sft (token shards are already tokenized); drop it or use "
+           "--sft");
   for (const Field& f : fields()) {
     if (f.choices.empty()) continue;
     const std::string& value = o.*std::get<std::string TrainOptions::*>(f.member);

@@ -20,6 +20,8 @@ struct TrainOptions {
   std::string tokenizer;              // --tokenizer: for --sft; default: next to the model
   std::string data_format = "shard";  // --data-format shard|raw-u16
   std::string shuffle = "on";         // --shuffle on|off
+  // --chat-template auto|llama2|llama3|chatml (--sft; auto: from the tokenizer's family)
+  std::string chat_template = "auto";
   // Context
   int64_t ctx = 0;                    // -ctx, --ctx: training length N (required)
   double group_ratio = 0.25;          // --group-ratio: S2 group G = N * ratio

@@ -37,7 +37,7 @@ namespace fs = std::filesystem;
 const char* const kResumeKeys[] = {"ctx",         "grad-accum", "seed",         "shuffle",
                                    "lora-rank",   "lora-alpha", "lora-targets", "trainable",
                                    "full-attn",   "attn-mode",  "group-ratio",  "data-format",
-                                   "rope-factor", "sft",        "rope-scaling"};
+                                   "rope-factor", "sft",        "rope-scaling", "chat-template"};
 
 void check_resume_options(const std::string& saved_json, const std::string& current_json,
                           const std::string& checkpoint, int saved_world, int current_world) {

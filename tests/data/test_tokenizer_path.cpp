@@ -1,5 +1,6 @@
-// find_tokenizer_model: the tokenizer.model of a Hugging Face directory, beside a .bin, or the
-// --tokenizer override; a missing one is an error naming where it was looked for.
+// find_tokenizer (and its former name find_tokenizer_model): tokenizer.json, then
+// tokenizer.model, of a Hugging Face directory or beside a .bin, or the --tokenizer override; a
+// missing one is an error naming where it was looked for.
 #include <doctest/doctest.h>
 
 #include "data/tokenizer_path.h"
@@ -55,4 +56,22 @@ TEST_CASE("a missing tokenizer or model is an error naming the paths and the fla
 
   msg = error_of([&] { ll::find_tokenizer_model("", ""); });
   CHECK(contains(msg, "-m MODEL"));
+}
+
+TEST_CASE("tokenizer.json comes before tokenizer.model, in a directory and beside a .bin") {
+  ll::test::ScratchDir dir("tokenizer_path_json");
+  ll::test::write_file(dir.file("hf/tokenizer.model"), "x");
+  ll::test::write_file(dir.file("hf/tokenizer.json"), "{}");
+  CHECK(ll::find_tokenizer(dir.file("hf"), "") == dir.file("hf/tokenizer.json"));
+  ll::test::write_file(dir.file("model.bin"), "LLORABIN");
+  ll::test::write_file(dir.file("tokenizer.json"), "{}");
+  CHECK(ll::find_tokenizer(dir.file("model.bin"), "") == dir.file("tokenizer.json"));
+  // --tokenizer names either kind.
+  CHECK(ll::find_tokenizer(dir.file("hf"), dir.file("hf/tokenizer.model")) ==
+        dir.file("hf/tokenizer.model"));
+  // Neither: both paths named.
+  ll::test::write_file(dir.file("empty/config.json"), "{}");
+  const std::string msg = error_of([&] { ll::find_tokenizer(dir.file("empty"), ""); });
+  CHECK(contains(msg, dir.file("empty/tokenizer.json")));
+  CHECK(contains(msg, dir.file("empty/tokenizer.model")));
 }
