@@ -59,8 +59,8 @@ TEST_CASE("init_model: each bundled family, with the tokenizer files beside its 
     INFO(f.name);
     const std::string src = family_dir(f.name);
     const fs::path out = dir.path / f.name;
-    const RunResult r = run_init_model(
-        dir, fmt::format("--config '{}/config.json' --out '{}'", src, out.string()));
+    const RunResult r =
+        run_init_model(dir, fmt::format("--config '{}/config.json' --out '{}'", src, out.string()));
     INFO("stdout: ", r.out, "\nstderr: ", r.err);
     REQUIRE(r.exit_code == 0);
     CHECK(contains(r.out, "model      " + f.model_type + ": "));
@@ -95,8 +95,9 @@ TEST_CASE("init_model: each bundled family, with the tokenizer files beside its 
   }
 }
 
-TEST_CASE("init_model --tokenizer: a tokenizer.json with its companions, a tokenizer.model, a "
-          "directory; the other kind is replaced") {
+TEST_CASE(
+    "init_model --tokenizer: a tokenizer.json with its companions, a tokenizer.model, a "
+    "directory; the other kind is replaced") {
   TempDir dir("init_model_tokenizer");
   // A config alone in a directory: no tokenizer to default to.
   fs::create_directories(dir.path / "cfg");
@@ -112,7 +113,8 @@ TEST_CASE("init_model --tokenizer: a tokenizer.json with its companions, a token
   CHECK_FALSE(fs::exists(out / "tokenizer.json"));
 
   // A directory: its tokenizer.json and the tokenizer_config.json beside it.
-  const std::string qwen_fixture = std::string(LL_SOURCE_DIR) + "/tests/fixtures/tokenizer_json/qwen2";
+  const std::string qwen_fixture =
+      std::string(LL_SOURCE_DIR) + "/tests/fixtures/tokenizer_json/qwen2";
   r = run_init_model(dir, fmt::format("--config '{}' --out '{}' --tokenizer '{}'", config,
                                       out.string(), qwen_fixture));
   INFO("stdout: ", r.out, "\nstderr: ", r.err);
@@ -130,8 +132,8 @@ TEST_CASE("init_model --tokenizer: a tokenizer.json with its companions, a token
   nlohmann::json cfg = nlohmann::json::parse(read_bytes(config));
   cfg["vocab_size"] = 2000;
   ll::test::write_text(config, cfg.dump());
-  r = run_init_model(dir, fmt::format("--config '{}' --out '{}' --tokenizer '{}'", config,
-                                      out.string(), sp));
+  r = run_init_model(
+      dir, fmt::format("--config '{}' --out '{}' --tokenizer '{}'", config, out.string(), sp));
   INFO("stdout: ", r.out, "\nstderr: ", r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(read_bytes(out / "tokenizer.model") == read_bytes(sp));
@@ -141,8 +143,8 @@ TEST_CASE("init_model --tokenizer: a tokenizer.json with its companions, a token
   // A tokenizer.json file by name, with generation_config.json beside it; the
   // tokenizer.model goes.
   const std::string llama3 = family_dir("llama3-tiny") + "/tokenizer.json";
-  r = run_init_model(dir, fmt::format("--config '{}' --out '{}' --tokenizer '{}'", config,
-                                      out.string(), llama3));
+  r = run_init_model(
+      dir, fmt::format("--config '{}' --out '{}' --tokenizer '{}'", config, out.string(), llama3));
   INFO("stdout: ", r.out, "\nstderr: ", r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(read_bytes(out / "tokenizer.json") == read_bytes(llama3));
@@ -161,16 +163,17 @@ TEST_CASE("init_model --tokenizer: a tokenizer.json with its companions, a token
   CHECK_FALSE(fs::exists(bare / "tokenizer_config.json"));
 }
 
-TEST_CASE("init_model refuses: more tokenizer ids than vocab_size, a damaged tokenizer, --out "
-          "holding --config, a missing --tokenizer") {
+TEST_CASE(
+    "init_model refuses: more tokenizer ids than vocab_size, a damaged tokenizer, --out "
+    "holding --config, a missing --tokenizer") {
   TempDir dir("init_model_refusals");
   const std::string mistral = family_dir("mistral-tiny") + "/config.json";
   const std::string out = (dir.path / "out").string();
 
   // Qwen2.5's 1007 ids into Mistral-tiny's 1000 rows.
-  RunResult r = run_init_model(
-      dir, fmt::format("--config '{}' --out '{}' --tokenizer '{}/tokenizer.json'", mistral, out,
-                       family_dir("qwen2.5-tiny")));
+  RunResult r =
+      run_init_model(dir, fmt::format("--config '{}' --out '{}' --tokenizer '{}/tokenizer.json'",
+                                      mistral, out, family_dir("qwen2.5-tiny")));
   CHECK(r.exit_code == 1);
   CHECK(contains(r.err, "the tokenizer has 1007 ids but the config's vocab_size is 1000"));
   CHECK_FALSE(fs::exists(out));  // refused before anything is written
@@ -196,7 +199,7 @@ TEST_CASE("init_model refuses: more tokenizer ids than vocab_size, a damaged tok
   CHECK(contains(r.err, "write the model to a new directory"));
   CHECK_FALSE(fs::exists(dir.path / "own" / "model.safetensors"));
 
-  r = run_init_model(dir, fmt::format("--config '{}' --out '{}' --tokenizer x --no-tokenizer",
-                                      mistral, out));
+  r = run_init_model(
+      dir, fmt::format("--config '{}' --out '{}' --tokenizer x --no-tokenizer", mistral, out));
   CHECK(r.exit_code == 2);
 }
