@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's "Model families" examples, one per family, on the CPU in about a minute:
+# The README's "Model families" examples, one per family, on the CPU in about 20 s:
 #
 #   models/families/llama3-tiny   Llama-3.x layout: GQA, explicit head_dim, tied embeddings,
 #                                 rope_scaling llama3 (original context 32, max 128), eos list

@@ -97,8 +97,9 @@ TEST_CASE("family_examples.sh prints what the README shows") {
   }
   TempDir dir("family_examples");
   const fs::path out = dir.path / "families", log = dir.path / "log.txt";
-  const std::string cmd = fmt::format("OMP_NUM_THREADS=1 TOOLS_DIR='{}' '{}/scripts/family_examples.sh' '{}' >'{}' 2>&1",
-                                      LL_BINARY_DIR, LL_SOURCE_DIR, out.string(), log.string());
+  const std::string cmd = fmt::format(
+      "OMP_NUM_THREADS=1 TOOLS_DIR='{}' '{}/scripts/family_examples.sh' '{}' >'{}' 2>&1",
+      LL_BINARY_DIR, LL_SOURCE_DIR, out.string(), log.string());
   const int status = std::system(cmd.c_str());
   std::string printed = read_bytes(log);
   INFO("output:\n", printed);
@@ -110,8 +111,7 @@ TEST_CASE("family_examples.sh prints what the README shows") {
   replace_all(printed, out.string(), kReadmeOut);
   replace_all(printed, "$ " + std::string(LL_BINARY_DIR) + "/", "$ ./");
   const std::vector<std::string> printed_lines = lines_of(printed);
-  const std::string script =
-      read_bytes(fs::path(LL_SOURCE_DIR) / "scripts" / "family_examples.sh");
+  const std::string script = read_bytes(fs::path(LL_SOURCE_DIR) / "scripts" / "family_examples.sh");
 
   const std::vector<std::string> code = readme_code_lines();
   CHECK(code.size() > 40);
