@@ -120,7 +120,12 @@ void check_training_step(const LlamaWeights& weights,
     REQUIRE(pc.name == pg.name);
     const double err = rel_error(download(gpu, pg.grad), download(cpu, pc.grad));
     INFO(pc.name << " gradient relative error " << err);
-    CHECK(err < 5e-2);
+    // A key bias's gradient nearly cancels: adding the same vector to every key shifts each
+    // query's scores by a constant, which softmax ignores; only RoPE's rotation (different per
+    // position) leaves a remainder, about 1000 times smaller than the value bias's in this
+    // model (transformers, same layout), small against the bf16 noise of the dk it is summed
+    // from (seen in the emulator: 5.1e-2 with tc-sm80).
+    CHECK(err < (pc.name.ends_with("k_proj.bias") ? 1.5e-1 : 5e-2));
     sq_cpu += cpu.sum_squares(*pc.grad);
     sq_gpu += gpu.sum_squares(*pg.grad);
   }
