@@ -26,14 +26,32 @@ std::string find_tokenizer(const std::string& model_path, const std::string& ove
   fs::path dir =
       fs::is_directory(model_path, ec) ? fs::path(model_path) : fs::path(model_path).parent_path();
   if (dir.empty()) dir = ".";
-  for (const char* name : {"tokenizer.json", "tokenizer.model"}) {
-    const fs::path candidate = dir / name;
-    if (fs::is_regular_file(candidate, ec)) return candidate.string();
-  }
+  const std::string found = tokenizer_in_dir(dir.string());
+  if (!found.empty()) return found;
   fail(
       "{}: no tokenizer: neither {} nor {} exists; pass --tokenizer PATH (the base model's "
       "tokenizer.json or tokenizer.model)",
       model_path, (dir / "tokenizer.json").string(), (dir / "tokenizer.model").string());
+}
+
+std::string tokenizer_in_dir(const std::string& dir) {
+  std::error_code ec;
+  for (const char* name : {"tokenizer.json", "tokenizer.model"}) {
+    const fs::path candidate = fs::path(dir.empty() ? "." : dir) / name;
+    if (fs::is_regular_file(candidate, ec)) return candidate.string();
+  }
+  return "";
+}
+
+std::vector<std::string> tokenizer_files(const std::string& tokenizer_path) {
+  std::vector<std::string> files = {tokenizer_path};
+  const fs::path dir = fs::path(tokenizer_path).parent_path();
+  std::error_code ec;
+  for (const char* name : {"tokenizer_config.json", "special_tokens_map.json"}) {
+    const fs::path companion = (dir.empty() ? fs::path(".") : dir) / name;
+    if (fs::is_regular_file(companion, ec)) files.push_back(companion.string());
+  }
+  return files;
 }
 
 }  // namespace ll

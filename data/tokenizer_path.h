@@ -2,6 +2,7 @@
 // Where a model's tokenizer is: every tool that turns text into ids (tokenize, passkey,
 // generate, train_longlora --sft) finds it the same way.
 #include <string>
+#include <vector>
 
 namespace ll {
 
@@ -10,6 +11,15 @@ namespace ll {
 // or beside the file for our .bin, tokenizer.json when it exists, then tokenizer.model.
 // Throws ll::Error naming the paths looked at and the flag to pass when neither exists.
 std::string find_tokenizer(const std::string& model_path, const std::string& override_path);
+
+// The tokenizer in `dir` by the same rule (tokenizer.json, then tokenizer.model), or "" when
+// there is none. For the model loaders, which record it without requiring one.
+std::string tokenizer_in_dir(const std::string& dir);
+
+// The files a tokenizer consists of: `tokenizer_path` itself, then those beside it that carry
+// its settings (tokenizer_config.json: BOS/EOS, chat template; special_tokens_map.json) when
+// they exist. What convert and export_hf copy next to a model.
+std::vector<std::string> tokenizer_files(const std::string& tokenizer_path);
 
 // The former name, kept for the tools that call it.
 inline std::string find_tokenizer_model(const std::string& model_path,

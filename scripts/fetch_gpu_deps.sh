@@ -12,6 +12,8 @@ packages=(
   libfmt-dev libfmt9 doctest-dev nlohmann-json3-dev libcli11-dev libopenblas-dev
   libopenblas0 libopenblas0-pthread libopenblas-pthread-dev libgfortran5 pkgconf pkgconf-bin
   libpkgconf3
+  # tokenizer.json: PCRE2 for the pre-tokenizer regexes, ICU for NFC normalization.
+  libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libicu-dev libicu72
 )
 apt-get download "${packages[@]}"
 du -sh .

@@ -24,7 +24,7 @@ arch=$([[ "$cc" == 90 ]] && echo 90a || echo "$cc")
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 prefix_args=()
-if [[ -d .deps/debs ]] && ! pkg-config --exists sentencepiece 2>/dev/null; then
+if [[ -d .deps/debs ]] && ! pkg-config --exists sentencepiece libpcre2-8 icu-uc 2>/dev/null; then
   step "unpacking .deps/debs into .deps/root"
   mkdir -p .deps/root
   for deb in .deps/debs/*.deb; do dpkg -x "$deb" .deps/root >> "$log" 2>&1; done
@@ -126,7 +126,11 @@ if ((build_ok)); then
     echo "${nccl_timing:-no NCCL timing line}" >> "$log"
   fi
   step "CPU suite (same build)"
-  (cd build-gpu && ctest -LE 'gpu|slow' -j 8 --timeout 600) > "$out/ctest_cpu.txt" 2>&1 && cpu=pass || cpu=FAIL
+  # Without Debian's bible-kjv (a GPU machine has none, and dpkg -x cannot install its data
+  # path) the tokenizer test's KJV text is missing: leave it out there, it is a CPU test.
+  kjv_exclude=()
+  command -v bible > /dev/null 2>&1 || kjv_exclude=(-E '^data_test_tokenizer_json$')
+  (cd build-gpu && ctest -LE 'gpu|slow' "${kjv_exclude[@]}" -j 8 --timeout 600) > "$out/ctest_cpu.txt" 2>&1 && cpu=pass || cpu=FAIL
 
   if [[ "${GPU_CHECK_BENCH:-1}" == 1 ]]; then
     if (($(left) > 60)); then

@@ -67,19 +67,8 @@ int convert(const Options& o) {
       o.dtype.empty() ? ll::llama_storage_dtype(*files) : dtype_from_option(o.dtype);
   ll::write_model_bin(o.output, files->config, dtype, tensors);
 
-  std::string tokenizer_note = "no tokenizer.model in the source";
-  if (!files->tokenizer_path.empty()) {
-    const fs::path dest = fs::path(o.output).parent_path() / "tokenizer.model";
-    std::error_code ec;
-    if (fs::exists(dest)) {
-      tokenizer_note = fmt::format("{} already exists, kept", dest.string());
-    } else if (fs::copy_file(files->tokenizer_path, dest, ec)) {
-      tokenizer_note = fmt::format("copied to {}", dest.string());
-    } else {
-      ll::fail("{}: cannot copy the tokenizer to {}: {}", files->tokenizer_path, dest.string(),
-               ec.message());
-    }
-  }
+  const std::string tokenizer_note =
+      ll::place_tokenizer_beside_bin(o.output, files->tokenizer_path);
   const ll::LlamaConfig& c = files->config;
   fmt::print("source     {}\n", o.input);
   fmt::print("model      {} layers, hidden {}, {} heads / {} kv, ffn {}, vocab {}\n",

@@ -20,6 +20,7 @@
 #include "model/formats/tensor_source.h"
 #include "model/llama_weights.h"
 #include "model/lora_merge.h"
+#include "model/position_interpolation.h"
 
 namespace {
 
@@ -53,16 +54,24 @@ std::string human_bytes(double b) {
   return fmt::format("{:.{}f} {}", b, u == 0 ? 0 : 2, units[u]);
 }
 
-// The RoPE scaling the adapter was trained with: --rope-factor (linear), else longlora.json
-// (any type), else an error.
-ll::RopeScaling training_rope(const Options& o, const ll::AdapterDir& adapter) {
+// The RoPE scaling the adapter was trained with: --rope-factor, else longlora.json (any type),
+// else an error. --rope-factor 1 is the base's own scaling (an adapter trained without context
+// extension, e.g. on Llama-3.1's llama3 scaling); F > 1 is the base's type with factor F, linear
+// for a base without scaling (LongLoRA's position interpolation).
+ll::RopeScaling training_rope(const Options& o, const ll::AdapterDir& adapter,
+                              const ll::LlamaConfig& base) {
   if (o.rope_factor_given) {
     LL_CHECK(std::isfinite(o.rope_factor) && o.rope_factor >= 1.0,
              "--rope-factor {} must be a finite number >= 1", o.rope_factor);
-    const ll::RopeScaling given = ll::linear_rope_scaling(o.rope_factor);
+    const ll::RopeScaling given =
+        o.rope_factor == 1.0 ? base.rope_scaling
+                             : ll::rope_for_context(base.rope_scaling, base.max_position_embeddings,
+                                                    1, std::nullopt, o.rope_factor)
+                                   .rope;
     if (adapter.longlora && adapter.longlora->rope != given) {
-      fmt::print(stderr, "note: --rope-factor {} (linear) overrides {} in {}/longlora.json\n",
-                 o.rope_factor, ll::describe_rope_scaling(adapter.longlora->rope), o.lora);
+      fmt::print(stderr, "note: --rope-factor {} ({}) overrides {} in {}/longlora.json\n",
+                 o.rope_factor, ll::describe_rope_scaling(given),
+                 ll::describe_rope_scaling(adapter.longlora->rope), o.lora);
     }
     return given;
   }
@@ -102,16 +111,22 @@ int run(const Options& o) {
   const std::string tokenizer = o.tokenizer.empty() ? files->tokenizer_path : o.tokenizer;
   if (!o.out.empty()) {
     LL_CHECK(!tokenizer.empty(),
-             "{}: missing tokenizer.model next to the weights; pass "
-             "--tokenizer PATH (the base model's tokenizer.model)",
+             "{}: no tokenizer.json or tokenizer.model next to the weights; pass "
+             "--tokenizer PATH (the base model's tokenizer)",
              o.model);
   }
   if (!tokenizer.empty()) {
-    LL_CHECK(fs::is_regular_file(tokenizer), "{}: missing tokenizer.model (no such file)",
-             tokenizer);
+    LL_CHECK(fs::is_regular_file(tokenizer), "{}: missing tokenizer (no such file)", tokenizer);
+  }
+  // A Hugging Face base's config.json (its other fields are kept) and generation_config.json.
+  const std::string base_config = files->config_path;
+  std::string generation_config;
+  if (!base_config.empty()) {
+    const fs::path g = fs::path(base_config).parent_path() / "generation_config.json";
+    if (fs::is_regular_file(g, ec)) generation_config = g.string();
   }
   const ll::AdapterDir adapter = ll::read_adapter_dir(o.lora);
-  const ll::RopeScaling rope = training_rope(o, adapter);
+  const ll::RopeScaling rope = training_rope(o, adapter, files->config);
 
   // The base's own dtype by default: an F32 or F16 base exported as BF16 would no longer give
   // the perplexity of base + adapter.
@@ -151,6 +166,8 @@ int run(const Options& o) {
     ll::HfExportOptions options;
     options.rope = rope;
     options.tokenizer_path = tokenizer;
+    options.base_config_path = base_config;
+    options.generation_config_path = generation_config;
     options.max_shard_bytes = max_shard;
     options.dtype = dtype;
     const ll::HfExportSummary s = ll::write_hf_model_dir(o.out, weights, options);
@@ -165,16 +182,8 @@ int run(const Options& o) {
       tensors.push_back(t);
     }
     ll::write_model_bin(o.out_bin, c, dtype, tensors);
-    // open_model_bin finds the tokenizer next to the .bin; an existing one is kept.
-    const fs::path dest = fs::path(o.out_bin).parent_path() / "tokenizer.model";
-    std::string note = fmt::format("{} already exists, kept", dest.string());
-    if (tokenizer.empty()) {
-      note = "not copied (the base model has none)";
-    } else if (!fs::exists(dest, ec)) {
-      LL_CHECK(fs::copy_file(tokenizer, dest, ec), "{}: cannot copy the tokenizer to {}: {}",
-               tokenizer, dest.string(), ec.message());
-      note = fmt::format("copied to {}", dest.string());
-    }
+    // open_model_bin finds the tokenizer next to the .bin; existing files are kept.
+    const std::string note = ll::place_tokenizer_beside_bin(o.out_bin, tokenizer);
     fmt::print("wrote      {} ({}, {}); tokenizer {}\n", o.out_bin, ll::dtype_name(dtype),
                human_bytes(double(fs::file_size(o.out_bin))), note);
   }
@@ -206,7 +215,8 @@ int main(int argc, char** argv) {
                  "linear position interpolation factor the adapter was trained with (default: "
                  "from the adapter's longlora.json; required for adapters without one)");
   app.add_option("--tokenizer", o.tokenizer,
-                 "tokenizer.model to copy (default: the one next to the base model)");
+                 "tokenizer.json or tokenizer.model to copy (default: the one next to the base "
+                 "model)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

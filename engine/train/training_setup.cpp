@@ -296,6 +296,9 @@ void print_memory_plan(const TrainOptions& o, int world) {
                   : std::string("fp32 everywhere"));
   fmt::print("{}", format_memory_plan(plan));
   if (world > 1 || o.sharded_optimizer) fmt::print("{}", format_rank_footprint(plan, world, cuda));
+  // What the run would apply: the plan does not depend on it, the user's choice does.
+  const RopeChoice rope = training_rope(o, config);
+  fmt::print("rope           {} ({})\n", describe_rope_scaling(rope.rope), rope.source);
 }
 
 }  // namespace ll

@@ -14,6 +14,7 @@
 #include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/mapped_file.h"
+#include "data/tokenizer_path.h"
 #include "model/formats/json_header.h"
 
 namespace ll {
@@ -159,9 +160,39 @@ std::unique_ptr<ModelFiles> open_model_bin(const std::string& path) {
 
   model->tensors.keep(std::move(file));  // entry data stays valid: the mapping does not move
   for (TensorEntry& e : entries) model->tensors.add(std::move(e));
-  const auto tokenizer = std::filesystem::path(path).parent_path() / "tokenizer.model";
-  if (std::filesystem::is_regular_file(tokenizer)) model->tokenizer_path = tokenizer.string();
+  model->tokenizer_path = tokenizer_in_dir(std::filesystem::path(path).parent_path().string());
   return model;
+}
+
+std::string place_tokenizer_beside_bin(const std::string& bin_path,
+                                       const std::string& tokenizer_path) {
+  if (tokenizer_path.empty()) return "none in the source (no tokenizer.json or tokenizer.model)";
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(bin_path).parent_path();
+  const bool is_json = fs::path(tokenizer_path).extension() == ".json";
+  std::vector<std::string> copied, kept;
+  const std::vector<std::string> files = tokenizer_files(tokenizer_path);
+  for (size_t i = 0; i < files.size(); ++i) {
+    // The tokenizer itself under its kind's name, so that the lookup finds it.
+    const std::string name = i == 0 ? (is_json ? "tokenizer.json" : "tokenizer.model")
+                                    : fs::path(files[i]).filename().string();
+    const fs::path dest = (dir.empty() ? fs::path(".") : dir) / name;
+    std::error_code ec;
+    if (fs::exists(dest, ec)) {
+      kept.push_back(dest.string());
+      continue;
+    }
+    LL_CHECK(fs::copy_file(files[i], dest, ec), "{}: cannot copy the tokenizer to {}: {}", files[i],
+             dest.string(), ec.message());
+    copied.push_back(dest.string());
+  }
+  std::string note;
+  if (!copied.empty()) note = fmt::format("copied to {}", fmt::join(copied, ", "));
+  if (!kept.empty()) {
+    note +=
+        fmt::format("{}{} already exists, kept", note.empty() ? "" : "; ", fmt::join(kept, ", "));
+  }
+  return note;
 }
 
 void write_model_bin(const std::string& path, const LlamaConfig& config, DType dtype,

@@ -34,8 +34,8 @@ inline constexpr size_t kBinPreambleBytes = 16;  // magic + version + header len
 // True when the file is readable and starts with the magic.
 bool file_has_bin_magic(const std::string& path);
 
-// Opens and validates a .bin; tokenizer_path is tokenizer.model in the same directory when
-// that exists. Throws ll::Error naming the file and the fault.
+// Opens and validates a .bin; tokenizer_path is the tokenizer.json or tokenizer.model in the
+// same directory when one exists. Throws ll::Error naming the file and the fault.
 std::unique_ptr<ModelFiles> open_model_bin(const std::string& path);
 
 // Writes `tensors` (in the order given) converted from their own floating dtype to `dtype`
@@ -44,5 +44,12 @@ std::unique_ptr<ModelFiles> open_model_bin(const std::string& path);
 // fit the target dtype (F16 overflow). Written to a temporary name, flushed and renamed.
 void write_model_bin(const std::string& path, const LlamaConfig& config, DType dtype,
                      const std::vector<TensorEntry>& tensors);
+
+// Puts the tokenizer (`tokenizer_path` and the settings files beside it: data/tokenizer_path.h
+// tokenizer_files) into the directory of `bin_path`, where open_model_bin finds it; files that
+// exist there already are kept. Returns what was done, for the tool's output line ("" path:
+// "none in the source").
+std::string place_tokenizer_beside_bin(const std::string& bin_path,
+                                       const std::string& tokenizer_path);
 
 }  // namespace ll

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "data/tokenizer_path.h"
 #include "model/formats/json_header.h"
 #include "model/formats/safetensors.h"
 
@@ -100,8 +101,8 @@ std::unique_ptr<ModelFiles> open_hf_checkpoint(const std::string& dir_str) {
         "(PyTorch .bin checkpoints are not read: save the model as safetensors first)",
         dir_str);
   }
-  const fs::path tokenizer = dir / "tokenizer.model";
-  if (fs::is_regular_file(tokenizer)) model->tokenizer_path = tokenizer.string();
+  model->tokenizer_path = tokenizer_in_dir(dir_str);
+  model->config_path = (dir / "config.json").string();
   return model;
 }
 

@@ -15,6 +15,7 @@
 
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "data/tokenizer_path.h"
 #include "model/formats/safetensors.h"
 
 namespace ll {
@@ -40,8 +41,9 @@ bool is_export_file(const std::string& name) {
     shard = pattern[i] == '#' ? std::isdigit(static_cast<unsigned char>(name[i])) != 0
                               : name[i] == pattern[i];
   }
-  return shard || name == "config.json" || name == "tokenizer.model" || name == kSingleFile ||
-         name == kIndexFile;
+  return shard || name == "config.json" || name == "tokenizer.model" || name == "tokenizer.json" ||
+         name == "tokenizer_config.json" || name == "special_tokens_map.json" ||
+         name == "generation_config.json" || name == kSingleFile || name == kIndexFile;
 }
 
 const char* torch_dtype_name(DType dtype) {
@@ -61,18 +63,47 @@ void write_text(const std::string& path, const std::string& text) {
   out.commit();
 }
 
-// Copies the tokenizer through AtomicFileWriter, so that it is flushed like every other file.
+// Copies a tokenizer (or other small) file through AtomicFileWriter, so that it is flushed like
+// every other file.
 void copy_tokenizer(const std::string& from, const std::string& to) {
   std::error_code ec;
   const uintmax_t size = fs::file_size(from, ec);
   LL_CHECK(!ec, "{}: cannot read the tokenizer: {}", from, ec.message());
-  LL_CHECK(size <= kMaxTokenizerBytes, "{}: {} bytes is too large for a tokenizer.model", from,
+  LL_CHECK(size <= kMaxTokenizerBytes, "{}: {} bytes is too large for a tokenizer file", from,
            size);
   std::ifstream in(from, std::ios::binary);
   std::string bytes(size_t(size), '\0');
   in.read(bytes.data(), std::streamsize(size));
   LL_CHECK(in.good() || size == 0, "{}: cannot read the tokenizer: {}", from, std::strerror(errno));
   write_text(to, bytes);
+}
+
+// config.json: the base's document (when there is one) with every field the engine reads or
+// writes replaced by ours, so that the export differs from the base only where the model does
+// (RoPE scaling, dtype, an untied head). The RoPE and dtype spellings of both transformers
+// generations are dropped first: ours is the one transformers then reads.
+json export_config_json(const LlamaConfig& config, const std::string& base_config_path,
+                        DType dtype) {
+  json doc = json::object();
+  if (!base_config_path.empty()) {
+    std::ifstream in(base_config_path, std::ios::binary);
+    LL_CHECK(in.good(), "{}: cannot read the base's config: {}", base_config_path,
+             std::strerror(errno));
+    try {
+      doc = json::parse(in);
+    } catch (const json::exception& e) {
+      fail("{}: the base's config is not valid JSON: {}", base_config_path, e.what());
+    }
+    LL_CHECK(doc.is_object(), "{}: the base's config is not a JSON object", base_config_path);
+    for (const char* key : {"rope_parameters", "rope_scaling", "rope_theta", "dtype", "torch_dtype",
+                            "transformers_version"}) {
+      doc.erase(key);
+    }
+  }
+  const json ours = llama_config_to_json(config);
+  for (const auto& [key, value] : ours.items()) doc[key] = value;
+  doc["torch_dtype"] = torch_dtype_name(dtype);
+  return doc;
 }
 
 // One tensor to write: the F32 source view and its bytes in the target dtype.
@@ -179,12 +210,10 @@ HfExportSummary write_hf_model_dir(const std::string& dir_arg, const LlamaWeight
            "cannot export weights as {} (F32, F16 or BF16)", dtype_name(o.dtype));
   LL_CHECK(o.max_shard_bytes > 0, "the shard size limit must be positive");
   LL_CHECK(!o.tokenizer_path.empty(),
-           "missing tokenizer.model: the base model has none next to "
+           "missing tokenizer: the base model has no tokenizer.json or tokenizer.model next to "
            "its weights; pass --tokenizer PATH");
   std::error_code ec;
-  LL_CHECK(fs::is_regular_file(o.tokenizer_path, ec),
-           "{}: missing tokenizer.model (no such "
-           "file)",
+  LL_CHECK(fs::is_regular_file(o.tokenizer_path, ec), "{}: missing tokenizer (no such file)",
            o.tokenizer_path);
   LlamaConfig config = weights.config;
   config.rope_scaling = o.rope;
@@ -240,12 +269,24 @@ HfExportSummary write_hf_model_dir(const std::string& dir_arg, const LlamaWeight
       write_text(tmp + "/" + kIndexFile, index.dump(2) + "\n");
       summary.files.push_back(kIndexFile);
     }
-    json config_json = llama_config_to_json(config);
-    config_json["torch_dtype"] = torch_dtype_name(o.dtype);
+    const json config_json = export_config_json(config, o.base_config_path, o.dtype);
     write_text(tmp + "/config.json", config_json.dump(2) + "\n");
     summary.files.push_back("config.json");
-    copy_tokenizer(o.tokenizer_path, tmp + "/tokenizer.model");
-    summary.files.push_back("tokenizer.model");
+    // The tokenizer under its own kind's name (a --tokenizer may be called anything).
+    const bool is_json = fs::path(o.tokenizer_path).extension() == ".json";
+    std::vector<std::pair<std::string, std::string>> copies = {
+        {o.tokenizer_path, is_json ? "tokenizer.json" : "tokenizer.model"}};
+    const std::vector<std::string> companions = tokenizer_files(o.tokenizer_path);
+    for (size_t i = 1; i < companions.size(); ++i) {
+      copies.push_back({companions[i], fs::path(companions[i]).filename().string()});
+    }
+    if (!o.generation_config_path.empty()) {
+      copies.push_back({o.generation_config_path, "generation_config.json"});
+    }
+    for (const auto& [from, name] : copies) {
+      copy_tokenizer(from, tmp + "/" + name);
+      summary.files.push_back(name);
+    }
     fsync_directory(tmp);
     install(tmp, dir);
   } catch (...) {

@@ -46,8 +46,11 @@ class TensorSource {
 struct ModelFiles {
   LlamaConfig config;
   TensorSource tensors;
-  std::string path;            // the directory or .bin path given by the user
-  std::string tokenizer_path;  // tokenizer.model next to the weights, "" when absent
+  std::string path;  // the directory or .bin path given by the user
+  // The tokenizer next to the weights (tokenizer.json, else tokenizer.model), "" when absent.
+  std::string tokenizer_path;
+  // A Hugging Face directory's config.json ("" for our .bin): export_hf keeps its other fields.
+  std::string config_path;
 };
 
 // Open a Hugging Face model directory (config.json + model.safetensors or

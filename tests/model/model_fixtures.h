@@ -172,7 +172,9 @@ inline bool weights_equal(const LlamaWeights& a, const LlamaWeights& b) {
         !bitwise_equal(x.v_proj, y.v_proj) || !bitwise_equal(x.o_proj, y.o_proj) ||
         !bitwise_equal(x.post_attention_layernorm, y.post_attention_layernorm) ||
         !bitwise_equal(x.gate_proj, y.gate_proj) || !bitwise_equal(x.up_proj, y.up_proj) ||
-        !bitwise_equal(x.down_proj, y.down_proj)) {
+        !bitwise_equal(x.down_proj, y.down_proj) || !bitwise_equal(x.q_bias, y.q_bias) ||
+        !bitwise_equal(x.k_bias, y.k_bias) || !bitwise_equal(x.v_bias, y.v_bias) ||
+        !bitwise_equal(x.o_bias, y.o_bias)) {
       return false;
     }
   }

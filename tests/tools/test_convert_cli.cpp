@@ -8,6 +8,7 @@
 #include "model/formats/tensor_source.h"
 #include "model/llama_weights.h"
 #include "tests/model/model_fixtures.h"
+#include "tests/test_paths.h"
 
 using ll::DType;
 using ll::test::TempDir;
@@ -63,6 +64,49 @@ TEST_CASE("convert: a good model converts and loads to the same weights") {
   CHECK(r.out.find("already exists") != std::string::npos);
   const ll::LlamaWeights b = ll::load_llama_weights(*ll::open_model_files(bf16.string()));
   CHECK(b.layers[1].v_proj[3] == ll::bf16_to_f32(ll::f32_to_bf16(w.layers[1].v_proj[3])));
+}
+
+TEST_CASE("convert: the families' models round-trip through the .bin") {
+  // Llama-3 (llama3 RoPE, tied, eos list, head_dim), Qwen2 (q/k/v biases, tied), Mistral
+  // (head_dim != hidden / heads): the .bin holds the same config and the same weights, and the
+  // tokenizer files beside the source go beside the .bin.
+  REQUIRE(fs::exists(fs::path(LL_BINARY_DIR) / "convert"));
+  for (const char* name : {"llama3", "qwen2", "mistral"}) {
+    CAPTURE(name);
+    TempDir dir(std::string("convert_family_") + name);
+    const fs::path src = dir.path / "src";
+    fs::create_directories(src);
+    const std::string fixture =
+        ll::test::source_path(std::string("tests/fixtures/families/") + name);
+    for (const char* file : {"config.json", "model.safetensors"}) {
+      fs::copy_file(fs::path(fixture) / file, src / file);
+    }
+    fs::copy_file(ll::test::source_path("tests/fixtures/tokenizer_json/llama3/tokenizer.json"),
+                  src / "tokenizer.json");
+    fs::copy_file(
+        ll::test::source_path("tests/fixtures/tokenizer_json/llama3/tokenizer_config.json"),
+        src / "tokenizer_config.json");
+    const fs::path bin = dir.path / "out" / "model.bin";
+    fs::create_directories(bin.parent_path());
+    const RunResult r = run_convert(dir, fmt::format("'{}' -o '{}'", src.string(), bin.string()));
+    INFO("stderr: ", r.err);
+    REQUIRE(r.exit_code == 0);
+    auto from_hf = ll::open_model_files(src.string());
+    auto from_bin = ll::open_model_files(bin.string());
+    const ll::LlamaConfig& a = from_hf->config;
+    const ll::LlamaConfig& b = from_bin->config;
+    CHECK(b.family == a.family);
+    CHECK(b.head_dim() == a.head_dim());
+    CHECK(b.qkv_bias == a.qkv_bias);
+    CHECK(b.tie_word_embeddings == a.tie_word_embeddings);
+    CHECK(b.eos_token_ids == a.eos_token_ids);
+    CHECK(b.rope_scaling == a.rope_scaling);
+    CHECK(ll::llama_storage_dtype(*from_bin) == DType::F32);  // the source's dtype
+    CHECK(ll::test::weights_equal(ll::load_llama_weights(*from_bin),
+                                  ll::load_llama_weights(*from_hf)));
+    CHECK(from_bin->tokenizer_path == (bin.parent_path() / "tokenizer.json").string());
+    CHECK(fs::exists(bin.parent_path() / "tokenizer_config.json"));
+  }
 }
 
 TEST_CASE("convert: hostile inputs exit 1 with the file named on stderr") {

@@ -99,7 +99,10 @@ void check_against(const std::vector<float>& losses, const std::vector<float>* g
                    const Reference& ref, const std::vector<int32_t>& targets, int64_t vocab) {
   using namespace ll::test;
   const size_t rows = targets.size();
-  check_close(losses, ref.losses, 1e-5, 1e-5, 1e-5);
+  // Each loss within 1e-5 absolute + 1e-5 relative. The norm-wise bound is looser: a loss near
+  // 0 (a target of probability ~1) is lse - x[t] in fp32, an absolute error of an ulp of x[t],
+  // which is large relative to the loss itself (seen: one row of 7 ids, loss 0.00225, 2.7e-5).
+  check_close(losses, ref.losses, 1e-5, 1e-5, 1e-4);
   size_t nonzero_loss_unlabelled = 0;
   for (size_t r = 0; r < rows; ++r)
     if (targets[r] < 0 && losses[r] != 0.0f) ++nonzero_loss_unlabelled;
