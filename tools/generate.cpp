@@ -80,7 +80,7 @@ double per_second(double count, double seconds) { return seconds > 0 ? count / s
 int run(int argc, char** argv) {
   Options o;
   CLI::App app{
-      "Text generation with a key/value cache from a Llama-2 model, optionally with a "
+      "Text generation with a key/value cache from a Llama-family model, optionally with a "
       "LongLoRA adapter.\nExample: ./generate -m models/kjv-tiny --prompt \"In the "
       "beginning\" --max-new 64 --temperature 0.8 --top-p 0.9 --seed 1"};
   app.add_option("-m,--model", o.model.model, "Hugging Face model directory or our .bin file")
@@ -91,7 +91,7 @@ int run(int argc, char** argv) {
   app.add_option("--prompt", o.prompt, "prompt text (BOS is always put first)");
   app.add_option("--prompt-file", o.prompt_file, "file holding the prompt text");
   app.add_option("--tokenizer", o.tokenizer,
-                 "SentencePiece tokenizer.model (default: the one beside the model)");
+                 "tokenizer.json or tokenizer.model (default: the one beside the model)");
   app.add_option("--max-new", o.max_new, "most tokens to generate (stops earlier at EOS)")
       ->capture_default_str();
   app.add_option("--temperature", o.temperature, "sampling temperature; 0 is greedy decoding")

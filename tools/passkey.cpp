@@ -129,7 +129,7 @@ int main(int argc, char** argv) {
   app.add_option("--lora", o.model.lora,
                  "adapter directory from train_longlora (or PEFT) applied to the model");
   app.add_option("--tokenizer", o.tokenizer,
-                 "SentencePiece tokenizer.model (default: the one next to the model)");
+                 "tokenizer.json or tokenizer.model (default: the one next to the model)");
   app.add_option("--context-sizes", o.context_sizes,
                  "prompt lengths to test, in tokens: comma-separated, k = 1024 (1k,2k,4k)")
       ->required();

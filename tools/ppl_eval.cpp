@@ -37,7 +37,7 @@ struct Options {
 int run(int argc, char** argv) {
   Options o;
   CLI::App app{
-      "Perplexity of a Llama-2 model (optionally position-interpolated) on tokens.\n"
+      "Perplexity of a Llama-family model (optionally position-interpolated) on tokens.\n"
       "Example: ./ppl_eval -m llama2-7b.bin --data pg19/validation.bin "
       "--data-format raw-u16 --seq-len 32768 --context-size 32768"};
   app.add_option("-m,--model", o.model.model, "Hugging Face model directory or our .bin file")

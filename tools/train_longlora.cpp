@@ -1,4 +1,4 @@
-// train_longlora: extend a Llama-2 model's context the LongLoRA way (S2-Attn, LoRA+ on the
+// train_longlora: extend a Llama-family model's context the LongLoRA way (S2-Attn, LoRA+ on the
 // attention projections with trainable embeddings and norms, linear position interpolation),
 // on token shards (--data) or supervised on instruction records (--sft).
 // `mpirun -np W ./train_longlora ...` trains data-parallel over W ranks (CPU backend for now).
@@ -19,7 +19,8 @@ namespace {
 int run(int argc, char** argv) {
   ll::TrainOptions options;
   CLI::App app{
-      "Fine-tune a Llama-2 model to a longer context with LongLoRA: shifted sparse attention\n"
+      "Fine-tune a Llama-family model (Llama-2/3, Qwen2.5, Mistral) to a longer context with "
+      "LongLoRA: shifted sparse attention\n"
       "(S2-Attn) in training, LoRA on the attention projections plus trainable embeddings and\n"
       "norms, and RoPE position interpolation by ceil(ctx / max_position_embeddings).\n"
       "Example: ./train_longlora -m llama2-7b.bin -ctx 8192 --data redpajama/ --steps 1000 "
