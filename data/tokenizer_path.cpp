@@ -43,13 +43,15 @@ std::string tokenizer_in_dir(const std::string& dir) {
   return "";
 }
 
-std::vector<std::string> tokenizer_files(const std::string& tokenizer_path) {
-  std::vector<std::string> files = {tokenizer_path};
+std::vector<TokenizerFile> tokenizer_files(const std::string& tokenizer_path) {
+  const bool is_json = fs::path(tokenizer_path).extension() == ".json";
+  std::vector<TokenizerFile> files = {
+      {tokenizer_path, is_json ? "tokenizer.json" : "tokenizer.model"}};
   const fs::path dir = fs::path(tokenizer_path).parent_path();
   std::error_code ec;
   for (const char* name : {"tokenizer_config.json", "special_tokens_map.json"}) {
     const fs::path companion = (dir.empty() ? fs::path(".") : dir) / name;
-    if (fs::is_regular_file(companion, ec)) files.push_back(companion.string());
+    if (fs::is_regular_file(companion, ec)) files.push_back({companion.string(), name});
   }
   return files;
 }

@@ -16,10 +16,17 @@ std::string find_tokenizer(const std::string& model_path, const std::string& ove
 // there is none. For the model loaders, which record it without requiring one.
 std::string tokenizer_in_dir(const std::string& dir);
 
+// One file of a tokenizer: where it is, and the name it has beside a model (the tokenizer itself
+// under its kind's name, tokenizer.json or tokenizer.model, whatever --tokenizer called it).
+struct TokenizerFile {
+  std::string path;
+  std::string name;
+};
+
 // The files a tokenizer consists of: `tokenizer_path` itself, then those beside it that carry
 // its settings (tokenizer_config.json: BOS/EOS, chat template; special_tokens_map.json) when
 // they exist. What convert and export_hf copy next to a model.
-std::vector<std::string> tokenizer_files(const std::string& tokenizer_path);
+std::vector<TokenizerFile> tokenizer_files(const std::string& tokenizer_path);
 
 // The former name, kept for the tools that call it.
 inline std::string find_tokenizer_model(const std::string& model_path,

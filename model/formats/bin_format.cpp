@@ -169,21 +169,16 @@ std::string place_tokenizer_beside_bin(const std::string& bin_path,
   if (tokenizer_path.empty()) return "none in the source (no tokenizer.json or tokenizer.model)";
   namespace fs = std::filesystem;
   const fs::path dir = fs::path(bin_path).parent_path();
-  const bool is_json = fs::path(tokenizer_path).extension() == ".json";
   std::vector<std::string> copied, kept;
-  const std::vector<std::string> files = tokenizer_files(tokenizer_path);
-  for (size_t i = 0; i < files.size(); ++i) {
-    // The tokenizer itself under its kind's name, so that the lookup finds it.
-    const std::string name = i == 0 ? (is_json ? "tokenizer.json" : "tokenizer.model")
-                                    : fs::path(files[i]).filename().string();
-    const fs::path dest = (dir.empty() ? fs::path(".") : dir) / name;
+  for (const TokenizerFile& file : tokenizer_files(tokenizer_path)) {
+    const fs::path dest = (dir.empty() ? fs::path(".") : dir) / file.name;
     std::error_code ec;
     if (fs::exists(dest, ec)) {
       kept.push_back(dest.string());
       continue;
     }
-    LL_CHECK(fs::copy_file(files[i], dest, ec), "{}: cannot copy the tokenizer to {}: {}", files[i],
-             dest.string(), ec.message());
+    LL_CHECK(fs::copy_file(file.path, dest, ec), "{}: cannot copy the tokenizer to {}: {}",
+             file.path, dest.string(), ec.message());
     copied.push_back(dest.string());
   }
   std::string note;

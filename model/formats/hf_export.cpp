@@ -272,20 +272,13 @@ HfExportSummary write_hf_model_dir(const std::string& dir_arg, const LlamaWeight
     const json config_json = export_config_json(config, o.base_config_path, o.dtype);
     write_text(tmp + "/config.json", config_json.dump(2) + "\n");
     summary.files.push_back("config.json");
-    // The tokenizer under its own kind's name (a --tokenizer may be called anything).
-    const bool is_json = fs::path(o.tokenizer_path).extension() == ".json";
-    std::vector<std::pair<std::string, std::string>> copies = {
-        {o.tokenizer_path, is_json ? "tokenizer.json" : "tokenizer.model"}};
-    const std::vector<std::string> companions = tokenizer_files(o.tokenizer_path);
-    for (size_t i = 1; i < companions.size(); ++i) {
-      copies.push_back({companions[i], fs::path(companions[i]).filename().string()});
-    }
+    std::vector<TokenizerFile> copies = tokenizer_files(o.tokenizer_path);
     if (!o.generation_config_path.empty()) {
       copies.push_back({o.generation_config_path, "generation_config.json"});
     }
-    for (const auto& [from, name] : copies) {
-      copy_tokenizer(from, tmp + "/" + name);
-      summary.files.push_back(name);
+    for (const TokenizerFile& file : copies) {
+      copy_tokenizer(file.path, tmp + "/" + file.name);
+      summary.files.push_back(file.name);
     }
     fsync_directory(tmp);
     install(tmp, dir);

@@ -6,31 +6,15 @@
 
 #include "common/error.h"
 #include "model/llama_config.h"
+#include "tests/model/config_test_util.h"
 #include "tests/model/model_fixtures.h"
 
+using ll::test::check_rejected;
+using ll::test::parse_error;
 using ll::test::tiny_config_json;
 using nlohmann::json;
 
-namespace {
-
-// The message of the ll::Error that parsing `doc` throws ("" when it parses).
-std::string parse_error(const json& doc) {
-  try {
-    ll::llama_config_from_json(doc, "cfg/config.json");
-  } catch (const ll::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-void check_rejected(const json& doc, const std::string& word) {
-  const std::string msg = parse_error(doc);
-  INFO("message: ", msg);
-  CHECK(msg.find("cfg/config.json") != std::string::npos);
-  CHECK(msg.find(word) != std::string::npos);
-}
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("a Llama-2 7B config parses with its values") {
   json doc = {{"architectures", {"LlamaForCausalLM"}},

@@ -21,6 +21,7 @@
 #include "tests/kernels/kernel_test_util.h"
 #include "tests/model/model_fixtures.h"
 #include "tests/test_paths.h"
+#include "tests/tools/run_tool.h"
 
 namespace {
 
@@ -33,21 +34,10 @@ using nlohmann::json;
 // Hugging Face directory, so the tests hand it tiny_llama's (its bytes are not checked here).
 const std::string kTokenizer = "tests/fixtures/tiny_llama/tokenizer.model";
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out, err;
-};
+using ll::test::RunResult;
 
 RunResult run_export(const TempDir& dir, const std::string& args) {
-  const fs::path out = dir.path / "stdout.txt", err = dir.path / "stderr.txt";
-  const std::string cmd = fmt::format("'{}/export_hf' {} >'{}' 2>'{}'", LL_BINARY_DIR, args,
-                                      out.string(), err.string());
-  const int status = std::system(cmd.c_str());
-  RunResult r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = ll::test::read_bytes(out);
-  r.err = ll::test::read_bytes(err);
-  return r;
+  return ll::test::run_tool(dir, "export_hf", args);
 }
 
 json read_json(const std::string& path) { return json::parse(ll::test::read_bytes(path)); }

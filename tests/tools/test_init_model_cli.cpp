@@ -11,6 +11,7 @@
 #include "model/formats/tensor_source.h"
 #include "model/llama_config.h"
 #include "tests/model/model_fixtures.h"
+#include "tests/tools/run_tool.h"
 
 using ll::test::read_bytes;
 using ll::test::TempDir;
@@ -18,21 +19,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out, err;
-};
+using ll::test::RunResult;
 
 RunResult run_init_model(const TempDir& dir, const std::string& args) {
-  const fs::path out = dir.path / "stdout.txt", err = dir.path / "stderr.txt";
-  const std::string cmd = fmt::format("'{}/init_model' {} >'{}' 2>'{}'", LL_BINARY_DIR, args,
-                                      out.string(), err.string());
-  const int status = std::system(cmd.c_str());
-  RunResult r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = read_bytes(out);
-  r.err = read_bytes(err);
-  return r;
+  return ll::test::run_tool(dir, "init_model", args);
 }
 
 std::string family_dir(const std::string& name) {
