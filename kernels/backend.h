@@ -17,12 +17,20 @@ namespace ll {
 
 // Memory of one backend: bytes of live tensors (as requested, what the memory plan counts),
 // their high-water mark, and for a GPU what the device reports in use (all processes and
-// the allocator's cached blocks) and in total; -1 where not applicable.
+// the allocator's cached blocks) and in total; -1 where not applicable. Host tensors
+// (allocate_host: offloaded activations) are counted apart, in host_in_use and host_peak.
 struct BackendMemory {
   int64_t in_use = 0;
   int64_t peak = 0;
   int64_t device_used = -1;
   int64_t device_total = -1;
+  int64_t host_in_use = 0;
+  int64_t host_peak = 0;
+};
+
+// A copy started by Backend::copy_async, to be waited for with Backend::wait_copy.
+struct CopyTicket {
+  int64_t id = -1;
 };
 
 class Backend {
@@ -49,6 +57,19 @@ class Backend {
   virtual void upload_f32(const Tensor& dst, const float* src) = 0;    // converts to dst.dtype
   virtual void upload_i32(const Tensor& dst, const int32_t* src) = 0;  // dst.dtype I32
   virtual void download_f32(float* dst, const Tensor& src) = 0;        // converts from src.dtype
+
+  // ---- Activation offload: host memory and copies beside the compute.
+  // Host memory for tensors no op reads (saved activations moved off the device): pinned
+  // (page-locked) on a GPU, so that copies run at full bus speed beside the kernels; ordinary
+  // memory on the CPU. Counted in memory().host_in_use and host_peak, not in in_use.
+  virtual OwnedTensor allocate_host(std::vector<int64_t> shape, DType dtype) = 0;
+  // Copies src into dst (same shape and dtype; each in backend memory or from allocate_host)
+  // after every op queued so far: on a GPU on a copy stream beside the compute, on the CPU at
+  // once. Until wait_copy(ticket), ops queued later must not write src nor touch dst.
+  virtual CopyTicket copy_async(const Tensor& dst, const Tensor& src) = 0;
+  // Every op queued after this call runs after the copy (on a GPU the compute stream waits
+  // for the copy's event; the host does not block). Each ticket is waited for once.
+  virtual void wait_copy(CopyTicket ticket) = 0;
 
   // out [N, D] = table [V, D] rows of tokens [N] (I32). Tokens outside [0, V) are an error.
   virtual void embedding_forward(const Tensor& out, const Tensor& table, const Tensor& tokens) = 0;

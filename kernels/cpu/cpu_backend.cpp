@@ -19,6 +19,27 @@
 namespace ll {
 
 OwnedTensor CpuBackend::allocate(std::vector<int64_t> shape, DType dtype) {
+  return allocate_counted(std::move(shape), dtype, stats_);
+}
+
+OwnedTensor CpuBackend::allocate_host(std::vector<int64_t> shape, DType dtype) {
+  return allocate_counted(std::move(shape), dtype, host_stats_);
+}
+
+CopyTicket CpuBackend::copy_async(const Tensor& dst, const Tensor& src) {
+  LL_CHECK(dst.dtype == src.dtype, "copy_async: {} into {}", dtype_name(src.dtype),
+           dtype_name(dst.dtype));
+  copy(dst, src);
+  return CopyTicket{copies_started_++};
+}
+
+void CpuBackend::wait_copy(CopyTicket ticket) {
+  LL_CHECK(ticket.id >= 0 && ticket.id < copies_started_,
+           "wait_copy: ticket {} was not handed out by this backend", ticket.id);
+}
+
+OwnedTensor CpuBackend::allocate_counted(std::vector<int64_t> shape, DType dtype,
+                                         const std::shared_ptr<AllocStats>& stats) {
   OwnedTensor t;
   t.view.dtype = dtype;
   t.view.shape = std::move(shape);
@@ -26,9 +47,9 @@ OwnedTensor CpuBackend::allocate(std::vector<int64_t> shape, DType dtype) {
   // 64-byte alignment for vectorised loops; at least one byte so data is never null.
   void* p = std::aligned_alloc(64, ((bytes + 63) / 64) * 64 + 64);
   LL_CHECK(p != nullptr, "cpu backend: out of memory allocating {} bytes", bytes);
-  stats_->in_use += int64_t(bytes);
-  stats_->peak = std::max(stats_->peak, stats_->in_use);
-  t.storage = std::shared_ptr<void>(p, [stats = stats_, bytes](void* q) {
+  stats->in_use += int64_t(bytes);
+  stats->peak = std::max(stats->peak, stats->in_use);
+  t.storage = std::shared_ptr<void>(p, [stats, bytes](void* q) {
     std::free(q);
     stats->in_use -= int64_t(bytes);
   });

@@ -12,14 +12,24 @@ class CpuBackend final : public Backend {
   // (requested sizes; what the memory plan predicts).
   int64_t bytes_in_use() const { return stats_->in_use; }
   int64_t peak_bytes() const { return stats_->peak; }
-  void reset_peak() override { stats_->peak = stats_->in_use; }
-  BackendMemory memory() const override { return {stats_->in_use, stats_->peak, -1, -1}; }
+  void reset_peak() override {
+    stats_->peak = stats_->in_use;
+    host_stats_->peak = host_stats_->in_use;
+  }
+  BackendMemory memory() const override {
+    return {stats_->in_use, stats_->peak, -1, -1, host_stats_->in_use, host_stats_->peak};
+  }
 
   BackendTraits traits() const override { return backend_traits(BackendKind::Cpu); }
   OwnedTensor allocate(std::vector<int64_t> shape, DType dtype) override;
   void upload_f32(const Tensor& dst, const float* src) override;
   void upload_i32(const Tensor& dst, const int32_t* src) override;
   void download_f32(float* dst, const Tensor& src) override;
+  // Host memory is this backend's memory: allocate_host only counts it apart, and copy_async
+  // copies at once (offload is a no-op here that runs the same schedule).
+  OwnedTensor allocate_host(std::vector<int64_t> shape, DType dtype) override;
+  CopyTicket copy_async(const Tensor& dst, const Tensor& src) override;
+  void wait_copy(CopyTicket ticket) override;
   void embedding_forward(const Tensor& out, const Tensor& table, const Tensor& tokens) override;
   void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& x, const Tensor& weight,
                        float eps) override;
@@ -69,6 +79,10 @@ class CpuBackend final : public Backend {
   };
   // Shared with every tensor's deleter, so tensors may outlive the backend object.
   std::shared_ptr<AllocStats> stats_ = std::make_shared<AllocStats>();
+  std::shared_ptr<AllocStats> host_stats_ = std::make_shared<AllocStats>();  // allocate_host
+  int64_t copies_started_ = 0;  // tickets handed out
+  OwnedTensor allocate_counted(std::vector<int64_t> shape, DType dtype,
+                               const std::shared_ptr<AllocStats>& stats);
 };
 
 }  // namespace ll
