@@ -264,6 +264,11 @@ AttentionPattern LlamaModel::make_mask(int64_t n_tokens, const ForwardSpec& spec
 void LlamaModel::check_spec(int64_t n_tokens, const ForwardSpec& spec) const {
   LL_CHECK(n_tokens > 0, "forward pass on an empty sequence");
   check_sliding_window(config_, spec.position_offset + n_tokens, "this forward pass");
+  LL_CHECK(spec.tile_tokens >= 0, "token tiles of {} rows (0: whole)", spec.tile_tokens);
+  LL_CHECK(spec.offloaded_layers >= 0 && spec.offloaded_layers < config_.num_hidden_layers,
+           "{} offloaded layers: a model of {} layers offloads at most {} (the last layer's "
+           "input stays on the device)",
+           spec.offloaded_layers, config_.num_hidden_layers, config_.num_hidden_layers - 1);
   validate_rope_scaling(spec.rope, "forward pass RoPE scaling");
 }
 
@@ -279,7 +284,7 @@ OwnedTensor LlamaModel::final_hidden(std::span<const int32_t> tokens, const Forw
   check_spec(n, spec);
   OwnedTensor token_ids = backend_.allocate({n}, DType::I32);  // [N]
   backend_.upload_i32(*token_ids, tokens.data());
-  OwnedTensor x = run_blocks(*token_ids, spec, nullptr, cache);             // [N, D]
+  OwnedTensor x = run_blocks(*token_ids, spec, cache);                      // [N, D]
   OwnedTensor xn = backend_.allocate({n, d}, backend_.activation_dtype());  // [N, D]
   backend_.rmsnorm_forward(*xn, Tensor{}, *x, *norm_.value, float(config_.rms_norm_eps));
   return xn;

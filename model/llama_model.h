@@ -3,8 +3,9 @@
 // reference and the CUDA backend run this same schedule.
 //
 // Training (forward_backward) uses layer-wise recomputation: the forward keeps only each
-// block's input [N, D] (L x N x D floats in all); the backward re-runs one block's forward
-// from its saved input into a single block workspace, then runs that block's backward.
+// block's input [N, D] (L x N x D values in all, some of them in host memory with
+// ForwardSpec::offloaded_layers); the backward re-runs one block's forward from its saved input,
+// then runs that block's backward. Row-wise stages run over tiles (ForwardSpec::tile_tokens).
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -26,6 +27,15 @@ struct ForwardSpec {
   RopeScaling rope;                      // the RoPE scaling applied (kernels/rope_scaling.h)
   int64_t position_offset = 0;           // position of the first token
   int64_t classifier_chunk = 2048;       // tokens per LM-head chunk (memory: chunk * V floats)
+  // Rows per tile of the row-wise stages (norms, projections, MLP) in the forward, the
+  // recomputation and the backward, so that [N, intermediate] never exists whole; 0 or >= N:
+  // whole. Only what attention needs whole (q, k, v, its output, their gradients, the
+  // log-sum-exp) is [N, ...]. Results do not depend on it except for the order of the sums
+  // over tokens of parameter gradients (split at tile boundaries).
+  int64_t tile_tokens = 0;
+  // Training: the block inputs of layers [0, offloaded_layers) wait in host memory between the
+  // forward and the backward (model/saved_block_inputs.h); at most num_hidden_layers - 1.
+  int64_t offloaded_layers = 0;
 };
 
 // The frequencies a call over n_tokens tokens from spec.position_offset applies: spec.rope with
@@ -140,8 +150,12 @@ class LlamaModel {
     Weight input_layernorm, post_attention_layernorm;  // [D]
     Linear q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
   };
-  struct BlockWorkspace;
-  struct BlockGrads;
+  // Whole-sequence tensors of one block (what attention needs whole), its per-tile
+  // intermediates and their gradients: llama_block.cpp.
+  struct AttentionTensors;
+  struct AttentionGrads;
+  struct TileWorkspace;
+  struct TileGrads;
 
   Weight make_weight(const std::vector<float>& host, std::vector<int64_t> shape,
                      const std::string& name, bool trained);
@@ -162,7 +176,13 @@ class LlamaModel {
   // dx (+)= d/dx; parameter gradients added. u is the forward's x A^T; du is scratch [N, r].
   void linear_backward(const Linear& lin, const Tensor& dx, const Tensor& dout, const Tensor& x,
                        const Tensor& u, const Tensor& du, bool accumulate);
-  BlockWorkspace make_workspace(int64_t n_tokens);
+  // x A^T of a LoRA layer into u [n, r] (nothing without LoRA): the recomputation of a
+  // product linear_forward keeps.
+  void lora_product(const Linear& lin, const Tensor& u, const Tensor& x);
+  AttentionTensors make_attention_tensors(int64_t n_tokens);
+  AttentionGrads make_attention_grads(int64_t n_tokens);
+  TileWorkspace make_tile_workspace(int64_t tile_tokens);
+  TileGrads make_tile_grads(int64_t tile_tokens);
   // One layer's slice of a KvCache for one forward_cached call: the new tokens' K/V go to
   // rows [past, past + n) and attention reads rows [0, past + n).
   struct KvSlot {
@@ -170,20 +190,31 @@ class LlamaModel {
     const Tensor& v;  // [capacity, Hkv*hd]
     int64_t past;
   };
-  // One block: ws.x_out = block(x_in), every intermediate kept in ws. With a cache slot the
-  // attention is the cached dense one (inference); without, attention_forward under `mask`.
-  void block_forward(const Layer& layer, const Tensor& x_in, BlockWorkspace& ws,
-                     const AttentionPattern& mask, const ForwardSpec& spec,
-                     const KvSlot* cache = nullptr);
-  // dx [N, D]: gradient at the block output on entry, at the block input on return.
-  void block_backward(const Layer& layer, const Tensor& x_in, BlockWorkspace& ws, BlockGrads& g,
-                      const Tensor& dx, const AttentionPattern& mask, const ForwardSpec& spec);
-  // Embedding + every block; saved_inputs (when non-null) receives each block's input;
-  // cache (when non-null) receives the tokens' K/V at rows [cache->length, +N) and is read by
-  // the attention (cache->length itself is not advanced here).
-  // Returns the final hidden state before the last norm, [N, D].
+  // One block, x_out [N, D] = block(x_in [N, D]); x_out may be x_in itself (in place). The
+  // row-wise stages run over tiles of spec.tile_tokens rows; q, k, v, the attention output and
+  // its log-sum-exp are left in `at` (the backward's recomputation needs them). With a cache
+  // slot the attention is the cached dense one (inference); without, attention_forward under
+  // `mask`.
+  void block_forward(const Layer& layer, const Tensor& x_in, const Tensor& x_out,
+                     AttentionTensors& at, TileWorkspace& tw, const AttentionPattern& mask,
+                     const ForwardSpec& spec, const KvSlot* cache = nullptr);
+  // The attention half of block_forward up to the attention output: q, k, v (tile by tile),
+  // RoPE, attention (or the cached one).
+  void attention_forward_part(const Layer& layer, const Tensor& x_in, AttentionTensors& at,
+                              TileWorkspace& tw, const AttentionPattern& mask,
+                              const ForwardSpec& spec, const KvSlot* cache);
+  // One block's backward with its recomputation from the saved input x_in: dx [N, D] holds the
+  // gradient at the block output on entry and at the block input on return; trained
+  // parameters' gradients are added.
+  void block_backward(const Layer& layer, const Tensor& x_in, AttentionTensors& at,
+                      AttentionGrads& ag, TileWorkspace& tw, TileGrads& tg, const Tensor& dx,
+                      const AttentionPattern& mask, const ForwardSpec& spec);
+  // The final hidden state before the last norm, [N, D], for an inference forward: embedding
+  // and every block in place on one residual buffer. cache (when non-null) receives the tokens'
+  // K/V at rows [cache->length, +N) and is read by the attention (cache->length itself is not
+  // advanced here).
   OwnedTensor run_blocks(const Tensor& token_ids, const ForwardSpec& spec,
-                         std::vector<OwnedTensor>* saved_inputs, const KvCache* cache = nullptr);
+                         const KvCache* cache = nullptr);
   // The last norm's output [N, D] (RoPE positions from spec.position_offset).
   OwnedTensor final_hidden(std::span<const int32_t> tokens, const ForwardSpec& spec,
                            const KvCache* cache = nullptr);
@@ -196,6 +227,9 @@ class LlamaModel {
   std::vector<Layer> layers_;
   Weight norm_;     // [D]
   Weight lm_head_;  // [V, D]; with tie_word_embeddings the embedding itself (one tensor)
+  // Host memory for offloaded block inputs, [rows, D] each in the activation dtype: kept across
+  // steps (pinning is slow) and grown when a step needs more layers or rows.
+  std::vector<OwnedTensor> offload_host_;
 };
 
 }  // namespace ll

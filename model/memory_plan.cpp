@@ -86,32 +86,100 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
   item("gradients", trained * 4, "fp32, one per trained element", true);
   item("AdamW moments", trained * 8, "fp32 exp_avg and exp_avg_sq", true);
 
-  // A training step (forward_backward): the block inputs saved for recomputation, one
-  // block's recomputed intermediates, the backward's scratch, the classifier chunk.
-  item("saved activations", layers * n * d * act,
-       fmt::format("{} block inputs [{}, {}] {}", layers, n, d, act_name), false);
-  const int64_t workspace =
-      act * (4 * n * d + 2 * n * q_dim + 2 * n * kv_dim + 3 * n * f + (in.lora ? 7 * n * r : 0)) +
-      4 * (2 * n + h * n);
-  item("recompute workspace", workspace,
-       "one block: normed inputs, q/k/v, attention out, MLP, LoRA x A^T, rstd, lse", false);
-  const int64_t scratch =
-      act * (2 * n * d + n * f + 2 * n * q_dim + 2 * n * kv_dim + (in.lora ? n * r : 0)) +
-      4 * (2 * n + 2 * n);
-  item("backward scratch", scratch,
-       "gradients of the residual stream and of one block's intermediates, token ids, losses",
-       false);
-  if (bt.attention_dq_accumulator())
-    item("attention dQ accum.", 4 * n * q_dim,
-         fmt::format("[{}, {}] fp32: the atomic-dQ attention backward (--attention-kernel {})", n,
-                     q_dim, attention_kernel_name(bt.attention_kernel)),
-         false);
+  // A training step (LlamaModel::forward_backward), phase by phase.
+  const int64_t l_count = layers;
+  LL_CHECK(in.offloaded_layers >= 0 && in.offloaded_layers < l_count,
+           "memory plan: {} offloaded layers of {} (at most {})", in.offloaded_layers, l_count,
+           l_count - 1);
+  LL_CHECK(in.tile_tokens >= 0, "memory plan: token tiles of {} rows", in.tile_tokens);
+  const int64_t m = in.offloaded_layers;
+  const int64_t t = in.tile_tokens <= 0 || in.tile_tokens >= n ? n : in.tile_tokens;
+  plan.tile_tokens = t;
+  plan.offloaded_layers = m;
+  const int64_t nd = n * d * act;  // one [N, D] buffer
+  // Block inputs in device buffers of their own at the end of the forward
+  // (model/saved_block_inputs.h): all L without offload; with m offloaded, layers (m, L) and
+  // two staging buffers, the final hidden state taking a staging buffer when m = L - 1.
+  const int64_t own_inputs = m == 0 ? l_count : l_count - 1 - m;
+  const int64_t staging = m == 0 ? 0 : 2;
+  const bool final_own = m == 0 || m < l_count - 1;
+  const std::string shape_nd = fmt::format("[{}, {}] {}", n, d, act_name);
+  const MemoryItem ids{"token ids", 8 * n, fmt::format("token and target ids [{}] int32", n)};
+  const MemoryItem saved_inputs{
+      "saved activations", own_inputs * nd,
+      m == 0 ? fmt::format("{} block inputs {}", own_inputs, shape_nd)
+             : fmt::format("{} block inputs {} on the device (layers {}-{}; layers 0-{} in host "
+                           "memory, layer {} in a staging buffer)",
+                           own_inputs, shape_nd, m + 1, l_count - 1, m - 1, m)};
+  const MemoryItem staging_item{
+      "offload staging", staging * nd,
+      fmt::format("2 x {}: the offloaded layers' inputs pass through them", shape_nd)};
+  const MemoryItem final_item{"final hidden state", final_own ? nd : 0,
+                              final_own ? shape_nd : "in a staging buffer"};
+  const MemoryItem attention{
+      "attention tensors", act * n * (2 * q_dim + 2 * kv_dim) + 4 * h * n,
+      fmt::format("q, k, v, output [{}, {}|{}] {}, log-sum-exp [{}, {}] fp32", n, q_dim, kv_dim,
+                  act_name, h, n)};
+  const MemoryItem attention_grads{
+      "attention gradients", act * n * (2 * q_dim + 2 * kv_dim),
+      fmt::format("of q, k, v and the output [{}, {}|{}] {}", n, q_dim, kv_dim, act_name)};
+  const std::string tile_name = t == n ? "whole" : fmt::format("tiles of {} tokens", t);
+  const MemoryItem tiles_forward{"token tiles",
+                                 act * (t * d + 3 * t * f + (in.lora ? 7 * t * r : 0)) + 4 * t,
+                                 fmt::format("{}: normed input, gate/up/SwiGLU [{}, {}]{}, rstd",
+                                             tile_name, t, f, in.lora ? ", LoRA x A^T" : "")};
+  const MemoryItem tiles_backward{"token tile gradients",
+                                  act * (2 * t * d + t * f + (in.lora ? t * r : 0)),
+                                  fmt::format("{}: residual, normed-input and SwiGLU gradients{}",
+                                              tile_name, in.lora ? ", LoRA scratch" : "")};
   const int64_t chunk = std::min(std::max<int64_t>(1, in.classifier_chunk), n);
-  item("classifier chunk", chunk * v * 4,
-       fmt::format("logits of {} tokens x {} vocab, fp32 (never the full [N, V])", chunk, v),
-       false);
+  const MemoryItem classifier{
+      "classifier chunk", chunk * v * 4,
+      fmt::format("logits of {} tokens x {} vocab, fp32 (never the full [N, V])", chunk, v)};
+  const MemoryItem final_norm{"final norm", 2 * nd + 4 * n,
+                              fmt::format("its output and gradient {}, rstd", shape_nd)};
+  const MemoryItem losses{"losses", 4 * n, fmt::format("[{}] fp32", n)};
+  const MemoryItem residual_grad{"residual gradient", nd, shape_nd};
+  std::vector<MemoryItem> attention_workspace;
+  if (bt.kind == BackendKind::Cuda)
+    attention_workspace.push_back(
+        {"attention D", 4 * h * n, fmt::format("rowsum(dO * O) [{}, {}] fp32", h, n)});
+  if (bt.attention_dq_accumulator())
+    attention_workspace.push_back(
+        {"attention dQ accum.", 4 * n * q_dim,
+         fmt::format("[{}, {}] fp32: the atomic-dQ attention backward (--attention-kernel {})", n,
+                     q_dim, attention_kernel_name(bt.attention_kernel))});
+  std::vector<MemoryItem> fixed;
   if (bt.fixed_workspace_bytes > 0)
-    item("cuBLASLt workspace", bt.fixed_workspace_bytes, "GEMM algorithm scratch", false);
+    fixed.push_back({"cuBLASLt workspace", bt.fixed_workspace_bytes, "GEMM algorithm scratch"});
+
+  auto phase = [&](std::string name, std::vector<MemoryItem> items) {
+    for (const MemoryItem& it : fixed) items.push_back(it);
+    MemoryPhase p{std::move(name), 0, {}};
+    for (MemoryItem& it : items) {
+      if (it.bytes == 0) continue;
+      p.bytes += it.bytes;
+      p.items.push_back(std::move(it));
+    }
+    plan.phases.push_back(std::move(p));
+  };
+  phase("forward", {ids, saved_inputs, staging_item, final_item, attention, tiles_forward});
+  phase("classifier",
+        {ids, saved_inputs, staging_item, final_item, final_norm, losses, classifier});
+  phase("final norm backward",
+        {ids, saved_inputs, staging_item, final_item, final_norm, residual_grad});
+  std::vector<MemoryItem> backward = {ids,       saved_inputs,    staging_item,  residual_grad,
+                                      attention, attention_grads, tiles_forward, tiles_backward};
+  for (const MemoryItem& it : attention_workspace) backward.push_back(it);
+  phase("backward", backward);
+
+  const MemoryPhase* peak = &plan.phases[0];
+  for (const MemoryPhase& p : plan.phases)
+    if (p.bytes > peak->bytes) peak = &p;
+  plan.peak_phase = peak->name;
+  plan.step_bytes = peak->bytes;
+  for (const MemoryItem& it : peak->items) plan.items.push_back(it);
+  plan.host_bytes = m * nd;
   return plan;
 }
 
@@ -120,9 +188,19 @@ std::string format_memory_plan(const MemoryPlan& plan) {
   for (const MemoryItem& it : plan.items) {
     out += fmt::format("  {:<22} {:>12}   {}\n", it.name, format_bytes(it.bytes), it.detail);
   }
-  out += fmt::format("  {:<22} {:>12}   parameters and optimizer state {}, one training step {}\n",
-                     "total (peak)", format_bytes(plan.total()), format_bytes(plan.parameter_bytes),
-                     format_bytes(plan.step_bytes));
+  out += fmt::format(
+      "  {:<22} {:>12}   parameters and optimizer state {}, one training step {} (at its {})\n",
+      "total (peak)", format_bytes(plan.total()), format_bytes(plan.parameter_bytes),
+      format_bytes(plan.step_bytes), plan.peak_phase);
+  std::string phases;
+  for (const MemoryPhase& p : plan.phases)
+    phases += fmt::format("{}{} {}", phases.empty() ? "" : ", ", p.name, format_bytes(p.bytes));
+  out += fmt::format("  {:<22} {:>12}   {}\n", "step phases", "", phases);
+  out += fmt::format("  {:<22} {:>12}   {}\n", "host (pinned)", format_bytes(plan.host_bytes),
+                     plan.offloaded_layers == 0
+                         ? std::string("no activation offload")
+                         : fmt::format("{} offloaded block inputs (layers 0-{})",
+                                       plan.offloaded_layers, plan.offloaded_layers - 1));
   return out;
 }
 

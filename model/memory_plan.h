@@ -2,7 +2,10 @@
 // The memory a training run needs, computed from the config alone (no weights, no device):
 // what `train_longlora --dry-run` prints. It mirrors the allocations of LlamaModel's
 // constructor and forward_backward (tests/model/test_memory_plan.cpp checks it against the
-// bytes the CPU backend actually allocates), so the plan is the run's real peak.
+// bytes the CPU backend actually allocates), so the plan is the run's real peak: the
+// parameters plus the largest of the step's phases (forward, classifier, final norm backward,
+// block backward), each counted from what is alive in it. Offloaded block inputs are counted
+// apart, as host (pinned) memory.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -24,6 +27,10 @@ struct MemoryPlanInput {
   // The backend's activation dtype, fixed workspace and attention accumulators:
   // backend_traits(kind, attention kernel) or an existing backend's traits().
   BackendTraits backend = backend_traits(BackendKind::Cpu);
+  // Rows per tile of the row-wise stages (ForwardSpec::tile_tokens; 0 or >= N: whole) and the
+  // block inputs kept in host memory (ForwardSpec::offloaded_layers, at most L - 1).
+  int64_t tile_tokens = 0;
+  int64_t offloaded_layers = 0;
 };
 
 struct MemoryItem {
@@ -32,11 +39,24 @@ struct MemoryItem {
   std::string detail;  // what it is made of, e.g. "32 x [100000, 4096] bf16"
 };
 
+// One phase of a training step and the step's bytes alive at its peak.
+struct MemoryPhase {
+  std::string name;
+  int64_t bytes = 0;
+  std::vector<MemoryItem> items;
+};
+
 struct MemoryPlan {
-  std::vector<MemoryItem> items;  // in the order printed
-  int64_t parameter_bytes = 0;    // weights, trained values, master, grads, moments
-  int64_t step_bytes = 0;         // live during a training step on top of the parameters
-  int64_t total() const { return parameter_bytes + step_bytes; }
+  // The parameters' items, then the step's at its peak phase: in the order printed.
+  std::vector<MemoryItem> items;
+  std::vector<MemoryPhase> phases;  // forward, classifier, final norm backward, backward
+  std::string peak_phase;           // the phase with the most bytes
+  int64_t parameter_bytes = 0;      // weights, trained values, master, grads, moments
+  int64_t step_bytes = 0;           // the peak phase's bytes on top of the parameters
+  int64_t host_bytes = 0;           // offloaded block inputs (pinned host memory on a GPU)
+  int64_t tile_tokens = 0;          // rows per tile (N: whole)
+  int64_t offloaded_layers = 0;
+  int64_t total() const { return parameter_bytes + step_bytes; }  // device memory
 };
 
 MemoryPlan plan_training_memory(const MemoryPlanInput& input);
@@ -56,7 +76,8 @@ struct RankFootprint {
 };
 RankFootprint sharded_rank_footprint(const MemoryPlan& plan, int world, bool nccl_padding);
 
-// A table for people: one line per item, sizes in MiB/GiB, and the total.
+// A table for people: one line per item, sizes in MiB/GiB, the total, each phase of the step
+// and the host memory.
 std::string format_memory_plan(const MemoryPlan& plan);
 
 // 1536 -> "1.50 KiB", 7.3e9 -> "6.80 GiB".

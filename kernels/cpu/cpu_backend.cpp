@@ -22,6 +22,12 @@ OwnedTensor CpuBackend::allocate(std::vector<int64_t> shape, DType dtype) {
   return allocate_counted(std::move(shape), dtype, stats_);
 }
 
+OwnedTensor CpuBackend::classifier_scratch(int64_t n, int64_t v, int64_t chunk_rows) {
+  // Counted like any tensor, so that the memory plan's classifier chunk is this backend's too.
+  if (n <= 0 || chunk_rows < 1) return {};  // the kernel reports a bad chunk size
+  return allocate({std::min(chunk_rows, n), v}, DType::F32);
+}
+
 OwnedTensor CpuBackend::allocate_host(std::vector<int64_t> shape, DType dtype) {
   return allocate_counted(std::move(shape), dtype, host_stats_);
 }
@@ -138,8 +144,9 @@ void CpuBackend::copy(const Tensor& dst, const Tensor& src) {
 int64_t CpuBackend::classifier_forward(const Tensor& losses, const Tensor& x, const Tensor& lm_head,
                                        const Tensor& targets, int64_t chunk_rows) {
   const shapes::ClassifierDims s = shapes::classifier_forward(losses, x, lm_head, targets);
+  OwnedTensor logits = classifier_scratch(s.n, s.v, chunk_rows);  // [chunk, V]
   return cpu::classifier_forward(losses.f32(), x.f32(), lm_head.f32(), targets.i32(), s.n, s.d, s.v,
-                                 chunk_rows);
+                                 chunk_rows, logits->data == nullptr ? nullptr : logits->f32());
 }
 
 int64_t CpuBackend::classifier_forward_backward(const Tensor& losses, const Tensor& dx,
@@ -149,9 +156,10 @@ int64_t CpuBackend::classifier_forward_backward(const Tensor& losses, const Tens
   const shapes::ClassifierDims s =
       shapes::classifier_forward_backward(losses, dx, dlm_head, x, lm_head, targets);
   float* dlm_head_ptr = dlm_head.data == nullptr ? nullptr : dlm_head.f32();
-  return cpu::classifier_forward_backward(losses.f32(), dx.f32(), dlm_head_ptr, x.f32(),
-                                          lm_head.f32(), targets.i32(), s.n, s.d, s.v, chunk_rows,
-                                          loss_scale);
+  OwnedTensor logits = classifier_scratch(s.n, s.v, chunk_rows);  // [chunk, V]
+  return cpu::classifier_forward_backward(
+      losses.f32(), dx.f32(), dlm_head_ptr, x.f32(), lm_head.f32(), targets.i32(), s.n, s.d, s.v,
+      chunk_rows, loss_scale, logits->data == nullptr ? nullptr : logits->f32());
 }
 
 void CpuBackend::matmul_backward_input(const Tensor& dx, const Tensor& dout, const Tensor& w,

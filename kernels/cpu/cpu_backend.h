@@ -80,7 +80,9 @@ class CpuBackend final : public Backend {
   // Shared with every tensor's deleter, so tensors may outlive the backend object.
   std::shared_ptr<AllocStats> stats_ = std::make_shared<AllocStats>();
   std::shared_ptr<AllocStats> host_stats_ = std::make_shared<AllocStats>();  // allocate_host
-  int64_t copies_started_ = 0;  // tickets handed out
+  int64_t copies_started_ = 0;                                               // tickets handed out
+  // The classifier's logits of one chunk, [min(chunk_rows, n), V] F32 (none when n is 0).
+  OwnedTensor classifier_scratch(int64_t n, int64_t v, int64_t chunk_rows);
   OwnedTensor allocate_counted(std::vector<int64_t> shape, DType dtype,
                                const std::shared_ptr<AllocStats>& stats);
 };

@@ -18,7 +18,7 @@ namespace {
 // rows), then dx [chunk, D] = that @ lm_head. Peak extra memory stays chunk_rows * V floats.
 int64_t classifier_impl(float* losses, float* dx, float* dlm_head, const float* x,
                         const float* lm_head, const int32_t* targets, int64_t n_tokens, int64_t dim,
-                        int64_t vocab, int64_t chunk_rows, float loss_scale) {
+                        int64_t vocab, int64_t chunk_rows, float loss_scale, float* scratch) {
   LL_CHECK(n_tokens >= 0 && dim >= 0 && vocab >= 1,
            "classifier: bad shape (tokens {}, dim {}, vocab {})", n_tokens, dim, vocab);
   LL_CHECK(chunk_rows >= 1, "classifier: chunk_rows must be >= 1, got {}", chunk_rows);
@@ -28,8 +28,10 @@ int64_t classifier_impl(float* losses, float* dx, float* dlm_head, const float* 
 
   const int64_t rows = std::min(chunk_rows, n_tokens);
   // [rows, V], reused for every chunk (logits, then their gradient): the only large
-  // allocation.
-  std::vector<float> logits(static_cast<size_t>(rows * vocab));
+  // allocation, the caller's when it gives one.
+  std::vector<float> own;
+  if (scratch == nullptr) own.resize(static_cast<size_t>(rows * vocab));
+  float* const logits = scratch != nullptr ? scratch : own.data();
   const int64_t no_error = std::numeric_limits<int64_t>::max();
   int64_t first_bad = no_error;  // first position with a non-finite logit
 
@@ -43,12 +45,12 @@ int64_t classifier_impl(float* losses, float* dx, float* dlm_head, const float* 
       if (dx != nullptr) std::fill(dx + start * dim, dx + (start + cnt) * dim, 0.0f);
       continue;
     }
-    matmul_forward(logits.data(), x + start * dim, lm_head, cnt, dim, vocab, false);
+    matmul_forward(logits, x + start * dim, lm_head, cnt, dim, vocab, false);
 #pragma omp parallel for reduction(min : first_bad)
     for (int64_t r = 0; r < cnt; ++r) {
       const int64_t pos = start + r;
       const int32_t target = targets[pos];
-      float* row = logits.data() + r * vocab;  // [V]
+      float* row = logits + r * vocab;  // [V]
       if (target < 0) {
         losses[pos] = 0.0f;
         if (dx != nullptr) std::fill(row, row + vocab, 0.0f);
@@ -81,10 +83,10 @@ int64_t classifier_impl(float* losses, float* dx, float* dlm_head, const float* 
     if (first_bad != no_error) break;
     // dx [cnt, D] = dlogits [cnt, V] @ lm_head [V, D]
     if (dx != nullptr)
-      matmul_backward_input(dx + start * dim, logits.data(), lm_head, cnt, dim, vocab, 1.0f, false);
+      matmul_backward_input(dx + start * dim, logits, lm_head, cnt, dim, vocab, 1.0f, false);
     // dlm_head [V, D] += dlogits [cnt, V]^T @ x [cnt, D] (only when lm_head is trained)
     if (dlm_head != nullptr)
-      matmul_backward_weight(dlm_head, logits.data(), x + start * dim, cnt, dim, vocab, 1.0f, true);
+      matmul_backward_weight(dlm_head, logits, x + start * dim, cnt, dim, vocab, 1.0f, true);
   }
   LL_CHECK(first_bad == no_error,
            "classifier: non-finite logit (NaN or Inf) at position {}: the hidden states or "
@@ -97,18 +99,18 @@ int64_t classifier_impl(float* losses, float* dx, float* dlm_head, const float* 
 
 int64_t classifier_forward(float* losses, const float* x, const float* lm_head,
                            const int32_t* targets, int64_t n_tokens, int64_t dim, int64_t vocab,
-                           int64_t chunk_rows) {
+                           int64_t chunk_rows, float* scratch) {
   return classifier_impl(losses, nullptr, nullptr, x, lm_head, targets, n_tokens, dim, vocab,
-                         chunk_rows, 1.0f);
+                         chunk_rows, 1.0f, scratch);
 }
 
 int64_t classifier_forward_backward(float* losses, float* dx, float* dlm_head, const float* x,
                                     const float* lm_head, const int32_t* targets, int64_t n_tokens,
                                     int64_t dim, int64_t vocab, int64_t chunk_rows,
-                                    float loss_scale) {
+                                    float loss_scale, float* scratch) {
   LL_CHECK(dx != nullptr || n_tokens * dim == 0, "classifier_forward_backward: dx is null");
   return classifier_impl(losses, dx, dlm_head, x, lm_head, targets, n_tokens, dim, vocab,
-                         chunk_rows, loss_scale);
+                         chunk_rows, loss_scale, scratch);
 }
 
 }  // namespace ll::cpu

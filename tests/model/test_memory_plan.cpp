@@ -56,47 +56,86 @@ TEST_CASE("the memory plan equals the CPU backend's allocations and peak") {
        AttnMode::Dense},
       {"full training", false, {}, TrainableSet::everything(), AttnMode::Dense},
   };
+  // (tile rows, offloaded layers): whole, ragged tiles, offload of 1 and of every layer but the
+  // last (3 layers), both.
+  const std::pair<int64_t, int64_t> schedules[] = {{0, 0}, {5, 0}, {0, 1}, {0, 2}, {7, 2}, {16, 1}};
   for (const Case& cs : cases) {
     for (const int64_t n : {int64_t(16), int64_t(37)}) {
-      CAPTURE(cs.name);
-      CAPTURE(n);
-      const LlamaConfig config = small_config();
-      ModelSetup setup;
-      if (cs.lora) {
-        setup.lora = LoraConfig{};
-        setup.lora->rank = 5;
-        setup.lora->targets = cs.targets;
-      }
-      setup.trainable = cs.trainable;
-      setup.training = true;
-      MemoryPlanInput in;
-      in.config = config;
-      in.lora = setup.lora;
-      in.trainable = cs.trainable;
-      in.seq_len = n;
-      in.classifier_chunk = 8;
-      const MemoryPlan plan = plan_training_memory(in);
+      for (const auto& [tile, offloaded] : schedules) {
+        CAPTURE(cs.name);
+        CAPTURE(n);
+        CAPTURE(tile);
+        CAPTURE(offloaded);
+        const LlamaConfig config = small_config();
+        ModelSetup setup;
+        if (cs.lora) {
+          setup.lora = LoraConfig{};
+          setup.lora->rank = 5;
+          setup.lora->targets = cs.targets;
+        }
+        setup.trainable = cs.trainable;
+        setup.training = true;
+        MemoryPlanInput in;
+        in.config = config;
+        in.lora = setup.lora;
+        in.trainable = cs.trainable;
+        in.seq_len = n;
+        in.classifier_chunk = 8;
+        in.tile_tokens = tile;
+        in.offloaded_layers = offloaded;
+        const MemoryPlan plan = plan_training_memory(in);
+        CHECK(plan.tile_tokens == (tile == 0 || tile >= n ? n : tile));
+        CHECK(plan.host_bytes == offloaded * n * config.hidden_size * 4);
 
-      CpuBackend backend;
-      LlamaModel model(backend, random_llama_weights(config, 1), setup);
-      CHECK(backend.bytes_in_use() == plan.parameter_bytes);
-      std::vector<int32_t> tokens(static_cast<size_t>(n)), targets(static_cast<size_t>(n));
-      for (int64_t i = 0; i < n; ++i) {
-        tokens[size_t(i)] = int32_t((i * 7) % 53);
-        targets[size_t(i)] = i + 1 < n ? int32_t(((i + 1) * 7) % 53) : -1;
+        CpuBackend backend;
+        LlamaModel model(backend, random_llama_weights(config, 1), setup);
+        CHECK(backend.bytes_in_use() == plan.parameter_bytes);
+        std::vector<int32_t> tokens(static_cast<size_t>(n)), targets(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i) {
+          tokens[size_t(i)] = int32_t((i * 7) % 53);
+          targets[size_t(i)] = i + 1 < n ? int32_t(((i + 1) * 7) % 53) : -1;
+        }
+        ForwardSpec spec;
+        spec.attn_mode = cs.mode;
+        spec.group_size = 4;
+        spec.classifier_chunk = 8;
+        spec.tile_tokens = tile;
+        spec.offloaded_layers = offloaded;
+        backend.reset_peak();
+        model.forward_backward(tokens, targets, spec, 1.0f);
+        CHECK(backend.peak_bytes() - plan.parameter_bytes == plan.step_bytes);
+        CHECK(backend.bytes_in_use() == plan.parameter_bytes);  // nothing leaks
+        // The offloaded inputs' host buffers stay for the next step (pinning once).
+        CHECK(backend.memory().host_in_use == plan.host_bytes);
+        CHECK(backend.memory().host_peak == plan.host_bytes);
       }
-      ForwardSpec spec;
-      spec.attn_mode = cs.mode;
-      spec.group_size = 4;
-      spec.classifier_chunk = 8;
-      backend.reset_peak();
-      model.forward_backward(tokens, targets, spec, 1.0f);
-      // The CPU classifier keeps its chunk in a host vector, not in backend memory.
-      CHECK(backend.peak_bytes() - plan.parameter_bytes ==
-            plan.step_bytes - item_bytes(plan, "classifier chunk"));
-      CHECK(backend.bytes_in_use() == plan.parameter_bytes);  // nothing leaks
     }
   }
+}
+
+TEST_CASE("offload and tiles shrink the step as the plan says") {
+  MemoryPlanInput in;
+  in.config = small_config();
+  in.lora = LoraConfig{};
+  in.seq_len = 64;
+  const MemoryPlan whole = plan_training_memory(in);
+  const int64_t nd = 64 * 24 * 4;
+  in.offloaded_layers = 2;  // every input but the last layer's: two staging buffers remain
+  const MemoryPlan offloaded = plan_training_memory(in);
+  CHECK(item_bytes(offloaded, "offload staging") == 2 * nd);
+  CHECK(offloaded.host_bytes == 2 * nd);
+  CHECK(offloaded.peak_phase == whole.peak_phase);
+  CHECK(whole.step_bytes - offloaded.step_bytes == nd);  // 3 inputs on the device become 2
+  in.offloaded_layers = 1;  // layer 0 to host, layer 1 staged: no saving yet
+  CHECK(plan_training_memory(in).step_bytes == whole.step_bytes);
+  in.offloaded_layers = 3;
+  CHECK_THROWS_WITH_AS(plan_training_memory(in), doctest::Contains("at most 2"), Error);
+  in.offloaded_layers = 0;
+  in.tile_tokens = 8;  // [64, 40] MLP tensors become [8, 40]
+  const MemoryPlan tiled = plan_training_memory(in);
+  CHECK(tiled.step_bytes < whole.step_bytes);
+  CHECK(format_memory_plan(tiled).find("tiles of 8 tokens") != std::string::npos);
+  CHECK(format_memory_plan(offloaded).find("host (pinned)") != std::string::npos);
 }
 
 TEST_CASE("Llama-2-7B at 100k tokens: the plan's parts") {
@@ -214,7 +253,6 @@ TEST_CASE("the data-parallel rank footprint equals the CPU backend's allocations
   model.forward_backward(tokens, targets, spec, 1.0f,
                          [&](std::span<const int> ps) { optimizer.gradients_ready(ps, "step 1"); });
   optimizer.step(AdamWConfig{}, 1e-3, 1, 1.0, "step 1");
-  CHECK(backend.peak_bytes() - parameters ==
-        plan.step_bytes - item_bytes(plan, "classifier chunk"));
+  CHECK(backend.peak_bytes() - parameters == plan.step_bytes);
   CHECK(backend.bytes_in_use() == parameters);
 }
