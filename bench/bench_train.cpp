@@ -8,7 +8,11 @@
 // included: 6.61e9 for Llama-2-7B) and peak the card's dense bf16 rate (H100/H200 SXM 989
 // TFLOP/s, A100 312); attention FLOPs and recomputation are not counted, as in DESIGN.md 6.
 // Memory: the plan (--dry-run's total) beside the measured peak of live tensors and the
-// device's own count (cudaMemGetInfo).
+// device's own count (cudaMemGetInfo), and the host memory of offloaded activations.
+//
+// --offload-layers K keeps the block inputs of layers [0, K) in pinned host memory between the
+// forward and the backward; --tile-tokens T runs the row-wise stages over tiles of T tokens
+// (model/llama_model.h); --config DIR takes the shape from a config.json (models/configs/...).
 //
 // --sharded: the data-parallel step of engine/parallel/sharded_optimizer.h instead (bucketed
 // gradient reduction started from the backward hook, sharded AdamW, all-gather): alone a world of
@@ -92,6 +96,9 @@ int run(int argc, char** argv) {
   double group_ratio = 0.25;
   std::string attn = "s2";
   int64_t classifier_chunk = 2048;
+  int64_t offload_layers = 0;
+  int64_t tile_tokens = 0;
+  std::string config_dir;
   std::string json_path;
   bool sharded = false;
   CLI::App app{
@@ -117,6 +124,15 @@ int run(int argc, char** argv) {
       ->check(CLI::IsMember({"s2", "dense"}));
   app.add_option("--classifier-chunk", classifier_chunk, "tokens per LM-head chunk")
       ->capture_default_str();
+  app.add_option("--offload-layers", offload_layers,
+                 "block inputs of this many layers in pinned host memory (0 to layers - 1)")
+      ->capture_default_str();
+  app.add_option("--tile-tokens", tile_tokens,
+                 "rows per tile of the norms, projections and MLP (0: whole)")
+      ->capture_default_str();
+  app.add_option("--config", config_dir,
+                 "a model directory (config.json alone is read) whose shape to use instead of "
+                 "Llama-2-7B's, e.g. models/configs/llama-3.1-8b; --layers still applies");
   app.add_option("--json", json_path, "also write the results as JSON");
   app.add_flag("--sharded", sharded,
                "time the data-parallel step (sharded AdamW, gradients reduced during the "
@@ -128,7 +144,13 @@ int run(int argc, char** argv) {
   }
   LL_CHECK(steps >= 1 && warmup >= 0 && layers >= 1, "--steps >= 1, --warmup >= 0, --layers >= 1");
 
-  const ll::LlamaConfig config = llama2_7b(layers);
+  ll::LlamaConfig config = llama2_7b(layers);
+  if (!config_dir.empty()) {
+    config = ll::llama_config_from_file(config_dir + "/config.json");
+    config.num_hidden_layers = layers;
+  }
+  LL_CHECK(offload_layers >= 0 && offload_layers < layers && tile_tokens >= 0,
+           "--offload-layers from 0 to --layers - 1 ({}), --tile-tokens >= 0", layers - 1);
   std::unique_ptr<ll::dist::Communicator> comm;  // --sharded only: no MPI otherwise
   if (sharded) comm = ll::dist::make_communicator();
   const int world = comm ? comm->world_size() : 1;
@@ -162,14 +184,18 @@ int run(int argc, char** argv) {
     fmt::print("optimizer sharded over {} rank{} ({}), tokens/s per rank\n", world,
                world == 1 ? "" : "s", optimizer->transport_name());
   fmt::print(
-      "model     Llama-2-7B shape, {} layers, random weights (built in {:.1f}s); "
+      "model     {} shape, {} layers, random weights (built in {:.1f}s); "
       "LoRA r {} on q,k,v,o + embeddings and norms; {} attention\n",
-      layers, init_s, lora_rank,
+      config_dir.empty() ? std::string("Llama-2-7B") : config_dir, layers, init_s, lora_rank,
       attn == "s2" ? fmt::format("S2-Attn (G = N x {})", group_ratio) : "dense causal");
+  fmt::print("schedule  {} of {} layers' block inputs in host memory; {}\n", offload_layers, layers,
+             tile_tokens > 0 ? fmt::format("token tiles of {}", tile_tokens)
+                             : std::string("whole tensors"));
   fmt::print("MFU       6 x {:.3g} params x tokens/s / {} TFLOP/s\n", p_through,
              peak ? fmt::format("{:.0f}", *peak) : std::string("(unknown peak)"));
-  fmt::print("{:>7} {:>6} {:>10} {:>10} {:>7} {:>10} {:>10} {:>10}\n", "ctx", "G", "step_ms",
-             "tokens/s", "MFU", "peak_GiB", "plan_GiB", "device_GiB");
+  fmt::print("{:>7} {:>6} {:>10} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10}\n", "ctx", "G",
+             "step_ms", "tokens/s", "MFU", "peak_GiB", "plan_GiB", "device_GiB", "host_GiB",
+             "hplan_GiB");
 
   ll::AdamWConfig adamw;
   nlohmann::json rows = nlohmann::json::array();
@@ -181,6 +207,8 @@ int run(int argc, char** argv) {
                                      std::nullopt, 0.0)
                     .rope;
     spec.classifier_chunk = classifier_chunk;
+    spec.tile_tokens = tile_tokens;
+    spec.offloaded_layers = offload_layers;
     if (attn == "s2") {
       spec.attn_mode = ll::AttnMode::S2;
       spec.group_size = ll::s2_group_size(n, group_ratio);
@@ -198,6 +226,8 @@ int run(int argc, char** argv) {
     in.seq_len = n;
     in.classifier_chunk = classifier_chunk;
     in.backend = backend->traits();
+    in.tile_tokens = tile_tokens;
+    in.offloaded_layers = offload_layers;
     const ll::MemoryPlan plan = ll::plan_training_memory(in);
     const bool nccl = backend->kind() == ll::BackendKind::Cuda;
     const int64_t plan_bytes =
@@ -234,10 +264,12 @@ int run(int argc, char** argv) {
     const double tok_s = double(n) / t;
     const double mfu = peak ? 6.0 * p_through * tok_s / (*peak * 1e12) : -1.0;  // -1: unknown
     fmt::print(
-        "{:>7} {:>6} {:>10.1f} {:>10.0f} {:>7} {:>10.2f} {:>10.2f} {:>10}\n", n, spec.group_size,
-        t * 1e3, tok_s, mfu >= 0 ? fmt::format("{:.1f}%", mfu * 100.0) : std::string("-"),
-        gib(mem.peak), gib(plan_bytes),
-        mem.device_used < 0 ? std::string("-") : fmt::format("{:.2f}", gib(mem.device_used)));
+        "{:>7} {:>6} {:>10.1f} {:>10.0f} {:>7} {:>10.2f} {:>10.2f} {:>10} {:>10.2f} {:>10.2f}\n", n,
+        spec.group_size, t * 1e3, tok_s,
+        mfu >= 0 ? fmt::format("{:.1f}%", mfu * 100.0) : std::string("-"), gib(mem.peak),
+        gib(plan_bytes),
+        mem.device_used < 0 ? std::string("-") : fmt::format("{:.2f}", gib(mem.device_used)),
+        gib(mem.host_peak), gib(plan.host_bytes));
     std::fflush(stdout);
     rows.push_back({{"ctx", n},
                     {"group_size", spec.group_size},
@@ -250,6 +282,10 @@ int run(int argc, char** argv) {
                     {"loss", loss},
                     {"peak_bytes", mem.peak},
                     {"plan_bytes", plan_bytes},
+                    {"host_peak_bytes", mem.host_peak},
+                    {"host_plan_bytes", plan.host_bytes},
+                    {"offload_layers", offload_layers},
+                    {"tile_tokens", tile_tokens},
                     {"device_used_bytes", mem.device_used}});
     if (optimizer) {
       rows.back()["world_size"] = world;

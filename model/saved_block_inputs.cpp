@@ -6,8 +6,8 @@
 
 namespace ll {
 
-SavedBlockInputs::SavedBlockInputs(Backend& backend, int64_t layers, int64_t host_layers,
-                                   int64_t n, int64_t d, const std::vector<OwnedTensor>& host)
+SavedBlockInputs::SavedBlockInputs(Backend& backend, int64_t layers, int64_t host_layers, int64_t n,
+                                   int64_t d, const std::vector<OwnedTensor>& host)
     : backend_(backend), layers_(layers), host_layers_(host_layers), n_(n), d_(d), host_(host) {
   LL_CHECK(host_layers >= 0 && host_layers < layers,
            "activation offload: {} offloaded layers of {} (at most {}: the last layer's input "

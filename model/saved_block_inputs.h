@@ -24,8 +24,9 @@ namespace ll {
 
 class SavedBlockInputs {
  public:
-  // host_layers in [0, L). `host` holds at least host_layers tensors of at least n * d elements in the backend's
-  // activation dtype (from allocate_host; reused across steps, so pinning happens once).
+  // host_layers in [0, L). `host` holds at least host_layers tensors of at least n * d elements in
+  // the backend's activation dtype (from allocate_host; reused across steps, so pinning happens
+  // once).
   SavedBlockInputs(Backend& backend, int64_t layers, int64_t host_layers, int64_t n, int64_t d,
                    const std::vector<OwnedTensor>& host);
   ~SavedBlockInputs();  // waits for every copy still in flight

@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <variant>
 
+#include "common/byte_size.h"
 #include "common/error.h"
 #include "kernels/attention_kernel.h"
 #include "kernels/attention_pattern.h"
@@ -128,6 +129,25 @@ const std::vector<Field>& fields() {
        {"auto", "simt", "tc-sm80", "tc-sm90", "tc-sm90-atomic-dq"}},
       {"classifier-chunk", "--classifier-chunk", &O::classifier_chunk,
        "tokens per LM-head chunk (memory: chunk x vocab floats)", {}},
+      {"offload-activations", "--offload-activations", &O::offload_activations,
+       "keep the saved block inputs in pinned host memory between the forward and the backward "
+       "(copied beside the compute, back one layer ahead): on (every layer's but the last), off, "
+       "or auto: the least offload with which the memory plan fits the device",
+       {"auto", "on", "off"}},
+      {"tile-tokens", "--tile-tokens", &O::tile_tokens,
+       "run the norms, projections and MLP over tiles of this many tokens, so that no "
+       "[N, intermediate] tensor exists (1 to -ctx); auto: the largest tile with which the plan "
+       "fits (whole tensors when they fit)",
+       {}},
+      {"device-memory", "--device-memory", &O::device_memory,
+       "the device memory to plan for (e.g. 80GB; K/M/G/T are powers of 1024): with --dry-run "
+       "the card the run is for, otherwise a cap below the device's free memory; auto offload "
+       "and tiles must fit 95% of it",
+       {}},
+      {"host-memory", "--host-memory", &O::host_memory,
+       "host memory offloaded activations may take (e.g. 512GB; default: MemAvailable, or no "
+       "limit with --dry-run)",
+       {}},
       {"dist-timeout", "--dist-timeout", &O::dist_timeout,
        "under mpirun: seconds a rank waits for the others in one collective before the run is "
        "declared broken (a rank died or hangs) and every rank exits", {}},
@@ -501,9 +521,28 @@ void check_run(const TrainOptions& o) {
   LL_CHECK(o.keep_checkpoints >= 1, "--keep-checkpoints must be at least 1 (got {})",
            o.keep_checkpoints);
   LL_CHECK(o.log_every >= 1, "--log-every must be at least 1 (got {})", o.log_every);
+  (void)tile_tokens_of(o);
+  if (!o.device_memory.empty()) (void)parse_byte_size(o.device_memory, "--device-memory");
+  if (!o.host_memory.empty()) (void)parse_byte_size(o.host_memory, "--host-memory");
 }
 
 }  // namespace
+
+int64_t tile_tokens_of(const TrainOptions& o) {
+  if (o.tile_tokens == "auto") return 0;
+  int64_t tile = 0;
+  size_t used = 0;
+  try {
+    tile = std::stoll(o.tile_tokens, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  LL_CHECK(used > 0 && used == o.tile_tokens.size() && tile >= 1 && (o.ctx < 1 || tile <= o.ctx),
+           "--tile-tokens must be auto or a number of tokens from 1 to -ctx ({}); got \"{}\" (-ctx "
+           "itself runs whole tensors)",
+           o.ctx, o.tile_tokens);
+  return tile;
+}
 
 void validate_train_options(const TrainOptions& o) {
   check_inputs(o);

@@ -48,9 +48,13 @@ struct TrainOptions {
   double adam_eps = 1e-8;             // --adam-eps
   uint64_t seed = 42;                 // --seed
   // Runtime
-  std::string device = "auto";            // --device auto|cpu|cuda
-  std::string attention_kernel = "auto";  // --attention-kernel (kernels/attention_kernel.h)
-  int64_t classifier_chunk = 2048;        // --classifier-chunk: tokens per LM-head chunk
+  std::string device = "auto";               // --device auto|cpu|cuda
+  std::string attention_kernel = "auto";     // --attention-kernel (kernels/attention_kernel.h)
+  int64_t classifier_chunk = 2048;           // --classifier-chunk: tokens per LM-head chunk
+  std::string offload_activations = "auto";  // --offload-activations auto|on|off
+  std::string tile_tokens = "auto";          // --tile-tokens auto|N (tile_tokens_of)
+  std::string device_memory;    // --device-memory: the device's size to plan for ("80GB")
+  std::string host_memory;      // --host-memory: host memory for offloaded activations
   double dist_timeout = 600.0;  // --dist-timeout: seconds a collective waits for the ranks
   int64_t world_size = 0;       // --world-size: ranks the --dry-run plan is for (0: this launch's)
   bool sharded_optimizer = false;  // --sharded-optimizer: the data-parallel step in a world of one
@@ -89,6 +93,9 @@ void apply_train_config_file(const CLI::App& app, TrainOptions& options);
 // Range checks that need no model (ctx >= 2, steps >= 1, lr > 0, ratio in (0, 1], rank >= 1,
 // known enum words, one of --data and --sft, ...); throws ll::Error naming the option.
 void validate_train_options(const TrainOptions& options);
+
+// --tile-tokens as a number: 0 for auto (the plan chooses), else the rows per tile.
+int64_t tile_tokens_of(const TrainOptions& options);
 
 // The resolved options as a JSON object (for the checkpoint and the metrics log).
 std::string train_options_json(const TrainOptions& options);

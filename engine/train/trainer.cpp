@@ -240,8 +240,10 @@ TrainResult run_training(const TrainOptions& o, dist::Communicator& communicator
   validate_train_options(o);
   if (o.dry_run) {
     const int world = communicator.world_size();
+    bool fits = true;
     if (communicator.rank() == 0)
-      print_memory_plan(o, o.world_size > 0 ? int(o.world_size) : world);
+      fits = print_memory_plan(o, o.world_size > 0 ? int(o.world_size) : world);
+    LL_CHECK(fits, "the plan does not fit the memory given (see what would fit above)");
     return TrainResult{};
   }
   TrainingSetup setup = set_up_training(o, communicator);

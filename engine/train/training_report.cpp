@@ -71,6 +71,7 @@ void TrainingReport::print_setup(const StepStrategy& strategy) const {
       "backend        {}\n",
       o.lr, o.schedule, o.warmup, o.adam_beta1, o.adam_beta2, o.adam_eps, o.weight_decay,
       o.max_grad_norm, o.grad_accum, unit, describe_backend(*setup_.backend));
+  fmt::print("activations    {}\n", setup_.schedule_line);
   fmt::print("{}", strategy.setup_line(unit));
   if (!setup_.resumed_from.empty())
     fmt::print("resume         from {} (step {})\n", setup_.resumed_from, first_step_);
@@ -130,8 +131,11 @@ void TrainingReport::summary(int64_t steps_done, double last_loss, int64_t run_t
              steps_done, steps_done - first_step_, last_loss, total_s,
              double(run_tokens) / seconds_since(t_loop));
   const BackendMemory mem = setup_.backend->memory();
-  fmt::print("memory         peak {} of tensors (plan {}){}\n", format_bytes(mem.peak),
+  fmt::print("memory         peak {} of tensors (plan {}){}{}\n", format_bytes(mem.peak),
              format_bytes(setup_.planned_bytes),
+             mem.host_peak > 0 ? fmt::format(", {} of offloaded activations in host memory",
+                                             format_bytes(mem.host_peak))
+                               : std::string(),
              mem.device_used < 0
                  ? std::string()
                  : fmt::format("; device in use {} of {} (cudaMemGetInfo)",

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/byte_size.h"
 #include "common/error.h"
 #include "engine/parallel/run_agreement.h"
 #include "engine/train/step_strategy.h"
@@ -20,6 +21,7 @@
 #include "kernels/attention_pattern.h"
 #include "kernels/backend_traits.h"
 #include "kernels/make_backend.h"
+#include "model/activation_schedule.h"
 #include "model/formats/tensor_source.h"
 #include "model/llama_weights.h"
 #include "model/memory_plan.h"
@@ -98,11 +100,14 @@ LlamaConfig read_config_only(const std::string& model) {
   return open_model_files(model)->config;
 }
 
-// The memory plan of this run's options on a backend with these traits: CUDA (bf16 activations
+// The memory plan of this run's options on a backend with these traits (CUDA: bf16 activations
 // and frozen weights, fp32 master, gradients and moments, cuBLASLt workspace, the attention
-// family's accumulators) or CPU (fp32 everywhere).
-MemoryPlan memory_plan_of(const TrainOptions& o, const LlamaConfig& config,
-                          const BackendTraits& backend) {
+// family's accumulators; CPU: fp32 everywhere), with the activation offload and token tiles
+// chosen for `budget` (model/activation_schedule.h). `world` ranks of the data-parallel step
+// (sharded) cost a rank's footprint.
+ScheduleChoice schedule_of(const TrainOptions& o, const LlamaConfig& config,
+                           const BackendTraits& backend, bool sharded, int world,
+                           const MemoryBudget& budget) {
   // Before any plan or weights: a context Mistral's sliding window would restrict.
   check_sliding_window(config, o.ctx, fmt::format("-ctx {}", o.ctx));
   MemoryPlanInput in;
@@ -112,7 +117,42 @@ MemoryPlan memory_plan_of(const TrainOptions& o, const LlamaConfig& config,
   in.seq_len = o.ctx;
   in.classifier_chunk = o.classifier_chunk;
   in.backend = backend;
-  return plan_training_memory(in);
+  ScheduleRequest request;
+  request.offload = parse_offload_mode(o.offload_activations);
+  request.tile_tokens = tile_tokens_of(o);
+  const bool cuda = backend.kind == BackendKind::Cuda;
+  request.offload_useful = cuda;  // the CPU backend's memory is the host's
+  if (sharded) {
+    request.device_cost = [world, cuda](const MemoryPlan& plan) {
+      return sharded_rank_footprint(plan, world, cuda).total;
+    };
+  }
+  return choose_activation_schedule(in, request, budget);
+}
+
+// --device-memory and --host-memory over what the machine says (a dry run: no limit but them).
+MemoryBudget budget_of(const TrainOptions& o, const BackendMemory* device) {
+  MemoryBudget b;
+  if (!o.device_memory.empty()) {
+    b.device_free = b.device_total = parse_byte_size(o.device_memory, "--device-memory");
+  }
+  if (device != nullptr) {
+    if (device->device_total >= 0) {
+      const int64_t free_now = device->device_total - device->device_used;
+      if (b.device_free < 0 || free_now < b.device_free) {
+        b.device_free = free_now;
+        b.device_total = device->device_total;
+      }
+    } else if (b.device_free < 0) {
+      b.device_free = host_memory_available();  // the CPU backend's memory is the host's
+    }
+  }
+  if (!o.host_memory.empty()) {
+    b.host_free = parse_byte_size(o.host_memory, "--host-memory");
+  } else if (device != nullptr) {
+    b.host_free = host_memory_available();
+  }
+  return b;
 }
 
 // The per-rank memory of the data-parallel step (model/memory_plan.h), for --dry-run.
@@ -185,11 +225,19 @@ ForwardSpec forward_spec_of(const TrainOptions& o, const LlamaConfig& config) {
 // the memory plan reserved, the spec, and the model with LoRA+.
 void load_model_and_data(const TrainOptions& o, dist::Communicator& communicator,
                          TrainingSetup& s) {
-  LlamaWeights weights = [&] {
-    auto files = open_model_files(o.model);
-    s.source = make_sequence_source(o, files->config, s.data_line, s.lead);
-    return load_llama_weights(*files);
-  }();
+  // The activation schedule for this device and host from the config alone, before any
+  // weight file is opened: a run that cannot fit says so now, with the plan's numbers and what
+  // would fit.
+  const BackendMemory device = s.backend->memory();
+  const ScheduleChoice schedule = schedule_of(o, read_config_only(o.model), s.backend->traits(),
+                                              s.sharded_step, s.world, budget_of(o, &device));
+  LL_CHECK(schedule.fits, "-ctx {} on this device: {}\nWhat would fit:\n{}", o.ctx,
+           schedule.summary, schedule.advice);
+  s.schedule_line = schedule.summary;
+  auto files = open_model_files(o.model);
+  s.source = make_sequence_source(o, files->config, s.data_line, s.lead);
+  LlamaWeights weights = load_llama_weights(*files);
+  files.reset();
   s.config = weights.config;
   s.fingerprint = model_fingerprint(weights);
   // Every rank must train the same model with the same options on the same data.
@@ -197,15 +245,16 @@ void load_model_and_data(const TrainOptions& o, dist::Communicator& communicator
       communicator,
       dist::fnv1a_64(s.fingerprint + "\n" + train_options_json(o) + "\n" + describe_data_files(o)),
       "model, options and data (model fingerprint, every option, data file names and sizes)");
-  // The whole run's memory, reserved before the weights go to the device: a run that cannot
-  // fit says so now, with the plan's numbers.
+  // The whole run's memory, reserved before the weights go to the device.
   const bool cuda = s.backend->kind() == BackendKind::Cuda;
-  const MemoryPlan plan = memory_plan_of(o, s.config, s.backend->traits());
+  const MemoryPlan& plan = schedule.plan;
   s.planned_bytes =
       s.sharded_step ? sharded_rank_footprint(plan, s.world, cuda).total : plan.total();
   s.backend->reserve(s.planned_bytes - s.backend->memory().in_use);
 
   s.spec = forward_spec_of(o, s.config);
+  s.spec.tile_tokens = plan.tile_tokens;
+  s.spec.offloaded_layers = plan.offloaded_layers;
 
   // Model with LoRA+.
   ModelSetup setup;
@@ -280,13 +329,16 @@ TrainingSetup set_up_training(const TrainOptions& o, dist::Communicator& communi
   return s;
 }
 
-void print_memory_plan(const TrainOptions& o, int world) {
+bool print_memory_plan(const TrainOptions& o, int world) {
   const LlamaConfig config = read_config_only(o.model);
   // auto plans for the backend a real run would take on this machine.
   const BackendTraits traits =
       backend_traits(resolve_device(o.device), parse_attention_kernel(o.attention_kernel));
   const bool cuda = traits.kind == BackendKind::Cuda;
-  const MemoryPlan plan = memory_plan_of(o, config, traits);
+  const bool sharded = world > 1 || o.sharded_optimizer;
+  const ScheduleChoice schedule =
+      schedule_of(o, config, traits, sharded, std::max(world, 1), budget_of(o, nullptr));
+  const MemoryPlan& plan = schedule.plan;
   fmt::print("memory plan    {} at -ctx {} on {} ({} layers, hidden {}, vocab {}; {})\n", o.model,
              o.ctx, backend_kind_name(traits.kind), config.num_hidden_layers, config.hidden_size,
              config.vocab_size,
@@ -295,10 +347,13 @@ void print_memory_plan(const TrainOptions& o, int world) {
                         std::string(attention_kernel_name(traits.attention_kernel))
                   : std::string("fp32 everywhere"));
   fmt::print("{}", format_memory_plan(plan));
-  if (world > 1 || o.sharded_optimizer) fmt::print("{}", format_rank_footprint(plan, world, cuda));
+  if (sharded) fmt::print("{}", format_rank_footprint(plan, world, cuda));
+  fmt::print("activations    {}\n", schedule.summary);
+  if (!schedule.fits) fmt::print("what would fit\n{}", schedule.advice);
   // What the run would apply: the plan does not depend on it, the user's choice does.
   const RopeChoice rope = training_rope(o, config);
   fmt::print("rope           {} ({})\n", describe_rope_scaling(rope.rope), rope.source);
+  return schedule.fits;
 }
 
 }  // namespace ll

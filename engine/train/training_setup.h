@@ -31,6 +31,7 @@ struct TrainingSetup {
   LlamaConfig config;
   std::string fingerprint;    // model_fingerprint of the base weights
   int64_t planned_bytes = 0;  // the memory plan (this rank's, for the sharded step)
+  std::string schedule_line;  // the activation offload and tiles chosen, and why
   ForwardSpec spec;           // group_size: the one at -ctx (SFT examples get their own)
   std::unique_ptr<SequenceSource> source;
   std::string data_line;              // the setup's description of the data
@@ -52,7 +53,9 @@ TrainingSetup set_up_training(const TrainOptions& options, dist::Communicator& c
 RopeChoice training_rope(const TrainOptions& options, const LlamaConfig& config);
 
 // --dry-run: the memory plan of `options` for `world` ranks on the backend a real run would
-// take here, printed to stdout (only config.json is read).
-void print_memory_plan(const TrainOptions& options, int world);
+// take here, with the activation offload and tiles chosen for --device-memory and
+// --host-memory (no limit without them), printed to stdout (only config.json is read).
+// Returns whether it fits.
+bool print_memory_plan(const TrainOptions& options, int world);
 
 }  // namespace ll

@@ -17,10 +17,10 @@
 namespace ll::test {
 
 struct ScheduleRun {
-  std::vector<double> losses;              // per step: the mean over labelled tokens
-  std::vector<std::vector<float>> grads;   // per step and parameter, concatenated
-  std::vector<float> trained;              // every trained tensor after the last step
-  BackendMemory memory;                    // after the run
+  std::vector<double> losses;             // per step: the mean over labelled tokens
+  std::vector<std::vector<float>> grads;  // per step and parameter, concatenated
+  std::vector<float> trained;             // every trained tensor after the last step
+  BackendMemory memory;                   // after the run
 };
 
 struct ScheduleCase {

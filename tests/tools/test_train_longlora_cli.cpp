@@ -330,11 +330,108 @@ TEST_CASE("--dry-run prints the memory plan from config.json alone") {
   REQUIRE(r.exit_code == 0);
   for (const char* part :
        {"frozen weights", "trained parameters", "AdamW moments", "saved activations",
-        "recompute workspace", "classifier chunk", "cuBLASLt workspace", "total (peak)", "BF16"}) {
+        "attention tensors", "token tiles", "cuBLASLt workspace", "total (peak)", "step phases",
+        "host (pinned)", "BF16", "activations    no activation offload, whole tensors"}) {
     CHECK_MESSAGE(r.output.find(part) != std::string::npos, part);
   }
   // 2 layers x [100000, 64] bf16 block inputs.
   CHECK(r.output.find("2 block inputs [100000, 64] BF16") != std::string::npos);
+}
+
+TEST_CASE("--dry-run --device-memory: the plan chooses offload and tiles, or says what would fit") {
+  const fs::path dir = ll::test::fresh_temp_dir("train_cli_dry_budget");
+  fs::create_directories(dir / "cfg");
+  // The tiny model with 8 layers: offloading some of them saves memory
+  // (model/saved_block_inputs.h).
+  nlohmann::json cfg = nlohmann::json::parse(read_bytes(kModel + "/config.json"));
+  cfg["num_hidden_layers"] = 8;
+  std::ofstream(dir / "cfg/config.json") << cfg.dump(2);
+  const std::string model = "-m " + (dir / "cfg").string() + " --device cuda --dry-run";
+  // Without a limit: no offload, whole tensors.
+  auto r = run(model + " -ctx 100000", dir);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  const auto total_of = [](const std::string& out) {
+    const size_t at = out.find("total (peak)");
+    REQUIRE(at != std::string::npos);
+    return out.substr(at, out.find('\n', at) - at);
+  };
+  const std::string unlimited = total_of(r.output);
+  // A card too small for that: tiles first (no offload), then offload as well.
+  r = run(model + " -ctx 100000 --device-memory 300MB", dir);
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.find("activations    no activation offload, token tiles of") != std::string::npos);
+  r = run(model + " -ctx 100000 --device-memory 200MB", dir);
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.find("activations    block inputs of 4 of 8 layers in host memory") !=
+        std::string::npos);
+  CHECK(r.output.find("offload staging") != std::string::npos);
+  // Offload off on that card: nothing fits; the tool says what would, and exits non-zero.
+  r = run(model + " -ctx 100000 --device-memory 200MB --offload-activations off", dir);
+  INFO(r.output);
+  CHECK(r.exit_code != 0);
+  CHECK(r.output.find("does not fit") != std::string::npos);
+  CHECK(r.output.find("--offload-activations auto: with 7 layers' inputs in host memory") !=
+        std::string::npos);
+  CHECK(r.output.find("fewer tokens: -ctx") != std::string::npos);
+  // Offload needs host memory: with too little, the plan says how much.
+  r = run(model + " -ctx 100000 --device-memory 200MB --host-memory 10MB", dir);
+  INFO(r.output);
+  CHECK(r.exit_code != 0);
+  CHECK(r.output.find("more host memory: offloading 7 layers' inputs needs") != std::string::npos);
+  CHECK(total_of(run(model + " -ctx 100000", dir).output) == unlimited);
+}
+
+TEST_CASE("bad activation settings fail before any weight is loaded") {
+  const fs::path dir = ll::test::fresh_temp_dir("train_cli_bad_schedule");
+  const fs::path data = make_data(dir, 256 * 4);
+  for (const auto& [flags, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--tile-tokens 0", "--tile-tokens must be auto or a number of tokens from 1 to -ctx"},
+           {"--tile-tokens 257", "--tile-tokens must be auto or a number of tokens from 1 to -ctx"},
+           {"--tile-tokens lots", "--tile-tokens must be auto"},
+           {"--device-memory 80XB", "--device-memory: \"80XB\" is not a size"},
+           {"--offload-activations on --host-memory 1KB",
+            "more host memory: offloading 1 layers' inputs needs"},
+       }) {
+    CAPTURE(flags);
+    // A model directory with a config and no weights: the run must stop before reading them.
+    fs::create_directories(dir / "cfg");
+    fs::copy_file(kModel + "/config.json", dir / "cfg/config.json",
+                  fs::copy_options::overwrite_existing);
+    const auto r =
+        run("-m " + (dir / "cfg").string() + " --data " + data.string() +
+                " --data-format raw-u16 -ctx 256 --out " + (dir / "out").string() + " " + flags,
+            dir);
+    INFO(r.output);
+    CHECK(r.exit_code != 0);
+    CHECK(r.output.find(message) != std::string::npos);
+  }
+}
+
+TEST_CASE("training with offload and tiles: the same run as without") {
+  const fs::path dir = ll::test::fresh_temp_dir("train_cli_offload");
+  const fs::path data = make_data(dir, 256 * 4);
+  const auto a = run(base_args(data, dir / "a") + " --steps 2", dir);
+  const auto b =
+      run(base_args(data, dir / "b") + " --steps 2 --offload-activations on --tile-tokens 96", dir);
+  INFO(a.output);
+  INFO(b.output);
+  REQUIRE(a.exit_code == 0);
+  REQUIRE(b.exit_code == 0);
+  CHECK(b.output.find("activations    block inputs of 1 of 2 layers in host memory") !=
+        std::string::npos);
+  CHECK(b.output.find("token tiles of 96") != std::string::npos);
+  CHECK(b.output.find("of offloaded activations in host memory") != std::string::npos);
+  // Tiles regroup the fp32 sums over tokens of parameter gradients (and OpenBLAS picks its
+  // kernels by size): the losses agree to a few ulps, not bit for bit.
+  const auto steps_a = ll::MetricsLog::read_steps((dir / "a/metrics.jsonl").string());
+  const auto steps_b = ll::MetricsLog::read_steps((dir / "b/metrics.jsonl").string());
+  REQUIRE(steps_a.size() == 2);
+  REQUIRE(steps_b.size() == 2);
+  for (size_t i = 0; i < 2; ++i)
+    CHECK(steps_b[i].loss == doctest::Approx(steps_a[i].loss).epsilon(1e-5));
 }
 
 TEST_CASE("--attention-kernel: recorded in checkpoints and metrics; a resume may change it") {
