@@ -19,8 +19,7 @@ int64_t parse_byte_size(std::string_view text, std::string_view what) {
     pos = 0;
   }
   auto bad = [&]() {
-    fail("{}: \"{}\" is not a size (a number with K, M, G or T: e.g. 80GB, 512G, 4096MB)", what,
-         s);
+    fail("{}: \"{}\" is not a size (a number with K, M, G or T: e.g. 80GB, 512G, 4096MB)", what, s);
   };
   if (pos == 0 || !std::isfinite(value)) bad();
   std::string unit;
@@ -30,11 +29,16 @@ int64_t parse_byte_size(std::string_view text, std::string_view what) {
   if (unit.size() >= 2 && unit.substr(unit.size() - 2) == "IB") unit.resize(unit.size() - 2);
   if (!unit.empty() && unit.back() == 'B') unit.pop_back();
   double scale = 1.0;
-  if (unit == "K") scale = 1024.0;
-  else if (unit == "M") scale = 1024.0 * 1024.0;
-  else if (unit == "G") scale = 1024.0 * 1024.0 * 1024.0;
-  else if (unit == "T") scale = 1024.0 * 1024.0 * 1024.0 * 1024.0;
-  else if (!unit.empty()) bad();
+  if (unit == "K")
+    scale = 1024.0;
+  else if (unit == "M")
+    scale = 1024.0 * 1024.0;
+  else if (unit == "G")
+    scale = 1024.0 * 1024.0 * 1024.0;
+  else if (unit == "T")
+    scale = 1024.0 * 1024.0 * 1024.0 * 1024.0;
+  else if (!unit.empty())
+    bad();
   const double bytes = value * scale;
   LL_CHECK(bytes >= 1.0 && bytes < 9.0e18, "{}: {} is not a usable size", what, s);
   return int64_t(bytes);

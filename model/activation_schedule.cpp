@@ -66,7 +66,9 @@ ScheduleChoice choose_activation_schedule(const MemoryPlanInput& input,
   LL_CHECK(request.tile_tokens >= 0 && request.tile_tokens <= n,
            "--tile-tokens {}: a tile has between 1 and -ctx ({}) tokens", request.tile_tokens, n);
   const int64_t usable = usable_device_bytes(budget);
-  auto fits_device = [&](const MemoryPlan& p) { return usable < 0 || cost_of(request, p) <= usable; };
+  auto fits_device = [&](const MemoryPlan& p) {
+    return usable < 0 || cost_of(request, p) <= usable;
+  };
   auto fits_host = [&](const MemoryPlan& p) {
     return budget.host_free < 0 || p.host_bytes <= budget.host_free;
   };
@@ -110,26 +112,25 @@ ScheduleChoice choose_activation_schedule(const MemoryPlanInput& input,
   // Nothing fits: the smallest plan tried, and what would fit.
   choice.plan = plan_with(input, offloads.back(), tiles.back());
   const MemoryPlan& least = choice.plan;
-  choice.summary =
-      fmt::format("does not fit: the smallest plan ({}, {}) needs {} of device memory and {} of "
-                  "host memory; there is {}{}",
-                  describe(least, layers), tile_text(least), format_bytes(cost_of(request, least)),
-                  format_bytes(least.host_bytes), limit_text(),
-                  budget.host_free < 0
-                      ? ""
-                      : fmt::format(" and {} of host memory", format_bytes(budget.host_free)));
+  choice.summary = fmt::format(
+      "does not fit: the smallest plan ({}, {}) needs {} of device memory and {} of "
+      "host memory; there is {}{}",
+      describe(least, layers), tile_text(least), format_bytes(cost_of(request, least)),
+      format_bytes(least.host_bytes), limit_text(),
+      budget.host_free < 0 ? ""
+                           : fmt::format(" and {} of host memory", format_bytes(budget.host_free)));
   std::string& advice = choice.advice;
   if (host_short && fits_device(least))
-    advice += fmt::format("  more host memory: offloading {} layers' inputs needs {} (there is {})\n",
-                          least.offloaded_layers, format_bytes(least.host_bytes),
-                          format_bytes(budget.host_free));
+    advice += fmt::format(
+        "  more host memory: offloading {} layers' inputs needs {} (there is {})\n",
+        least.offloaded_layers, format_bytes(least.host_bytes), format_bytes(budget.host_free));
   if (request.offload == OffloadMode::Off && layers >= 3) {
     const MemoryPlan on = plan_with(input, layers - 1, tiles.back());
     if (fits_device(on))
-      advice += fmt::format("  --offload-activations auto: with {} layers' inputs in host memory "
-                            "({}) it needs {}\n",
-                            layers - 1, format_bytes(on.host_bytes),
-                            format_bytes(cost_of(request, on)));
+      advice += fmt::format(
+          "  --offload-activations auto: with {} layers' inputs in host memory "
+          "({}) it needs {}\n",
+          layers - 1, format_bytes(on.host_bytes), format_bytes(cost_of(request, on)));
   }
   if (request.tile_tokens > kMinAutoTile) {
     const MemoryPlan small = plan_with(input, offloads.back(), kMinAutoTile);
@@ -160,9 +161,10 @@ ScheduleChoice choose_activation_schedule(const MemoryPlanInput& input,
       const RankFootprint f =
           sharded_rank_footprint(least, world, input.backend.kind == BackendKind::Cuda);
       if (f.total <= usable) {
-        advice += fmt::format("  {} GPUs with the data-parallel path (mpirun -np {}): {} per "
-                              "rank, the optimizer state sharded\n",
-                              world, world, format_bytes(f.total));
+        advice += fmt::format(
+            "  {} GPUs with the data-parallel path (mpirun -np {}): {} per "
+            "rank, the optimizer state sharded\n",
+            world, world, format_bytes(f.total));
         break;
       }
     }

@@ -37,7 +37,7 @@ struct ScheduleRequest {
 };
 
 struct ScheduleChoice {
-  MemoryPlan plan;      // the chosen plan; when nothing fits, the smallest one tried
+  MemoryPlan plan;  // the chosen plan; when nothing fits, the smallest one tried
   bool fits = false;
   std::string summary;  // one line: the choice and the memory it needs against what there is
   std::string advice;   // when nothing fits: what would (one suggestion per line)

@@ -106,9 +106,9 @@ TEST_CASE("fixed choices are kept; the CPU backend never offloads on its own") {
   CHECK(c.fits);
   CHECK(c.plan.offloaded_layers == 0);
   fixed.tile_tokens = 4097;
-  CHECK_THROWS_WITH_AS(choose_activation_schedule(in, fixed, MemoryBudget{}),
-                       doctest::Contains("--tile-tokens 4097: a tile has between 1 and -ctx (4096)"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      choose_activation_schedule(in, fixed, MemoryBudget{}),
+      doctest::Contains("--tile-tokens 4097: a tile has between 1 and -ctx (4096)"), Error);
 }
 
 TEST_CASE("nothing fits: the smallest plan's numbers and what would fit") {

@@ -13,82 +13,19 @@
 #include <sstream>
 
 #include "tests/model/model_fixtures.h"
+#include "tests/scripts/readme_lines.h"
 
+using ll::test::lines_match;
+using ll::test::lines_of;
 using ll::test::read_bytes;
+using ll::test::readme_code_lines;
+using ll::test::replace_all;
 using ll::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
 
 const std::string kReadmeOut = "demo/families";  // where the README's commands write
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> lines;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.pop_back();
-    lines.push_back(line);
-  }
-  return lines;
-}
-
-void replace_all(std::string& s, const std::string& from, const std::string& to) {
-  for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) {
-    s.replace(at, from.size(), to);
-  }
-}
-
-// The indented (code) lines of the README's "## Model families" section, indentation removed.
-std::vector<std::string> readme_code_lines() {
-  const std::string readme = read_bytes(fs::path(LL_SOURCE_DIR) / "README.md");
-  const size_t begin = readme.find("\n## Model families\n");
-  REQUIRE_MESSAGE(begin != std::string::npos, "README.md has no \"## Model families\" section");
-  const size_t end = readme.find("\n## ", begin + 1);
-  std::vector<std::string> code;
-  for (const std::string& line : lines_of(readme.substr(begin, end - begin))) {
-    if (line.rfind("    ", 0) == 0) code.push_back(line.substr(4));
-  }
-  return code;
-}
-
-// A line as text between numbers, and the numbers; a number followed by a unit of time or
-// speed is left out of the comparison.
-struct Shape {
-  std::vector<std::string> text;
-  std::vector<std::string> numbers;
-};
-
-Shape shape_of(const std::string& line) {
-  static const std::regex number(R"([0-9]+(\.[0-9]+)?)");
-  static const std::regex timing(R"(^ ?(s\b|tokens/s|tok/s|MB/s))");
-  Shape s;
-  std::string rest = line;
-  std::smatch m;
-  while (std::regex_search(rest, m, number)) {
-    s.text.push_back(m.prefix());
-    const std::string after = m.suffix();
-    s.numbers.push_back(std::regex_search(after, timing) ? std::string("<time>") : m.str());
-    rest = after;
-  }
-  s.text.push_back(rest);
-  return s;
-}
-
-bool numbers_match(const std::string& a, const std::string& b) {
-  if (a == "<time>" || b == "<time>") return a == b;
-  if (a.find('.') == std::string::npos || b.find('.') == std::string::npos) return a == b;
-  const double x = std::stod(a), y = std::stod(b);
-  return std::abs(x - y) <= 1e-3 * std::max(std::abs(x), std::abs(y));
-}
-
-bool lines_match(const std::string& readme, const std::string& printed) {
-  const Shape a = shape_of(readme), b = shape_of(printed);
-  if (a.text != b.text || a.numbers.size() != b.numbers.size()) return false;
-  for (size_t i = 0; i < a.numbers.size(); ++i) {
-    if (!numbers_match(a.numbers[i], b.numbers[i])) return false;
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -114,7 +51,7 @@ TEST_CASE("family_examples.sh prints what the README shows") {
   const std::vector<std::string> printed_lines = lines_of(printed);
   const std::string script = read_bytes(fs::path(LL_SOURCE_DIR) / "scripts" / "family_examples.sh");
 
-  const std::vector<std::string> code = readme_code_lines();
+  const std::vector<std::string> code = readme_code_lines("Model families");
   CHECK(code.size() > 40);
   for (const std::string& line : code) {
     if (line.empty()) continue;

@@ -577,7 +577,7 @@ TEST_CASE("the JSON record parses and holds the resolved values") {
   o.resume = "auto";
   const nlohmann::json j = nlohmann::json::parse(ll::train_options_json(o));
   REQUIRE(j.is_object());
-  CHECK(j.size() == 42);  // one key per TrainOptions field
+  CHECK(j.size() == 46);  // one key per TrainOptions field
   CHECK(j["attention-kernel"] == "auto");
   CHECK(j["sharded-optimizer"] == false);
   CHECK(j["dist-timeout"].get<double>() == 600.0);
