@@ -8,6 +8,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -190,23 +191,29 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 // ---------------------------------------------------------------------------------------
-// D[h, i] = sum_d dout[i, h, d] * out[i, h, d]. One warp per (token, head).
+// D[h, i] = sum_d dout[i, h, d] * out[i, h, d]. One warp per (token, head) row, grid-stride
+// (the grid is capped at kRowdotMaxBlocks: N * H / 4 blocks would pass the grid limit of
+// 2^31 - 1 at N * H = 2^33).
+constexpr int64_t kRowdotMaxBlocks = int64_t(1) << 20;
 template <int HD>
 __global__ void __launch_bounds__(kThreads)
     attention_rowdot_kernel(float* __restrict__ dvec, const bf16* __restrict__ dout,
                             const bf16* __restrict__ out, int64_t n, int n_heads) {
-  const int64_t row = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
-  if (row >= n * n_heads) return;
-  const int64_t i = row / n_heads;
-  const int h = int(row % n_heads);
-  const int64_t base = row * HD;  // [N, H, HD] row-major: (i, h) is row i * H + h
-  float s = 0.0f;
+  const int64_t rows = n * n_heads;
+  for (int64_t row = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5); row < rows;
+       row += int64_t(gridDim.x) * kWarps) {
+    const int64_t i = row / n_heads;
+    const int h = int(row % n_heads);
+    const int64_t base = row * HD;  // [N, H, HD] row-major: (i, h) is row i * H + h
+    float s = 0.0f;
 #pragma unroll
-  for (int d0 = 0; d0 < HD; d0 += 32)
-    s = fmaf(__bfloat162float(dout[base + d0 + lane]), __bfloat162float(out[base + d0 + lane]), s);
-  s = warp_sum(s);
-  if (lane == 0) dvec[int64_t(h) * n + i] = s;
+    for (int d0 = 0; d0 < HD; d0 += 32)
+      s = fmaf(__bfloat162float(dout[base + d0 + lane]), __bfloat162float(out[base + d0 + lane]),
+               s);
+    s = warp_sum(s);
+    if (lane == 0) dvec[int64_t(h) * n + i] = s;
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -491,9 +498,9 @@ void run_backward_hd(const Launcher& launch, bf16* dq, bf16* dk, bf16* dv, const
                      const AttentionPattern& mask) {
   const float scale = 1.0f / std::sqrt(float(HD));
   const int64_t rows = n * n_heads;
-  launch("attention_rowdot_kernel", attention_rowdot_kernel<HD>,
-         dim3(unsigned((rows + kWarps - 1) / kWarps)), dim3(kThreads), size_t(0), dvec, dout, out,
-         n, n_heads);
+  const int64_t row_blocks = std::min((rows + kWarps - 1) / kWarps, kRowdotMaxBlocks);
+  launch("attention_rowdot_kernel", attention_rowdot_kernel<HD>, dim3(unsigned(row_blocks)),
+         dim3(kThreads), size_t(0), dvec, dout, out, n, n_heads);
   const unsigned tiles = unsigned((n + kB - 1) / kB);
   launch("attention_backward_dkv_kernel", attention_backward_dkv_kernel<HD>,
          dim3(tiles, unsigned(n_kv_heads)), dim3(kThreads), dkv_smem<HD>(), dk, dv, dout, q, k, v,

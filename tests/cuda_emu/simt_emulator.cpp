@@ -10,6 +10,7 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/error.h"
@@ -42,6 +43,7 @@ alignas(1024) unsigned char g_smem[kMaxDynamicSmem];
 Launch* g_launch = nullptr;
 std::vector<GlobalRange> g_globals;
 Order g_order = Order::Forward;
+BlockFilter g_block_filter;        // empty: every block runs
 std::unique_ptr<char[]> g_stacks;  // kStackBytes per fiber, g_stack_fibers of them
 int64_t g_stack_fibers = 0;
 
@@ -401,6 +403,7 @@ void register_global(const void* base, size_t bytes) {
 }
 void clear_globals() { g_globals.clear(); }
 void set_order(Order order) { g_order = order; }
+void set_block_filter(BlockFilter filter) { g_block_filter = std::move(filter); }
 Order order() { return g_order; }
 
 LaunchStats run_grid(const char* kernel_name, dim3 grid, dim3 block, size_t dynamic_smem,
@@ -433,6 +436,7 @@ LaunchStats run_grid(const char* kernel_name, dim3 grid, dim3 block, size_t dyna
       for (unsigned y = 0; y < grid.y; ++y)
         for (unsigned x = 0; x < grid.x; ++x) {
           l.block_idx = uint3{x, y, z};
+          if (g_block_filter && !g_block_filter(kernel_name, l.block_idx, grid)) continue;
           run_block(l, order);
           l.stats.blocks += 1;
         }

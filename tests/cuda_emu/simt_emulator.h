@@ -63,6 +63,14 @@ void clear_globals();
 void set_order(Order order);
 Order order();
 
+// Which blocks run_grid runs: every block when empty (the default). A test of a huge logical
+// tensor (rows past 2^31 elements, backed by sparse memory) runs only the blocks whose outputs
+// it checks; the others are skipped as if the grid had no work for them (LaunchStats::blocks
+// counts the blocks that ran).
+using BlockFilter =
+    std::function<bool(const char* kernel_name, const uint3& block, const dim3& grid)>;
+void set_block_filter(BlockFilter filter);
+
 // Launches a kernel function pointer with its arguments converted to its parameter types,
 // like cudaLaunchKernel.
 template <typename... P, typename... A>

@@ -455,7 +455,9 @@ CUresult tensor_map_encode_tiled(CUtensorMap* map, CUtensorMapDataType type, cuu
     m.dims[d] = dims[d];
     m.box[d] = box[d];
     if (d > 0) {
-      if (strides[d - 1] % 16 != 0) return CUDA_ERROR_INVALID_VALUE;
+      // The driver's rules: strides multiples of 16 bytes and below 2^40.
+      if (strides[d - 1] % 16 != 0 || strides[d - 1] >= (uint64_t(1) << 40))
+        return CUDA_ERROR_INVALID_VALUE;
       m.strides[d] = strides[d - 1];
     }
   }

@@ -31,6 +31,16 @@ class ScopedOrder {
   ScopedOrder& operator=(const ScopedOrder&) = delete;
 };
 
+// Runs only the blocks `filter` accepts while it lives (emu::set_block_filter), then every
+// block again (also when a launch throws).
+class ScopedBlockFilter {
+ public:
+  explicit ScopedBlockFilter(emu::BlockFilter filter) { emu::set_block_filter(std::move(filter)); }
+  ~ScopedBlockFilter() { emu::set_block_filter({}); }
+  ScopedBlockFilter(const ScopedBlockFilter&) = delete;
+  ScopedBlockFilter& operator=(const ScopedBlockFilter&) = delete;
+};
+
 // run() with the fibers in `order`; its result.
 template <typename Run>
 auto run_in_order(emu::Order order, Run&& run) {
