@@ -19,8 +19,8 @@ TEST_CASE("long_context_examples.sh prints what the README shows") {
   TempDir dir("long_context_examples");
   const fs::path log = dir.path / "log.txt";
   const std::string cmd =
-      fmt::format("TOOLS_DIR='{}' '{}/scripts/long_context_examples.sh' >'{}' 2>&1",
-                  LL_BINARY_DIR, LL_SOURCE_DIR, log.string());
+      fmt::format("TOOLS_DIR='{}' '{}/scripts/long_context_examples.sh' >'{}' 2>&1", LL_BINARY_DIR,
+                  LL_SOURCE_DIR, log.string());
   const int status = std::system(cmd.c_str());
   std::string printed = read_bytes(log);
   INFO("output:\n", printed);
