@@ -169,6 +169,22 @@ if ((build_ok)); then
       sharded_collectives=$(grep -h 'collectives so far' "$out/bench_train_sharded.txt" | tail -1)
       echo "${sharded_collectives:-no collectives line}" >> "$log"
     fi
+    # Activation offload and token tiles (issue 19): their cost at a context where the plain
+    # step fits too (against bench_train_tc.json's 32768 row; target: offload within 5%), and
+    # half a million tokens with 4 of the 32 layers (the kernels and the memory at that length:
+    # peak beside the plan, host memory beside its plan).
+    if (($(left) > 120)); then
+      step "benchmark: bench_train at 32768 with offload of 31 layers, then with tiles of 8192 too"
+      timeout 150 build-gpu/bench_train --device cuda --attention-kernel $tc_kernel --ctx 32768 --steps 2 --warmup 1 \
+        --offload-layers 31 --json "$out/bench_train_offload.json" > "$out/bench_train_offload.txt" 2>&1 || echo "bench_train exit $?" >> "$out/bench_train_offload.txt"
+      timeout 150 build-gpu/bench_train --device cuda --attention-kernel $tc_kernel --ctx 32768 --steps 2 --warmup 1 \
+        --offload-layers 31 --tile-tokens 8192 --json "$out/bench_train_offload_tiles.json" > "$out/bench_train_offload_tiles.txt" 2>&1 || echo "bench_train exit $?" >> "$out/bench_train_offload_tiles.txt"
+    fi
+    if (($(left) > 200)); then
+      step "benchmark: bench_train at 524288 tokens, 4 layers, offload 3, tiles of 8192"
+      timeout 180 build-gpu/bench_train --device cuda --attention-kernel $tc_kernel --ctx 524288 --layers 4 --steps 1 --warmup 0 \
+        --offload-layers 3 --tile-tokens 8192 --json "$out/bench_train_512k.json" > "$out/bench_train_512k.txt" 2>&1 || echo "bench_train exit $?" >> "$out/bench_train_512k.txt"
+    fi
     if (($(left) > 90)) && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
       step "benchmark: PyTorch baseline (bench/torch_train_gpu.py)"
       timeout 240 python3 bench/torch_train_gpu.py --device cuda --ctx 8192,32768 --steps 2 \
@@ -196,9 +212,12 @@ bench_table() {
   python3 - "$out" <<'PY' 2>/dev/null || echo "(no benchmark results)"
 import json, os, sys
 out = sys.argv[1]
-print("| impl | ctx | G | step ms | tokens/s | MFU | peak GiB | plan GiB |")
-print("|---|---|---|---|---|---|---|---|")
+print("| impl | ctx | G | step ms | tokens/s | MFU | peak GiB | plan GiB | host GiB (plan) |")
+print("|---|---|---|---|---|---|---|---|---|")
 for name, label in (("bench_train_tc.json", "ours (tc attention)"),
+                    ("bench_train_offload.json", "ours (tc, offload 31 layers)"),
+                    ("bench_train_offload_tiles.json", "ours (tc, offload 31, tiles 8192)"),
+                    ("bench_train_512k.json", "ours (tc, 4 layers, offload 3, tiles 8192)"),
                     ("bench_train_sharded.json", "ours (tc, sharded step via NCCL, 1 GPU)"),
                     ("bench_train_simt.json", "ours (CUDA-core attention)"),
                     ("torch_train.json", "pytorch")):
@@ -208,7 +227,7 @@ for name, label in (("bench_train_tc.json", "ours (tc attention)"),
     doc = json.load(open(path))
     for r in doc.get("rows", []):
         if r.get("oom"):
-            print(f"| {label} | {r['ctx']} | {r.get('group_size', '-')} | OOM | | | | |")
+            print(f"| {label} | {r['ctx']} | {r.get('group_size', '-')} | OOM | | | | | |")
             continue
         mfu = r.get("mfu")
         peak = r.get("peak_bytes")
@@ -216,7 +235,8 @@ for name, label in (("bench_train_tc.json", "ours (tc attention)"),
         print(f"| {label} | {r['ctx']} | {r.get('group_size', '-')} | {r['step_ms']:.1f} | "
               f"{r['tokens_per_s']:.0f} | {'-' if mfu is None else f'{100 * mfu:.1f}%'} | "
               f"{'-' if peak is None else f'{peak / 2**30:.2f}'} | "
-              f"{'-' if plan is None else f'{plan / 2**30:.2f}'} |")
+              f"{'-' if plan is None else f'{plan / 2**30:.2f}'} | "
+              f"{r.get('host_peak_bytes', 0) / 2**30:.2f} ({r.get('host_plan_bytes', 0) / 2**30:.2f}) |")
 PY
 }
 
