@@ -55,6 +55,15 @@ float* f32_ptr(const Tensor& t, const char* what) {
   return static_cast<float*>(t.data);
 }
 
+// Where a copy_async operand lives: backend (device) memory or allocate_host (pinned) memory.
+bool on_device(const Tensor& t, const char* what) {
+  cudaPointerAttributes attr{};
+  LL_CUDA_CHECK(cudaPointerGetAttributes(&attr, t.data));
+  LL_CHECK(attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeHost,
+           "copy_async: the {} is neither backend memory nor allocate_host memory", what);
+  return attr.type == cudaMemoryTypeDevice;
+}
+
 // The forward and backward launchers of a resolved attention family: the one place the family
 // picks kernels. tc-sm90 runs the Hopper kernels where the mask allows (S2Roll: mma.sync).
 struct AttentionLaunchers {
@@ -297,19 +306,6 @@ OwnedTensor CudaBackend::allocate_host(std::vector<int64_t> shape, DType dtype) 
   t.view.data = p;
   return t;
 }
-
-namespace {
-
-// Where a copy_async operand lives: backend (device) memory or allocate_host (pinned) memory.
-bool on_device(const Tensor& t, const char* what) {
-  cudaPointerAttributes attr{};
-  LL_CUDA_CHECK(cudaPointerGetAttributes(&attr, t.data));
-  LL_CHECK(attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeHost,
-           "copy_async: the {} is neither backend memory nor allocate_host memory", what);
-  return attr.type == cudaMemoryTypeDevice;
-}
-
-}  // namespace
 
 CopyTicket CudaBackend::copy_async(const Tensor& dst, const Tensor& src) {
   shapes::same_shape({&dst, &src}, "copy_async");
