@@ -18,11 +18,17 @@
 //   cudaDeviceSynchronize, cudaMemcpy, cudaMemset and cudaStreamDestroy run theirs or all.
 // - The null stream (and cudaStreamLegacy / cudaStreamPerThread) is not lazy: an operation on
 //   it runs every queue first, then runs at once, the strictest order the legacy stream has.
+// - Races: an async copy or memset issued on one stream that uses bytes an operation still
+//   queued on another stream uses, either writing, returns cudaErrorIllegalState (its error
+//   string names both): the eager event waits above make any such pair unordered. Kernels
+//   say nothing of the memory they touch; their races show as wrong values instead.
 // - Freeing memory (cudaFree, cudaFreeAsync, cudaFreeHost) that an operation still queued on
 //   another stream reads or writes is an error: the call returns cudaErrorIllegalState, whose
 //   error string names the memory, the operation and the stream, and the next synchronizing
 //   call returns it too (a stream-ordered free's error is easily lost in a destructor). The
 //   queues run before the memory goes, so the emulator itself never touches freed memory.
+//   (On a GPU cudaFree and cudaFreeHost wait for the device, but the engine frees
+//   stream-ordered, and its Backend contract asks for the wait, so both are held to it here.)
 // Pinned host memory (cudaMallocHost, cudaHostAlloc) is counted apart from device memory and
 // reported as cudaMemoryTypeHost; async copies check that their direction (cudaMemcpyKind)
 // matches where the pointers live.
@@ -50,8 +56,8 @@ constexpr size_t kTotalBytes = size_t(80) << 30;
 constexpr size_t kPinnedLimit = size_t(64) << 30;  // pinning more fails (cudaErrorMemoryAllocation)
 constexpr size_t kAlign = 256;                     // cudaMalloc's alignment
 
-// One lock for memory, streams and events; recursive, as running a queue frees nothing but a
-// host function in it may call back into the runtime.
+// One lock for memory, streams and events; recursive, since a host function run from a queue
+// may call back into the runtime.
 std::recursive_mutex& runtime_mutex() {
   static std::recursive_mutex m;
   return m;
@@ -116,6 +122,7 @@ struct Range {
   bool overlaps(const char* b, size_t n) const {
     return bytes > 0 && n > 0 && begin < b + n && b < begin + bytes;
   }
+  bool overlaps(const Range& r) const { return overlaps(r.begin, r.bytes); }
 };
 struct Op {
   std::function<void()> run;
@@ -180,6 +187,31 @@ cudaError_t run_stream(cudaStream_t h) {
   return cudaSuccess;
 }
 
+// op, issued on stream `self`, against the operations still queued on the other streams: one
+// that uses the same bytes, either of them writing, races it, since nothing orders the two (a
+// wait on an event recorded after the queued one would have run it already).
+cudaError_t check_race(const Stream& self, const Op& op) {
+  for (auto& [serial, s] : streams()) {
+    if (s.get() == &self) continue;
+    for (const Op& q : s->queue) {
+      const bool writes = op.writes.overlaps(q.reads) || op.writes.overlaps(q.writes);
+      if (!writes && !op.reads.overlaps(q.writes)) continue;
+      const Range& shared = writes ? op.writes : op.reads;
+      char text[512];
+      std::snprintf(text, sizeof(text),
+                    "emulated runtime: a %s on stream %llu and a %s still queued on stream %llu "
+                    "use the same bytes (near %p), one of them writing, with no event between "
+                    "them (record an event after the first and make the other stream wait)",
+                    op.what, static_cast<unsigned long long>(self.serial), q.what,
+                    static_cast<unsigned long long>(serial),
+                    static_cast<const void*>(shared.begin));
+      g_hazard_text = text;
+      return fail(cudaErrorIllegalState);
+    }
+  }
+  return cudaSuccess;
+}
+
 // Queues op on stream h; on the null stream runs it at once, after every queue.
 cudaError_t enqueue(cudaStream_t h, Op op) {
   if (is_null_stream(h)) {
@@ -189,6 +221,7 @@ cudaError_t enqueue(cudaStream_t h, Op op) {
   }
   Stream* s = lookup(h);
   if (s == nullptr) return fail(cudaErrorInvalidResourceHandle);
+  if (const cudaError_t e = check_race(*s, op); e != cudaSuccess) return e;
   s->queue.push_back(std::move(op));
   ++s->enqueued;
   return cudaSuccess;
@@ -213,8 +246,8 @@ cudaError_t take_hazard() {
   return fail(cudaErrorIllegalState);
 }
 
-// Frees [p, p + bytes) of `live` for `call`: an operation still queued on a stream other than
-// `freeing` (every stream when null) that uses the memory is an error (see the file comment).
+// Frees the allocation at ptr from `live` for `call`: an operation still queued on a stream
+// other than `freeing` (any stream when null) that uses its bytes is an error (file comment).
 cudaError_t release(std::map<const char*, size_t>& live, size_t& in_use, void* ptr,
                     const Stream* freeing, const char* call) {
   if (ptr == nullptr) return cudaSuccess;
@@ -429,9 +462,14 @@ cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t n, cuda
   if (!direction_matches(dst_space, src_space, kind)) return fail(cudaErrorInvalidMemcpyDirection);
   if (dst_space == Space::Pageable) {
     // Into pageable memory CUDA returns once the copy is done: after the stream's queue.
-    const cudaError_t e = run_stream(stream);
-    if (e == cudaSuccess) std::memmove(dst, src, n);
-    return e;
+    if (const cudaError_t e = run_stream(stream); e != cudaSuccess) return e;
+    if (const Stream* s = is_null_stream(stream) ? nullptr : lookup(stream); s != nullptr) {
+      const Op copy{
+          {}, "cudaMemcpyAsync", {static_cast<const char*>(src), n}, {static_cast<char*>(dst), n}};
+      if (const cudaError_t e = check_race(*s, copy); e != cudaSuccess) return e;
+    }
+    std::memmove(dst, src, n);
+    return cudaSuccess;
   }
   char* d = static_cast<char*>(dst);
   if (src_space == Space::Pageable) {

@@ -80,26 +80,48 @@ TEST_CASE("fake runtime: only events order two streams") {
   Fixture f;
   cudaEvent_t e = nullptr;
   LL_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  unsigned char* other = nullptr;
+  LL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&other), f.n));
   LL_CUDA_CHECK(cudaMemsetAsync(f.dev, 1, f.n, f.a));
   LL_CUDA_CHECK(cudaEventRecord(e, f.a));
-  LL_CUDA_CHECK(cudaMemsetAsync(f.dev, 2, f.n, f.a));  // after the event's mark
-  // Stream b copies what stream a wrote up to the event, and not later.
+  LL_CUDA_CHECK(cudaMemsetAsync(other, 2, f.n, f.a));  // after the event's mark
+  // Stream b copies what stream a wrote up to the event; a's later work still waits.
   LL_CUDA_CHECK(cudaStreamWaitEvent(f.b, e, 0));
   LL_CUDA_CHECK(cudaMemcpyAsync(f.pinned, f.dev, f.n, cudaMemcpyDeviceToHost, f.b));
   CHECK(ll_emu_queued_ops(f.a) == 1);
   CHECK(ll_emu_queued_ops(f.b) == 1);
   LL_CUDA_CHECK(cudaStreamSynchronize(f.b));
   CHECK(all_bytes(f.pinned, f.n, 1));
-  CHECK(ll_emu_queued_ops(f.a) == 1);  // a's second memset still waits
+  CHECK(ll_emu_queued_ops(f.a) == 1);
+  CHECK(all_bytes(other, f.n, 0xff));
   LL_CUDA_CHECK(cudaStreamSynchronize(f.a));
-  CHECK(all_bytes(f.dev, f.n, 2));
+  CHECK(all_bytes(other, f.n, 2));
 
-  // Without the event, b's copy reads whatever a has run by then: nothing.
+  // Without the event, b's copy would read whatever a had run by then: the copy is refused
+  // as a race with a's queued memset, and so is a memset over b's queued copy.
   LL_CUDA_CHECK(cudaMemsetAsync(f.dev, 4, f.n, f.a));
-  LL_CUDA_CHECK(cudaMemcpyAsync(f.pinned, f.dev, f.n, cudaMemcpyDeviceToHost, f.b));
-  LL_CUDA_CHECK(cudaStreamSynchronize(f.b));
-  CHECK(all_bytes(f.pinned, f.n, 2));
+  const std::string race = error_of(
+      [&] { LL_CUDA_CHECK(cudaMemcpyAsync(f.pinned, f.dev, f.n, cudaMemcpyDeviceToHost, f.b)); });
+  CHECK(contains(race, "cudaErrorIllegalState"));
+  CHECK(contains(race, "a cudaMemcpyAsync on stream"));
+  CHECK(contains(race, "and a cudaMemsetAsync still queued on stream"));
+  CHECK(contains(race, "no event between them"));
+  CHECK(ll_emu_queued_ops(f.b) == 0);
   LL_CUDA_CHECK(cudaStreamSynchronize(f.a));
+  LL_CUDA_CHECK(cudaMemcpyAsync(f.pinned, f.dev, f.n, cudaMemcpyDeviceToHost, f.b));
+  // Both reading the same bytes is no race.
+  LL_CUDA_CHECK(cudaMemcpyAsync(other, f.dev, f.n, cudaMemcpyDeviceToDevice, f.a));
+  CHECK(cudaMemsetAsync(f.dev, 0, 1, f.a) == cudaErrorIllegalState);
+  CHECK(cudaMemsetAsync(f.pinned + 8, 0, 1, f.a) == cudaErrorIllegalState);
+  std::vector<unsigned char> page(f.n);
+  CHECK(cudaMemcpyAsync(page.data(), f.pinned, f.n, cudaMemcpyHostToHost, f.a) ==
+        cudaErrorIllegalState);
+  (void)cudaGetLastError();
+  LL_CUDA_CHECK(cudaStreamSynchronize(f.b));
+  CHECK(all_bytes(f.pinned, f.n, 4));
+  LL_CUDA_CHECK(cudaStreamSynchronize(f.a));
+  CHECK(all_bytes(other, f.n, 4));
+  LL_CUDA_CHECK(cudaFree(other));
 
   // A query reports not ready once while the work is pending, then runs it.
   LL_CUDA_CHECK(cudaMemsetAsync(f.dev, 5, f.n, f.a));

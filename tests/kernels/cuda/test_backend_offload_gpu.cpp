@@ -160,6 +160,12 @@ TEST_CASE("emulated cuda backend: without wait_copy the copies race the compute"
   for (float x : get(b, sum)) REQUIRE(std::isnan(x));
   b.wait_copy(in);
   CHECK(cases::same_bits(get(b, back), twice));
+  // A copy over the source on the compute stream (not a kernel) is caught as it is issued.
+  const CopyTicket again = b.copy_async(*host, *back);
+  CHECK(contains(error_of([&] { b.copy(*back, *src); }), "no event between them"));
+  b.wait_copy(again);
+  b.copy(*back, *src);  // in order now
+  b.synchronize();
 }
 
 TEST_CASE("emulated cuda backend: freeing a tensor a copy still reads is an error") {
