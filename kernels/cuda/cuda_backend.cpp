@@ -140,8 +140,8 @@ struct CudaBackend::State {
         std::fprintf(stderr, "cuda backend: %s failed at shutdown: %s\n", what,
                      cudaGetErrorString(e));
     };
+    copies.reset();  // first: finishes the copies in flight, before anything is freed
     gemm.reset();
-    copies.reset();  // finishes the copies in flight
     if (stream != nullptr) report(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
     report(cudaFree(gemm_workspace), "cudaFree");
     report(cudaFree(sum_result), "cudaFree");
