@@ -30,6 +30,7 @@ if(LL_CUDA_BACKEND_EMULATED)
   set_source_files_properties(${ll_cu_sources} PROPERTIES LANGUAGE CXX COMPILE_OPTIONS
     "-xc++;-include;${PROJECT_SOURCE_DIR}/tests/cuda_emu/cuda_prelude.h;-Wno-unknown-pragmas;-fno-strict-aliasing")
   file(GLOB ll_fake_sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/cuda_emu/fake/*.cpp)
+  list(FILTER ll_fake_sources EXCLUDE REGEX "/test_[^/]*\\.cpp$")
   list(APPEND ll_cuda_sources ${ll_fake_sources})
 endif()
 add_library(ll_cuda STATIC ${ll_cuda_sources})

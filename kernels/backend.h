@@ -65,7 +65,8 @@ class Backend {
   virtual OwnedTensor allocate_host(std::vector<int64_t> shape, DType dtype) = 0;
   // Copies src into dst (same shape and dtype; each in backend memory or from allocate_host)
   // after every op queued so far: on a GPU on a copy stream beside the compute, on the CPU at
-  // once. Until wait_copy(ticket), ops queued later must not write src nor touch dst.
+  // once. Until wait_copy(ticket), ops queued later must not write src nor touch dst, and
+  // neither may be freed.
   virtual CopyTicket copy_async(const Tensor& dst, const Tensor& src) = 0;
   // Every op queued after this call runs after the copy (on a GPU the compute stream waits
   // for the copy's event; the host does not block). Each ticket is waited for once.

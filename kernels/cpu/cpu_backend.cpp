@@ -33,15 +33,19 @@ OwnedTensor CpuBackend::allocate_host(std::vector<int64_t> shape, DType dtype) {
 }
 
 CopyTicket CpuBackend::copy_async(const Tensor& dst, const Tensor& src) {
+  shapes::same_shape({&dst, &src}, "copy_async");
   LL_CHECK(dst.dtype == src.dtype, "copy_async: {} into {}", dtype_name(src.dtype),
            dtype_name(dst.dtype));
   copy(dst, src);
+  copies_waiting_.insert(copies_started_);
   return CopyTicket{copies_started_++};
 }
 
 void CpuBackend::wait_copy(CopyTicket ticket) {
   LL_CHECK(ticket.id >= 0 && ticket.id < copies_started_,
-           "wait_copy: ticket {} was not handed out by this backend", ticket.id);
+           "wait_copy: ticket {} was not handed out by this backend's copy_async", ticket.id);
+  LL_CHECK(copies_waiting_.erase(ticket.id) == 1,
+           "wait_copy: ticket {} was already waited for (each copy is waited for once)", ticket.id);
 }
 
 OwnedTensor CpuBackend::allocate_counted(std::vector<int64_t> shape, DType dtype,

@@ -1,6 +1,7 @@
 #pragma once
 // The fp32 reference backend: thin adapters from the Backend interface to kernels/cpu.
 #include <memory>
+#include <unordered_set>
 
 #include "kernels/backend.h"
 
@@ -80,7 +81,9 @@ class CpuBackend final : public Backend {
   // Shared with every tensor's deleter, so tensors may outlive the backend object.
   std::shared_ptr<AllocStats> stats_ = std::make_shared<AllocStats>();
   std::shared_ptr<AllocStats> host_stats_ = std::make_shared<AllocStats>();  // allocate_host
-  int64_t copies_started_ = 0;                                               // tickets handed out
+  // copy_async's tickets: how many were handed out, and those not waited for yet.
+  int64_t copies_started_ = 0;
+  std::unordered_set<int64_t> copies_waiting_;
   // The classifier's logits of one chunk, [min(chunk_rows, n), V] F32 (none when n is 0).
   OwnedTensor classifier_scratch(int64_t n, int64_t v, int64_t chunk_rows);
   OwnedTensor allocate_counted(std::vector<int64_t> shape, DType dtype,

@@ -20,6 +20,7 @@
 #include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/bias.cuh"
 #include "kernels/cuda/convert.cuh"
+#include "kernels/cuda/copy_stream.h"
 #include "kernels/cuda/cross_entropy.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_info.h"
@@ -52,6 +53,15 @@ float* f32_ptr(const Tensor& t, const char* what) {
   LL_CHECK(t.dtype == DType::F32, "cuda backend: {} must be F32, got {}", what,
            dtype_name(t.dtype));
   return static_cast<float*>(t.data);
+}
+
+// Where a copy_async operand lives: backend (device) memory or allocate_host (pinned) memory.
+bool on_device(const Tensor& t, const char* what) {
+  cudaPointerAttributes attr{};
+  LL_CUDA_CHECK(cudaPointerGetAttributes(&attr, t.data));
+  LL_CHECK(attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeHost,
+           "copy_async: the {} is neither backend memory nor allocate_host memory", what);
+  return attr.type == cudaMemoryTypeDevice;
 }
 
 // The forward and backward launchers of a resolved attention family: the one place the family
@@ -117,6 +127,9 @@ struct CudaBackend::State {
   double* sum_scratch = nullptr;   // [sum_squares_scratch_bytes / 8]
   int* status = nullptr;           // [1] classifier error bits
   std::unique_ptr<cuda::GemmRunner> gemm;
+  std::unique_ptr<cuda::CopyStream> copies;  // copy_async's stream and events
+  int64_t host_in_use = 0;                   // bytes of live allocate_host tensors
+  int64_t host_peak = 0;
   // backend_traits(Cuda, the resolved attention family).
   BackendTraits traits;
 
@@ -127,6 +140,7 @@ struct CudaBackend::State {
         std::fprintf(stderr, "cuda backend: %s failed at shutdown: %s\n", what,
                      cudaGetErrorString(e));
     };
+    copies.reset();  // first: finishes the copies in flight, before anything is freed
     gemm.reset();
     if (stream != nullptr) report(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
     report(cudaFree(gemm_workspace), "cudaFree");
@@ -158,6 +172,7 @@ CudaBackend::CudaBackend(int device, AttentionKernel attention) : st_(std::make_
   s.traits = backend_traits(BackendKind::Cuda, resolve_attention_kernel(attention, support));
   LL_CUDA_CHECK(cudaSetDevice(device));
   LL_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+  s.copies = std::make_unique<cuda::CopyStream>(s.stream);
   // Keep freed blocks in the pool across synchronizations: the model frees and re-allocates
   // the same workspaces every layer and step.
   cudaMemPool_t pool = nullptr;
@@ -180,13 +195,21 @@ CudaBackend::~CudaBackend() = default;
 BackendMemory CudaBackend::memory() const {
   size_t free_bytes = 0, total_bytes = 0;
   LL_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  return BackendMemory{st_->in_use, st_->peak, int64_t(total_bytes - free_bytes),
-                       int64_t(total_bytes)};
+  BackendMemory m{st_->in_use, st_->peak, int64_t(total_bytes - free_bytes), int64_t(total_bytes)};
+  m.host_in_use = st_->host_in_use;
+  m.host_peak = st_->host_peak;
+  return m;
 }
 
-void CudaBackend::reset_peak() { st_->peak = st_->in_use; }
+void CudaBackend::reset_peak() {
+  st_->peak = st_->in_use;
+  st_->host_peak = st_->host_in_use;
+}
 
-void CudaBackend::synchronize() { LL_CUDA_CHECK(cudaStreamSynchronize(st_->stream)); }
+void CudaBackend::synchronize() {
+  st_->copies->synchronize();
+  LL_CUDA_CHECK(cudaStreamSynchronize(st_->stream));
+}
 
 void CudaBackend::reserve(int64_t bytes) {
   if (bytes <= 0) return;
@@ -253,6 +276,49 @@ OwnedTensor CudaBackend::allocate(std::vector<int64_t> shape, DType dtype) {
   t.view.data = p;
   return t;
 }
+
+OwnedTensor CudaBackend::allocate_host(std::vector<int64_t> shape, DType dtype) {
+  OwnedTensor t;
+  t.view.dtype = dtype;
+  t.view.shape = std::move(shape);
+  const int64_t bytes = int64_t(t.view.nbytes());
+  void* p = nullptr;
+  // Pinned, so that copies run at full bus speed beside the kernels; at least one byte.
+  const cudaError_t err =
+      cudaHostAlloc(&p, size_t(std::max<int64_t>(bytes, 1)), cudaHostAllocDefault);
+  if (err == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    fail(
+        "could not pin {} bytes ({:.2f} GiB) of host memory for an offloaded [{}] {} tensor; "
+        "this run has {:.2f} GiB pinned already. Free host memory, or offload fewer "
+        "activations (a shorter -ctx)",
+        bytes, gib(bytes), fmt::join(t.view.shape, ", "), dtype_name(dtype), gib(st_->host_in_use));
+  }
+  LL_CUDA_CHECK(err);
+  st_->host_in_use += bytes;
+  st_->host_peak = std::max(st_->host_peak, st_->host_in_use);
+  t.storage = std::shared_ptr<void>(p, [st = st_, bytes](void* q) {
+    const cudaError_t e = cudaFreeHost(q);
+    if (e != cudaSuccess)
+      std::fprintf(stderr, "cuda backend: cudaFreeHost failed: %s\n", cudaGetErrorString(e));
+    st->host_in_use -= bytes;
+  });
+  t.view.data = p;
+  return t;
+}
+
+CopyTicket CudaBackend::copy_async(const Tensor& dst, const Tensor& src) {
+  shapes::same_shape({&dst, &src}, "copy_async");
+  LL_CHECK(dst.dtype == src.dtype, "copy_async: {} into {}", dtype_name(src.dtype),
+           dtype_name(dst.dtype));
+  const bool dst_device = on_device(dst, "destination"), src_device = on_device(src, "source");
+  const cudaMemcpyKind kind = dst_device
+                                  ? (src_device ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                                  : (src_device ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+  return st_->copies->copy(dst.data, src.data, src.nbytes(), kind);
+}
+
+void CudaBackend::wait_copy(CopyTicket ticket) { st_->copies->wait(ticket); }
 
 void CudaBackend::upload_f32(const Tensor& dst, const float* src) {
   cudaStream_t s = st_->stream;

@@ -5,6 +5,8 @@
 //
 // Everything is enqueued on one stream the backend owns; calls that return host values
 // (download_f32, sum_squares, classifier_*, embedding_forward's id check) wait for it.
+// copy_async runs on a second stream beside it (kernels/cuda/copy_stream.h), ordered by events;
+// a tensor a copy reads or writes must not be freed before wait_copy(its ticket).
 // Memory comes from the device's stream-ordered pool (cudaMallocAsync) with its release
 // threshold raised, so the per-layer workspaces the model allocates and frees every step are
 // recycled without cudaMalloc/cudaFree calls after the first step.
@@ -28,7 +30,7 @@ class CudaBackend final : public Backend {
   BackendTraits traits() const override;
   BackendMemory memory() const override;
   void reset_peak() override;
-  void synchronize() override;
+  void synchronize() override;  // the compute and the copy stream
   void reserve(int64_t bytes) override;
   // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB); attention: tc-sm90 (Hopper ...)"
   std::string device_description() const;
@@ -42,6 +44,11 @@ class CudaBackend final : public Backend {
   void upload_f32(const Tensor& dst, const float* src) override;
   void upload_i32(const Tensor& dst, const int32_t* src) override;
   void download_f32(float* dst, const Tensor& src) override;
+  // Pinned host memory (cudaHostAlloc), counted in memory().host_in_use / host_peak.
+  OwnedTensor allocate_host(std::vector<int64_t> shape, DType dtype) override;
+  // Between tensors of allocate() and allocate_host(), any direction, on the copy stream.
+  CopyTicket copy_async(const Tensor& dst, const Tensor& src) override;
+  void wait_copy(CopyTicket ticket) override;
   void embedding_forward(const Tensor& out, const Tensor& table, const Tensor& tokens) override;
   void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& x, const Tensor& weight,
                        float eps) override;

@@ -14,6 +14,11 @@
 
 #if defined(LL_SIMT_EMULATOR_DEVICE_CODE)
 #include "tests/cuda_emu/simt_emulator.h"
+#if defined(LL_CUDA_BACKEND_EMULATED)
+// The emulated build's stand-in runtime (tests/cuda_emu/fake/fake_cuda_runtime.h) queues async
+// copies lazily; this runs what `stream` has queued.
+extern "C" cudaError_t ll_emu_run_stream(cudaStream_t stream);
+#endif
 #endif
 
 namespace ll::cuda {
@@ -36,7 +41,10 @@ struct StreamLauncher {
     static_assert(sizeof...(P) == sizeof...(A), "argument count does not match the kernel");
 #if defined(LL_SIMT_EMULATOR_DEVICE_CODE)
     // The emulated CUDA build (LL_CUDA_BACKEND_EMULATED): the kernel runs now, in the SIMT
-    // emulator.
+    // emulator, after what the fake runtime's lazy stream has queued before it.
+#if defined(LL_CUDA_BACKEND_EMULATED)
+    LL_CUDA_CHECK(ll_emu_run_stream(stream));
+#endif
     (void)emu::launch(name, kernel, grid, block, smem, std::forward<A>(args)...);
 #else
     (void)name;

@@ -2,8 +2,11 @@
 // (LL_CUDA_BACKEND_EMULATED): D = alpha op(A) op(B) + beta C, column-major layouts of bf16 or fp32,
 // transposes, fp32 compute and scale, C and D with the same layout; no batches, epilogues or
 // other attributes (asked for, they fail with CUBLAS_STATUS_NOT_SUPPORTED, as a missing
-// feature should). Written from the cuBLASLt documentation's definition of the operation.
+// feature should). Written from the cuBLASLt documentation's definition of the operation. A
+// matmul runs at once, after the work its (lazy, fake_cuda_runtime.h) stream has queued.
 #include <cublasLt.h>
+
+#include "tests/cuda_emu/fake/fake_cuda_runtime.h"
 
 #include <cstring>
 #include <vector>
@@ -145,7 +148,8 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmul(
     cublasLtHandle_t, cublasLtMatmulDesc_t desc, const void* alpha, const void* a,
     cublasLtMatrixLayout_t adesc, const void* b, cublasLtMatrixLayout_t bdesc, const void* beta,
     const void* c, cublasLtMatrixLayout_t cdesc, void* d, cublasLtMatrixLayout_t ddesc,
-    const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t) {
+    const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t stream) {
+  if (ll_emu_run_stream(stream) != cudaSuccess) return CUBLAS_STATUS_INVALID_VALUE;
   if (desc == nullptr || alpha == nullptr || beta == nullptr || adesc == nullptr ||
       bdesc == nullptr || cdesc == nullptr || ddesc == nullptr)
     return CUBLAS_STATUS_INVALID_VALUE;
