@@ -31,6 +31,7 @@ struct Options {
   std::string protocol = "paper";
   int64_t max_windows = 0;
   int64_t classifier_chunk = 2048;
+  int64_t tile_tokens = 0;
   std::string json_path;
 };
 
@@ -69,6 +70,11 @@ int run(int argc, char** argv) {
   app.add_option("--classifier-chunk", o.classifier_chunk,
                  "tokens per LM-head chunk (memory: chunk x vocab floats)")
       ->capture_default_str();
+  app.add_option("--tile-tokens", o.tile_tokens,
+                 "run the norms, projections and MLP over tiles of this many tokens, so that a "
+                 "long window never holds [seq-len, intermediate] tensors (0: whole)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--json", o.json_path, "also write the result as JSON to this file");
   app.add_option("--lora", o.model.lora,
                  "adapter directory from train_longlora (or PEFT): LoRA matrices plus "
@@ -102,6 +108,7 @@ int run(int argc, char** argv) {
   spec.attn_mode = ll::AttnMode::Dense;
   spec.rope = m.rope;
   spec.classifier_chunk = o.classifier_chunk;
+  spec.tile_tokens = o.tile_tokens;
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 

@@ -32,11 +32,13 @@ struct ScheduleCase {
   int steps = 2;
 };
 
+constexpr double kScheduleLr = 2e-3;  // AdamW's learning rate in run_schedule
+
 inline LlamaConfig schedule_config() {
   LlamaConfig c;
   c.vocab_size = 61;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
+  c.hidden_size = 128;  // head dim 32: the smallest the CUDA attention kernels take
+  c.intermediate_size = 96;
   c.num_hidden_layers = 4;
   c.num_attention_heads = 4;
   c.num_key_value_heads = 2;
@@ -70,7 +72,7 @@ inline ScheduleRun run_schedule(Backend& backend, const ScheduleCase& cs, int64_
   spec.offloaded_layers = offloaded;
   AdamWStep update;
   update.config = AdamWConfig{0.9, 0.95, 1e-8, 0.0};
-  update.lr = 2e-3;
+  update.lr = kScheduleLr;
   ScheduleRun run;
   const int64_t v = cs.config.vocab_size;
   for (int step = 0; step < cs.steps; ++step) {

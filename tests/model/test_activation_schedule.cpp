@@ -8,6 +8,9 @@
 // emulated CUDA build, whose GEMM does not depend on the size, checks the rows bit for bit.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/error_text.h"
 #include "tests/model/activation_schedule_check.h"
@@ -77,9 +80,17 @@ TEST_CASE("token tiles: the same rows, parameter gradients summed tile by tile")
         CHECK(d <= 1e-5);
       }
       CHECK(run.losses[1] == doctest::Approx(whole.losses[1]).epsilon(1e-6));
-      const double dt = max_rel_diff(whole.trained, run.trained);
-      CAPTURE(dt);
-      CHECK(dt <= 1e-5);
+      // AdamW divides by the root of the second moment: a parameter whose gradient sums to
+      // nearly zero moves by up to lr either way when that sum is regrouped. So the trained
+      // values agree elementwise within 2 x lr per step, and all but a few elements closely.
+      size_t loose = 0;
+      for (size_t i = 0; i < whole.trained.size(); ++i) {
+        const double d = std::fabs(double(whole.trained[i]) - double(run.trained[i]));
+        CHECK(d <= 2 * kScheduleLr * double(cs.steps));
+        if (d > 1e-5 * std::max(1.0, std::fabs(double(whole.trained[i])))) ++loose;
+      }
+      CAPTURE(loose);
+      CHECK(loose * 100 <= whole.trained.size());
       if (tile >= cs.n) check_identical(whole, run);
     }
   }

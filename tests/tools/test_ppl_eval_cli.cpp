@@ -66,6 +66,18 @@ TEST_CASE("ppl_eval reproduces the reference perplexity and reports bad input") 
     CHECK(j["seq_len"] == 64);
     CHECK(r.output.find("perplexity") != std::string::npos);
   }
+  SUBCASE("token tiles (a ragged last tile) give the reference perplexity too") {
+    const auto r = run("-m " + model + " --data " + (dir / "tokens.bin").string() +
+                           " --data-format raw-u16 --seq-len 64 --tile-tokens 24 --json " +
+                           (dir / "tiled.json").string(),
+                       dir);
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    nlohmann::json j;
+    std::ifstream(dir / "tiled.json") >> j;
+    const double ref = fx.read_f32("paper_s64_ppl")[0];
+    CHECK(std::fabs(j["ppl"].get<double>() - ref) / ref <= 1e-5);
+  }
   SUBCASE("a token outside the vocabulary") {
     tokens[700] = 600;  // vocab is 512
     write_u16(dir / "bad.bin", tokens);
