@@ -30,6 +30,15 @@ struct AttentionPattern {
   int64_t seq_len = 0;     // N
   int64_t group_size = 0;  // G (S2 modes), >= 2 and even; unused for Dense
   int64_t n_heads = 0;     // H (query heads): the shifted half is heads [H/2, H)
+  // Context parallelism (engine/parallel/context_exchange.h): one call's queries are window
+  // positions [query_offset, query_offset + Nq) and its keys/values positions
+  // [key_offset, query_offset + Nq) (key_offset <= query_offset: the keys before the queries came
+  // from other ranks). seq_len stays the window's N; every function below takes and returns
+  // window positions. Both 0 for a whole window. Dense and S2 only (the CPU kernels so far).
+  // `window_part` says the call covers a part (a whole-window call must have N = seq_len).
+  int64_t query_offset = 0;
+  int64_t key_offset = 0;
+  bool window_part = false;
 };
 
 // The shift (0 or G/2) that applies to query head `head`.

@@ -102,12 +102,15 @@ RopeDims rope(const Tensor& x) {
 }
 
 AttnDims attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
-                           const Tensor& v) {
+                           const Tensor& v, const AttentionPattern& mask) {
   const auto& qs = dims(q, 3, "attention queries");
   const auto& ks = dims(k, 3, "attention keys");
-  const AttnDims r{qs[0], qs[1], ks[1], qs[2]};
-  check(k, {r.n, r.hkv, r.hd}, "attention keys");
-  check(v, {r.n, r.hkv, r.hd}, "attention values");
+  LL_CHECK(mask.key_offset >= 0 && mask.key_offset <= mask.query_offset,
+           "backend: attention keys from window position {} for queries from {}", mask.key_offset,
+           mask.query_offset);
+  const AttnDims r{qs[0], qs[1], ks[1], qs[2], qs[0] + mask.query_offset - mask.key_offset};
+  check(k, {r.nk, r.hkv, r.hd}, "attention keys");
+  check(v, {r.nk, r.hkv, r.hd}, "attention values");
   check(out, {r.n, r.h, r.hd}, "attention output");
   if (lse.data != nullptr) check(lse, {r.h, r.n}, "attention log-sum-exp");
   return r;
@@ -117,7 +120,7 @@ AttnDims attention_forward_cached(const Tensor& out, const Tensor& q, const Tens
                                   const Tensor& v, int64_t past) {
   const auto& qs = dims(q, 3, "cached attention queries");
   const auto& ks = dims(k, 3, "cached attention keys");
-  const AttnDims r{qs[0], qs[1], ks[1], qs[2]};
+  const AttnDims r{qs[0], qs[1], ks[1], qs[2], past + qs[0]};
   LL_CHECK(past >= 0, "backend: cached attention after {} tokens", past);
   check(k, {past + r.n, r.hkv, r.hd}, "cached attention keys");
   check(v, {past + r.n, r.hkv, r.hd}, "cached attention values");
@@ -127,13 +130,13 @@ AttnDims attention_forward_cached(const Tensor& out, const Tensor& q, const Tens
 
 AttnDims attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                             const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                            const Tensor& out, const Tensor& lse) {
+                            const Tensor& out, const Tensor& lse, const AttentionPattern& mask) {
   LL_CHECK(lse.data != nullptr, "backend: attention backward needs the forward's log-sum-exp");
-  const AttnDims r = attention_forward(out, lse, q, k, v);
+  const AttnDims r = attention_forward(out, lse, q, k, v, mask);
   check(dout, {r.n, r.h, r.hd}, "attention output gradient");
   check(dq, {r.n, r.h, r.hd}, "attention query gradient");
-  check(dk, {r.n, r.hkv, r.hd}, "attention key gradient");
-  check(dv, {r.n, r.hkv, r.hd}, "attention value gradient");
+  check(dk, {r.nk, r.hkv, r.hd}, "attention key gradient");
+  check(dv, {r.nk, r.hkv, r.hd}, "attention value gradient");
   return r;
 }
 

@@ -6,6 +6,7 @@
 #include <initializer_list>
 
 #include "common/tensor.h"
+#include "kernels/attention_pattern.h"
 
 namespace ll::shapes {
 
@@ -61,21 +62,23 @@ struct RopeDims {
 RopeDims rope(const Tensor& x);
 
 struct AttnDims {
-  int64_t n = 0;    // tokens
+  int64_t n = 0;    // tokens (queries)
   int64_t h = 0;    // query heads
   int64_t hkv = 0;  // key/value heads
   int64_t hd = 0;   // head dim
+  int64_t nk = 0;   // keys: n plus the keys before the queries (mask.query_offset - key_offset)
 };
-// out, q [N, H, hd], k, v [N, Hkv, hd], lse [H, N] unless its data is null
+// out, q [N, H, hd], k, v [Nk, Hkv, hd], lse [H, N] unless its data is null; Nk = N +
+// mask.query_offset - mask.key_offset (N for a whole window).
 AttnDims attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
-                           const Tensor& v);
+                           const Tensor& v, const AttentionPattern& mask);
 // cached attention: out, q [n, H, hd], k, v [past + n, Hkv, hd]; returns n as AttnDims::n
 AttnDims attention_forward_cached(const Tensor& out, const Tensor& q, const Tensor& k,
                                   const Tensor& v, int64_t past);
-// the forward's operands plus dout, dq [N, H, hd], dk, dv [N, Hkv, hd]; lse required
+// the forward's operands plus dout, dq [N, H, hd], dk, dv [Nk, Hkv, hd]; lse required
 AttnDims attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                             const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                            const Tensor& out, const Tensor& lse);
+                            const Tensor& out, const Tensor& lse, const AttentionPattern& mask);
 
 struct ClassifierDims {
   int64_t n = 0;  // tokens

@@ -18,17 +18,46 @@ void validate(int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t hea
   LL_CHECK(n_heads % n_kv_heads == 0,
            "attention: {} query heads are not a multiple of {} key/value heads", n_heads,
            n_kv_heads);
-  LL_CHECK(mask.seq_len == n_tokens, "attention: mask is for {} tokens, input has {}", mask.seq_len,
-           n_tokens);
+  // A whole window, or a context-parallel part of one (Dense and S2).
+  if (!mask.window_part) {
+    LL_CHECK(mask.seq_len == n_tokens && mask.query_offset == 0 && mask.key_offset == 0,
+             "attention: mask is for {} tokens, input has {}", mask.seq_len, n_tokens);
+  } else {
+    LL_CHECK(mask.mode != AttnMode::S2Roll,
+             "attention: mask is for {} tokens, input has {} (the roll form's wrap-around needs "
+             "keys from both ends of the window: it has no context-parallel parts)",
+             mask.seq_len, n_tokens);
+    LL_CHECK(mask.key_offset >= 0 && mask.key_offset <= mask.query_offset &&
+                 mask.query_offset + n_tokens <= mask.seq_len,
+             "attention: queries [{}, {}) and keys from {} do not fit a window of {} tokens",
+             mask.query_offset, mask.query_offset + n_tokens, mask.key_offset, mask.seq_len);
+  }
   // The S2 modes split heads into halves by mask.n_heads; a mismatch would misplace the split.
   LL_CHECK(mask.n_heads == n_heads, "attention: mask is for {} heads, input has {}", mask.n_heads,
            n_heads);
-  if (mask.mode == AttnMode::Dense) return;
-  LL_CHECK(mask.mode == AttnMode::S2 || mask.mode == AttnMode::S2Roll,
-           "attention: unknown mask mode {}", int(mask.mode));
-  LL_CHECK(n_heads % 2 == 0, "attention: S2-Attn needs an even number of heads, got {}", n_heads);
-  LL_CHECK(mask.group_size >= 2 && mask.group_size % 2 == 0,
-           "attention: S2-Attn group size {} must be even and >= 2", mask.group_size);
+  if (mask.mode != AttnMode::Dense) {
+    LL_CHECK(mask.mode == AttnMode::S2 || mask.mode == AttnMode::S2Roll,
+             "attention: unknown mask mode {}", int(mask.mode));
+    LL_CHECK(n_heads % 2 == 0, "attention: S2-Attn needs an even number of heads, got {}", n_heads);
+    LL_CHECK(mask.group_size >= 2 && mask.group_size % 2 == 0,
+             "attention: S2-Attn group size {} must be even and >= 2", mask.group_size);
+  }
+  // A part's first query sees the earliest keys of its part (segment starts never decrease):
+  // they must be among the keys given.
+  if (n_tokens > 0 && mask.window_part) {
+    for (int64_t h = 0; h < n_heads; ++h) {
+      const int64_t first = attn_key_range(mask, h, mask.query_offset).first;
+      LL_CHECK(first >= mask.key_offset,
+               "attention: head {} at window position {} sees keys from {}, but the keys given "
+               "start at {}",
+               h, mask.query_offset, first, mask.key_offset);
+    }
+  }
+}
+
+// The keys given: n_tokens queries plus the ones before them.
+int64_t key_rows(int64_t n_tokens, const AttentionPattern& mask) {
+  return n_tokens + mask.query_offset - mask.key_offset;
 }
 
 // Row offsets into the [N, heads, hd] tensors.
@@ -56,13 +85,13 @@ double dot_f64(const float* a, const float* b, int64_t hd) {
   return s;
 }
 
-// fn(offset, key) for every key token that query i of head h sees, in visit order; offset counts
-// from 0 along the visit.
+// fn(offset, key) for every key row that query row i of head h sees, in visit order; offset
+// counts from 0 along the visit. Rows are the call's (window position less the offsets).
 template <typename Fn>
 void for_each_key(const AttentionPattern& m, int64_t h, int64_t i, Fn&& fn) {
-  const KeyRange range = attn_key_range(m, h, i);
+  const KeyRange range = attn_key_range(m, h, i + m.query_offset);
   for (int64_t vi = range.first; vi <= range.last; ++vi)
-    fn(vi - range.first, attn_key_of_visit(m, h, vi));
+    fn(vi - range.first, attn_key_of_visit(m, h, vi) - m.key_offset);
 }
 
 // Inverse of attn_key_range: the queries of head h that see key token j, as a run of visit
@@ -90,12 +119,19 @@ KeyRange query_range(const AttentionPattern& m, int64_t h, int64_t j) {
   return {r, std::min((r / g) * g + g, n) - 1};
 }
 
-// fn(query) for every query token of head h that sees key token j, in visit order.
+// fn(query) for every query row of head h that sees key row j, in visit order (for a
+// context-parallel part: only this part's queries).
 template <typename Fn>
-void for_each_query(const AttentionPattern& m, int64_t h, int64_t j, Fn&& fn) {
-  const KeyRange range = query_range(m, h, j);
-  // Queries map to tokens exactly as keys do (the same roll).
-  for (int64_t vi = range.first; vi <= range.last; ++vi) fn(attn_key_of_visit(m, h, vi));
+void for_each_query(const AttentionPattern& m, int64_t h, int64_t j, int64_t n_queries, Fn&& fn) {
+  const KeyRange range = query_range(m, h, j + m.key_offset);
+  if (m.mode == AttnMode::S2Roll) {
+    // Queries map to tokens exactly as keys do (the same roll); whole windows only.
+    for (int64_t vi = range.first; vi <= range.last; ++vi) fn(attn_key_of_visit(m, h, vi));
+    return;
+  }
+  const int64_t first = std::max(range.first, m.query_offset);
+  const int64_t last = std::min(range.last, m.query_offset + n_queries - 1);
+  for (int64_t i = first; i <= last; ++i) fn(i - m.query_offset);
 }
 
 }  // namespace
@@ -112,7 +148,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 #pragma omp parallel
   {
     // Per thread: the current query's scores [visited keys] and unnormalised output [hd].
-    std::vector<float> scores(static_cast<size_t>(n));
+    std::vector<float> scores(static_cast<size_t>(key_rows(n, mask)));
     std::vector<double> acc(static_cast<size_t>(hd));
     // Causal rows differ in length, so hand out (head, query) pairs dynamically.
 #pragma omp for collapse(2) schedule(dynamic, 8)
@@ -197,7 +233,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                         const AttentionPattern& mask) {
   validate(n_tokens, n_heads, n_kv_heads, head_dim, mask);
-  const int64_t n = n_tokens, hd = head_dim;
+  const int64_t n = n_tokens, hd = head_dim, n_keys = key_rows(n_tokens, mask);
   const int64_t heads_per_kv = n_heads / n_kv_heads;
   const Rows rows{n_heads, n_kv_heads, hd};
   const float scale = score_scale(hd);
@@ -242,11 +278,11 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
     // queries of each head that see the key.
 #pragma omp for collapse(2) schedule(dynamic, 8)
     for (int64_t kvh = 0; kvh < n_kv_heads; ++kvh) {
-      for (int64_t j = 0; j < n; ++j) {
+      for (int64_t j = 0; j < n_keys; ++j) {
         std::fill(acc_a.begin(), acc_a.end(), 0.0);  // dk_j / scale
         std::fill(acc_b.begin(), acc_b.end(), 0.0);  // dv_j
         for (int64_t h = kvh * heads_per_kv; h < (kvh + 1) * heads_per_kv; ++h) {
-          for_each_query(mask, h, j, [&](int64_t i) {
+          for_each_query(mask, h, j, n, [&](int64_t i) {
             const ProbGrad pg = prob_grad(h, i, kvh, j);
             const float* qi = q + rows.q(i, h);      // [hd]
             const float* doi = dout + rows.q(i, h);  // [hd]

@@ -110,7 +110,7 @@ void CpuBackend::rope_forward(const Tensor& x, int64_t position_offset,
 
 void CpuBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
                                    const Tensor& k, const Tensor& v, const AttentionPattern& mask) {
-  const shapes::AttnDims s = shapes::attention_forward(out, lse, q, k, v);
+  const shapes::AttnDims s = shapes::attention_forward(out, lse, q, k, v, mask);
   float* lse_ptr = lse.data == nullptr ? nullptr : lse.f32();
   cpu::attention_forward(out.f32(), lse_ptr, q.f32(), k.f32(), v.f32(), s.n, s.h, s.hkv, s.hd,
                          mask);
@@ -201,7 +201,7 @@ void CpuBackend::attention_backward(const Tensor& dq, const Tensor& dk, const Te
                                     const Tensor& dout, const Tensor& q, const Tensor& k,
                                     const Tensor& v, const Tensor& out, const Tensor& lse,
                                     const AttentionPattern& mask) {
-  const shapes::AttnDims s = shapes::attention_backward(dq, dk, dv, dout, q, k, v, out, lse);
+  const shapes::AttnDims s = shapes::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, mask);
   cpu::attention_backward(dq.f32(), dk.f32(), dv.f32(), dout.f32(), q.f32(), k.f32(), v.f32(),
                           out.f32(), lse.f32(), s.n, s.h, s.hkv, s.hd, mask);
 }

@@ -115,6 +115,15 @@ cuda::GemmMatrix gemm_matrix(const Tensor& t, const char* what, int64_t row0 = 0
   return m;
 }
 
+// The CUDA attention kernels take whole windows: context-parallel parts (a query offset, keys
+// received from other ranks) run on the CPU backend so far (issue 20).
+void check_whole_window(const AttentionPattern& mask) {
+  LL_CHECK(!mask.window_part && mask.query_offset == 0 && mask.key_offset == 0,
+           "cuda backend: attention over a context-parallel part (queries from window position "
+           "{}, keys from {}) is not in the CUDA kernels yet; the CPU backend runs it",
+           mask.query_offset, mask.key_offset);
+}
+
 }  // namespace
 
 struct CudaBackend::State {
@@ -446,7 +455,8 @@ void CudaBackend::rope_backward(const Tensor& dx, int64_t position_offset,
 void CudaBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
                                     const Tensor& k, const Tensor& v,
                                     const AttentionPattern& mask) {
-  const shapes::AttnDims d = shapes::attention_forward(out, lse, q, k, v);
+  const shapes::AttnDims d = shapes::attention_forward(out, lse, q, k, v, mask);
+  check_whole_window(mask);
   float* lse_ptr = lse.data == nullptr ? nullptr : f32_ptr(lse, "attention log-sum-exp");
   const AttentionKernel kernel = st_->traits.attention_kernel;
   check_attention_kernel_head_dim(kernel, d.hd);
@@ -472,7 +482,8 @@ void CudaBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
                                      const Tensor& dout, const Tensor& q, const Tensor& k,
                                      const Tensor& v, const Tensor& out, const Tensor& lse,
                                      const AttentionPattern& mask) {
-  const shapes::AttnDims d = shapes::attention_backward(dq, dk, dv, dout, q, k, v, out, lse);
+  const shapes::AttnDims d = shapes::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, mask);
+  check_whole_window(mask);
   // D = rowsum(dout * out) per head and token: [H, N] fp32 (with atomic dQ then the dQ
   // accumulator, [N, H, hd] fp32), counted like any tensor.
   const AttentionKernel kernel = st_->traits.attention_kernel;

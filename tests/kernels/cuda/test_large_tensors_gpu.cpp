@@ -94,7 +94,7 @@ void fill_hashed(bf16* x, int64_t count, uint64_t salt) {
 #endif
 
 TEST_CASE("rmsnorm (cuda) forward and backward on long sequences: [525312, 4096]") {
-  require_gpu();
+  ll::test::require_gpu();
 #if defined(LL_HAVE_CUDA)
   if (skip_emulated()) return;
   std::mt19937_64 rng(test_seeds()[1]);
@@ -143,7 +143,7 @@ TEST_CASE("rmsnorm (cuda) forward and backward on long sequences: [525312, 4096]
 }
 
 TEST_CASE("rope (cuda) forward and backward on long sequences: [525312, 32, 128]") {
-  require_gpu();
+  ll::test::require_gpu();
 #if defined(LL_HAVE_CUDA)
   if (skip_emulated()) return;
   std::mt19937_64 rng(test_seeds()[1] + 1);
@@ -177,7 +177,7 @@ TEST_CASE("rope (cuda) forward and backward on long sequences: [525312, 32, 128]
 
 TEST_CASE(
     "embedding (cuda) forward and backward on long sequences: 525312 tokens, vocabulary 128256") {
-  require_gpu();
+  ll::test::require_gpu();
 #if defined(LL_HAVE_CUDA)
   if (skip_emulated()) return;
   std::mt19937_64 rng(test_seeds()[1] + 2);
@@ -235,7 +235,7 @@ TEST_CASE(
 TEST_CASE(
     "attention_forward_tc / attention_backward_tc (cuda) on long sequences: S2, N = 525312, 32 "
     "heads of 128") {
-  require_gpu();
+  ll::test::require_gpu();
 #if defined(LL_HAVE_CUDA)
   if (skip_emulated()) return;
   const int64_t g = kN / 4, nqkv = kN * kD;
@@ -359,7 +359,7 @@ TEST_CASE(
 }
 
 TEST_CASE("cross_entropy_chunk (cuda) for long sequences: a chunk of 2048 rows x 128256") {
-  require_gpu();
+  ll::test::require_gpu();
 #if defined(LL_HAVE_CUDA)
   if (skip_emulated()) return;
   std::mt19937_64 rng(test_seeds()[1] + 3);
