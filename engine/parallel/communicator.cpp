@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 #include "common/error.h"
 #if defined(LL_HAVE_MPI)
@@ -63,6 +64,40 @@ std::vector<uint64_t> SingleProcessCommunicator::all_gather_u64(uint64_t value,
 }
 
 void SingleProcessCommunicator::barrier(const std::string&) {}
+
+void Communicator::exchange(std::span<const PeerSend>, std::span<const PeerRecv>,
+                            const std::string& context) {
+  fail("the {} communicator has no point-to-point exchange ({})", backend_name(), context);
+}
+
+void check_exchange(std::span<const PeerSend> sends, std::span<const PeerRecv> recvs,
+                    int world_size, int rank, const std::string& context) {
+  for (const PeerSend& s : sends)
+    LL_CHECK(s.peer >= 0 && s.peer < world_size, "exchange ({}): rank {} sends to rank {} of {}",
+             context, rank, s.peer, world_size);
+  for (const PeerRecv& r : recvs)
+    LL_CHECK(r.peer >= 0 && r.peer < world_size,
+             "exchange ({}): rank {} receives from rank {} of {}", context, rank, r.peer,
+             world_size);
+  // Messages to itself pair up in order here; other ranks' lengths are checked on arrival.
+  std::vector<size_t> to_self, from_self;
+  for (const PeerSend& s : sends)
+    if (s.peer == rank) to_self.push_back(s.data.size());
+  for (const PeerRecv& r : recvs)
+    if (r.peer == rank) from_self.push_back(r.data.size());
+  LL_CHECK(to_self == from_self,
+           "exchange ({}): rank {} sends {} messages to itself and receives {}, or their lengths "
+           "differ",
+           context, rank, to_self.size(), from_self.size());
+}
+
+void SingleProcessCommunicator::exchange(std::span<const PeerSend> sends,
+                                         std::span<const PeerRecv> recvs,
+                                         const std::string& context) {
+  check_exchange(sends, recvs, 1, 0, context);
+  for (size_t i = 0; i < sends.size(); ++i)
+    std::copy(sends[i].data.begin(), sends[i].data.end(), recvs[i].data.begin());
+}
 
 void SingleProcessCommunicator::abort_world(const std::string& message, int exit_code) {
   std::fprintf(stderr, "%s\n", message.c_str());

@@ -15,6 +15,16 @@
 
 namespace ll::dist {
 
+// One message of a point-to-point exchange: fp32 values to or from rank `peer`.
+struct PeerSend {
+  int peer = 0;
+  std::span<const float> data;
+};
+struct PeerRecv {
+  int peer = 0;
+  std::span<float> data;
+};
+
 struct CommunicatorOptions {
   // How long one collective may wait for the other ranks before the run is declared broken.
   // Generous by default: a step's backward pass on a slow rank is legitimate waiting.
@@ -62,6 +72,14 @@ class Communicator {
 
   virtual void barrier(const std::string& context) = 0;
 
+  // Point to point (context parallelism's halos): this rank's sends and receives of one
+  // exchange, all posted at once; returns when all of them completed. The k-th message from rank
+  // a to rank b in an exchange is b's k-th receive from a (same length). A rank may send to and
+  // receive from itself. Buffers must not overlap. Communicators without point-to-point (test
+  // stand-ins) throw ll::Error naming themselves.
+  virtual void exchange(std::span<const PeerSend> sends, std::span<const PeerRecv> recvs,
+                        const std::string& context);
+
   // Prints `message` on stderr (one line, prefixed by nothing: callers name the rank) and ends
   // every rank of the run with `exit_code`. For the error path of tools under mpirun.
   [[noreturn]] virtual void abort_world(const std::string& message, int exit_code) = 0;
@@ -85,8 +103,15 @@ class SingleProcessCommunicator final : public Communicator {
   void broadcast(std::span<std::byte> bytes, int root, const std::string& context) override;
   std::vector<uint64_t> all_gather_u64(uint64_t value, const std::string& context) override;
   void barrier(const std::string& context) override;
+  void exchange(std::span<const PeerSend> sends, std::span<const PeerRecv> recvs,
+                const std::string& context) override;
   [[noreturn]] void abort_world(const std::string& message, int exit_code) override;
 };
+
+// The checks every exchange makes: peers exist, and (for messages to and from this rank itself)
+// the k-th send matches the k-th receive in length. Throws ll::Error naming `context`.
+void check_exchange(std::span<const PeerSend> sends, std::span<const PeerRecv> recvs,
+                    int world_size, int rank, const std::string& context);
 
 // True when this process was started by mpirun / a PMI launcher (OMPI_COMM_WORLD_SIZE,
 // PMI_SIZE or PMIX_RANK in the environment).

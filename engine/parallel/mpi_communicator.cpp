@@ -242,6 +242,25 @@ void MpiCommunicator::barrier(const std::string& context) {
   wait(request, name, context);
 }
 
+void MpiCommunicator::exchange(std::span<const PeerSend> sends, std::span<const PeerRecv> recvs,
+                               const std::string& context) {
+  const char* name = "exchange";
+  require_usable(name, context);
+  check_exchange(sends, recvs, world_size_, rank_, context);
+  // One tag: MPI keeps the order of messages between two ranks on one communicator, which is
+  // the pairing the exchange promises. Receives are posted first.
+  std::vector<MPI_Request> requests(recvs.size() + sends.size(), MPI_REQUEST_NULL);
+  for (size_t i = 0; i < recvs.size(); ++i)
+    check(MPI_Irecv(recvs[i].data.data(), mpi_count(int64_t(recvs[i].data.size()), name), MPI_FLOAT,
+                    recvs[i].peer, 0, comm_, &requests[i]),
+          name, context);
+  for (size_t i = 0; i < sends.size(); ++i)
+    check(MPI_Isend(sends[i].data.data(), mpi_count(int64_t(sends[i].data.size()), name), MPI_FLOAT,
+                    sends[i].peer, 0, comm_, &requests[recvs.size() + i]),
+          name, context);
+  for (MPI_Request& r : requests) wait(r, name, context);
+}
+
 void MpiCommunicator::abort_world(const std::string& message, int exit_code) {
   std::fprintf(stderr, "%s\n", message.c_str());
   std::fflush(stderr);

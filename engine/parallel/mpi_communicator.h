@@ -44,6 +44,8 @@ class MpiCommunicator final : public Communicator {
   void broadcast(std::span<std::byte> bytes, int root, const std::string& context) override;
   std::vector<uint64_t> all_gather_u64(uint64_t value, const std::string& context) override;
   void barrier(const std::string& context) override;
+  void exchange(std::span<const PeerSend> sends, std::span<const PeerRecv> recvs,
+                const std::string& context) override;
   [[noreturn]] void abort_world(const std::string& message, int exit_code) override;
 
  private:

@@ -100,9 +100,8 @@ void check_parts(const Shape& s) {
     CHECK(rows_equal);
 
     std::vector<float> dqp(op.size()), dkp(kp.size()), dvp(vp.size());
-    cpu::attention_backward(dqp.data(), dkp.data(), dvp.data(), dout.data() + part.begin * qrow,
-                            qp, kp.data(), vp.data(), op.data(), lp.data(), nq, s.h, s.hkv, s.hd,
-                            mask);
+    cpu::attention_backward(dqp.data(), dkp.data(), dvp.data(), dout.data() + part.begin * qrow, qp,
+                            kp.data(), vp.data(), op.data(), lp.data(), nq, s.h, s.hkv, s.hd, mask);
     bool dq_equal = true;
     for (int64_t i = 0; i < nq * qrow; ++i)
       dq_equal &= dqp[size_t(i)] == dq[size_t(part.begin * qrow + i)];
@@ -128,8 +127,8 @@ void check_parts(const Shape& s) {
   double scale = 0.0, diff = 0.0;
   for (size_t i = 0; i < dk.size(); ++i) {
     scale = std::max({scale, std::fabs(double(dk[i])), std::fabs(double(dv[i]))});
-    diff = std::max({diff, std::fabs(dk_sum[i] - double(dk[i])),
-                     std::fabs(dv_sum[i] - double(dv[i]))});
+    diff = std::max(
+        {diff, std::fabs(dk_sum[i] - double(dk[i])), std::fabs(dv_sum[i] - double(dv[i]))});
   }
   CAPTURE(diff);
   CAPTURE(scale);
@@ -156,11 +155,11 @@ TEST_CASE("a part without the keys its mask needs, or of the roll form, is refus
   m.key_offset = 8;  // the shifted head at position 8 sees keys from 4
   m.window_part = true;
   std::vector<float> q(size_t(nq * h * hd), 1.0f), kv(q.size(), 1.0f), out(q.size());
-  CHECK_THROWS_WITH_AS(cpu::attention_forward(out.data(), nullptr, q.data(), kv.data(), kv.data(),
-                                              nq, h, h, hd, m),
-                       doctest::Contains("head 1 at window position 8 sees keys from 4"), Error);
+  CHECK_THROWS_WITH_AS(
+      cpu::attention_forward(out.data(), nullptr, q.data(), kv.data(), kv.data(), nq, h, h, hd, m),
+      doctest::Contains("head 1 at window position 8 sees keys from 4"), Error);
   m.mode = AttnMode::S2Roll;
-  CHECK_THROWS_WITH_AS(cpu::attention_forward(out.data(), nullptr, q.data(), kv.data(), kv.data(),
-                                              nq, h, h, hd, m),
-                       doctest::Contains("the roll form's wrap-around"), Error);
+  CHECK_THROWS_WITH_AS(
+      cpu::attention_forward(out.data(), nullptr, q.data(), kv.data(), kv.data(), nq, h, h, hd, m),
+      doctest::Contains("the roll form's wrap-around"), Error);
 }
