@@ -4,8 +4,19 @@
 # nonblocking communicators (ncclConfig_t), ncclCommFinalize. Without NCCL the CUDA backend still
 # builds and the NCCL tests (tests/engine/parallel/test_nccl_*_gpu.cpp) skip with a message: they check
 # LL_HAVE_NCCL, defined here for everything that links ll_parallel.
+# The emulated build never looks for NCCL: it builds against the stand-in (tests/cuda_emu/fake/
+# fake_nccl.cpp, part of ll_cuda there, and its subset of nccl.h in tests/cuda_emu/fake/nccl, put
+# before any installed nccl.h), so the same engine code runs its collectives on threads.
 set(LL_HAVE_NCCL OFF)
-if(LL_HAVE_CUDA AND NOT LL_CUDA_BACKEND_EMULATED)  # the emulated build has no NCCL stand-in
+if(LL_HAVE_CUDA AND LL_CUDA_BACKEND_EMULATED)
+  target_include_directories(ll_cuda BEFORE PUBLIC ${PROJECT_SOURCE_DIR}/tests/cuda_emu/fake/nccl)
+  file(GLOB LL_NCCL_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/engine/parallel/cuda/*.cpp)
+  target_sources(ll_parallel PRIVATE ${LL_NCCL_SOURCES})
+  target_link_libraries(ll_parallel PUBLIC ll_cuda)
+  target_compile_definitions(ll_parallel PUBLIC LL_HAVE_NCCL=1)
+  set(LL_HAVE_NCCL ON)
+  message(STATUS "NCCL: emulated (threads in one process, tests/cuda_emu/fake/fake_nccl.cpp)")
+elseif(LL_HAVE_CUDA)
   # Last resort: the NCCL wheel PyTorch installs (nvidia-nccl-cu12/cu13: site-packages/nvidia/
   # nccl/{include,lib}, the library only as libnccl.so.2), as on the GPU check machine, whose
   # CUDA toolkit may come without NCCL.

@@ -1,8 +1,12 @@
 // A host stand-in for the CUDA runtime API calls the engine makes, for the emulated CUDA build
-// (LL_CUDA_BACKEND_EMULATED). "Device" memory is host memory; one device, reported as an 80 GiB
-// sm_90 part. New allocations are filled with 0xFF bytes (NaN as bf16 and fp32) so code that
-// reads memory it never wrote fails visibly, as it could on a GPU. Declarations come from the
-// toolkit's cuda_runtime_api.h, so the signatures are the real ones.
+// (LL_CUDA_BACKEND_EMULATED). "Device" memory is host memory; eight devices, each reported as an
+// 80 GiB sm_90 part (one memory pool counts all of them). The current device is per thread, as in
+// CUDA, and each stream belongs to the device current when it was made: the null stream and
+// device-wide synchronization order the current device's streams only, so that ranks on threads
+// (one device each, as NCCL needs; the stand-in NCCL, fake_nccl.cpp) do not wait for each other.
+// New allocations are filled with 0xFF bytes (NaN as bf16 and fp32) so code that reads memory it
+// never wrote fails visibly, as it could on a GPU. Declarations come from the toolkit's
+// cuda_runtime_api.h, so the signatures are the real ones.
 //
 // Streams are lazy, so that a missing event or synchronization shows in CI as it would on a GPU
 // (docs/subsystems/simt-emulator.md):
@@ -15,9 +19,16 @@
 // - Across streams only events order: cudaEventRecord marks the stream's queue position;
 //   cudaStreamWaitEvent, cudaEventSynchronize and cudaEventQuery (cudaErrorNotReady once, while
 //   work is pending) run that stream up to the mark. cudaStreamSynchronize runs one queue;
-//   cudaDeviceSynchronize, cudaMemcpy, cudaMemset and cudaStreamDestroy run theirs or all.
+//   cudaDeviceSynchronize, cudaMemcpy, cudaMemset and cudaStreamDestroy run theirs or all (of
+//   the current device). cudaStreamQuery runs what it can without waiting.
 // - The null stream (and cudaStreamLegacy / cudaStreamPerThread) is not lazy: an operation on
-//   it runs every queue first, then runs at once, the strictest order the legacy stream has.
+//   it runs every queue of the device first, then runs at once, the strictest order the legacy
+//   stream has.
+// - An operation may stall (a stand-in NCCL collective waiting for the other ranks, enqueued by
+//   ll_emu_enqueue_stalling): the stream stops there. Queries report it not ready; whatever must
+//   see the stream reach a point (a synchronization, an event wait, a kernel launch after it)
+//   blocks the calling thread, letting go of the runtime and advancing every stream meanwhile,
+//   until the stall ends (a thread that waits 300 s prints what it waits for and aborts).
 // - Races: an async copy or memset issued on one stream that uses bytes an operation still
 //   queued on another stream uses, either writing, returns cudaErrorIllegalState (its error
 //   string names both): the eager event waits above make any such pair unordered. Kernels
@@ -38,6 +49,7 @@
 #include "tests/cuda_emu/simt_emulator.h"
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -47,6 +59,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -55,14 +68,33 @@ namespace {
 constexpr size_t kTotalBytes = size_t(80) << 30;
 constexpr size_t kPinnedLimit = size_t(64) << 30;  // pinning more fails (cudaErrorMemoryAllocation)
 constexpr size_t kAlign = 256;                     // cudaMalloc's alignment
+constexpr int kDevices = 8;                        // one node's worth, as the paper's runs
+constexpr double kStallLimitS = 300.0;  // a thread blocked this long on a stall aborts the test
 
 // One lock for memory, streams and events; recursive, since a host function run from a queue
-// may call back into the runtime.
+// may call back into the runtime. The depth tells a wait on a stalled stream whether it may let
+// go of the lock (only when this thread holds it once).
 std::recursive_mutex& runtime_mutex() {
   static std::recursive_mutex m;
   return m;
 }
-using Lock = std::lock_guard<std::recursive_mutex>;
+thread_local int g_lock_depth = 0;
+class Lock {
+ public:
+  explicit Lock(std::recursive_mutex& m) : m_(m) {
+    m_.lock();
+    ++g_lock_depth;
+  }
+  ~Lock() {
+    --g_lock_depth;
+    m_.unlock();
+  }
+  Lock(const Lock&) = delete;
+  Lock& operator=(const Lock&) = delete;
+
+ private:
+  std::recursive_mutex& m_;
+};
 
 thread_local cudaError_t g_last_error = cudaSuccess;
 cudaError_t fail(cudaError_t e) {
@@ -128,9 +160,12 @@ struct Op {
   std::function<void()> run;
   const char* what;
   Range reads, writes;
+  std::function<bool()> try_run = {};  // set instead of run by an operation that may stall:
+                                       // false = not done yet (it stays at the queue's front)
 };
 struct Stream {
-  uint64_t serial;       // never reused, so events outlive their stream safely
+  uint64_t serial;  // never reused, so events outlive their stream safely
+  int device = 0;
   std::deque<Op> queue;  // not run yet, in order
   uint64_t enqueued = 0;
   uint64_t done = 0;
@@ -156,26 +191,81 @@ bool is_null_stream(cudaStream_t h) {
   return h == nullptr || h == cudaStreamLegacy || h == cudaStreamPerThread;
 }
 
+thread_local int g_device = 0;  // the current device, per thread as in CUDA
+
 Stream* lookup(cudaStream_t h) {
   for (auto& [serial, s] : streams())
     if (reinterpret_cast<cudaStream_t>(s.get()) == h) return s.get();
   return nullptr;
 }
 
-void run_until(Stream& s, uint64_t mark) {
+// Runs s's queue up to `mark` as far as it can without waiting; true when it got there (false:
+// an operation stalled).
+bool advance(Stream& s, uint64_t mark) {
   while (s.done < mark && !s.queue.empty()) {
     Op op = std::move(s.queue.front());
     s.queue.pop_front();
+    if (op.try_run) {
+      if (!op.try_run()) {
+        s.queue.push_front(std::move(op));
+        return false;
+      }
+    } else {
+      op.run();
+    }
     ++s.done;
-    op.run();
+  }
+  return true;
+}
+
+// Advances every stream of every device as far as it can (what a GPU does by itself).
+void advance_everything() {
+  for (auto& [serial, s] : streams()) advance(*s, s->enqueued);
+}
+
+// Runs the stream with `serial` up to `mark`, waiting out stalls (file comment): the lock is let
+// go between tries so that other threads (the other ranks) can enqueue what ends the stall.
+void run_until_serial(uint64_t serial, uint64_t mark) {
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    const auto it = streams().find(serial);
+    if (it == streams().end() || advance(*it->second, mark))
+      return;  // a destroyed stream ran it all
+    advance_everything();
+    if (advance(*it->second, mark)) return;
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (g_lock_depth != 1 || waited > kStallLimitS) {
+      std::fprintf(
+          stderr,
+          "emulated runtime: stream %llu is stalled at a %s %s; aborting (a stalled "
+          "collective waits for ranks that never joined it)\n",
+          static_cast<unsigned long long>(serial), it->second->queue.front().what,
+          g_lock_depth != 1 ? "inside a host function, which cannot wait for it" : "for 300 s");
+      std::abort();
+    }
+    runtime_mutex().unlock();
+    std::this_thread::sleep_for(std::chrono::microseconds(waited < 1e-3 ? 10 : 200));
+    runtime_mutex().lock();
   }
 }
 
-void run_all() {
-  for (auto& [serial, s] : streams()) run_until(*s, s->enqueued);
+void run_until(Stream& s, uint64_t mark) {
+  if (!advance(s, mark)) run_until_serial(s.serial, mark);
 }
 
-// Runs the queue of stream h (every queue for the null stream).
+// Runs every queue of the current device.
+void run_all() {
+  std::vector<std::pair<uint64_t, uint64_t>> marks;  // (serial, enqueued): streams may go meanwhile
+  for (auto& [serial, s] : streams())
+    if (s->device == g_device) marks.emplace_back(serial, s->enqueued);
+  for (const auto& [serial, mark] : marks) {
+    const auto it = streams().find(serial);
+    if (it != streams().end()) run_until(*it->second, mark);
+  }
+}
+
+// Runs the queue of stream h (every queue of the device for the null stream).
 cudaError_t run_stream(cudaStream_t h) {
   if (is_null_stream(h)) {
     run_all();
@@ -212,11 +302,24 @@ cudaError_t check_race(const Stream& self, const Op& op) {
   return cudaSuccess;
 }
 
-// Queues op on stream h; on the null stream runs it at once, after every queue.
+// Queues op on stream h; on the null stream runs it at once, after every queue of the device.
 cudaError_t enqueue(cudaStream_t h, Op op) {
   if (is_null_stream(h)) {
     run_all();
-    op.run();
+    if (!op.try_run) {
+      op.run();
+      return cudaSuccess;
+    }
+    // A stalling operation on the null stream: a stream of its own that is waited for.
+    auto own = std::make_unique<Stream>();
+    own->serial = g_next_serial++;
+    own->device = g_device;
+    own->queue.push_back(std::move(op));
+    own->enqueued = 1;
+    const uint64_t serial = own->serial;
+    streams()[serial] = std::move(own);
+    run_until_serial(serial, 1);
+    streams().erase(serial);
     return cudaSuccess;
   }
   Stream* s = lookup(h);
@@ -229,8 +332,7 @@ cudaError_t enqueue(cudaStream_t h, Op op) {
 
 void run_event(const Event& e) {
   if (e.stream == 0) return;
-  const auto it = streams().find(e.stream);
-  if (it != streams().end()) run_until(*it->second, e.mark);  // a destroyed stream ran it all
+  run_until_serial(e.stream, e.mark);  // a destroyed stream ran it all
 }
 
 bool event_pending(const Event& e) {
@@ -274,9 +376,17 @@ cudaError_t release(std::map<const char*, size_t>& live, size_t& in_use, void* p
       break;
     }
   }
-  if (result != cudaSuccess) run_all();  // the queued operation runs before the memory goes
+  if (result != cudaSuccess) {
+    // The queued operations (on any device) run before the memory goes.
+    std::vector<std::pair<uint64_t, uint64_t>> marks;
+    for (auto& [serial, s] : streams()) marks.emplace_back(serial, s->enqueued);
+    for (const auto& [serial, mark] : marks) run_until_serial(serial, mark);
+  }
+  // Found again: waiting for a stall lets other threads allocate and free meanwhile.
+  const auto again = live.find(base);
+  if (again == live.end()) return fail(cudaErrorInvalidValue);
   in_use -= bytes;
-  live.erase(it);
+  live.erase(again);
   std::free(ptr);
   return result;
 }
@@ -304,19 +414,17 @@ double now_ms() {
   return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
 }
 
-int g_device = 0;
-
 }  // namespace
 
 extern "C" {
 
 cudaError_t CUDARTAPI cudaGetDeviceCount(int* count) {
   if (count == nullptr) return fail(cudaErrorInvalidValue);
-  *count = 1;
+  *count = kDevices;
   return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaSetDevice(int device) {
-  if (device != 0) return fail(cudaErrorInvalidDevice);
+  if (device < 0 || device >= kDevices) return fail(cudaErrorInvalidDevice);
   g_device = device;
   return cudaSuccess;
 }
@@ -326,7 +434,7 @@ cudaError_t CUDARTAPI cudaGetDevice(int* device) {
   return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
-  if (prop == nullptr || device != 0) return fail(cudaErrorInvalidValue);
+  if (prop == nullptr || device < 0 || device >= kDevices) return fail(cudaErrorInvalidValue);
   *prop = cudaDeviceProp{};
   std::strncpy(prop->name, "SIMT emulator (host CPU)", sizeof(prop->name) - 1);
   prop->major = 9;
@@ -341,7 +449,7 @@ cudaError_t CUDARTAPI cudaGetDeviceProperties(cudaDeviceProp* prop, int device) 
   return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
-  if (value == nullptr || device != 0) return fail(cudaErrorInvalidValue);
+  if (value == nullptr || device < 0 || device >= kDevices) return fail(cudaErrorInvalidValue);
   switch (attr) {
     case cudaDevAttrComputeCapabilityMajor:
       *value = 9;
@@ -410,7 +518,7 @@ cudaError_t CUDARTAPI cudaFreeHost(void* ptr) {
   return release(a.pinned, a.pinned_bytes, ptr, nullptr, "cudaFreeHost");
 }
 cudaError_t CUDARTAPI cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
-  if (pool == nullptr || device != 0) return fail(cudaErrorInvalidValue);
+  if (pool == nullptr || device < 0 || device >= kDevices) return fail(cudaErrorInvalidValue);
   static int token;
   *pool = reinterpret_cast<cudaMemPool_t>(&token);
   return cudaSuccess;
@@ -522,6 +630,7 @@ cudaError_t CUDARTAPI cudaStreamCreate(cudaStream_t* s) {
   const Lock lock(runtime_mutex());
   auto stream = std::make_unique<Stream>();
   stream->serial = g_next_serial++;
+  stream->device = g_device;
   *s = reinterpret_cast<cudaStream_t>(stream.get());
   streams()[stream->serial] = std::move(stream);
   return cudaSuccess;
@@ -533,9 +642,22 @@ cudaError_t CUDARTAPI cudaStreamDestroy(cudaStream_t h) {
   const Lock lock(runtime_mutex());
   Stream* s = lookup(h);
   if (s == nullptr) return fail(cudaErrorInvalidResourceHandle);
+  const uint64_t serial = s->serial;
   run_until(*s, s->enqueued);  // CUDA finishes a destroyed stream's work
-  streams().erase(s->serial);
+  streams().erase(serial);
   return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaStreamQuery(cudaStream_t stream) {
+  const Lock lock(runtime_mutex());
+  if (is_null_stream(stream)) {
+    bool done = true;
+    for (auto& [serial, s] : streams())
+      if (s->device == g_device) done = advance(*s, s->enqueued) && done;
+    return done ? cudaSuccess : cudaErrorNotReady;
+  }
+  Stream* s = lookup(stream);
+  if (s == nullptr) return fail(cudaErrorInvalidResourceHandle);
+  return advance(*s, s->enqueued) ? cudaSuccess : cudaErrorNotReady;
 }
 cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t stream) {
   const Lock lock(runtime_mutex());
@@ -602,8 +724,10 @@ cudaError_t CUDARTAPI cudaEventQuery(cudaEvent_t e) {
   const Lock lock(runtime_mutex());
   const Event& ev = *reinterpret_cast<Event*>(e);
   if (!event_pending(ev)) return cudaSuccess;
-  // Not ready this time (not an error: no last error); the work runs, so the next query succeeds.
-  run_event(ev);
+  // Not ready this time (not an error: no last error); the work runs as far as it can without
+  // waiting, so the next query succeeds unless an operation stalled.
+  const auto it = streams().find(ev.stream);
+  if (it != streams().end()) advance(*it->second, ev.mark);
   return cudaErrorNotReady;
 }
 cudaError_t CUDARTAPI cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
@@ -717,3 +841,17 @@ const char* CUDARTAPI cudaGetErrorString(cudaError_t e) {
 }
 
 }  // extern "C"
+
+// C++ hooks (fake_cuda_runtime.h).
+cudaError_t ll_emu_enqueue_stalling(cudaStream_t stream, const char* what,
+                                    std::function<bool()> try_run) {
+  if (!try_run) return fail(cudaErrorInvalidValue);
+  const Lock lock(runtime_mutex());
+  return enqueue(stream, {{}, what, {}, {}, std::move(try_run)});
+}
+int ll_emu_stream_device(cudaStream_t stream) {
+  const Lock lock(runtime_mutex());
+  if (is_null_stream(stream)) return g_device;
+  const Stream* s = lookup(stream);
+  return s == nullptr ? -1 : s->device;
+}

@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <functional>
 
 extern "C" {
 
@@ -17,3 +18,12 @@ size_t ll_emu_queued_ops(cudaStream_t stream);
 // Bytes of pinned host memory (cudaMallocHost / cudaHostAlloc) now allocated (tests).
 size_t ll_emu_pinned_bytes();
 }
+
+// For the stand-in NCCL (fake_nccl.cpp): queues on `stream` an operation that may stall.
+// `try_run` is called, under the runtime's lock, each time the stream reaches it, until it
+// returns true (done); while it returns false the stream stops there. Null stream: the call
+// returns once it is done.
+cudaError_t ll_emu_enqueue_stalling(cudaStream_t stream, const char* what,
+                                    std::function<bool()> try_run);
+// The device a stream belongs to (the current device for the null stream; -1: no such stream).
+int ll_emu_stream_device(cudaStream_t stream);

@@ -543,6 +543,11 @@ TEST_CASE("NCCL across 2 GPUs under mpirun: collectives, and a hung rank times o
       "SKIP (this case only): multi-rank NCCL needs the MPI communicator; this build has "
       "none (LL_ENABLE_MPI=OFF)\n");
   return;
+#elif defined(LL_CUDA_BACKEND_EMULATED)
+  std::printf(
+      "SKIP (this case only): the emulated NCCL connects ranks on threads of one process, not "
+      "MPI processes (tests/cuda_emu/fake/test_fake_nccl_gpu.cpp runs several ranks)\n");
+  return;
 #else
   if (ll::cuda::device_count() < 2) {
     std::printf("SKIP (this case only): multi-rank NCCL needs 2 GPUs, this machine has %d\n",
