@@ -23,8 +23,8 @@ ContextHalo::ContextHalo(Communicator& comm, const ContextExchange& exchange, in
   key_begin_ = part_.begin;
   for (const KeyTransfer& t : exchange.transfers) {
     if (t.to == part) key_begin_ = std::min(key_begin_, t.begin);
-    LL_CHECK(t.kv_head_end <= kv_heads, "context parallelism: a transfer of kv heads up to {} of {}",
-             t.kv_head_end, kv_heads);
+    LL_CHECK(t.kv_head_end <= kv_heads,
+             "context parallelism: a transfer of kv heads up to {} of {}", t.kv_head_end, kv_heads);
   }
 }
 
@@ -41,8 +41,8 @@ void ContextHalo::pack(const KeyTransfer& t, std::span<const float> k, std::span
   }
 }
 
-void ContextHalo::unpack(const KeyTransfer& t, std::span<const float> message,
-                         std::span<float> k, std::span<float> v, int64_t origin, bool add) const {
+void ContextHalo::unpack(const KeyTransfer& t, std::span<const float> message, std::span<float> k,
+                         std::span<float> v, int64_t origin, bool add) const {
   const int64_t heads = t.kv_heads(), hd = head_dim_, half = row_values(t);
   for (int64_t pos = t.begin; pos < t.end; ++pos) {
     for (int64_t h = 0; h < heads; ++h) {
@@ -105,7 +105,8 @@ void ContextHalo::return_gradients(std::span<const float> dkbuf, std::span<const
                                    const std::string& context) {
   const int64_t row = kv_heads_ * head_dim_, own = part_.size() * row;
   LL_CHECK(int64_t(dk.size()) == own && int64_t(dv.size()) == own &&
-               int64_t(dkbuf.size()) == key_rows() * row && int64_t(dvbuf.size()) == key_rows() * row,
+               int64_t(dkbuf.size()) == key_rows() * row &&
+               int64_t(dvbuf.size()) == key_rows() * row,
            "context parallelism: {} key gradient values into {} (part of {} tokens, {} key rows)",
            dkbuf.size(), dk.size(), part_.size(), key_rows());
   const int64_t at = (part_.begin - key_begin_) * row;

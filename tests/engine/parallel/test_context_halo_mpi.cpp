@@ -101,8 +101,7 @@ void check_part(Communicator& comm, const Shape& s) {
   CAPTURE(diff);
   CHECK(diff <= 1e-6 * scale);
   // The halo and its gradients, nothing more: what the plan counts.
-  CHECK(halo.values_received() ==
-        ex.received_kv_elements(p, s.hd) + ex.sent_kv_elements(p, s.hd));
+  CHECK(halo.values_received() == ex.received_kv_elements(p, s.hd) + ex.sent_kv_elements(p, s.hd));
   CHECK(halo.values_sent() == ex.sent_kv_elements(p, s.hd) + ex.received_kv_elements(p, s.hd));
 }
 
@@ -137,11 +136,9 @@ TEST_CASE("context-parallel attention under mpirun with 2, 3 and 4 ranks") {
   for (int ranks : {2, 3, 4}) {
     const ll::test::MpiRun run = ll::test::run_self_under_mpirun(
         ranks, fmt::format("{}=halo", kChildVariable), "context halo child");
-    INFO("mpirun -np " << ranks << " exited with " << run.exit_code << "; output:\n"
-                       << run.output);
+    INFO("mpirun -np " << ranks << " exited with " << run.exit_code << "; output:\n" << run.output);
     CHECK(run.exit_code == 0);
     for (int r = 0; r < ranks; ++r)
-      CHECK(run.output.find(fmt::format("CHILD_OK rank {} of {}", r, ranks)) !=
-            std::string::npos);
+      CHECK(run.output.find(fmt::format("CHILD_OK rank {} of {}", r, ranks)) != std::string::npos);
   }
 }
