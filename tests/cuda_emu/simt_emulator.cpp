@@ -9,6 +9,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -408,6 +409,12 @@ Order order() { return g_order; }
 
 LaunchStats run_grid(const char* kernel_name, dim3 grid, dim3 block, size_t dynamic_smem,
                      const std::function<void()>& body, Order order) {
+  // One launch at a time in the process: the emulator's state (shared memory, the fibers'
+  // stacks, the current launch) is global, and ranks on threads (the stand-in NCCL's) launch
+  // concurrently. Recursive so that a nested launch reaches the check below instead of
+  // deadlocking.
+  static std::recursive_mutex one_launch;
+  const std::lock_guard<std::recursive_mutex> lock(one_launch);
   LL_CHECK(g_launch == nullptr, "simt emulator: launches do not nest");
   const int64_t threads = int64_t(block.x) * block.y * block.z;
   LL_CHECK(threads > 0 && threads <= kMaxThreads && threads % 32 == 0,

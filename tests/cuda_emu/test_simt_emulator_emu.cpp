@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/error.h"
@@ -245,6 +246,25 @@ TEST_CASE("the emulator reports divergence, deadlock, races and out-of-range add
   std::vector<int> out(64);
   emu::launch("shuffle_kernel", shuffle_kernel, dim3(1), dim3(64), 0, out.data());
   CHECK(out[0] == 1520 * 1000 + 1);
+}
+
+TEST_CASE("launches from several threads run one at a time, each correct") {
+  // Ranks on threads (the emulated build's stand-in NCCL) launch kernels concurrently; the
+  // emulator's state is global, so it serialises them.
+  std::vector<std::thread> threads;
+  std::vector<int> wrong(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([t, &wrong] {
+      for (int round = 0; round < 20; ++round) {
+        std::vector<int> out(64);
+        emu::launch("shuffle_kernel", shuffle_kernel, dim3(1), dim3(64), 0, out.data());
+        for (int tid = 0; tid < 64; ++tid)
+          wrong[size_t(t)] += out[size_t(tid)] != (tid < 32 ? 1520 : 496) * 1000 + (tid ^ 1);
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  for (int w : wrong) CHECK(w == 0);
 }
 
 TEST_CASE("launches the emulator refuses") {
