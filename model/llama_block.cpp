@@ -53,12 +53,16 @@ struct LoraProducts {
 struct LlamaModel::AttentionTensors {
   OwnedTensor q, k, v;   // [N, H*hd], [N, Hkv*hd], [N, Hkv*hd]; q and k after RoPE
   OwnedTensor att, lse;  // [N, H*hd] attention output, [H, N] its log-sum-exp (F32)
+  // Context parallelism: the keys and values the attention reads, [key rows, Hkv*hd]: this
+  // part's and the other parts' the exchange brings (empty otherwise: k and v themselves).
+  OwnedTensor k_all, v_all;
 };
 
 // Their gradients.
 struct LlamaModel::AttentionGrads {
-  OwnedTensor dq, dk, dv;  // [N, H*hd], [N, Hkv*hd], [N, Hkv*hd]
-  OwnedTensor datt;        // [N, H*hd]
+  OwnedTensor dq, dk, dv;      // [N, H*hd], [N, Hkv*hd], [N, Hkv*hd]
+  OwnedTensor datt;            // [N, H*hd]
+  OwnedTensor dk_all, dv_all;  // [key rows, Hkv*hd] with context parallelism (else empty)
 };
 
 // One tile's intermediates of the row-wise stages.
@@ -128,6 +132,14 @@ void LlamaModel::attention_forward_part(const Layer& layer, const Tensor& x_in,
   backend_.rope_forward(q3, spec.position_offset, rope);
   backend_.rope_forward(k3, spec.position_offset, rope);
   const Tensor att3 = reshaped(*at.att, {n, h, hd}), v3 = reshaped(*at.v, {n, hkv, hd});
+  if (spec.context != nullptr) {
+    // The other parts' keys and values join this part's (after RoPE at window positions).
+    const int64_t rows = spec.context->key_rows();
+    spec.context->gather(backend_, *at.k, *at.v, *at.k_all, *at.v_all);
+    backend_.attention_forward(att3, *at.lse, q3, reshaped(*at.k_all, {rows, hkv, hd}),
+                               reshaped(*at.v_all, {rows, hkv, hd}), mask);
+    return;
+  }
   if (cache == nullptr) {
     backend_.attention_forward(att3, *at.lse, q3, k3, v3, mask);
     return;
@@ -203,10 +215,21 @@ void LlamaModel::block_backward(const Layer& layer, const Tensor& x_in, Attentio
 
   // Attention and RoPE, whole.
   const Tensor dq3 = reshaped(*ag.dq, {n, h, hd}), dk3 = reshaped(*ag.dk, {n, hkv, hd});
-  backend_.attention_backward(dq3, dk3, reshaped(*ag.dv, {n, hkv, hd}),
-                              reshaped(*ag.datt, {n, h, hd}), reshaped(*at.q, {n, h, hd}),
-                              reshaped(*at.k, {n, hkv, hd}), reshaped(*at.v, {n, hkv, hd}),
-                              reshaped(*at.att, {n, h, hd}), *at.lse, mask);
+  if (spec.context != nullptr) {
+    // Over this part's and the received keys; their gradients go back to their owners.
+    const int64_t rows = spec.context->key_rows();
+    backend_.attention_backward(
+        dq3, reshaped(*ag.dk_all, {rows, hkv, hd}), reshaped(*ag.dv_all, {rows, hkv, hd}),
+        reshaped(*ag.datt, {n, h, hd}), reshaped(*at.q, {n, h, hd}),
+        reshaped(*at.k_all, {rows, hkv, hd}), reshaped(*at.v_all, {rows, hkv, hd}),
+        reshaped(*at.att, {n, h, hd}), *at.lse, mask);
+    spec.context->return_gradients(backend_, *ag.dk_all, *ag.dv_all, *ag.dk, *ag.dv);
+  } else {
+    backend_.attention_backward(dq3, dk3, reshaped(*ag.dv, {n, hkv, hd}),
+                                reshaped(*ag.datt, {n, h, hd}), reshaped(*at.q, {n, h, hd}),
+                                reshaped(*at.k, {n, hkv, hd}), reshaped(*at.v, {n, hkv, hd}),
+                                reshaped(*at.att, {n, h, hd}), *at.lse, mask);
+  }
   const RopeFrequencies rope = rope_frequencies_for(c, spec, n);
   backend_.rope_backward(dq3, spec.position_offset, rope);
   backend_.rope_backward(dk3, spec.position_offset, rope);
@@ -229,7 +252,8 @@ void LlamaModel::block_backward(const Layer& layer, const Tensor& x_in, Attentio
   });
 }
 
-LlamaModel::AttentionTensors LlamaModel::make_attention_tensors(int64_t n) {
+LlamaModel::AttentionTensors LlamaModel::make_attention_tensors(int64_t n,
+                                                                const ForwardSpec& spec) {
   const LlamaConfig& c = config_;
   const int64_t q_dim = c.num_attention_heads * c.head_dim(), kv_dim = c.kv_dim();
   const DType act = backend_.activation_dtype();
@@ -239,10 +263,14 @@ LlamaModel::AttentionTensors LlamaModel::make_attention_tensors(int64_t n) {
   at.v = backend_.allocate({n, kv_dim}, act);
   at.att = backend_.allocate({n, q_dim}, act);
   at.lse = backend_.allocate({c.num_attention_heads, n}, DType::F32);
+  if (spec.context != nullptr) {
+    at.k_all = backend_.allocate({spec.context->key_rows(), kv_dim}, act);
+    at.v_all = backend_.allocate({spec.context->key_rows(), kv_dim}, act);
+  }
   return at;
 }
 
-LlamaModel::AttentionGrads LlamaModel::make_attention_grads(int64_t n) {
+LlamaModel::AttentionGrads LlamaModel::make_attention_grads(int64_t n, const ForwardSpec& spec) {
   const LlamaConfig& c = config_;
   const int64_t q_dim = c.num_attention_heads * c.head_dim(), kv_dim = c.kv_dim();
   const DType act = backend_.activation_dtype();
@@ -251,6 +279,10 @@ LlamaModel::AttentionGrads LlamaModel::make_attention_grads(int64_t n) {
   ag.dk = backend_.allocate({n, kv_dim}, act);
   ag.dv = backend_.allocate({n, kv_dim}, act);
   ag.datt = backend_.allocate({n, q_dim}, act);
+  if (spec.context != nullptr) {
+    ag.dk_all = backend_.allocate({spec.context->key_rows(), kv_dim}, act);
+    ag.dv_all = backend_.allocate({spec.context->key_rows(), kv_dim}, act);
+  }
   return ag;
 }
 
@@ -284,7 +316,7 @@ OwnedTensor LlamaModel::run_blocks(const Tensor& token_ids, const ForwardSpec& s
                                    const KvCache* cache) {
   const int64_t n = token_ids.dim(0), d = config_.hidden_size;
   const AttentionPattern mask = make_mask(n, spec);
-  AttentionTensors at = make_attention_tensors(n);
+  AttentionTensors at = make_attention_tensors(n, spec);
   TileWorkspace tw = make_tile_workspace(tile_rows(spec, n));
   OwnedTensor x = backend_.allocate({n, d}, backend_.activation_dtype());  // [N, D] residual
   backend_.embedding_forward(*x, *embed_tokens_.value, token_ids);
@@ -332,7 +364,7 @@ LossSum LlamaModel::forward_backward(std::span<const int32_t> tokens,
   // Forward, keeping only each block's input (L x [N, D], on the device or in host memory).
   Tensor x_final;  // [N, D] the last block's output
   {
-    AttentionTensors at = make_attention_tensors(n);
+    AttentionTensors at = make_attention_tensors(n, spec);
     TileWorkspace tw = make_tile_workspace(tile);
     Tensor x = saved.first_input();
     backend_.embedding_forward(x, *embed_tokens_.value, *token_ids);
@@ -382,8 +414,8 @@ LossSum LlamaModel::forward_backward(std::span<const int32_t> tokens,
 
   // Backward through the blocks, last first, recomputing each block's forward.
   {
-    AttentionTensors at = make_attention_tensors(n);
-    AttentionGrads ag = make_attention_grads(n);
+    AttentionTensors at = make_attention_tensors(n, spec);
+    AttentionGrads ag = make_attention_grads(n, spec);
     TileWorkspace tw = make_tile_workspace(tile);
     TileGrads tg = make_tile_grads(tile);
     for (int64_t l = n_layers; l-- > 0;) {

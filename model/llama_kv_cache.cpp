@@ -24,6 +24,8 @@ std::vector<float> LlamaModel::forward_cached(std::span<const int32_t> tokens, K
                                               const ForwardSpec& spec, bool all_logits) {
   const int64_t n = int64_t(tokens.size()), v = config_.vocab_size, d = config_.hidden_size;
   LL_CHECK(n > 0, "cached forward pass on no tokens");
+  LL_CHECK(spec.context == nullptr,
+           "cached forward passes take whole sequences (no context parts)");
   LL_CHECK(spec.attn_mode == AttnMode::Dense,
            "cached forward passes use dense causal attention (S2-Attn is for training only)");
   LL_CHECK(cache.k.size() == layers_.size() && cache.v.size() == layers_.size(),

@@ -252,6 +252,19 @@ AttentionPattern LlamaModel::make_mask(int64_t n_tokens, const ForwardSpec& spec
   mask.seq_len = n_tokens;
   mask.n_heads = config_.num_attention_heads;
   mask.group_size = spec.group_size;
+  if (spec.context != nullptr) {
+    const KeyValueExchange& cx = *spec.context;
+    LL_CHECK(cx.part_tokens() == n_tokens && cx.part_begin() == spec.position_offset,
+             "context parallelism: a part of {} tokens from position {}, the call has {} from {}",
+             cx.part_tokens(), cx.part_begin(), n_tokens, spec.position_offset);
+    LL_CHECK(spec.attn_mode != AttnMode::S2Roll,
+             "context parallelism: the roll form has no parts (its wrap-around needs both ends "
+             "of the window)");
+    mask.seq_len = cx.window_tokens();
+    mask.query_offset = cx.part_begin();
+    mask.key_offset = cx.key_begin();
+    mask.window_part = true;
+  }
   if (spec.attn_mode != AttnMode::Dense) {
     S2GroupInput s2;
     s2.group_size = spec.group_size;
@@ -274,8 +287,11 @@ void LlamaModel::check_spec(int64_t n_tokens, const ForwardSpec& spec) const {
 
 RopeFrequencies rope_frequencies_for(const LlamaConfig& config, const ForwardSpec& spec,
                                      int64_t n_tokens) {
+  // A context-parallel part applies the window's scaling (dynamic NTK sees the whole window).
+  const int64_t seq_len =
+      spec.context != nullptr ? spec.context->window_tokens() : spec.position_offset + n_tokens;
   return rope_frequencies(spec.rope, config.rope_theta, config.head_dim(),
-                          config.max_position_embeddings, spec.position_offset + n_tokens);
+                          config.max_position_embeddings, seq_len);
 }
 
 OwnedTensor LlamaModel::final_hidden(std::span<const int32_t> tokens, const ForwardSpec& spec,

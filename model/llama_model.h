@@ -16,6 +16,7 @@
 #include "kernels/attention_pattern.h"
 #include "kernels/backend.h"
 #include "model/formats/adapter_io.h"
+#include "model/key_value_exchange.h"
 #include "model/llama_weights.h"
 #include "model/lora_config.h"
 
@@ -36,6 +37,9 @@ struct ForwardSpec {
   // Training: the block inputs of layers [0, offloaded_layers) wait in host memory between the
   // forward and the backward (model/saved_block_inputs.h); at most num_hidden_layers - 1.
   int64_t offloaded_layers = 0;
+  // Context parallelism: the call's tokens are one part of a window (Dense and S2 attention;
+  // position_offset must be the part's first window position). Not owned.
+  KeyValueExchange* context = nullptr;
 };
 
 // The frequencies a call over n_tokens tokens from spec.position_offset applies: spec.rope with
@@ -179,8 +183,9 @@ class LlamaModel {
   // x A^T of a LoRA layer into u [n, r] (nothing without LoRA): the recomputation of a
   // product linear_forward keeps.
   void lora_product(const Linear& lin, const Tensor& u, const Tensor& x);
-  AttentionTensors make_attention_tensors(int64_t n_tokens);
-  AttentionGrads make_attention_grads(int64_t n_tokens);
+  // [N, ...] (and with spec.context the key buffers of the part and what it receives).
+  AttentionTensors make_attention_tensors(int64_t n_tokens, const ForwardSpec& spec);
+  AttentionGrads make_attention_grads(int64_t n_tokens, const ForwardSpec& spec);
   TileWorkspace make_tile_workspace(int64_t tile_tokens);
   TileGrads make_tile_grads(int64_t tile_tokens);
   // One layer's slice of a KvCache for one forward_cached call: the new tokens' K/V go to
