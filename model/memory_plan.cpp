@@ -72,25 +72,24 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
   if (!c.tie_word_embeddings) base(v * d, in.trainable.linear);  // lm_head (tied: the embedding)
 
   MemoryPlan plan;
-  auto item = [&](std::string name, int64_t bytes, std::string detail, bool parameter) {
+  auto parameter_item = [&](std::string name, int64_t bytes, std::string detail) {
     plan.items.push_back({std::move(name), bytes, std::move(detail)});
-    (parameter ? plan.parameter_bytes : plan.step_bytes) += bytes;
+    plan.parameter_bytes += bytes;
   };
   const std::string act_name(dtype_name(bt.activation_dtype));
-  item("frozen weights", frozen * act, fmt::format("{} elements, {}", frozen, act_name), true);
-  item("trained parameters", trained * (4 + (separate_value ? act : 0)),
-       fmt::format("{} elements: fp32 master{}{}", trained,
-                   separate_value ? " + " + act_name + " copy" : "",
-                   in.lora ? fmt::format(", LoRA r {} on {} linears", r, lora_layers) : ""),
-       true);
-  item("gradients", trained * 4, "fp32, one per trained element", true);
-  item("AdamW moments", trained * 8, "fp32 exp_avg and exp_avg_sq", true);
+  parameter_item("frozen weights", frozen * act, fmt::format("{} elements, {}", frozen, act_name));
+  parameter_item(
+      "trained parameters", trained * (4 + (separate_value ? act : 0)),
+      fmt::format("{} elements: fp32 master{}{}", trained,
+                  separate_value ? " + " + act_name + " copy" : "",
+                  in.lora ? fmt::format(", LoRA r {} on {} linears", r, lora_layers) : ""));
+  parameter_item("gradients", trained * 4, "fp32, one per trained element");
+  parameter_item("AdamW moments", trained * 8, "fp32 exp_avg and exp_avg_sq");
 
   // A training step (LlamaModel::forward_backward), phase by phase.
-  const int64_t l_count = layers;
-  LL_CHECK(in.offloaded_layers >= 0 && in.offloaded_layers < l_count,
-           "memory plan: {} offloaded layers of {} (at most {})", in.offloaded_layers, l_count,
-           l_count - 1);
+  LL_CHECK(in.offloaded_layers >= 0 && in.offloaded_layers < layers,
+           "memory plan: {} offloaded layers of {} (at most {})", in.offloaded_layers, layers,
+           layers - 1);
   LL_CHECK(in.tile_tokens >= 0, "memory plan: token tiles of {} rows", in.tile_tokens);
   const int64_t m = in.offloaded_layers;
   const int64_t t = in.tile_tokens <= 0 || in.tile_tokens >= n ? n : in.tile_tokens;
@@ -100,9 +99,9 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
   // Block inputs in device buffers of their own at the end of the forward
   // (model/saved_block_inputs.h): all L without offload; with m offloaded, layers (m, L) and
   // two staging buffers, the final hidden state taking a staging buffer when m = L - 1.
-  const int64_t own_inputs = m == 0 ? l_count : l_count - 1 - m;
+  const int64_t own_inputs = m == 0 ? layers : layers - 1 - m;
   const int64_t staging = m == 0 ? 0 : 2;
-  const bool final_own = m == 0 || m < l_count - 1;
+  const bool final_own = m == 0 || m < layers - 1;
   const std::string shape_nd = fmt::format("[{}, {}] {}", n, d, act_name);
   const MemoryItem ids{"token ids", 8 * n, fmt::format("token and target ids [{}] int32", n)};
   const MemoryItem saved_inputs{
@@ -110,7 +109,7 @@ MemoryPlan plan_training_memory(const MemoryPlanInput& in) {
       m == 0 ? fmt::format("{} block inputs {}", own_inputs, shape_nd)
              : fmt::format("{} block inputs {} on the device (layers {}-{}; layers 0-{} in host "
                            "memory, layer {} in a staging buffer)",
-                           own_inputs, shape_nd, m + 1, l_count - 1, m - 1, m)};
+                           own_inputs, shape_nd, m + 1, layers - 1, m - 1, m)};
   const MemoryItem staging_item{
       "offload staging", staging * nd,
       fmt::format("2 x {}: the offloaded layers' inputs pass through them", shape_nd)};

@@ -57,6 +57,44 @@ void ContextHalo::unpack(const KeyTransfer& t, std::span<const float> message, s
   }
 }
 
+void ContextHalo::exchange_transfers(bool gradients, std::span<const float> k,
+                                     std::span<const float> v, int64_t origin,
+                                     std::span<float> k_out, std::span<float> v_out,
+                                     int64_t origin_out, const std::string& context) {
+  // Forward the owner sends each transfer to its user; for gradients the user sends it back.
+  const auto sender = [&](const KeyTransfer& t) { return gradients ? t.to : t.from; };
+  const auto receiver = [&](const KeyTransfer& t) { return gradients ? t.from : t.to; };
+  // Messages in the plan's transfer order on both sides: the pairing the exchange keeps.
+  std::vector<std::vector<float>> out, in;
+  std::vector<const KeyTransfer*> incoming;
+  std::vector<PeerSend> sends;
+  std::vector<PeerRecv> recvs;
+  for (const KeyTransfer& t : exchange_.transfers) {
+    if (sender(t) == part_index_) {
+      out.emplace_back(size_t(2 * row_values(t)));
+      pack(t, k, v, origin, out.back());
+    }
+    if (receiver(t) == part_index_) {
+      in.emplace_back(size_t(2 * row_values(t)));
+      incoming.push_back(&t);
+    }
+  }
+  size_t o = 0, i = 0;
+  for (const KeyTransfer& t : exchange_.transfers) {
+    if (sender(t) == part_index_) {
+      sends.push_back({first_rank_ + receiver(t), out[o++]});
+      values_sent_ += 2 * row_values(t);
+    }
+    if (receiver(t) == part_index_) {
+      recvs.push_back({first_rank_ + sender(t), in[i++]});
+      values_received_ += 2 * row_values(t);
+    }
+  }
+  comm_.exchange(sends, recvs, context);
+  for (size_t m = 0; m < incoming.size(); ++m)
+    unpack(*incoming[m], in[m], k_out, v_out, origin_out, gradients);
+}
+
 void ContextHalo::gather(std::span<const float> k, std::span<const float> v, std::span<float> kbuf,
                          std::span<float> vbuf, const std::string& context) {
   const int64_t row = kv_heads_ * head_dim_, own = part_.size() * row;
@@ -64,40 +102,13 @@ void ContextHalo::gather(std::span<const float> k, std::span<const float> v, std
                int64_t(kbuf.size()) == key_rows() * row && int64_t(vbuf.size()) == key_rows() * row,
            "context parallelism: gather of {} key values into {} (part of {} tokens, {} key rows)",
            k.size(), kbuf.size(), part_.size(), key_rows());
-  std::fill(kbuf.begin(), kbuf.end(), 0.0f);
-  std::fill(vbuf.begin(), vbuf.end(), 0.0f);
+  // Rows before the part's own: zero unless a transfer brings them.
   const int64_t at = (part_.begin - key_begin_) * row;
+  std::fill(kbuf.begin(), kbuf.begin() + at, 0.0f);
+  std::fill(vbuf.begin(), vbuf.begin() + at, 0.0f);
   std::copy(k.begin(), k.end(), kbuf.begin() + at);
   std::copy(v.begin(), v.end(), vbuf.begin() + at);
-  // Messages in the plan's transfer order on both sides: the pairing the exchange keeps.
-  std::vector<std::vector<float>> out, in;
-  std::vector<PeerSend> sends;
-  std::vector<PeerRecv> recvs;
-  std::vector<const KeyTransfer*> incoming;
-  for (const KeyTransfer& t : exchange_.transfers) {
-    if (t.from == part_index_) {
-      out.emplace_back(size_t(2 * row_values(t)));
-      pack(t, k, v, part_.begin, out.back());
-    }
-    if (t.to == part_index_) {
-      in.emplace_back(size_t(2 * row_values(t)));
-      incoming.push_back(&t);
-    }
-  }
-  size_t o = 0, i = 0;
-  for (const KeyTransfer& t : exchange_.transfers) {
-    if (t.from == part_index_) {
-      sends.push_back({first_rank_ + t.to, out[o++]});
-      values_sent_ += 2 * row_values(t);
-    }
-    if (t.to == part_index_) {
-      recvs.push_back({first_rank_ + t.from, in[i++]});
-      values_received_ += 2 * row_values(t);
-    }
-  }
-  comm_.exchange(sends, recvs, context);
-  for (size_t m = 0; m < incoming.size(); ++m)
-    unpack(*incoming[m], in[m], kbuf, vbuf, key_begin_, false);
+  exchange_transfers(false, k, v, part_.begin, kbuf, vbuf, key_begin_, context);
 }
 
 void ContextHalo::return_gradients(std::span<const float> dkbuf, std::span<const float> dvbuf,
@@ -112,36 +123,9 @@ void ContextHalo::return_gradients(std::span<const float> dkbuf, std::span<const
   const int64_t at = (part_.begin - key_begin_) * row;
   std::copy_n(dkbuf.begin() + at, own, dk.begin());
   std::copy_n(dvbuf.begin() + at, own, dv.begin());
-  // The reverse of gather: users send the gradients of what they received to the owners.
-  std::vector<std::vector<float>> out, in;
-  std::vector<PeerSend> sends;
-  std::vector<PeerRecv> recvs;
-  std::vector<const KeyTransfer*> incoming;
-  for (const KeyTransfer& t : exchange_.transfers) {
-    if (t.to == part_index_) {
-      out.emplace_back(size_t(2 * row_values(t)));
-      pack(t, dkbuf, dvbuf, key_begin_, out.back());
-    }
-    if (t.from == part_index_) {
-      in.emplace_back(size_t(2 * row_values(t)));
-      incoming.push_back(&t);
-    }
-  }
-  size_t o = 0, i = 0;
-  for (const KeyTransfer& t : exchange_.transfers) {
-    if (t.to == part_index_) {
-      sends.push_back({first_rank_ + t.from, out[o++]});
-      values_sent_ += 2 * row_values(t);
-    }
-    if (t.from == part_index_) {
-      recvs.push_back({first_rank_ + t.to, in[i++]});
-      values_received_ += 2 * row_values(t);
-    }
-  }
-  comm_.exchange(sends, recvs, context);
-  // Transfers are ordered by receiving part: the later parts' gradients add in part order.
-  for (size_t m = 0; m < incoming.size(); ++m)
-    unpack(*incoming[m], in[m], dk, dv, part_.begin, true);
+  // The reverse of gather: users send the gradients of what they received to the owners; the
+  // later parts' gradients add in part order (transfers are ordered by receiving part).
+  exchange_transfers(true, dkbuf, dvbuf, key_begin_, dk, dv, part_.begin, context);
 }
 
 }  // namespace ll::dist

@@ -48,6 +48,12 @@ class ContextHalo {
             int64_t origin, std::span<float> message) const;
   void unpack(const KeyTransfer& t, std::span<const float> message, std::span<float> k,
               std::span<float> v, int64_t origin, bool add) const;
+  // One exchange of every transfer this part takes part in: K/V (or, with `gradients`, their
+  // gradients, the other way) packed from [rows, Hkv, hd] tensors at window position `origin`
+  // and unpacked into those at `origin_out` (gradients added to what is there).
+  void exchange_transfers(bool gradients, std::span<const float> k, std::span<const float> v,
+                          int64_t origin, std::span<float> k_out, std::span<float> v_out,
+                          int64_t origin_out, const std::string& context);
 
   Communicator& comm_;
   const ContextExchange& exchange_;

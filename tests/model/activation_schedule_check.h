@@ -47,6 +47,18 @@ inline LlamaConfig schedule_config() {
   return c;
 }
 
+// LoRA+ (rank 4 on the attention projections and down_proj, embeddings and norms trained).
+inline ModelSetup schedule_setup() {
+  ModelSetup setup;
+  setup.lora = LoraConfig{};
+  setup.lora->rank = 4;
+  setup.lora->targets = {"q_proj", "k_proj", "v_proj", "o_proj", "down_proj"};
+  setup.trainable = TrainableSet::lora_plus();
+  setup.seed = 7;
+  setup.training = true;
+  return setup;
+}
+
 inline std::vector<float> download_all(Backend& backend, const Tensor& t) {
   std::vector<float> out(size_t(t.numel()));
   backend.download_f32(out.data(), t);
@@ -56,14 +68,7 @@ inline std::vector<float> download_all(Backend& backend, const Tensor& t) {
 // `steps` steps of two sequences each under (tile_tokens, offloaded_layers).
 inline ScheduleRun run_schedule(Backend& backend, const ScheduleCase& cs, int64_t tile,
                                 int64_t offloaded) {
-  ModelSetup setup;
-  setup.lora = LoraConfig{};
-  setup.lora->rank = 4;
-  setup.lora->targets = {"q_proj", "k_proj", "v_proj", "o_proj", "down_proj"};
-  setup.trainable = TrainableSet::lora_plus();
-  setup.seed = 7;
-  setup.training = true;
-  LlamaModel model(backend, random_llama_weights(cs.config, 3, 0.1f), setup);
+  LlamaModel model(backend, random_llama_weights(cs.config, 3, 0.1f), schedule_setup());
   ForwardSpec spec;
   spec.attn_mode = cs.mode;
   spec.group_size = cs.mode == AttnMode::Dense ? 0 : cs.group_size;

@@ -80,9 +80,7 @@ TEST_CASE("CUDA: the plan equals the device peak and the pinned host bytes") {
   const ScheduleRun run = run_schedule(backend, cs, 8, 3);
   MemoryPlanInput in;
   in.config = cs.config;
-  in.lora = LoraConfig{};
-  in.lora->rank = 4;
-  in.lora->targets = {"q_proj", "k_proj", "v_proj", "o_proj", "down_proj"};
+  in.lora = schedule_setup().lora;
   in.seq_len = cs.n;
   in.classifier_chunk = 16;
   in.backend = backend.traits();

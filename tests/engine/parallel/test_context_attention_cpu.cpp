@@ -10,12 +10,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <random>
 #include <vector>
 
 #include "common/error.h"
 #include "engine/parallel/context_exchange.h"
 #include "kernels/cpu/attention.h"
+#include "tests/engine/parallel/context_attention_check.h"
 
 namespace {
 
@@ -23,42 +23,27 @@ using namespace ll;
 using namespace ll::dist;
 
 struct Shape {
-  AttnMode mode;
-  int64_t n, g, h, hkv, hd;
+  ll::test::AttnShape attn;
   int parts;
 };
 
-std::vector<float> random_values(size_t count, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> v(count);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-void check_parts(const Shape& s) {
+void check_parts(const Shape& shape) {
+  const ll::test::AttnShape& s = shape.attn;
   CAPTURE(int(s.mode));
   CAPTURE(s.n);
   CAPTURE(s.g);
   CAPTURE(s.hkv);
-  CAPTURE(s.parts);
-  const AttentionPattern whole_mask{s.mode, s.n, s.mode == AttnMode::Dense ? 0 : s.g, s.h};
-  const int64_t qrow = s.h * s.hd, kvrow = s.hkv * s.hd;
-  const std::vector<float> q = random_values(size_t(s.n * qrow), 1);
-  const std::vector<float> k = random_values(size_t(s.n * kvrow), 2);
-  const std::vector<float> v = random_values(size_t(s.n * kvrow), 3);
-  const std::vector<float> dout = random_values(size_t(s.n * qrow), 4);
-  std::vector<float> out(q.size()), lse(size_t(s.h * s.n));
-  cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), s.n, s.h, s.hkv,
-                         s.hd, whole_mask);
-  std::vector<float> dq(q.size()), dk(k.size()), dv(v.size());
-  cpu::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(),
-                          v.data(), out.data(), lse.data(), s.n, s.h, s.hkv, s.hd, whole_mask);
+  CAPTURE(shape.parts);
+  const ll::test::WholeWindow w = ll::test::whole_window(s);
+  const AttentionPattern& whole_mask = w.mask;
+  const int64_t qrow = w.qrow, kvrow = w.kvrow;
+  const std::vector<float>&q = w.q, &k = w.k, &v = w.v, &dout = w.dout;
+  const std::vector<float>&out = w.out, &lse = w.lse, &dq = w.dq, &dk = w.dk, &dv = w.dv;
 
-  const ContextExchange ex = plan_context_exchange(whole_mask, s.hkv, s.parts);
+  const ContextExchange ex = plan_context_exchange(whole_mask, s.hkv, shape.parts);
   std::vector<double> dk_sum(k.size(), 0.0), dv_sum(v.size(), 0.0);  // the owners' sums
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  for (int p = 0; p < s.parts; ++p) {
+  for (int p = 0; p < shape.parts; ++p) {
     const ContextPart part = ex.parts[size_t(p)];
     int64_t key_begin = part.begin;
     for (const KeyTransfer& t : ex.transfers)
@@ -141,9 +126,9 @@ TEST_CASE("attention over context-parallel parts equals the whole window's rows"
   for (const AttnMode mode : {AttnMode::Dense, AttnMode::S2}) {
     for (const int parts : {2, 3, 4}) {
       // N/C a multiple of G; N/C below G; ragged parts and groups; GQA and MHA.
-      check_parts({mode, 48, 8, 4, 2, 8, parts});
-      check_parts({mode, 48, 24, 4, 4, 8, parts});
-      check_parts({mode, 37, 10, 4, 1, 8, parts});
+      check_parts({{mode, 48, 8, 4, 2, 8}, parts});
+      check_parts({{mode, 48, 24, 4, 4, 8}, parts});
+      check_parts({{mode, 37, 10, 4, 1, 8}, parts});
     }
   }
 }

@@ -10,13 +10,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <random>
 #include <vector>
 
 #include "engine/parallel/communicator.h"
 #include "engine/parallel/context_exchange.h"
 #include "engine/parallel/context_halo.h"
 #include "kernels/cpu/attention.h"
+#include "tests/engine/parallel/context_attention_check.h"
 #include "tests/engine/parallel/mpirun_util.h"
 
 namespace {
@@ -26,38 +26,20 @@ using namespace ll::dist;
 
 constexpr const char* kChildVariable = "LL_CONTEXT_HALO_CHILD";
 
-struct Shape {
-  AttnMode mode;
-  int64_t n, g, h, hkv, hd;
-};
+using Shape = ll::test::AttnShape;
 
-std::vector<float> random_values(size_t count, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> v(count);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-// One shape on this rank's part; returns whether every check held (CHECKs say which failed).
+// One shape on this rank's part.
 void check_part(Communicator& comm, const Shape& s) {
   CAPTURE(int(s.mode));
   CAPTURE(s.n);
   CAPTURE(s.g);
   CAPTURE(s.hkv);
   const int parts = comm.world_size(), p = comm.rank();
-  const AttentionPattern whole{s.mode, s.n, s.mode == AttnMode::Dense ? 0 : s.g, s.h};
-  const int64_t qrow = s.h * s.hd, kvrow = s.hkv * s.hd;
-  const std::vector<float> q = random_values(size_t(s.n * qrow), 11);
-  const std::vector<float> k = random_values(size_t(s.n * kvrow), 12);
-  const std::vector<float> v = random_values(size_t(s.n * kvrow), 13);
-  const std::vector<float> dout = random_values(size_t(s.n * qrow), 14);
-  std::vector<float> out(q.size()), lse(size_t(s.h * s.n)), dq(q.size()), dk(k.size()),
-      dv(v.size());
-  cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), s.n, s.h, s.hkv,
-                         s.hd, whole);
-  cpu::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(),
-                          v.data(), out.data(), lse.data(), s.n, s.h, s.hkv, s.hd, whole);
+  const ll::test::WholeWindow w = ll::test::whole_window(s);
+  const AttentionPattern& whole = w.mask;
+  const int64_t qrow = w.qrow, kvrow = w.kvrow;
+  const std::vector<float>&q = w.q, &k = w.k, &v = w.v, &dout = w.dout;
+  const std::vector<float>&out = w.out, &lse = w.lse, &dq = w.dq, &dk = w.dk, &dv = w.dv;
 
   const ContextExchange ex = plan_context_exchange(whole, s.hkv, parts);
   const ContextPart part = ex.parts[size_t(p)];

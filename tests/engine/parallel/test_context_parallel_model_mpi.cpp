@@ -50,15 +50,8 @@ void check_case(Communicator& comm, const Case& cs) {
   CAPTURE(cs.g);
   CAPTURE(cs.tile);
   const LlamaConfig config = ll::test::schedule_config();
-  ModelSetup setup;
-  setup.lora = LoraConfig{};
-  setup.lora->rank = 4;
-  setup.lora->targets = {"q_proj", "k_proj", "v_proj", "o_proj", "down_proj"};
-  setup.trainable = TrainableSet::lora_plus();
-  setup.seed = 7;
-  setup.training = true;
   CpuBackend backend;
-  LlamaModel model(backend, random_llama_weights(config, 3, 0.1f), setup);
+  LlamaModel model(backend, random_llama_weights(config, 3, 0.1f), ll::test::schedule_setup());
   std::vector<int32_t> tokens(size_t(cs.n)), targets(size_t(cs.n));
   for (int64_t i = 0; i < cs.n; ++i) tokens[size_t(i)] = int32_t((i * i * 5 + 3 * i) % 61);
   for (int64_t i = 0; i < cs.n; ++i) targets[size_t(i)] = i + 1 < cs.n ? tokens[size_t(i + 1)] : -1;
