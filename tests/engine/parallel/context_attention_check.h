@@ -18,9 +18,9 @@ struct AttnShape {
 
 struct WholeWindow {
   AttentionPattern mask;
-  int64_t qrow = 0, kvrow = 0;                   // values per token of q (and out), of k and v
-  std::vector<float> q, k, v, dout;              // [N, H, hd], [N, Hkv, hd] x 2, [N, H, hd]
-  std::vector<float> out, lse, dq, dk, dv;       // the forward's and the backward's results
+  int64_t qrow = 0, kvrow = 0;              // values per token of q (and out), of k and v
+  std::vector<float> q, k, v, dout;         // [N, H, hd], [N, Hkv, hd] x 2, [N, H, hd]
+  std::vector<float> out, lse, dq, dk, dv;  // the forward's and the backward's results
 };
 
 inline WholeWindow whole_window(const AttnShape& s) {
@@ -35,14 +35,14 @@ inline WholeWindow whole_window(const AttnShape& s) {
   w.dout = random_uniform(rng, size_t(s.n * w.qrow));
   w.out.resize(w.q.size());
   w.lse.resize(size_t(s.h * s.n));
-  cpu::attention_forward(w.out.data(), w.lse.data(), w.q.data(), w.k.data(), w.v.data(), s.n,
-                         s.h, s.hkv, s.hd, w.mask);
+  cpu::attention_forward(w.out.data(), w.lse.data(), w.q.data(), w.k.data(), w.v.data(), s.n, s.h,
+                         s.hkv, s.hd, w.mask);
   w.dq.resize(w.q.size());
   w.dk.resize(w.k.size());
   w.dv.resize(w.v.size());
   cpu::attention_backward(w.dq.data(), w.dk.data(), w.dv.data(), w.dout.data(), w.q.data(),
-                          w.k.data(), w.v.data(), w.out.data(), w.lse.data(), s.n, s.h, s.hkv,
-                          s.hd, w.mask);
+                          w.k.data(), w.v.data(), w.out.data(), w.lse.data(), s.n, s.h, s.hkv, s.hd,
+                          w.mask);
   return w;
 }
 
